@@ -1,0 +1,1 @@
+"""MobileR2L-style neural light fields: network, distillation from a NeRF, mobile-latency report."""

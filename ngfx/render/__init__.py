@@ -1,0 +1,1 @@
+"""The four NGPC applications (NeRF, NSDF, GIA, NVR) on grid encodings."""

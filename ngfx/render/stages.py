@@ -1,0 +1,84 @@
+"""Named stages of a frame, so a renderer's kernels can be timed and traced.
+
+Renderers wrap each kernel (or fused group) in ``with stage("nerf.march", "rest", n_inputs=...)``.
+Outside :func:`record_stages` a stage costs one list check; inside, each stage is timed with CUDA
+events (GPU) or ``time.perf_counter`` (CPU) and returned as :class:`StageRecord`s, which
+:mod:`ngfx.ngpc_sim.capture` turns into a trace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import torch
+
+CATEGORIES = ("encoding", "mlp", "rest")
+
+
+@dataclass
+class StageRecord:
+    name: str
+    category: str
+    n_inputs: int
+    flops: float
+    bytes_read: float
+    bytes_written: float
+    attrs: dict = field(default_factory=dict)
+    start_s: float = 0.0  # host time at entry, relative to the recording's start
+    duration_s: float = 0.0
+    timer: str = "cpu"  # "cuda_event" or "cpu"
+
+
+class _Recorder:
+    def __init__(self, device: torch.device):
+        self.use_cuda = device.type == "cuda"
+        self.records: list[StageRecord] = []
+        self._events: list[tuple] = []
+        self.t0 = time.perf_counter()
+
+
+_active: list[_Recorder] = []
+
+
+@contextlib.contextmanager
+def stage(name: str, category: str, n_inputs: int = 0, flops: float = 0.0, bytes_read: float = 0.0,
+          bytes_written: float = 0.0, **attrs) -> Iterator[None]:
+    """Mark the work inside as one named stage of category ``encoding``, ``mlp`` or ``rest``."""
+    if category not in CATEGORIES:
+        raise ValueError(f"stage '{name}': category must be one of {CATEGORIES}, got {category!r}")
+    if not _active:
+        yield
+        return
+    rec = _active[-1]
+    record = StageRecord(name, category, int(n_inputs), float(flops), float(bytes_read), float(bytes_written),
+                         dict(attrs), start_s=time.perf_counter() - rec.t0,
+                         timer="cuda_event" if rec.use_cuda else "cpu")
+    if rec.use_cuda:
+        begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        begin.record()
+        yield
+        end.record()
+        rec._events.append((record, begin, end))
+    else:
+        t = time.perf_counter()
+        yield
+        record.duration_s = time.perf_counter() - t
+    rec.records.append(record)
+
+
+@contextlib.contextmanager
+def record_stages(device: torch.device | str = "cpu") -> Iterator[list[StageRecord]]:
+    """Collect every stage run inside; durations are filled in (after a sync) when the block exits."""
+    rec = _Recorder(torch.device(device))
+    _active.append(rec)
+    try:
+        yield rec.records
+    finally:
+        _active.remove(rec)
+        if rec.use_cuda:
+            torch.cuda.synchronize()
+            for record, begin, end in rec._events:
+                record.duration_s = begin.elapsed_time(end) / 1e3
