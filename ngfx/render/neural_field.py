@@ -1,0 +1,84 @@
+"""The encoding + MLP field shared by GIA, NSDF and NVR, queried inside named stages.
+
+Rendering calls :meth:`NeuralField.query`: while a stage recorder is active the encoding and the MLP run
+as two stages (``{app}.encoding``, ``{app}.mlp``) so each is timed; otherwise the fused
+``NetworkWithInputEncoding`` path runs as one stage. Training calls the module directly.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+
+from ngfx.encodings import NetworkWithInputEncoding
+from ngfx.render import stages
+
+SIZES = ("tiny", "quick", "full")
+
+
+def check_size(size: str) -> str:
+    if size not in SIZES:
+        raise ValueError(f"size must be one of {', '.join(SIZES)}, got {size!r}")
+    return size
+
+
+def preset_size(size: str) -> str:
+    """The encoding preset size: "quick" (CPU demo) uses the tiny tables, trained for longer."""
+    return "full" if check_size(size) == "full" else "tiny"
+
+
+def use_triton(fused: bool, device: torch.device) -> bool:
+    """Fused Triton "rest" kernels run on CUDA, or on CPU under TRITON_INTERPRET=1; else the PyTorch path."""
+    return bool(fused) and (device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1")
+
+
+def is_recording() -> bool:
+    return bool(stages._active)
+
+
+def adam(params, lr: float = 1e-2) -> torch.optim.Optimizer:
+    """instant-ngp's optimiser settings for grid + MLP parameters."""
+    return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.99), eps=1e-15)
+
+
+class NeuralField(nn.Module):
+    """[N, D] in [0, 1]^D -> [N, n_outputs] raw network outputs."""
+
+    def __init__(self, n_dims: int, n_outputs: int, encoding_config: dict, network_config: dict, app: str):
+        super().__init__()
+        self.model = NetworkWithInputEncoding(n_dims, n_outputs, encoding_config, network_config)
+        self.app = app
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def _encoding_attrs(self) -> dict:
+        c = self.model.encoding.cfg
+        return {"app": self.app, "otype": c.grid_type, "n_levels": c.n_levels,
+                "n_features_per_level": c.n_features_per_level, "log2_hashmap_size": c.log2_hashmap_size,
+                "n_dims": c.n_dims}
+
+    def _mlp_flops(self, n: int) -> float:
+        return 2.0 * n * sum(o * i for o, i in self.model.network.cfg.layer_shapes)
+
+    @torch.no_grad()
+    def query(self, x: torch.Tensor) -> torch.Tensor:
+        """Inference inside stages; x: [N, D] in [0, 1]^D -> [N, n_outputs] float32."""
+        n = x.shape[0]
+        enc, net = self.model.encoding, self.model.network
+        c = enc.cfg
+        enc_bytes = n * c.n_levels * (2 ** c.n_dims) * c.n_features_per_level * 4.0
+        attrs = self._encoding_attrs()
+        if not is_recording():
+            with stages.stage(f"{self.app}.field", "mlp", n_inputs=n, flops=self._mlp_flops(n),
+                              bytes_read=x.numel() * 4.0 + enc_bytes, bytes_written=n * net.n_output_dims * 4.0,
+                              fused_encoding=True, **attrs):
+                return self.model(x).float()
+        with stages.stage(f"{self.app}.encoding", "encoding", n_inputs=n, bytes_read=x.numel() * 4.0 + enc_bytes,
+                          bytes_written=n * enc.n_output_dims * 4.0, **attrs):
+            features = enc(x)
+        with stages.stage(f"{self.app}.mlp", "mlp", n_inputs=n, flops=self._mlp_flops(n),
+                          bytes_read=features.numel() * 4.0, bytes_written=n * net.n_output_dims * 4.0, **attrs):
+            return net(features).float()

@@ -1,0 +1,171 @@
+"""NSDF, neural signed distance function: 3D grid encoding + 64-wide MLP -> SDF, rendered by sphere tracing.
+
+The scene is the analytic CSG scene ("csg") or an OBJ mesh (normalised into [-0.9, 0.9]^3). Training and
+held-out points (half uniform in the cube [-1, 1]^3, half near the surface) and their SDF values are sampled
+once into a cache, so a training step is an index draw. The network predicts a correction to a sphere's
+SDF (radius 0.5), a geometric initialisation that starts as a closed surface. Loss: L1 on the SDF.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ngfx.render import stages
+from ngfx.render.app import App
+from ngfx.render.cameras import Intrinsics, orbit_poses, pixel_rays
+from ngfx.render.mesh_sdf import load_obj, sample_surface, signed_distance
+from ngfx.render.neural_field import NeuralField, adam, check_size, preset_size, use_triton
+from ngfx.render.presets import encoding_preset, mlp_preset
+from ngfx.render.sphere_trace import ALIVE, HIT, TETRAHEDRON, ray_box, shade_torch, trace_step_torch
+from scenes.sdf_csg import BOX, csg_sdf
+
+DEFAULT_STEPS = {"tiny": 300, "quick": 3000, "full": 20000}
+BATCH_SIZE = {"tiny": 2 ** 12, "quick": 2 ** 14, "full": 2 ** 18}
+N_TRAIN = {"tiny": 2 ** 15, "quick": 2 ** 17, "full": 2 ** 21}
+N_HELD_OUT = {"tiny": 2 ** 12, "quick": 2 ** 14, "full": 2 ** 16}
+MAX_STEPS = {"tiny": 48, "quick": 64, "full": 96}
+CHUNK_RAYS = {"tiny": 2 ** 14, "quick": 2 ** 16, "full": 2 ** 22}
+N_VIEWS, ORBIT_RADIUS, FOV_X_DEG = 8, 2.6, 40.0
+SPHERE_RADIUS = 0.5
+NEAR_SURFACE_SIGMAS = (0.005, 0.02)  # Gaussian offsets from the surface, in normalised units
+
+
+class NsdfApp(App):
+    name = "nsdf"
+
+    def __init__(self, scene: str, encoding: str, size: str = "full", device=None, batch_size: int | None = None,
+                 n_train: int | None = None, lr: float = 1e-2, seed: int = 0):
+        super().__init__()
+        check_size(size)
+        self.scene, self.encoding_name, self.size, self.lr, self.seed = scene, encoding, size, lr, seed
+        self.device_ = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.batch_size = int(batch_size or BATCH_SIZE[size])
+        self.n_train = int(n_train or N_TRAIN[size])
+        enc = encoding_preset(encoding, 3, preset_size(size), finest_resolution=2048 if size == "full" else 256)
+        self.field = NeuralField(3, 1, enc, mlp_preset(n_hidden_layers=2), "nsdf").to(self.device_)
+        gen = torch.Generator().manual_seed(seed)
+        if scene == "csg":
+            self.box = torch.tensor(BOX)
+            self._sdf = csg_sdf
+            self._surface = self._csg_surface
+        else:
+            vertices, faces = load_obj(scene)
+            lo, hi = vertices.min(0).values, vertices.max(0).values
+            scale = 1.8 / float((hi - lo).max())  # mesh into [-0.9, 0.9]^3
+            vertices = (vertices - (lo + hi) / 2) * scale
+            self.box = torch.stack([vertices.min(0).values, vertices.max(0).values])
+            self._sdf = lambda p: signed_distance(vertices, faces, p.to(self.device_)).cpu()
+            self._surface = lambda n, g: sample_surface(vertices, faces, n, g)
+        self.diagonal = float((self.box[1] - self.box[0]).norm())
+        self.train_points, self.train_sdf = self._sample(self.n_train, gen)
+        self.uniform_points, self.uniform_sdf = self._sample(N_HELD_OUT[size], gen, near_fraction=0.0)
+        self.near_points, self.near_sdf = self._sample(N_HELD_OUT[size], gen, near_fraction=1.0)
+
+    def _csg_surface(self, n: int, gen) -> torch.Tensor:
+        """Points on the CSG surface: random points projected along the SDF gradient (a few Newton steps)."""
+        p = torch.rand(n, 3, generator=gen) * 2 - 1
+        for _ in range(6):
+            p.requires_grad_(True)
+            d = csg_sdf(p)
+            (g,) = torch.autograd.grad(d.sum(), p)
+            p = (p - d[:, None] * g / g.norm(dim=1, keepdim=True).clamp(min=1e-9)).detach()
+        return p
+
+    def _sample(self, n: int, gen, near_fraction: float = 0.5):
+        """n points (uniform in [-1, 1]^3 and near the surface) and their SDF, on the app's device."""
+        n_near = int(n * near_fraction)
+        uniform = torch.rand(n - n_near, 3, generator=gen) * 2 - 1
+        surface = self._surface(n_near, gen)
+        sigmas = torch.tensor(NEAR_SURFACE_SIGMAS)[torch.randint(len(NEAR_SURFACE_SIGMAS), (n_near, 1), generator=gen)]
+        near = (surface + torch.randn(n_near, 3, generator=gen) * sigmas).clamp(-1, 1)
+        points = torch.cat([uniform, near])
+        sdf = torch.cat([self._sdf(points[i:i + 2 ** 16]) for i in range(0, len(points), 2 ** 16)])
+        return points.to(self.device_), sdf.float().to(self.device_)
+
+    def optimizer(self) -> torch.optim.Optimizer:
+        return adam(self.parameters(), self.lr)
+
+    def config(self) -> dict:
+        return {"scene": self.scene, "encoding": self.encoding_name, "size": self.size, "batch_size": self.batch_size,
+                "n_train": self.n_train, "lr": self.lr, "seed": self.seed}
+
+    def sdf(self, points: torch.Tensor, query: bool = False) -> torch.Tensor:
+        """Predicted SDF at world points [N, 3] in [-1, 1]^3 -> [N]; ``query`` runs inference inside stages."""
+        x = ((points + 1.0) * 0.5).clamp(0.0, 1.0)
+        raw = self.field.query(x) if query else self.field(x)
+        return raw[:, 0].float() + points.norm(dim=1) - SPHERE_RADIUS
+
+    def training_step(self, step: int) -> torch.Tensor:
+        idx = torch.randint(0, self.train_points.shape[0], (self.batch_size,), device=self.device_)
+        return (self.sdf(self.train_points[idx]) - self.train_sdf[idx]).abs().mean()
+
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        out = {}
+        for name, points, truth in (("uniform", self.uniform_points, self.uniform_sdf),
+                                    ("near_surface", self.near_points, self.near_sdf)):
+            pred = torch.cat([self.sdf(points[i:i + 2 ** 16], query=True) for i in range(0, len(points), 2 ** 16)])
+            out[f"sign_agreement_{name}_pct"] = 100.0 * float(((pred < 0) == (truth < 0)).float().mean())
+            out[f"sdf_mae_{name}_pct_diag"] = 100.0 * float((pred - truth).abs().mean()) / self.diagonal
+        return out
+
+    def camera(self, width: int, height: int, view) -> tuple[torch.Tensor, Intrinsics]:
+        if isinstance(view, torch.Tensor) and view.shape == (4, 4):
+            c2w = view.float()
+        else:
+            c2w = orbit_poses(N_VIEWS, ORBIT_RADIUS, elevation_deg=25.0)[int(view) % N_VIEWS]
+        return c2w.to(self.device_), Intrinsics.from_fov_x(width, height, math.radians(FOV_X_DEG))
+
+    @torch.no_grad()
+    def render(self, width: int, height: int, view=0, fused: bool = True) -> torch.Tensor:
+        """Sphere-traced, shaded [height, width, 3] frame, a band of rays at a time; background black."""
+        from ngfx.render import triton_nsdf
+
+        triton_ok = use_triton(fused, self.device_)
+        step_fn = triton_nsdf.trace_step_triton if triton_ok else trace_step_torch
+        shade_fn = triton_nsdf.shade_triton if triton_ok else shade_torch
+        c2w, k = self.camera(width, height, view)
+        frame = torch.zeros(height * width, 3, device=self.device_)
+        rows = max(1, CHUNK_RAYS[self.size] // width)
+        self.last_render_chunks = 0
+        eps, step_scale = 5e-4, 0.9
+        for row0 in range(0, height, rows):
+            n_rows = min(rows, height - row0)
+            n = n_rows * width
+            with stages.stage("nsdf.ray_gen", "rest", n_inputs=n, bytes_written=n * 32.0, app="nsdf"):
+                ys, xs = torch.meshgrid(torch.arange(row0, row0 + n_rows, device=self.device_),
+                                        torch.arange(width, device=self.device_), indexing="ij")
+                pixels = torch.stack([xs.flatten(), ys.flatten()], 1).float() + 0.5
+                origins, dirs = pixel_rays(c2w, k, pixels)
+                origins = origins.contiguous()
+                t, t_far = ray_box(origins, dirs)
+                status = torch.where(t < t_far, ALIVE, 2).to(torch.uint8)
+                active = torch.nonzero(status == ALIVE)[:, 0]
+                points = origins[active] + t[active, None] * dirs[active]
+            for _ in range(MAX_STEPS[self.size]):
+                if active.numel() == 0:
+                    break
+                sdf = self.sdf(points, query=True)
+                with stages.stage("nsdf.trace_step", "rest", n_inputs=active.numel(), bytes_read=active.numel() * 40.0,
+                                  bytes_written=active.numel() * 17.0, app="nsdf", fused=triton_ok):
+                    points = step_fn(origins, dirs, active, t, sdf, t_far, status, eps, step_scale)
+                with stages.stage("nsdf.compact", "rest", n_inputs=active.numel(), app="nsdf"):
+                    keep = status[active] == ALIVE
+                    active, points = active[keep], points[keep]
+            with stages.stage("nsdf.normal_points", "rest", n_inputs=n, app="nsdf"):
+                hit = torch.nonzero(status == HIT)[:, 0]
+                hit_points = origins[hit] + t[hit, None] * dirs[hit]
+                h = 1e-3
+                probes = (hit_points[None] + h * TETRAHEDRON.to(self.device_)[:, None, :]).reshape(-1, 3)
+            tetra_sdf = self.sdf(probes, query=True).reshape(4, -1) if hit.numel() else torch.zeros(4, 0, device=self.device_)
+            with stages.stage("nsdf.shade", "rest", n_inputs=hit.numel(), bytes_read=hit.numel() * 24.0,
+                              bytes_written=hit.numel() * 12.0, app="nsdf", fused=triton_ok):
+                shade_fn(frame[row0 * width:(row0 + n_rows) * width], hit, tetra_sdf)
+            self.last_render_chunks += 1
+        return frame.reshape(height, width, 3)
+
+
+def build_app(scene: str, encoding: str, size: str = "full", device=None, **options) -> NsdfApp:
+    return NsdfApp(scene, encoding, size, device, **options)

@@ -1,0 +1,53 @@
+"""Sphere tracing of an SDF and Lambertian shading: the PyTorch reference of NSDF's "rest" kernels.
+
+Rays start where they enter the scene box and step by the SDF value until it drops below ``eps`` (hit) or
+they leave the box (miss). Each step only evaluates the rays still alive (compaction). Normals come from
+four tetrahedral finite differences of the SDF (Quilez), shading is Lambert + ambient.
+"""
+
+from __future__ import annotations
+
+import torch
+
+ALIVE, HIT, MISS = 0, 1, 2
+# tetrahedral offsets: normal = sum_k k * sdf(x + h k), four SDF evaluations instead of six
+TETRAHEDRON = torch.tensor([[1.0, -1.0, -1.0], [-1.0, -1.0, 1.0], [-1.0, 1.0, -1.0], [1.0, 1.0, 1.0]])
+LIGHT_DIR = (0.4, 0.3, 0.866)
+ALBEDO = (0.85, 0.75, 0.6)
+AMBIENT = 0.2
+
+
+def ray_box(origins: torch.Tensor, dirs: torch.Tensor, lo: float = -1.0, hi: float = 1.0):
+    """Entry and exit distances of rays [N, 3] through the cube [lo, hi]^3 -> t_near [N], t_far [N] (t_near >= t_far: miss)."""
+    inv = 1.0 / torch.where(dirs.abs() < 1e-9, torch.full_like(dirs, 1e-9), dirs)
+    t0, t1 = (lo - origins) * inv, (hi - origins) * inv
+    t_near = torch.minimum(t0, t1).max(dim=1).values.clamp(min=0.0)
+    t_far = torch.maximum(t0, t1).min(dim=1).values
+    return t_near, t_far
+
+
+def trace_step_torch(origins, dirs, active, t, sdf, t_far, status, eps: float, step_scale: float):
+    """One sphere-tracing step for the active rays, in place on ``t`` and ``status``.
+
+    Args: origins, dirs [R, 3]; active [A] int64 indices of rays alive; t, t_far [R]; status [R] uint8;
+    sdf [A] SDF at the active rays' current points. Returns the next points [A, 3] (rays that stopped
+    keep their last point).
+    """
+    t_a = t[active]
+    hit = sdf.abs() < eps * (1.0 + t_a)  # tolerance grows with distance, as a pixel's footprint does
+    t_new = torch.where(hit, t_a, t_a + step_scale * sdf)
+    miss = ~hit & (t_new > t_far[active])
+    t[active] = t_new
+    status[active] = torch.where(hit, HIT, torch.where(miss, MISS, ALIVE)).to(status.dtype)
+    return origins[active] + t_new[:, None] * dirs[active]
+
+
+def shade_torch(frame_flat: torch.Tensor, pixel: torch.Tensor, tetra_sdf: torch.Tensor) -> None:
+    """Lambert + ambient colour of hit pixels into frame_flat [P, 3]; tetra_sdf [4, A] from TETRAHEDRON offsets."""
+    k = TETRAHEDRON.to(tetra_sdf.device)
+    normal = (tetra_sdf[:, :, None] * k[:, None, :]).sum(0)
+    normal = normal / normal.norm(dim=1, keepdim=True).clamp(min=1e-12)
+    light = torch.tensor(LIGHT_DIR, device=normal.device)
+    lambert = (normal @ light).clamp(min=0.0)
+    colour = (AMBIENT + (1 - AMBIENT) * lambert)[:, None] * torch.tensor(ALBEDO, device=normal.device)
+    frame_flat[pixel] = colour.clamp(0.0, 1.0)

@@ -1,0 +1,70 @@
+"""NSDF's fused "rest" kernels: the sphere-tracing step (update + next point) and the shading (normal +
+Lambert + write), each one Triton launch; twins of :mod:`ngfx.render.sphere_trace`'s PyTorch versions."""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ngfx.render.sphere_trace import ALBEDO, AMBIENT, LIGHT_DIR
+
+BLOCK = 256
+
+
+@triton.jit
+def _trace_step_kernel(o_ptr, d_ptr, active_ptr, t_ptr, sdf_ptr, t_far_ptr, status_ptr, next_ptr, n_active,
+                       eps, step_scale, BLOCK: tl.constexpr):
+    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = i < n_active
+    ray = tl.load(active_ptr + i, mask=mask, other=0)
+    t = tl.load(t_ptr + ray, mask=mask, other=0.0)
+    sdf = tl.load(sdf_ptr + i, mask=mask, other=0.0)
+    hit = tl.abs(sdf) < eps * (1.0 + t)
+    t_new = tl.where(hit, t, t + step_scale * sdf)
+    miss = (t_new > tl.load(t_far_ptr + ray, mask=mask, other=0.0)) & (hit == 0)
+    tl.store(t_ptr + ray, t_new, mask=mask)
+    tl.store(status_ptr + ray, tl.where(hit, 1, tl.where(miss, 2, 0)).to(tl.uint8), mask=mask)
+    for axis in tl.static_range(3):
+        o = tl.load(o_ptr + ray * 3 + axis, mask=mask, other=0.0)
+        d = tl.load(d_ptr + ray * 3 + axis, mask=mask, other=0.0)
+        tl.store(next_ptr + i * 3 + axis, o + t_new * d, mask=mask)
+
+
+def trace_step_triton(origins, dirs, active, t, sdf, t_far, status, eps: float, step_scale: float):
+    """Same contract as :func:`ngfx.render.sphere_trace.trace_step_torch`."""
+    n = active.numel()
+    nxt = torch.empty(n, 3, device=origins.device, dtype=torch.float32)
+    if n:
+        _trace_step_kernel[(triton.cdiv(n, BLOCK),)](origins.contiguous(), dirs.contiguous(), active, t,
+                                                     sdf.contiguous(), t_far, status, nxt, n, float(eps),
+                                                     float(step_scale), BLOCK=BLOCK)
+    return nxt
+
+
+@triton.jit
+def _shade_kernel(frame_ptr, pixel_ptr, sdf_ptr, n, lx, ly, lz, ar, ag, ab, ambient, BLOCK: tl.constexpr):
+    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = i < n
+    s0 = tl.load(sdf_ptr + i, mask=mask, other=0.0)  # offsets (1,-1,-1), (-1,-1,1), (-1,1,-1), (1,1,1)
+    s1 = tl.load(sdf_ptr + n + i, mask=mask, other=0.0)
+    s2 = tl.load(sdf_ptr + 2 * n + i, mask=mask, other=0.0)
+    s3 = tl.load(sdf_ptr + 3 * n + i, mask=mask, other=0.0)
+    nx = s0 - s1 - s2 + s3
+    ny = -s0 - s1 + s2 + s3
+    nz = -s0 + s1 - s2 + s3
+    norm = tl.maximum(tl.sqrt(nx * nx + ny * ny + nz * nz), 1e-12)
+    lambert = tl.maximum((nx * lx + ny * ly + nz * lz) / norm, 0.0)
+    shade = ambient + (1.0 - ambient) * lambert
+    pixel = tl.load(pixel_ptr + i, mask=mask, other=0)
+    tl.store(frame_ptr + pixel * 3, tl.minimum(shade * ar, 1.0), mask=mask)
+    tl.store(frame_ptr + pixel * 3 + 1, tl.minimum(shade * ag, 1.0), mask=mask)
+    tl.store(frame_ptr + pixel * 3 + 2, tl.minimum(shade * ab, 1.0), mask=mask)
+
+
+def shade_triton(frame_flat: torch.Tensor, pixel: torch.Tensor, tetra_sdf: torch.Tensor) -> None:
+    """Same contract as :func:`ngfx.render.sphere_trace.shade_torch`."""
+    n = pixel.numel()
+    if n:
+        _shade_kernel[(triton.cdiv(n, BLOCK),)](frame_flat, pixel, tetra_sdf.contiguous(), n, *LIGHT_DIR, *ALBEDO,
+                                                AMBIENT, BLOCK=BLOCK)
