@@ -82,3 +82,32 @@ class NeuralField(nn.Module):
         with stages.stage(f"{self.app}.mlp", "mlp", n_inputs=n, flops=self._mlp_flops(n),
                           bytes_read=features.numel() * 4.0, bytes_written=n * net.n_output_dims * 4.0, **attrs):
             return net(features).float()
+
+
+def fit(app, steps: int | None = None, seconds: float | None = None, progress: bool = False) -> dict:
+    """Train ``app`` with its own optimiser for ``steps`` steps and/or ``seconds`` -> {"steps", "seconds", "loss"}.
+
+    The run-folder trainer (:mod:`ngfx.render.runs`) adds checkpoints and curves; this is the bare loop
+    that tests and benchmarks use.
+    """
+    import time
+
+    from tqdm import tqdm
+
+    if steps is None and seconds is None:
+        raise ValueError("fit needs steps or seconds")
+    optimizer = app.optimizer() if hasattr(app, "optimizer") else adam(app.parameters())
+    start, step, loss = time.perf_counter(), 0, float("nan")
+    bar = tqdm(total=steps, desc=f"train {app.name}", disable=not progress)
+    while (steps is None or step < steps) and (seconds is None or time.perf_counter() - start < seconds):
+        loss_t = app.training_step(step)
+        optimizer.zero_grad(set_to_none=True)
+        loss_t.backward()
+        optimizer.step()
+        step += 1
+        bar.update(1)
+        if step % 100 == 0:
+            loss = float(loss_t.detach())
+            bar.set_postfix(loss=f"{loss:.3g}")
+    bar.close()
+    return {"steps": step, "seconds": time.perf_counter() - start, "loss": float(loss_t.detach()) if step else loss}
