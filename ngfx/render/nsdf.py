@@ -8,14 +8,14 @@ SDF (radius 0.5), a geometric initialisation that starts as a closed surface. Lo
 
 from __future__ import annotations
 
-import math
 
 import torch
 
 from ngfx.render import stages
 from ngfx.render.app import App
-from ngfx.render.cameras import Intrinsics, orbit_poses, pixel_rays
+from ngfx.render.cameras import Intrinsics
 from ngfx.render.mesh_sdf import load_obj, sample_surface, signed_distance
+from ngfx.render.orbit_view import band_rays, orbit_camera
 from ngfx.render.neural_field import NeuralField, adam, check_size, preset_size, use_triton
 from ngfx.render.presets import encoding_preset, mlp_preset
 from ngfx.render.sphere_trace import ALIVE, HIT, TETRAHEDRON, ray_box, shade_torch, trace_step_torch
@@ -77,7 +77,7 @@ class NsdfApp(App):
         """n points (uniform in [-1, 1]^3 and near the surface) and their SDF, on the app's device."""
         n_near = int(n * near_fraction)
         uniform = torch.rand(n - n_near, 3, generator=gen) * 2 - 1
-        surface = self._surface(n_near, gen)
+        surface = self._surface(n_near, gen) if n_near else torch.zeros(0, 3)
         sigmas = torch.tensor(NEAR_SURFACE_SIGMAS)[torch.randint(len(NEAR_SURFACE_SIGMAS), (n_near, 1), generator=gen)]
         near = (surface + torch.randn(n_near, 3, generator=gen) * sigmas).clamp(-1, 1)
         points = torch.cat([uniform, near])
@@ -112,11 +112,7 @@ class NsdfApp(App):
         return out
 
     def camera(self, width: int, height: int, view) -> tuple[torch.Tensor, Intrinsics]:
-        if isinstance(view, torch.Tensor) and view.shape == (4, 4):
-            c2w = view.float()
-        else:
-            c2w = orbit_poses(N_VIEWS, ORBIT_RADIUS, elevation_deg=25.0)[int(view) % N_VIEWS]
-        return c2w.to(self.device_), Intrinsics.from_fov_x(width, height, math.radians(FOV_X_DEG))
+        return orbit_camera(width, height, view, N_VIEWS, ORBIT_RADIUS, 25.0, FOV_X_DEG, self.device_)
 
     @torch.no_grad()
     def render(self, width: int, height: int, view=0, fused: bool = True) -> torch.Tensor:
@@ -135,11 +131,7 @@ class NsdfApp(App):
             n_rows = min(rows, height - row0)
             n = n_rows * width
             with stages.stage("nsdf.ray_gen", "rest", n_inputs=n, bytes_written=n * 32.0, app="nsdf"):
-                ys, xs = torch.meshgrid(torch.arange(row0, row0 + n_rows, device=self.device_),
-                                        torch.arange(width, device=self.device_), indexing="ij")
-                pixels = torch.stack([xs.flatten(), ys.flatten()], 1).float() + 0.5
-                origins, dirs = pixel_rays(c2w, k, pixels)
-                origins = origins.contiguous()
+                origins, dirs = band_rays(c2w, k, row0, n_rows)
                 t, t_far = ray_box(origins, dirs)
                 status = torch.where(t < t_far, ALIVE, 2).to(torch.uint8)
                 active = torch.nonzero(status == ALIVE)[:, 0]

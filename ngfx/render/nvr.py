@@ -1,0 +1,135 @@
+"""NVR, neural volume rendering: a 3D grid encoding + MLP -> (density, colour) fitted to the procedural cloud.
+
+Training regresses the cloud's density (normalised by its peak) and colour at random points of the cube
+[-1, 1]^3. Rendering marches each ray through the cube with fixed steps, K steps per segment, compositing
+front to back and dropping rays whose transmittance fell below ``1e-3`` (early termination). The ground
+truth is the cloud itself rendered by the same marcher, so PSNR measures only the network's error.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ngfx.render import stages
+from ngfx.render.app import App
+from ngfx.render.cameras import Intrinsics
+from ngfx.render.orbit_view import band_rays, orbit_camera
+from ngfx.render.neural_field import NeuralField, adam, check_size, preset_size, use_triton
+from ngfx.render.presets import encoding_preset, mlp_preset
+from ngfx.render.sphere_trace import ray_box
+from scenes.cloud import MAX_DENSITY, cloud
+
+DEFAULT_STEPS = {"tiny": 300, "quick": 3000, "full": 20000}
+BATCH_SIZE = {"tiny": 2 ** 12, "quick": 2 ** 14, "full": 2 ** 18}
+N_STEPS_DIAGONAL = {"tiny": 48, "quick": 128, "full": 256}  # marching steps across the cube's diagonal
+EVAL_SIZE = {"tiny": (32, 24), "quick": (96, 72), "full": (320, 240)}
+CHUNK_RAYS = {"tiny": 2 ** 12, "quick": 2 ** 14, "full": 2 ** 20}
+SEGMENT = 16  # steps per segment between early-termination checks
+MIN_TRANSMITTANCE = 1e-3
+BACKGROUND = (0.1, 0.12, 0.18)
+N_VIEWS, N_EVAL_VIEWS, ORBIT_RADIUS, FOV_X_DEG = 8, 4, 3.2, 45.0
+
+
+class NvrApp(App):
+    name = "nvr"
+
+    def __init__(self, scene: str, encoding: str, size: str = "full", device=None, batch_size: int | None = None,
+                 lr: float = 1e-2, seed: int = 0):
+        super().__init__()
+        check_size(size)
+        if scene != "cloud":
+            raise ValueError(f"NVR scene must be 'cloud' (the procedural cloud), got {scene!r}")
+        self.scene, self.encoding_name, self.size, self.lr, self.seed = scene, encoding, size, lr, seed
+        self.device_ = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.batch_size = int(batch_size or BATCH_SIZE[size])
+        enc = encoding_preset(encoding, 3, preset_size(size), finest_resolution=512 if size == "full" else 128)
+        self.field = NeuralField(3, 4, enc, mlp_preset(n_hidden_layers=2), "nvr").to(self.device_)
+        self.dt = 2.0 * math.sqrt(3.0) / N_STEPS_DIAGONAL[size]
+        self._ground_truth: list[torch.Tensor] | None = None
+
+    def optimizer(self) -> torch.optim.Optimizer:
+        return adam(self.parameters(), self.lr)
+
+    def config(self) -> dict:
+        return {"scene": self.scene, "encoding": self.encoding_name, "size": self.size, "batch_size": self.batch_size,
+                "lr": self.lr, "seed": self.seed}
+
+    def density_colour(self, points: torch.Tensor, query: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Network density [N] >= 0 and colour [N, 3] at world points [N, 3] in [-1, 1]^3."""
+        x = ((points + 1.0) * 0.5).clamp(0.0, 1.0)
+        raw = (self.field.query(x) if query else self.field(x)).float()
+        return raw[:, 0].clamp(min=0.0) * MAX_DENSITY, torch.sigmoid(raw[:, 1:4])
+
+    def training_step(self, step: int) -> torch.Tensor:
+        points = torch.rand(self.batch_size, 3, device=self.device_) * 2 - 1
+        with torch.no_grad():
+            sigma, rgb = cloud(points, self.seed)
+        raw = self.field(((points + 1.0) * 0.5)).float()
+        # colour only matters where there is density to show it
+        visible = (sigma > 0).float()
+        colour_loss = (visible[:, None] * (torch.sigmoid(raw[:, 1:4]) - rgb) ** 2).mean()
+        return ((raw[:, 0] - sigma / MAX_DENSITY) ** 2).mean() + colour_loss
+
+    def camera(self, width: int, height: int, view) -> tuple[torch.Tensor, Intrinsics]:
+        return orbit_camera(width, height, view, N_VIEWS, ORBIT_RADIUS, 20.0, FOV_X_DEG, self.device_)
+
+    @torch.no_grad()
+    def render(self, width: int, height: int, view=0, fused: bool = True, ground_truth: bool = False) -> torch.Tensor:
+        """Ray-marched [height, width, 3] frame of the network (or of the true cloud with ``ground_truth``)."""
+        from ngfx.render import triton_nvr
+
+        triton_ok = use_triton(fused, self.device_)
+        sample_fn = triton_nvr.sample_segment_triton if triton_ok else triton_nvr.sample_segment_torch
+        composite_fn = triton_nvr.composite_segment_triton if triton_ok else triton_nvr.composite_segment_torch
+        c2w, k = self.camera(width, height, view)
+        frame = torch.empty(height * width, 3, device=self.device_)
+        background = torch.tensor(BACKGROUND, device=self.device_)
+        rows = max(1, CHUNK_RAYS[self.size] // width)
+        self.last_render_chunks = 0
+        for row0 in range(0, height, rows):
+            n_rows = min(rows, height - row0)
+            n = n_rows * width
+            with stages.stage("nvr.ray_gen", "rest", n_inputs=n, bytes_written=n * 32.0, app="nvr"):
+                origins, dirs = band_rays(c2w, k, row0, n_rows)
+                t_segment, t_far = ray_box(origins, dirs)
+                colour = torch.zeros(n, 3, device=self.device_)
+                transmittance = torch.ones(n, device=self.device_)
+                active = torch.nonzero(t_segment < t_far)[:, 0]
+            while active.numel():
+                n_samples = active.numel() * SEGMENT
+                with stages.stage("nvr.sample_gen", "rest", n_inputs=n_samples, bytes_written=n_samples * 16.0,
+                                  app="nvr", fused=triton_ok):
+                    points, deltas = sample_fn(origins, dirs, active, t_segment, t_far, SEGMENT, self.dt)
+                if ground_truth:
+                    sigmas, rgbs = cloud(points, self.seed)
+                else:
+                    sigmas, rgbs = self.density_colour(points, query=True)
+                with stages.stage("nvr.composite", "rest", n_inputs=n_samples, bytes_read=n_samples * 20.0,
+                                  bytes_written=active.numel() * 16.0, app="nvr", fused=triton_ok):
+                    composite_fn(colour, transmittance, active, sigmas.contiguous(), rgbs.contiguous(), deltas, SEGMENT)
+                with stages.stage("nvr.compact", "rest", n_inputs=active.numel(), app="nvr"):
+                    t_segment[active] += SEGMENT * self.dt
+                    keep = (transmittance[active] > MIN_TRANSMITTANCE) & (t_segment[active] < t_far[active])
+                    active = active[keep]
+            frame[row0 * width:row0 * width + n] = (colour + transmittance[:, None] * background).clamp(0, 1)
+            self.last_render_chunks += 1
+        return frame.reshape(height, width, 3)
+
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        """Mean PSNR over orbit views of the network vs the true cloud, both rendered by the same marcher."""
+        w, h = EVAL_SIZE[self.size]
+        views = range(0, N_VIEWS, N_VIEWS // N_EVAL_VIEWS)
+        if self._ground_truth is None:
+            self._ground_truth = [self.render(w, h, v, ground_truth=True) for v in views]
+        psnrs = []
+        for v, truth in zip(views, self._ground_truth):
+            mse = float(((self.render(w, h, v) - truth) ** 2).mean())
+            psnrs.append(-10.0 * math.log10(max(mse, 1e-12)))
+        return {"psnr_db": sum(psnrs) / len(psnrs), "n_views": len(psnrs), "width": w, "height": h}
+
+
+def build_app(scene: str, encoding: str, size: str = "full", device=None, **options) -> NvrApp:
+    return NvrApp(scene, encoding, size, device, **options)
