@@ -7,7 +7,7 @@ import torch
 import trimesh
 
 from ngfx.errors import NgfxInputError
-from ngfx.render import mesh_sdf, nsdf, sphere_trace, triton_nsdf
+from ngfx.render import mesh_sdf, nsdf, sphere_trace, triton_mesh_sdf, triton_nsdf
 from ngfx.render.neural_field import fit
 from ngfx.render.stages import record_stages
 
@@ -47,6 +47,22 @@ def test_mesh_sdf_matches_analytic_sphere(use_trimesh, monkeypatch):
     assert bool(((sdf < 0) == (exact < 0))[clear].all())
     surface = mesh_sdf.sample_surface(vertices, faces, 500)
     assert float((surface.norm(dim=1) - 0.5).abs().max()) < 0.01
+
+
+def test_mesh_sdf_kernel_equals_reference_on_a_torus(monkeypatch):
+    torus = trimesh.creation.torus(major_radius=0.5, minor_radius=0.2, major_sections=16, minor_sections=8)
+    vertices = torch.tensor(torus.vertices, dtype=torch.float32)
+    faces = torch.tensor(torus.faces, dtype=torch.int64)
+    points = torch.rand(150, 3) * 1.6 - 0.8
+    points[:20] = torch.tensor([0.5, 0.0, 0.0]) + torch.randn(20, 3) * 0.02  # inside the tube
+    monkeypatch.setattr(mesh_sdf, "_trimesh_available", lambda: False)
+    reference = mesh_sdf.signed_distance_torch(vertices, faces, points)
+    kernel = triton_mesh_sdf.signed_distance_triton(vertices, faces, points, block_points=32, block_faces=64)
+    torch.testing.assert_close(kernel, reference, atol=1e-5, rtol=1e-4)
+    assert 10 <= int((reference < 0).sum()) < 150 and bool((reference[:20] < 0).all())
+    # the centre of the hole is outside, at distance major - minor
+    hole = mesh_sdf.signed_distance_torch(vertices, faces, torch.zeros(1, 3))
+    assert 0.25 < float(hole) < 0.31
 
 
 def test_bad_obj_files_raise_input_errors(tmp_path):

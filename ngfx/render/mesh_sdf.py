@@ -1,10 +1,9 @@
-"""Signed distance to an OBJ triangle mesh, and the point cache NSDF trains from.
+"""Signed distance to an OBJ triangle mesh, and surface samples for the point cache NSDF trains from.
 
 Distance is to the nearest triangle; the sign comes from the generalised winding number (inside where it
-exceeds 1/2), which is robust to small holes and flipped faces where ray parity is not. Two ways to get
-there, picked by where the points live: on CPU, trimesh (``proximity.closest_point`` over its rtree) gives
-the distance; on a GPU (whose image has no trimesh), a brute-force PyTorch pass over point x triangle
-chunks gives both. The winding number is always the PyTorch pass.
+exceeds 1/2), which is robust to small holes and flipped faces where ray parity is not. On a GPU (whose
+image has no trimesh) one Triton kernel (:mod:`ngfx.render.triton_mesh_sdf`) computes both; on CPU,
+trimesh (``proximity.closest_point`` over its rtree) gives the distance and PyTorch the winding number.
 """
 
 from __future__ import annotations
@@ -76,12 +75,12 @@ def _solid_angles(p: torch.Tensor, a: torch.Tensor, b: torch.Tensor, c: torch.Te
     return 2.0 * torch.atan2(det, denom)
 
 
-def signed_distance(vertices: torch.Tensor, faces: torch.Tensor, points: torch.Tensor,
-                    chunk_pairs: int | None = None) -> torch.Tensor:
-    """Signed distance (negative inside) of points [N, 3] to the mesh -> [N], on ``points``' device."""
+def signed_distance_torch(vertices: torch.Tensor, faces: torch.Tensor, points: torch.Tensor,
+                          chunk_pairs: int | None = None) -> torch.Tensor:
+    """Signed distance (negative inside) of points [N, 3] to the mesh -> [N]: brute force over point x triangle
+    chunks, the readable twin of the Triton kernel. With ``trimesh`` (CPU) the distance comes from its rtree."""
     device = points.device
-    v = vertices.to(device)
-    tri = v[faces.to(device)]  # [F, 3, 3]
+    tri = vertices.to(device)[faces.to(device)]  # [F, 3, 3]
     a, b, c = tri[None, :, 0], tri[None, :, 1], tri[None, :, 2]
     use_trimesh = device.type == "cpu" and _trimesh_available()
     if use_trimesh:
@@ -102,6 +101,16 @@ def signed_distance(vertices: torch.Tensor, faces: torch.Tensor, points: torch.T
         if not use_trimesh:
             distance[i:i + step] = _point_triangle_distance(p, a, b, c).min(1).values
     return torch.where(winding.abs() > 0.5, -distance, distance)
+
+
+def signed_distance(vertices: torch.Tensor, faces: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """Signed distance (negative inside) of points [N, 3] to the mesh -> [N], on ``points``' device:
+    the Triton kernel on CUDA, the PyTorch/trimesh path on CPU."""
+    if points.device.type == "cuda":
+        from ngfx.render.triton_mesh_sdf import signed_distance_triton
+
+        return signed_distance_triton(vertices, faces, points)
+    return signed_distance_torch(vertices, faces, points)
 
 
 def _trimesh_available() -> bool:
