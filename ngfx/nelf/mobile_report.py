@@ -1,0 +1,246 @@
+"""Estimated phone latency of a NeLF frame: per-layer roofline bounds and a calibrated estimate.
+
+Method (also written into every report):
+- Roofline bound per layer: ``max(FLOPs / peak, bytes moved / bandwidth)`` with the device's spec-sheet
+  ceilings; the frame's bound is the sum over layers (layers run one after another).
+- Efficiency model per layer: ``max(FLOPs / (peak * e_c), bytes / (bandwidth * e_m)) / s + overhead``, with
+  ``e_c``, ``e_m`` and ``overhead`` from the device file, and one scale ``s`` fitted so that the model
+  reproduces the one published measurement (MobileR2L, iPhone 13, 1008x756: 18.04 ms). The same ``s`` is
+  used for every device, i.e. the published point calibrates how far such networks fall below the model.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from importlib import resources
+from pathlib import Path
+
+from ngfx.errors import NgfxInputError
+from ngfx.io import atomic_write, read_json, require, write_json
+from ngfx.nelf.layer_costs import LayerCost, layer_costs, totals
+from ngfx.nelf.network import NeLFConfig, preset_for
+
+UNITS = ("neural_engine", "gpu")
+
+
+def load_devices(path: str | Path | None = None) -> dict:
+    """The device file (default: the packaged ``devices.json``), checked field by field."""
+    if path is None:
+        data = json.loads(resources.files("ngfx.nelf").joinpath("devices.json").read_text())
+        source = "ngfx/nelf/devices.json"
+    else:
+        data, source = read_json(path), str(path)
+    devices = require(data, "devices", source, dict)
+    for key, dev in devices.items():
+        where = f"devices.{key}"
+        for unit in UNITS:
+            peak = require(require(dev, unit, source, dict), "peak_fp16_tflops", f"{source}: {where}.{unit}",
+                           (int, float))
+            if peak <= 0:
+                raise NgfxInputError(source, f"{where}.{unit}.peak_fp16_tflops", "must be positive")
+        if require(dev, "memory_bandwidth_gbps", f"{source}: {where}", (int, float)) <= 0:
+            raise NgfxInputError(source, f"{where}.memory_bandwidth_gbps", "must be positive")
+        eff = require(dev, "efficiency", f"{source}: {where}", dict)
+        for k in ("compute", "memory"):
+            if not 0 < require(eff, k, f"{source}: {where}.efficiency", (int, float)) <= 1:
+                raise NgfxInputError(source, f"{where}.efficiency.{k}", "must be in (0, 1]")
+        require(eff, "per_layer_overhead_us", f"{source}: {where}.efficiency", (int, float))
+    return data
+
+
+def get_device(devices: dict, key: str) -> dict:
+    if key not in devices["devices"]:
+        raise NgfxInputError("--device", "device", f"unknown device {key!r} (known: {', '.join(devices['devices'])})")
+    return devices["devices"][key]
+
+
+def _ceilings(device: dict, unit: str) -> tuple[float, float]:
+    if unit not in UNITS:
+        raise NgfxInputError("--unit", "unit", f"must be one of {UNITS}, got {unit!r}")
+    return device[unit]["peak_fp16_tflops"] * 1e12, device["memory_bandwidth_gbps"] * 1e9
+
+
+def roofline_seconds(cost: LayerCost, device: dict, unit: str) -> float:
+    peak, bandwidth = _ceilings(device, unit)
+    return max(cost.flops / peak, cost.bytes_moved / bandwidth)
+
+
+def model_seconds(cost: LayerCost, device: dict, unit: str, scale: float = 1.0) -> float:
+    """The efficiency model's time for one layer, divided by the calibration ``scale``."""
+    peak, bandwidth = _ceilings(device, unit)
+    eff = device["efficiency"]
+    busy = max(cost.flops / (peak * eff["compute"]), cost.bytes_moved / (bandwidth * eff["memory"]))
+    return busy / scale + eff["per_layer_overhead_us"] * 1e-6
+
+
+def calibration_scale(devices: dict) -> tuple[float, dict]:
+    """Fit ``s`` so the model reproduces the published point -> (s, the calibration entry)."""
+    cal = require(devices, "calibration", "devices file", dict)
+    device = get_device(devices, cal["device"])
+    width, height = cal["resolution"]
+    costs = layer_costs(preset_for(cal["config"]), width, height)
+    busy = sum(model_seconds(c, device, cal["unit"]) for c in costs) - len(costs) * device["efficiency"][
+        "per_layer_overhead_us"] * 1e-6
+    fixed = len(costs) * device["efficiency"]["per_layer_overhead_us"] * 1e-6
+    target = cal["latency_ms"] * 1e-3
+    if target <= fixed:
+        raise NgfxInputError("devices file", "calibration.latency_ms", "smaller than the per-layer overheads alone")
+    return busy / (target - fixed), cal
+
+
+def resolve_source(source: str | Path, resolution: tuple[int, int]) -> tuple[NeLFConfig, str]:
+    """A NeLF run folder, a JSON config file or a preset name -> (config, description)."""
+    path = Path(source)
+    if path.is_dir():
+        run = read_json(path / "run.json")
+        if run.get("app") != "nelf":
+            raise NgfxInputError(str(path / "run.json"), "app", f"not a NeLF run (app = {run.get('app')!r})")
+        return NeLFConfig.from_dict(require(run, "nelf_config", str(path / "run.json"), dict)), f"run {path}"
+    if path.suffix == ".json":
+        return NeLFConfig.from_dict(read_json(path), str(path)), f"config file {path}"
+    return preset_for(str(source), resolution), f"preset '{source}'"
+
+
+def predict(cfg: NeLFConfig, device_key: str, resolution: tuple[int, int], unit: str = "neural_engine",
+            devices: dict | None = None) -> dict:
+    """Per-layer and per-frame bounds and estimates (seconds) of one frame at ``resolution`` (W, H)."""
+    devices = devices or load_devices()
+    device = get_device(devices, device_key)
+    costs = layer_costs(cfg, *resolution)
+    scale, cal = calibration_scale(devices)
+    rows = [{**c.to_dict(), "roofline_s": roofline_seconds(c, device, unit),
+             "uncalibrated_s": model_seconds(c, device, unit), "estimate_s": model_seconds(c, device, unit, scale)}
+            for c in costs]
+    frame = {k: sum(r[k] for r in rows) for k in ("roofline_s", "uncalibrated_s", "estimate_s")}
+    frame["compute_bound_s"] = sum(c.flops for c in costs) / _ceilings(device, unit)[0]
+    return {"device": device_key, "unit": unit, "resolution": list(resolution), "layers": rows,
+            "totals": totals(costs), "frame": frame, "calibration_scale": scale, "calibration": cal}
+
+
+def _roofline_figure(pred: dict, device: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    bandwidth = device["memory_bandwidth_gbps"] * 1e9
+    x = np.logspace(-1, 4, 200)
+    for unit, style in (("neural_engine", "-"), ("gpu", "--")):
+        peak = device[unit]["peak_fp16_tflops"] * 1e12
+        ax.plot(x, np.minimum(peak, x * bandwidth) / 1e12, style, color="k", lw=1,
+                label=f"{unit} roofline ({peak / 1e12:.2f} TFLOP/s, {bandwidth / 1e9:.1f} GB/s)")
+    layers = pred["layers"]
+    groups = {"stem/body": lambda n: n.startswith(("stem", "body")), "super-resolution": lambda n: n.startswith(
+        "upsample"), "to_rgb": lambda n: n.startswith("to_rgb")}
+    for label, member in groups.items():
+        sel = [r for r in layers if member(r["name"])]
+        if sel:
+            ax.scatter([r["intensity"] for r in sel], [r["flops"] / r["estimate_s"] / 1e12 for r in sel], s=18,
+                       label=f"{label} (calibrated estimate)")
+    ax.set(xscale="log", yscale="log", xlabel="arithmetic intensity (FLOPs / byte, fp16)",
+           ylabel="TFLOP/s", title=f"{device['name']}: layers of one {pred['resolution'][0]}x{pred['resolution'][1]} frame")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png", dpi=120)
+    plt.close(fig)
+
+
+def _read_measured(path: str | Path) -> list[dict]:
+    data = read_json(path)
+    results = require(data, "results", str(path), list)
+    for i, r in enumerate(results):
+        for key in ("config", "resolution", "ms_per_frame"):
+            require(r, key, f"{path}: results[{i}]")
+    return results
+
+
+def write_mobile_report(source: str | Path, device: str, resolution: tuple[int, int], out_dir: str | Path,
+                        unit: str = "neural_engine", devices_file: str | Path | None = None,
+                        measured_h200: str | Path | None = None) -> Path:
+    """Write ``report.md``, ``report.html``, ``roofline.png`` and ``report.json`` to ``out_dir`` -> the .md path."""
+    import markdown
+
+    devices = load_devices(devices_file)
+    cfg, described = resolve_source(source, resolution)
+    pred = predict(cfg, device, resolution, unit, devices)
+    dev = get_device(devices, device)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _roofline_figure(pred, dev, out / "roofline.png")
+    measured = _read_measured(measured_h200) if measured_h200 else []
+    text = _markdown(pred, dev, devices, cfg, described, measured)
+    with atomic_write(out / "report.md", "w") as f:
+        f.write(text)
+    body = markdown.markdown(text, extensions=["tables"])
+    with atomic_write(out / "report.html", "w") as f:
+        f.write(f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(dev['name'])} NeLF latency"
+                "</title><style>body{font-family:sans-serif;max-width:75em;margin:auto}table{border-collapse:"
+                "collapse;font-size:85%}td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}</style>"
+                f"</head><body>{body}</body></html>\n")
+    write_json(out / "report.json", {**pred, "config": cfg.to_dict(), "source": described, "measured_h200": measured})
+    return out / "report.md"
+
+
+def _markdown(pred: dict, dev: dict, devices: dict, cfg: NeLFConfig, described: str, measured: list) -> str:
+    w, h = pred["resolution"]
+    t, frame, cal = pred["totals"], pred["frame"], pred["calibration"]
+    uses_cal_point = (pred["device"] == cal["device"] and pred["unit"] == cal["unit"] and list(cal["resolution"]) ==
+                      [w, h] and preset_for(cal["config"]) == cfg)
+    lines = [f"# NeLF latency estimate: {dev['name']}, {pred['unit']}, {w}x{h}", "",
+             f"Network: {described}; {t['layers']} conv layers, upscale x{cfg.upscale}, body {cfg.width} wide x "
+             f"{cfg.n_blocks} blocks, {cfg.n_points} points x {cfg.n_freqs} frequencies per ray.", "",
+             "## Totals", "", "| quantity | value |", "|---|---|",
+             f"| parameters (BatchNorm folded) | {t['params']:,} |",
+             f"| storage fp16 / fp32 | {t['storage_mb_fp16']:.3f} MB / {t['storage_mb_fp32']:.3f} MB (1 MB = 10^6 B) |",
+             f"| MACs / FLOPs per frame | {t['macs'] / 1e9:.3f} G / {t['flops'] / 1e9:.3f} G |",
+             f"| bytes moved per frame (fp16) | {t['bytes_moved'] / 1e6:.1f} MB |",
+             f"| compute bound (FLOPs / peak; a true lower bound) | {frame['compute_bound_s'] * 1e3:.2f} ms |",
+             f"| roofline, every activation through DRAM | {frame['roofline_s'] * 1e3:.2f} ms |",
+             f"| efficiency model, uncalibrated | {frame['uncalibrated_s'] * 1e3:.2f} ms |",
+             f"| **calibrated estimate** | **{frame['estimate_s'] * 1e3:.2f} ms** ({1 / frame['estimate_s']:.1f} frames/s) |",
+             "", "## Method", "",
+             "- Layers are the convs and transposed convs; BatchNorm, GELU and residual adds are fused into them "
+             "(BatchNorm folded into weights), as mobile runtimes do. FLOPs = 2 x MACs; bytes moved = weights + "
+             "input and output activations at fp16, no cache reuse between layers.",
+             "- Compute bound: total FLOPs / peak, reachable only with every operand on chip.",
+             f"- Roofline per layer (no on-chip reuse between layers, so not a lower bound when the runtime keeps "
+             "activations on chip): max(FLOPs / {dev[pred['unit']]['peak_fp16_tflops']} TFLOP/s, "
+             f"bytes / {dev['memory_bandwidth_gbps']} GB/s); layers run in sequence, so the frame bound is the sum.",
+             f"- Efficiency model: max(FLOPs / (peak x {dev['efficiency']['compute']}), bytes / (bandwidth x "
+             f"{dev['efficiency']['memory']})) / s + {dev['efficiency']['per_layer_overhead_us']} us per layer.",
+             f"- Calibration: s = {pred['calibration_scale']:.4f}, fitted on one published point: {cal['source']} "
+             f"({cal['config']}, {cal['unit']}). The same s is applied to every device. "
+             + ("**This report is that calibration point: its estimate reproduces the published figure by "
+                "construction, it is not an independent prediction.**" if uses_cal_point else
+                "This report is not the calibration point, so its estimate is a prediction.")
+             + (" s > 1 means the published device beats the no-reuse model, i.e. it keeps part of the activations"
+                " on chip." if pred["calibration_scale"] > 1 else ""), "",
+             "## Device", "", "| unit | peak fp16 | source |", "|---|---|---|"]
+    for unit in ("neural_engine", "gpu"):
+        lines.append(f"| {unit} | {dev[unit]['peak_fp16_tflops']} TFLOP/s | {dev[unit]['source']} |")
+    lines += [f"| memory | {dev['memory_bandwidth_gbps']} GB/s | {dev.get('memory_source', '')} |", "",
+              "## Same network on other devices (calibrated estimate, same unit)", "",
+              "| device | compute bound | no-reuse roofline | estimate |", "|---|---|---|---|"]
+    for key in devices["devices"]:
+        p = predict(cfg, key, (w, h), pred["unit"], devices)
+        lines.append(f"| {key} | {p['frame']['compute_bound_s'] * 1e3:.2f} ms | {p['frame']['roofline_s'] * 1e3:.2f} ms"
+                     f" | {p['frame']['estimate_s'] * 1e3:.2f} ms |")
+    for r in measured:
+        lines.append(f"| H200 measured ({r['config']}, {r['resolution']}, fp16, batch 1) | - | - | "
+                     f"**{r['ms_per_frame']:.3f} ms measured** |")
+    if not measured:
+        lines.append("| H200 measured | - | - | not given (pass --measured-h200 with bench_nelf.py's JSON) |")
+    lines += ["", "![roofline](roofline.png)", "", "## Layers", "",
+              "| # | layer | kind | in (C,H,W) | out (C,H,W) | params | MFLOPs | weights KB | activations KB | "
+              "intensity | roofline us | estimate us |", "|" + "---|" * 12]
+    for i, r in enumerate(pred["layers"]):
+        lines.append(f"| {i} | {r['name']} | {r['kind']} | {tuple(r['in_shape'])} | {tuple(r['out_shape'])} | "
+                     f"{r['params']:,} | {r['flops'] / 1e6:.1f} | {r['weight_bytes'] / 1e3:.1f} | "
+                     f"{r['activation_bytes'] / 1e3:.1f} | {r['intensity']:.1f} | {r['roofline_s'] * 1e6:.1f} | "
+                     f"{r['estimate_s'] * 1e6:.1f} |")
+    return "\n".join(lines) + "\n"

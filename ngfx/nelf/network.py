@@ -1,0 +1,173 @@
+"""The MobileR2L neural light field (and the R2L per-ray residual MLP as a config of the same module).
+
+A frame is rendered at low resolution ``h x w``: each low-res pixel's ray is sampled at K points, every
+coordinate positionally encoded, giving an image-shaped input [B, K*3*(1+2F), h, w]. A 1x1-conv stem and
+residual blocks of 1x1 convs (= a per-ray MLP) run at low resolution; transposed-conv super-resolution
+stages then upsample to the output size, and a 1x1 conv + sigmoid gives RGB. With no super-resolution
+stages and no normalisation this is R2L's deep residual MLP, evaluated once per output pixel.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from ngfx.errors import NgfxInputError
+
+
+@dataclass(frozen=True)
+class NeLFConfig:
+    """Every size of the network. Defaults: MobileR2L for 800x800 synthetic scenes (x8 super-resolution)."""
+
+    n_points: int = 8  # K samples per ray
+    n_freqs: int = 6  # positional-encoding frequencies per coordinate (sin, cos each, plus the raw value)
+    width: int = 256  # channels of the low-resolution body
+    n_blocks: int = 28  # residual blocks of two 1x1 convs in the body
+    # super-resolution stages: (out_channels, kernel, stride); upsampling factor = product of strides
+    sr_stages: tuple[tuple[int, int, int], ...] = ((64, 4, 2), (64, 4, 2), (16, 4, 2))
+    sr_blocks: int = 2  # residual blocks after each super-resolution stage
+    norm: str = "batch"  # "batch" or "none"
+
+    @property
+    def in_channels(self) -> int:
+        return self.n_points * 3 * (1 + 2 * self.n_freqs)
+
+    @property
+    def upscale(self) -> int:
+        return math.prod(s for _, _, s in self.sr_stages)
+
+    def to_dict(self) -> dict:
+        return {k: [list(s) for s in v] if k == "sr_stages" else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "config") -> "NeLFConfig":
+        known = {f for f in cls.__dataclass_fields__}
+        for key in d:
+            if key not in known:
+                raise NgfxInputError(source, key, f"unknown NeLF config field (known: {sorted(known)})")
+        d = dict(d)
+        if "sr_stages" in d:
+            try:
+                d["sr_stages"] = tuple((int(c), int(k), int(s)) for c, k, s in d["sr_stages"])
+            except (TypeError, ValueError):
+                raise NgfxInputError(source, "sr_stages", "expected a list of [channels, kernel, stride]") from None
+        cfg = cls(**d)
+        for key in ("n_points", "width", "n_blocks", "sr_blocks", "n_freqs"):
+            value = getattr(cfg, key)
+            if not isinstance(value, int) or value < (1 if key in ("n_points", "width") else 0):
+                raise NgfxInputError(source, key, f"must be a non-negative integer (positive for n_points/width), got {value!r}")
+        if cfg.norm not in ("batch", "none"):
+            raise NgfxInputError(source, "norm", f"must be 'batch' or 'none', got {cfg.norm!r}")
+        for c, k, s in cfg.sr_stages:
+            if c < 1 or s < 1 or k < s or (k - s) % 2:
+                raise NgfxInputError(source, "sr_stages", f"stage ({c}, {k}, {s}): need kernel >= stride, "
+                                     "kernel - stride even, positive sizes")
+        return cfg
+
+
+_SR_X8 = ((64, 4, 2), (64, 4, 2), (16, 4, 2))
+_SR_X12 = ((64, 4, 2), (64, 4, 2), (16, 3, 3))
+
+PRESETS: dict[str, NeLFConfig] = {
+    # MobileR2L as published: x8 for 800x800 synthetic scenes, x12 for 1008x756 forward-facing scenes
+    "mobile_r2l_x8": NeLFConfig(sr_stages=_SR_X8),
+    "mobile_r2l_x12": NeLFConfig(sr_stages=_SR_X12),
+    # R2L: 88 layers (44 residual blocks), 256 wide, 16 points per ray, no super-resolution, no norm
+    "r2l": NeLFConfig(n_points=16, n_freqs=6, width=256, n_blocks=44, sr_stages=(), sr_blocks=0, norm="none"),
+    # small students for CPU: "tiny" for tests, "quick" for the demo (x4 super-resolution)
+    "tiny": NeLFConfig(n_points=8, n_freqs=4, width=48, n_blocks=2, sr_stages=((16, 4, 2),), sr_blocks=1),
+    "quick": NeLFConfig(n_points=8, n_freqs=5, width=64, n_blocks=4, sr_stages=((32, 4, 2), (16, 4, 2)), sr_blocks=1),
+}
+
+
+def preset_for(name: str, resolution: tuple[int, int] | None = None) -> NeLFConfig:
+    """A named config; "paper" picks the x8 or x12 MobileR2L network that divides ``resolution`` (W, H)."""
+    if name == "paper":
+        if resolution is None or all(v % 8 == 0 for v in resolution):
+            return PRESETS["mobile_r2l_x8"]
+        return PRESETS["mobile_r2l_x12"]
+    if name not in PRESETS:
+        raise NgfxInputError("config", "name", f"unknown NeLF preset {name!r} (known: paper, {', '.join(PRESETS)})")
+    return PRESETS[name]
+
+
+def low_resolution(cfg: NeLFConfig, width: int, height: int, source: str = "resolution") -> tuple[int, int]:
+    """The body's (w, h) for an output of ``width x height``; the output must be a multiple of the upscale."""
+    f = cfg.upscale
+    if width <= 0 or height <= 0 or width % f or height % f:
+        raise NgfxInputError(source, "resolution", f"{width}x{height} is impossible for this network: both sides "
+                             f"must be positive multiples of its super-resolution factor {f}")
+    return width // f, height // f
+
+
+def encode_rays(origins: torch.Tensor, dirs: torch.Tensor, near: float, far: float, aabb: torch.Tensor,
+                n_points: int, n_freqs: int) -> torch.Tensor:
+    """Sample K points per ray and positionally encode them.
+
+    Args:
+        origins, dirs: [..., 3]; aabb: [2, 3] (points are mapped to [-1, 1] by it).
+    Returns:
+        [..., K*3*(1+2F)]: per point (in order) the 3 raw coordinates, then sin and cos of each at every frequency.
+    """
+    t = torch.linspace(near, far, n_points, device=origins.device, dtype=origins.dtype)
+    pts = origins[..., None, :] + dirs[..., None, :] * t[:, None]  # [..., K, 3]
+    lo, hi = aabb[0].to(pts), aabb[1].to(pts)
+    pts = (pts - lo) / (hi - lo) * 2 - 1
+    freqs = (2.0 ** torch.arange(n_freqs, device=pts.device, dtype=pts.dtype)) * math.pi
+    angles = pts[..., None] * freqs  # [..., K, 3, F]
+    feats = torch.cat([pts[..., None], torch.sin(angles), torch.cos(angles)], dim=-1)  # [..., K, 3, 1+2F]
+    return feats.flatten(-3)
+
+
+class ResidualBlock(nn.Module):
+    """x + act(norm(conv(act(norm(conv(x)))))) with 1x1 convs: a per-pixel two-layer MLP with a skip."""
+
+    def __init__(self, channels: int, norm: str):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 1)
+        self.norm1 = nn.BatchNorm2d(channels) if norm == "batch" else nn.Identity()
+        self.conv2 = nn.Conv2d(channels, channels, 1)
+        self.norm2 = nn.BatchNorm2d(channels) if norm == "batch" else nn.Identity()
+        self.act = nn.GELU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.act(self.norm1(self.conv1(x)))
+        return x + self.act(self.norm2(self.conv2(y)))
+
+
+class NeLF(nn.Module):
+    """Encoded rays [B, C_in, h, w] -> RGB [B, 3, h*upscale, w*upscale] in (0, 1)."""
+
+    def __init__(self, cfg: NeLFConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.stem = nn.Sequential(nn.Conv2d(cfg.in_channels, cfg.width, 1), nn.GELU())
+        self.body = nn.Sequential(*[ResidualBlock(cfg.width, cfg.norm) for _ in range(cfg.n_blocks)])
+        stages, c = [], cfg.width
+        for out_c, kernel, stride in cfg.sr_stages:
+            # padding (k - s) / 2 makes the output exactly stride x the input
+            up = nn.ConvTranspose2d(c, out_c, kernel, stride=stride, padding=(kernel - stride) // 2)
+            norm = nn.BatchNorm2d(out_c) if cfg.norm == "batch" else nn.Identity()
+            stages += [up, norm, nn.GELU()] + [ResidualBlock(out_c, cfg.norm) for _ in range(cfg.sr_blocks)]
+            c = out_c
+        self.upsample = nn.Sequential(*stages)
+        self.to_rgb = nn.Conv2d(c, 3, 1)
+
+    def forward(self, rays: torch.Tensor) -> torch.Tensor:
+        x = self.stem(rays)
+        x = x + self.body(x)  # global skip over the body
+        return torch.sigmoid(self.to_rgb(self.upsample(x)))
+
+
+def model_from_config(cfg: NeLFConfig | dict | str, resolution: tuple[int, int] | None = None) -> NeLF:
+    if isinstance(cfg, str):
+        cfg = preset_for(cfg, resolution)
+    elif isinstance(cfg, dict):
+        cfg = NeLFConfig.from_dict(cfg)
+    return NeLF(cfg)
+
+
+__all__ = ["NeLFConfig", "NeLF", "PRESETS", "preset_for", "low_resolution", "encode_rays", "model_from_config"]

@@ -1,0 +1,42 @@
+"""Export a NeLF student to ONNX for phones, and check the exported graph against PyTorch with onnxruntime.
+
+The ONNX graph takes the encoded rays of one frame, ``rays`` [1, C_in, h, w] (float32), and returns
+``rgb`` [1, 3, H, W]; ray encoding (:func:`ngfx.nelf.network.encode_rays`) stays on the host because it
+depends on the camera. BatchNorm is folded into the convs by the exporter (eval mode).
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ngfx.io import atomic_write
+from ngfx.nelf.network import NeLF, low_resolution
+
+
+def export_model(model: NeLF, out_path: str | Path, resolution: tuple[int, int]) -> Path:
+    """Write ``model`` for a ``resolution`` (W, H) frame to ``out_path`` atomically -> the path."""
+    w, h = low_resolution(model.cfg, *resolution)
+    model = model.float().eval().cpu()
+    example = torch.zeros(1, model.cfg.in_channels, h, w)
+    buffer = io.BytesIO()
+    torch.onnx.export(model, (example,), buffer, input_names=["rays"], output_names=["rgb"], opset_version=17,
+                      dynamo=False)
+    out_path = Path(out_path)
+    with atomic_write(out_path) as f:
+        f.write(buffer.getvalue())
+    return out_path
+
+
+def onnx_max_error(model: NeLF, onnx_path: str | Path, rays: torch.Tensor) -> float:
+    """Largest |onnxruntime - PyTorch| over the RGB of ``rays`` [1, C_in, h, w] (CPU, float32)."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    (ours,) = session.run(["rgb"], {"rays": rays.float().cpu().numpy()})
+    with torch.no_grad():
+        ref = model.float().eval().cpu()(rays.float().cpu()).numpy()
+    return float(np.abs(ours - ref).max())
