@@ -1,0 +1,62 @@
+"""Trace capture from a real renderer: the only module of ngfx.ngpc_sim that imports ngfx.render."""
+
+from __future__ import annotations
+
+import torch
+
+from ngfx.errors import NgfxInputError
+from ngfx.ngpc_sim.trace import Kernel, Trace, encoding_kind, write_trace
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({torch.get_num_threads()} threads)"
+
+
+def kernel_from_record(record, frame: int = 0) -> Kernel:
+    """A :class:`~ngfx.render.stages.StageRecord` as a trace :class:`Kernel`."""
+    a = record.attrs
+    enc = ""
+    if record.category != "rest":
+        enc = a.get("encoding") or encoding_kind(a.get("otype", "Hash"), int(a.get("n_levels", 16)))
+    return Kernel(name=record.name, category=record.category, n_inputs=int(record.n_inputs), flops=float(record.flops),
+                  bytes_read=float(record.bytes_read), bytes_written=float(record.bytes_written),
+                  duration_s=float(record.duration_s), frame=frame, app=str(a.get("app", "")), encoding=enc,
+                  n_levels=int(a.get("n_levels", 0)), n_features_per_level=int(a.get("n_features_per_level", 0)),
+                  log2_hashmap_size=int(a.get("log2_hashmap_size", 0)), n_dims=int(a.get("n_dims", 0)),
+                  mlp_layers=[list(l) for l in a.get("mlp_layers", [])])
+
+
+def trace_frame(app, width: int, height: int, device: torch.device | str, n_frames: int = 1, warmup: int = 1) -> Trace:
+    """Render ``n_frames`` unfused frames of ``app`` with every stage timed -> a :class:`Trace`.
+
+    On a GPU the stages are timed with CUDA events (timer ``cuda_event``); on a CPU with
+    ``time.perf_counter`` (timer ``cpu``: measured CPU times, marked as such). ``warmup`` untimed
+    frames first, so compilation and caches do not land in the trace.
+    """
+    from ngfx.render.stages import record_stages
+
+    device = torch.device(device)
+    with torch.no_grad():
+        for _ in range(warmup):
+            app.render(width, height, view=0, fused=False)
+        kernels = []
+        for frame in range(n_frames):
+            with record_stages(device) as records:
+                app.render(width, height, view=frame, fused=False)
+            kernels += [kernel_from_record(r, frame) for r in records]
+    if not kernels:
+        raise NgfxInputError(type(app).__name__, "render", "the renderer emitted no stages; nothing to trace")
+    timer = "cuda_event" if device.type == "cuda" else "cpu"
+    return Trace(device=_device_name(device), timer=timer, width=width, height=height, kernels=kernels, n_frames=n_frames)
+
+
+def trace_run(run_dir: str, width: int, height: int, out: str, device: str | None = None, n_frames: int = 1) -> Trace:
+    """Load the trained run in ``run_dir``, trace a frame, write the Chrome trace JSON to ``out``."""
+    from ngfx.render.runs import load_run
+
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    trace = trace_frame(load_run(run_dir, device), width, height, device, n_frames=n_frames)
+    write_trace(trace, out)
+    return trace

@@ -1,0 +1,163 @@
+"""Plots and a Markdown/HTML report of a sweep: speedup vs NFPs, FPS vs resolution, one frame's timeline."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from ngfx.io import atomic_write  # noqa: E402
+from ngfx.ngpc_sim.config import NGPCConfig, load_config, parameter_sources  # noqa: E402
+from ngfx.ngpc_sim.model import simulate  # noqa: E402
+from ngfx.ngpc_sim.trace import Trace  # noqa: E402
+
+FPS_LINES = (30, 60, 120)
+
+
+def _save(fig, path: Path) -> None:
+    fig.tight_layout()
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png", dpi=110)
+    plt.close(fig)
+
+
+def _series(rows, key_fields, x, y, **where):
+    out = defaultdict(list)
+    for r in rows:
+        if all(r[k] == v for k, v in where.items()):
+            out[tuple(r[k] for k in key_fields)].append((r[x], r[y]))
+    return {k: sorted(v) for k, v in sorted(out.items())}
+
+
+def plot_speedup(rows: list[dict], path: Path, width: int, height: int) -> None:
+    """Speedup vs scaling factor, one panel per encoding, one line per app, dashed Amdahl bounds."""
+    encodings = sorted({r["encoding"] for r in rows})
+    fig, axes = plt.subplots(1, len(encodings), figsize=(5 * len(encodings), 4.2), squeeze=False, sharey=True)
+    for ax, enc in zip(axes[0], encodings):
+        ngpc = [r for r in rows if r["scale"] > 0]
+        for i, ((app,), pts) in enumerate(_series(ngpc, ("app",), "scale", "speedup", encoding=enc, width=width, height=height).items()):
+            color = f"C{i}"
+            ax.plot(*zip(*pts), "o-", color=color, label=app)
+            bound = next(r["amdahl_bound"] for r in ngpc if r["app"] == app and r["encoding"] == enc)
+            ax.axhline(bound, color=color, ls="--", lw=1, alpha=0.7)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks([8, 16, 32, 64], ["8", "16", "32", "64"])
+        ax.set_title(f"{enc.replace('_', ' ')} ({width}x{height})")
+        ax.set_xlabel("scaling factor (NFPs)")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("speedup over the GPU (dashed: Amdahl bound)")
+    axes[0][-1].legend(title="app")
+    _save(fig, path)
+
+
+def plot_fps(rows: list[dict], path: Path, scale: int) -> None:
+    """FPS vs resolution at one scaling factor, per app and encoding, with 30/60/120 FPS lines."""
+    encodings = sorted({r["encoding"] for r in rows})
+    fig, axes = plt.subplots(1, len(encodings), figsize=(5 * len(encodings), 4.2), squeeze=False, sharey=True)
+    for ax, enc in zip(axes[0], encodings):
+        sel = [dict(r, pixels=r["width"] * r["height"]) for r in rows if r["encoding"] == enc]
+        for i, ((app,), pts) in enumerate(_series(sel, ("app",), "pixels", "fps", scale=scale).items()):
+            ax.plot(*zip(*pts), "o-", color=f"C{i}", label=f"{app}, NGPC")
+        for i, ((app,), pts) in enumerate(_series(sel, ("app",), "pixels", "fps", scale=0).items()):
+            ax.plot(*zip(*pts), "x:", color=f"C{i}", alpha=0.6, label=f"{app}, GPU")
+        for fps in FPS_LINES:
+            ax.axhline(fps, color="grey", lw=0.8, ls="--")
+            ax.text(max(r["pixels"] for r in sel), fps * 1.05, f"{fps} FPS", fontsize=7, color="grey", ha="right")
+        ticks = sorted({r["pixels"] for r in sel})
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xticks(ticks, [next(f"{r['width']}x{r['height']}" for r in sel if r["pixels"] == t) for t in ticks])
+        ax.minorticks_off()
+        ax.set_title(f"{enc.replace('_', ' ')}, {scale} NFPs")
+        ax.set_xlabel("resolution")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("frames per second")
+    axes[0][-1].legend(fontsize=7, ncol=2)
+    _save(fig, path)
+
+
+def plot_timeline(trace: Trace, cfg: NGPCConfig, path: Path, max_nfps_shown: int = 4) -> dict:
+    """One frame's utilisation timeline: SMs, memory, and the first few NFPs' encoding and MLP engines."""
+    result = simulate(trace, cfg, record_timeline=True)
+    lanes = ["gpu_sms", "memory"] + [f"{u}{i}" for i in range(min(cfg.n_nfps, max_nfps_shown)) for u in ("enc", "mlp")]
+    colors = {"gpu_sms": "C3", "memory": "C7", "enc": "C0", "mlp": "C2"}
+    fig, ax = plt.subplots(figsize=(10, 0.45 * len(lanes) + 1.5))
+    for y, lane in enumerate(lanes):
+        spans = [(s * 1e3, (e - s) * 1e3) for name, s, e in result.timeline if name == lane]
+        ax.broken_barh(spans, (y - 0.4, 0.8), color=colors.get(lane.rstrip("0123456789"), "C7"))
+    ax.set_yticks(range(len(lanes)), [l.replace("enc", "NFP enc ").replace("mlp", "NFP mlp ") for l in lanes])
+    ax.invert_yaxis()
+    ax.set_xlabel("time in frame (ms)")
+    util = ", ".join(f"{k} {v:.0%}" for k, v in result.utilisation.items())
+    ax.set_title(f"{trace.app} {trace.encoding.replace('_', ' ')} {trace.width}x{trace.height}, {cfg.n_nfps} NFPs: "
+                 f"{result.frame_s * 1e3:.2f} ms\nutilisation: {util}", fontsize=9)
+    ax.grid(axis="x", alpha=0.3)
+    _save(fig, path)
+    return result.row()
+
+
+def _table(rows: list[dict], cols: list[str]) -> str:
+    def fmt(v):
+        return f"{v:.3g}" if isinstance(v, float) else str(v)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(fmt(r[c]) for c in cols) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def write_report(results: list[dict], out_dir: str | Path, timeline_trace: Trace | None = None,
+                 cfg: NGPCConfig | None = None, validation: dict | None = None, notes: str = "") -> Path:
+    """Plots (PNG), report.md and report.html in ``out_dir``; returns the Markdown path.
+
+    ``results``: rows from :func:`~ngfx.ngpc_sim.sweep.run_sweep`. ``timeline_trace``: a trace (at its
+    own resolution) to draw one frame's timeline for, at 16 NFPs. ``validation``: from
+    :func:`~ngfx.ngpc_sim.paper.paper_validation`, added as a table.
+    """
+    import markdown
+
+    cfg = cfg or load_config()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    resolutions = sorted({(r["width"], r["height"]) for r in results}, key=lambda wh: wh[0] * wh[1])
+    scales = sorted({r["scale"] for r in results if r["scale"] > 0})
+    base_w, base_h = resolutions[0]
+    plot_speedup(results, out_dir / "speedup_vs_scale.png", base_w, base_h)
+    plot_fps(results, out_dir / "fps_vs_resolution.png", scales[-1])
+    parts = ["# NGPC simulator: sweep report", notes,
+             f"GPU profile: {cfg.gpu.name}; rest kernels {cfg.rest_mode}"
+             + (f" ({cfg.fused_rest_speedup}x)" if cfg.rest_mode == "fused" else "") + f"; {len(results)} points.",
+             "## Speedup vs scaling factor", "![speedup](speedup_vs_scale.png)",
+             "## FPS vs resolution", "![fps](fps_vs_resolution.png)"]
+    if timeline_trace is not None:
+        plot_timeline(timeline_trace, cfg.replace(n_nfps=16), out_dir / "timeline.png")
+        parts += ["## One frame, 16 NFPs", "![timeline](timeline.png)"]
+    if validation:
+        parts += ["## Validation against the paper (hash grid, average over the four apps)",
+                  _table(validation["speedup"], ["scale", "published", "model", "error", "ok"]),
+                  "", _table(validation["fps"], ["app", "resolution", "claim", "model", "ok"])]
+    mean = defaultdict(list)
+    for r in results:
+        if r["scale"] > 0 and (r["width"], r["height"]) == (base_w, base_h):
+            mean[(r["encoding"], r["scale"])].append(r["speedup"])
+    parts += [f"## Mean speedup over apps at {base_w}x{base_h}",
+              _table([{"encoding": e, "scale": s, "mean speedup": sum(v) / len(v)} for (e, s), v in sorted(mean.items())],
+                     ["encoding", "scale", "mean speedup"]),
+              "## All points",
+              _table(results, ["app", "encoding", "width", "height", "scale", "baseline_s", "frame_s", "fps", "speedup",
+                               "amdahl_bound", "util_gpu_sms", "util_encoding_engines", "util_mlp_engines", "util_memory"]),
+              "## Model parameters",
+              _table([{"parameter": k, "value": v, "source": s} for k, (v, s) in parameter_sources().items()],
+                     ["parameter", "value", "source"])]
+    text = "\n\n".join(p for p in parts if p) + "\n"
+    md_path = out_dir / "report.md"
+    with atomic_write(md_path, "w") as f:
+        f.write(text)
+    html = markdown.markdown(text, extensions=["tables"])
+    with atomic_write(out_dir / "report.html", "w") as f:
+        f.write(f"<!doctype html><meta charset='utf-8'><title>NGPC sweep</title>"
+                f"<style>body{{font-family:sans-serif;max-width:70em;margin:auto}}table{{border-collapse:collapse}}"
+                f"td,th{{border:1px solid #ccc;padding:2px 6px}}img{{max-width:100%}}</style>{html}")
+    return md_path

@@ -1,0 +1,64 @@
+"""The SimPy model: baseline replay, monotonicity, the Amdahl bound, and the paper's figures."""
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ngfx.ngpc_sim.config import ENCODING_KINDS, load_config
+from ngfx.ngpc_sim.model import simulate
+from ngfx.ngpc_sim.paper import APPS, paper_trace, paper_validation
+from ngfx.ngpc_sim.trace import Kernel, Trace
+
+CFG = load_config()
+
+def _trace(rest_s, enc_s, mlp_s, n_inputs, encoding="hash_grid", log2=18, frames=1):
+    kernels = []
+    for f in range(frames):
+        kernels += [
+            Kernel("march", "rest", 1000, 0.0, 1e6, 1e6, rest_s / 2, frame=f, app="t"),
+            Kernel("enc", "encoding", n_inputs, 0.0, 1e6, 1e6, enc_s, frame=f, app="t", encoding=encoding,
+                   n_levels=16, n_features_per_level=2, log2_hashmap_size=log2, n_dims=3),
+            Kernel("mlp", "mlp", n_inputs, 2.0 * n_inputs * 8192, 1e6, 1e6, mlp_s, frame=f, app="t", encoding=encoding,
+                   mlp_layers=[[64, 32], [64, 64], [3, 64]]),
+            Kernel("composite", "rest", 1000, 0.0, 1e6, 1e6, rest_s / 2, frame=f, app="t"),
+        ]
+    return Trace("test", "cpu", 640, 480, kernels, n_frames=frames)
+
+@pytest.mark.parametrize("trace", [paper_trace(a, e) for a in APPS for e in ENCODING_KINDS[:1]] + [_trace(0.01, 0.02, 0.03, 10**6, frames=3)])
+def test_gpu_only_replay_reproduces_trace(trace):
+    result = simulate(trace, CFG.replace(enabled=False))
+    assert result.frame_s == pytest.approx(trace.frame_time_s(), rel=0.02)
+    assert result.speedup == pytest.approx(1.0, rel=0.02)
+
+def test_fused_rest_only_speeds_up_rest():
+    trace = _trace(0.05, 0.0, 0.0, 0)
+    assert simulate(trace, CFG.replace(n_nfps=8)).frame_s == pytest.approx(0.05 / 9.94)
+
+def test_memory_bound_when_tables_stream():
+    # 2^22-entry levels (8 MiB) must stream for every batch: memory is then the busiest unit
+    trace = _trace(1e-4, 0.05, 0.05, 10**6, log2=22)
+    r = simulate(trace, CFG.replace(n_nfps=64))
+    assert r.utilisation["memory"] > 0.9 and r.utilisation["memory"] > r.utilisation["mlp_engines"]
+
+traces = st.builds(_trace, rest_s=st.floats(1e-4, 0.5), enc_s=st.floats(1e-4, 0.5), mlp_s=st.floats(1e-4, 0.5),
+                   n_inputs=st.integers(1, 5 * 10**7), encoding=st.sampled_from(ENCODING_KINDS), log2=st.integers(12, 21))
+
+@settings(max_examples=25, deadline=None)
+@given(trace=traces, scale=st.sampled_from([1, 2, 4, 8, 16, 32]), rest=st.sampled_from(["fused", "unfused"]))
+def test_more_nfps_never_slower_and_amdahl_holds(trace, scale, rest):
+    cfg = CFG.replace(rest_mode=rest)
+    small, large = simulate(trace, cfg.replace(n_nfps=scale)), simulate(trace, cfg.replace(n_nfps=2 * scale))
+    assert large.frame_s <= small.frame_s * (1 + 1e-9)
+    for r in (small, large):
+        assert r.speedup <= r.amdahl_bound * (1 + 1e-9)
+        assert all(0.0 <= u <= 1.0 + 1e-9 for u in r.utilisation.values())
+
+def test_paper_validation_meets_published_figures():
+    v = paper_validation(CFG)
+    for row in v["speedup"]:
+        assert abs(row["model"] / row["published"] - 1) <= 0.15, row
+    assert all(row["ok"] for row in v["fps"]), v["fps"]
+
+def test_events_per_batch_not_per_input():
+    r = simulate(paper_trace("nerf", "hash_grid"), CFG.replace(n_nfps=8))
+    assert r.n_batches == CFG.batches_per_frame

@@ -1,0 +1,78 @@
+"""Trace schema: round trip, table import, explicit scaling, and clear errors for bad traces."""
+
+import json
+
+import pytest
+
+from ngfx.errors import NgfxInputError
+from ngfx.ngpc_sim.paper import paper_trace
+from ngfx.ngpc_sim.trace import read_kernel_table, read_trace, scale_trace, trace_to_chrome, write_trace
+
+
+def test_round_trip_and_chrome_format(tmp_path):
+    trace = paper_trace("nerf", "hash_grid")
+    path = tmp_path / "t.json"
+    write_trace(trace, path)
+    data = json.loads(path.read_text())
+    ev = data["traceEvents"][1]
+    assert ev["ph"] == "X" and ev["cat"] == "encoding" and ev["args"]["n_levels"] == 16
+    assert data["otherData"]["schema"] == "ngfx.trace" and data["otherData"]["version"] == 1
+    back = read_trace(path)
+    assert back.kernels == trace.kernels and (back.width, back.height) == (1920, 1080)
+    assert back.frame_time_s() == pytest.approx(0.231)
+
+
+def test_scale_trace_is_proportional():
+    trace = paper_trace("nvr", "multires_dense_grid")
+    big = scale_trace(trace, 3840, 2160, samples_scale=0.5)  # 4x pixels, half the samples -> 2x work
+    for a, b in zip(trace.kernels, big.kernels):
+        assert b.n_inputs == pytest.approx(2 * a.n_inputs, abs=1)
+        assert b.duration_s == pytest.approx(2 * a.duration_s)
+        assert b.bytes_read == pytest.approx(2 * a.bytes_read) and b.flops == pytest.approx(2 * a.flops)
+    assert big.share("rest") == pytest.approx(trace.share("rest"))
+    with pytest.raises(ValueError):
+        scale_trace(trace, 0, 10)
+
+
+def test_kernel_table_csv(tmp_path):
+    path = tmp_path / "k.csv"
+    path.write_text("name,category,app,encoding,n_levels,n_features_per_level,log2_hashmap_size,n_dims,"
+                    "n_inputs,flops,bytes_read,bytes_written,duration_s,mlp_layers\n"
+                    "march,rest,nerf,,0,0,0,0,100,0,10,10,0.002,\n"
+                    "enc,encoding,nerf,hash_grid,16,2,18,3,1000,0,1e5,1e4,0.003,\n"
+                    'mlp,mlp,nerf,hash_grid,16,2,18,3,1000,2e6,1e4,1e3,0.001,"[[64, 32], [3, 64]]"\n')
+    trace = read_kernel_table(path, 800, 600)
+    assert [k.category for k in trace.kernels] == ["rest", "encoding", "mlp"]
+    assert trace.kernels[2].mlp_layers == [[64, 32], [3, 64]]
+    assert trace.frame_time_s() == pytest.approx(0.006)
+
+
+def _write(tmp_path, data):
+    path = tmp_path / "bad.json"
+    path.write_text(data if isinstance(data, str) else json.dumps(data))
+    return path
+
+
+@pytest.mark.parametrize("mutate, field", [
+    (lambda d: d["traceEvents"][1].update(cat="shader"), r"traceEvents\[1\] \(nerf.encoding\).cat"),
+    (lambda d: d["traceEvents"][2]["args"].update(n_inputs=-5), r"traceEvents\[2\] \(nerf.mlp\).n_inputs"),
+    (lambda d: d["traceEvents"][0]["args"].update(bytes_read="lots"), r"traceEvents\[0\] \(nerf.rest\).bytes_read"),
+    (lambda d: d["traceEvents"][0].update(dur=None), r"traceEvents\[0\] \(nerf.rest\).dur"),
+    (lambda d: d["traceEvents"][1]["args"].update(encoding="octree"), r"traceEvents\[1\] \(nerf.encoding\).encoding"),
+    (lambda d: d["traceEvents"][1]["args"].pop("n_inputs"), r"n_inputs'.*missing"),
+    (lambda d: d["otherData"].update(version=7), "otherData.version"),
+    (lambda d: d["otherData"].update(width=0), "otherData.width"),
+])
+def test_bad_traces_name_event_and_field(tmp_path, mutate, field):
+    data = trace_to_chrome(paper_trace("nerf", "hash_grid"))
+    mutate(data)
+    with pytest.raises(NgfxInputError, match=field):
+        read_trace(_write(tmp_path, data))
+
+
+def test_truncated_trace(tmp_path):
+    text = json.dumps(trace_to_chrome(paper_trace("gia", "hash_grid")))
+    with pytest.raises(NgfxInputError, match="malformed JSON"):
+        read_trace(_write(tmp_path, text[: len(text) // 2]))
+    with pytest.raises(NgfxInputError, match="traceEvents"):
+        read_trace(_write(tmp_path, {"foo": 1}))
