@@ -47,12 +47,138 @@ def _add_render(sub: argparse._SubParsersAction) -> None:
 
 # --- nelf: distill / mobile-report (issue: NeLF) --------------------------------------------------
 def _add_nelf(sub: argparse._SubParsersAction) -> None:
-    pass
+    p = sub.add_parser("nelf", help="neural light fields distilled from a NeRF run (MobileR2L)")
+    nelf = p.add_subparsers(dest="nelf_command", required=True)
+    d = nelf.add_parser("distill", help="distil a NeLF student from a NeRF teacher run (resumes)")
+    d.add_argument("teacher_run", help="NeRF run folder (ngfx train nerf ...)")
+    d.add_argument("--out", required=True, help="NeLF run folder to write")
+    d.add_argument("--size", choices=("tiny", "quick", "full"), default="quick")
+    d.add_argument("--pseudo-views", type=int, default=None, help="teacher-rendered views (default by size)")
+    d.add_argument("--steps", type=int, default=None, help="distillation steps (default by size)")
+    d.add_argument("--finetune-steps", type=int, default=None, help="fine-tuning steps on real images")
+    d.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    d.set_defaults(func=_run_nelf_distill)
+    e = nelf.add_parser("export", help="export a NeLF run to ONNX and check it with onnxruntime")
+    e.add_argument("run_dir")
+    e.add_argument("--out", required=True, help="model.onnx path")
+    e.add_argument("--resolution", type=_resolution, default=None, help="frame size WxH (default: the run's)")
+    e.set_defaults(func=_run_nelf_export)
+    m = sub.add_parser("mobile-report", help="per-layer costs and estimated phone latency of a NeLF network")
+    m.add_argument("source", help="NeLF run folder, NeLF config JSON, or preset (paper, mobile_r2l_x8, r2l, ...)")
+    m.add_argument("--device", default="iphone13", help="device key of the device file (default iphone13)")
+    m.add_argument("--unit", choices=("neural_engine", "gpu"), default="neural_engine")
+    m.add_argument("--resolution", type=_resolution, default=(1008, 756), help="frame size WxH (default 1008x756)")
+    m.add_argument("--devices", default=None, help="device profiles JSON (default: the packaged devices.json)")
+    m.add_argument("--measured-h200", default=None, help="JSON written by benchmarks/bench_nelf.py")
+    m.add_argument("--out", required=True, help="report folder")
+    m.set_defaults(func=_run_mobile_report)
+
+
+def _run_nelf_distill(args: argparse.Namespace) -> int:
+    from ngfx.nelf.distill import distill
+
+    run = distill(args.teacher_run, args.out, size=args.size, device=args.device, n_pseudo=args.pseudo_views,
+                  steps=args.steps, finetune_steps=args.finetune_steps)
+    m = run["metrics"]
+    print(f"{args.out}: student {m['student_psnr_db']:.2f} dB, teacher {m['teacher_psnr_db']:.2f} dB, "
+          f"constant colour {m['constant_colour_psnr_db']:.2f} dB on {m['eval_views']} eval views")
+    return 0
+
+
+def _run_nelf_export(args: argparse.Namespace) -> int:
+    from ngfx.nelf.onnx_export import export_run
+
+    r = export_run(args.run_dir, args.out, args.resolution)
+    print(f"{r['path']}: {r['bytes'] / 1e6:.2f} MB, max |onnxruntime - PyTorch| = {r['max_abs_error_vs_pytorch']:.2e}")
+    return 0
+
+
+def _run_mobile_report(args: argparse.Namespace) -> int:
+    from ngfx.nelf.mobile_report import write_mobile_report
+
+    path = write_mobile_report(args.source, args.device, args.resolution, args.out, unit=args.unit,
+                               devices_file=args.devices, measured_h200=args.measured_h200)
+    print(path)
+    return 0
 
 
 # --- ngpc_sim: trace / sim (issue: NGPC simulator) ------------------------------------------------
 def _add_sim(sub: argparse._SubParsersAction) -> None:
-    pass
+    p = sub.add_parser("trace", help="render a frame of a trained run with every kernel timed -> Chrome trace JSON")
+    p.add_argument("run_dir", help="a run folder written by `ngfx train`")
+    p.add_argument("--resolution", type=_resolution, default=(1920, 1080), help="frame size WxH (default 1920x1080)")
+    p.add_argument("--out", default="trace.json", help="trace file to write (opens in Perfetto)")
+    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    p.add_argument("--frames", type=int, default=1, help="frames to trace (averaged by the simulator)")
+    p.set_defaults(func=_run_trace)
+
+    sim = sub.add_parser("sim", help="replay traces through the NGPC model").add_subparsers(dest="sim_command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--gpu", default="rtx3090", help="GPU profile in the config (rtx3090 | h200)")
+    common.add_argument("--config", default=None, help="NGPC parameter file (TOML; default: the packaged one)")
+
+    p = sim.add_parser("run", parents=[common], help="one trace at one scaling factor: frame time, FPS, speedup")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--trace", help="Chrome trace JSON, or a per-kernel table (.csv / .json rows)")
+    src.add_argument("--paper", nargs=2, metavar=("APP", "ENCODING"), help="a paper-input trace, e.g. nerf hash_grid")
+    p.add_argument("--table-resolution", type=_resolution, default=None, help="frame size of a per-kernel table")
+    p.add_argument("--scale", type=int, default=16, help="number of NFPs (default 16)")
+    p.add_argument("--resolution", type=_resolution, default=None, help="scale the trace to WxH first")
+    p.add_argument("--rest", choices=("fused", "unfused"), default=None, help="how the SMs run the rest kernels")
+    p.set_defaults(func=_run_sim_run)
+
+    p = sim.add_parser("sweep", parents=[common], help="apps x encodings x scales x resolutions -> CSV, JSON, plots, report")
+    p.add_argument("--traces", default=None, help="folder of trace JSONs (default: the paper-input traces)")
+    p.add_argument("--scales", default="8,16,32,64", help="comma-separated NFP counts")
+    p.add_argument("--resolutions", default="1920x1080,3840x2160,7680x4320", help="comma-separated WxH")
+    p.add_argument("--out", default="ngpc_sweep", help="output folder")
+    p.add_argument("--scheduler", default=None, help="Dask scheduler address (tcp://host:8786); default: local processes")
+    p.add_argument("--workers", type=int, default=None, help="local worker processes (default: CPU count)")
+    p.set_defaults(func=_run_sim_sweep)
+
+    p = sim.add_parser("report", parents=[common], help="rebuild the report from a sweep.json")
+    p.add_argument("--results", required=True, help="sweep.json written by `ngfx sim sweep`")
+    p.add_argument("--out", default=None, help="output folder (default: beside the results)")
+    p.set_defaults(func=_run_sim_report)
+
+
+def _run_trace(args: argparse.Namespace) -> int:
+    from ngfx.ngpc_sim.capture import trace_run
+
+    trace = trace_run(args.run_dir, *args.resolution, out=args.out, device=args.device, n_frames=args.frames)
+    print(f"wrote {args.out}: {len(trace.kernels)} kernels, {trace.frame_time_s() * 1e3:.3f} ms per frame ({trace.timer} timer)")
+    return 0
+
+
+def _run_sim_run(args: argparse.Namespace) -> int:
+    from ngfx.ngpc_sim.api import format_result, sim_run
+
+    print(format_result(*sim_run(args.trace, args.scale, args.resolution, gpu=args.gpu, config=args.config,
+                                 rest_mode=args.rest, table_resolution=args.table_resolution, paper=args.paper)))
+    return 0
+
+
+def _run_sim_sweep(args: argparse.Namespace) -> int:
+    from ngfx.ngpc_sim.api import sim_sweep
+
+    try:
+        scales = [int(s) for s in args.scales.split(",")]
+        resolutions = [_resolution(r) for r in args.resolutions.split(",")]
+    except (ValueError, argparse.ArgumentTypeError) as e:
+        raise ValueError(f"--scales/--resolutions: {e}") from None
+    path = sim_sweep(args.out, args.traces, scales, resolutions, gpu=args.gpu, config=args.config,
+                     scheduler=args.scheduler, workers=args.workers)
+    print(f"wrote {path} (and sweep.csv, sweep.json, plots) in {args.out}")
+    return 0
+
+
+def _run_sim_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ngfx.ngpc_sim.api import sim_report
+
+    print(f"wrote {sim_report(args.results, args.out or Path(args.results).parent, gpu=args.gpu, config=args.config)}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:

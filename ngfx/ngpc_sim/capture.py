@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ngfx.errors import NgfxInputError
@@ -28,6 +30,31 @@ def kernel_from_record(record, frame: int = 0) -> Kernel:
                   mlp_layers=[list(l) for l in a.get("mlp_layers", [])])
 
 
+def _model_shapes(app) -> dict:
+    """Table size and MLP layers the stage attrs lack, read from the app's grid and network configs.
+
+    Dense grids carry an unused ``log2_hashmap_size`` in their config, so the largest level's real
+    entry count is taken from the parsed :class:`~ngfx.encodings.config.GridConfig`; MLP layers are
+    filled in only when the app has a single network (otherwise the model derives them from FLOPs).
+    """
+    from ngfx.encodings.config import GridConfig, MLPConfig
+
+    grids, nets = [], []
+    modules = app.modules() if isinstance(app, torch.nn.Module) else []
+    for m in modules:
+        cfg = getattr(m, "cfg", None)
+        if isinstance(cfg, GridConfig):
+            grids.append(cfg)
+        elif isinstance(cfg, MLPConfig):
+            nets.append(cfg)
+    out = {}
+    if len(grids) == 1:
+        out["log2_hashmap_size"] = math.ceil(math.log2(max(grids[0].table_sizes)))
+    if len(nets) == 1:
+        out["mlp_layers"] = [list(s) for s in nets[0].layer_shapes]
+    return out
+
+
 def trace_frame(app, width: int, height: int, device: torch.device | str, n_frames: int = 1, warmup: int = 1) -> Trace:
     """Render ``n_frames`` unfused frames of ``app`` with every stage timed -> a :class:`Trace`.
 
@@ -46,6 +73,12 @@ def trace_frame(app, width: int, height: int, device: torch.device | str, n_fram
             with record_stages(device) as records:
                 app.render(width, height, view=frame, fused=False)
             kernels += [kernel_from_record(r, frame) for r in records]
+    shapes = _model_shapes(app)
+    for k in kernels:
+        if k.category != "rest" and "log2_hashmap_size" in shapes:
+            k.log2_hashmap_size = shapes["log2_hashmap_size"]
+        if k.category == "mlp" and not k.mlp_layers:
+            k.mlp_layers = shapes.get("mlp_layers", [])
     if not kernels:
         raise NgfxInputError(type(app).__name__, "render", "the renderer emitted no stages; nothing to trace")
     timer = "cuda_event" if device.type == "cuda" else "cpu"

@@ -88,12 +88,12 @@ class Trace:
 
 
 def encoding_kind(otype: str, n_levels: int) -> str:
-    """Map a tiny-cuda-nn grid type to the NGPC's three encodings (a one-level dense grid is low-res)."""
+    """Map a tiny-cuda-nn grid type to the NGPC's three encodings (a dense grid of <= 2 levels is low-res)."""
     key = str(otype).replace("Grid", "") or "Hash"
     if key == "Hash":
         return "hash_grid"
-    if key == "Dense":
-        return "multires_dense_grid" if n_levels > 1 else "lowres_dense_grid"
+    if key == "Dense":  # ngfx's "lowres" preset is a dense grid of two coarse levels
+        return "multires_dense_grid" if n_levels > 2 else "lowres_dense_grid"
     if key == "Tiled":
         return "lowres_dense_grid"
     raise ValueError(f"unknown grid type {otype!r}")

@@ -1,0 +1,99 @@
+"""Sweeps (serial, local processes, Dask), the report, the CLI, and trace capture from a fake app."""
+
+import json
+
+import pytest
+import torch
+
+from ngfx.cli import main
+from ngfx.ngpc_sim.capture import trace_frame
+from ngfx.ngpc_sim.paper import paper_trace, paper_validation
+from ngfx.ngpc_sim.report import write_report
+from ngfx.ngpc_sim.sweep import run_sweep
+from ngfx.ngpc_sim.trace import read_trace, write_trace
+
+TRACES = [paper_trace("nerf", "hash_grid"), paper_trace("gia", "lowres_dense_grid")]
+SCALES, RESOLUTIONS = (8, 64), ((1920, 1080), (3840, 2160))
+
+
+def test_parallel_and_dask_match_serial(tmp_path):
+    serial = run_sweep(TRACES, SCALES, RESOLUTIONS, workers=1, progress=False)
+    assert len(serial) == len(TRACES) * len(RESOLUTIONS) * (len(SCALES) + 1)
+    assert run_sweep(TRACES, SCALES, RESOLUTIONS, workers=2, progress=False) == serial
+    from dask.distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, Client(cluster) as client:
+        on_dask = run_sweep(TRACES, SCALES, RESOLUTIONS, out_dir=tmp_path, scheduler=client, progress=False)
+    assert on_dask == serial
+    assert json.loads((tmp_path / "sweep.json").read_text()) == serial
+    assert (tmp_path / "sweep.csv").read_text().count("\n") == len(serial) + 1
+
+
+def test_report_has_real_plots(tmp_path):
+    rows = run_sweep(TRACES, SCALES, RESOLUTIONS, workers=1, progress=False)
+    md = write_report(rows, tmp_path, timeline_trace=TRACES[0], validation=paper_validation())
+    text = md.read_text()
+    for png in ("speedup_vs_scale.png", "fps_vs_resolution.png", "timeline.png"):
+        assert f"({png})" in text
+        data = (tmp_path / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
+    assert "| nerf | hash_grid |" in text and "9.94" in text
+    assert "<table>" in (tmp_path / "report.html").read_text()
+
+
+def test_cli_run_sweep_report(tmp_path, capsys):
+    path = tmp_path / "t.json"
+    write_trace(TRACES[0], path)
+    assert main(["sim", "run", "--trace", str(path), "--scale", "16", "--resolution", "3840x2160"]) == 0
+    out = capsys.readouterr().out
+    assert "FPS" in out and "Amdahl bound" in out and "3840x2160" in out
+    trace_dir = tmp_path / "traces"
+    write_trace(TRACES[1], trace_dir / "gia.json")
+    out_dir = tmp_path / "sweep"
+    assert main(["sim", "sweep", "--traces", str(trace_dir), "--scales", "8,16", "--resolutions", "1920x1080",
+                 "--out", str(out_dir), "--workers", "1"]) == 0
+    assert len(json.loads((out_dir / "sweep.json").read_text())) == 3
+    assert main(["sim", "report", "--results", str(out_dir / "sweep.json"), "--out", str(tmp_path / "r")]) == 0
+    assert (tmp_path / "r" / "report.md").is_file()
+    path.write_text(path.read_text()[:200])  # truncated trace: one clear line, exit code 2
+    assert main(["sim", "run", "--trace", str(path)]) == 2
+    assert "malformed JSON" in capsys.readouterr().err
+
+
+class FakeApp(torch.nn.Module):
+    """Emits the stages a renderer would (ray generation, encoding, MLP, compositing) around a real
+    low-res dense grid and MLP, so capture can read their shapes."""
+
+    def __init__(self):
+        super().__init__()
+        from ngfx.encodings import Encoding, Network
+
+        self.grid = Encoding(3, {"otype": "DenseGrid", "n_levels": 2, "n_features_per_level": 4,
+                                 "base_resolution": 16, "per_level_scale": 2.0}, backend="torch")
+        self.net = Network(8, 3, {"n_neurons": 64, "n_hidden_layers": 1}, backend="torch")
+
+    def render(self, width, height, view=0, fused=True):
+        from ngfx.render.stages import stage
+
+        n = width * height
+        attrs = dict(app="fake", otype="Dense", n_levels=2, n_features_per_level=4, log2_hashmap_size=19, n_dims=3)
+        with stage("fake.rays", "rest", n_inputs=n, bytes_written=n * 24.0, app="fake"):
+            x = torch.rand(n, 3)
+        with stage("fake.encoding", "encoding", n_inputs=n, bytes_read=n * 12.0, **attrs):
+            f = self.grid(x)
+        with stage("fake.mlp", "mlp", n_inputs=n, flops=2.0 * n * (8 * 64 + 64 * 3), **attrs):
+            y = self.net(f)
+        with stage("fake.composite", "rest", n_inputs=n, app="fake"):
+            return y.sum(1)
+
+
+def test_capture_from_fake_app(tmp_path):
+    trace = trace_frame(FakeApp(), 32, 24, "cpu", n_frames=2)
+    assert trace.timer == "cpu" and trace.n_frames == 2 and len(trace.kernels) == 8
+    assert [k.category for k in trace.kernels[:4]] == ["rest", "encoding", "mlp", "rest"]
+    enc, mlp = trace.kernels[1], trace.kernels[2]
+    assert enc.encoding == "lowres_dense_grid" and all(k.duration_s > 0 for k in trace.kernels)
+    assert enc.log2_hashmap_size == 15  # finest level 32^3 = 2^15 entries, not the config's unused 19
+    assert mlp.mlp_layers == [[64, 8], [3, 64]]
+    write_trace(trace, tmp_path / "t.json")
+    assert read_trace(tmp_path / "t.json").kernels == trace.kernels
