@@ -39,8 +39,8 @@ def _level_geometry(x_ptr, meta_scale_ptr, offs_n, mask_n, offs_l, mask_l, d: tl
 
 
 @triton.jit
-def _corner_index(cells0, cells1, cells2, bits: tl.constexpr, stride_ptr, hashed, size, offs_l, mask_l,
-                  D: tl.constexpr):
+def _corner_index(cells0, cells1, cells2, bits: tl.constexpr, stride_ptr, hashed, size, magic, shift, offs_l,
+                  mask_l, D: tl.constexpr):
     """Entry index [BLOCK, LEVELS] of corner ``bits`` of each point's cell, in uint32 like the reference."""
     c0 = (cells0 + (bits & 1)).to(tl.uint32)
     c1 = (cells1 + ((bits >> 1) & 1)).to(tl.uint32)
@@ -54,7 +54,11 @@ def _corner_index(cells0, cells1, cells2, bits: tl.constexpr, stride_ptr, hashed
         hash_index = hash_index ^ (c2 * 805459861)
         dense_index = dense_index + c2 * s2[None, :]
     index = tl.where(hashed[None, :] != 0, hash_index, dense_index)
-    return index % size[None, :]
+    # index % size by multiply-high (libdivide's branch-free u32 scheme): a hardware division per corner
+    # and level would cost more than the rest of the index arithmetic together
+    high = tl.umulhi(index, magic[None, :])
+    quotient = (((index - high) >> 1) + high) >> shift[None, :]
+    return index - quotient * size[None, :]
 
 
 @triton.jit
@@ -87,23 +91,25 @@ def _point_levels(x_ptr, meta_scale_ptr, meta_int_ptr, offs_n, mask_n, D: tl.con
                   LEVELS: tl.constexpr, N_LEVELS: tl.constexpr):
     """Everything the gather loops need about points ``offs_n`` at every level (padded levels masked).
 
-    ``meta_int`` holds per level: entry offset, entry count, hashed flag (3 int32 each).
+    ``meta_int`` holds per level: entry offset, entry count, hashed flag, modulo magic and shift (5 int32).
     """
     offs_l = tl.arange(0, LEVELS)
     mask_l = offs_l < N_LEVELS
     offs_f = tl.arange(0, F)
     mask3 = mask_n[:, None, None] & mask_l[None, :, None] & (offs_f[None, None, :] < F)
-    level_offset = tl.load(meta_int_ptr + offs_l * 3 + 0, mask=mask_l, other=0)
-    size = tl.load(meta_int_ptr + offs_l * 3 + 1, mask=mask_l, other=1).to(tl.uint32)
-    hashed = tl.load(meta_int_ptr + offs_l * 3 + 2, mask=mask_l, other=0)
+    level_offset = tl.load(meta_int_ptr + offs_l * 5 + 0, mask=mask_l, other=0)
+    size = tl.load(meta_int_ptr + offs_l * 5 + 1, mask=mask_l, other=8).to(tl.uint32)
+    hashed = tl.load(meta_int_ptr + offs_l * 5 + 2, mask=mask_l, other=0)
+    magic = tl.load(meta_int_ptr + offs_l * 5 + 3, mask=mask_l, other=0).to(tl.uint32)
+    shift = tl.load(meta_int_ptr + offs_l * 5 + 4, mask=mask_l, other=2).to(tl.uint32)
     cells0, fracs0, scale = _level_geometry(x_ptr, meta_scale_ptr, offs_n, mask_n, offs_l, mask_l, 0, D)
     cells1, fracs1, _ = _level_geometry(x_ptr, meta_scale_ptr, offs_n, mask_n, offs_l, mask_l, 1, D)
     cells2 = cells1
     fracs2 = fracs1
     if D == 3:
         cells2, fracs2, _ = _level_geometry(x_ptr, meta_scale_ptr, offs_n, mask_n, offs_l, mask_l, 2, D)
-    return (offs_l, mask_l, offs_f, mask3, level_offset, size, hashed, cells0, cells1, cells2, fracs0, fracs1,
-            fracs2, scale)
+    return (offs_l, mask_l, offs_f, mask3, level_offset, size, hashed, magic, shift, cells0, cells1, cells2,
+            fracs0, fracs1, fracs2, scale)
 
 
 @triton.jit
@@ -111,12 +117,13 @@ def encode_block(x_ptr, table_ptr, meta_scale_ptr, meta_int_ptr, stride_ptr, off
                  D: tl.constexpr, F: tl.constexpr, LEVELS: tl.constexpr, N_LEVELS: tl.constexpr,
                  INTERP: tl.constexpr):
     """Encoded features [BLOCK, LEVELS * F] float32 of the points ``offs_n`` (levels >= N_LEVELS are zero)."""
-    (offs_l, mask_l, offs_f, mask3, level_offset, size, hashed, cells0, cells1, cells2, fracs0, fracs1, fracs2,
-     _) = _point_levels(x_ptr, meta_scale_ptr, meta_int_ptr, offs_n, mask_n, D, F, LEVELS, N_LEVELS)
+    (offs_l, mask_l, offs_f, mask3, level_offset, size, hashed, magic, shift, cells0, cells1, cells2, fracs0,
+     fracs1, fracs2, _) = _point_levels(x_ptr, meta_scale_ptr, meta_int_ptr, offs_n, mask_n, D, F, LEVELS, N_LEVELS)
     features = tl.zeros((offs_n.shape[0], LEVELS, F), tl.float32)
     N_CORNERS: tl.constexpr = 1 if INTERP == 2 else 2**D
     for bits in tl.static_range(N_CORNERS):
-        index = _corner_index(cells0, cells1, cells2, bits, stride_ptr, hashed, size, offs_l, mask_l, D)
+        index = _corner_index(cells0, cells1, cells2, bits, stride_ptr, hashed, size, magic, shift, offs_l, mask_l,
+                              D)
         entry = (level_offset[None, :] + index.to(tl.int32)) * F
         values = tl.load(table_ptr + entry[:, :, None] + offs_f[None, None, :], mask=mask3, other=0.0)
         if INTERP == 2:
@@ -147,8 +154,8 @@ def _grid_backward_kernel(x_ptr, table_ptr, meta_scale_ptr, meta_int_ptr, stride
                           INTERP: tl.constexpr, NEED_DX: tl.constexpr, BLOCK: tl.constexpr):
     offs_n = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask_n = offs_n < n_points
-    (offs_l, mask_l, offs_f, mask3, level_offset, size, hashed, cells0, cells1, cells2, fracs0, fracs1, fracs2,
-     scale) = _point_levels(x_ptr, meta_scale_ptr, meta_int_ptr, offs_n, mask_n, D, F, LEVELS, N_LEVELS)
+    (offs_l, mask_l, offs_f, mask3, level_offset, size, hashed, magic, shift, cells0, cells1, cells2, fracs0,
+     fracs1, fracs2, scale) = _point_levels(x_ptr, meta_scale_ptr, meta_int_ptr, offs_n, mask_n, D, F, LEVELS, N_LEVELS)
     grad_out = tl.load(grad_out_ptr + offs_n[:, None, None] * (N_LEVELS * F) + offs_l[None, :, None] * F
                        + offs_f[None, None, :], mask=mask3, other=0.0)
     # d(corner weight)/dx_d = scale * h'(frac_d) * (+-1) * product of the other dimensions' weights
@@ -163,7 +170,8 @@ def _grid_backward_kernel(x_ptr, table_ptr, meta_scale_ptr, meta_int_ptr, stride
     dx2 = tl.zeros((BLOCK, LEVELS), tl.float32)
     N_CORNERS: tl.constexpr = 1 if INTERP == 2 else 2**D
     for bits in tl.static_range(N_CORNERS):
-        index = _corner_index(cells0, cells1, cells2, bits, stride_ptr, hashed, size, offs_l, mask_l, D)
+        index = _corner_index(cells0, cells1, cells2, bits, stride_ptr, hashed, size, magic, shift, offs_l, mask_l,
+                              D)
         entry = (level_offset[None, :] + index.to(tl.int32)) * F
         pointers = entry[:, :, None] + offs_f[None, None, :]
         if INTERP == 2:
@@ -194,8 +202,20 @@ def _grid_backward_kernel(x_ptr, table_ptr, meta_scale_ptr, meta_int_ptr, stride
             tl.store(grad_x_ptr + offs_n * D + 2, tl.sum(dx2, axis=1), mask=mask_n)
 
 
+def _modulo_magic(divisor: int) -> tuple[int, int]:
+    """(magic, shift) such that n % divisor == n - divisor * ((((n - hi) >> 1) + hi) >> shift) for every uint32 n,
+    hi = umulhi(n, magic) (libdivide's branch-free unsigned 32-bit division); magic as int32 bits."""
+    log2 = divisor.bit_length() - 1
+    if divisor & (divisor - 1) == 0:
+        return 0, log2 - 1
+    magic, remainder = divmod(1 << (32 + log2), divisor)
+    magic = 2 * magic + (2 * remainder >= divisor)
+    magic = (magic + 1) & 0xFFFFFFFF
+    return magic - (1 << 32) if magic >= 1 << 31 else magic, log2
+
+
 def level_metadata(cfg: GridConfig, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-level tensors the kernels read: scales [L] f32, (offset, entries, hashed) [L, 3] i32 and the
+    """Per-level tensors the kernels read: scales [L] f32, (offset, entries, hashed, magic, shift) [L, 5] i32, the
     row-major strides [L, 3] i32 (0 for dimensions tiny-cuda-nn leaves out to avoid overflow)."""
     if cfg.n_dims not in SUPPORTED_DIMS:
         raise ValueError(f"the triton grid backend supports D in {SUPPORTED_DIMS}, got D={cfg.n_dims}; "
@@ -211,7 +231,8 @@ def level_metadata(cfg: GridConfig, device: torch.device) -> tuple[torch.Tensor,
             row[d] = stride
             stride *= cfg.resolutions[level]
         strides.append(row)
-    ints = [[cfg.offsets[l], cfg.table_sizes[l], int(cfg.hashed[l])] for l in range(cfg.n_levels)]
+    ints = [[cfg.offsets[l], cfg.table_sizes[l], int(cfg.hashed[l]), *_modulo_magic(cfg.table_sizes[l])]
+            for l in range(cfg.n_levels)]
     return (torch.tensor(cfg.scales, dtype=torch.float32, device=device),
             torch.tensor(ints, dtype=torch.int32, device=device),
             torch.tensor(strides, dtype=torch.int64, device=device).to(torch.int32))

@@ -137,7 +137,7 @@ def pack_weights(weights: list[torch.Tensor], cfg: MLPConfig, kin: int, dtype: t
 def _mlp_constants(cfg: MLPConfig, dtype: torch.dtype) -> dict:
     return dict(WIDTH=_padded(cfg.n_neurons), OUT=_padded(cfg.n_output_dims), N_HIDDEN=cfg.n_hidden_layers,
                 ACT=ACTIVATIONS.index(cfg.activation), OUT_ACT=ACTIVATIONS.index(cfg.output_activation),
-                PRECISION="ieee" if dtype == torch.float32 else "tf32")
+                PRECISION="ieee" if dtype == torch.float32 else None)
 
 
 def _check_weights(weights: list[torch.Tensor], cfg: MLPConfig) -> None:

@@ -1,0 +1,234 @@
+"""Grid encoding (+ MLP) throughput and accuracy: PyTorch reference, torch.compile, Triton, tiny-cuda-nn.
+
+    PYTHONUNBUFFERED=1 python benchmarks/bench_encodings.py --out OUT_DIR      # on the GPU
+    python benchmarks/bench_encodings.py --smoke --out /tmp/bench             # CPU check, interpreter
+
+Each case runs on 2^21 points uniform in [0, 1)^3, rotating over several input sets so the caches do not
+flatter; times are medians of CUDA-event timings (triton.testing.do_bench) after warm-up. Accuracy is
+||out - ref|| / ||ref|| against the fp32 PyTorch reference (for forward+backward: the table gradient).
+Writes ``encodings.md`` (a Markdown table) under ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import sys
+import time
+
+if "--smoke" in sys.argv:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import torch  # noqa: E402
+
+from ngfx.encodings import reference, triton_grid, triton_mlp  # noqa: E402
+from ngfx.encodings.config import parse_grid_config, parse_network_config  # noqa: E402
+from ngfx.encodings.grid import tcnn_available  # noqa: E402
+from ngfx.io import atomic_write  # noqa: E402
+from ngfx.render.presets import encoding_preset  # noqa: E402
+
+GRIDS = {
+    "hash grid": {"otype": "HashGrid", "n_levels": 16, "n_features_per_level": 2, "log2_hashmap_size": 19,
+                  "base_resolution": 16, "per_level_scale": 1.447},
+    "dense grid": {"otype": "DenseGrid", "n_levels": 8, "n_features_per_level": 2, "base_resolution": 16,
+                   "per_level_scale": 1.405},
+    "low-res dense grid": encoding_preset("lowres", 3),
+}
+SMOKE_GRIDS = {
+    "hash grid": {**GRIDS["hash grid"], "n_levels": 4, "log2_hashmap_size": 10},
+    "dense grid": {**GRIDS["dense grid"], "n_levels": 2},
+    "low-res dense grid": encoding_preset("lowres", 3, size="tiny"),
+}
+N_OUTPUTS = 16
+N_INPUT_SETS = 4
+# Launch shapes tried on the GPU: (BLOCK, num_warps) per kernel; the best is kept for the table.
+SWEEP = {
+    "forward": ("FORWARD_BLOCK", "FORWARD_WARPS", [(32, 2), (64, 4), (128, 4), (128, 8), (256, 8)]),
+    "backward": ("BACKWARD_BLOCK", "BACKWARD_WARPS", [(32, 2), (64, 4), (128, 4), (128, 8)]),
+    "fused": ("FUSED_BLOCK", "FUSED_WARPS", [(32, 4), (64, 4), (64, 8), (128, 4), (128, 8)]),
+}
+
+
+def relative_error(out: torch.Tensor, ref: torch.Tensor) -> float:
+    return ((out.float() - ref.float()).norm() / ref.float().norm()).item()
+
+
+class Timer:
+    """Median milliseconds of ``fn(i)`` for i rotating over the input sets."""
+
+    def __init__(self, smoke: bool):
+        self.smoke = smoke
+
+    def __call__(self, fn) -> float:
+        counter = [0]
+
+        def step():
+            counter[0] += 1
+            return fn(counter[0] % N_INPUT_SETS)
+
+        if self.smoke:
+            step()
+            start = time.perf_counter()
+            step()
+            return (time.perf_counter() - start) * 1e3
+        import triton.testing
+
+        return triton.testing.do_bench(step, warmup=50, rep=200, return_mode="median")
+
+
+def _set_launch(module, names, block, warps):
+    setattr(module, names[0], block)
+    setattr(module, names[1], warps)
+
+
+def sweep_launch(kind: str, timer: Timer, run, log) -> None:
+    """Time ``run`` under each launch shape of ``SWEEP[kind]`` and keep the fastest."""
+    block_name, warps_name, shapes = SWEEP[kind]
+    module = triton_mlp if kind == "fused" else triton_grid
+    results = []
+    for block, warps in shapes:
+        _set_launch(module, (block_name, warps_name), block, warps)
+        results.append((timer(run), block, warps))
+        log(f"  sweep {kind}: BLOCK={block} warps={warps}: {results[-1][0]:.3f} ms")
+    best = min(results)
+    _set_launch(module, (block_name, warps_name), best[1], best[2])
+    log(f"  sweep {kind}: kept BLOCK={best[1]} warps={best[2]}")
+
+
+def bench_grid(name: str, config: dict, n_points: int, args, timer: Timer, log) -> list[tuple]:
+    device = torch.device(args.device)
+    cfg = parse_grid_config(3, config)
+    params = (torch.rand(cfg.n_params, device=device) * 2 - 1) * 1e-1
+    xs = [torch.rand(n_points, 3, device=device) for _ in range(N_INPUT_SETS)]
+    rows = []
+
+    def add(work, method, ms, error):
+        rows.append((name, work, method, ms, n_points / ms / 1e3, error))
+        log(f"{name:20s} {work:34s} {method:28s} {ms:9.3f} ms {rows[-1][4]:9.1f} Mpts/s  rel.err {error:.2e}")
+
+    compile_here = args.compile and (name == "hash grid" or not args.compile_hash_only)
+    with torch.no_grad():
+        ref = reference.grid_encode(xs[0], params, cfg)
+        add("encoding forward", "torch reference (fp32)", timer(lambda i: reference.grid_encode(xs[i], params, cfg)), 0.0)
+        if compile_here:
+            compiled = torch.compile(functools.partial(reference.grid_encode, cfg=cfg))
+            add("encoding forward", "torch.compile reference", timer(lambda i: compiled(xs[i], params)),
+                relative_error(compiled(xs[0], params), ref))
+        if args.sweep and name == "hash grid":
+            sweep_launch("forward", timer, lambda i: triton_grid.grid_encode(xs[i], params, cfg), log)
+        for dtype in (triton_mlp.operand_dtype(device), torch.float32)[: 1 if args.smoke else 2]:
+            add("encoding forward", f"triton ({str(dtype)[6:]} table)",
+                timer(lambda i: triton_grid.grid_encode(xs[i], params, cfg, precision=dtype)),
+                relative_error(triton_grid.grid_encode(xs[0], params, cfg, precision=dtype), ref))
+        if tcnn_available() and device.type == "cuda":
+            from ngfx.encodings import tcnn_backend
+
+            add("encoding forward", "tiny-cuda-nn", timer(lambda i: tcnn_backend.grid_encode(xs[i], params, cfg)),
+                relative_error(tcnn_backend.grid_encode(xs[0], params, cfg), ref))
+
+        for n_hidden in (1, 2):
+            mlp_cfg = parse_network_config(cfg.n_output_dims, N_OUTPUTS, {"n_neurons": 64, "n_hidden_layers": n_hidden})
+            weights = [torch.randn(o, i, device=device) / i**0.5 for o, i in mlp_cfg.layer_shapes]
+            work = f"encoding + MLP 64x{n_hidden} forward"
+
+            def torch_fused(x, params=params, weights=weights, mlp_cfg=mlp_cfg):
+                return reference.mlp_forward(reference.grid_encode(x, params, cfg), weights, mlp_cfg)
+
+            ref_out = torch_fused(xs[0])
+            add(work, "torch reference (fp32)", timer(lambda i: torch_fused(xs[i])), 0.0)
+            if compile_here and n_hidden == 1:
+                compiled_fused = torch.compile(torch_fused)
+                add(work, "torch.compile reference", timer(lambda i: compiled_fused(xs[i])),
+                    relative_error(compiled_fused(xs[0]), ref_out))
+
+            def triton_fused(i, weights=weights, mlp_cfg=mlp_cfg):
+                return triton_mlp.fused_grid_mlp_forward(xs[i], params, weights, cfg, mlp_cfg)
+
+            if args.sweep and name == "hash grid" and n_hidden == 1:
+                sweep_launch("fused", timer, triton_fused, log)
+            add(work, "triton fused kernel", timer(triton_fused), relative_error(triton_fused(0), ref_out))
+            add(work, "triton encoding, then MLP kernel",
+                timer(lambda i, weights=weights, mlp_cfg=mlp_cfg: triton_mlp.mlp_forward(
+                    triton_grid.grid_encode(xs[i], params, cfg), weights, mlp_cfg)),
+                relative_error(triton_mlp.mlp_forward(triton_grid.grid_encode(xs[0], params, cfg), weights, mlp_cfg),
+                               ref_out))
+
+    # a training step's work: encoding + MLP (1 hidden layer) forward and backward, gradients to every parameter
+    mlp_cfg = parse_network_config(cfg.n_output_dims, N_OUTPUTS, {"n_neurons": 64, "n_hidden_layers": 1})
+    weights = [(torch.randn(o, i, device=device) / i**0.5).requires_grad_() for o, i in mlp_cfg.layer_shapes]
+    train_params = params.clone().requires_grad_()
+    cotangents = [torch.randn(n_points, N_OUTPUTS, device=device) for _ in range(N_INPUT_SETS)]
+    work = "encoding + MLP 64x1 forward+backward"
+
+    def step(encode, mlp):
+        def run(i):
+            out = mlp(encode(xs[i], train_params, cfg), weights, mlp_cfg)
+            return torch.autograd.grad(out, [train_params, *weights], cotangents[i])[0]
+        return run
+
+    torch_step = step(reference.grid_encode, reference.mlp_forward)
+    ref_grad = torch_step(0)
+    add(work, "torch reference (fp32)", timer(torch_step), 0.0)
+    if compile_here:
+        compiled_step = step(torch.compile(reference.grid_encode, dynamic=False), reference.mlp_forward)
+        add(work, "torch.compile reference", timer(compiled_step), relative_error(compiled_step(0), ref_grad))
+    triton_step = step(triton_grid.grid_encode, triton_mlp.mlp_forward)
+    if args.sweep and name == "hash grid":
+        sweep_launch("backward", timer, triton_step, log)
+    add(work, "triton kernels", timer(triton_step), relative_error(triton_step(0), ref_grad))
+
+    # NSDF's normals and eikonal loss: the encoding's gradient with respect to its inputs
+    x_grad_work = "encoding forward+backward, dL/dx too"
+
+    def x_grad(encode):
+        def run(i):
+            x = xs[i].clone().requires_grad_()
+            out = encode(x, train_params, cfg)
+            return torch.autograd.grad(out, [x, train_params], cotangents[i][:, :1].expand_as(out))[0]
+        return run
+
+    ref_dx = x_grad(reference.grid_encode)(0)
+    add(x_grad_work, "torch reference (fp32)", timer(x_grad(reference.grid_encode)), 0.0)
+    add(x_grad_work, "triton kernels (dL/dx error)", timer(x_grad(triton_grid.grid_encode)),
+        relative_error(x_grad(triton_grid.grid_encode)(0), ref_dx))
+    return rows
+
+
+def markdown(rows: list[tuple], header: str) -> str:
+    lines = [header, "", "| grid | work | method | median ms | M points/s | rel. error vs fp32 ref |",
+             "|---|---|---|---:|---:|---:|"]
+    for grid, work, method, ms, mpts, error in rows:
+        lines.append(f"| {grid} | {work} | {method} | {ms:.3f} | {mpts:,.1f} | {error:.1e} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True, help="folder for encodings.md")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU interpreter, no compile")
+    parser.add_argument("--points-log2", type=int, default=21)
+    parser.add_argument("--no-compile", dest="compile", action="store_false")
+    parser.add_argument("--compile-hash-only", action="store_true", help="torch.compile only the hash grid cases")
+    parser.add_argument("--sweep", action="store_true", help="try several launch shapes, keep the fastest")
+    args = parser.parse_args(argv)
+    args.device = "cpu" if args.smoke else "cuda"
+    if args.smoke:
+        args.compile, args.sweep, args.points_log2 = False, False, 8
+    timer = Timer(args.smoke)
+    rows = []
+    for name, config in (SMOKE_GRIDS if args.smoke else GRIDS).items():
+        rows += bench_grid(name, config, 2**args.points_log2, args, timer, print)
+    device = "CPU (Triton interpreter, smoke sizes)" if args.smoke else torch.cuda.get_device_name()
+    launch = (f"launch shapes: forward {triton_grid.FORWARD_BLOCK}/{triton_grid.FORWARD_WARPS}, backward "
+              f"{triton_grid.BACKWARD_BLOCK}/{triton_grid.BACKWARD_WARPS}, fused {triton_mlp.FUSED_BLOCK}/"
+              f"{triton_mlp.FUSED_WARPS}, MLP {triton_mlp.MLP_BLOCK}/{triton_mlp.MLP_WARPS} (BLOCK/warps)")
+    text = markdown(rows, f"{device}, 2^{args.points_log2} points, torch {torch.__version__}; {launch}")
+    os.makedirs(args.out, exist_ok=True)
+    with atomic_write(os.path.join(args.out, "encodings.md"), "w") as f:
+        f.write(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
