@@ -42,7 +42,57 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 # --- render: train / render (issue: the four applications) ----------------------------------------
 def _add_render(sub: argparse._SubParsersAction) -> None:
-    pass
+    p = sub.add_parser("train", help="train an application (nerf, nsdf, gia, nvr) into a run folder")
+    p.add_argument("app", choices=("nerf", "nsdf", "gia", "nvr"))
+    p.add_argument("--scene", required=True, help="procedural name (synthetic, csg, image, cloud) or a path")
+    p.add_argument("--encoding", default="hashgrid", choices=("hashgrid", "densegrid", "lowres"))
+    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--size", default="full", choices=("tiny", "quick", "full"))
+    p.add_argument("--steps", type=int, default=None, help="training steps (default: the app's for --size)")
+    p.add_argument("--seconds", type=float, default=None, help="stop after this many seconds of training")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
+    p.set_defaults(func=_run_train)
+    p = sub.add_parser("render", help="render a trained run folder to PNG frames (and an MP4)")
+    p.add_argument("run_dir")
+    p.add_argument("--resolution", type=_resolution, default=(800, 800), help="WIDTHxHEIGHT (default 800x800)")
+    p.add_argument("--camera-path", default=None, choices=("orbit",), help="orbit the scene (default: eval views)")
+    p.add_argument("--frames", type=int, default=None, help="number of frames (default: 1, or 60 with --camera-path)")
+    p.add_argument("--video", action="store_true", help="also write video.mp4")
+    p.add_argument("--unfused", action="store_true", help="use the unfused PyTorch 'rest' kernels")
+    p.add_argument("--device", default=None)
+    p.add_argument("--out", required=True, help="output folder")
+    p.set_defaults(func=_run_render)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from ngfx.render.runs import train
+
+    metrics = train(args.app, args.scene, args.encoding, args.out, size=args.size, steps=args.steps,
+                    seconds=args.seconds, device=args.device, resume=args.resume)
+    quality = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k in ("psnr_db", "ssim", "sign_agreement"))
+    print(f"trained {args.app} for {metrics['steps']} steps in {metrics['seconds']:.1f} s: {quality} -> {args.out}")
+    return 0
+
+
+def _run_render(args: argparse.Namespace) -> int:
+    from ngfx.io import read_json
+
+    n_frames = args.frames or (60 if args.camera_path else 1)
+    if n_frames <= 0:
+        raise ValueError(f"--frames must be positive, got {n_frames}")
+    if read_json(f"{args.run_dir}/run.json").get("app") == "nelf":
+        from ngfx.nelf.runs import render_nelf_run
+
+        paths = render_nelf_run(args.run_dir, args.out, args.resolution, camera_path=args.camera_path,
+                                n_frames=n_frames, video=args.video)
+    else:
+        from ngfx.render.runs import render_run
+
+        paths = render_run(args.run_dir, args.out, args.resolution, camera_path=args.camera_path, n_frames=n_frames,
+                           video=args.video, fused=not args.unfused, device=args.device)
+    print(f"wrote {len(paths)} files to {args.out}")
+    return 0
 
 
 # --- nelf: distill / mobile-report (issue: NeLF) --------------------------------------------------

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ngfx.errors import NgfxInputError
+from ngfx.render.cameras import Intrinsics, pixel_rays
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,23 @@ def encode_rays(origins: torch.Tensor, dirs: torch.Tensor, near: float, far: flo
     angles = pts[..., None] * freqs  # [..., K, 3, F]
     feats = torch.cat([pts[..., None], torch.sin(angles), torch.cos(angles)], dim=-1)  # [..., K, 3, 1+2F]
     return feats.flatten(-3)
+
+
+def encode_frames(cfg: NeLFConfig, poses: torch.Tensor, k: Intrinsics, near: float, far: float,
+                  aabb: torch.Tensor) -> torch.Tensor:
+    """Network input for frames of intrinsics ``k`` (the output size) seen from ``poses`` [B, 4, 4].
+
+    One ray per low-resolution pixel, through the centre of the block of output pixels it becomes.
+    Returns [B, C_in, h, w] on ``poses``' device.
+    """
+    w, h = low_resolution(cfg, k.width, k.height)
+    k_low = k.scaled(w, h)
+    frames = []
+    for c2w in poses:
+        origins, dirs = pixel_rays(c2w, k_low)
+        enc = encode_rays(origins, dirs, near, far, aabb.to(c2w.device), cfg.n_points, cfg.n_freqs)
+        frames.append(enc.t().reshape(-1, h, w))
+    return torch.stack(frames)
 
 
 class ResidualBlock(nn.Module):

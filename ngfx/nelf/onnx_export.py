@@ -40,3 +40,16 @@ def onnx_max_error(model: NeLF, onnx_path: str | Path, rays: torch.Tensor) -> fl
     with torch.no_grad():
         ref = model.float().eval().cpu()(rays.float().cpu()).numpy()
     return float(np.abs(ours - ref).max())
+
+
+def export_run(run_dir: str | Path, out_path: str | Path, resolution: tuple[int, int] | None = None) -> dict:
+    """``ngfx nelf export``: export a NeLF run's student and check it on random rays -> summary dict."""
+    from ngfx.nelf.runs import load_nelf_run
+
+    model, run = load_nelf_run(run_dir, "cpu")
+    resolution = tuple(resolution or run["resolution"])
+    path = export_model(model, out_path, resolution)
+    w, h = low_resolution(model.cfg, *resolution)
+    rays = torch.randn(1, model.cfg.in_channels, h, w, generator=torch.Generator().manual_seed(0))
+    return {"path": str(path), "resolution": list(resolution), "bytes": path.stat().st_size,
+            "max_abs_error_vs_pytorch": onnx_max_error(model, path, rays)}

@@ -1,0 +1,251 @@
+"""Distil a NeLF student from a NeRF teacher run (R2L / MobileR2L): pseudo images, then training.
+
+1. Pseudo data: the teacher renders views from poses sampled around its training cameras (the training
+   poses first, then jittered ones). They are stored as uint8 in one ``.npy`` memory map under
+   ``RUN_DIR/pseudo/`` and streamed page by page during training; generation resumes where it stopped.
+2. Training: MSE between the student's frame and the pseudo image, Adam with cosine decay; atomic
+   checkpoints (student + optimiser state) every ``checkpoint_every`` steps; re-running resumes.
+3. Optional fine-tuning on the teacher's real training images (when its App has ``train_images``).
+4. Evaluation: PSNR of the student, the teacher and a constant-colour baseline on the teacher's eval views.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from ngfx.errors import NgfxInputError
+from ngfx.io import load_checkpoint, read_json, save_checkpoint, write_json
+from ngfx.nelf.network import NeLF, NeLFConfig, encode_frames, preset_for
+from ngfx.render.cameras import Intrinsics, look_at, pixel_rays
+from ngfx.render.metrics import psnr
+
+# size -> (preset, long side of the training frames or None for the teacher's, pseudo views, steps,
+#          batch, fine-tune steps, learning rate, eval views)
+SIZES = {
+    "tiny": ("tiny", 32, 24, 150, 4, 0, 3e-3, 3),
+    "quick": ("quick", 64, 48, 300, 4, 0, 2e-3, 4),
+    "full": ("paper", None, 2000, 20000, 8, 2000, 5e-4, 100),
+}
+
+
+PHASES = ("distill", "finetune")
+
+
+def _frame_intrinsics(k: Intrinsics, long_side: int | None, upscale: int) -> Intrinsics:
+    """The teacher's camera at a size whose sides are multiples of the student's upscale factor."""
+    scale = 1.0 if long_side is None else long_side / max(k.width, k.height)
+    w = max(upscale, int(round(k.width * scale / upscale)) * upscale)
+    h = max(upscale, int(round(k.height * scale / upscale)) * upscale)
+    return k.scaled(w, h)
+
+
+def sample_poses(train_poses: torch.Tensor, center: torch.Tensor, n: int, jitter: float = 0.15,
+                 seed: int = 0) -> torch.Tensor:
+    """[n, 4, 4]: the training poses, then jittered eyes around them looking at ``center``.
+
+    A jittered eye is a random training camera moved by ``jitter`` x its distance, its distance to
+    ``center`` kept within the training cameras' range; the up vector is the cameras' mean up.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    eyes = train_poses[:, :3, 3].float()
+    dist = (eyes - center).norm(dim=1)
+    up = train_poses[:, :3, 1].float().mean(0)
+    up = up / up.norm().clamp_min(1e-8)
+    out = [p.float() for p in train_poses[:n]]
+    while len(out) < n:
+        i = int(torch.randint(len(eyes), (1,), generator=gen))
+        eye = eyes[i] + torch.randn(3, generator=gen) * jitter * dist[i]
+        r = float(torch.empty(1).uniform_(float(dist.min()), float(dist.max()), generator=gen))
+        eye = center + (eye - center) / (eye - center).norm() * r
+        out.append(look_at(eye, center, up))
+    return torch.stack(out)
+
+
+def _teacher_frames(teacher, poses: torch.Tensor, k: Intrinsics, chunk: int = 1 << 16):
+    """Yield the teacher's uint8 [H, W, 3] frames of ``poses``."""
+    device = teacher.aabb.device
+    for c2w in poses:
+        origins, dirs = pixel_rays(c2w.to(device), k)
+        rgb = torch.cat([teacher.render_rays(origins[i:i + chunk], dirs[i:i + chunk])
+                         for i in range(0, len(origins), chunk)])
+        yield (rgb.clamp(0, 1).reshape(k.height, k.width, 3) * 255 + 0.5).to(torch.uint8).cpu().numpy()
+
+
+def make_pseudo_data(teacher, out_dir: Path, poses: torch.Tensor, k: Intrinsics) -> np.ndarray:
+    """Render (or finish rendering) the pseudo images into ``out_dir/pseudo`` -> uint8 memmap [N, H, W, 3]."""
+    folder = out_dir / "pseudo"
+    folder.mkdir(parents=True, exist_ok=True)
+    images_path, progress_path = folder / "images.npy", folder / "progress.json"
+    shape = (len(poses), k.height, k.width, 3)
+    done = 0
+    if images_path.is_file() and progress_path.is_file():
+        progress = read_json(progress_path)
+        if progress.get("shape") == list(shape):
+            done = int(progress.get("done", 0))
+    if done == 0:
+        np.save(folder / "poses.npy", poses.numpy())
+        images = np.lib.format.open_memmap(images_path, mode="w+", dtype=np.uint8, shape=shape)
+    else:
+        images = np.load(images_path, mmap_mode="r+")
+    with torch.no_grad():
+        for i, frame in enumerate(tqdm(_teacher_frames(teacher, poses[done:], k), total=len(poses) - done,
+                                       initial=0, desc="pseudo views", unit="view"), start=done):
+            images[i] = frame
+            if (i + 1) % 16 == 0 or i + 1 == len(poses):
+                images.flush()
+                write_json(progress_path, {"shape": list(shape), "done": i + 1})
+    del images
+    return np.load(images_path, mmap_mode="r")
+
+
+def _optimizer_tensors(opt: torch.optim.Optimizer) -> dict:
+    out = {}
+    for i, state in opt.state_dict()["state"].items():
+        for key, value in state.items():
+            out[f"optim.{i}.{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
+    return out
+
+
+def _restore_optimizer(opt: torch.optim.Optimizer, tensors: dict) -> None:
+    state = opt.state_dict()
+    for name, value in tensors.items():
+        if name.startswith("optim."):
+            _, i, key = name.split(".", 2)
+            state["state"].setdefault(int(i), {})[key] = value
+    opt.load_state_dict(state)
+
+
+def _train(model: NeLF, targets, poses: torch.Tensor, k: Intrinsics, geometry: dict, steps: int, batch: int,
+           lr: float, ckpt: Path, meta: dict, checkpoint_every: int, desc: str, seed: int) -> None:
+    """Fit ``model`` to ``targets`` (uint8 [N, H, W, 3], memmap or array) seen from ``poses`` [N, 4, 4]."""
+    device = next(model.parameters()).device
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    start = 0
+    if ckpt.is_file():
+        tensors, saved = load_checkpoint(ckpt)
+        phase = PHASES.index(saved.get("phase", desc)) if saved.get("phase", desc) in PHASES else -1
+        if phase >= PHASES.index(desc):
+            model.load_state_dict({n[6:]: v for n, v in tensors.items() if n.startswith("model.")})
+        if phase > PHASES.index(desc):  # this phase finished in an earlier run
+            model.eval()
+            return
+        if phase == PHASES.index(desc):
+            _restore_optimizer(opt, tensors)
+            start = int(saved["step"])
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s / steps, 1))))
+    for _ in range(start):
+        sched.step()
+    gen = np.random.default_rng(seed + start)
+    model.train()
+    bar = tqdm(range(start, steps), initial=start, total=steps, desc=desc, unit="step")
+    for step in bar:
+        idx = np.sort(gen.choice(len(poses), size=min(batch, len(poses)), replace=False))
+        target = torch.from_numpy(np.asarray(targets[idx])).to(device).permute(0, 3, 1, 2).float() / 255
+        rays = encode_frames(model.cfg, poses[idx].to(device), k, **geometry)
+        loss = F.mse_loss(model(rays), target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        bar.set_postfix(psnr=f"{-10 * math.log10(max(float(loss), 1e-10)):.2f}")
+        if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
+            tensors = {f"model.{n}": v for n, v in model.state_dict().items()} | _optimizer_tensors(opt)
+            save_checkpoint(ckpt, tensors, {**meta, "phase": desc, "step": step + 1})
+    model.eval()
+
+
+def _resize(images: torch.Tensor, k: Intrinsics) -> torch.Tensor:
+    """[V, H, W, 3] float -> [V, k.height, k.width, 3] (area average)."""
+    x = images.float().permute(0, 3, 1, 2)
+    return F.interpolate(x, size=(k.height, k.width), mode="area").permute(0, 2, 3, 1)
+
+
+def render_student(model: NeLF, poses: torch.Tensor, k: Intrinsics, geometry: dict) -> torch.Tensor:
+    """[V, H, W, 3] frames of ``poses`` [V, 4, 4], one network forward each."""
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        return torch.cat([model(encode_frames(model.cfg, p[None].to(device), k, **geometry)).permute(0, 2, 3, 1)
+                          for p in poses]).float().cpu()
+
+
+def evaluate(model: NeLF, teacher, k: Intrinsics, geometry: dict, n_views: int, background: np.ndarray) -> dict:
+    poses = teacher.eval_poses[:n_views].float()
+    reference = _resize(teacher.eval_images[:n_views].cpu(), k)
+    student = render_student(model, poses, k, geometry)
+    with torch.no_grad():
+        teacher_frames = torch.from_numpy(np.stack(list(_teacher_frames(teacher, poses, k)))).float() / 255
+    constant = torch.as_tensor(background, dtype=torch.float32).expand_as(reference)
+    return {"eval_views": len(poses), "eval_resolution": [k.width, k.height],
+            "student_psnr_db": psnr(student, reference), "teacher_psnr_db": psnr(teacher_frames, reference),
+            "constant_colour_psnr_db": psnr(constant, reference),
+            "student_vs_teacher_psnr_db": psnr(student, teacher_frames)}
+
+
+def distill_from_app(teacher, out_dir: str | Path, size: str = "quick", *, config: NeLFConfig | None = None,
+                     n_pseudo: int | None = None, steps: int | None = None, finetune_steps: int | None = None,
+                     long_side: int | None = -1, batch: int | None = None, checkpoint_every: int = 100,
+                     teacher_run: str = "", seed: int = 0) -> dict:
+    """Distil a student from a loaded teacher App into ``out_dir`` -> the run's ``run.json`` contents."""
+    if size not in SIZES:
+        raise NgfxInputError("distill", "size", f"must be one of {list(SIZES)}, got {size!r}")
+    preset, side, n_default, steps_default, batch_default, ft_default, lr, n_eval = SIZES[size]
+    cfg = config or preset_for(preset)
+    n_pseudo = n_pseudo or n_default
+    steps = steps if steps is not None else steps_default
+    finetune_steps = finetune_steps if finetune_steps is not None else ft_default
+    side = side if long_side == -1 else long_side
+    out_dir = Path(out_dir)
+    device = teacher.aabb.device
+    torch.manual_seed(seed)
+
+    k = _frame_intrinsics(teacher.intrinsics, side, cfg.upscale)
+    aabb = teacher.aabb.detach().float().cpu()
+    geometry = {"near": float(teacher.near), "far": float(teacher.far), "aabb": aabb}
+    center = aabb.mean(0)
+    poses = sample_poses(teacher.train_poses.detach().float().cpu(), center, n_pseudo, seed=seed)
+    images = make_pseudo_data(teacher, out_dir, poses, k)
+
+    model = NeLF(cfg).to(device)
+    ckpt = out_dir / "checkpoint.safetensors"
+    meta = {"app": "nelf", "nelf_config": cfg.to_dict()}
+    _train(model, images, poses, k, geometry, steps, batch or batch_default, lr, ckpt, meta, checkpoint_every,
+           "distill", seed)
+    finetuned = False
+    if finetune_steps > 0 and hasattr(teacher, "train_images"):
+        real = (_resize(teacher.train_images.cpu(), k).clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
+        _train(model, real, teacher.train_poses.detach().float().cpu(), k, geometry, finetune_steps,
+               batch or batch_default, lr * 0.2, ckpt, meta, checkpoint_every, "finetune", seed + 1)
+        finetuned = True
+
+    background = np.asarray(images[: min(len(images), 64)], dtype=np.float32).mean(axis=(0, 1, 2)) / 255
+    metrics = evaluate(model, teacher, k, geometry, n_eval, background)
+    train_eyes = teacher.train_poses[:, :3, 3].detach().float().cpu() - center
+    run = {"app": "nelf", "teacher_run": str(teacher_run), "size": size, "nelf_config": cfg.to_dict(),
+           "resolution": [k.width, k.height], "intrinsics": asdict(k), "near": geometry["near"],
+           "far": geometry["far"], "aabb": aabb.tolist(), "orbit_radius": float(train_eyes.norm(dim=1).mean()),
+           "orbit_elevation_deg": float(torch.rad2deg(torch.asin(train_eyes[:, 2] / train_eyes.norm(dim=1))).mean()),
+           "pseudo_views": len(poses), "steps": steps, "finetune_steps": finetune_steps if finetuned else 0,
+           "metrics": metrics}
+    write_json(out_dir / "run.json", run)
+    write_json(out_dir / "metrics.json", metrics)
+    return run
+
+
+def distill(teacher_run: str | Path, out_dir: str | Path, size: str = "quick", device: str | None = None,
+            **options) -> dict:
+    """``ngfx nelf distill``: load the NeRF run ``teacher_run`` and distil a student into ``out_dir``."""
+    from ngfx.render.runs import load_run
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    teacher = load_run(teacher_run, device)
+    if getattr(teacher, "name", "nerf") != "nerf":
+        raise NgfxInputError(str(teacher_run), "app", f"the teacher must be a NeRF run, got {teacher.name!r}")
+    teacher.eval()
+    return distill_from_app(teacher, out_dir, size, teacher_run=str(teacher_run), **options)

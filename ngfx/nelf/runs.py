@@ -1,0 +1,102 @@
+"""NeLF run folders: load a distilled student and render frames or videos from it (``ngfx render`` calls this).
+
+A run folder holds ``run.json`` (``"app": "nelf"``, the network config, the camera, near/far, aabb and
+metrics) and ``checkpoint.safetensors``. On CUDA the student runs in fp16 under ``torch.compile``
+(mode "reduce-overhead", i.e. CUDA graphs); on CPU in fp32.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ngfx.errors import NgfxInputError
+from ngfx.io import load_checkpoint, read_json, require, write_image
+from ngfx.nelf.network import NeLF, NeLFConfig, encode_frames, low_resolution
+from ngfx.render.cameras import Intrinsics, orbit_poses
+
+
+def load_nelf_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[NeLF, dict]:
+    """-> (student in eval mode on ``device``, run.json contents)."""
+    run_dir = Path(run_dir)
+    source = str(run_dir / "run.json")
+    run = read_json(run_dir / "run.json")
+    if require(run, "app", source) != "nelf":
+        raise NgfxInputError(source, "app", f"not a NeLF run (app = {run['app']!r})")
+    model = NeLF(NeLFConfig.from_dict(require(run, "nelf_config", source, dict), source))
+    tensors, _ = load_checkpoint(run_dir / "checkpoint.safetensors")
+    state = {n[6:]: v for n, v in tensors.items() if n.startswith("model.")}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise NgfxInputError(str(run_dir / "checkpoint.safetensors"), "model",
+                             f"does not match the network in run.json ({str(e).splitlines()[0]})") from None
+    return model.to(device).eval(), run
+
+
+def inference_model(model: NeLF, device: torch.device, compile: bool = True):
+    """The fastest forward for ``device``: fp16 + torch.compile (CUDA graphs) on CUDA, plain fp32 on CPU."""
+    if device.type != "cuda":
+        return model.float().eval()
+    model = model.half().eval().to(memory_format=torch.channels_last)
+    return torch.compile(model, mode="reduce-overhead") if compile else model
+
+
+def _camera_path(run: dict, camera_path: str | Path | None, n_frames: int) -> torch.Tensor:
+    if camera_path is None:
+        center = torch.tensor(run["aabb"]).mean(0)
+        return orbit_poses(n_frames, run["orbit_radius"], run["orbit_elevation_deg"], tuple(center.tolist()))
+    data = read_json(camera_path)
+    frames = data.get("frames", data) if isinstance(data, dict) else data
+    try:
+        poses = torch.tensor([f["transform_matrix"] if isinstance(f, dict) else f for f in frames], dtype=torch.float32)
+    except (KeyError, TypeError, ValueError):
+        raise NgfxInputError(str(camera_path), "frames", "expected a list of 4x4 poses or of {transform_matrix}") from None
+    if poses.ndim != 3 or poses.shape[1:] != (4, 4):
+        raise NgfxInputError(str(camera_path), "frames", f"poses must be 4x4, got shape {list(poses.shape)}")
+    return poses
+
+
+def render_nelf_run(run_dir: str | Path, out_dir: str | Path, resolution: tuple[int, int] | None = None,
+                    camera_path: str | Path | None = None, n_frames: int = 60, video: bool = False,
+                    device: str | None = None) -> list[Path]:
+    """Render ``n_frames`` orbit views (or the poses of ``camera_path``) at ``resolution`` (W, H) -> written files.
+
+    Frames go to ``out_dir/frame_0000.png`` ...; with ``video`` also ``out_dir/video.gif``.
+    """
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model, run = load_nelf_run(run_dir, device)
+    k = Intrinsics(**run["intrinsics"])
+    if resolution is not None:
+        low_resolution(model.cfg, *resolution, source="--resolution")  # clear error for an impossible size
+        k = k.scaled(*resolution)
+    geometry = {"near": run["near"], "far": run["far"], "aabb": torch.tensor(run["aabb"])}
+    forward = inference_model(model, device)
+    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    out_dir = Path(out_dir)
+    written, frames = [], []
+    with torch.no_grad():
+        for i, pose in enumerate(tqdm(_camera_path(run, camera_path, n_frames), desc="nelf frames", unit="frame")):
+            rays = encode_frames(model.cfg, pose[None].to(device), k, **geometry).to(dtype)
+            if device.type == "cuda":
+                rays = rays.contiguous(memory_format=torch.channels_last)
+            image = forward(rays)[0].permute(1, 2, 0).float().cpu().numpy()
+            path = out_dir / f"frame_{i:04d}.png"
+            write_image(path, image)
+            written.append(path)
+            if video:
+                frames.append((np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8))
+    if video:
+        import imageio.v3 as iio
+
+        from ngfx.io import atomic_write
+
+        # an animated GIF: Pillow is always there, ffmpeg is not on every machine
+        data = iio.imwrite("<bytes>", np.stack(frames), extension=".gif", duration=33, loop=0)
+        with atomic_write(out_dir / "video.gif") as f:
+            f.write(data)
+        written.append(out_dir / "video.gif")
+    return written
