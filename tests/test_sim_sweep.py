@@ -1,12 +1,10 @@
-"""Sweeps (serial, local processes, Dask), the report, the CLI, and trace capture from a fake app."""
+"""Sweeps (serial, local processes, Dask), the report and the CLI."""
 
 import json
 
 import pytest
-import torch
 
 from ngfx.cli import main
-from ngfx.ngpc_sim.capture import trace_frame
 from ngfx.ngpc_sim.paper import paper_trace, paper_validation
 from ngfx.ngpc_sim.report import write_report
 from ngfx.ngpc_sim.sweep import run_sweep
@@ -58,42 +56,3 @@ def test_cli_run_sweep_report(tmp_path, capsys):
     path.write_text(path.read_text()[:200])  # truncated trace: one clear line, exit code 2
     assert main(["sim", "run", "--trace", str(path)]) == 2
     assert "malformed JSON" in capsys.readouterr().err
-
-
-class FakeApp(torch.nn.Module):
-    """Emits the stages a renderer would (ray generation, encoding, MLP, compositing) around a real
-    low-res dense grid and MLP, so capture can read their shapes."""
-
-    def __init__(self):
-        super().__init__()
-        from ngfx.encodings import Encoding, Network
-
-        self.grid = Encoding(3, {"otype": "DenseGrid", "n_levels": 2, "n_features_per_level": 4,
-                                 "base_resolution": 16, "per_level_scale": 2.0}, backend="torch")
-        self.net = Network(8, 3, {"n_neurons": 64, "n_hidden_layers": 1}, backend="torch")
-
-    def render(self, width, height, view=0, fused=True):
-        from ngfx.render.stages import stage
-
-        n = width * height
-        attrs = dict(app="fake", otype="Dense", n_levels=2, n_features_per_level=4, log2_hashmap_size=19, n_dims=3)
-        with stage("fake.rays", "rest", n_inputs=n, bytes_written=n * 24.0, app="fake"):
-            x = torch.rand(n, 3)
-        with stage("fake.encoding", "encoding", n_inputs=n, bytes_read=n * 12.0, **attrs):
-            f = self.grid(x)
-        with stage("fake.mlp", "mlp", n_inputs=n, flops=2.0 * n * (8 * 64 + 64 * 3), **attrs):
-            y = self.net(f)
-        with stage("fake.composite", "rest", n_inputs=n, app="fake"):
-            return y.sum(1)
-
-
-def test_capture_from_fake_app(tmp_path):
-    trace = trace_frame(FakeApp(), 32, 24, "cpu", n_frames=2)
-    assert trace.timer == "cpu" and trace.n_frames == 2 and len(trace.kernels) == 8
-    assert [k.category for k in trace.kernels[:4]] == ["rest", "encoding", "mlp", "rest"]
-    enc, mlp = trace.kernels[1], trace.kernels[2]
-    assert enc.encoding == "lowres_dense_grid" and all(k.duration_s > 0 for k in trace.kernels)
-    assert enc.log2_hashmap_size == 15  # finest level 32^3 = 2^15 entries, not the config's unused 19
-    assert mlp.mlp_layers == [[64, 8], [3, 64]]
-    write_trace(trace, tmp_path / "t.json")
-    assert read_trace(tmp_path / "t.json").kernels == trace.kernels

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ngfx.io import read_json
 from ngfx.errors import NgfxInputError
+from ngfx.ngpc_sim import paper as paper_module
 from ngfx.ngpc_sim.config import load_config
 from ngfx.ngpc_sim.model import SimResult, simulate
 from ngfx.ngpc_sim.paper import paper_trace, paper_traces, paper_validation
@@ -55,8 +56,8 @@ def sim_sweep(out_dir: str | Path, trace_dir: str | Path | None = None, scales=S
     cfg = load_config(config, gpu=gpu)
     traces = load_traces(trace_dir) if trace_dir else paper_traces()
     rows = run_sweep(traces, scales, resolutions, out_dir, cfg=cfg, scheduler=scheduler, workers=workers)
-    notes = ("Traces: real renderer traces from " + str(trace_dir)) if trace_dir else (
-        "Traces: built from the paper's published inputs (ngfx.ngpc_sim.paper; assumptions A1-A5 listed there).")
+    notes = f"Traces: real renderer traces from {trace_dir}." if trace_dir else (
+        "## Traces from the paper's inputs (ngfx.ngpc_sim.paper)\n\n" + paper_module.__doc__.split("\n", 2)[2])
     return write_report(rows, out_dir, timeline_trace=traces[0], cfg=cfg,
                         validation=None if trace_dir else paper_validation(cfg), notes=notes)
 

@@ -11,6 +11,8 @@ The frame's neural-field inputs are cut into batches; each NFP takes the next ba
 grid tables it needs (bandwidth), encodes, evaluates the MLP, and hands the batch to the SMs, which
 run that batch's share of the rest kernels (fused or unfused) while the NFPs work on later batches.
 Events happen per batch, not per input, so a 144-point sweep takes seconds.
+
+Modelling assumptions (also printed in the sweep report, see ``MODEL_ASSUMPTIONS``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,23 @@ from ngfx.ngpc_sim.config import NGPCConfig
 from ngfx.ngpc_sim.engines import encoding_cycles, mlp_cycles, table_load_bytes, tables_resident
 from ngfx.ngpc_sim.trace import Trace
 
+
+
+MODEL_ASSUMPTIONS = (
+    "A frame's neural-field inputs are cut into `batches_per_frame` equal batches; each batch carries the same "
+    "share of every encoding/MLP kernel and of the rest kernels' time.",
+    "The rest kernels of a batch run on the SMs after its MLP (the SMs run batch k while the NFPs run k+1); "
+    "their traced time is divided by `fused_rest_speedup` when fused. Ray generation before the first batch "
+    "is not modelled separately.",
+    "L2/DRAM is one FIFO port at the GPU profile's bandwidth; the SMs' own traffic is already inside their "
+    "traced times and does not contend with the NGPC.",
+    "Tables that fit a level unit's SRAM are loaded once per frame and broadcast to all NFPs; larger tables are "
+    "streamed in SRAM-sized pieces for every batch, and the batch passes the level unit once per piece.",
+    "Inside an NFP the encoding engine and MLP engine overlap through a one-batch buffer (activations stay on chip).",
+    "The MLP engine is weight-stationary: one input vector per cycle per 64x64 weight tile, plus a fill latency of "
+    "rows+cols cycles per tile per batch. Without layer shapes in the trace, tiles are taken from the FLOPs.",
+    "With the NGPC disabled the GPU runs every kernel one after another, as traced.",
+)
 
 
 @dataclass

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from ngfx.io import atomic_write  # noqa: E402
 from ngfx.ngpc_sim.config import NGPCConfig, load_config, parameter_sources  # noqa: E402
-from ngfx.ngpc_sim.model import simulate  # noqa: E402
+from ngfx.ngpc_sim.model import MODEL_ASSUMPTIONS, simulate  # noqa: E402
 from ngfx.ngpc_sim.trace import Trace  # noqa: E402
 
 FPS_LINES = (30, 60, 120)
@@ -148,6 +148,7 @@ def write_report(results: list[dict], out_dir: str | Path, timeline_trace: Trace
               "## All points",
               _table(results, ["app", "encoding", "width", "height", "scale", "baseline_s", "frame_s", "fps", "speedup",
                                "amdahl_bound", "util_gpu_sms", "util_encoding_engines", "util_mlp_engines", "util_memory"]),
+              "## Model assumptions", "\n".join(f"- {a}" for a in MODEL_ASSUMPTIONS),
               "## Model parameters",
               _table([{"parameter": k, "value": v, "source": s} for k, (v, s) in parameter_sources().items()],
                      ["parameter", "value", "source"])]
