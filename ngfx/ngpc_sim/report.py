@@ -66,7 +66,10 @@ def plot_fps(rows: list[dict], path: Path, scale: int) -> None:
             ax.plot(*zip(*pts), "x:", color=f"C{i}", alpha=0.6, label=f"{app}, GPU")
         for fps in FPS_LINES:
             ax.axhline(fps, color="grey", lw=0.8, ls="--")
-            ax.text(max(r["pixels"] for r in sel), fps * 1.05, f"{fps} FPS", fontsize=7, color="grey", ha="right")
+            # labels between the first two resolutions, where the lines are furthest from the data points
+            ticks_px = sorted({r["pixels"] for r in sel})
+            x_label = (ticks_px[0] * ticks_px[min(1, len(ticks_px) - 1)]) ** 0.5
+            ax.text(x_label, fps * 1.06, f"{fps} FPS", fontsize=7, color="dimgrey", ha="center")
         ticks = sorted({r["pixels"] for r in sel})
         ax.set_xscale("log")
         ax.set_yscale("log")
