@@ -154,7 +154,7 @@ def _train(model: NeLF, targets, poses: torch.Tensor, k: Intrinsics, geometry: d
         loss.backward()
         opt.step()
         sched.step()
-        bar.set_postfix(psnr=f"{-10 * math.log10(max(float(loss), 1e-10)):.2f}")
+        bar.set_postfix(psnr=f"{-10 * math.log10(max(float(loss.detach()), 1e-10)):.2f}")
         if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
             tensors = {f"model.{n}": v for n, v in model.state_dict().items()} | _optimizer_tensors(opt)
             save_checkpoint(ckpt, tensors, {**meta, "phase": desc, "step": step + 1})
@@ -176,8 +176,9 @@ def render_student(model: NeLF, poses: torch.Tensor, k: Intrinsics, geometry: di
 
 
 def evaluate(model: NeLF, teacher, k: Intrinsics, geometry: dict, n_views: int, background: np.ndarray) -> dict:
-    poses = teacher.eval_poses[:n_views].float()
-    reference = _resize(teacher.eval_images[:n_views].cpu(), k)
+    views = torch.linspace(0, len(teacher.eval_poses) - 1, min(n_views, len(teacher.eval_poses))).round().long()
+    poses = teacher.eval_poses[views].float().cpu()
+    reference = _resize(teacher.eval_images[views.to(teacher.eval_images.device)].cpu(), k)
     student = render_student(model, poses, k, geometry)
     with torch.no_grad():
         teacher_frames = torch.from_numpy(np.stack(list(_teacher_frames(teacher, poses, k)))).float() / 255
@@ -219,7 +220,11 @@ def distill_from_app(teacher, out_dir: str | Path, size: str = "quick", *, confi
            "distill", seed)
     finetuned = False
     if finetune_steps > 0 and hasattr(teacher, "train_images"):
-        real = (_resize(teacher.train_images.cpu(), k).clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
+        real = teacher.train_images.cpu()
+        real = real.float() / 255 if real.dtype == torch.uint8 else real.float()
+        if real.shape[-1] == 4:  # composite RGBA on the teacher's background
+            real = real[..., :3] * real[..., 3:] + teacher.background.cpu() * (1 - real[..., 3:])
+        real = (_resize(real, k).clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
         _train(model, real, teacher.train_poses.detach().float().cpu(), k, geometry, finetune_steps,
                batch or batch_default, lr * 0.2, ckpt, meta, checkpoint_every, "finetune", seed + 1)
         finetuned = True

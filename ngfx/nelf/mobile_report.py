@@ -152,10 +152,11 @@ def _roofline_figure(pred: dict, device: dict, path: Path) -> None:
 
 def _read_measured(path: str | Path) -> list[dict]:
     data = read_json(path)
-    results = require(data, "results", str(path), list)
-    for i, r in enumerate(results):
+    results = []
+    for i, r in enumerate(require(data, "results", str(path), list)):
         for key in ("config", "resolution", "ms_per_frame"):
             require(r, key, f"{path}: results[{i}]")
+        results.append({"device": data.get("device", "GPU"), **r})
     return results
 
 
@@ -231,8 +232,8 @@ def _markdown(pred: dict, dev: dict, devices: dict, cfg: NeLFConfig, described: 
         lines.append(f"| {key} | {p['frame']['compute_bound_s'] * 1e3:.2f} ms | {p['frame']['roofline_s'] * 1e3:.2f} ms"
                      f" | {p['frame']['estimate_s'] * 1e3:.2f} ms |")
     for r in measured:
-        lines.append(f"| H200 measured ({r['config']}, {r['resolution']}, fp16, batch 1) | - | - | "
-                     f"**{r['ms_per_frame']:.3f} ms measured** |")
+        lines.append(f"| {r.get('device', 'GPU')} measured ({r['config']}, {r['resolution']}, {r.get('mode', '')}, "
+                     f"{r.get('dtype', '')}, batch 1) | - | - | **{r['ms_per_frame']:.3f} ms measured** |")
     if not measured:
         lines.append("| H200 measured | - | - | not given (pass --measured-h200 with bench_nelf.py's JSON) |")
     lines += ["", "![roofline](roofline.png)", "", "## Layers", "",

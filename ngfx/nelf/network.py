@@ -180,6 +180,28 @@ class NeLF(nn.Module):
         return torch.sigmoid(self.to_rgb(self.upsample(x)))
 
 
+def fold_batchnorm(model: NeLF) -> NeLF:
+    """An inference copy of ``model`` with every BatchNorm folded into the conv before it (eval statistics)."""
+    import copy
+
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    model = copy.deepcopy(model).eval()
+    for block in model.modules():
+        if isinstance(block, ResidualBlock):
+            for conv, norm in (("conv1", "norm1"), ("conv2", "norm2")):
+                if isinstance(getattr(block, norm), nn.BatchNorm2d):
+                    setattr(block, conv, fuse_conv_bn_eval(getattr(block, conv), getattr(block, norm)))
+                    setattr(block, norm, nn.Identity())
+    layers = list(model.upsample)
+    for i, layer in enumerate(layers[:-1]):
+        if isinstance(layer, nn.ConvTranspose2d) and isinstance(layers[i + 1], nn.BatchNorm2d):
+            layers[i] = fuse_conv_bn_eval(layer, layers[i + 1], transpose=True)
+            layers[i + 1] = nn.Identity()
+    model.upsample = nn.Sequential(*layers)
+    return model
+
+
 def model_from_config(cfg: NeLFConfig | dict | str, resolution: tuple[int, int] | None = None) -> NeLF:
     if isinstance(cfg, str):
         cfg = preset_for(cfg, resolution)
@@ -188,4 +210,4 @@ def model_from_config(cfg: NeLFConfig | dict | str, resolution: tuple[int, int] 
     return NeLF(cfg)
 
 
-__all__ = ["NeLFConfig", "NeLF", "PRESETS", "preset_for", "low_resolution", "encode_rays", "model_from_config"]
+__all__ = ["NeLFConfig", "NeLF", "fold_batchnorm", "encode_frames", "PRESETS", "preset_for", "low_resolution", "encode_rays", "model_from_config"]

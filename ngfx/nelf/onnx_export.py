@@ -8,6 +8,7 @@ depends on the camera. BatchNorm is folded into the convs by the exporter (eval 
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +24,10 @@ def export_model(model: NeLF, out_path: str | Path, resolution: tuple[int, int])
     model = model.float().eval().cpu()
     example = torch.zeros(1, model.cfg.in_channels, h, w)
     buffer = io.BytesIO()
-    torch.onnx.export(model, (example,), buffer, input_names=["rays"], output_names=["rgb"], opset_version=17,
-                      dynamo=False)
+    with warnings.catch_warnings():  # the TorchScript exporter's deprecation notices; it is the one that folds BN
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(model, (example,), buffer, input_names=["rays"], output_names=["rgb"], opset_version=17,
+                          dynamo=False)
     out_path = Path(out_path)
     with atomic_write(out_path) as f:
         f.write(buffer.getvalue())

@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from ngfx.errors import NgfxInputError
 from ngfx.io import load_checkpoint, read_json, require, write_image
-from ngfx.nelf.network import NeLF, NeLFConfig, encode_frames, low_resolution
+from ngfx.nelf.network import NeLF, NeLFConfig, encode_frames, fold_batchnorm, low_resolution
 from ngfx.render.cameras import Intrinsics, orbit_poses
 
 
@@ -39,14 +39,15 @@ def load_nelf_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tu
 
 def inference_model(model: NeLF, device: torch.device, compile: bool = True):
     """The fastest forward for ``device``: fp16 + torch.compile (CUDA graphs) on CUDA, plain fp32 on CPU."""
+    model = fold_batchnorm(model)
     if device.type != "cuda":
-        return model.float().eval()
-    model = model.half().eval().to(memory_format=torch.channels_last)
+        return model.float()
+    model = model.half().to(memory_format=torch.channels_last)
     return torch.compile(model, mode="reduce-overhead") if compile else model
 
 
 def _camera_path(run: dict, camera_path: str | Path | None, n_frames: int) -> torch.Tensor:
-    if camera_path is None:
+    if camera_path in (None, "orbit"):
         center = torch.tensor(run["aabb"]).mean(0)
         return orbit_poses(n_frames, run["orbit_radius"], run["orbit_elevation_deg"], tuple(center.tolist()))
     data = read_json(camera_path)
@@ -65,7 +66,7 @@ def render_nelf_run(run_dir: str | Path, out_dir: str | Path, resolution: tuple[
                     device: str | None = None) -> list[Path]:
     """Render ``n_frames`` orbit views (or the poses of ``camera_path``) at ``resolution`` (W, H) -> written files.
 
-    Frames go to ``out_dir/frame_0000.png`` ...; with ``video`` also ``out_dir/video.gif``.
+    Frames go to ``out_dir/frame_0000.png`` ...; with ``video`` also ``out_dir/video.mp4``.
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model, run = load_nelf_run(run_dir, device)
@@ -90,13 +91,7 @@ def render_nelf_run(run_dir: str | Path, out_dir: str | Path, resolution: tuple[
             if video:
                 frames.append((np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8))
     if video:
-        import imageio.v3 as iio
+        from ngfx.render.runs import write_video
 
-        from ngfx.io import atomic_write
-
-        # an animated GIF: Pillow is always there, ffmpeg is not on every machine
-        data = iio.imwrite("<bytes>", np.stack(frames), extension=".gif", duration=33, loop=0)
-        with atomic_write(out_dir / "video.gif") as f:
-            f.write(data)
-        written.append(out_dir / "video.gif")
+        written.append(write_video(out_dir / "video.mp4", frames))
     return written

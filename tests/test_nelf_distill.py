@@ -1,0 +1,131 @@
+"""Distillation, NeLF runs and ONNX export on CPU, with a tiny analytic teacher (and R1's NeRF when present)."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from ngfx.cli import main
+from ngfx.errors import NgfxInputError
+from ngfx.nelf.distill import distill_from_app, sample_poses
+from ngfx.nelf.network import PRESETS, NeLF
+from ngfx.nelf.onnx_export import export_model, export_run, onnx_max_error
+from ngfx.nelf.runs import load_nelf_run, render_nelf_run
+from ngfx.render.cameras import Intrinsics, orbit_poses, pixel_rays
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # small convs on a shared 2-core machine: one thread avoids oversubscription stalls
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class SphereTeacher:
+    """The App attributes distillation reads: a unit sphere coloured by its normal, white background."""
+
+    name = "nerf"
+
+    def __init__(self, size: int = 32):
+        self.intrinsics = Intrinsics.from_fov_x(size, size, math.radians(40))
+        self.train_poses = orbit_poses(12, 4.0, elevation_deg=25.0)
+        self.eval_poses = orbit_poses(5, 4.0, elevation_deg=35.0)[1:]
+        self.near, self.far = 2.0, 6.0
+        self.aabb = torch.tensor([[-1.5, -1.5, -1.5], [1.5, 1.5, 1.5]])
+        self.background = torch.ones(3)
+        self.eval_images = torch.stack([self.render_rays(*pixel_rays(p, self.intrinsics)).reshape(size, size, 3)
+                                        for p in self.eval_poses])
+
+    def render_rays(self, origins: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor:
+        b = (origins * dirs).sum(1)
+        disc = b * b - ((origins * origins).sum(1) - 1.0)
+        normal = origins + (-b - disc.clamp_min(0).sqrt())[:, None] * dirs
+        return torch.where((disc > 0)[:, None], 0.5 + 0.5 * normal, self.background.expand_as(normal))
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("nelf_run")
+    run = distill_from_app(SphereTeacher(), out, "tiny", steps=120, checkpoint_every=60)
+    return out, run
+
+
+def test_student_beats_constant_colour(tiny_run):
+    _, run = tiny_run
+    m = run["metrics"]
+    assert m["teacher_psnr_db"] > 40  # the analytic teacher is its own reference, up to uint8 rounding
+    assert m["student_psnr_db"] > m["constant_colour_psnr_db"] + 5.0
+    assert run["resolution"] == [32, 32] and run["pseudo_views"] == 24
+
+
+def test_resume_continues_from_the_checkpoint(tiny_run, tmp_path):
+    out, _ = tiny_run
+    for name in ("run.json", "checkpoint.safetensors", "pseudo"):
+        src = out / name
+        if src.is_dir():
+            (tmp_path / name).mkdir()
+            for f in src.iterdir():
+                (tmp_path / name / f.name).write_bytes(f.read_bytes())
+        else:
+            (tmp_path / name).write_bytes(src.read_bytes())
+    run = distill_from_app(SphereTeacher(), tmp_path, "tiny", steps=130, checkpoint_every=60)
+    from ngfx.io import load_checkpoint
+
+    _, meta = load_checkpoint(tmp_path / "checkpoint.safetensors")
+    assert meta["step"] == 130 and meta["phase"] == "distill"
+    assert run["metrics"]["student_psnr_db"] > run["metrics"]["constant_colour_psnr_db"] + 5.0
+
+
+def test_sampled_poses_start_with_training_views_and_look_at_the_centre():
+    train = orbit_poses(6, 4.0)
+    poses = sample_poses(train, torch.zeros(3), 20)
+    assert torch.equal(poses[:6], train)
+    forward = -poses[6:, :3, 2]
+    to_centre = -poses[6:, :3, 3] / poses[6:, :3, 3].norm(dim=1, keepdim=True)
+    assert torch.allclose(forward, to_centre, atol=1e-5)
+    assert torch.allclose(poses[6:, :3, 3].norm(dim=1), torch.full((14,), 4.0), atol=1e-4)
+
+
+def test_render_run_frames_and_errors(tiny_run, tmp_path):
+    out, _ = tiny_run
+    paths = render_nelf_run(out, tmp_path / "frames", (48, 40), n_frames=2)
+    from ngfx.io import read_image
+
+    assert len(paths) == 2 and read_image(paths[0]).shape == (40, 48, 3)
+    with pytest.raises(NgfxInputError, match="impossible"):
+        render_nelf_run(out, tmp_path / "bad", (33, 32), n_frames=1)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "run.json").write_text((out / "run.json").read_text())
+    (broken / "checkpoint.safetensors").write_bytes((out / "checkpoint.safetensors").read_bytes()[:500])
+    with pytest.raises(NgfxInputError, match="corrupt or truncated"):
+        load_nelf_run(broken)
+
+
+def test_onnx_matches_pytorch(tiny_run, tmp_path):
+    model = NeLF(PRESETS["tiny"])
+    for m in model.modules():  # non-trivial BatchNorm statistics, folded by the exporter
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.normal_()
+            m.running_var.uniform_(0.5, 2.0)
+    path = export_model(model, tmp_path / "m.onnx", (32, 24))
+    rays = torch.randn(1, model.cfg.in_channels, 12, 16)
+    assert onnx_max_error(model, path, rays) < 1e-4
+    out, _ = tiny_run
+    summary = export_run(out, tmp_path / "run.onnx")
+    assert summary["max_abs_error_vs_pytorch"] < 1e-4 and summary["resolution"] == [32, 32]
+
+
+def test_cli_export_and_errors(tiny_run, tmp_path, capsys):
+    out, _ = tiny_run
+    assert main(["nelf", "export", str(out), "--out", str(tmp_path / "m.onnx")]) == 0
+    assert "max |onnxruntime - PyTorch|" in capsys.readouterr().out
+    assert main(["nelf", "export", str(tmp_path), "--out", str(tmp_path / "x.onnx")]) == 2
+    assert "run.json" in capsys.readouterr().err
+    assert main(["mobile-report", str(out), "--resolution", "64x64", "--out", str(tmp_path / "rep")]) == 0
+    report = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert report["totals"]["params"] == sum(layer["params"] for layer in report["layers"])
