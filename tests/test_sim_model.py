@@ -1,5 +1,7 @@
 """The SimPy model: baseline replay, monotonicity, the Amdahl bound, and the paper's figures."""
 
+import dataclasses
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -62,3 +64,13 @@ def test_paper_validation_meets_published_figures():
 def test_events_per_batch_not_per_input():
     r = simulate(paper_trace("nerf", "hash_grid"), CFG.replace(n_nfps=8))
     assert r.n_batches == CFG.batches_per_frame
+
+
+def test_repeated_queries_share_one_table_load():
+    # eight launches over the same grid (e.g. sphere-tracing steps) load its tables once, not eight times
+    one = _trace(1e-4, 8e-3, 8e-3, 8 * 10**5)
+    many = dataclasses.replace(one, kernels=[one.kernels[0]] + [
+        dataclasses.replace(k, n_inputs=k.n_inputs // 8, duration_s=k.duration_s / 8) for _ in range(8) for k in one.kernels[1:3]])
+    cfg = CFG.replace(n_nfps=4)
+    a, b = simulate(one, cfg), simulate(many, cfg)
+    assert b.utilisation["memory"] * b.frame_s == pytest.approx(a.utilisation["memory"] * a.frame_s, rel=1e-6)

@@ -107,6 +107,10 @@ def _frame_workload(trace: Trace, cfg: NGPCConfig):
     return rest_s, inputs, enc, mlp
 
 
+def _grid_key(k) -> tuple:
+    return (k.app, k.encoding, k.n_levels, k.n_features_per_level, k.log2_hashmap_size, k.n_dims)
+
+
 def simulate(trace: Trace, cfg: NGPCConfig, record_timeline: bool = False) -> SimResult:
     """Replay one frame of ``trace`` on the GPU + NGPC described by ``cfg`` (``cfg.n_nfps`` NFPs)."""
     env = simpy.Environment()
@@ -140,8 +144,11 @@ def simulate(trace: Trace, cfg: NGPCConfig, record_timeline: bool = False) -> Si
                 yield req
                 yield from units.work("memory", n_bytes / cfg.gpu.memory_bytes_per_s, lane="memory")
 
-        resident = [k for k in enc_kernels if tables_resident(k, cfg)]
-        streamed = [k for k in enc_kernels if not tables_resident(k, cfg)]
+        # One table per distinct grid: a renderer that queries the same field many times per frame
+        # (sphere-tracing steps) launches many encoding kernels over one set of tables.
+        grids = list({_grid_key(k): k for k in enc_kernels}.values())
+        resident = [k for k in grids if tables_resident(k, cfg)]
+        streamed = [k for k in grids if not tables_resident(k, cfg)]
 
         def table_broadcast():
             # Resident tables are read from L2 once and written to every NFP's level units at once.
