@@ -166,6 +166,8 @@ def _add_sim(sub: argparse._SubParsersAction) -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--gpu", default="rtx3090", help="GPU profile in the config (rtx3090 | h200)")
     common.add_argument("--config", default=None, help="NGPC parameter file (TOML; default: the packaged one)")
+    common.add_argument("--rest", choices=("fused", "unfused"), default=None, help="how the SMs run the rest kernels")
+    common.add_argument("--rest-speedup", type=float, default=None, help="measured fused-rest speedup (default: the paper's 9.94)")
 
     p = sim.add_parser("run", parents=[common], help="one trace at one scaling factor: frame time, FPS, speedup")
     src = p.add_mutually_exclusive_group(required=True)
@@ -174,7 +176,6 @@ def _add_sim(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--table-resolution", type=_resolution, default=None, help="frame size of a per-kernel table")
     p.add_argument("--scale", type=int, default=16, help="number of NFPs (default 16)")
     p.add_argument("--resolution", type=_resolution, default=None, help="scale the trace to WxH first")
-    p.add_argument("--rest", choices=("fused", "unfused"), default=None, help="how the SMs run the rest kernels")
     p.set_defaults(func=_run_sim_run)
 
     p = sim.add_parser("sweep", parents=[common], help="apps x encodings x scales x resolutions -> CSV, JSON, plots, report")
@@ -204,7 +205,8 @@ def _run_sim_run(args: argparse.Namespace) -> int:
     from ngfx.ngpc_sim.api import format_result, sim_run
 
     print(format_result(*sim_run(args.trace, args.scale, args.resolution, gpu=args.gpu, config=args.config,
-                                 rest_mode=args.rest, table_resolution=args.table_resolution, paper=args.paper)))
+                                 rest_mode=args.rest, table_resolution=args.table_resolution, paper=args.paper,
+                                 rest_speedup=args.rest_speedup)))
     return 0
 
 
@@ -217,7 +219,7 @@ def _run_sim_sweep(args: argparse.Namespace) -> int:
     except (ValueError, argparse.ArgumentTypeError) as e:
         raise ValueError(f"--scales/--resolutions: {e}") from None
     path = sim_sweep(args.out, args.traces, scales, resolutions, gpu=args.gpu, config=args.config,
-                     scheduler=args.scheduler, workers=args.workers)
+                     scheduler=args.scheduler, workers=args.workers, rest_mode=args.rest, rest_speedup=args.rest_speedup)
     print(f"wrote {path} (and sweep.csv, sweep.json, plots) in {args.out}")
     return 0
 

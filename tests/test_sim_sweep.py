@@ -45,6 +45,9 @@ def test_cli_run_sweep_report(tmp_path, capsys):
     assert main(["sim", "run", "--trace", str(path), "--scale", "16", "--resolution", "3840x2160"]) == 0
     out = capsys.readouterr().out
     assert "FPS" in out and "Amdahl bound" in out and "3840x2160" in out
+    assert main(["sim", "run", "--paper", "nerf", "hash_grid", "--scale", "64", "--rest", "unfused"]) == 0
+    bound = 1 / (1 - paper_trace("nerf", "hash_grid").share("encoding") - paper_trace("nerf", "hash_grid").share("mlp"))
+    assert f"Amdahl bound {bound:.2f}x" in capsys.readouterr().out  # unfused rest: s_R = 1
     trace_dir = tmp_path / "traces"
     write_trace(TRACES[1], trace_dir / "gia.json")
     out_dir = tmp_path / "sweep"

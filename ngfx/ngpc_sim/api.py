@@ -15,6 +15,14 @@ from ngfx.ngpc_sim.sweep import RESOLUTIONS, SCALES, load_traces, run_sweep
 from ngfx.ngpc_sim.trace import Trace, read_kernel_table, read_trace, scale_trace
 
 
+def _overrides(rest_mode: str | None, rest_speedup: float | None) -> dict:
+    """Config overrides from the command line (a measured fused-rest speedup replaces the paper's 9.94)."""
+    out = {"rest_mode": rest_mode} if rest_mode else {}
+    if rest_speedup is not None:
+        out["fused_rest_speedup"] = float(rest_speedup)
+    return out
+
+
 def load_any_trace(path: str | Path, table_resolution: tuple[int, int] | None = None) -> Trace:
     """A Chrome trace (.json with traceEvents) or a per-kernel table (.csv, or a .json list of rows)."""
     path = Path(path)
@@ -27,12 +35,12 @@ def load_any_trace(path: str | Path, table_resolution: tuple[int, int] | None = 
 
 def sim_run(trace_path: str | Path | None, scale: int, resolution: tuple[int, int] | None = None, gpu: str = "rtx3090",
             config: str | None = None, rest_mode: str | None = None, table_resolution=None,
-            paper: tuple[str, str] | None = None) -> tuple[SimResult, SimResult]:
+            paper: tuple[str, str] | None = None, rest_speedup: float | None = None) -> tuple[SimResult, SimResult]:
     """Replay one trace (or a paper-input trace ``(app, encoding)``) -> (NGPC result, GPU-only replay)."""
     trace = paper_trace(*paper) if paper else load_any_trace(trace_path, table_resolution)
     if resolution:
         trace = scale_trace(trace, *resolution)
-    cfg = load_config(config, gpu=gpu, **({"rest_mode": rest_mode} if rest_mode else {}))
+    cfg = load_config(config, gpu=gpu, **_overrides(rest_mode, rest_speedup))
     return simulate(trace, cfg.replace(n_nfps=scale)), simulate(trace, cfg.replace(enabled=False))
 
 
@@ -51,9 +59,9 @@ def format_result(result: SimResult, gpu_only: SimResult) -> str:
 
 def sim_sweep(out_dir: str | Path, trace_dir: str | Path | None = None, scales=SCALES, resolutions=RESOLUTIONS,
               gpu: str = "rtx3090", config: str | None = None, scheduler: str | None = None,
-              workers: int | None = None) -> Path:
+              workers: int | None = None, rest_mode: str | None = None, rest_speedup: float | None = None) -> Path:
     """Sweep the paper-input traces (or every trace in ``trace_dir``), write CSV/JSON, plots and the report."""
-    cfg = load_config(config, gpu=gpu)
+    cfg = load_config(config, gpu=gpu, **_overrides(rest_mode, rest_speedup))
     traces = load_traces(trace_dir) if trace_dir else paper_traces()
     rows = run_sweep(traces, scales, resolutions, out_dir, cfg=cfg, scheduler=scheduler, workers=workers)
     notes = f"Traces: real renderer traces from {trace_dir}." if trace_dir else (
