@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import subprocess
 import sys
 import time
 
@@ -46,8 +47,11 @@ N_INPUT_SETS = 4
 SWEEP = {
     "forward": ("FORWARD_BLOCK", "FORWARD_WARPS", [(32, 2), (64, 4), (128, 4), (128, 8), (256, 8)]),
     "backward": ("BACKWARD_BLOCK", "BACKWARD_WARPS", [(32, 2), (64, 4), (128, 4), (128, 8)]),
-    "fused": ("FUSED_BLOCK", "FUSED_WARPS", [(32, 4), (64, 4), (64, 8), (128, 4), (128, 8)]),
+    "fused": ("FUSED_BLOCK", "FUSED_WARPS", [(32, 4), (64, 2), (64, 4), (128, 4), (128, 8)]),
+    "mlp": ("MLP_BLOCK", "MLP_WARPS", [(32, 4), (64, 2), (64, 4), (128, 4)]),
 }
+# kernels with tl.dot: a launch shape can crash the CUDA context (seen: wgmma shapes), so probe in subprocesses
+PROBED_IN_SUBPROCESS = ("fused", "mlp")
 
 
 def relative_error(out: torch.Tensor, ref: torch.Tensor) -> float:
@@ -85,27 +89,73 @@ def _set_launch(module, names, block, warps):
 def sweep_launch(kind: str, timer: Timer, run, log) -> None:
     """Time ``run`` under each launch shape of ``SWEEP[kind]`` and keep the fastest."""
     block_name, warps_name, shapes = SWEEP[kind]
-    module = triton_mlp if kind == "fused" else triton_grid
+    module = triton_mlp if kind in PROBED_IN_SUBPROCESS else triton_grid
     results = []
     for block, warps in shapes:
-        _set_launch(module, (block_name, warps_name), block, warps)
-        results.append((timer(run), block, warps))
-        log(f"  sweep {kind}: BLOCK={block} warps={warps}: {results[-1][0]:.3f} ms")
+        if kind in PROBED_IN_SUBPROCESS:
+            ms = probe_in_subprocess(kind, block, warps, log)
+            if ms is None:
+                continue
+        else:
+            _set_launch(module, (block_name, warps_name), block, warps)
+            ms = timer(run)
+        results.append((ms, block, warps))
+        log(f"  sweep {kind}: BLOCK={block} warps={warps}: {ms:.3f} ms")
+    if not results:
+        raise RuntimeError(f"no launch shape of {kind} ran")
     best = min(results)
     _set_launch(module, (block_name, warps_name), best[1], best[2])
     log(f"  sweep {kind}: kept BLOCK={best[1]} warps={best[2]}")
 
 
-def bench_grid(name: str, config: dict, n_points: int, args, timer: Timer, log) -> list[tuple]:
+def probe_in_subprocess(kind: str, block: int, warps: int, log) -> float | None:
+    """Median ms of the hash-grid ``kind`` kernel at one launch shape, run in a fresh process; None if it fails."""
+    command = [sys.executable, os.path.abspath(__file__), "--out", "/tmp", "--probe", kind, str(block), str(warps)]
+    result = subprocess.run(command, capture_output=True, text=True)
+    for line in result.stdout.splitlines():
+        if line.startswith("PROBE "):
+            ms, error = map(float, line.split()[1:3])
+            if error < 1e-2:
+                return ms
+            log(f"  sweep {kind}: BLOCK={block} warps={warps}: wrong result, rel.err {error:.2e}")
+            return None
+    log(f"  sweep {kind}: BLOCK={block} warps={warps}: failed ({(result.stderr.strip().splitlines() or ['?'])[-1]})")
+    return None
+
+
+def run_probe(kind: str, block: int, warps: int) -> None:
+    cfg = parse_grid_config(3, GRIDS["hash grid"])
+    mlp_cfg = parse_network_config(cfg.n_output_dims, N_OUTPUTS, {"n_neurons": 64, "n_hidden_layers": 1})
+    params = (torch.rand(cfg.n_params, device="cuda") * 2 - 1) * 1e-1
+    weights = [torch.randn(o, i, device="cuda") / i**0.5 for o, i in mlp_cfg.layer_shapes]
+    xs = [torch.rand(2**21, 3, device="cuda") for _ in range(N_INPUT_SETS)]
+    name_block, name_warps, _ = SWEEP[kind]
+    _set_launch(triton_mlp, (name_block, name_warps), block, warps)
+    with torch.no_grad():
+        if kind == "fused":
+            def run(i):
+                return triton_mlp.fused_grid_mlp_forward(xs[i], params, weights, cfg, mlp_cfg)
+        else:
+            features = [reference.grid_encode(x, params, cfg) for x in xs]
+
+            def run(i):
+                return triton_mlp.mlp_forward(features[i], weights, mlp_cfg)
+        ref = reference.mlp_forward(reference.grid_encode(xs[0], params, cfg), weights, mlp_cfg)
+        error = relative_error(run(0), ref)
+        print(f"PROBE {Timer(False)(run):.4f} {error:.3e}", flush=True)
+
+
+def bench_grid(name: str, config: dict, n_points: int, args, timer: Timer, log, rows: list[tuple]) -> None:
+    """Append this grid's rows to ``rows``, rewriting the table after each (a cut-short run keeps its rows)."""
     device = torch.device(args.device)
     cfg = parse_grid_config(3, config)
     params = (torch.rand(cfg.n_params, device=device) * 2 - 1) * 1e-1
     xs = [torch.rand(n_points, 3, device=device) for _ in range(N_INPUT_SETS)]
-    rows = []
 
     def add(work, method, ms, error):
         rows.append((name, work, method, ms, n_points / ms / 1e3, error))
         log(f"{name:20s} {work:34s} {method:28s} {ms:9.3f} ms {rows[-1][4]:9.1f} Mpts/s  rel.err {error:.2e}")
+        write_table(rows, args)
 
     compile_here = args.compile and (name == "hash grid" or not args.compile_hash_only)
     with torch.no_grad():
@@ -147,6 +197,7 @@ def bench_grid(name: str, config: dict, n_points: int, args, timer: Timer, log) 
 
             if args.sweep and name == "hash grid" and n_hidden == 1:
                 sweep_launch("fused", timer, triton_fused, log)
+                sweep_launch("mlp", timer, None, log)
             add(work, "triton fused kernel", timer(triton_fused), relative_error(triton_fused(0), ref_out))
             add(work, "triton encoding, then MLP kernel",
                 timer(lambda i, weights=weights, mlp_cfg=mlp_cfg: triton_mlp.mlp_forward(
@@ -192,7 +243,6 @@ def bench_grid(name: str, config: dict, n_points: int, args, timer: Timer, log) 
     add(x_grad_work, "torch reference (fp32)", timer(x_grad(reference.grid_encode)), 0.0)
     add(x_grad_work, "triton kernels (dL/dx error)", timer(x_grad(triton_grid.grid_encode)),
         relative_error(x_grad(triton_grid.grid_encode)(0), ref_dx))
-    return rows
 
 
 def markdown(rows: list[tuple], header: str) -> str:
@@ -211,23 +261,30 @@ def main(argv=None) -> None:
     parser.add_argument("--no-compile", dest="compile", action="store_false")
     parser.add_argument("--compile-hash-only", action="store_true", help="torch.compile only the hash grid cases")
     parser.add_argument("--sweep", action="store_true", help="try several launch shapes, keep the fastest")
+    parser.add_argument("--probe", nargs=3, metavar=("KIND", "BLOCK", "WARPS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.probe:
+        run_probe(args.probe[0], int(args.probe[1]), int(args.probe[2]))
+        return
     args.device = "cpu" if args.smoke else "cuda"
     if args.smoke:
         args.compile, args.sweep, args.points_log2 = False, False, 8
     timer = Timer(args.smoke)
     rows = []
     for name, config in (SMOKE_GRIDS if args.smoke else GRIDS).items():
-        rows += bench_grid(name, config, 2**args.points_log2, args, timer, print)
+        bench_grid(name, config, 2**args.points_log2, args, timer, print, rows)
+    print(write_table(rows, args))
+
+
+def write_table(rows: list[tuple], args) -> str:
     device = "CPU (Triton interpreter, smoke sizes)" if args.smoke else torch.cuda.get_device_name()
     launch = (f"launch shapes: forward {triton_grid.FORWARD_BLOCK}/{triton_grid.FORWARD_WARPS}, backward "
               f"{triton_grid.BACKWARD_BLOCK}/{triton_grid.BACKWARD_WARPS}, fused {triton_mlp.FUSED_BLOCK}/"
               f"{triton_mlp.FUSED_WARPS}, MLP {triton_mlp.MLP_BLOCK}/{triton_mlp.MLP_WARPS} (BLOCK/warps)")
     text = markdown(rows, f"{device}, 2^{args.points_log2} points, torch {torch.__version__}; {launch}")
-    os.makedirs(args.out, exist_ok=True)
     with atomic_write(os.path.join(args.out, "encodings.md"), "w") as f:
         f.write(text)
-    print(text)
+    return text
 
 
 if __name__ == "__main__":

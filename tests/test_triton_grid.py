@@ -126,3 +126,18 @@ def test_encoding_module_on_triton_backend_matches_torch():
     enc = Encoding(3, config, backend="triton")
     x = torch.rand(64, 3)
     torch.testing.assert_close(enc(x), reference.grid_encode(x, enc.params, enc.cfg), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("interpolation", ["Linear", "Nearest"])
+def test_packed_fp16_pairs_match_reference(interpolation):
+    cfg = parse_grid_config(3, {"otype": "HashGrid", "n_levels": 5, "n_features_per_level": 2,
+                                "log2_hashmap_size": 9, "base_resolution": 4, "per_level_scale": 1.7,
+                                "interpolation": interpolation})
+    params = torch.rand(cfg.n_params) * 2 - 1
+    table, packed = triton_grid.forward_table(params, cfg, torch.float16)
+    assert packed and table.dtype == torch.int32
+    x = torch.rand(128, 3)
+    out = triton_grid.grid_encode(x, params, cfg, precision=torch.float16)
+    expected = reference.grid_encode(x, params.half().float(), cfg)
+    far = ~border_band(x, cfg)
+    torch.testing.assert_close(out[far], expected[far], rtol=1e-5, atol=1e-5)

@@ -25,9 +25,11 @@ from ngfx.encodings import reference, triton_grid
 from ngfx.encodings.config import ACTIVATIONS, GridConfig, MLPConfig
 
 MIN_DOT_WIDTH = 16
-MLP_BLOCK = 128
+# BLOCK 32 x 4 warps: the mma.sync path. On the H200 (Triton 3.6) BLOCK 64 x 4 warps, which selects wgmma,
+# hit an illegal memory access in the fused kernel; the benchmark probes other shapes in subprocesses.
+MLP_BLOCK = 32
 MLP_WARPS = 4
-FUSED_BLOCK = 64
+FUSED_BLOCK = 32
 FUSED_WARPS = 4
 
 
@@ -102,13 +104,13 @@ def _mlp_kernel(x_ptr, w_in_ptr, w_hidden_ptr, w_out_ptr, out_ptr, n_rows, n_in,
 def _fused_grid_mlp_kernel(x_ptr, table_ptr, meta_scale_ptr, meta_int_ptr, stride_ptr,
                            w_in_ptr, w_hidden_ptr, w_out_ptr, out_ptr, n_points, n_out,
                            D: tl.constexpr, F: tl.constexpr, LEVELS: tl.constexpr, N_LEVELS: tl.constexpr,
-                           INTERP: tl.constexpr, WIDTH: tl.constexpr, OUT: tl.constexpr,
+                           INTERP: tl.constexpr, PACKED: tl.constexpr, WIDTH: tl.constexpr, OUT: tl.constexpr,
                            N_HIDDEN: tl.constexpr, ACT: tl.constexpr, OUT_ACT: tl.constexpr,
                            PRECISION: tl.constexpr, BLOCK: tl.constexpr):
     offs_n = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask_n = offs_n < n_points
     features = triton_grid.encode_block(x_ptr, table_ptr, meta_scale_ptr, meta_int_ptr, stride_ptr, offs_n,
-                                        mask_n, D, F, LEVELS, N_LEVELS, INTERP)
+                                        mask_n, D, F, LEVELS, N_LEVELS, INTERP, PACKED)
     out = mlp_block(features.to(w_out_ptr.dtype.element_ty), w_in_ptr, w_hidden_ptr, w_out_ptr, LEVELS * F,
                     WIDTH, OUT, N_HIDDEN, ACT, OUT_ACT, PRECISION)
     cols_out = tl.arange(0, OUT)
@@ -148,10 +150,10 @@ def _check_weights(weights: list[torch.Tensor], cfg: MLPConfig) -> None:
 
 def _mlp_kernel_forward(x: torch.Tensor, weights: list[torch.Tensor], cfg: MLPConfig, dtype: torch.dtype):
     kin = _padded(cfg.n_input_dims)
-    packed = pack_weights(weights, cfg, kin, dtype)
+    packed_weights = pack_weights(weights, cfg, kin, dtype)
     out = torch.empty(x.shape[0], cfg.n_output_dims, dtype=torch.float32, device=x.device)
     _mlp_kernel[(triton.cdiv(x.shape[0], MLP_BLOCK),)](
-        x.contiguous(), *packed, out, x.shape[0], cfg.n_input_dims, cfg.n_output_dims, KIN=kin,
+        x.contiguous(), *packed_weights, out, x.shape[0], cfg.n_input_dims, cfg.n_output_dims, KIN=kin,
         **_mlp_constants(cfg, dtype), BLOCK=MLP_BLOCK, num_warps=MLP_WARPS)
     return out
 
@@ -208,11 +210,11 @@ def fused_grid_mlp_forward(x: torch.Tensor, params: torch.Tensor, weights: list[
     dtype = precision or operand_dtype(x.device)
     grid_constants = triton_grid.kernel_constants(grid_cfg, min_width=MIN_DOT_WIDTH)
     kin = grid_constants["LEVELS"] * grid_cfg.n_features_per_level
-    packed = pack_weights(weights, mlp_cfg, kin, dtype)
+    packed_weights = pack_weights(weights, mlp_cfg, kin, dtype)
     meta = triton_grid.level_metadata(grid_cfg, x.device)
-    table = params.detach().to(dtype).contiguous()
+    table, packed = triton_grid.forward_table(params, grid_cfg, dtype)
     out = torch.empty(x.shape[0], mlp_cfg.n_output_dims, dtype=torch.float32, device=x.device)
     _fused_grid_mlp_kernel[(triton.cdiv(x.shape[0], FUSED_BLOCK),)](
-        x.detach().contiguous().float(), table, *meta, *packed, out, x.shape[0], mlp_cfg.n_output_dims,
-        **grid_constants, **_mlp_constants(mlp_cfg, dtype), BLOCK=FUSED_BLOCK, num_warps=FUSED_WARPS)
+        x.detach().contiguous().float(), table, *meta, *packed_weights, out, x.shape[0], mlp_cfg.n_output_dims,
+        **grid_constants, PACKED=packed, **_mlp_constants(mlp_cfg, dtype), BLOCK=FUSED_BLOCK, num_warps=FUSED_WARPS)
     return out
