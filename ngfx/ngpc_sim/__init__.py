@@ -1,1 +1,23 @@
-"""Traces of per-kernel costs and a SimPy model of the NGPC cluster that replays them."""
+"""Traces of per-kernel costs and a SimPy model of the NGPC cluster that replays them.
+
+Public API (trace capture from a renderer lives in :mod:`ngfx.ngpc_sim.capture`, the one module
+that imports :mod:`ngfx.render`)::
+
+    trace = read_trace("trace.json")                      # or paper_trace("nerf", "hash_grid")
+    result = simulate(scale_trace(trace, 3840, 2160), load_config(gpu="rtx3090").replace(n_nfps=16))
+    rows = run_sweep(traces, scales=(8, 16, 32, 64), resolutions=((1920, 1080),), out_dir="sweep")
+    write_report(rows, "sweep", timeline_trace=traces[0])
+"""
+
+from ngfx.ngpc_sim.config import NGPCConfig, load_config
+from ngfx.ngpc_sim.model import SimResult, simulate
+from ngfx.ngpc_sim.paper import paper_trace, paper_traces, paper_validation
+from ngfx.ngpc_sim.report import write_report
+from ngfx.ngpc_sim.sweep import load_traces, run_sweep
+from ngfx.ngpc_sim.trace import Kernel, Trace, read_kernel_table, read_trace, scale_trace, write_trace
+
+__all__ = [
+    "NGPCConfig", "load_config", "SimResult", "simulate", "paper_trace", "paper_traces", "paper_validation",
+    "write_report", "load_traces", "run_sweep", "Kernel", "Trace", "read_kernel_table", "read_trace",
+    "scale_trace", "write_trace",
+]
