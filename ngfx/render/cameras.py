@@ -59,7 +59,7 @@ def pixel_rays(c2w: torch.Tensor, k: Intrinsics, pixels: torch.Tensor | None = N
     """World-space rays through pixel centres.
 
     Args:
-        c2w: [4, 4] camera-to-world pose.
+        c2w: [4, 4] camera-to-world pose, or [N, 4, 4]: one pose per pixel (training batches over many images).
         pixels: [N, 2] float pixel coordinates (x right, y down; centres at +0.5); all pixels row by row if None.
     Returns:
         origins [N, 3], unit directions [N, 3], on ``c2w``'s device.
@@ -74,9 +74,14 @@ def pixel_rays(c2w: torch.Tensor, k: Intrinsics, pixels: torch.Tensor | None = N
         xy = undistort(xy, k)
     # camera space: +x right, +y up, looking down -z
     dirs_cam = torch.stack([xy[:, 0], -xy[:, 1], -torch.ones_like(xy[:, 0])], dim=1)
-    dirs = dirs_cam @ c2w[:3, :3].t().to(dirs_cam.dtype)
+    if c2w.ndim == 3:
+        rotation = c2w[:, :3, :3].to(dirs_cam.dtype)
+        dirs = (rotation @ dirs_cam[:, :, None])[:, :, 0]
+        origins = c2w[:, :3, 3].to(dirs.dtype)
+    else:
+        dirs = dirs_cam @ c2w[:3, :3].t().to(dirs_cam.dtype)
+        origins = c2w[:3, 3].to(dirs.dtype).expand_as(dirs)
     dirs = dirs / dirs.norm(dim=1, keepdim=True)
-    origins = c2w[:3, 3].to(dirs.dtype).expand_as(dirs)
     return origins, dirs
 
 

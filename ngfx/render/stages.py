@@ -43,6 +43,11 @@ class _Recorder:
 _active: list[_Recorder] = []
 
 
+def is_recording() -> bool:
+    """True inside :func:`record_stages`: renderers then run encoding and MLP as separate, timed stages."""
+    return bool(_active)
+
+
 @contextlib.contextmanager
 def stage(name: str, category: str, n_inputs: int = 0, flops: float = 0.0, bytes_read: float = 0.0,
           bytes_written: float = 0.0, **attrs) -> Iterator[None]:

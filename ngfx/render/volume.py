@@ -21,13 +21,14 @@ def composite(sigmas: torch.Tensor, rgbs: torch.Tensor, deltas: torch.Tensor, ra
         rgb [n_rays, 3], opacity [n_rays].
     """
     optical = sigmas * deltas
-    # exclusive cumulative optical depth within each ray: global cumsum minus the ray's own start value
-    inclusive = torch.cumsum(optical, dim=0)
-    exclusive = inclusive - optical
+    # exclusive cumulative optical depth within each ray: global cumsum minus the ray's own start value,
+    # in float64 because the global sum over many rays is large and float32 would lose each ray's share
+    inclusive = torch.cumsum(optical.double(), dim=0)
+    exclusive = inclusive - optical.double()
     first = torch.ones_like(ray_indices, dtype=torch.bool)
     first[1:] = ray_indices[1:] != ray_indices[:-1]
     start_index = torch.cummax(torch.where(first, torch.arange(len(first), device=first.device), 0), dim=0).values
-    exclusive = exclusive - exclusive[start_index]
+    exclusive = (exclusive - exclusive[start_index]).to(sigmas.dtype)
     weights = torch.exp(-exclusive) * (1.0 - torch.exp(-optical))
     rgb = torch.zeros(n_rays, 3, dtype=rgbs.dtype, device=rgbs.device).index_add_(0, ray_indices, weights[:, None] * rgbs)
     opacity = torch.zeros(n_rays, dtype=rgbs.dtype, device=rgbs.device).index_add_(0, ray_indices, weights)

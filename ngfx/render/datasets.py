@@ -1,0 +1,242 @@
+"""Multi-view image datasets for NeRF: Blender/NeRF-synthetic folders and instant-ngp ``transforms.json``.
+
+* Blender (``transforms_{train,val}.json`` in a folder): ``camera_angle_x``, frames with ``file_path``
+  (extension optional) and a camera-to-world ``transform_matrix`` (OpenGL: the camera looks down -Z).
+  The scene box is instant-ngp's default for these scenes, [-1.5, 1.5]^3.
+* instant-ngp (``transforms.json``, or a folder holding one): ``fl_x`` (or ``camera_angle_x``), ``fl_y``,
+  ``cx``, ``cy``, ``w``, ``h``, distortion ``k1 k2 p1 p2``, ``aabb_scale``, ``scale``/``offset`` (world to
+  instant-ngp's unit cube, defaults 0.33 / 0.5), JPEG or PNG frames. Without a ``transforms_val.json``
+  beside it, every 8th frame is held out as the ``val`` split.
+
+Images of another size than declared are resized when their aspect ratio matches, else rejected. Every
+problem raises :class:`NgfxInputError` naming the file and the field.
+"""
+
+from __future__ import annotations
+
+import math
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ngfx.errors import NgfxInputError
+from ngfx.io import read_image, read_json, require
+from ngfx.render.cameras import Intrinsics
+
+SPLITS = ("train", "val", "test")
+BLENDER_AABB = ((-1.5, -1.5, -1.5), (1.5, 1.5, 1.5))
+HOLDOUT_EVERY = 8  # instant-ngp datasets without a val file: frames 0, 8, 16, ... are the val split
+ASPECT_TOLERANCE = 0.01
+
+
+@dataclass
+class MultiViewData:
+    """One split of a multi-view dataset.
+
+    images: [N, H, W, C] uint8 (C = 3, or 4 with alpha); poses: [N, 4, 4] float32 camera-to-world;
+    aabb: [2, 3] scene box in world units; near/far: a depth range that covers the box from every camera.
+    """
+
+    images: torch.Tensor
+    poses: torch.Tensor
+    intrinsics: Intrinsics
+    aabb: torch.Tensor
+    near: float
+    far: float
+    source: str
+    file_paths: list[str]
+
+    @property
+    def has_alpha(self) -> bool:
+        return self.images.shape[-1] == 4
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+
+def _number(obj: dict, key: str, source: str, default: float | None = None) -> float:
+    if key not in obj and default is not None:
+        return float(default)
+    value = require(obj, key, source, (int, float))
+    if isinstance(value, bool) or not math.isfinite(value):
+        raise NgfxInputError(source, key, f"expected a finite number, got {value!r}")
+    return float(value)
+
+
+def _pose(frame: dict, source: str, field: str) -> np.ndarray:
+    matrix = require(frame, "transform_matrix", source, list)
+    try:
+        pose = np.asarray(matrix, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise NgfxInputError(source, field, "transform_matrix must be a 4x4 list of numbers") from None
+    if pose.shape == (3, 4):
+        pose = np.vstack([pose, [0.0, 0.0, 0.0, 1.0]])
+    if pose.shape != (4, 4) or not np.isfinite(pose).all():
+        raise NgfxInputError(source, field, f"transform_matrix must be 4x4 finite numbers, got shape {list(pose.shape)}")
+    return pose
+
+
+def _image_path(root: Path, file_path: str, source: str, field: str) -> Path:
+    path = root / file_path
+    if path.is_file():
+        return path
+    for ext in (".png", ".jpg", ".jpeg", ".PNG", ".JPG"):
+        candidate = path.with_name(path.name + ext)
+        if candidate.is_file():
+            return candidate
+    raise NgfxInputError(source, field, f"image file not found: {path}")
+
+
+def _fit_image(img: np.ndarray, width: int, height: int, path: Path, source: str, field: str) -> torch.Tensor:
+    """[h, w, C] float -> [height, width, C'] uint8 (C' = 3 or 4); resized when only the scale differs."""
+    if img.shape[-1] == 1:
+        img = np.repeat(img, 3, axis=-1)
+    elif img.shape[-1] == 2:  # grey + alpha
+        img = np.concatenate([np.repeat(img[..., :1], 3, axis=-1), img[..., 1:]], axis=-1)
+    t = torch.from_numpy(np.ascontiguousarray(img[..., :4]))
+    h, w = t.shape[:2]
+    if (w, h) != (width, height):
+        if abs(w / h - width / height) > ASPECT_TOLERANCE * width / height:
+            raise NgfxInputError(source, field, f"image {path.name} is {w}x{h}, declared {width}x{height} "
+                                                "(another aspect ratio: cannot resize)")
+        t = F.interpolate(t.permute(2, 0, 1)[None], size=(height, width), mode="bilinear", antialias=True,
+                          align_corners=False)[0].permute(1, 2, 0)
+    return (t.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8)
+
+
+def _load_images(paths: list[Path], width: int | None, height: int | None, source: str,
+                 fields: list[str]) -> torch.Tensor:
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        raw = list(pool.map(read_image, paths))
+    if width is None or height is None:
+        height, width = raw[0].shape[:2]
+    images = [_fit_image(img, width, height, p, source, f) for img, p, f in zip(raw, paths, fields)]
+    n_channels = {img.shape[-1] for img in images}
+    if len(n_channels) > 1:  # mixed RGB / RGBA: give every image an alpha channel
+        images = [img if img.shape[-1] == 4 else torch.cat([img, torch.full_like(img[..., :1], 255)], -1)
+                  for img in images]
+    return torch.stack(images)
+
+
+def _near_far(poses: torch.Tensor, aabb: torch.Tensor) -> tuple[float, float]:
+    centre, half_diagonal = aabb.mean(0), float((aabb[1] - aabb[0]).norm() / 2)
+    distances = (poses[:, :3, 3] - centre).norm(dim=1)
+    return max(0.05, float(distances.min()) - half_diagonal), float(distances.max()) + half_diagonal
+
+
+def _frames(meta: dict, source: str) -> list:
+    frames = require(meta, "frames", source, list)
+    if not frames:
+        raise NgfxInputError(source, "frames", "is empty")
+    return frames
+
+
+def _finish(images, poses, intrinsics, aabb, source, paths, scale) -> MultiViewData:
+    if scale != 1.0:
+        width, height = max(1, round(intrinsics.width * scale)), max(1, round(intrinsics.height * scale))
+        images = F.interpolate(images.permute(0, 3, 1, 2).float(), size=(height, width), mode="bilinear",
+                               antialias=True, align_corners=False).round().clamp(0, 255).to(torch.uint8)
+        images = images.permute(0, 2, 3, 1).contiguous()
+        intrinsics = intrinsics.scaled(width, height)
+    poses_t = torch.from_numpy(np.stack(poses)).float()
+    aabb_t = torch.tensor(aabb, dtype=torch.float32)
+    near, far = _near_far(poses_t, aabb_t)
+    return MultiViewData(images, poses_t, intrinsics, aabb_t, near, far, source, [str(p) for p in paths])
+
+
+def load_blender(folder: str | Path, split: str = "train", scale: float = 1.0) -> MultiViewData:
+    """A Blender/NeRF-synthetic split (``transforms_{split}.json``)."""
+    folder = Path(folder)
+    json_path = folder / f"transforms_{split}.json"
+    source = str(json_path)
+    meta = read_json(json_path)
+    angle = _number(meta, "camera_angle_x", source)
+    if not 0 < angle < math.pi:
+        raise NgfxInputError(source, "camera_angle_x", f"must be in (0, pi) radians, got {angle}")
+    frames = _frames(meta, source)
+    paths, poses, fields = [], [], []
+    for i, frame in enumerate(frames):
+        field = f"frames[{i}].file_path"
+        paths.append(_image_path(folder, require(frame, "file_path", source, str), source, field))
+        poses.append(_pose(frame, source, f"frames[{i}].transform_matrix"))
+        fields.append(field)
+    images = _load_images(paths, None, None, source, fields)
+    intrinsics = Intrinsics.from_fov_x(images.shape[2], images.shape[1], angle)
+    return _finish(images, poses, intrinsics, BLENDER_AABB, source, paths, scale)
+
+
+def _ngp_intrinsics(meta: dict, source: str, first_image: Path) -> Intrinsics:
+    if "w" in meta and "h" in meta:
+        width, height = int(_number(meta, "w", source)), int(_number(meta, "h", source))
+    else:
+        height, width = read_image(first_image).shape[:2]
+    if width <= 0 or height <= 0:
+        raise NgfxInputError(source, "w", f"image size must be positive, got {width}x{height}")
+    if "fl_x" in meta:
+        fx = _number(meta, "fl_x", source)
+    elif "camera_angle_x" in meta:
+        fx = 0.5 * width / math.tan(0.5 * _number(meta, "camera_angle_x", source))
+    else:
+        raise NgfxInputError(source, "fl_x", "missing (neither 'fl_x' nor 'camera_angle_x' given)")
+    fy = _number(meta, "fl_y", source, default=fx)
+    if fx <= 0 or fy <= 0:
+        raise NgfxInputError(source, "fl_x", f"focal lengths must be positive, got {fx}, {fy}")
+    return Intrinsics(width, height, fx, fy, _number(meta, "cx", source, width / 2), _number(meta, "cy", source, height / 2),
+                      *(_number(meta, key, source, 0.0) for key in ("k1", "k2", "p1", "p2")))
+
+
+def load_instant_ngp(path: str | Path, split: str = "train", scale: float = 1.0) -> MultiViewData:
+    """An instant-ngp ``transforms.json`` (a file or a folder holding one)."""
+    path = Path(path)
+    json_path = path / "transforms.json" if path.is_dir() else path
+    source = str(json_path)
+    meta = read_json(json_path)
+    frames = _frames(meta, source)
+    val_file = json_path.parent / "transforms_val.json"
+    if split != "train" and val_file.is_file() and val_file != json_path:
+        source, meta_val = str(val_file), read_json(val_file)
+        picked = list(enumerate(_frames(meta_val, source)))
+    else:
+        picked = [(i, f) for i, f in enumerate(frames) if (i % HOLDOUT_EVERY == 0) == (split != "train")]
+        if not picked:
+            picked = list(enumerate(frames))
+    root = json_path.parent
+    paths, poses, fields = [], [], []
+    for i, frame in picked:
+        field = f"frames[{i}].file_path"
+        paths.append(_image_path(root, require(frame, "file_path", source, str), source, field))
+        poses.append(_pose(frame, source, f"frames[{i}].transform_matrix"))
+        fields.append(field)
+    intrinsics = _ngp_intrinsics(meta, str(json_path), paths[0])
+    images = _load_images(paths, intrinsics.width, intrinsics.height, source, fields)
+    aabb_scale = _number(meta, "aabb_scale", str(json_path), 1.0)
+    if aabb_scale <= 0:
+        raise NgfxInputError(str(json_path), "aabb_scale", f"must be positive, got {aabb_scale}")
+    world_scale = _number(meta, "scale", str(json_path), 0.33)
+    offset = np.asarray(meta.get("offset", [0.5, 0.5, 0.5]), dtype=np.float64)
+    if world_scale <= 0 or offset.shape != (3,):
+        raise NgfxInputError(str(json_path), "scale", "scale must be positive and offset three numbers")
+    # instant-ngp's unit cube holds the box 0.5 +- aabb_scale / 2; world = (unit - offset) / scale
+    unit_box = np.array([[0.5 - aabb_scale / 2] * 3, [0.5 + aabb_scale / 2] * 3])
+    aabb = ((unit_box - offset) / world_scale).tolist()
+    return _finish(images, poses, intrinsics, aabb, source, paths, scale)
+
+
+def load_multiview(path: str | Path, split: str = "train", scale: float = 1.0) -> MultiViewData:
+    """Load ``split`` of the dataset at ``path``, recognising the format from its files."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    if not 0 < scale <= 1:
+        raise ValueError(f"image scale must be in (0, 1], got {scale}")
+    path = Path(path)
+    if path.is_dir() and (path / "transforms_train.json").is_file():
+        return load_blender(path, split, scale)
+    if (path.is_dir() and (path / "transforms.json").is_file()) or (path.is_file() and path.suffix == ".json"):
+        return load_instant_ngp(path, split, scale)
+    if not path.exists():
+        raise NgfxInputError(str(path), None, "scene not found (expected a folder or a transforms.json)")
+    raise NgfxInputError(str(path), None, "not a NeRF dataset: no transforms_train.json or transforms.json")

@@ -1,0 +1,43 @@
+"""Image quality metrics: PSNR and SSIM (Wang et al. 2004, 11x11 Gaussian window, sigma 1.5), in torch."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def psnr(image: torch.Tensor, reference: torch.Tensor) -> float:
+    """PSNR in dB of images in [0, 1] of the same shape (capped at 100 dB for identical images)."""
+    mse = float(((image.float() - reference.float()) ** 2).mean())
+    return 100.0 if mse <= 1e-10 else -10.0 * math.log10(mse)
+
+
+def _gaussian_window(size: int, sigma: float, device) -> torch.Tensor:
+    x = torch.arange(size, dtype=torch.float32, device=device) - (size - 1) / 2
+    g = torch.exp(-(x * x) / (2 * sigma * sigma))
+    return g / g.sum()
+
+
+def ssim(image: torch.Tensor, reference: torch.Tensor, window: int = 11, sigma: float = 1.5) -> float:
+    """Mean SSIM of [H, W, C] images in [0, 1] (per channel, averaged), 'valid' windows only."""
+    if image.shape != reference.shape or image.ndim != 3:
+        raise ValueError(f"ssim needs two [H, W, C] images of one shape, got {list(image.shape)} and {list(reference.shape)}")
+    c = image.shape[-1]
+    x = image.float().permute(2, 0, 1)[:, None]  # [C, 1, H, W]
+    y = reference.float().permute(2, 0, 1)[:, None]
+    window = min(window, image.shape[0], image.shape[1])
+    g = _gaussian_window(window, sigma, image.device)
+
+    def blur(t: torch.Tensor) -> torch.Tensor:  # separable Gaussian filter
+        t = F.conv2d(t, g.view(1, 1, 1, -1))
+        return F.conv2d(t, g.view(1, 1, -1, 1))
+
+    mu_x, mu_y = blur(x), blur(y)
+    var_x = blur(x * x) - mu_x ** 2
+    var_y = blur(y * y) - mu_y ** 2
+    cov = blur(x * y) - mu_x * mu_y
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    s = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x ** 2 + mu_y ** 2 + c1) * (var_x + var_y + c2))
+    return float(s.view(c, -1).mean())

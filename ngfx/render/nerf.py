@@ -1,0 +1,249 @@
+"""NeRF as instant-ngp does it: grid-encoded density + SH colour network, occupancy grid, fixed-step marching.
+
+Training draws random pixels of the training views (a ray count that adapts so each batch holds about
+``TARGET_SAMPLES`` samples), marches them through the occupancy grid (refreshed every 16 steps), volume
+renders the packed samples over a random background colour (RGBA data) and regresses the pixel colour.
+Rendering marches bands of pixel rows segment by segment: ``SEGMENT`` occupied samples per ray at a time,
+evaluated, composited front to back, and rays dropped once their transmittance falls below
+``MIN_TRANSMITTANCE`` (early termination). Evaluation uses a white background, as NeRF-synthetic does.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ngfx.render import raymarch, stages
+from ngfx.render.app import App
+from ngfx.render.cameras import Intrinsics, orbit_poses, pixel_rays
+from ngfx.render.datasets import load_multiview
+from ngfx.render.metrics import psnr, ssim
+from ngfx.render.nerf_field import NerfField
+from ngfx.render.neural_field import adam, check_size, preset_size, use_triton
+from ngfx.render.occupancy import OccupancyGrid
+from ngfx.render.presets import encoding_preset
+from ngfx.render.volume import composite
+
+DEFAULT_STEPS = {"tiny": 300, "quick": 600, "full": 20000}
+TARGET_SAMPLES = {"tiny": 2 ** 12, "quick": 2 ** 13, "full": 2 ** 18}
+SYNTHETIC_RESOLUTION = {"tiny": 32, "quick": 64, "full": 256}
+MAX_IMAGE_WIDTH = {"tiny": 64, "quick": 100, "full": None}  # real scenes are downscaled to this for CPU sizes
+OCCUPANCY_RESOLUTION = {"tiny": 32, "quick": 64, "full": 128}
+STEPS_PER_DIAGONAL = {"tiny": 128, "quick": 256, "full": 1024}  # instant-ngp: sqrt(3)/1024 of the box
+N_EVAL_VIEWS = {"tiny": 2, "quick": 4, "full": None}  # None: the whole val split
+CHUNK_RAYS = {"tiny": 2 ** 12, "quick": 2 ** 14, "full": 2 ** 19}
+MAX_SCAN = {"tiny": 32, "quick": 64, "full": 128}  # fixed steps scanned per segment
+SEGMENT = 16  # samples per ray per segment
+MIN_TRANSMITTANCE = 1e-4
+OCCUPANCY_EVERY = {"tiny": 8, "quick": 8, "full": 16}  # CPU sizes train few steps: refresh more often
+OCCUPANCY_WARMUP = {"tiny": 32, "quick": 64, "full": 256}  # steps during which every cell is refreshed
+WHITE = (1.0, 1.0, 1.0)
+
+
+class NerfApp(App):
+    name = "nerf"
+
+    def __init__(self, scene: str, encoding: str, size: str = "full", device=None, lr: float = 1e-2,
+                 image_scale: float | None = None, seed: int = 0):
+        super().__init__()
+        check_size(size)
+        self.scene, self.encoding_name, self.size, self.lr, self.seed = scene, encoding, size, lr, seed
+        self.device_ = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if scene == "synthetic":
+            from scenes.nerf_synthetic import synthetic_scene
+
+            path = synthetic_scene(resolution=SYNTHETIC_RESOLUTION[size])
+        else:
+            path = scene
+        if image_scale is None:
+            train = load_multiview(path, "train")
+            max_width = MAX_IMAGE_WIDTH[size]
+            image_scale = 1.0 if max_width is None else min(1.0, max_width / train.intrinsics.width)
+            if image_scale != 1.0:
+                train = load_multiview(path, "train", image_scale)
+        else:
+            train = load_multiview(path, "train", image_scale)
+        self.image_scale = image_scale
+        val = load_multiview(path, "val", image_scale)
+        dev = self.device_
+        self.train_images = train.images.to(dev)  # [N, H, W, C] uint8
+        self.train_poses = train.poses.to(dev)
+        self.has_alpha = train.has_alpha
+        self.intrinsics: Intrinsics = train.intrinsics
+        self.near, self.far = train.near, train.far
+        self.aabb = train.aabb.to(dev)
+        self.background = torch.tensor(WHITE, device=dev)
+        self.eval_poses = val.poses.to(dev)
+        self._val_images = val.images
+        n_eval = N_EVAL_VIEWS[size] or len(val)
+        self.eval_indices = torch.linspace(0, len(val) - 1, min(n_eval, len(val))).round().long().tolist()
+        self.field = NerfField(encoding_preset(encoding, 3, preset_size(size))).to(dev)
+        self.occupancy = OccupancyGrid(self.aabb, OCCUPANCY_RESOLUTION[size],
+                                       warmup_steps=OCCUPANCY_WARMUP[size]).to(dev)
+        self.dt = float((self.aabb[1] - self.aabb[0]).norm()) / STEPS_PER_DIAGONAL[size]
+        self.max_steps = STEPS_PER_DIAGONAL[size] * 2
+        self.target_samples = TARGET_SAMPLES[size]
+        self.n_rays = max(64, self.target_samples // 16)  # adapted each step to the samples a ray needs
+        self.last_n_samples = 0
+
+    # --- what other parts (NeLF distillation, demo, benchmarks) use ---------------------------------
+    @property
+    def eval_images(self) -> torch.Tensor:
+        """Val images [V, H, W, 3] float in [0, 1], alpha-composited on white."""
+        img = self._val_images.float() / 255.0
+        if img.shape[-1] == 4:
+            img = img[..., :3] * img[..., 3:] + (1.0 - img[..., 3:])
+        return img.to(self.device_)
+
+    def optimizer(self) -> torch.optim.Optimizer:
+        return adam(self.parameters(), self.lr)
+
+    def config(self) -> dict:
+        return {"scene": self.scene, "encoding": self.encoding_name, "size": self.size, "lr": self.lr,
+                "image_scale": self.image_scale, "seed": self.seed}
+
+    def orbit_poses(self, n_frames: int) -> torch.Tensor:
+        """A camera path circling the scene at the training cameras' mean distance -> [n_frames, 4, 4]."""
+        radius = float(self.train_poses[:, :3, 3].norm(dim=1).mean())
+        centre = tuple(float(v) for v in self.aabb.mean(0))
+        return orbit_poses(n_frames, radius, elevation_deg=30.0, target=centre).to(self.device_)
+
+    # --- training ------------------------------------------------------------------------------------
+    def _unit(self, points: torch.Tensor) -> torch.Tensor:
+        return ((points - self.aabb[0]) / (self.aabb[1] - self.aabb[0])).clamp(0.0, 1.0)
+
+    def density_world(self, points: torch.Tensor) -> torch.Tensor:
+        return self.field.density(self._unit(points))
+
+    def training_step(self, step: int) -> torch.Tensor:
+        if step % OCCUPANCY_EVERY[self.size] == 0:
+            self.occupancy.update(step, self.density_world, self.dt)
+        n, dev = self.n_rays, self.device_
+        n_images, height, width = self.train_images.shape[:3]
+        image = torch.randint(0, n_images, (n,), device=dev)
+        pixels = torch.rand(n, 2, device=dev) * torch.tensor([width, height], device=dev, dtype=torch.float32)
+        origins, dirs = pixel_rays(self.train_poses[image], self.intrinsics, pixels)
+        target = self.train_images[image, pixels[:, 1].long().clamp(max=height - 1),
+                                   pixels[:, 0].long().clamp(max=width - 1)].float() / 255.0
+        if self.has_alpha:  # random background: the network cannot explain it, so it learns empty space
+            background = torch.rand(n, 3, device=dev)
+            target = target[:, :3] * target[:, 3:] + background * (1.0 - target[:, 3:])
+        else:
+            background = self.background.expand(n, 3)
+        t_near, t_far = raymarch.ray_aabb(origins, dirs, self.aabb)
+        t_near = t_near.clamp(min=self.near * 0.5)
+        ray_indices, t, deltas = raymarch.march_training(
+            origins, dirs, t_near, t_far, self.occupancy.mask, self.aabb, self.occupancy.resolution, self.dt,
+            self.max_steps, jitter=torch.rand(n, device=dev))
+        points = origins[ray_indices] + t[:, None] * dirs[ray_indices]
+        sigmas, rgbs = self.field(self._unit(points), dirs[ray_indices])
+        colour, _ = composite(sigmas, rgbs, deltas, ray_indices, n, background=background)
+        loss = ((colour - target) ** 2).mean()
+        n_samples = ray_indices.numel()
+        if n_samples == 0:  # nothing occupied on these rays: keep the graph valid
+            loss = loss + 0.0 * sum(p.sum() for p in self.field.parameters())
+        # instant-ngp's dynamic batch: as many rays as keep the sample count near the target
+        per_ray = max(n_samples, 1) / n
+        self.n_rays = int(min(max(self.target_samples / per_ray, 64), self.target_samples))
+        self.last_n_samples = n_samples
+        return loss
+
+    # --- rendering -----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _shade(self, origins, dirs, t_near, t_far, background: torch.Tensor, fused: bool) -> torch.Tensor:
+        """Colour [n, 3] of rays [n, 3] with box distances [n]: segment marching with early termination."""
+        from ngfx.render import triton_nvr, triton_volume
+
+        triton_ok = use_triton(fused, origins.device)
+        march = triton_volume.march_segment if triton_ok else raymarch.march_segment
+        composite_segment = triton_nvr.composite_segment_triton if triton_ok else triton_nvr.composite_segment_torch
+        n, res = origins.shape[0], self.occupancy.resolution
+        max_scan = MAX_SCAN[self.size]
+        t = t_near.clamp(min=self.near * 0.5).contiguous()
+        colour = torch.zeros(n, 3, device=origins.device)
+        transmittance = torch.ones(n, device=origins.device)
+        active = torch.nonzero(t < t_far)[:, 0]
+        while active.numel():
+            n_slots = active.numel() * SEGMENT
+            with stages.stage("nerf.march", "rest", n_inputs=active.numel() * max_scan, bytes_read=active.numel() * 32.0,
+                              bytes_written=n_slots * 8.0, app="nerf", fused=triton_ok):
+                t_samples, deltas = march(origins, dirs, active, t, t_far, self.occupancy.mask, self.aabb, res,
+                                          self.dt, SEGMENT, max_scan)
+            with stages.stage("nerf.compact", "rest", n_inputs=n_slots, bytes_read=n_slots * 8.0, app="nerf"):
+                slots = torch.nonzero(deltas.flatten() > 0)[:, 0]
+                ray = active[slots // SEGMENT]
+                points = origins[ray] + t_samples.flatten()[slots, None] * dirs[ray]
+                x, sample_dirs = self._unit(points), dirs[ray]
+            sigmas = torch.zeros(n_slots, device=origins.device)
+            rgbs = torch.zeros(n_slots, 3, device=origins.device)
+            if slots.numel():
+                sigma_valid, rgb_valid = self.field.query(x, sample_dirs)
+                sigmas[slots], rgbs[slots] = sigma_valid, rgb_valid
+            with stages.stage("nerf.composite", "rest", n_inputs=n_slots, bytes_read=n_slots * 20.0,
+                              bytes_written=active.numel() * 16.0, app="nerf", fused=triton_ok):
+                composite_segment(colour, transmittance, active, sigmas, rgbs, deltas.flatten(), SEGMENT)
+            with stages.stage("nerf.compact", "rest", n_inputs=active.numel(), app="nerf"):
+                keep = (transmittance[active] > MIN_TRANSMITTANCE) & (t[active] < t_far[active])
+                active = active[keep]
+        return colour + transmittance[:, None] * background
+
+    @torch.no_grad()
+    def render_rays(self, origins: torch.Tensor, dirs: torch.Tensor, fused: bool = True) -> torch.Tensor:
+        """Colour [N, 3] of world rays (unit ``dirs``) over the eval background, in chunks."""
+        out = torch.empty(origins.shape[0], 3, device=self.device_)
+        chunk = CHUNK_RAYS[self.size]
+        for start in range(0, origins.shape[0], chunk):
+            o = origins[start:start + chunk].to(self.device_).float().contiguous()
+            d = dirs[start:start + chunk].to(self.device_).float().contiguous()
+            t_near, t_far = raymarch.ray_aabb(o, d, self.aabb)
+            out[start:start + chunk] = self._shade(o, d, t_near, t_far, self.background, fused)
+        return out
+
+    def camera(self, width: int, height: int, view) -> tuple[torch.Tensor, Intrinsics]:
+        if isinstance(view, torch.Tensor) and view.shape == (4, 4):
+            c2w = view.float().to(self.device_)
+        else:
+            c2w = self.eval_poses[int(view) % len(self.eval_poses)]
+        k, s = self.intrinsics, width / self.intrinsics.width  # keep the horizontal field of view
+        return c2w, Intrinsics(width, height, k.fx * s, k.fy * s, k.cx * s, k.cy * height / k.height,
+                               k.k1, k.k2, k.p1, k.p2)
+
+    @torch.no_grad()
+    def render(self, width: int, height: int, view=0, fused: bool = True) -> torch.Tensor:
+        from ngfx.render import triton_volume
+
+        c2w, k = self.camera(width, height, view)
+        triton_ok = use_triton(fused, self.device_)
+        ray_gen = triton_volume.ray_gen if triton_ok else raymarch.ray_gen
+        frame = torch.empty(height * width, 3, device=self.device_)
+        rows = max(1, CHUNK_RAYS[self.size] // width)
+        for row0 in range(0, height, rows):
+            n_rows = min(rows, height - row0)
+            n = n_rows * width
+            with stages.stage("nerf.ray_gen", "rest", n_inputs=n, bytes_written=n * 32.0, app="nerf", fused=triton_ok):
+                origins, dirs, t_near, t_far = ray_gen(c2w, k, row0, n_rows, self.aabb)
+            frame[row0 * width:row0 * width + n] = self._shade(origins, dirs, t_near, t_far, self.background, fused)
+        return frame.reshape(height, width, 3).clamp(0.0, 1.0)
+
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        """PSNR and SSIM on the held-out (val) views, white background."""
+        k, truth = self.intrinsics, self.eval_images
+        psnrs, ssims = [], []
+        fused = self.device_.type == "cuda"  # off the GPU, the PyTorch path beats the Triton interpreter
+        for v in self.eval_indices:
+            image = self.render(k.width, k.height, v, fused=fused)
+            psnrs.append(psnr(image, truth[v]))
+            ssims.append(ssim(image, truth[v]))
+        return {"psnr_db": sum(psnrs) / len(psnrs), "ssim": sum(ssims) / len(ssims), "n_views": len(psnrs),
+                "width": k.width, "height": k.height, "occupied_fraction": self.occupancy.occupied_fraction()}
+
+
+def build_app(scene: str, encoding: str, size: str = "full", device=None, **options) -> NerfApp:
+    return NerfApp(scene, encoding, size, device, **options)
+
+
+def constant_colour_psnr(app: NerfApp) -> float:
+    """PSNR of the best constant image (the mean colour) on the eval views: the floor a trained NeRF must beat."""
+    truth = app.eval_images[app.eval_indices]
+    return psnr(truth.mean(dim=(0, 1, 2)).expand_as(truth), truth)
+

@@ -1,0 +1,106 @@
+"""instant-ngp's NeRF network: hash-grid density MLP + spherical-harmonics colour MLP, with named stages.
+
+density: grid encoding of x in [0, 1]^3 -> 64-wide MLP (1 hidden layer) -> 16 outputs, the first a
+log-density (``trunc_exp``); colour: the 16 density outputs + SH degree 4 of the view direction (16) ->
+64-wide MLP (2 hidden layers) -> sigmoid RGB.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ngfx.encodings import Network, NetworkWithInputEncoding
+from ngfx.render import stages
+from ngfx.render.presets import mlp_preset
+
+N_DENSITY_OUTPUTS = 16
+SH_DEGREE = 4
+
+
+class _TruncExp(torch.autograd.Function):
+    """exp with its gradient clamped (instant-ngp): large log-densities do not blow up the update."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return torch.exp(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad * torch.exp(x.clamp(max=15.0))
+
+
+def trunc_exp(x: torch.Tensor) -> torch.Tensor:
+    return _TruncExp.apply(x)
+
+
+def spherical_harmonics(dirs: torch.Tensor) -> torch.Tensor:
+    """Real SH basis of degree 4 (16 coefficients, tiny-cuda-nn's order) of unit directions [N, 3] -> [N, 16]."""
+    x, y, z = dirs.float().unbind(-1)
+    xy, xz, yz, x2, y2, z2 = x * y, x * z, y * z, x * x, y * y, z * z
+    return torch.stack([
+        torch.full_like(x, 0.28209479177387814),
+        -0.48860251190291987 * y, 0.48860251190291987 * z, -0.48860251190291987 * x,
+        1.0925484305920792 * xy, -1.0925484305920792 * yz, 0.94617469575755997 * z2 - 0.31539156525251999,
+        -1.0925484305920792 * xz, 0.54627421529603959 * (x2 - y2),
+        0.59004358992664352 * y * (-3.0 * x2 + y2), 2.8906114426405538 * xy * z,
+        0.45704579946446572 * y * (1.0 - 5.0 * z2), 0.3731763325901154 * z * (5.0 * z2 - 3.0),
+        0.45704579946446572 * x * (1.0 - 5.0 * z2), 1.4453057213202769 * z * (x2 - y2),
+        0.59004358992664352 * x * (-x2 + 3.0 * y2),
+    ], dim=-1)
+
+
+class NerfField(nn.Module):
+    """Points in the unit cube [N, 3] and unit directions [N, 3] -> density [N], colour [N, 3]."""
+
+    def __init__(self, encoding_config: dict):
+        super().__init__()
+        self.density_net = NetworkWithInputEncoding(3, N_DENSITY_OUTPUTS, encoding_config, mlp_preset(1))
+        self.colour_net = Network(N_DENSITY_OUTPUTS + SH_DEGREE ** 2, 3, mlp_preset(2, output_activation="Sigmoid"))
+
+    def density(self, x: torch.Tensor) -> torch.Tensor:
+        """[N, 3] in [0, 1]^3 -> [N] density (differentiable)."""
+        return trunc_exp(self.density_net(x)[:, 0].float())
+
+    def forward(self, x: torch.Tensor, dirs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.density_net(x).float()
+        rgb = self.colour_net(torch.cat([h, spherical_harmonics(dirs)], dim=1)).float()
+        return trunc_exp(h[:, 0]), rgb
+
+    def _attrs(self) -> dict:
+        c = self.density_net.encoding.cfg
+        return {"app": "nerf", "otype": c.grid_type, "n_levels": c.n_levels,
+                "n_features_per_level": c.n_features_per_level, "log2_hashmap_size": c.log2_hashmap_size,
+                "n_dims": 3}
+
+    @staticmethod
+    def _flops(net: Network, n: int) -> float:
+        return 2.0 * n * sum(o * i for o, i in net.cfg.layer_shapes)
+
+    @torch.no_grad()
+    def query(self, x: torch.Tensor, dirs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inference inside named stages: encoding and MLPs apart while recording, fused otherwise."""
+        n, attrs = x.shape[0], self._attrs()
+        enc, density_mlp = self.density_net.encoding, self.density_net.network
+        c = enc.cfg
+        grid_bytes = n * c.n_levels * 8 * c.n_features_per_level * 4.0
+        if stages.is_recording():
+            with stages.stage("nerf.density_encoding", "encoding", n_inputs=n, bytes_read=n * 12.0 + grid_bytes,
+                              bytes_written=n * enc.n_output_dims * 4.0, **attrs):
+                features = enc(x)
+            with stages.stage("nerf.density_mlp", "mlp", n_inputs=n, flops=self._flops(density_mlp, n),
+                              bytes_read=features.numel() * 4.0, bytes_written=n * 64.0, **attrs):
+                h = density_mlp(features).float()
+        else:
+            with stages.stage("nerf.density_field", "mlp", n_inputs=n, flops=self._flops(density_mlp, n),
+                              bytes_read=n * 12.0 + grid_bytes, bytes_written=n * 64.0, fused_encoding=True, **attrs):
+                h = self.density_net(x).float()
+        with stages.stage("nerf.dir_encoding", "encoding", n_inputs=n, bytes_read=n * 12.0, bytes_written=n * 64.0,
+                          app="nerf", otype="SphericalHarmonics", n_dims=3):
+            sh = spherical_harmonics(dirs)
+        with stages.stage("nerf.color_mlp", "mlp", n_inputs=n, flops=self._flops(self.colour_net, n),
+                          bytes_read=n * 128.0, bytes_written=n * 12.0, app="nerf"):
+            rgb = self.colour_net(torch.cat([h, sh], dim=1)).float()
+        return trunc_exp(h[:, 0]), rgb

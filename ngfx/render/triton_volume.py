@@ -1,0 +1,122 @@
+"""Fused Triton "rest" kernels of NeRF rendering, each the twin of a function in :mod:`ngfx.render.raymarch`.
+
+* :func:`ray_gen` -- pixel -> undistorted camera ray -> world ray -> box entry/exit, one kernel per band;
+* :func:`march_segment` -- per active ray, scan fixed steps, look up the occupancy grid, write the next
+  ``K`` occupied samples into the ray's slots and advance the ray, one kernel instead of six torch ops.
+
+Compositing reuses the fused segment compositor of :mod:`ngfx.render.triton_nvr`.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ngfx.render.cameras import Intrinsics
+
+BLOCK = 128
+UNDISTORT_ITERATIONS = 10  # as cameras.undistort
+
+
+@triton.jit
+def _ray_gen_kernel(c2w_ptr, aabb_ptr, o_ptr, d_ptr, t_near_ptr, t_far_ptr, n, width, row0,
+                    fx, fy, cx, cy, k1, k2, p1, p2, DISTORTED: tl.constexpr, ITERATIONS: tl.constexpr,
+                    BLOCK: tl.constexpr):
+    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = i < n
+    px = (i % width).to(tl.float32) + 0.5
+    py = (row0 + i // width).to(tl.float32) + 0.5
+    x0 = (px - cx) / fx
+    y0 = (py - cy) / fy
+    x, y = x0, y0
+    if DISTORTED:
+        for _ in tl.static_range(ITERATIONS):
+            r2 = x * x + y * y
+            radial = 1 + k1 * r2 + k2 * r2 * r2
+            dx = 2 * p1 * x * y + p2 * (r2 + 2 * x * x)
+            dy = p1 * (r2 + 2 * y * y) + 2 * p2 * x * y
+            x, y = (x0 - dx) / radial, (y0 - dy) / radial
+    # camera space (x, -y, -1) rotated into the world
+    wx = tl.load(c2w_ptr + 0) * x - tl.load(c2w_ptr + 1) * y - tl.load(c2w_ptr + 2)
+    wy = tl.load(c2w_ptr + 4) * x - tl.load(c2w_ptr + 5) * y - tl.load(c2w_ptr + 6)
+    wz = tl.load(c2w_ptr + 8) * x - tl.load(c2w_ptr + 9) * y - tl.load(c2w_ptr + 10)
+    norm = tl.sqrt(wx * wx + wy * wy + wz * wz)
+    wx, wy, wz = wx / norm, wy / norm, wz / norm
+    ox, oy, oz = tl.load(c2w_ptr + 3), tl.load(c2w_ptr + 7), tl.load(c2w_ptr + 11)
+    t_near = tl.zeros([BLOCK], dtype=tl.float32)
+    t_far = tl.full([BLOCK], float("inf"), tl.float32)
+    for axis in tl.static_range(3):
+        o = ox if axis == 0 else (oy if axis == 1 else oz)
+        d = wx if axis == 0 else (wy if axis == 1 else wz)
+        inv = 1.0 / tl.where(tl.abs(d) < 1e-9, 1e-9, d)
+        t0 = (tl.load(aabb_ptr + axis) - o) * inv
+        t1 = (tl.load(aabb_ptr + 3 + axis) - o) * inv
+        t_near = tl.maximum(t_near, tl.minimum(t0, t1))
+        t_far = tl.minimum(t_far, tl.maximum(t0, t1))
+        tl.store(o_ptr + i * 3 + axis, o + 0.0 * d, mask=mask)
+        tl.store(d_ptr + i * 3 + axis, d, mask=mask)
+    tl.store(t_near_ptr + i, t_near, mask=mask)
+    tl.store(t_far_ptr + i, t_far, mask=mask)
+
+
+def ray_gen(c2w: torch.Tensor, k: Intrinsics, row0: int, n_rows: int, aabb: torch.Tensor):
+    """Fused twin of :func:`ngfx.render.raymarch.ray_gen`."""
+    n, device = n_rows * k.width, c2w.device
+    origins = torch.empty(n, 3, device=device)
+    dirs = torch.empty(n, 3, device=device)
+    t_near = torch.empty(n, device=device)
+    t_far = torch.empty(n, device=device)
+    _ray_gen_kernel[(triton.cdiv(n, BLOCK),)](
+        c2w.float().contiguous(), aabb.float().contiguous(), origins, dirs, t_near, t_far, n, k.width, row0,
+        float(k.fx), float(k.fy), float(k.cx), float(k.cy), float(k.k1), float(k.k2), float(k.p1), float(k.p2),
+        DISTORTED=k.distorted, ITERATIONS=UNDISTORT_ITERATIONS, BLOCK=BLOCK)
+    return origins, dirs, t_near, t_far
+
+
+@triton.jit
+def _march_kernel(o_ptr, d_ptr, active_ptr, t_ptr, t_far_ptr, occ_ptr, aabb_ptr, t_out_ptr, delta_out_ptr,
+                  n_active, dt, MAX_SCAN: tl.constexpr, R: tl.constexpr, K: tl.constexpr,
+                  BLOCK: tl.constexpr):
+    a = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = a < n_active
+    ray = tl.load(active_ptr + a, mask=mask, other=0)
+    t0 = tl.load(t_ptr + ray, mask=mask, other=0.0)
+    t_far = tl.load(t_far_ptr + ray, mask=mask, other=0.0)
+    ox = tl.load(o_ptr + ray * 3, mask=mask, other=0.0)
+    oy = tl.load(o_ptr + ray * 3 + 1, mask=mask, other=0.0)
+    oz = tl.load(o_ptr + ray * 3 + 2, mask=mask, other=0.0)
+    dx = tl.load(d_ptr + ray * 3, mask=mask, other=0.0)
+    dy = tl.load(d_ptr + ray * 3 + 1, mask=mask, other=0.0)
+    dz = tl.load(d_ptr + ray * 3 + 2, mask=mask, other=0.0)
+    lo_x, lo_y, lo_z = tl.load(aabb_ptr), tl.load(aabb_ptr + 1), tl.load(aabb_ptr + 2)
+    size_x, size_y, size_z = tl.load(aabb_ptr + 3) - lo_x, tl.load(aabb_ptr + 4) - lo_y, tl.load(aabb_ptr + 5) - lo_z
+    count = tl.zeros([BLOCK], dtype=tl.int32)
+    advanced = tl.zeros([BLOCK], dtype=tl.float32) + MAX_SCAN
+    for j in range(MAX_SCAN):
+        searching = mask & (count < K)
+        t = t0 + (j + 0.5) * dt
+        cx = tl.minimum(tl.maximum(tl.floor((ox + t * dx - lo_x) / size_x * R), 0.0), R - 1.0).to(tl.int32)
+        cy = tl.minimum(tl.maximum(tl.floor((oy + t * dy - lo_y) / size_y * R), 0.0), R - 1.0).to(tl.int32)
+        cz = tl.minimum(tl.maximum(tl.floor((oz + t * dz - lo_z) / size_z * R), 0.0), R - 1.0).to(tl.int32)
+        occupied = tl.load(occ_ptr + cx + cy * R + cz * (R * R), mask=searching, other=0) != 0
+        valid = searching & occupied & (t < t_far)
+        tl.store(t_out_ptr + a * K + count, t, mask=valid)
+        tl.store(delta_out_ptr + a * K + count, dt + 0.0 * t, mask=valid)
+        count += valid.to(tl.int32)
+        advanced = tl.where(valid & (count == K), t * 0.0 + (j + 1), advanced)
+    tl.store(t_ptr + ray, t0 + advanced * dt, mask=mask)
+
+
+def march_segment(origins, dirs, active, t, t_far, occupancy, aabb, resolution: int, dt: float, k: int,
+                  max_scan: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fused twin of :func:`ngfx.render.raymarch.march_segment` (same arguments and results)."""
+    n_active = active.numel()
+    t_samples = torch.zeros(n_active, k, device=t.device)
+    deltas = torch.zeros(n_active, k, device=t.device)
+    if n_active:
+        _march_kernel[(triton.cdiv(n_active, BLOCK),)](
+            origins.contiguous(), dirs.contiguous(), active, t, t_far.contiguous(), occupancy.view(torch.uint8),
+            aabb.float().contiguous(), t_samples, deltas, n_active, float(dt), MAX_SCAN=int(max_scan), R=resolution, K=k,
+            BLOCK=BLOCK)
+    return t_samples, deltas
