@@ -24,6 +24,7 @@ from ngfx.render.presets import encoding_preset
 from ngfx.render.volume import composite
 
 DEFAULT_STEPS = {"tiny": 300, "quick": 600, "full": 20000}
+DEFAULT_SECONDS = {"quick": 85.0}  # the CPU demo's budget: stop early on a slow or busy machine
 TARGET_SAMPLES = {"tiny": 2 ** 12, "quick": 2 ** 13, "full": 2 ** 18}
 SYNTHETIC_RESOLUTION = {"tiny": 32, "quick": 64, "full": 256}
 MAX_IMAGE_WIDTH = {"tiny": 64, "quick": 100, "full": None}  # real scenes are downscaled to this for CPU sizes

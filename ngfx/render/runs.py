@@ -73,7 +73,8 @@ def _preview(app: App, out: Path) -> None:
 def train(app: str, scene: str, encoding: str, out_dir: str | Path, size: str = "full", steps: int | None = None,
           seconds: float | None = None, device=None, resume: bool = False, progress: bool = True,
           **options) -> dict:
-    """Train ``app`` on ``scene`` into ``out_dir`` for ``steps`` (default: the app's) and/or ``seconds``.
+    """Train ``app`` on ``scene`` into ``out_dir`` for ``steps`` (default: the app's) and/or ``seconds``
+    (whichever ends first; with neither, the app's ``DEFAULT_STEPS`` capped by its ``DEFAULT_SECONDS`` if any).
 
     With ``resume``, an existing checkpoint is loaded and training continues up to ``steps``.
     Returns the metrics written to ``metrics.json``.
@@ -94,6 +95,8 @@ def train(app: str, scene: str, encoding: str, out_dir: str | Path, size: str = 
                           "options": {k: v for k, v in config.items() if k not in ("scene", "encoding", "size")}})
     optimizer = instance.optimizer()
     total = steps if steps is not None else (None if seconds is not None else module.DEFAULT_STEPS[size])
+    if steps is None and seconds is None:  # an app may cap its CPU sizes by time as well (DEFAULT_SECONDS)
+        seconds = getattr(module, "DEFAULT_SECONDS", {}).get(size)
     step, trained_s, curve = 0, 0.0, []
     if resume and ckpt.is_file():
         meta = _restore(ckpt, instance, optimizer)
