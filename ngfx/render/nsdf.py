@@ -18,11 +18,11 @@ from ngfx.render.mesh_sdf import load_obj, sample_surface, signed_distance
 from ngfx.render.orbit_view import band_rays, orbit_camera
 from ngfx.render.neural_field import NeuralField, adam, check_size, preset_size, use_triton
 from ngfx.render.presets import encoding_preset, mlp_preset
-from ngfx.render.sphere_trace import ALIVE, HIT, TETRAHEDRON, ray_box, shade_torch, trace_step_torch
+from ngfx.render.sphere_trace import ALIVE, HIT, TETRAHEDRON, ray_box, shade_torch, to_unit, trace_step_torch
 from scenes.sdf_csg import BOX, csg_sdf
 
-DEFAULT_STEPS = {"tiny": 300, "quick": 3000, "full": 20000}
-BATCH_SIZE = {"tiny": 2 ** 12, "quick": 2 ** 14, "full": 2 ** 18}
+DEFAULT_STEPS = {"tiny": 300, "quick": 1000, "full": 20000}
+BATCH_SIZE = {"tiny": 2 ** 12, "quick": 2 ** 13, "full": 2 ** 18}
 N_TRAIN = {"tiny": 2 ** 15, "quick": 2 ** 17, "full": 2 ** 21}
 N_HELD_OUT = {"tiny": 2 ** 12, "quick": 2 ** 14, "full": 2 ** 16}
 MAX_STEPS = {"tiny": 48, "quick": 64, "full": 96}
@@ -93,7 +93,7 @@ class NsdfApp(App):
 
     def sdf(self, points: torch.Tensor, query: bool = False) -> torch.Tensor:
         """Predicted SDF at world points [N, 3] in [-1, 1]^3 -> [N]; ``query`` runs inference inside stages."""
-        x = ((points + 1.0) * 0.5).clamp(0.0, 1.0)
+        x = to_unit(points)
         raw = self.field.query(x) if query else self.field(x)
         return raw[:, 0].float() + points.norm(dim=1) - SPHERE_RADIUS
 
@@ -135,14 +135,14 @@ class NsdfApp(App):
                 t, t_far = ray_box(origins, dirs)
                 status = torch.where(t < t_far, ALIVE, 2).to(torch.uint8)
                 active = torch.nonzero(status == ALIVE)[:, 0]
-                points = origins[active] + t[active, None] * dirs[active]
+                points = to_unit(origins[active] + t[active, None] * dirs[active])
             for _ in range(MAX_STEPS[self.size]):
                 if active.numel() == 0:
                     break
-                sdf = self.sdf(points, query=True)
+                raw = self.field.query(points)[:, 0]
                 with stages.stage("nsdf.trace_step", "rest", n_inputs=active.numel(), bytes_read=active.numel() * 40.0,
                                   bytes_written=active.numel() * 17.0, app="nsdf", fused=triton_ok):
-                    points = step_fn(origins, dirs, active, t, sdf, t_far, status, eps, step_scale)
+                    points = step_fn(origins, dirs, active, t, raw, t_far, status, eps, step_scale, SPHERE_RADIUS)
                 with stages.stage("nsdf.compact", "rest", n_inputs=active.numel(), app="nsdf"):
                     keep = status[active] == ALIVE
                     active, points = active[keep], points[keep]
@@ -151,7 +151,9 @@ class NsdfApp(App):
                 hit_points = origins[hit] + t[hit, None] * dirs[hit]
                 h = 1e-3
                 probes = (hit_points[None] + h * TETRAHEDRON.to(self.device_)[:, None, :]).reshape(-1, 3)
-            tetra_sdf = self.sdf(probes, query=True).reshape(4, -1) if hit.numel() else torch.zeros(4, 0, device=self.device_)
+            raw = self.field.query(to_unit(probes))[:, 0] if hit.numel() else torch.zeros(0, device=self.device_)
+            with stages.stage("nsdf.sdf_bias", "rest", n_inputs=probes.shape[0], app="nsdf"):
+                tetra_sdf = (raw + probes.norm(dim=1) - SPHERE_RADIUS).reshape(4, -1)
             with stages.stage("nsdf.shade", "rest", n_inputs=hit.numel(), bytes_read=hit.numel() * 24.0,
                               bytes_written=hit.numel() * 12.0, app="nsdf", fused=triton_ok):
                 shade_fn(frame[row0 * width:(row0 + n_rows) * width], hit, tetra_sdf)

@@ -18,11 +18,11 @@ from ngfx.render.cameras import Intrinsics
 from ngfx.render.orbit_view import band_rays, orbit_camera
 from ngfx.render.neural_field import NeuralField, adam, check_size, preset_size, use_triton
 from ngfx.render.presets import encoding_preset, mlp_preset
-from ngfx.render.sphere_trace import ray_box
+from ngfx.render.sphere_trace import ray_box, to_unit
 from scenes.cloud import MAX_DENSITY, cloud
 
-DEFAULT_STEPS = {"tiny": 300, "quick": 3000, "full": 20000}
-BATCH_SIZE = {"tiny": 2 ** 12, "quick": 2 ** 14, "full": 2 ** 18}
+DEFAULT_STEPS = {"tiny": 300, "quick": 1000, "full": 20000}
+BATCH_SIZE = {"tiny": 2 ** 12, "quick": 2 ** 13, "full": 2 ** 18}
 N_STEPS_DIAGONAL = {"tiny": 48, "quick": 128, "full": 256}  # marching steps across the cube's diagonal
 EVAL_SIZE = {"tiny": (32, 24), "quick": (96, 72), "full": (320, 240)}
 CHUNK_RAYS = {"tiny": 2 ** 12, "quick": 2 ** 14, "full": 2 ** 20}
@@ -56,17 +56,21 @@ class NvrApp(App):
         return {"scene": self.scene, "encoding": self.encoding_name, "size": self.size, "batch_size": self.batch_size,
                 "lr": self.lr, "seed": self.seed}
 
-    def density_colour(self, points: torch.Tensor, query: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """Network density [N] >= 0 and colour [N, 3] at world points [N, 3] in [-1, 1]^3."""
-        x = ((points + 1.0) * 0.5).clamp(0.0, 1.0)
-        raw = (self.field.query(x) if query else self.field(x)).float()
-        return raw[:, 0].clamp(min=0.0) * MAX_DENSITY, torch.sigmoid(raw[:, 1:4])
+    def density_colour(self, x: torch.Tensor, query: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Network density [N] >= 0 and colour [N, 3] at field coordinates x [N, 3] in [0, 1]^3."""
+        if not query:
+            raw = self.field(x).float()
+            return raw[:, 0].clamp(min=0.0) * MAX_DENSITY, torch.sigmoid(raw[:, 1:4])
+        raw = self.field.query(x)
+        with stages.stage("nvr.activation", "rest", n_inputs=raw.shape[0], bytes_read=raw.numel() * 4.0,
+                          bytes_written=raw.numel() * 4.0, app="nvr"):
+            return raw[:, 0].clamp(min=0.0) * MAX_DENSITY, torch.sigmoid(raw[:, 1:4])
 
     def training_step(self, step: int) -> torch.Tensor:
         points = torch.rand(self.batch_size, 3, device=self.device_) * 2 - 1
         with torch.no_grad():
             sigma, rgb = cloud(points, self.seed)
-        raw = self.field(((points + 1.0) * 0.5)).float()
+        raw = self.field(to_unit(points)).float()
         # colour only matters where there is density to show it
         visible = (sigma > 0).float()
         colour_loss = (visible[:, None] * (torch.sigmoid(raw[:, 1:4]) - rgb) ** 2).mean()
@@ -102,10 +106,11 @@ class NvrApp(App):
                 with stages.stage("nvr.sample_gen", "rest", n_inputs=n_samples, bytes_written=n_samples * 16.0,
                                   app="nvr", fused=triton_ok):
                     points, deltas = sample_fn(origins, dirs, active, t_segment, t_far, SEGMENT, self.dt)
+                    x = to_unit(points)
                 if ground_truth:
                     sigmas, rgbs = cloud(points, self.seed)
                 else:
-                    sigmas, rgbs = self.density_colour(points, query=True)
+                    sigmas, rgbs = self.density_colour(x, query=True)
                 with stages.stage("nvr.composite", "rest", n_inputs=n_samples, bytes_read=n_samples * 20.0,
                                   bytes_written=active.numel() * 16.0, app="nvr", fused=triton_ok):
                     composite_fn(colour, transmittance, active, sigmas.contiguous(), rgbs.contiguous(), deltas, SEGMENT)

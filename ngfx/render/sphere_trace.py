@@ -26,20 +26,28 @@ def ray_box(origins: torch.Tensor, dirs: torch.Tensor, lo: float = -1.0, hi: flo
     return t_near, t_far
 
 
-def trace_step_torch(origins, dirs, active, t, sdf, t_far, status, eps: float, step_scale: float):
+def to_unit(points: torch.Tensor) -> torch.Tensor:
+    """World points in [-1, 1]^3 -> the field's input coordinates in [0, 1]^3."""
+    return ((points + 1.0) * 0.5).clamp(0.0, 1.0)
+
+
+def trace_step_torch(origins, dirs, active, t, raw, t_far, status, eps: float, step_scale: float,
+                     sphere_radius: float):
     """One sphere-tracing step for the active rays, in place on ``t`` and ``status``.
 
     Args: origins, dirs [R, 3]; active [A] int64 indices of rays alive; t, t_far [R]; status [R] uint8;
-    sdf [A] SDF at the active rays' current points. Returns the next points [A, 3] (rays that stopped
-    keep their last point).
+    raw [A] the network's output at the active rays' current points, to which the sphere bias
+    ``|x| - sphere_radius`` is added here. Returns the next points in field coordinates [A, 3] (rays
+    that stopped keep their last point).
     """
     t_a = t[active]
+    sdf = raw + (origins[active] + t_a[:, None] * dirs[active]).norm(dim=1) - sphere_radius
     hit = sdf.abs() < eps * (1.0 + t_a)  # tolerance grows with distance, as a pixel's footprint does
     t_new = torch.where(hit, t_a, t_a + step_scale * sdf)
     miss = ~hit & (t_new > t_far[active])
     t[active] = t_new
     status[active] = torch.where(hit, HIT, torch.where(miss, MISS, ALIVE)).to(status.dtype)
-    return origins[active] + t_new[:, None] * dirs[active]
+    return to_unit(origins[active] + t_new[:, None] * dirs[active])
 
 
 def shade_torch(frame_flat: torch.Tensor, pixel: torch.Tensor, tetra_sdf: torch.Tensor) -> None:

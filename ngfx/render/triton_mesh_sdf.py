@@ -98,7 +98,7 @@ def _mesh_sdf_kernel(points_ptr, tri_ptr, out_ptr, n_points, n_faces: tl.constex
 
 
 def signed_distance_triton(vertices: torch.Tensor, faces: torch.Tensor, points: torch.Tensor,
-                           block_points: int = 64, block_faces: int = 64) -> torch.Tensor:
+                           block_points: int = 64, block_faces: int = 16) -> torch.Tensor:
     """Same contract as :func:`ngfx.render.mesh_sdf.signed_distance_torch` (negative inside) -> [N]."""
     device = points.device
     tri = vertices.to(device).float()[faces.to(device)].reshape(-1, 9).contiguous()

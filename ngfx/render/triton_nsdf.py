@@ -1,5 +1,6 @@
-"""NSDF's fused "rest" kernels: the sphere-tracing step (update + next point) and the shading (normal +
-Lambert + write), each one Triton launch; twins of :mod:`ngfx.render.sphere_trace`'s PyTorch versions."""
+"""NSDF's fused "rest" kernels: the sphere-tracing step (sphere bias + update + next point in field
+coordinates) and the shading (normal + Lambert + write), each one Triton launch; twins of
+:mod:`ngfx.render.sphere_trace`'s PyTorch versions."""
 
 from __future__ import annotations
 
@@ -13,32 +14,40 @@ BLOCK = 256
 
 
 @triton.jit
-def _trace_step_kernel(o_ptr, d_ptr, active_ptr, t_ptr, sdf_ptr, t_far_ptr, status_ptr, next_ptr, n_active,
-                       eps, step_scale, BLOCK: tl.constexpr):
+def _trace_step_kernel(o_ptr, d_ptr, active_ptr, t_ptr, raw_ptr, t_far_ptr, status_ptr, next_ptr, n_active,
+                       eps, step_scale, sphere_radius, BLOCK: tl.constexpr):
     i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = i < n_active
     ray = tl.load(active_ptr + i, mask=mask, other=0)
     t = tl.load(t_ptr + ray, mask=mask, other=0.0)
-    sdf = tl.load(sdf_ptr + i, mask=mask, other=0.0)
+    ox = tl.load(o_ptr + ray * 3, mask=mask, other=0.0)
+    oy = tl.load(o_ptr + ray * 3 + 1, mask=mask, other=0.0)
+    oz = tl.load(o_ptr + ray * 3 + 2, mask=mask, other=0.0)
+    dx = tl.load(d_ptr + ray * 3, mask=mask, other=0.0)
+    dy = tl.load(d_ptr + ray * 3 + 1, mask=mask, other=0.0)
+    dz = tl.load(d_ptr + ray * 3 + 2, mask=mask, other=0.0)
+    px, py, pz = ox + t * dx, oy + t * dy, oz + t * dz
+    sdf = tl.load(raw_ptr + i, mask=mask, other=0.0) + tl.sqrt(px * px + py * py + pz * pz) - sphere_radius
     hit = tl.abs(sdf) < eps * (1.0 + t)
     t_new = tl.where(hit, t, t + step_scale * sdf)
     miss = (t_new > tl.load(t_far_ptr + ray, mask=mask, other=0.0)) & (hit == 0)
     tl.store(t_ptr + ray, t_new, mask=mask)
     tl.store(status_ptr + ray, tl.where(hit, 1, tl.where(miss, 2, 0)).to(tl.uint8), mask=mask)
-    for axis in tl.static_range(3):
-        o = tl.load(o_ptr + ray * 3 + axis, mask=mask, other=0.0)
-        d = tl.load(d_ptr + ray * 3 + axis, mask=mask, other=0.0)
-        tl.store(next_ptr + i * 3 + axis, o + t_new * d, mask=mask)
+    # the next points, already in the field's [0, 1]^3 coordinates
+    tl.store(next_ptr + i * 3, tl.minimum(tl.maximum((ox + t_new * dx + 1.0) * 0.5, 0.0), 1.0), mask=mask)
+    tl.store(next_ptr + i * 3 + 1, tl.minimum(tl.maximum((oy + t_new * dy + 1.0) * 0.5, 0.0), 1.0), mask=mask)
+    tl.store(next_ptr + i * 3 + 2, tl.minimum(tl.maximum((oz + t_new * dz + 1.0) * 0.5, 0.0), 1.0), mask=mask)
 
 
-def trace_step_triton(origins, dirs, active, t, sdf, t_far, status, eps: float, step_scale: float):
+def trace_step_triton(origins, dirs, active, t, raw, t_far, status, eps: float, step_scale: float,
+                      sphere_radius: float):
     """Same contract as :func:`ngfx.render.sphere_trace.trace_step_torch`."""
     n = active.numel()
     nxt = torch.empty(n, 3, device=origins.device, dtype=torch.float32)
     if n:
         _trace_step_kernel[(triton.cdiv(n, BLOCK),)](origins.contiguous(), dirs.contiguous(), active, t,
-                                                     sdf.contiguous(), t_far, status, nxt, n, float(eps),
-                                                     float(step_scale), BLOCK=BLOCK)
+                                                     raw.contiguous(), t_far, status, nxt, n, float(eps),
+                                                     float(step_scale), float(sphere_radius), BLOCK=BLOCK)
     return nxt
 
 
