@@ -129,3 +129,16 @@ def test_cli_export_and_errors(tiny_run, tmp_path, capsys):
     assert main(["mobile-report", str(out), "--resolution", "64x64", "--out", str(tmp_path / "rep")]) == 0
     report = json.loads((tmp_path / "rep" / "report.json").read_text())
     assert report["totals"]["params"] == sum(layer["params"] for layer in report["layers"])
+
+
+def test_student_distils_from_the_project_nerf(tmp_path):
+    nerf = pytest.importorskip("ngfx.render.nerf")
+    from ngfx.render.neural_field import fit
+
+    torch.manual_seed(0)
+    teacher = nerf.build_app("synthetic", "hashgrid", "tiny", device="cpu")
+    fit(teacher, steps=150)
+    teacher.eval()
+    m = distill_from_app(teacher, tmp_path, "tiny", n_pseudo=12, steps=120)["metrics"]
+    assert m["teacher_psnr_db"] > m["constant_colour_psnr_db"]
+    assert m["student_psnr_db"] > m["constant_colour_psnr_db"] + 2.0
