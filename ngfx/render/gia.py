@@ -21,6 +21,7 @@ from ngfx.render.presets import encoding_preset, mlp_preset
 from scenes.procedural_image import ProceduralImage
 
 DEFAULT_STEPS = {"tiny": 300, "quick": 1200, "full": 20000}
+DEFAULT_SECONDS = {"quick": 90.0}  # the CPU demo stays within 90 s of training on a busy machine
 BATCH_SIZE = {"tiny": 2 ** 12, "quick": 2 ** 14, "full": 2 ** 18}
 PROCEDURAL_SIZE = {"tiny": (192, 128), "quick": (1024, 768), "full": (16384, 10240)}
 CHUNK_PIXELS = {"tiny": 2 ** 14, "quick": 2 ** 16, "full": 2 ** 21}

@@ -22,6 +22,7 @@ from ngfx.render.sphere_trace import ALIVE, HIT, TETRAHEDRON, ray_box, shade_tor
 from scenes.sdf_csg import BOX, csg_sdf
 
 DEFAULT_STEPS = {"tiny": 300, "quick": 1000, "full": 20000}
+DEFAULT_SECONDS = {"quick": 90.0}  # the CPU demo stays within 90 s of training on a busy machine
 BATCH_SIZE = {"tiny": 2 ** 12, "quick": 2 ** 13, "full": 2 ** 18}
 N_TRAIN = {"tiny": 2 ** 15, "quick": 2 ** 17, "full": 2 ** 21}
 N_HELD_OUT = {"tiny": 2 ** 12, "quick": 2 ** 14, "full": 2 ** 16}

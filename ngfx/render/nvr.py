@@ -22,6 +22,7 @@ from ngfx.render.sphere_trace import ray_box, to_unit
 from scenes.cloud import MAX_DENSITY, cloud
 
 DEFAULT_STEPS = {"tiny": 300, "quick": 1000, "full": 20000}
+DEFAULT_SECONDS = {"quick": 90.0}  # the CPU demo stays within 90 s of training on a busy machine
 BATCH_SIZE = {"tiny": 2 ** 12, "quick": 2 ** 13, "full": 2 ** 18}
 N_STEPS_DIAGONAL = {"tiny": 48, "quick": 128, "full": 256}  # marching steps across the cube's diagonal
 EVAL_SIZE = {"tiny": (32, 24), "quick": (96, 72), "full": (320, 240)}
