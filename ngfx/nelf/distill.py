@@ -32,7 +32,7 @@ from ngfx.render.metrics import psnr
 #          batch, fine-tune steps, learning rate, eval views)
 SIZES = {
     "tiny": ("tiny", 32, 24, 150, 4, 0, 3e-3, 3),
-    "quick": ("quick", 64, 32, 300, 4, 0, 2e-3, 4),
+    "quick": ("quick", 64, 48, 500, 4, 0, 2e-3, 4),
     "full": ("paper", None, 2000, 20000, 8, 2000, 5e-4, 100),
 }
 
@@ -275,9 +275,11 @@ def distill(teacher_run: str | Path, out_dir: str | Path, size: str = "quick", d
     """``ngfx nelf distill``: load the NeRF run ``teacher_run`` and distil a student into ``out_dir``."""
     from ngfx.render.runs import load_run
 
+    source = Path(teacher_run) / "run.json"
+    app = read_json(source).get("app")
+    if app != "nerf":
+        raise NgfxInputError(str(source), "app", f"the teacher must be a NeRF run, got {app!r}")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     teacher = load_run(teacher_run, device)
-    if getattr(teacher, "name", "nerf") != "nerf":
-        raise NgfxInputError(str(teacher_run), "app", f"the teacher must be a NeRF run, got {teacher.name!r}")
     teacher.eval()
     return distill_from_app(teacher, out_dir, size, teacher_run=str(teacher_run), **options)
