@@ -115,6 +115,9 @@ def test_onnx_matches_pytorch(tiny_run, tmp_path):
     path = export_model(model, tmp_path / "m.onnx", (32, 24))
     rays = torch.randn(1, model.cfg.in_channels, 12, 16)
     assert onnx_max_error(model, path, rays) < 1e-4
+    import onnx
+
+    assert not [n for n in onnx.load(str(path)).graph.node if n.op_type == "BatchNormalization"]
     out, _ = tiny_run
     summary = export_run(out, tmp_path / "run.onnx")
     assert summary["max_abs_error_vs_pytorch"] < 1e-4 and summary["resolution"] == [32, 32]

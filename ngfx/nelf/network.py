@@ -210,4 +210,5 @@ def model_from_config(cfg: NeLFConfig | dict | str, resolution: tuple[int, int] 
     return NeLF(cfg)
 
 
-__all__ = ["NeLFConfig", "NeLF", "fold_batchnorm", "encode_frames", "PRESETS", "preset_for", "low_resolution", "encode_rays", "model_from_config"]
+__all__ = ["NeLFConfig", "NeLF", "PRESETS", "preset_for", "low_resolution", "encode_rays", "encode_frames",
+           "fold_batchnorm", "model_from_config"]

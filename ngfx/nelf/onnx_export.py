@@ -2,7 +2,7 @@
 
 The ONNX graph takes the encoded rays of one frame, ``rays`` [1, C_in, h, w] (float32), and returns
 ``rgb`` [1, 3, H, W]; ray encoding (:func:`ngfx.nelf.network.encode_rays`) stays on the host because it
-depends on the camera. BatchNorm is folded into the convs by the exporter (eval mode).
+depends on the camera. BatchNorm is folded into the convs before export.
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ import numpy as np
 import torch
 
 from ngfx.io import atomic_write
-from ngfx.nelf.network import NeLF, low_resolution
+from ngfx.nelf.network import NeLF, fold_batchnorm, low_resolution
 
 
 def export_model(model: NeLF, out_path: str | Path, resolution: tuple[int, int]) -> Path:
     """Write ``model`` for a ``resolution`` (W, H) frame to ``out_path`` atomically -> the path."""
     w, h = low_resolution(model.cfg, *resolution)
-    model = model.float().eval().cpu()
+    model = fold_batchnorm(model.float().cpu())  # every BatchNorm, also those after transposed convs
     example = torch.zeros(1, model.cfg.in_channels, h, w)
     buffer = io.BytesIO()
     with warnings.catch_warnings():  # the TorchScript exporter's deprecation notices; it is the one that folds BN
