@@ -134,7 +134,7 @@ class Network(nn.Module):
 
 
 class NetworkWithInputEncoding(nn.Module):
-    """Encoding followed by a Network; on the triton backend, inference runs as one fused kernel."""
+    """Encoding followed by a Network (same backend for both)."""
 
     def __init__(self, n_input_dims: int, n_output_dims: int, encoding_config: dict, network_config: dict,
                  backend: str = "auto"):
@@ -148,13 +148,8 @@ class NetworkWithInputEncoding(nn.Module):
         return self.network.n_output_dims
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # On the triton backend this is the grid kernel then the MLP kernel, in training and inference alike:
+        # on the H200 that pair ran 1.4x faster than triton_mlp.fused_grid_mlp_forward (whose tl.dot must use
+        # BLOCK 32 x 4 warps, see triton_mlp), BENCHMARKS.md "Encodings".
         _check_input(x, self.encoding.cfg.n_dims, "NetworkWithInputEncoding")
-        backend = resolve_backend(self.backend, x.device)
-        needs_grad = torch.is_grad_enabled() and (
-            x.requires_grad or self.encoding.params.requires_grad or any(w.requires_grad for w in self.network.weights))
-        if backend == "triton" and not needs_grad:
-            from ngfx.encodings import triton_mlp
-
-            return triton_mlp.fused_grid_mlp_forward(x, self.encoding.params, list(self.network.weights),
-                                                     self.encoding.cfg, self.network.cfg)
         return self.network(self.encoding(x))
