@@ -82,6 +82,12 @@ def bench_app(name: str, scene: str, args, out: Path) -> dict:
     unfused_ms, _ = frame_ms(app, width, height, False, args.repeats)
     fused_stages, unfused_stages = stage_ms(app, width, height, True), stage_ms(app, width, height, False)
     write_image(out / f"{name}_{width}x{height}.png", frame.cpu().numpy())
+    if args.traces:  # a 1080p trace of the trained app for the NGPC simulator
+        from ngfx.ngpc_sim.capture import trace_frame
+        from ngfx.ngpc_sim.trace import write_trace
+
+        w, h = (96, 54) if args.smoke else (1920, 1080)
+        write_trace(trace_frame(app, w, h, app.device_), Path(args.traces) / f"{name}_{args.encoding}.json")
     return {"app": name, "scene": scene, "encoding": args.encoding, "setup_s": setup_s, **trained,
             "quality": quality, "width": width, "height": height, "fused_ms": fused_ms, "unfused_ms": unfused_ms,
             "fused_stages_ms": fused_stages, "unfused_stages_ms": unfused_stages,
@@ -115,6 +121,7 @@ def main(argv=None) -> None:
     parser.add_argument("--scenes", type=Path, default=ROOT.parent / "shared" / "scenes")
     parser.add_argument("--device", default=None)
     parser.add_argument("--backend", default=None, help="encoding backend (torch|triton|tcnn), else auto")
+    parser.add_argument("--traces", default=None, type=Path, help="also write a 1080p trace per app into this folder")
     args = parser.parse_args(argv)
     if args.backend:
         os.environ["NGFX_BACKEND"] = args.backend

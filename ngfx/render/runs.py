@@ -19,6 +19,7 @@ from tqdm import tqdm
 from ngfx.errors import NgfxInputError
 from ngfx.io import load_checkpoint, read_json, require, save_checkpoint, write_image, write_json
 from ngfx.render.app import App
+from ngfx.render.neural_field import drop_non_finite_gradients
 
 APP_MODULES = {"nerf": "ngfx.render.nerf", "nsdf": "ngfx.render.nsdf", "gia": "ngfx.render.gia",
                "nvr": "ngfx.render.nvr"}
@@ -111,6 +112,7 @@ def train(app: str, scene: str, encoding: str, out_dir: str | Path, size: str = 
         loss = instance.training_step(step)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        drop_non_finite_gradients(optimizer)
         optimizer.step()
         losses.append(loss.detach())
         step += 1

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# One GPU batch on the lent H200 (through the device tool), in two parts that each fit one 10-minute call:
+#   bash benchmarks/run_all.sh nerf   # Lego NeRF (train <= 3 min, 1080p/4K frames, fused vs unfused), its trace,
+#                                     # a bounded NeLF distillation from it, NeLF fp16 frames/s
+#   bash benchmarks/run_all.sh apps   # GIA (albert), NSDF (armadillo), NVR (cloud): train, 4K frames, traces
+# Real scenes are read from $NGFX_SCENES (default .gpu_data/scenes, a carried copy of ../shared/scenes).
+# Everything lands in /tmp/ngfx_bench; the small results (Markdown, JSON, PNG, traces) are packed into
+# $OUT/results_PART.tar.gz and the tables are printed last.
+set -uo pipefail
+part=${1:?usage: run_all.sh nerf|apps|both}
+export PYTHONUNBUFFERED=1
+if ls .whl/*.whl >/dev/null 2>&1; then  # simpy, trimesh, rtree, markdown are not on the GPU image
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+  export PYTHONPATH=$PWD:/tmp/site
+else
+  export PYTHONPATH=$PWD
+fi
+scenes=${NGFX_SCENES:-.gpu_data/scenes}
+work=/tmp/ngfx_bench; mkdir -p "$work/traces"
+out=${OUT:-$work/out}; mkdir -p "$out"
+step() { local limit=$1; shift; echo "=== $(date +%T) $*"; timeout "$limit" "$@" || echo "=== FAILED or timed out ($?): $*"; }
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,memory.used --format=csv,noheader
+python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
+
+if [ "$part" = nerf ] || [ "$part" = both ]; then
+  step 330 python3 benchmarks/bench_render.py --out "$work/nerf" --scene "$scenes/lego" --train-seconds ${NERF_SECONDS:-170}
+  step 60 python3 -m ngfx.cli trace "$work/nerf/run_nerf_hashgrid" --resolution 1920x1080 --out "$work/traces/nerf_hashgrid.json"
+  [ "$part" = nerf ] && step 100 python3 benchmarks/bench_nelf.py --out "$work/nelf_bench"
+  [ "$part" = nerf ] && step 120 python3 -m ngfx.cli nelf distill "$work/nerf/run_nerf_hashgrid" --out "$work/nelf_lego" --size full \
+    --pseudo-views 200 --steps 1500 --finetune-steps 200
+fi
+if [ "$part" = apps ] || [ "$part" = both ]; then
+  step 480 python3 benchmarks/bench_render_apps.py --out "$work/apps" --scenes "$scenes" --train-seconds ${APP_SECONDS:-75} \
+    --traces "$work/traces"
+fi
+
+cd "$work" && find . \( -name '*.md' -o -name '*.json' -o -name '*.png' \) -size -4M \
+  -not -path '*/pseudo*' | tar -czf "$out/results_$part.tar.gz" -T - && ls -la "$out"
+for f in $(find "$work" -name 'results.md' -o -name '*.md' -path '*bench*' | sort -u); do echo "--- $f"; cat "$f"; done
