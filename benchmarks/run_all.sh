@@ -23,7 +23,7 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,memory.used --format=csv,no
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
 
 if [ "$part" = nerf ] || [ "$part" = both ]; then
-  step 330 python3 benchmarks/bench_render.py --out "$work/nerf" --scene "$scenes/lego" --train-seconds ${NERF_SECONDS:-170}
+  step ${NERF_LIMIT:-330} python3 benchmarks/bench_render.py --out "$work/nerf" --scene "$scenes/lego" --train-seconds ${NERF_SECONDS:-170} ${EVAL_VIEWS:+--eval-views $EVAL_VIEWS}
   step 60 python3 -m ngfx.cli trace "$work/nerf/run_nerf_hashgrid" --resolution 1920x1080 --out "$work/traces/nerf_hashgrid.json"
   [ "$part" = nerf ] && step 100 python3 benchmarks/bench_nelf.py --out "$work/nelf_bench"
   [ "$part" = nerf ] && step 120 python3 -m ngfx.cli nelf distill "$work/nerf/run_nerf_hashgrid" --out "$work/nelf_lego" --size full \

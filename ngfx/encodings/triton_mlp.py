@@ -171,12 +171,14 @@ class _MLP(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         x, *weights = ctx.saved_tensors
+        # The backward runs in fp32: in fp16, gradients through NeRF's exp(density) overflowed and small ones
+        # underflowed, and Lego training diverged to NaN on the H200 after a few thousand steps.
         with torch.enable_grad():
-            x_op = x.detach().to(ctx.dtype).requires_grad_(ctx.needs_input_grad[0])
-            w_op = [w.detach().to(ctx.dtype).requires_grad_() for w in weights]
+            x_op = x.detach().float().requires_grad_(ctx.needs_input_grad[0])
+            w_op = [w.detach().float().requires_grad_() for w in weights]
             out = reference.mlp_forward(x_op, w_op, ctx.cfg)
             inputs = ([x_op] if ctx.needs_input_grad[0] else []) + w_op
-            grads = list(torch.autograd.grad(out, inputs, grad_out.to(out.dtype)))
+            grads = list(torch.autograd.grad(out, inputs, grad_out.float()))
         grad_x = grads.pop(0).to(x.dtype) if ctx.needs_input_grad[0] else None
         return (grad_x, None, None, *[g.to(w.dtype) for g, w in zip(grads, weights)])
 

@@ -97,7 +97,8 @@ class NerfField(nn.Module):
             with stages.stage("nerf.density_field", "mlp", n_inputs=n, flops=self._flops(density_mlp, n),
                               bytes_read=n * 12.0 + grid_bytes, bytes_written=n * 64.0, fused_encoding=True, **attrs):
                 h = self.density_net(x).float()
-        with stages.stage("nerf.dir_encoding", "encoding", n_inputs=n, bytes_read=n * 12.0, bytes_written=n * 64.0,
+        # The view-direction SH encoding is no grid: the NGPC's encoding engine does not run it, the SMs do.
+        with stages.stage("nerf.dir_encoding", "rest", n_inputs=n, bytes_read=n * 12.0, bytes_written=n * 64.0,
                           app="nerf", otype="SphericalHarmonics", n_dims=3):
             sh = spherical_harmonics(dirs)
         with stages.stage("nerf.color_mlp", "mlp", n_inputs=n, flops=self._flops(self.colour_net, n),
