@@ -1,0 +1,80 @@
+"""The main job end to end at smoke size: every stage runs, the report's images all load in Chromium."""
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from ngfx.cli import main
+from ngfx.demo.stages import Stage, StageRunner
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    assert main(["demo", "--smoke", "--out", str(out)]) == 0
+    return out
+
+
+def test_every_stage_finishes_and_the_report_names_real_files(demo_dir):
+    import json
+
+    status = json.loads((demo_dir / "status.json").read_text())
+    failed = {k: v for k, v in status.items() if v["state"] != "done"}
+    assert not failed, failed
+    html = (demo_dir / "report.html").read_text()
+    srcs = re.findall(r'<img[^>]+src="([^"]+)"', html)
+    assert len(srcs) >= 10  # renders of 5 models, training curves, simulator plots, roofline
+    for src in srcs:
+        assert (demo_dir / src).is_file(), src
+    for app in ("gia", "nsdf", "nvr", "nerf", "nelf"):
+        assert any(app in s for s in srcs), f"no image of {app} in the report"
+
+
+def test_report_images_load_in_headless_chromium(demo_dir):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed (CI's .ci/run installs Debian's chromium)")
+        pytest.skip("chromium is not installed")
+    check = demo_dir / "report_check.html"
+    probe = ("<script>window.addEventListener('load',()=>{const i=[...document.images];"
+             "const b=i.filter(x=>!x.complete||x.naturalWidth===0).map(x=>x.getAttribute('src'));"
+             "document.title='IMAGES '+i.length+' BROKEN '+b.length+' '+b.join(',');});</script>")
+    check.write_text((demo_dir / "report.html").read_text().replace("</body>", probe + "</body>"))
+    flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+             f"--user-data-dir={demo_dir / '.chromium'}", "--virtual-time-budget=10000"]
+    dom = subprocess.run(flags + ["--dump-dom", check.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    title = re.search(r"<title>(.*?)</title>", dom)
+    assert title, dom[:500]
+    m = re.match(r"IMAGES (\d+) BROKEN (\d+)", title.group(1))
+    assert m, title.group(1)
+    assert int(m.group(1)) >= 10 and int(m.group(2)) == 0, title.group(1)
+    shot = demo_dir / "screenshot.png"
+    subprocess.run(flags + [f"--screenshot={shot}", "--window-size=1200,2400", (demo_dir / "report.html").as_uri()],
+                   capture_output=True, timeout=120)
+    assert shot.is_file() and shot.stat().st_size > 20_000
+
+
+def test_rerun_resumes_and_one_failure_keeps_the_others(tmp_path):
+    calls = []
+
+    def ok(name):
+        return lambda: calls.append(name) or {"value": 1}
+
+    def boom():
+        raise RuntimeError("disk on fire")
+
+    stages = [Stage("a", ok("a")), Stage("b", boom), Stage("c", ok("c"), needs=("b",)), Stage("d", ok("d"))]
+    lines = []
+    status = StageRunner(tmp_path, lines.append).run_all(stages)
+    assert [status[k]["state"] for k in "abcd"] == ["done", "failed", "skipped", "done"]
+    assert "disk on fire" in status["b"]["error"] and (tmp_path / status["b"]["log"]).is_file()
+    calls.clear()
+    StageRunner(tmp_path, lines.append).run_all([Stage("a", ok("a")), Stage("b", ok("b")),
+                                                 Stage("c", ok("c"), needs=("b",)), Stage("d", ok("d"))])
+    assert calls == ["b", "c"]  # a and d were kept from the first run
