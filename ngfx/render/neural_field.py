@@ -96,6 +96,16 @@ def drop_non_finite_gradients(optimizer: torch.optim.Optimizer) -> None:
                 torch.nan_to_num_(p.grad, nan=0.0, posinf=0.0, neginf=0.0)
 
 
+def optimisation_step(app, optimizer: torch.optim.Optimizer, step: int) -> torch.Tensor:
+    """One training step of any App: its loss, backward, non-finite gradients dropped, update -> detached loss."""
+    loss = app.training_step(step)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    drop_non_finite_gradients(optimizer)
+    optimizer.step()
+    return loss.detach()
+
+
 def fit(app, steps: int | None = None, seconds: float | None = None, progress: bool = False) -> dict:
     """Train ``app`` with its own optimiser for ``steps`` steps and/or ``seconds`` -> {"steps", "seconds", "loss"}.
 
@@ -112,11 +122,7 @@ def fit(app, steps: int | None = None, seconds: float | None = None, progress: b
     start, step, loss = time.perf_counter(), 0, float("nan")
     bar = tqdm(total=steps, desc=f"train {app.name}", disable=not progress)
     while (steps is None or step < steps) and (seconds is None or time.perf_counter() - start < seconds):
-        loss_t = app.training_step(step)
-        optimizer.zero_grad(set_to_none=True)
-        loss_t.backward()
-        drop_non_finite_gradients(optimizer)
-        optimizer.step()
+        loss_t = optimisation_step(app, optimizer, step)
         step += 1
         bar.update(1)
         if step % 100 == 0:
