@@ -31,7 +31,10 @@ def test_every_stage_finishes_and_the_report_names_real_files(demo_dir):
     for src in srcs:
         assert (demo_dir / src).is_file(), src
     for app in ("gia", "nsdf", "nvr", "nerf", "nelf"):
-        assert any(app in s for s in srcs), f"no image of {app} in the report"
+        assert any(f"renders/{app}/" in s for s in srcs), f"no render of {app} in the report"
+    for app in ("gia", "nsdf", "nvr", "nerf"):
+        assert f"plots/curve_{app}.png" in srcs, f"no training curve of {app} in the report"
+    assert any(s.startswith("sim/") for s in srcs) and any(s.startswith("mobile/") for s in srcs)
 
 
 def test_report_images_load_in_headless_chromium(demo_dir):

@@ -58,7 +58,9 @@ def build_stages(out: Path, size: str, device: str, data_dir: str | None) -> lis
         stages.append(Stage(
             f"render-{app}",
             lambda app=app: {"frames": [str(p) for p in runs.render_run(
-                run_dir[app], out / "renders" / app, sizes.render_resolution)]},
+                run_dir[app], out / "renders" / app, sizes.render_resolution,
+                # the fused rest kernels are GPU kernels; on a CPU the PyTorch ones are the fast path
+                fused=device == "cuda", device=device)]},
             needs=(f"train-{app}",)))
         stages.append(Stage(
             f"trace-{app}",
@@ -67,7 +69,7 @@ def build_stages(out: Path, size: str, device: str, data_dir: str | None) -> lis
             needs=(f"train-{app}",)))
     stages.append(Stage(
         "distill-nelf",
-        lambda: nelf_distill.distill(run_dir["nerf"], run_dir["nelf"], size=sizes.nelf_size, device=device),
+        lambda: nelf_distill.distill(run_dir["nerf"], run_dir["nelf"], size=sizes.nelf_size, device=device)["metrics"],
         needs=("train-nerf",), describe=_describe_metrics))
     stages.append(Stage(
         "render-nelf",
@@ -104,8 +106,9 @@ def _nelf_resolution(run_dir: Path) -> tuple[int, int]:
 
 def _describe_metrics(info: dict) -> str:
     parts = []
-    for key, label, unit in (("psnr_db", "PSNR", " dB"), ("sign_agreement", "sign agreement", ""),
-                             ("seconds", "trained", " s")):
+    for key, label, unit in (("psnr_db", "PSNR", " dB"), ("student_psnr_db", "student PSNR", " dB"),
+                             ("teacher_psnr_db", "teacher PSNR", " dB"),
+                             ("sign_agreement_uniform_pct", "sign agreement", " %"), ("seconds", "trained", " s")):
         if isinstance(info, dict) and isinstance(info.get(key), (int, float)):
             parts.append(f"{label} {info[key]:.2f}{unit}")
     return ", ".join(parts)

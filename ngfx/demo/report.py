@@ -16,7 +16,7 @@ APP_TITLES = {"gia": "GIA: gigapixel image approximation", "nsdf": "NSDF: neural
 CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 img{max-width:100%;border:1px solid #ddd;margin:4px}table{border-collapse:collapse;margin:1em 0}
 td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}th{background:#f3f3f3}
-.gallery img{max-width:32%}code{background:#f5f5f5;padding:1px 4px}"""
+.gallery img{width:31%;min-width:180px;image-rendering:pixelated}code{background:#f5f5f5;padding:1px 4px}"""
 
 
 def _read(path: Path) -> dict:
@@ -49,10 +49,11 @@ def _images(out: Path, folder: Path, limit: int = 6) -> str:
 
 def plot_training_curve(out: Path, app: str) -> Path | None:
     """runs/APP/curve.json -> plots/curve_APP.png (loss and, when logged, PSNR against step)."""
-    curve = _read(out / "runs" / app / "curve.json")
-    steps, loss = curve.get("step"), curve.get("loss")
-    if not steps or not loss:
+    pairs = _read(out / "runs" / app / "curve.json").get("loss") or []  # [[step, loss], ...]
+    pairs = [p for p in pairs if isinstance(p, list) and len(p) == 2 and isinstance(p[1], (int, float)) and p[1] > 0]
+    if len(pairs) < 2:
         return None
+    steps, loss = zip(*pairs)
     import matplotlib
 
     matplotlib.use("Agg")
