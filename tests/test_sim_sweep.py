@@ -2,13 +2,12 @@
 
 import json
 
-import pytest
 
 from ngfx.cli import main
 from ngfx.ngpc_sim.paper import paper_trace, paper_validation
 from ngfx.ngpc_sim.report import write_report
 from ngfx.ngpc_sim.sweep import run_sweep
-from ngfx.ngpc_sim.trace import read_trace, write_trace
+from ngfx.ngpc_sim.trace import write_trace
 
 TRACES = [paper_trace("nerf", "hash_grid"), paper_trace("gia", "lowres_dense_grid")]
 SCALES, RESOLUTIONS = (8, 64), ((1920, 1080), (3840, 2160))

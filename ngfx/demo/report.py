@@ -75,7 +75,7 @@ def plot_training_curve(out: Path, app: str) -> Path | None:
 
 
 def build_markdown(out: Path, status: dict, size: str, device: str) -> str:
-    md = [f"# ngfx demo report\n",
+    md = ["# ngfx demo report\n",
           f"{dt.datetime.now().strftime('%Y-%m-%d %H:%M')} · size `{size}` · device `{device}`\n",
           "## Stages\n",
           _table([{"stage": name, "state": e["state"], "seconds": e.get("seconds", 0.0),

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
 from ngfx.errors import NgfxInputError
-from ngfx.io import load_checkpoint, read_json, require, write_image
+from ngfx.io import load_checkpoint, read_json, require
 from ngfx.nelf.network import NeLF, NeLFConfig, encode_frames, fold_batchnorm, low_resolution
 from ngfx.render.cameras import Intrinsics, orbit_poses
+from ngfx.render.runs import write_frames
 
 
 def load_nelf_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[NeLF, dict]:
@@ -78,20 +78,12 @@ def render_nelf_run(run_dir: str | Path, out_dir: str | Path, resolution: tuple[
     forward = inference_model(model, device)
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     out_dir = Path(out_dir)
-    written, frames = [], []
-    with torch.no_grad():
-        for i, pose in enumerate(tqdm(_camera_path(run, camera_path, n_frames), desc="nelf frames", unit="frame")):
+    def frames():
+        for pose in tqdm(_camera_path(run, camera_path, n_frames), desc="nelf frames", unit="frame"):
             rays = encode_frames(model.cfg, pose[None].to(device), k, **geometry).to(dtype)
             if device.type == "cuda":
                 rays = rays.contiguous(memory_format=torch.channels_last)
-            image = forward(rays)[0].permute(1, 2, 0).float().cpu().numpy()
-            path = out_dir / f"frame_{i:04d}.png"
-            write_image(path, image)
-            written.append(path)
-            if video:
-                frames.append((np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8))
-    if video:
-        from ngfx.render.runs import write_video
+            yield forward(rays)[0].permute(1, 2, 0).float().cpu().numpy()
 
-        written.append(write_video(out_dir / "video.mp4", frames))
-    return written
+    with torch.no_grad():
+        return write_frames(frames(), out_dir, video)

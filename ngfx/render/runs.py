@@ -177,18 +177,24 @@ def render_run(run_dir: str | Path, out_dir: str | Path, resolution: tuple[int, 
     app = load_run(run_dir, device)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths, frames = [], []
-    for i, view in enumerate(tqdm(camera_views(app, camera_path, n_frames), desc=f"render {app.name}",
-                                  unit="frame", disable=not progress)):
-        frame = app.render(width, height, view, fused=fused).cpu().numpy()
-        path = out / f"frame_{i:04d}.png"
+    views = tqdm(camera_views(app, camera_path, n_frames), desc=f"render {app.name}", unit="frame",
+                 disable=not progress)
+    paths = write_frames((app.render(width, height, view, fused=fused).cpu().numpy() for view in views), out, video)
+    write_json(out / "metrics.json", {**app.evaluate(), "app": app.name, "run": str(run_dir)})
+    return paths
+
+
+def write_frames(frames, out_dir: Path, video: bool = False) -> list[Path]:
+    """Float frames [H, W, 3] in [0, 1] -> ``out_dir/frame_0000.png`` ... (and ``video.mp4``) -> written paths."""
+    paths, video_frames = [], []
+    for i, frame in enumerate(frames):
+        path = Path(out_dir) / f"frame_{i:04d}.png"
         write_image(path, frame)
         paths.append(path)
         if video:
-            frames.append((np.clip(frame, 0, 1) * 255 + 0.5).astype(np.uint8))
+            video_frames.append((np.clip(frame, 0, 1) * 255 + 0.5).astype(np.uint8))
     if video:
-        paths.append(write_video(out / "video.mp4", frames))
-    write_json(out / "metrics.json", {**app.evaluate(), "app": app.name, "run": str(run_dir)})
+        paths.append(write_video(Path(out_dir) / "video.mp4", video_frames))
     return paths
 
 
