@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
+from pathlib import Path
 
-from ngfx.io import write_json
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from ngfx.io import write_json  # noqa: E402
 from ngfx.ngpc_sim.paper import paper_traces
 from ngfx.ngpc_sim.sweep import RESOLUTIONS, SCALES, run_sweep
 
