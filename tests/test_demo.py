@@ -80,3 +80,19 @@ def test_rerun_resumes_and_one_failure_keeps_the_others(tmp_path):
     StageRunner(tmp_path, lines.append).run_all([Stage("a", ok("a")), Stage("b", ok("b")),
                                                  Stage("c", ok("c"), needs=("b",)), Stage("d", ok("d"))])
     assert calls == ["b", "c"]  # a and d were kept from the first run
+
+
+def test_full_size_reads_real_scenes_from_data_and_falls_back_to_procedural(shared_scenes, tmp_path):
+    from ngfx.demo.plan import scene_for
+
+    assert scene_for("nerf", "full", shared_scenes).endswith("lego")
+    assert scene_for("gia", "full", shared_scenes).endswith("albert.jpg")
+    assert scene_for("nsdf", "full", shared_scenes).endswith("armadillo.obj")
+    assert scene_for("nvr", "full", shared_scenes) == "cloud"  # no real volume: the procedural cloud
+    assert scene_for("nerf", "quick", shared_scenes) == "synthetic"  # real scenes only at full size
+    assert scene_for("nerf", "full", str(tmp_path)) == "synthetic"  # missing under --data: procedural
+
+
+def test_bad_demo_arguments_are_one_line_errors(tmp_path, capsys):
+    assert main(["demo", "--smoke", "--out", str(tmp_path / "d"), "--data", str(tmp_path / "nope")]) == 2
+    assert "--data" in capsys.readouterr().err
