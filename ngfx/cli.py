@@ -106,6 +106,8 @@ def _add_nelf(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--pseudo-views", type=int, default=None, help="teacher-rendered views (default by size)")
     d.add_argument("--steps", type=int, default=None, help="distillation steps (default by size)")
     d.add_argument("--finetune-steps", type=int, default=None, help="fine-tuning steps on real images")
+    d.add_argument("--seconds", type=float, default=None,
+                   help="training time budget (both phases, shared as their steps are): stop early")
     d.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     d.set_defaults(func=_run_nelf_distill)
     e = nelf.add_parser("export", help="export a NeLF run to ONNX and check it with onnxruntime")
@@ -128,7 +130,7 @@ def _run_nelf_distill(args: argparse.Namespace) -> int:
     from ngfx.nelf.distill import distill
 
     run = distill(args.teacher_run, args.out, size=args.size, device=args.device, n_pseudo=args.pseudo_views,
-                  steps=args.steps, finetune_steps=args.finetune_steps)
+                  steps=args.steps, finetune_steps=args.finetune_steps, seconds=args.seconds)
     m = run["metrics"]
     print(f"{args.out}: student {m['student_psnr_db']:.2f} dB, teacher {m['teacher_psnr_db']:.2f} dB, "
           f"constant colour {m['constant_colour_psnr_db']:.2f} dB on {m['eval_views']} eval views")

@@ -145,3 +145,15 @@ def test_student_distils_from_the_project_nerf(tmp_path):
     m = distill_from_app(teacher, tmp_path, "tiny", n_pseudo=12, steps=120)["metrics"]
     assert m["teacher_psnr_db"] > m["constant_colour_psnr_db"]
     assert m["student_psnr_db"] > m["constant_colour_psnr_db"] + 2.0
+
+
+def test_time_budget_stops_distillation_early(tmp_path):
+    from ngfx.nelf.distill import cosine_lr_scale
+
+    assert cosine_lr_scale(0.0) == pytest.approx(1.0) and cosine_lr_scale(1.0) == pytest.approx(0.1)
+    run = distill_from_app(SphereTeacher(), tmp_path, "tiny", steps=10 ** 6, seconds=3.0, checkpoint_every=10 ** 6)
+    assert 0 < run["steps"] < 10 ** 6  # the clock, not the step count, ended it
+    from ngfx.io import load_checkpoint
+
+    _, meta = load_checkpoint(tmp_path / "checkpoint.safetensors")
+    assert meta["step"] == run["steps"]  # the last step is checkpointed even between checkpoint intervals

@@ -1,4 +1,5 @@
-"""NVR: tiny training beats a PSNR threshold vs the ground-truth cloud, marching kernels equal their twins."""
+"""NVR: tiny training beats a PSNR threshold vs the ground-truth cloud, the compositing kernel equals its twin,
+the occupancy grid skips empty space without changing the image."""
 
 import math
 
@@ -25,22 +26,15 @@ def test_tiny_training_reaches_psnr(trained):
     assert app.evaluate()["psnr_db"] > 32.0
 
 
-def test_kernels_equal_reference():
+def test_composite_kernel_equals_reference():
     n_rays, n_active, k, dt = 90, 61, 16, 0.05
-    origins, dirs = torch.randn(n_rays, 3), torch.randn(n_rays, 3)
     active = torch.randperm(n_rays)[:n_active].sort().values
-    t_segment = torch.rand(n_rays)
-    t_far = t_segment + torch.rand(n_rays) * 1.2  # some segments run past the exit
-    p1, d1 = triton_nvr.sample_segment_torch(origins, dirs, active, t_segment, t_far, k, dt)
-    p2, d2 = triton_nvr.sample_segment_triton(origins, dirs, active, t_segment, t_far, k, dt)
-    torch.testing.assert_close(p1, p2)
-    torch.testing.assert_close(d1, d2)
-    assert float((d1 == 0).float().mean()) > 0.05  # the exit test was exercised
+    deltas = torch.where(torch.rand(n_active * k) < 0.8, dt, 0.0)  # empty slots of a segment have no step
     sigmas, rgbs = torch.rand(n_active * k) * 8, torch.rand(n_active * k, 3)
     colour1, trans1 = torch.rand(n_rays, 3) * 0.2, torch.rand(n_rays)
     colour2, trans2 = colour1.clone(), trans1.clone()
-    triton_nvr.composite_segment_torch(colour1, trans1, active, sigmas, rgbs, d1, k)
-    triton_nvr.composite_segment_triton(colour2, trans2, active, sigmas, rgbs, d1, k)
+    triton_nvr.composite_segment_torch(colour1, trans1, active, sigmas, rgbs, deltas, k)
+    triton_nvr.composite_segment_triton(colour2, trans2, active, sigmas, rgbs, deltas, k)
     torch.testing.assert_close(colour1, colour2, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(trans1, trans2, atol=1e-5, rtol=1e-5)
 
@@ -67,14 +61,44 @@ def test_marching_terminates_early_and_runs_in_bands(trained):
     with record_stages("cpu") as records:
         frame = app.render(width, height, view=0, fused=False)
     assert app.last_render_chunks == math.ceil(height / (nvr.CHUNK_RAYS["tiny"] // width)) > 1
-    samples = sum(r.n_inputs for r in records if r.name == "nvr.sample_gen")
+    samples = sum(r.n_inputs for r in records if r.name == "nvr.activation")
     rays_in_box = sum(r.n_inputs for r in records if r.name == "nvr.ray_gen")
-    max_segments = math.ceil(nvr.N_STEPS_DIAGONAL["tiny"] / nvr.SEGMENT)
-    assert samples < 0.8 * rays_in_box * max_segments * nvr.SEGMENT  # misses and opaque rays stop early
-    assert {"nvr.encoding", "nvr.mlp", "nvr.composite", "nvr.compact"} <= {r.name for r in records}
+    assert samples < 0.8 * rays_in_box * nvr.N_STEPS_DIAGONAL["tiny"]  # misses, empty space, opaque rays stop early
+    assert {"nvr.march", "nvr.encoding", "nvr.mlp", "nvr.composite", "nvr.compact"} <= {r.name for r in records}
     background = torch.tensor(nvr.BACKGROUND)
     torch.testing.assert_close(frame[0, 0], background, atol=0.01, rtol=0)  # a corner ray misses the cloud
     assert float((frame[height // 2, width // 2] - background).abs().sum()) > 0.1
+
+
+def _evaluated_samples(app, **options) -> tuple[torch.Tensor, int]:
+    with record_stages("cpu") as records:
+        frame = app.render(40, 30, view=1, fused=False, **options)
+    return frame, sum(r.n_inputs for r in records if r.name == "nvr.activation")
+
+
+def test_occupancy_grid_skips_empty_space_without_changing_the_image(trained):
+    app, _ = trained
+    skipping, n_skipping = _evaluated_samples(app)
+    every_step, n_every_step = _evaluated_samples(app, skip_empty=False)
+    assert 0.2 < float(app.occupancy.float().mean()) < 0.8  # the cloud fills part of the cube
+    assert n_skipping < 0.7 * n_every_step
+    # what the grid skips is the network's residual density below instant-ngp's step opacity threshold
+    torch.testing.assert_close(skipping, every_step, atol=0.02, rtol=0)
+    assert float((skipping - every_step).abs().mean()) < 0.004
+
+
+def test_occupancy_grid_follows_the_weights(trained):
+    app, _ = trained
+    grid = app.occupancy
+    assert app.occupancy is grid  # built once, reused by every render
+    state = {k: v.clone() for k, v in app.state_dict().items()}
+    app.training_step(0)  # training invalidates it, and so do new weights
+    assert app._occupancy is None
+    grid_again = app.occupancy
+    app.load_state_dict(state)
+    assert app._occupancy is None
+    # rebuilt deterministically from the same weights
+    assert torch.equal(app.occupancy, grid) and torch.equal(grid_again, grid)
 
 
 def test_bad_scene_and_config_roundtrip(trained):

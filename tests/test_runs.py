@@ -70,3 +70,22 @@ def test_bad_scene_is_one_clear_line(tmp_path, capsys):
     assert main(["train", "nerf", "--scene", str(tmp_path / "nowhere"), "--size", "tiny", "--out",
                  str(tmp_path / "r"), "--device", "cpu"]) == 2
     assert "nowhere: scene not found" in capsys.readouterr().err
+
+
+def test_learning_rate_decays_over_the_budget():
+    from ngfx.render.gia import build_app
+    from ngfx.render.neural_field import LR_DECAY, learning_rate_scale, optimisation_step, training_progress
+
+    assert learning_rate_scale(0.0) == 1.0 and learning_rate_scale(0.49) == 1.0
+    assert learning_rate_scale(0.5) == pytest.approx(LR_DECAY)
+    assert learning_rate_scale(0.95) == pytest.approx(LR_DECAY ** 3)
+    # whichever budget ends first sets the progress
+    assert training_progress(10, 100, 9.0, 10.0) == pytest.approx(0.9)
+    assert training_progress(50, 100, 1.0, None) == pytest.approx(0.5)
+    app = build_app("image", "hashgrid", "tiny", device="cpu")
+    optimizer = app.optimizer()
+    base = optimizer.param_groups[0]["lr"]
+    optimisation_step(app, optimizer, 0, progress=0.95)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(base * LR_DECAY ** 3)
+    optimisation_step(app, optimizer, 1, progress=0.1)  # the base rate is remembered, not compounded
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(base)

@@ -57,3 +57,93 @@ def test_march_training_finds_only_occupied_samples():
     assert set(rays.tolist()) == {12}  # only the central ray of the 5x5 image passes the centre cell
     assert rays.numel() == math.ceil(3.0 / res / dt) or rays.numel() == math.floor(3.0 / res / dt)
     torch.testing.assert_close(deltas, torch.full_like(deltas, dt))
+
+
+def _rays_for_skipping():
+    """Camera rays plus axis-parallel rays, one of them running exactly along a plane of cell faces."""
+    c2w = look_at(torch.tensor([3.0, -2.0, 1.0]), torch.zeros(3))
+    origins, dirs, _, _ = raymarch.ray_gen(c2w, PINHOLE, 0, 7, AABB)
+    face = -1.5 + 10 * 3.0 / 16  # a cell face of the 16^3 grid, exactly representable
+    extra_o = torch.tensor([[-3.0, 0.1, 0.2], [0.3, 4.0, -0.7], [-3.0, face, face], [0.2, -0.4, 3.0]])
+    extra_d = torch.tensor([[1.0, 0.0, 0.0], [0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, -1.0]])
+    origins, dirs = torch.cat([origins, extra_o]), torch.cat([dirs, extra_d])
+    t_near, t_far = raymarch.ray_aabb(origins, dirs, AABB)
+    return origins, dirs, t_near, t_far
+
+
+def _occupancy(kind: str, res: int) -> torch.Tensor:
+    if kind == "empty":
+        return torch.zeros(res ** 3, dtype=torch.bool)
+    if kind == "random":
+        return torch.rand(res ** 3) < 0.1
+    c = (torch.arange(res) + 0.5) / res * 2 - 1  # a ball of occupied cells, like an object in a scene
+    z, y, x = torch.meshgrid(c, c, c, indexing="ij")
+    return ((x ** 2 + y ** 2 + z ** 2) < 0.4).flatten()
+
+
+def _march_to_completion(origins, dirs, t_near, t_far, occupancy, res, dt, k, max_scan):
+    """Call both twins until every ray has left the box; check each call agrees; -> (rays, t) of all samples, calls."""
+    t_ref, t_fused = t_near.clone(), t_near.clone()
+    active = torch.nonzero(t_ref < t_far)[:, 0]
+    rays, ts, calls = [], [], 0
+    while active.numel():
+        s_ref, d_ref = raymarch.march_segment(origins, dirs, active, t_ref, t_far, occupancy, AABB, res, dt, k,
+                                              max_scan)
+        s_fused, d_fused = triton_volume.march_segment(origins, dirs, active, t_fused, t_far, occupancy, AABB, res,
+                                                       dt, k, max_scan)
+        torch.testing.assert_close(d_fused, d_ref, atol=0, rtol=0)
+        torch.testing.assert_close(s_fused, s_ref, atol=1e-5, rtol=1e-6)
+        torch.testing.assert_close(t_fused, t_ref, atol=1e-5, rtol=1e-6)
+        picked = d_ref > 0
+        rays.append(active[:, None].expand_as(s_ref)[picked])
+        ts.append(s_ref[picked])
+        active = active[t_ref[active] < t_far[active]]
+        calls += 1
+        assert calls < 1000
+    return torch.cat(rays), torch.cat(ts), calls
+
+
+@pytest.mark.parametrize("kind", ["empty", "random", "ball"])
+@pytest.mark.parametrize("k_samples,max_scan", [(4, 8), (16, 32)])
+def test_skipping_keeps_every_sample_of_fixed_step_marching(kind, k_samples, max_scan):
+    res, dt = 16, 0.05  # 3.75 lattice steps per cell
+    origins, dirs, t_near, t_far = _rays_for_skipping()
+    occupancy = _occupancy(kind, res)
+    rays, t, calls = _march_to_completion(origins, dirs, t_near, t_far, occupancy, res, dt, k_samples, max_scan)
+    # the same samples as marching every fixed step (march_training visits all lattice points at once)
+    ref_rays, ref_t, _ = raymarch.march_training(origins, dirs, t_near, t_far, occupancy, AABB, res, dt, 10 ** 4)
+    lattice = lambda r, s: r * 10 ** 6 + ((s - t_near[r]) / dt - 0.5).round().long()  # noqa: E731
+    order, ref_order = lattice(rays, t).argsort(), lattice(ref_rays, ref_t).argsort()
+    torch.testing.assert_close(lattice(rays, t)[order], lattice(ref_rays, ref_t)[ref_order], atol=0, rtol=0)
+    torch.testing.assert_close(t[order], ref_t[ref_order], atol=1e-5, rtol=1e-6)
+    if kind != "empty":
+        assert ref_rays.numel() > 50  # the comparison had samples to compare
+
+
+def test_empty_space_costs_one_iteration_per_cell():
+    res, dt, max_scan = 16, 0.01, 8  # 18.75 lattice steps per cell
+    origins, dirs, t_near, t_far = _rays_for_skipping()
+    _, _, calls = _march_to_completion(origins, dirs, t_near, t_far, _occupancy("empty", res), res, dt, 4, max_scan)
+    cells_crossed = 3 * res  # at most, a ray crossing the box along a diagonal
+    fixed_step_calls = math.ceil(float(((t_far - t_near) / dt).ceil().max()) / max_scan)
+    assert calls <= math.ceil(cells_crossed / max_scan) + 1 < fixed_step_calls / 5
+
+
+def test_skipping_stops_short_of_occupied_cells():
+    """One occupied cell ahead of a ray: the jump from the empty cell before it lands no later than its first point."""
+    res, dt = 16, 0.05
+    cell = 3.0 / res
+    occupancy = torch.zeros(res ** 3, dtype=torch.bool)
+    occupancy[raymarch.cell_index(torch.tensor([[0.1, 0.1, 0.1]]), AABB, res)] = True
+    # start t so lattice points fall just before and just after the face x = 0 (the cell's lower face)
+    origins, dirs = torch.tensor([[-1.5, 0.1, 0.1]]), torch.tensor([[1.0, 0.0, 0.0]])
+    for offset in (-1e-4, 0.0, 1e-4, 0.5 * dt):
+        t_start = torch.tensor([1.5 - 3 * dt - 0.5 * dt + offset])
+        for march in (raymarch.march_segment, triton_volume.march_segment):
+            t = t_start.clone()
+            s, d = march(origins, dirs, torch.tensor([0]), t, torch.tensor([4.5]), occupancy, AABB, res, dt, 8, 64)
+            x = origins[0, 0] + s[0][d[0] > 0] * dirs[0, 0]
+            expected = [p for p in (float(t_start) + (j + 0.5) * dt for j in range(100))
+                        if 0.0 <= -1.5 + p < cell]
+            assert x.numel() == len(expected) > 0
+            torch.testing.assert_close(s[0][d[0] > 0], torch.tensor(expected), atol=1e-5, rtol=0)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import math
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -128,9 +129,16 @@ def _restore_optimizer(opt: torch.optim.Optimizer, tensors: dict) -> None:
     opt.load_state_dict(state)
 
 
+def cosine_lr_scale(progress: float) -> float:
+    """Cosine decay from 1 to 0.1 over ``progress`` in [0, 1] of the phase's budget."""
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
 def _train(model: NeLF, targets, poses: torch.Tensor, k: Intrinsics, geometry: dict, steps: int, batch: int,
-           lr: float, ckpt: Path, meta: dict, checkpoint_every: int, desc: str, seed: int) -> None:
-    """Fit ``model`` to ``targets`` (uint8 [N, H, W, 3], memmap or array) seen from ``poses`` [N, 4, 4]."""
+           lr: float, ckpt: Path, meta: dict, checkpoint_every: int, desc: str, seed: int,
+           seconds: float | None = None) -> int:
+    """Fit ``model`` to ``targets`` (uint8 [N, H, W, 3], memmap or array) seen from ``poses`` [N, 4, 4] for
+    ``steps`` steps or ``seconds`` (whichever ends first) -> the steps done."""
     device = next(model.parameters()).device
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     start = 0
@@ -141,17 +149,20 @@ def _train(model: NeLF, targets, poses: torch.Tensor, k: Intrinsics, geometry: d
             model.load_state_dict({n[6:]: v for n, v in tensors.items() if n.startswith("model.")})
         if phase > PHASES.index(desc):  # this phase finished in an earlier run
             model.eval()
-            return
+            return steps
         if phase == PHASES.index(desc):
             _restore_optimizer(opt, tensors)
             start = int(saved["step"])
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s / steps, 1))))
-    for _ in range(start):
-        sched.step()
     gen = np.random.default_rng(seed + start)
     model.train()
     bar = tqdm(range(start, steps), initial=start, total=steps, desc=desc, unit="step")
+    began, step = time.perf_counter(), start
     for step in bar:
+        elapsed = time.perf_counter() - began
+        if seconds is not None and elapsed >= seconds:
+            break
+        for group in opt.param_groups:
+            group["lr"] = lr * cosine_lr_scale(max(step / steps, elapsed / seconds if seconds else 0.0))
         idx = np.sort(gen.choice(len(poses), size=min(batch, len(poses)), replace=False))
         target = torch.from_numpy(np.asarray(targets[idx])).to(device).permute(0, 3, 1, 2).float() / 255
         rays = encode_frames(model.cfg, poses[idx].to(device), k, **geometry)
@@ -161,12 +172,22 @@ def _train(model: NeLF, targets, poses: torch.Tensor, k: Intrinsics, geometry: d
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        sched.step()
-        bar.set_postfix(psnr=f"{-10 * math.log10(max(float(loss.detach()), 1e-10)):.2f}")
-        if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
-            tensors = {f"model.{n}": v for n, v in model.state_dict().items()} | _optimizer_tensors(opt)
-            save_checkpoint(ckpt, tensors, {**meta, "phase": desc, "step": step + 1})
+        if step % 10 == 0:  # a loss read is a host sync
+            bar.set_postfix(psnr=f"{-10 * math.log10(max(float(loss.detach()), 1e-10)):.2f}")
+        if (step + 1) % checkpoint_every == 0:
+            _save_phase(ckpt, model, opt, meta, desc, step + 1)
+    else:
+        step = max(start, steps)
+    bar.close()
+    _save_phase(ckpt, model, opt, meta, desc, step)
     model.eval()
+    return step
+
+
+def _save_phase(ckpt: Path, model: NeLF, opt: torch.optim.Optimizer, meta: dict, desc: str, step: int) -> None:
+    """Checkpoint the student and its optimiser at ``step`` of phase ``desc`` (atomic)."""
+    tensors = {f"model.{n}": v for n, v in model.state_dict().items()} | _optimizer_tensors(opt)
+    save_checkpoint(ckpt, tensors, {**meta, "phase": desc, "step": step})
 
 
 def _resize(images: torch.Tensor, k: Intrinsics) -> torch.Tensor:
@@ -212,7 +233,8 @@ def _cpu_threads(device: torch.device, n: int = 1):
 def distill_from_app(teacher, out_dir: str | Path, size: str = "quick", **options) -> dict:
     """Distil a student from a loaded teacher App into ``out_dir`` -> the run's ``run.json`` contents.
 
-    Options: ``config`` (a NeLFConfig), ``n_pseudo``, ``steps``, ``finetune_steps``, ``long_side`` (of the
+    Options: ``config`` (a NeLFConfig), ``n_pseudo``, ``steps``, ``finetune_steps``, ``seconds`` (a training
+    time budget for both phases, shared as their step counts are), ``long_side`` (of the
     training frames; None = the teacher's size), ``batch``, ``checkpoint_every``, ``teacher_run``, ``seed``.
     """
     with _cpu_threads(teacher.aabb.device):
@@ -221,7 +243,8 @@ def distill_from_app(teacher, out_dir: str | Path, size: str = "quick", **option
 
 def _distill(teacher, out_dir: Path, size: str, *, config: NeLFConfig | None = None, n_pseudo: int | None = None,
              steps: int | None = None, finetune_steps: int | None = None, long_side: int | None = -1,
-             batch: int | None = None, checkpoint_every: int = 100, teacher_run: str = "", seed: int = 0) -> dict:
+             batch: int | None = None, checkpoint_every: int = 100, teacher_run: str = "", seed: int = 0,
+             seconds: float | None = None) -> dict:
     if size not in SIZES:
         raise NgfxInputError("distill", "size", f"must be one of {list(SIZES)}, got {size!r}")
     preset, side, n_default, steps_default, batch_default, ft_default, lr, n_eval = SIZES[size]
@@ -243,18 +266,21 @@ def _distill(teacher, out_dir: Path, size: str, *, config: NeLFConfig | None = N
     model = NeLF(cfg).to(device)
     ckpt = out_dir / "checkpoint.safetensors"
     meta = {"app": "nelf", "nelf_config": cfg.to_dict()}
-    _train(model, images, poses, k, geometry, steps, batch or batch_default, lr, ckpt, meta, checkpoint_every,
-           "distill", seed)
-    finetuned = False
-    if finetune_steps > 0 and hasattr(teacher, "train_images"):
+    # a time budget is shared between the phases as their step counts are
+    has_finetune = finetune_steps > 0 and hasattr(teacher, "train_images")
+    share = steps / (steps + (finetune_steps if has_finetune else 0)) if seconds else 1.0
+    steps_done = _train(model, images, poses, k, geometry, steps, batch or batch_default, lr, ckpt, meta,
+                        checkpoint_every, "distill", seed, seconds * share if seconds else None)
+    finetune_done = 0
+    if has_finetune:
         real = teacher.train_images.cpu()
         real = real.float() / 255 if real.dtype == torch.uint8 else real.float()
         if real.shape[-1] == 4:  # composite RGBA on the teacher's background
             real = real[..., :3] * real[..., 3:] + teacher.background.cpu() * (1 - real[..., 3:])
         real = (_resize(real, k).clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
-        _train(model, real, teacher.train_poses.detach().float().cpu(), k, geometry, finetune_steps,
-               batch or batch_default, lr * 0.2, ckpt, meta, checkpoint_every, "finetune", seed + 1)
-        finetuned = True
+        finetune_done = _train(model, real, teacher.train_poses.detach().float().cpu(), k, geometry, finetune_steps,
+                               batch or batch_default, lr * 0.2, ckpt, meta, checkpoint_every, "finetune", seed + 1,
+                               seconds * (1 - share) if seconds else None)
 
     background = np.asarray(images[: min(len(images), 64)], dtype=np.float32).mean(axis=(0, 1, 2)) / 255
     metrics = evaluate(model, teacher, k, geometry, n_eval, background)
@@ -263,7 +289,7 @@ def _distill(teacher, out_dir: Path, size: str, *, config: NeLFConfig | None = N
            "resolution": [k.width, k.height], "intrinsics": asdict(k), "near": geometry["near"],
            "far": geometry["far"], "aabb": aabb.tolist(), "orbit_radius": float(train_eyes.norm(dim=1).mean()),
            "orbit_elevation_deg": float(torch.rad2deg(torch.asin(train_eyes[:, 2] / train_eyes.norm(dim=1))).mean()),
-           "pseudo_views": len(poses), "steps": steps, "finetune_steps": finetune_steps if finetuned else 0,
+           "pseudo_views": len(poses), "steps": steps_done, "finetune_steps": finetune_done,
            "metrics": metrics}
     write_json(out_dir / "run.json", run)
     write_json(out_dir / "metrics.json", metrics)

@@ -3,7 +3,8 @@
 Training draws random pixels of the training views (a ray count that adapts so each batch holds about
 ``TARGET_SAMPLES`` samples), marches them through the occupancy grid (refreshed every 16 steps), volume
 renders the packed samples over a random background colour (RGBA data) and regresses the pixel colour.
-Rendering marches bands of pixel rows segment by segment: ``SEGMENT`` occupied samples per ray at a time,
+Rendering marches bands of pixel rows segment by segment (:func:`ngfx.render.raymarch.render_segments`,
+jumping over empty cells of the grid): ``SEGMENT`` occupied samples per ray at a time,
 evaluated, composited front to back, and rays dropped once their transmittance falls below
 ``MIN_TRANSMITTANCE`` (early termination). Evaluation uses a white background, as NeRF-synthetic does.
 """
@@ -31,8 +32,11 @@ MAX_IMAGE_WIDTH = {"tiny": 64, "quick": 100, "full": None}  # real scenes are do
 OCCUPANCY_RESOLUTION = {"tiny": 32, "quick": 64, "full": 128}
 STEPS_PER_DIAGONAL = {"tiny": 128, "quick": 256, "full": 1024}  # instant-ngp: sqrt(3)/1024 of the box
 N_EVAL_VIEWS = {"tiny": 2, "quick": 4, "full": None}  # None: the whole val split
-CHUNK_RAYS = {"tiny": 2 ** 12, "quick": 2 ** 14, "full": 2 ** 19}
-MAX_SCAN = {"tiny": 32, "quick": 64, "full": 128}  # fixed steps scanned per segment
+# rays per band: a 1080p frame (2.07 M rays) is one band at full size, so the segment loop's per-pass costs
+# (launches, host syncs) are paid once per frame rather than per band; a band's segment holds at most
+# 2^21 * SEGMENT = 33 M samples (~10 GB of encoding + MLP activations), well within an H200's 141 GB
+CHUNK_RAYS = {"tiny": 2 ** 12, "quick": 2 ** 14, "full": 2 ** 21}
+MAX_SCAN = {"tiny": 32, "quick": 64, "full": 128}  # marching iterations (a step or an empty-cell jump) per segment
 SEGMENT = 16  # samples per ray per segment
 MIN_TRANSMITTANCE = 1e-4
 OCCUPANCY_EVERY = {"tiny": 8, "quick": 8, "full": 16}  # CPU sizes train few steps: refresh more often
@@ -152,40 +156,14 @@ class NerfApp(App):
     @torch.no_grad()
     def _shade(self, origins, dirs, t_near, t_far, background: torch.Tensor, fused: bool) -> torch.Tensor:
         """Colour [n, 3] of rays [n, 3] with box distances [n]: segment marching with early termination."""
-        from ngfx.render import triton_nvr, triton_volume
+        return raymarch.render_segments(
+            origins, dirs, t_near.clamp(min=self.near * 0.5), t_far, self.occupancy.mask, self.aabb,
+            self.occupancy.resolution, self.dt, self._query, background, app="nerf",
+            fused=use_triton(fused, origins.device), segment=SEGMENT, max_scan=MAX_SCAN[self.size],
+            min_transmittance=MIN_TRANSMITTANCE)
 
-        triton_ok = use_triton(fused, origins.device)
-        march = triton_volume.march_segment if triton_ok else raymarch.march_segment
-        composite_segment = triton_nvr.composite_segment_triton if triton_ok else triton_nvr.composite_segment_torch
-        n, res = origins.shape[0], self.occupancy.resolution
-        max_scan = MAX_SCAN[self.size]
-        t = t_near.clamp(min=self.near * 0.5).contiguous()
-        colour = torch.zeros(n, 3, device=origins.device)
-        transmittance = torch.ones(n, device=origins.device)
-        active = torch.nonzero(t < t_far)[:, 0]
-        while active.numel():
-            n_slots = active.numel() * SEGMENT
-            with stages.stage("nerf.march", "rest", n_inputs=active.numel() * max_scan, bytes_read=active.numel() * 32.0,
-                              bytes_written=n_slots * 8.0, app="nerf", fused=triton_ok):
-                t_samples, deltas = march(origins, dirs, active, t, t_far, self.occupancy.mask, self.aabb, res,
-                                          self.dt, SEGMENT, max_scan)
-            with stages.stage("nerf.compact", "rest", n_inputs=n_slots, bytes_read=n_slots * 8.0, app="nerf"):
-                slots = torch.nonzero(deltas.flatten() > 0)[:, 0]
-                ray = active[slots // SEGMENT]
-                points = origins[ray] + t_samples.flatten()[slots, None] * dirs[ray]
-                x, sample_dirs = self._unit(points), dirs[ray]
-            sigmas = torch.zeros(n_slots, device=origins.device)
-            rgbs = torch.zeros(n_slots, 3, device=origins.device)
-            if slots.numel():
-                sigma_valid, rgb_valid = self.field.query(x, sample_dirs)
-                sigmas[slots], rgbs[slots] = sigma_valid, rgb_valid
-            with stages.stage("nerf.composite", "rest", n_inputs=n_slots, bytes_read=n_slots * 20.0,
-                              bytes_written=active.numel() * 16.0, app="nerf", fused=triton_ok):
-                composite_segment(colour, transmittance, active, sigmas, rgbs, deltas.flatten(), SEGMENT)
-            with stages.stage("nerf.compact", "rest", n_inputs=active.numel(), app="nerf"):
-                keep = (transmittance[active] > MIN_TRANSMITTANCE) & (t[active] < t_far[active])
-                active = active[keep]
-        return colour + transmittance[:, None] * background
+    def _query(self, points: torch.Tensor, dirs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.field.query(self._unit(points), dirs)
 
     @torch.no_grad()
     def render_rays(self, origins: torch.Tensor, dirs: torch.Tensor, fused: bool = True) -> torch.Tensor:

@@ -1,9 +1,12 @@
 """NVR, neural volume rendering: a 3D grid encoding + MLP -> (density, colour) fitted to the procedural cloud.
 
 Training regresses the cloud's density (normalised by its peak) and colour at random points of the cube
-[-1, 1]^3. Rendering marches each ray through the cube with fixed steps, K steps per segment, compositing
-front to back and dropping rays whose transmittance fell below ``1e-3`` (early termination). The ground
-truth is the cloud itself rendered by the same marcher, so PSNR measures only the network's error.
+[-1, 1]^3. Rendering marches each ray through the cube with fixed steps, ``SEGMENT`` samples per segment,
+compositing front to back and dropping rays whose transmittance fell below ``1e-3`` (early termination),
+with NeRF's segment loop (:func:`ngfx.render.raymarch.render_segments`). An occupancy grid built once from
+the trained network lets the marcher jump over the empty part of the cube (most of it). The ground truth is
+the cloud itself rendered by the same marcher with every cell occupied, so PSNR measures only the
+network's error.
 """
 
 from __future__ import annotations
@@ -12,11 +15,12 @@ import math
 
 import torch
 
-from ngfx.render import stages
+from ngfx.render import raymarch, stages
 from ngfx.render.app import App
 from ngfx.render.cameras import Intrinsics
 from ngfx.render.orbit_view import band_rays, orbit_camera
 from ngfx.render.neural_field import NeuralField, adam, check_size, preset_size, use_triton
+from ngfx.render.occupancy import density_occupancy
 from ngfx.render.presets import encoding_preset, mlp_preset
 from ngfx.render.sphere_trace import ray_box, to_unit
 from scenes.cloud import MAX_DENSITY, cloud
@@ -27,7 +31,11 @@ BATCH_SIZE = {"tiny": 2 ** 12, "quick": 2 ** 13, "full": 2 ** 18}
 N_STEPS_DIAGONAL = {"tiny": 48, "quick": 128, "full": 256}  # marching steps across the cube's diagonal
 EVAL_SIZE = {"tiny": (32, 24), "quick": (96, 72), "full": (320, 240)}
 CHUNK_RAYS = {"tiny": 2 ** 12, "quick": 2 ** 14, "full": 2 ** 20}
-SEGMENT = 16  # steps per segment between early-termination checks
+SEGMENT = 16  # samples per segment between early-termination checks
+MAX_SCAN = {"tiny": 32, "quick": 64, "full": 128}  # marching iterations (a step or an empty-cell jump) per segment
+# cells per axis of the occupancy grid: about two marching steps per cell, so a jump saves steps while the
+# grid still follows the cloud's outline
+OCCUPANCY_RESOLUTION = {"tiny": 16, "quick": 32, "full": 64}
 MIN_TRANSMITTANCE = 1e-3
 BACKGROUND = (0.1, 0.12, 0.18)
 N_VIEWS, N_EVAL_VIEWS, ORBIT_RADIUS, FOV_X_DEG = 8, 4, 3.2, 45.0
@@ -48,7 +56,9 @@ class NvrApp(App):
         enc = encoding_preset(encoding, 3, preset_size(size), finest_resolution=512 if size == "full" else 128)
         self.field = NeuralField(3, 4, enc, mlp_preset(n_hidden_layers=2), "nvr").to(self.device_)
         self.dt = 2.0 * math.sqrt(3.0) / N_STEPS_DIAGONAL[size]
+        self.cube = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]], device=self.device_)
         self._ground_truth: list[torch.Tensor] | None = None
+        self._occupancy: torch.Tensor | None = None  # not a buffer: derived from the weights, not saved
 
     def optimizer(self) -> torch.optim.Optimizer:
         return adam(self.parameters(), self.lr)
@@ -67,7 +77,30 @@ class NvrApp(App):
                           bytes_written=raw.numel() * 4.0, app="nvr"):
             return raw[:, 0].clamp(min=0.0) * MAX_DENSITY, torch.sigmoid(raw[:, 1:4])
 
+    @property
+    def occupancy(self) -> torch.Tensor:
+        """The network's occupancy mask [OCCUPANCY_RESOLUTION^3] bool over the cube, built on first use."""
+        if self._occupancy is None:
+            self.refresh_occupancy()
+        return self._occupancy
+
+    def refresh_occupancy(self) -> torch.Tensor:
+        """Rebuild the occupancy mask from the network's current density -> the mask.
+
+        Cells are skipped below instant-ngp's step opacity of 0.01, as NeRF's grid does: there the network's
+        density is residual noise around a cloud whose true density is zero (on the tiny app, skipping it
+        raises PSNR vs the truth slightly rather than lowering it).
+        """
+        self._occupancy = density_occupancy(lambda points: self.density_colour(to_unit(points))[0], self.cube,
+                                            OCCUPANCY_RESOLUTION[self.size], self.dt, seed=self.seed)
+        return self._occupancy
+
+    def load_state_dict(self, *args, **kwargs):
+        self._occupancy = None  # new weights: the grid no longer describes them
+        return super().load_state_dict(*args, **kwargs)
+
     def training_step(self, step: int) -> torch.Tensor:
+        self._occupancy = None  # this step changes the network: rebuild the grid before the next render
         points = torch.rand(self.batch_size, 3, device=self.device_) * 2 - 1
         with torch.no_grad():
             sigma, rgb = cloud(points, self.seed)
@@ -81,13 +114,19 @@ class NvrApp(App):
         return orbit_camera(width, height, view, N_VIEWS, ORBIT_RADIUS, 20.0, FOV_X_DEG, self.device_)
 
     @torch.no_grad()
-    def render(self, width: int, height: int, view=0, fused: bool = True, ground_truth: bool = False) -> torch.Tensor:
-        """Ray-marched [height, width, 3] frame of the network (or of the true cloud with ``ground_truth``)."""
-        from ngfx.render import triton_nvr
+    def render(self, width: int, height: int, view=0, fused: bool = True, ground_truth: bool = False,
+               skip_empty: bool = True) -> torch.Tensor:
+        """Ray-marched [height, width, 3] frame of the network (or of the true cloud with ``ground_truth``).
 
+        The network is marched through its occupancy grid (``skip_empty``) or through every step of the cube;
+        the truth always through every step, so it does not depend on the network.
+        """
+        if skip_empty and not ground_truth:
+            occupancy, resolution = self.occupancy, OCCUPANCY_RESOLUTION[self.size]
+        else:  # one occupied cell: every lattice point of the cube is sampled
+            occupancy, resolution = torch.ones(1, dtype=torch.bool, device=self.device_), 1
+        query = self._cloud_query if ground_truth else self._network_query
         triton_ok = use_triton(fused, self.device_)
-        sample_fn = triton_nvr.sample_segment_triton if triton_ok else triton_nvr.sample_segment_torch
-        composite_fn = triton_nvr.composite_segment_triton if triton_ok else triton_nvr.composite_segment_torch
         c2w, k = self.camera(width, height, view)
         frame = torch.empty(height * width, 3, device=self.device_)
         background = torch.tensor(BACKGROUND, device=self.device_)
@@ -98,41 +137,31 @@ class NvrApp(App):
             n = n_rows * width
             with stages.stage("nvr.ray_gen", "rest", n_inputs=n, bytes_written=n * 32.0, app="nvr"):
                 origins, dirs = band_rays(c2w, k, row0, n_rows)
-                t_segment, t_far = ray_box(origins, dirs)
-                colour = torch.zeros(n, 3, device=self.device_)
-                transmittance = torch.ones(n, device=self.device_)
-                active = torch.nonzero(t_segment < t_far)[:, 0]
-            while active.numel():
-                n_samples = active.numel() * SEGMENT
-                with stages.stage("nvr.sample_gen", "rest", n_inputs=n_samples, bytes_written=n_samples * 16.0,
-                                  app="nvr", fused=triton_ok):
-                    points, deltas = sample_fn(origins, dirs, active, t_segment, t_far, SEGMENT, self.dt)
-                    x = to_unit(points)
-                if ground_truth:
-                    sigmas, rgbs = cloud(points, self.seed)
-                else:
-                    sigmas, rgbs = self.density_colour(x, query=True)
-                with stages.stage("nvr.composite", "rest", n_inputs=n_samples, bytes_read=n_samples * 20.0,
-                                  bytes_written=active.numel() * 16.0, app="nvr", fused=triton_ok):
-                    composite_fn(colour, transmittance, active, sigmas.contiguous(), rgbs.contiguous(), deltas, SEGMENT)
-                with stages.stage("nvr.compact", "rest", n_inputs=active.numel(), app="nvr"):
-                    t_segment[active] += SEGMENT * self.dt
-                    keep = (transmittance[active] > MIN_TRANSMITTANCE) & (t_segment[active] < t_far[active])
-                    active = active[keep]
-            frame[row0 * width:row0 * width + n] = (colour + transmittance[:, None] * background).clamp(0, 1)
+                t_near, t_far = ray_box(origins, dirs)
+            colour = raymarch.render_segments(origins, dirs, t_near, t_far, occupancy, self.cube, resolution, self.dt,
+                                              query, background, app="nvr", fused=triton_ok, segment=SEGMENT,
+                                              max_scan=MAX_SCAN[self.size], min_transmittance=MIN_TRANSMITTANCE)
+            frame[row0 * width:row0 * width + n] = colour.clamp(0, 1)
             self.last_render_chunks += 1
         return frame.reshape(height, width, 3)
+
+    def _network_query(self, points: torch.Tensor, dirs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.density_colour(to_unit(points), query=True)
+
+    def _cloud_query(self, points: torch.Tensor, dirs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return cloud(points, self.seed)
 
     @torch.no_grad()
     def evaluate(self) -> dict:
         """Mean PSNR over orbit views of the network vs the true cloud, both rendered by the same marcher."""
         w, h = EVAL_SIZE[self.size]
         views = range(0, N_VIEWS, N_VIEWS // N_EVAL_VIEWS)
+        fused = self.device_.type == "cuda"  # off the GPU, the PyTorch path beats the Triton interpreter
         if self._ground_truth is None:
-            self._ground_truth = [self.render(w, h, v, ground_truth=True) for v in views]
+            self._ground_truth = [self.render(w, h, v, fused=fused, ground_truth=True) for v in views]
         psnrs = []
         for v, truth in zip(views, self._ground_truth):
-            mse = float(((self.render(w, h, v) - truth) ** 2).mean())
+            mse = float(((self.render(w, h, v, fused=fused) - truth) ** 2).mean())
             psnrs.append(-10.0 * math.log10(max(mse, 1e-12)))
         return {"psnr_db": sum(psnrs) / len(psnrs), "n_views": len(psnrs), "width": w, "height": h}
 

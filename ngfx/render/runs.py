@@ -19,7 +19,7 @@ from tqdm import tqdm
 from ngfx.errors import NgfxInputError
 from ngfx.io import load_checkpoint, read_json, require, save_checkpoint, write_image, write_json
 from ngfx.render.app import App
-from ngfx.render.neural_field import optimisation_step
+from ngfx.render.neural_field import optimisation_step, training_progress
 
 APP_MODULES = {"nerf": "ngfx.render.nerf", "nsdf": "ngfx.render.nsdf", "gia": "ngfx.render.gia",
                "nvr": "ngfx.render.nvr"}
@@ -109,7 +109,8 @@ def train(app: str, scene: str, encoding: str, out_dir: str | Path, size: str = 
     losses = []
     instance.train()
     while (total is None or step < total) and (seconds is None or time.perf_counter() - start < seconds):
-        losses.append(optimisation_step(instance, optimizer, step))
+        progress = training_progress(step, total, time.perf_counter() - start, seconds)
+        losses.append(optimisation_step(instance, optimizer, step, progress))
         step += 1
         bar.update(1)
         if step % CURVE_EVERY == 0:

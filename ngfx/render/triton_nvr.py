@@ -1,9 +1,9 @@
-"""NVR's "rest" kernels, each beside its PyTorch twin: sample generation along rays and segment compositing.
+"""Segment compositing, the fused kernel beside its PyTorch twin, for the segment loop NeRF and NVR share.
 
-Rays are marched in segments of K fixed-size steps. ``sample_segment`` places the K sample points of each
-active ray's current segment (points past the ray's exit get a zero step, so they contribute nothing);
-``composite_segment`` folds the segment's densities and colours into each ray's running colour and
-transmittance, front to back. The PyTorch twin composites with :func:`ngfx.render.volume.composite`.
+Rays are marched in segments of K sample slots (:func:`ngfx.render.raymarch.render_segments`);
+``composite_segment`` folds a segment's densities and colours into each ray's running colour and
+transmittance, front to back (slots with a zero step contribute nothing). The PyTorch twin composites with
+:func:`ngfx.render.volume.composite`.
 """
 
 from __future__ import annotations
@@ -15,39 +15,6 @@ import triton.language as tl
 from ngfx.render.volume import composite
 
 BLOCK = 256
-
-
-def sample_segment_torch(origins, dirs, active, t_segment, t_far, k: int, dt: float):
-    """Points [A * K, 3] and steps [A * K] of the active rays' segments (sample j at t_segment + (j + 0.5) dt)."""
-    t = t_segment[active, None] + (torch.arange(k, device=origins.device, dtype=torch.float32) + 0.5) * dt
-    deltas = torch.where(t < t_far[active, None], dt, 0.0)
-    points = origins[active, None, :] + t[..., None] * dirs[active, None, :]
-    return points.reshape(-1, 3), deltas.reshape(-1)
-
-
-@triton.jit
-def _sample_kernel(o_ptr, d_ptr, active_ptr, t_seg_ptr, t_far_ptr, points_ptr, deltas_ptr, n, dt,
-                   K: tl.constexpr, BLOCK: tl.constexpr):
-    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    mask = i < n
-    ray = tl.load(active_ptr + i // K, mask=mask, other=0)
-    t = tl.load(t_seg_ptr + ray, mask=mask, other=0.0) + ((i % K).to(tl.float32) + 0.5) * dt
-    t_far = tl.load(t_far_ptr + ray, mask=mask, other=0.0)
-    tl.store(deltas_ptr + i, tl.where(t < t_far, dt, 0.0), mask=mask)
-    for axis in tl.static_range(3):
-        o = tl.load(o_ptr + ray * 3 + axis, mask=mask, other=0.0)
-        d = tl.load(d_ptr + ray * 3 + axis, mask=mask, other=0.0)
-        tl.store(points_ptr + i * 3 + axis, o + t * d, mask=mask)
-
-
-def sample_segment_triton(origins, dirs, active, t_segment, t_far, k: int, dt: float):
-    n = active.numel() * k
-    points = torch.empty(n, 3, device=origins.device, dtype=torch.float32)
-    deltas = torch.empty(n, device=origins.device, dtype=torch.float32)
-    if n:
-        _sample_kernel[(triton.cdiv(n, BLOCK),)](origins.contiguous(), dirs.contiguous(), active, t_segment, t_far,
-                                                 points, deltas, n, float(dt), K=k, BLOCK=BLOCK)
-    return points, deltas
 
 
 def composite_segment_torch(colour, transmittance, active, sigmas, rgbs, deltas, k: int) -> None:

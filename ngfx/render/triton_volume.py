@@ -1,8 +1,9 @@
 """Fused Triton "rest" kernels of NeRF rendering, each the twin of a function in :mod:`ngfx.render.raymarch`.
 
 * :func:`ray_gen` -- pixel -> undistorted camera ray -> world ray -> box entry/exit, one kernel per band;
-* :func:`march_segment` -- per active ray, scan fixed steps, look up the occupancy grid, write the next
-  ``K`` occupied samples into the ray's slots and advance the ray, one kernel instead of six torch ops.
+* :func:`march_segment` -- per active ray, walk the fixed-step lattice, look up the occupancy grid, jump
+  over empty cells, write the next ``K`` occupied samples into the ray's slots and advance the ray: one
+  kernel instead of a loop of torch ops.
 
 Compositing reuses the fused segment compositor of :mod:`ngfx.render.triton_nvr`.
 """
@@ -14,6 +15,7 @@ import triton
 import triton.language as tl
 
 from ngfx.render.cameras import Intrinsics
+from ngfx.render.raymarch import SKIP_MARGIN
 
 BLOCK = 128
 UNDISTORT_ITERATIONS = 10  # as cameras.undistort
@@ -75,9 +77,18 @@ def ray_gen(c2w: torch.Tensor, k: Intrinsics, row0: int, n_rows: int, aabb: torc
 
 
 @triton.jit
+def _cell_exit_axis(o, d, cell_coord, lo, cell, margin):
+    """Distance to the exit face of the cell along one axis (see raymarch.cell_exit); inf if parallel."""
+    safe_d = tl.where(d == 0, 1.0, d)
+    to_upper = (lo + (cell_coord + 1.0) * cell - margin - o) / safe_d
+    to_lower = (lo + cell_coord * cell + margin - o) / safe_d
+    return tl.where(d > 0, to_upper, tl.where(d < 0, to_lower, float("inf")))
+
+
+@triton.jit
 def _march_kernel(o_ptr, d_ptr, active_ptr, t_ptr, t_far_ptr, occ_ptr, aabb_ptr, t_out_ptr, delta_out_ptr,
                   n_active, dt, MAX_SCAN: tl.constexpr, R: tl.constexpr, K: tl.constexpr,
-                  BLOCK: tl.constexpr):
+                  SKIP_MARGIN: tl.constexpr, BLOCK: tl.constexpr):
     a = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = a < n_active
     ray = tl.load(active_ptr + a, mask=mask, other=0)
@@ -91,21 +102,35 @@ def _march_kernel(o_ptr, d_ptr, active_ptr, t_ptr, t_far_ptr, occ_ptr, aabb_ptr,
     dz = tl.load(d_ptr + ray * 3 + 2, mask=mask, other=0.0)
     lo_x, lo_y, lo_z = tl.load(aabb_ptr), tl.load(aabb_ptr + 1), tl.load(aabb_ptr + 2)
     size_x, size_y, size_z = tl.load(aabb_ptr + 3) - lo_x, tl.load(aabb_ptr + 4) - lo_y, tl.load(aabb_ptr + 5) - lo_z
+    cell_x, cell_y, cell_z = size_x / R, size_y / R, size_z / R
+    margin_x, margin_y, margin_z = SKIP_MARGIN * cell_x, SKIP_MARGIN * cell_y, SKIP_MARGIN * cell_z
+    j = tl.zeros([BLOCK], dtype=tl.float32)  # lattice index of the ray's next point
     count = tl.zeros([BLOCK], dtype=tl.int32)
-    advanced = tl.zeros([BLOCK], dtype=tl.float32) + MAX_SCAN
-    for j in range(MAX_SCAN):
-        searching = mask & (count < K)
+    searching = mask
+    n_searching = tl.sum(searching.to(tl.int32), axis=0)
+    iteration = 0
+    # the block stops as soon as all its rays are done, rather than after MAX_SCAN iterations
+    while (iteration < MAX_SCAN) & (n_searching > 0):
         t = t0 + (j + 0.5) * dt
-        cx = tl.minimum(tl.maximum(tl.floor((ox + t * dx - lo_x) / size_x * R), 0.0), R - 1.0).to(tl.int32)
-        cy = tl.minimum(tl.maximum(tl.floor((oy + t * dy - lo_y) / size_y * R), 0.0), R - 1.0).to(tl.int32)
-        cz = tl.minimum(tl.maximum(tl.floor((oz + t * dz - lo_z) / size_z * R), 0.0), R - 1.0).to(tl.int32)
-        occupied = tl.load(occ_ptr + cx + cy * R + cz * (R * R), mask=searching, other=0) != 0
-        valid = searching & occupied & (t < t_far)
-        tl.store(t_out_ptr + a * K + count, t, mask=valid)
-        tl.store(delta_out_ptr + a * K + count, dt + 0.0 * t, mask=valid)
-        count += valid.to(tl.int32)
-        advanced = tl.where(valid & (count == K), t * 0.0 + (j + 1), advanced)
-    tl.store(t_ptr + ray, t0 + advanced * dt, mask=mask)
+        fx = tl.minimum(tl.maximum(tl.floor((ox + t * dx - lo_x) / size_x * R), 0.0), R - 1.0)
+        fy = tl.minimum(tl.maximum(tl.floor((oy + t * dy - lo_y) / size_y * R), 0.0), R - 1.0)
+        fz = tl.minimum(tl.maximum(tl.floor((oz + t * dz - lo_z) / size_z * R), 0.0), R - 1.0)
+        cell = fx.to(tl.int32) + fy.to(tl.int32) * R + fz.to(tl.int32) * (R * R)
+        inside = t < t_far
+        occupied = searching & inside & (tl.load(occ_ptr + cell, mask=searching & inside, other=0) != 0)
+        tl.store(t_out_ptr + a * K + count, t, mask=occupied)
+        tl.store(delta_out_ptr + a * K + count, dt + 0.0 * t, mask=occupied)
+        count += occupied.to(tl.int32)
+        exit_t = tl.minimum(tl.minimum(_cell_exit_axis(ox, dx, fx, lo_x, cell_x, margin_x),
+                                       _cell_exit_axis(oy, dy, fy, lo_y, cell_y, margin_y)),
+                            _cell_exit_axis(oz, dz, fz, lo_z, cell_z, margin_z))
+        j_past_cell = tl.ceil((exit_t - t0) / dt - 0.5)
+        step = tl.where(occupied | (inside == 0), j + 1.0, tl.maximum(j + 1.0, j_past_cell))
+        j = tl.where(searching, step, j)
+        searching = searching & inside & (count < K)
+        n_searching = tl.sum(searching.to(tl.int32), axis=0)
+        iteration += 1
+    tl.store(t_ptr + ray, t0 + j * dt, mask=mask)
 
 
 def march_segment(origins, dirs, active, t, t_far, occupancy, aabb, resolution: int, dt: float, k: int,
@@ -118,5 +143,5 @@ def march_segment(origins, dirs, active, t, t_far, occupancy, aabb, resolution: 
         _march_kernel[(triton.cdiv(n_active, BLOCK),)](
             origins.contiguous(), dirs.contiguous(), active, t, t_far.contiguous(), occupancy.view(torch.uint8),
             aabb.float().contiguous(), t_samples, deltas, n_active, float(dt), MAX_SCAN=int(max_scan), R=resolution, K=k,
-            BLOCK=BLOCK)
+            SKIP_MARGIN=SKIP_MARGIN, BLOCK=BLOCK)
     return t_samples, deltas
