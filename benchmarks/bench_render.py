@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_render_apps import frame_ms, stage_ms  # noqa: E402
+from bench_render_apps import frame_ms, frame_path, kernel_profile, stage_ms, stage_ms_by_name  # noqa: E402
 
 from ngfx.io import write_image, write_json  # noqa: E402
 from ngfx.render import runs  # noqa: E402
@@ -43,19 +43,28 @@ def bench_encoding(encoding: str, scene: str, args) -> dict:
         app.eval_indices = torch.linspace(0, n - 1, min(args.eval_views, n)).round().long().tolist()
     quality = app.evaluate()
     resolutions = [(64, 36), (96, 54)] if args.smoke else list(TARGET_MS)
+    if args.resolutions:
+        resolutions = [tuple(int(v) for v in r.split("x")) for r in args.resolutions.split(",")]
     timings = []
     for width, height in resolutions:
         fused, frame = frame_ms(app, width, height, True, args.repeats)
         unfused, _ = frame_ms(app, width, height, False, args.repeats)
         fused_stages, unfused_stages = stage_ms(app, width, height, True), stage_ms(app, width, height, False)
-        write_image(args.out / f"nerf_{encoding}_{width}x{height}.png", frame.cpu().numpy())
+        write_image(frame_path(args.out, f"nerf_{encoding}_{width}x{height}", width), frame.cpu().numpy())
         timings.append({"width": width, "height": height, "fused_ms": fused, "unfused_ms": unfused,
                         "target_ms": TARGET_MS.get((width, height)), "fused_stages_ms": fused_stages,
                         "unfused_stages_ms": unfused_stages,
                         "rest_ratio": unfused_stages["rest"] / max(fused_stages["rest"], 1e-9)})
         print(f"nerf {encoding} {width}x{height}: fused {fused:.2f} ms, unfused {unfused:.2f} ms, "
               f"rest {fused_stages['rest']:.2f} / {unfused_stages['rest']:.2f} ms", flush=True)
-    return {"encoding": encoding, "scene": scene, "train_seconds": trained["seconds"], "steps": trained["steps"],
+    profile = {}
+    if args.profile:  # where a fused frame's time goes: named stages, then GPU kernels
+        width, height = resolutions[0]
+        profile = {"stages_ms": stage_ms_by_name(app, width, height, True),
+                   "kernels": kernel_profile(app, width, height)}
+        print(f"nerf {encoding} {width}x{height} fused stages (ms):",
+              {k: round(v, 2) for k, v in profile["stages_ms"].items()}, "\n" + profile["kernels"], flush=True)
+    return {"encoding": encoding, "scene": scene, "profile": profile, "train_seconds": trained["seconds"], "steps": trained["steps"],
             "quality": quality, "timings": timings}
 
 
@@ -87,6 +96,8 @@ def main(argv=None) -> None:
     parser.add_argument("--eval-views", type=int, default=None, help="val views to score (default: all)")
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--scene", default=None, help="dataset path (default: ../shared/scenes/lego, else synthetic)")
+    parser.add_argument("--profile", action="store_true", help="also profile one fused frame (stages, kernels)")
+    parser.add_argument("--resolutions", default=None, help="e.g. 1920x1080 (default: 1080p and 4K)")
     parser.add_argument("--device", default=None)
     parser.add_argument("--backend", default=None, help="encoding backend (torch|triton|tcnn), else auto")
     args = parser.parse_args(argv)

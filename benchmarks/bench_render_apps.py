@@ -68,6 +68,32 @@ def stage_ms(app, width: int, height: int, fused: bool) -> dict[str, float]:
     return out
 
 
+def stage_ms_by_name(app, width: int, height: int, fused: bool) -> dict[str, float]:
+    """Milliseconds per named stage (summed over a frame's passes) of one recorded frame."""
+    with record_stages(app.device_) as records:
+        app.render(width, height, 0, fused=fused)
+    out: dict[str, float] = {}
+    for r in records:
+        out[r.name] = out.get(r.name, 0.0) + r.duration_s * 1e3
+    return out
+
+
+def kernel_profile(app, width: int, height: int, rows: int = 15) -> str:
+    """torch.profiler's table of the GPU kernels of one fused frame, most time first (for finding hot spots)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if app.device_.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        app.render(width, height, 0, fused=True)
+    key = "cuda_time_total" if app.device_.type == "cuda" else "cpu_time_total"
+    return prof.key_averages().table(sort_by=key, row_limit=rows)
+
+
+def frame_path(out: Path, stem: str, width: int) -> Path:
+    """PNG for frames up to 1080p wide, JPEG (quality 95 by default) above, so 4K stills stay small."""
+    return out / f"{stem}.{'png' if width <= 1920 else 'jpg'}"
+
+
 def bench_app(name: str, scene: str, args, out: Path) -> dict:
     module = importlib.import_module(f"ngfx.render.{name}")
     size = "tiny" if args.smoke else "full"
@@ -81,7 +107,7 @@ def bench_app(name: str, scene: str, args, out: Path) -> dict:
     fused_ms, frame = frame_ms(app, width, height, True, args.repeats)
     unfused_ms, _ = frame_ms(app, width, height, False, args.repeats)
     fused_stages, unfused_stages = stage_ms(app, width, height, True), stage_ms(app, width, height, False)
-    write_image(out / f"{name}_{width}x{height}.png", frame.cpu().numpy())
+    write_image(frame_path(out, f"{name}_{width}x{height}", width), frame.cpu().numpy())
     if args.traces:  # a 1080p trace of the trained app for the NGPC simulator
         from ngfx.ngpc_sim.capture import trace_frame
         from ngfx.ngpc_sim.trace import write_trace

@@ -7,7 +7,7 @@
 # Everything lands in /tmp/ngfx_bench; the small results (Markdown, JSON, PNG, traces) are packed into
 # $OUT/results_PART.tar.gz and the tables are printed last.
 set -uo pipefail
-part=${1:?usage: run_all.sh nerf|apps|both}
+part=${1:?usage: run_all.sh nerf|apps|both|none}
 export PYTHONUNBUFFERED=1
 if ls .whl/*.whl >/dev/null 2>&1; then  # simpy, trimesh, rtree, markdown are not on the GPU image
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
@@ -25,15 +25,24 @@ python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', tr
 if [ "$part" = nerf ] || [ "$part" = both ]; then
   step ${NERF_LIMIT:-330} python3 benchmarks/bench_render.py --out "$work/nerf" --scene "$scenes/lego" --train-seconds ${NERF_SECONDS:-170} ${EVAL_VIEWS:+--eval-views $EVAL_VIEWS}
   step 60 python3 -m ngfx.cli trace "$work/nerf/run_nerf_hashgrid" --resolution 1920x1080 --out "$work/traces/nerf_hashgrid.json"
-  [ "$part" = nerf ] && step 100 python3 benchmarks/bench_nelf.py --out "$work/nelf_bench"
-  [ "$part" = nerf ] && step 120 python3 -m ngfx.cli nelf distill "$work/nerf/run_nerf_hashgrid" --out "$work/nelf_lego" --size full \
-    --pseudo-views 200 --steps 1500 --finetune-steps 200
+  [ "${BENCH_NELF:-0}" = 1 ] && step 150 python3 benchmarks/bench_nelf.py --out "$work/nelf_bench"
+  [ "$part" = nerf ] && step $(( ${DISTILL_SECONDS:-120} + 120 )) python3 -m ngfx.cli nelf distill "$work/nerf/run_nerf_hashgrid" \
+    --out "$work/nelf_lego" --size full --pseudo-views ${PSEUDO_VIEWS:-200} --steps 100000 --finetune-steps 10000 \
+    --seconds ${DISTILL_SECONDS:-120}
+fi
+if [ "${PROFILE:-0}" = 1 ]; then  # where a fused 1080p NeRF frame's time goes (stages and GPU kernels)
+  step 200 python3 benchmarks/bench_render.py --out "$work/nerf_profile" --scene "$scenes/lego" --train-seconds 40 \
+    --eval-views 5 --resolutions 1920x1080 --profile
+fi
+if [ -n "${NERF_VARIANTS:-}" ]; then  # e.g. densegrid,lowres: shorter training, fewer val views
+  step ${VARIANT_LIMIT:-400} python3 benchmarks/bench_render.py --out "$work/nerf_variants" --scene "$scenes/lego" \
+    --encodings "$NERF_VARIANTS" --train-seconds ${VARIANT_SECONDS:-60} --eval-views ${EVAL_VIEWS:-10}
 fi
 if [ "$part" = apps ] || [ "$part" = both ]; then
   step 480 python3 benchmarks/bench_render_apps.py --out "$work/apps" --scenes "$scenes" --train-seconds ${APP_SECONDS:-75} \
     --traces "$work/traces"
 fi
 
-cd "$work" && find . \( -name '*.md' -o -name '*.json' -o -name '*.png' \) -size -4M \
+cd "$work" && find . \( -name '*.md' -o -name '*.json' -o -name '*.png' -o -name '*.jpg' \) -size -4M \
   -not -path '*/pseudo*' | tar -czf "$out/results_$part.tar.gz" -T - && ls -la "$out"
 for f in $(find "$work" -name 'results.md' -o -name '*.md' -path '*bench*' | sort -u); do echo "--- $f"; cat "$f"; done
