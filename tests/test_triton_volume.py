@@ -147,3 +147,16 @@ def test_skipping_stops_short_of_occupied_cells():
                         if 0.0 <= -1.5 + p < cell]
             assert x.numel() == len(expected) > 0
             torch.testing.assert_close(s[0][d[0] > 0], torch.tensor(expected), atol=1e-5, rtol=0)
+
+
+def test_colour_input_matches_reference():
+    from ngfx.render import triton_sh
+    from ngfx.render.nerf_field import spherical_harmonics
+
+    torch.manual_seed(0)
+    n = 300  # not a multiple of the block: the row mask is exercised
+    h, dirs = torch.randn(n, 16), torch.nn.functional.normalize(torch.randn(n, 3), dim=1)
+    torch.testing.assert_close(triton_sh.colour_input(h, dirs), torch.cat([h, spherical_harmonics(dirs)], 1),
+                               atol=1e-6, rtol=1e-5)
+    with pytest.raises(ValueError, match="power of two"):
+        triton_sh.colour_input(torch.randn(4, 12), dirs[:4])

@@ -156,14 +156,12 @@ class NerfApp(App):
     @torch.no_grad()
     def _shade(self, origins, dirs, t_near, t_far, background: torch.Tensor, fused: bool) -> torch.Tensor:
         """Colour [n, 3] of rays [n, 3] with box distances [n]: segment marching with early termination."""
+        triton_ok = use_triton(fused, origins.device)
         return raymarch.render_segments(
             origins, dirs, t_near.clamp(min=self.near * 0.5), t_far, self.occupancy.mask, self.aabb,
-            self.occupancy.resolution, self.dt, self._query, background, app="nerf",
-            fused=use_triton(fused, origins.device), segment=SEGMENT, max_scan=MAX_SCAN[self.size],
+            self.occupancy.resolution, self.dt, lambda p, d: self.field.query(self._unit(p), d, triton_ok),
+            background, app="nerf", fused=triton_ok, segment=SEGMENT, max_scan=MAX_SCAN[self.size],
             min_transmittance=MIN_TRANSMITTANCE)
-
-    def _query(self, points: torch.Tensor, dirs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.field.query(self._unit(points), dirs)
 
     @torch.no_grad()
     def render_rays(self, origins: torch.Tensor, dirs: torch.Tensor, fused: bool = True) -> torch.Tensor:

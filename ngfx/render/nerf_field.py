@@ -80,8 +80,11 @@ class NerfField(nn.Module):
         return 2.0 * n * sum(o * i for o, i in net.cfg.layer_shapes)
 
     @torch.no_grad()
-    def query(self, x: torch.Tensor, dirs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Inference inside named stages: encoding and MLPs apart while recording, fused otherwise."""
+    def query(self, x: torch.Tensor, dirs: torch.Tensor, fused: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inference inside named stages: encoding and MLPs apart while recording, fused otherwise.
+
+        ``fused`` builds the colour network's input (features + SH of the direction) in one Triton kernel.
+        """
         n, attrs = x.shape[0], self._attrs()
         enc, density_mlp = self.density_net.encoding, self.density_net.network
         c = enc.cfg
@@ -100,8 +103,13 @@ class NerfField(nn.Module):
         # The view-direction SH encoding is no grid: the NGPC's encoding engine does not run it, the SMs do.
         with stages.stage("nerf.dir_encoding", "rest", n_inputs=n, bytes_read=n * 12.0, bytes_written=n * 64.0,
                           app="nerf", otype="SphericalHarmonics", n_dims=3):
-            sh = spherical_harmonics(dirs)
+            if fused:
+                from ngfx.render.triton_sh import colour_input
+
+                features = colour_input(h, dirs)
+            else:
+                features = torch.cat([h, spherical_harmonics(dirs)], dim=1)
         with stages.stage("nerf.color_mlp", "mlp", n_inputs=n, flops=self._flops(self.colour_net, n),
                           bytes_read=n * 128.0, bytes_written=n * 12.0, app="nerf"):
-            rgb = self.colour_net(torch.cat([h, sh], dim=1)).float()
+            rgb = self.colour_net(features).float()
         return trunc_exp(h[:, 0]), rgb
