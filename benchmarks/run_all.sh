@@ -2,7 +2,9 @@
 # One GPU batch on the lent H200 (through the device tool), in two parts that each fit one 10-minute call:
 #   bash benchmarks/run_all.sh nerf   # Lego NeRF (train <= 3 min, 1080p/4K frames, fused vs unfused), its trace,
 #                                     # a bounded NeLF distillation from it, NeLF fp16 frames/s
-#   bash benchmarks/run_all.sh apps   # GIA (albert), NSDF (armadillo), NVR (cloud): train, 4K frames, traces
+#   bash benchmarks/run_all.sh apps   # GIA (albert), NSDF (armadillo), NVR (cloud): train, 4K frames (APP_TRACES=1: traces)
+# Environment knobs: NERF_SECONDS, NERF_LIMIT, EVAL_VIEWS, NERF_PROFILE=1, DISTILL=0, DISTILL_SECONDS, PSEUDO_VIEWS,
+# BENCH_NELF=1, PROFILE=1, NERF_VARIANTS=densegrid,lowres (VARIANT_SECONDS, VARIANT_LIMIT), APPS, APP_SECONDS.
 # Real scenes are read from $NGFX_SCENES (default .gpu_data/scenes, a carried copy of ../shared/scenes).
 # Everything lands in /tmp/ngfx_bench; the small results (Markdown, JSON, PNG, traces) are packed into
 # $OUT/results_PART.tar.gz and the tables are printed last.
@@ -23,10 +25,10 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,memory.used --format=csv,no
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
 
 if [ "$part" = nerf ] || [ "$part" = both ]; then
-  step ${NERF_LIMIT:-330} python3 benchmarks/bench_render.py --out "$work/nerf" --scene "$scenes/lego" --train-seconds ${NERF_SECONDS:-170} ${EVAL_VIEWS:+--eval-views $EVAL_VIEWS}
+  step ${NERF_LIMIT:-330} python3 benchmarks/bench_render.py --out "$work/nerf" --scene "$scenes/lego" --train-seconds ${NERF_SECONDS:-170} ${EVAL_VIEWS:+--eval-views $EVAL_VIEWS} ${NERF_PROFILE:+--profile}
   step 60 python3 -m ngfx.cli trace "$work/nerf/run_nerf_hashgrid" --resolution 1920x1080 --out "$work/traces/nerf_hashgrid.json"
   [ "${BENCH_NELF:-0}" = 1 ] && step 150 python3 benchmarks/bench_nelf.py --out "$work/nelf_bench"
-  [ "$part" = nerf ] && step $(( ${DISTILL_SECONDS:-120} + 120 )) python3 -m ngfx.cli nelf distill "$work/nerf/run_nerf_hashgrid" \
+  [ "$part" = nerf ] && [ "${DISTILL:-1}" = 1 ] && step $(( ${DISTILL_SECONDS:-120} + 120 )) python3 -m ngfx.cli nelf distill "$work/nerf/run_nerf_hashgrid" \
     --out "$work/nelf_lego" --size full --pseudo-views ${PSEUDO_VIEWS:-200} --steps 100000 --finetune-steps 10000 \
     --seconds ${DISTILL_SECONDS:-120}
 fi
@@ -40,7 +42,7 @@ if [ -n "${NERF_VARIANTS:-}" ]; then  # e.g. densegrid,lowres: shorter training,
 fi
 if [ "$part" = apps ] || [ "$part" = both ]; then
   step 480 python3 benchmarks/bench_render_apps.py --out "$work/apps" --scenes "$scenes" --train-seconds ${APP_SECONDS:-75} \
-    --traces "$work/traces"
+    --apps ${APPS:-gia,nsdf,nvr} ${APP_TRACES:+--traces "$work/traces"}
 fi
 
 cd "$work" && find . \( -name '*.md' -o -name '*.json' -o -name '*.png' -o -name '*.jpg' \) -size -4M \
