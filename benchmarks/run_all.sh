@@ -4,7 +4,7 @@
 #                                     # a bounded NeLF distillation from it, NeLF fp16 frames/s
 #   bash benchmarks/run_all.sh apps   # GIA (albert), NSDF (armadillo), NVR (cloud): train, 4K frames (APP_TRACES=1: traces)
 # Environment knobs: NERF_SECONDS, NERF_LIMIT, EVAL_VIEWS, NERF_PROFILE=1, DISTILL=0, DISTILL_SECONDS, PSEUDO_VIEWS,
-# BENCH_NELF=1, PROFILE=1, NERF_VARIANTS=densegrid,lowres (VARIANT_SECONDS, VARIANT_LIMIT), APPS, APP_SECONDS.
+# BENCH_NELF=1, PROFILE=1, NERF_VARIANTS=densegrid,lowres (VARIANT_SECONDS, VARIANT_LIMIT), APPS, APP_SECONDS, APPS_LIMIT.
 # Real scenes are read from $NGFX_SCENES (default .gpu_data/scenes, a carried copy of ../shared/scenes).
 # Everything lands in /tmp/ngfx_bench; the small results (Markdown, JSON, PNG, traces) are packed into
 # $OUT/results_PART.tar.gz and the tables are printed last.
@@ -41,7 +41,7 @@ if [ -n "${NERF_VARIANTS:-}" ]; then  # e.g. densegrid,lowres: shorter training,
     --encodings "$NERF_VARIANTS" --train-seconds ${VARIANT_SECONDS:-60} --eval-views ${EVAL_VIEWS:-10}
 fi
 if [ "$part" = apps ] || [ "$part" = both ]; then
-  step 480 python3 benchmarks/bench_render_apps.py --out "$work/apps" --scenes "$scenes" --train-seconds ${APP_SECONDS:-75} \
+  step ${APPS_LIMIT:-480} python3 benchmarks/bench_render_apps.py --out "$work/apps" --scenes "$scenes" --train-seconds ${APP_SECONDS:-75} \
     --apps ${APPS:-gia,nsdf,nvr} ${APP_TRACES:+--traces "$work/traces"}
 fi
 

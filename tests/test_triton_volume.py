@@ -160,3 +160,18 @@ def test_colour_input_matches_reference():
                                atol=1e-6, rtol=1e-5)
     with pytest.raises(ValueError, match="power of two"):
         triton_sh.colour_input(torch.randn(4, 12), dirs[:4])
+
+
+def test_gather_samples_matches_reference():
+    torch.manual_seed(0)
+    n_rays, k = 40, 4
+    origins, dirs = torch.randn(n_rays, 3), torch.nn.functional.normalize(torch.randn(n_rays, 3), dim=1)
+    active = torch.randperm(n_rays)[:25]
+    t_samples = torch.rand(25, k)
+    slots = torch.nonzero(torch.rand(25 * k) > 0.4)[:, 0]
+    reference = raymarch.gather_samples(origins, dirs, active, t_samples, slots, k)
+    fused = triton_volume.gather_samples(origins, dirs, active, t_samples, slots, k)
+    for a, b in zip(reference, fused):
+        torch.testing.assert_close(b, a)
+    ray = active[slots[0] // k]
+    torch.testing.assert_close(reference[0][0], origins[ray] + t_samples.flatten()[slots[0]] * dirs[ray])

@@ -3,6 +3,7 @@
 * :func:`ray_gen` -- rays of a band of pixel rows and their entry/exit distances through the scene box;
 * :func:`march_segment` -- for each active ray, the next ``K`` sample points in occupied cells (at most
   ``max_scan`` iterations, each taking one step or jumping over one empty cell), advancing the ray;
+* :func:`gather_samples` -- positions and directions of the occupied sample slots, for the network;
 * :func:`render_segments` -- the render loop NeRF and NVR share: march a segment, evaluate the samples,
   composite them, until rays leave the box or their transmittance drops (early termination);
 * :func:`march_training` -- all occupied samples of a batch of rays at once, packed (for training).
@@ -110,6 +111,12 @@ def march_segment(origins, dirs, active, t, t_far, occupancy, aabb, resolution: 
     return t_samples, deltas
 
 
+def gather_samples(origins, dirs, active, t_samples, slots, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Points and directions [S, 3] of the occupied ``slots`` [S] (flat indices into ``t_samples`` [A, k])."""
+    ray = active[slots // k]
+    return origins[ray] + t_samples.flatten()[slots, None] * dirs[ray], dirs[ray]
+
+
 def render_segments(origins, dirs, t_start, t_far, occupancy, aabb, resolution: int, dt: float,
                     query: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
                     background: torch.Tensor, *, app: str, fused: bool, segment: int, max_scan: int,
@@ -127,9 +134,10 @@ def render_segments(origins, dirs, t_start, t_far, occupancy, aabb, resolution: 
     if fused:
         from ngfx.render import triton_volume
 
-        march, composite_segment = triton_volume.march_segment, triton_nvr.composite_segment_triton
+        march, gather = triton_volume.march_segment, triton_volume.gather_samples
+        composite_segment = triton_nvr.composite_segment_triton
     else:
-        march, composite_segment = march_segment, triton_nvr.composite_segment_torch
+        march, gather, composite_segment = march_segment, gather_samples, triton_nvr.composite_segment_torch
     n, device = origins.shape[0], origins.device
     t = t_start.clone().contiguous()
     colour = torch.zeros(n, 3, device=device)
@@ -143,9 +151,7 @@ def render_segments(origins, dirs, t_start, t_far, occupancy, aabb, resolution: 
                                       max_scan)
         with stages.stage(f"{app}.compact", "rest", n_inputs=n_slots, bytes_read=n_slots * 8.0, app=app):
             slots = torch.nonzero(deltas.flatten() > 0)[:, 0]
-            ray = active[slots // segment]
-            points = origins[ray] + t_samples.flatten()[slots, None] * dirs[ray]
-            sample_dirs = dirs[ray]
+            points, sample_dirs = gather(origins, dirs, active, t_samples, slots, segment)
         sigmas = torch.zeros(n_slots, device=device)
         rgbs = torch.zeros(n_slots, 3, device=device)
         if slots.numel():

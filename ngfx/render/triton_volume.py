@@ -3,7 +3,8 @@
 * :func:`ray_gen` -- pixel -> undistorted camera ray -> world ray -> box entry/exit, one kernel per band;
 * :func:`march_segment` -- per active ray, walk the fixed-step lattice, look up the occupancy grid, jump
   over empty cells, write the next ``K`` occupied samples into the ray's slots and advance the ray: one
-  kernel instead of a loop of torch ops.
+  kernel instead of a loop of torch ops;
+* :func:`gather_samples` -- positions and directions of the occupied slots, one kernel.
 
 Compositing reuses the fused segment compositor of :mod:`ngfx.render.triton_nvr`.
 """
@@ -145,3 +146,28 @@ def march_segment(origins, dirs, active, t, t_far, occupancy, aabb, resolution: 
             aabb.float().contiguous(), t_samples, deltas, n_active, float(dt), MAX_SCAN=int(max_scan), R=resolution, K=k,
             SKIP_MARGIN=SKIP_MARGIN, BLOCK=BLOCK)
     return t_samples, deltas
+
+
+@triton.jit
+def _gather_kernel(o_ptr, d_ptr, active_ptr, t_ptr, slots_ptr, points_ptr, dirs_out_ptr, n,
+                   K: tl.constexpr, BLOCK: tl.constexpr):
+    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = i < n
+    slot = tl.load(slots_ptr + i, mask=mask, other=0)
+    ray = tl.load(active_ptr + slot // K, mask=mask, other=0)
+    t = tl.load(t_ptr + slot, mask=mask, other=0.0)
+    for axis in tl.static_range(3):
+        d = tl.load(d_ptr + ray * 3 + axis, mask=mask, other=0.0)
+        tl.store(points_ptr + i * 3 + axis, tl.load(o_ptr + ray * 3 + axis, mask=mask, other=0.0) + t * d, mask=mask)
+        tl.store(dirs_out_ptr + i * 3 + axis, d, mask=mask)
+
+
+def gather_samples(origins, dirs, active, t_samples, slots, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fused twin of :func:`ngfx.render.raymarch.gather_samples`: one kernel instead of seven gathers."""
+    n = slots.numel()
+    points = torch.empty(n, 3, device=origins.device)
+    sample_dirs = torch.empty(n, 3, device=origins.device)
+    if n:
+        _gather_kernel[(triton.cdiv(n, BLOCK),)](origins.contiguous(), dirs.contiguous(), active, t_samples, slots,
+                                                 points, sample_dirs, n, K=k, BLOCK=BLOCK)
+    return points, sample_dirs
