@@ -29,9 +29,9 @@ def test_tiny_training_reaches_psnr(trained):
 
 def test_zoom_window_matches_quadrant_of_full_render(trained):
     app, _ = trained
-    full = app.render(64, 48, view=0, fused=False)
-    quadrant = app.render(32, 24, view=(0.0, 0.0, 0.5, 0.5), fused=False)
-    torch.testing.assert_close(quadrant, full[:24, :32], atol=1e-5, rtol=0)
+    full = app.render(96, 64, view=0, fused=False)  # the image's own 3:2, so view 0 is the whole image
+    quadrant = app.render(48, 32, view=(0.0, 0.0, 0.5, 0.5), fused=False)
+    torch.testing.assert_close(quadrant, full[:32, :48], atol=1e-5, rtol=0)
     assert app.render(8, 8, view=3, fused=False).shape == (8, 8, 3)
 
 
@@ -99,3 +99,14 @@ def test_bad_inputs_raise_clear_errors(tmp_path):
         gia.build_app("image", "hashgrid", "huge", device="cpu")
     with pytest.raises(ValueError, match="window"):
         gia.view_window((0.5, 0.0, 0.2, 1.0))
+
+
+def test_whole_image_view_is_cropped_not_stretched():
+    # a portrait 3:4 image in a 16:9 frame: the full width, the middle 0.42 of the height
+    x0, y0, x1, y1 = gia.crop_to_aspect((0.0, 0.0, 1.0, 1.0), (3000, 4000), (1920, 1080))
+    assert (x0, x1) == (0.0, 1.0)
+    assert math.isclose((1.0 * 3000) / ((y1 - y0) * 4000), 1920 / 1080) and math.isclose(y0 + y1, 1.0)
+    # a wide image in a square frame: narrowed about the centre; a matching aspect is left alone
+    x0, y0, x1, y1 = gia.crop_to_aspect((0.0, 0.0, 1.0, 1.0), (200, 100), (64, 64))
+    assert (y0, y1) == (0.0, 1.0) and math.isclose(x1 - x0, 0.5) and math.isclose(x0 + x1, 1.0)
+    assert gia.crop_to_aspect((0.0, 0.0, 1.0, 1.0), (96, 64), (48, 32)) == (0.0, 0.0, 1.0, 1.0)

@@ -45,6 +45,20 @@ def view_window(view) -> tuple[float, float, float, float]:
     return window
 
 
+def crop_to_aspect(window, image_size: tuple[int, int], frame_size: tuple[int, int]):
+    """Shrink ``window`` (x0, y0, x1, y1) about its centre so the image region it covers has the frame's
+    aspect ratio: a portrait photograph in a 16:9 frame is cropped, not stretched."""
+    x0, y0, x1, y1 = window
+    region_aspect = (x1 - x0) * image_size[0] / ((y1 - y0) * image_size[1])
+    frame_aspect = frame_size[0] / frame_size[1]
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    if region_aspect > frame_aspect:  # too wide: narrow it
+        half = (x1 - x0) / 2 * frame_aspect / region_aspect
+        return cx - half, y0, cx + half, y1
+    half = (y1 - y0) / 2 * region_aspect / frame_aspect
+    return x0, cy - half, x1, cy + half
+
+
 class GiaApp(App):
     name = "gia"
 
@@ -112,10 +126,13 @@ class GiaApp(App):
 
     @torch.no_grad()
     def render(self, width: int, height: int, view=0, fused: bool = True) -> torch.Tensor:
-        """[height, width, 3] in [0, 1]: ``view`` 0 is the whole image, k a 2^k zoom, or a window (x0, y0, x1, y1)."""
+        """[height, width, 3] in [0, 1]: ``view`` 0 is the whole image, k a 2^k zoom (both cropped to the frame's
+        aspect ratio), or a window (x0, y0, x1, y1) in [0, 1], drawn as given."""
         from ngfx.render import triton_gia
 
         window = view_window(view)
+        if isinstance(view, int) or (isinstance(view, torch.Tensor) and view.numel() == 1):
+            window = crop_to_aspect(window, (self.width, self.height), (width, height))
         triton_ok = use_triton(fused, self.device_)
         write_fn = triton_gia.write_rows_triton if triton_ok else triton_gia.write_rows_torch
         frame = torch.empty(height, width, 3, device=self.device_, dtype=torch.float32)
