@@ -9,6 +9,7 @@ import triton
 import triton.language as tl
 
 from ngfx.render.sphere_trace import ALBEDO, AMBIENT, LIGHT_DIR
+from ngfx.render.triton_volume import load_ray
 
 BLOCK = 256
 
@@ -20,12 +21,7 @@ def _trace_step_kernel(o_ptr, d_ptr, active_ptr, t_ptr, raw_ptr, t_far_ptr, stat
     mask = i < n_active
     ray = tl.load(active_ptr + i, mask=mask, other=0)
     t = tl.load(t_ptr + ray, mask=mask, other=0.0)
-    ox = tl.load(o_ptr + ray * 3, mask=mask, other=0.0)
-    oy = tl.load(o_ptr + ray * 3 + 1, mask=mask, other=0.0)
-    oz = tl.load(o_ptr + ray * 3 + 2, mask=mask, other=0.0)
-    dx = tl.load(d_ptr + ray * 3, mask=mask, other=0.0)
-    dy = tl.load(d_ptr + ray * 3 + 1, mask=mask, other=0.0)
-    dz = tl.load(d_ptr + ray * 3 + 2, mask=mask, other=0.0)
+    ox, oy, oz, dx, dy, dz = load_ray(o_ptr, d_ptr, ray, mask)
     px, py, pz = ox + t * dx, oy + t * dy, oz + t * dz
     sdf = tl.load(raw_ptr + i, mask=mask, other=0.0) + tl.sqrt(px * px + py * py + pz * pz) - sphere_radius
     hit = tl.abs(sdf) < eps * (1.0 + t)

@@ -78,6 +78,18 @@ def ray_gen(c2w: torch.Tensor, k: Intrinsics, row0: int, n_rows: int, aabb: torc
 
 
 @triton.jit
+def load_ray(o_ptr, d_ptr, ray, mask):
+    """Origin and direction of rays ``ray`` (rows of [R, 3] arrays) -> ox, oy, oz, dx, dy, dz."""
+    ox = tl.load(o_ptr + ray * 3, mask=mask, other=0.0)
+    oy = tl.load(o_ptr + ray * 3 + 1, mask=mask, other=0.0)
+    oz = tl.load(o_ptr + ray * 3 + 2, mask=mask, other=0.0)
+    dx = tl.load(d_ptr + ray * 3, mask=mask, other=0.0)
+    dy = tl.load(d_ptr + ray * 3 + 1, mask=mask, other=0.0)
+    dz = tl.load(d_ptr + ray * 3 + 2, mask=mask, other=0.0)
+    return ox, oy, oz, dx, dy, dz
+
+
+@triton.jit
 def _cell_exit_axis(o, d, cell_coord, lo, cell, margin):
     """Distance to the exit face of the cell along one axis (see raymarch.cell_exit); inf if parallel."""
     safe_d = tl.where(d == 0, 1.0, d)
@@ -95,12 +107,7 @@ def _march_kernel(o_ptr, d_ptr, active_ptr, t_ptr, t_far_ptr, occ_ptr, aabb_ptr,
     ray = tl.load(active_ptr + a, mask=mask, other=0)
     t0 = tl.load(t_ptr + ray, mask=mask, other=0.0)
     t_far = tl.load(t_far_ptr + ray, mask=mask, other=0.0)
-    ox = tl.load(o_ptr + ray * 3, mask=mask, other=0.0)
-    oy = tl.load(o_ptr + ray * 3 + 1, mask=mask, other=0.0)
-    oz = tl.load(o_ptr + ray * 3 + 2, mask=mask, other=0.0)
-    dx = tl.load(d_ptr + ray * 3, mask=mask, other=0.0)
-    dy = tl.load(d_ptr + ray * 3 + 1, mask=mask, other=0.0)
-    dz = tl.load(d_ptr + ray * 3 + 2, mask=mask, other=0.0)
+    ox, oy, oz, dx, dy, dz = load_ray(o_ptr, d_ptr, ray, mask)
     lo_x, lo_y, lo_z = tl.load(aabb_ptr), tl.load(aabb_ptr + 1), tl.load(aabb_ptr + 2)
     size_x, size_y, size_z = tl.load(aabb_ptr + 3) - lo_x, tl.load(aabb_ptr + 4) - lo_y, tl.load(aabb_ptr + 5) - lo_z
     cell_x, cell_y, cell_z = size_x / R, size_y / R, size_z / R
