@@ -162,6 +162,8 @@ def _add_sim(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="trace.json", help="trace file to write (opens in Perfetto)")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     p.add_argument("--frames", type=int, default=1, help="frames to trace (averaged by the simulator)")
+    p.add_argument("--fused", action="store_true",
+                   help="trace the fused Triton rest kernels (as the renderer runs) instead of the unfused baseline")
     p.set_defaults(func=_run_trace)
 
     sim = sub.add_parser("sim", help="replay traces through the NGPC model").add_subparsers(dest="sim_command", required=True)
@@ -198,8 +200,10 @@ def _add_sim(sub: argparse._SubParsersAction) -> None:
 def _run_trace(args: argparse.Namespace) -> int:
     from ngfx.ngpc_sim.capture import trace_run
 
-    trace = trace_run(args.run_dir, *args.resolution, out=args.out, device=args.device, n_frames=args.frames)
-    print(f"wrote {args.out}: {len(trace.kernels)} kernels, {trace.frame_time_s() * 1e3:.3f} ms per frame ({trace.timer} timer)")
+    trace = trace_run(args.run_dir, *args.resolution, out=args.out, device=args.device, n_frames=args.frames,
+                      fused=args.fused)
+    print(f"wrote {args.out}: {len(trace.kernels)} kernels, {trace.frame_time_s() * 1e3:.3f} ms per frame "
+          f"({trace.timer} timer, rest kernels {trace.rest})")
     return 0
 
 

@@ -89,3 +89,13 @@ def test_learning_rate_decays_over_the_budget():
     assert optimizer.param_groups[0]["lr"] == pytest.approx(base * LR_DECAY ** 3)
     optimisation_step(app, optimizer, 1, progress=0.1)  # the base rate is remembered, not compounded
     assert optimizer.param_groups[0]["lr"] == pytest.approx(base)
+
+
+def test_trace_records_fused_or_unfused_rest_kernels(run_dir, tmp_path):
+    from ngfx.ngpc_sim.trace import read_trace
+
+    for flag, rest in (([], "unfused"), (["--fused"], "fused")):
+        out = tmp_path / f"{rest}.json"
+        assert main(["trace", str(run_dir), "--resolution", "16x12", "--out", str(out), "--device", "cpu", *flag]) == 0
+        trace = read_trace(out)
+        assert trace.rest == rest and {"nerf.march", "nerf.composite"} <= {k.name for k in trace.kernels}

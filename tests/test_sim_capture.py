@@ -46,6 +46,10 @@ def test_capture_from_fake_app(tmp_path):
     assert mlp.mlp_layers == [[64, 8], [3, 64]]
     write_trace(trace, tmp_path / "t.json")
     assert read_trace(tmp_path / "t.json").kernels == trace.kernels
+    assert trace.rest == "unfused" and read_trace(tmp_path / "t.json").rest == "unfused"
+    fused = trace_frame(FakeApp(), 32, 24, "cpu", fused=True)
+    write_trace(fused, tmp_path / "f.json")
+    assert read_trace(tmp_path / "f.json").rest == "fused"
 
 
 @pytest.mark.parametrize("encoding, kind", [("lowres", "lowres_dense_grid"), ("densegrid", "multires_dense_grid")])

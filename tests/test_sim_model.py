@@ -36,6 +36,16 @@ def test_fused_rest_only_speeds_up_rest():
     trace = _trace(0.05, 0.0, 0.0, 0)
     assert simulate(trace, CFG.replace(n_nfps=8)).frame_s == pytest.approx(0.05 / 9.94)
 
+def test_fused_trace_rest_is_replayed_as_timed():
+    # a trace of the fused rest kernels is not sped up a second time, with or without the NGPC
+    trace = dataclasses.replace(_trace(0.05, 0.0, 0.0, 0), rest="fused")
+    assert simulate(trace, CFG.replace(n_nfps=8)).frame_s == pytest.approx(0.05)
+    neural = dataclasses.replace(_trace(0.01, 0.02, 0.03, 10**6), rest="fused")
+    r = simulate(neural, CFG.replace(n_nfps=16))
+    assert r.rest_mode == "fused" and r.frame_s >= 0.01 * (1 - 1e-9)
+    assert r.amdahl_bound == pytest.approx(0.06 / 0.01)
+
+
 def test_memory_bound_when_tables_stream():
     # 2^22-entry levels (8 MiB) must stream for every batch: memory is then the busiest unit
     trace = _trace(1e-4, 0.05, 0.05, 10**6, log2=22)

@@ -20,6 +20,10 @@ def test_round_trip_and_chrome_format(tmp_path):
     back = read_trace(path)
     assert back.kernels == trace.kernels and (back.width, back.height) == (1920, 1080)
     assert back.frame_time_s() == pytest.approx(0.231)
+    assert data["otherData"]["rest"] == "unfused" and back.rest == "unfused"
+    del data["otherData"]["rest"]  # traces written before the field existed read as unfused
+    path.write_text(json.dumps(data))
+    assert read_trace(path).rest == "unfused"
 
 
 def test_scale_trace_is_proportional():
@@ -62,6 +66,7 @@ def _write(tmp_path, data):
     (lambda d: d["traceEvents"][1]["args"].pop("n_inputs"), r"n_inputs'.*missing"),
     (lambda d: d["otherData"].update(version=7), "otherData.version"),
     (lambda d: d["otherData"].update(width=0), "otherData.width"),
+    (lambda d: d["otherData"].update(rest="half"), "otherData.rest"),
 ])
 def test_bad_traces_name_event_and_field(tmp_path, mutate, field):
     data = trace_to_chrome(paper_trace("nerf", "hash_grid"))

@@ -55,8 +55,12 @@ def _model_shapes(app) -> dict:
     return out
 
 
-def trace_frame(app, width: int, height: int, device: torch.device | str, n_frames: int = 1, warmup: int = 1) -> Trace:
-    """Render ``n_frames`` unfused frames of ``app`` with every stage timed -> a :class:`Trace`.
+def trace_frame(app, width: int, height: int, device: torch.device | str, n_frames: int = 1, warmup: int = 1,
+                fused: bool = False) -> Trace:
+    """Render ``n_frames`` frames of ``app`` with every stage timed -> a :class:`Trace`.
+
+    ``fused`` traces the fused Triton rest kernels (the renderer as it runs) instead of the unfused PyTorch
+    ones (the paper's baseline); the trace records which, so the simulator never speeds fused kernels up again.
 
     On a GPU the stages are timed with CUDA events (timer ``cuda_event``); on a CPU with
     ``time.perf_counter`` (timer ``cpu``: measured CPU times, marked as such). ``warmup`` untimed
@@ -67,11 +71,11 @@ def trace_frame(app, width: int, height: int, device: torch.device | str, n_fram
     device = torch.device(device)
     with torch.no_grad():
         for _ in range(warmup):
-            app.render(width, height, view=0, fused=False)
+            app.render(width, height, view=0, fused=fused)
         kernels = []
         for frame in range(n_frames):
             with record_stages(device) as records:
-                app.render(width, height, view=frame, fused=False)
+                app.render(width, height, view=frame, fused=fused)
             kernels += [kernel_from_record(r, frame) for r in records]
     shapes = _model_shapes(app)
     for k in kernels:
@@ -82,14 +86,16 @@ def trace_frame(app, width: int, height: int, device: torch.device | str, n_fram
     if not kernels:
         raise NgfxInputError(type(app).__name__, "render", "the renderer emitted no stages; nothing to trace")
     timer = "cuda_event" if device.type == "cuda" else "cpu"
-    return Trace(device=_device_name(device), timer=timer, width=width, height=height, kernels=kernels, n_frames=n_frames)
+    return Trace(device=_device_name(device), timer=timer, width=width, height=height, kernels=kernels, n_frames=n_frames,
+                 rest="fused" if fused else "unfused")
 
 
-def trace_run(run_dir: str, width: int, height: int, out: str, device: str | None = None, n_frames: int = 1) -> Trace:
+def trace_run(run_dir: str, width: int, height: int, out: str, device: str | None = None, n_frames: int = 1,
+              fused: bool = False) -> Trace:
     """Load the trained run in ``run_dir``, trace a frame, write the Chrome trace JSON to ``out``."""
     from ngfx.render.runs import load_run
 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    trace = trace_frame(load_run(run_dir, device), width, height, device, n_frames=n_frames)
+    trace = trace_frame(load_run(run_dir, device), width, height, device, n_frames=n_frames, fused=fused)
     write_trace(trace, out)
     return trace

@@ -75,10 +75,15 @@ class SimResult:
         return out
 
 
+def rest_speedup(trace: Trace, cfg: NGPCConfig) -> float:
+    """How much faster than traced the SMs run the rest kernels: 1 for a trace of fused kernels."""
+    return 1.0 if trace.rest == "fused" else cfg.rest_speedup
+
+
 def amdahl_bound(trace: Trace, cfg: NGPCConfig) -> float:
     """S_max = s_R / (1 - p): the speedup if encoding and MLP took no time at all."""
     p = trace.share("encoding") + trace.share("mlp")
-    return math.inf if p >= 1.0 else cfg.rest_speedup / (1.0 - p)
+    return math.inf if p >= 1.0 else rest_speedup(trace, cfg) / (1.0 - p)
 
 
 class _Units:
@@ -117,12 +122,13 @@ def simulate(trace: Trace, cfg: NGPCConfig, record_timeline: bool = False) -> Si
     units = _Units(env, record_timeline)
     rest_s, n_inputs, enc_kernels, mlp_kernels = _frame_workload(trace, cfg)
     baseline = trace.frame_time_s()
+    rest_speed = rest_speedup(trace, cfg)
 
     if not cfg.enabled or n_inputs <= 0:
         # The GPU alone: every kernel, one after another, as traced (or with the rest fused).
         def gpu_only():
             for k in trace.kernels:
-                speed = cfg.rest_speedup if k.category == "rest" else 1.0
+                speed = rest_speed if k.category == "rest" else 1.0
                 yield from units.work("gpu_sms", k.duration_s / trace.n_frames / speed)
         env.process(gpu_only())
         env.run()
@@ -181,7 +187,7 @@ def simulate(trace: Trace, cfg: NGPCConfig, record_timeline: bool = False) -> Si
         def gpu_sms():
             for _ in range(n_batches):
                 yield done.get()
-                yield from units.work("gpu_sms", rest_s * batch_fraction / cfg.rest_speedup)
+                yield from units.work("gpu_sms", rest_s * batch_fraction / rest_speed)
 
         for nfp in range(cfg.n_nfps):
             handoff = simpy.Store(env, capacity=1)  # the activations buffer between the two engines
@@ -195,7 +201,7 @@ def simulate(trace: Trace, cfg: NGPCConfig, record_timeline: bool = False) -> Si
     per_unit = {"gpu_sms": 1, "encoding_engines": max(1, scale), "mlp_engines": max(1, scale), "memory": 1}
     utilisation = {u: units.busy[u] / per_unit[u] / frame_s if frame_s > 0 else 0.0 for u in units.busy}
     return SimResult(app=trace.app, encoding=trace.encoding, device=trace.device, width=trace.width, height=trace.height,
-                     scale=scale, rest_mode=cfg.rest_mode if cfg.enabled else "unfused", baseline_s=baseline,
+                     scale=scale, rest_mode="fused" if trace.rest == "fused" else (cfg.rest_mode if cfg.enabled else "unfused"), baseline_s=baseline,
                      frame_s=frame_s, speedup=baseline / frame_s if frame_s > 0 else math.inf,
                      amdahl_bound=amdahl_bound(trace, cfg), utilisation=utilisation, n_batches=n_batches,
                      timeline=units.timeline)

@@ -131,7 +131,8 @@ def write_report(results: list[dict], out_dir: str | Path, timeline_trace: Trace
     plot_fps(results, out_dir / "fps_vs_resolution.png", scales[-1])
     parts = ["# NGPC simulator: sweep report", notes,
              f"GPU profile: {cfg.gpu.name}; rest kernels {cfg.rest_mode}"
-             + (f" ({cfg.fused_rest_speedup}x)" if cfg.rest_mode == "fused" else "") + f"; {len(results)} points.",
+             + (f" ({cfg.fused_rest_speedup}x)" if cfg.rest_mode == "fused" else "") + f"; {len(results)} points. "
+             "Traces recorded with fused rest kernels (`ngfx trace --fused`) are replayed with those kernels as timed.",
              "## Speedup vs scaling factor", "![speedup](speedup_vs_scale.png)",
              "## FPS vs resolution", "![fps](fps_vs_resolution.png)"]
     if timeline_trace is not None:

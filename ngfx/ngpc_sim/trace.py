@@ -11,12 +11,14 @@ A trace file is Chrome's JSON trace format, so Perfetto (ui.perfetto.dev) opens 
                                "mlp_layers": [[64, 32], [64, 64], [16, 64]]}}, ...],
      "displayTimeUnit": "ms",
      "otherData": {"schema": "ngfx.trace", "version": 1, "device": "NVIDIA H200", "timer": "cuda_event",
-                   "width": 1920, "height": 1080, "n_frames": 1}}
+                   "width": 1920, "height": 1080, "n_frames": 1, "rest": "unfused"}}
 
 ``cat`` is the category (``encoding`` | ``mlp`` | ``rest``); ``encoding`` is one of
 ``hash_grid``, ``multires_dense_grid``, ``lowres_dense_grid`` (encoding and mlp kernels only);
 ``mlp_layers`` lists (out, in) per layer (mlp kernels; optional). ``timer`` says how ``dur`` was
 measured: ``cuda_event``, ``cpu`` (measured CPU time) or ``model`` (generated from published shares).
+``rest`` (optional, default ``unfused``) says how the renderer ran its rest kernels when traced: a trace of
+the fused kernels is replayed with them as timed, never sped up again.
 A per-kernel table (CSV or JSON list of rows with the same field names, ``duration_s`` in seconds)
 imports the same data, the way the paper fed Nsight breakdowns to its model.
 """
@@ -31,7 +33,7 @@ from pathlib import Path
 
 from ngfx.errors import NgfxInputError
 from ngfx.io import read_json, write_json
-from ngfx.ngpc_sim.config import ENCODING_KINDS
+from ngfx.ngpc_sim.config import ENCODING_KINDS, REST_MODES
 
 SCHEMA, VERSION = "ngfx.trace", 1
 CATEGORIES = ("encoding", "mlp", "rest")
@@ -69,6 +71,7 @@ class Trace:
     height: int
     kernels: list[Kernel]
     n_frames: int = 1
+    rest: str = "unfused"  # how the traced renderer ran its rest kernels (REST_MODES)
 
     @property
     def app(self) -> str:
@@ -162,6 +165,9 @@ def read_trace(path: str | Path) -> Trace:
     timer = meta.get("timer")
     if timer not in TIMERS:
         raise NgfxInputError(source, "otherData.timer", f"expected one of {TIMERS}, got {timer!r}")
+    rest = meta.get("rest", "unfused")
+    if rest not in REST_MODES:
+        raise NgfxInputError(source, "otherData.rest", f"expected one of {REST_MODES}, got {rest!r}")
     kernels = []
     for i, ev in enumerate(data["traceEvents"]):
         if not isinstance(ev, dict) or ev.get("ph") != "X":
@@ -178,7 +184,7 @@ def read_trace(path: str | Path) -> Trace:
         raise NgfxInputError(source, "traceEvents", "no kernel events (ph 'X')")
     return Trace(device=str(meta.get("device", "unknown")), timer=timer, width=_header_int(meta, "width", source),
                  height=_header_int(meta, "height", source), kernels=kernels,
-                 n_frames=_header_int(meta, "n_frames", source) if "n_frames" in meta else 1)
+                 n_frames=_header_int(meta, "n_frames", source) if "n_frames" in meta else 1, rest=rest)
 
 
 def trace_to_chrome(trace: Trace) -> dict:
@@ -190,7 +196,7 @@ def trace_to_chrome(trace: Trace) -> dict:
                        "ts": t_us, "dur": k.duration_s * 1e6, "args": args})
         t_us += k.duration_s * 1e6
     meta = {"schema": SCHEMA, "version": VERSION, "device": trace.device, "timer": trace.timer,
-            "width": trace.width, "height": trace.height, "n_frames": trace.n_frames}
+            "width": trace.width, "height": trace.height, "n_frames": trace.n_frames, "rest": trace.rest}
     return {"traceEvents": events, "displayTimeUnit": "ms", "otherData": meta}
 
 
