@@ -114,6 +114,9 @@ def bench_app(name: str, scene: str, args, out: Path) -> dict:
 
         w, h = (96, 54) if args.smoke else (1920, 1080)
         write_trace(trace_frame(app, w, h, app.device_), Path(args.traces) / f"{name}_{args.encoding}.json")
+        # and of the fused rest kernels, in a sibling folder (one trace per app and encoding in each)
+        fused_dir = Path(args.traces).with_name(Path(args.traces).name + "_fused")
+        write_trace(trace_frame(app, w, h, app.device_, fused=True), fused_dir / f"{name}_{args.encoding}.json")
     return {"app": name, "scene": scene, "encoding": args.encoding, "setup_s": setup_s, **trained,
             "quality": quality, "width": width, "height": height, "fused_ms": fused_ms, "unfused_ms": unfused_ms,
             "fused_stages_ms": fused_stages, "unfused_stages_ms": unfused_stages,
@@ -147,7 +150,7 @@ def main(argv=None) -> None:
     parser.add_argument("--scenes", type=Path, default=ROOT.parent / "shared" / "scenes")
     parser.add_argument("--device", default=None)
     parser.add_argument("--backend", default=None, help="encoding backend (torch|triton|tcnn), else auto")
-    parser.add_argument("--traces", default=None, type=Path, help="also write a 1080p trace per app into this folder")
+    parser.add_argument("--traces", default=None, type=Path, help="also write a 1080p trace per app into this folder (fused rest kernels: FOLDER_fused)")
     args = parser.parse_args(argv)
     if args.backend:
         os.environ["NGFX_BACKEND"] = args.backend

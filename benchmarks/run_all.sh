@@ -18,7 +18,7 @@ else
   export PYTHONPATH=$PWD
 fi
 scenes=${NGFX_SCENES:-.gpu_data/scenes}
-work=/tmp/ngfx_bench; mkdir -p "$work/traces"
+work=/tmp/ngfx_bench; mkdir -p "$work/traces" "$work/traces_fused"
 out=${OUT:-$work/out}; mkdir -p "$out"
 step() { local limit=$1; shift; echo "=== $(date +%T) $*"; timeout "$limit" "$@" || echo "=== FAILED or timed out ($?): $*"; }
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,memory.used --format=csv,noheader
@@ -27,6 +27,8 @@ python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', tr
 if [ "$part" = nerf ] || [ "$part" = both ]; then
   step ${NERF_LIMIT:-330} python3 benchmarks/bench_render.py --out "$work/nerf" --scene "$scenes/lego" --train-seconds ${NERF_SECONDS:-170} ${EVAL_VIEWS:+--eval-views $EVAL_VIEWS} ${NERF_PROFILE:+--profile}
   step 60 python3 -m ngfx.cli trace "$work/nerf/run_nerf_hashgrid" --resolution 1920x1080 --out "$work/traces/nerf_hashgrid.json"
+  step 60 python3 -m ngfx.cli trace "$work/nerf/run_nerf_hashgrid" --resolution 1920x1080 --fused \
+    --out "$work/traces_fused/nerf_hashgrid.json"
   [ "${BENCH_NELF:-0}" = 1 ] && step 150 python3 benchmarks/bench_nelf.py --out "$work/nelf_bench"
   [ "$part" = nerf ] && [ "${DISTILL:-1}" = 1 ] && step $(( ${DISTILL_SECONDS:-120} + 120 )) python3 -m ngfx.cli nelf distill "$work/nerf/run_nerf_hashgrid" \
     --out "$work/nelf_lego" --size full --pseudo-views ${PSEUDO_VIEWS:-200} --steps 100000 --finetune-steps 10000 \
