@@ -166,6 +166,7 @@ def _train(model: NeLF, targets, poses: torch.Tensor, k: Intrinsics, geometry: d
         idx = np.sort(gen.choice(len(poses), size=min(batch, len(poses)), replace=False))
         target = torch.from_numpy(np.asarray(targets[idx])).to(device).permute(0, 3, 1, 2).float() / 255
         rays = encode_frames(model.cfg, poses[idx].to(device), k, **geometry)
+        rays = rays.contiguous(memory_format=torch.channels_last)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
             prediction = model(rays)
         loss = F.mse_loss(prediction.float(), target)
@@ -263,7 +264,8 @@ def _distill(teacher, out_dir: Path, size: str, *, config: NeLFConfig | None = N
     poses = sample_poses(teacher.train_poses.detach().float().cpu(), center, n_pseudo, seed=seed)
     images = make_pseudo_data(teacher, out_dir, poses, k)
 
-    model = NeLF(cfg).to(device)
+    # NHWC is the tensor cores' native conv layout (as at inference, nelf.runs.inference_model)
+    model = NeLF(cfg).to(device).to(memory_format=torch.channels_last)
     ckpt = out_dir / "checkpoint.safetensors"
     meta = {"app": "nelf", "nelf_config": cfg.to_dict()}
     # a time budget is shared between the phases as their step counts are
