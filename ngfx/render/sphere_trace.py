@@ -18,7 +18,8 @@ AMBIENT = 0.2
 
 
 def ray_box(origins: torch.Tensor, dirs: torch.Tensor, lo: float = -1.0, hi: float = 1.0):
-    """Entry and exit distances of rays [N, 3] through the cube [lo, hi]^3 -> t_near [N], t_far [N] (t_near >= t_far: miss)."""
+    """Entry and exit distances of rays [N, 3] through the cube [lo, hi]^3, or the box [lo, hi] for [3] tensors
+    -> t_near [N], t_far [N] (t_near >= t_far: miss)."""
     inv = 1.0 / torch.where(dirs.abs() < 1e-9, torch.full_like(dirs, 1e-9), dirs)
     t0, t1 = (lo - origins) * inv, (hi - origins) * inv
     t_near = torch.minimum(t0, t1).max(dim=1).values.clamp(min=0.0)
