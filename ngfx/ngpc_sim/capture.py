@@ -66,9 +66,11 @@ def trace_frame(app, width: int, height: int, device: torch.device | str, n_fram
     ``time.perf_counter`` (timer ``cpu``: measured CPU times, marked as such). ``warmup`` untimed
     frames first, so compilation and caches do not land in the trace.
     """
+    from ngfx.render.neural_field import use_triton
     from ngfx.render.stages import record_stages
 
     device = torch.device(device)
+    fused = use_triton(fused, device)  # off the GPU (and the interpreter) the renderer runs the PyTorch kernels
     with torch.no_grad():
         for _ in range(warmup):
             app.render(width, height, view=0, fused=fused)
