@@ -150,7 +150,8 @@ def main(argv=None) -> None:
     parser.add_argument("--scenes", type=Path, default=ROOT.parent / "shared" / "scenes")
     parser.add_argument("--device", default=None)
     parser.add_argument("--backend", default=None, help="encoding backend (torch|triton|tcnn), else auto")
-    parser.add_argument("--traces", default=None, type=Path, help="also write a 1080p trace per app into this folder (fused rest kernels: FOLDER_fused)")
+    parser.add_argument("--traces", default=None, type=Path,
+                        help="also write a 1080p trace per app into this folder (fused rest kernels: FOLDER_fused)")
     args = parser.parse_args(argv)
     if args.backend:
         os.environ["NGFX_BACKEND"] = args.backend

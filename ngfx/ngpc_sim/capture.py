@@ -88,8 +88,8 @@ def trace_frame(app, width: int, height: int, device: torch.device | str, n_fram
     if not kernels:
         raise NgfxInputError(type(app).__name__, "render", "the renderer emitted no stages; nothing to trace")
     timer = "cuda_event" if device.type == "cuda" else "cpu"
-    return Trace(device=_device_name(device), timer=timer, width=width, height=height, kernels=kernels, n_frames=n_frames,
-                 rest="fused" if fused else "unfused")
+    return Trace(device=_device_name(device), timer=timer, width=width, height=height, kernels=kernels,
+                 n_frames=n_frames, rest="fused" if fused else "unfused")
 
 
 def trace_run(run_dir: str, width: int, height: int, out: str, device: str | None = None, n_frames: int = 1,

@@ -200,8 +200,9 @@ def simulate(trace: Trace, cfg: NGPCConfig, record_timeline: bool = False) -> Si
     frame_s = env.now
     per_unit = {"gpu_sms": 1, "encoding_engines": max(1, scale), "mlp_engines": max(1, scale), "memory": 1}
     utilisation = {u: units.busy[u] / per_unit[u] / frame_s if frame_s > 0 else 0.0 for u in units.busy}
+    rest_mode = "fused" if trace.rest == "fused" else (cfg.rest_mode if cfg.enabled else "unfused")
     return SimResult(app=trace.app, encoding=trace.encoding, device=trace.device, width=trace.width, height=trace.height,
-                     scale=scale, rest_mode="fused" if trace.rest == "fused" else (cfg.rest_mode if cfg.enabled else "unfused"), baseline_s=baseline,
+                     scale=scale, rest_mode=rest_mode, baseline_s=baseline,
                      frame_s=frame_s, speedup=baseline / frame_s if frame_s > 0 else math.inf,
                      amdahl_bound=amdahl_bound(trace, cfg), utilisation=utilisation, n_batches=n_batches,
                      timeline=units.timeline)

@@ -2,8 +2,9 @@
 
 The scene is the analytic CSG scene ("csg") or an OBJ mesh (normalised into [-0.9, 0.9]^3). Training and
 held-out points (uniform in the cube [-1, 1]^3 and near the surface: 1/4 and 3/4 for training, half and
-half held out) and their SDF values are sampled once into a cache, so a training step is an index draw. The network predicts a correction to a sphere's
-SDF (radius 0.5), a geometric initialisation that starts as a closed surface. Loss: L1 on the SDF.
+half held out) and their SDF values are sampled once into a cache, so a training step is an index draw.
+The network predicts a correction to a sphere's SDF (radius 0.5), a geometric initialisation that starts
+as a closed surface. Loss: L1 on the SDF. Rendering sphere-traces the scene's padded bounding box.
 """
 
 from __future__ import annotations
