@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 
 from ngfx.cli import main
 from ngfx.ngpc_sim.paper import paper_trace, paper_validation
@@ -28,14 +29,24 @@ def test_parallel_and_dask_match_serial(tmp_path):
 
 def test_report_has_real_plots(tmp_path):
     rows = run_sweep(TRACES, SCALES, RESOLUTIONS, workers=1, progress=False)
-    md = write_report(rows, tmp_path, timeline_trace=TRACES[0], validation=paper_validation())
+    md = write_report(rows, tmp_path, traces=TRACES, validation=paper_validation())
     text = md.read_text()
-    for png in ("speedup_vs_scale.png", "fps_vs_resolution.png", "timeline.png"):
+    for png in ("breakdown.png", "speedup_vs_scale.png", "fps_vs_resolution.png", "timeline.png"):
         assert f"({png})" in text
         data = (tmp_path / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
     assert "| nerf | hash_grid |" in text and "9.94" in text
     assert "<table>" in (tmp_path / "report.html").read_text()
+
+
+def test_breakdown_splits_each_traced_frame(tmp_path):
+    from ngfx.ngpc_sim.report import plot_breakdown
+
+    rows = plot_breakdown(TRACES, tmp_path / "b.png")
+    assert [r["label"].split()[0] for r in rows] == ["nerf", "gia"]
+    for row, trace in zip(rows, TRACES):
+        assert sum(row[f"{c}_ms"] for c in ("encoding", "mlp", "rest")) == pytest.approx(trace.frame_time_s() * 1e3)
+        assert row["rest_share"] == pytest.approx(trace.share("rest")) and 0 < row["rest_share"] < 1
 
 
 def test_cli_run_sweep_report(tmp_path, capsys):

@@ -6,7 +6,7 @@ that imports :mod:`ngfx.render`)::
     trace = read_trace("trace.json")                      # or paper_trace("nerf", "hash_grid")
     result = simulate(scale_trace(trace, 3840, 2160), load_config(gpu="rtx3090").replace(n_nfps=16))
     rows = run_sweep(traces, scales=(8, 16, 32, 64), resolutions=((1920, 1080),), out_dir="sweep")
-    write_report(rows, "sweep", timeline_trace=traces[0])
+    write_report(rows, "sweep", traces=traces)
 """
 
 from ngfx.ngpc_sim.config import NGPCConfig, load_config

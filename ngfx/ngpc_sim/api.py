@@ -66,7 +66,7 @@ def sim_sweep(out_dir: str | Path, trace_dir: str | Path | None = None, scales=S
     rows = run_sweep(traces, scales, resolutions, out_dir, cfg=cfg, scheduler=scheduler, workers=workers)
     notes = f"Traces: real renderer traces from {trace_dir}." if trace_dir else (
         "## Traces from the paper's inputs (ngfx.ngpc_sim.paper)\n\n" + paper_module.__doc__.split("\n", 2)[2])
-    return write_report(rows, out_dir, timeline_trace=traces[0], cfg=cfg,
+    return write_report(rows, out_dir, traces=traces, cfg=cfg,
                         validation=None if trace_dir else paper_validation(cfg), notes=notes)
 
 

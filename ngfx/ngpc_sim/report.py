@@ -1,4 +1,5 @@
-"""Plots and a Markdown/HTML report of a sweep: speedup vs NFPs, FPS vs resolution, one frame's timeline."""
+"""Plots and a Markdown/HTML report of a sweep: where the GPU's frame time goes, speedup vs NFPs, FPS vs
+resolution, one frame's timeline."""
 
 from __future__ import annotations
 
@@ -83,6 +84,37 @@ def plot_fps(rows: list[dict], path: Path, scale: int) -> None:
     _save(fig, path)
 
 
+BREAKDOWN_COLOURS = {"encoding": "C0", "mlp": "C2", "rest": "C3"}  # as the timeline's lanes
+
+
+def plot_breakdown(traces: list[Trace], path: Path) -> list[dict]:
+    """Each trace's GPU frame time split into encoding, MLP and rest kernels (the shares that bound the
+    NGPC's speedup, as Amdahl says) -> one row per trace: label, ms per category, shares."""
+    rows = []
+    for t in traces:
+        ms = {c: t.frame_time_s() * t.share(c) * 1e3 for c in BREAKDOWN_COLOURS}
+        rows.append({"label": f"{t.app or '?'} {t.encoding.replace('_', ' ')} {t.width}x{t.height} ({t.rest} rest)",
+                     **{f"{c}_ms": v for c, v in ms.items()}, **{f"{c}_share": t.share(c) for c in ms}})
+    fig, ax = plt.subplots(figsize=(9, 0.5 * len(rows) + 1.5))
+    for y, row in enumerate(rows):
+        total = sum(row[f"{c}_ms"] for c in BREAKDOWN_COLOURS)
+        left = 0.0
+        for c, colour in BREAKDOWN_COLOURS.items():
+            share = row[f"{c}_ms"] / total if total else 0.0
+            ax.barh(y, share, left=left, color=colour, label=c if y == 0 else None)
+            if share > 0.06:
+                ax.text(left + share / 2, y, f"{share:.0%}", ha="center", va="center", color="white", fontsize=8)
+            left += share
+        ax.text(1.01, y, f"{total:,.0f} ms" if total >= 100 else f"{total:.3g} ms", va="center", fontsize=8)
+    ax.set_yticks(range(len(rows)), [r["label"] for r in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("share of the traced GPU frame time")
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, fontsize=8, frameon=False)
+    _save(fig, path)
+    return rows
+
+
 def plot_timeline(trace: Trace, cfg: NGPCConfig, path: Path, max_nfps_shown: int = 4) -> dict:
     """One frame's utilisation timeline: SMs, memory, and the first few NFPs' encoding and MLP engines."""
     result = simulate(trace, cfg, record_timeline=True)
@@ -111,12 +143,13 @@ def _table(rows: list[dict], cols: list[str]) -> str:
     return "\n".join(lines)
 
 
-def write_report(results: list[dict], out_dir: str | Path, timeline_trace: Trace | None = None,
+def write_report(results: list[dict], out_dir: str | Path, traces: list[Trace] | None = None,
                  cfg: NGPCConfig | None = None, validation: dict | None = None, notes: str = "") -> Path:
     """Plots (PNG), report.md and report.html in ``out_dir``; returns the Markdown path.
 
-    ``results``: rows from :func:`~ngfx.ngpc_sim.sweep.run_sweep`. ``timeline_trace``: a trace (at its
-    own resolution) to draw one frame's timeline for, at 16 NFPs. ``validation``: from
+    ``results``: rows from :func:`~ngfx.ngpc_sim.sweep.run_sweep`. ``traces``: the swept traces, for the
+    breakdown of their frame time and one frame's timeline (the first, at its own resolution, at 16 NFPs);
+    a report rebuilt from ``sweep.json`` alone has neither. ``validation``: from
     :func:`~ngfx.ngpc_sim.paper.paper_validation`, added as a table.
     """
     import markdown
@@ -135,8 +168,10 @@ def write_report(results: list[dict], out_dir: str | Path, timeline_trace: Trace
              "Traces recorded with fused rest kernels (`ngfx trace --fused`) are replayed with those kernels as timed.",
              "## Speedup vs scaling factor", "![speedup](speedup_vs_scale.png)",
              "## FPS vs resolution", "![fps](fps_vs_resolution.png)"]
-    if timeline_trace is not None:
-        plot_timeline(timeline_trace, cfg.replace(n_nfps=16), out_dir / "timeline.png")
+    if traces:
+        plot_breakdown(traces, out_dir / "breakdown.png")
+        plot_timeline(traces[0], cfg.replace(n_nfps=16), out_dir / "timeline.png")
+        parts[2:2] = ["## Where the GPU's frame time goes (the traces as recorded)", "![breakdown](breakdown.png)"]
         parts += ["## One frame, 16 NFPs", "![timeline](timeline.png)"]
     if validation:
         parts += ["## Validation against the paper (hash grid, average over the four apps)",
