@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_render_apps import frame_ms, frame_path, kernel_profile, stage_ms, stage_ms_by_name  # noqa: E402
+from bench_render_apps import frame_ms, frame_path, kernel_profile, stage_ms  # noqa: E402
 
 from ngfx.io import write_image, write_json  # noqa: E402
 from ngfx.render import runs  # noqa: E402
@@ -60,7 +60,7 @@ def bench_encoding(encoding: str, scene: str, args) -> dict:
     profile = {}
     if args.profile:  # where a fused frame's time goes: named stages, then GPU kernels
         width, height = resolutions[0]
-        profile = {"stages_ms": stage_ms_by_name(app, width, height, True),
+        profile = {"stages_ms": stage_ms(app, width, height, True, by="name"),
                    "kernels": kernel_profile(app, width, height)}
         print(f"nerf {encoding} {width}x{height} fused stages (ms):",
               {k: round(v, 2) for k, v in profile["stages_ms"].items()}, "\n" + profile["kernels"], flush=True)

@@ -58,23 +58,15 @@ def frame_ms(app, width: int, height: int, fused: bool, repeats: int) -> tuple[f
     return statistics.median(times), frame
 
 
-def stage_ms(app, width: int, height: int, fused: bool) -> dict[str, float]:
-    """Milliseconds per stage category of one recorded frame (encoding and MLP then run unfused)."""
+def stage_ms(app, width: int, height: int, fused: bool, by: str = "category") -> dict[str, float]:
+    """Milliseconds per stage category (``by="category"``: encoding, mlp, rest; encoding and MLP then run
+    unfused) or per stage name (``by="name"``, summed over a frame's passes) of one recorded frame."""
     with record_stages(app.device_) as records:
         app.render(width, height, 0, fused=fused)
-    out = {"encoding": 0.0, "mlp": 0.0, "rest": 0.0}
+    out = {"encoding": 0.0, "mlp": 0.0, "rest": 0.0} if by == "category" else {}
     for r in records:
-        out[r.category] += r.duration_s * 1e3
-    return out
-
-
-def stage_ms_by_name(app, width: int, height: int, fused: bool) -> dict[str, float]:
-    """Milliseconds per named stage (summed over a frame's passes) of one recorded frame."""
-    with record_stages(app.device_) as records:
-        app.render(width, height, 0, fused=fused)
-    out: dict[str, float] = {}
-    for r in records:
-        out[r.name] = out.get(r.name, 0.0) + r.duration_s * 1e3
+        key = r.category if by == "category" else r.name
+        out[key] = out.get(key, 0.0) + r.duration_s * 1e3
     return out
 
 

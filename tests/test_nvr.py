@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from ngfx.render import nvr, triton_nvr
+from ngfx.render import nvr, raymarch, triton_volume
 from ngfx.render.neural_field import fit
 from ngfx.render.stages import record_stages
 
@@ -33,8 +33,8 @@ def test_composite_kernel_equals_reference():
     sigmas, rgbs = torch.rand(n_active * k) * 8, torch.rand(n_active * k, 3)
     colour1, trans1 = torch.rand(n_rays, 3) * 0.2, torch.rand(n_rays)
     colour2, trans2 = colour1.clone(), trans1.clone()
-    triton_nvr.composite_segment_torch(colour1, trans1, active, sigmas, rgbs, deltas, k)
-    triton_nvr.composite_segment_triton(colour2, trans2, active, sigmas, rgbs, deltas, k)
+    raymarch.composite_segment(colour1, trans1, active, sigmas, rgbs, deltas, k)
+    triton_volume.composite_segment(colour2, trans2, active, sigmas, rgbs, deltas, k)
     torch.testing.assert_close(colour1, colour2, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(trans1, trans2, atol=1e-5, rtol=1e-5)
 
@@ -42,8 +42,8 @@ def test_composite_kernel_equals_reference():
 def test_homogeneous_segment_transmittance_is_beer_lambert():
     k, dt, sigma = 16, 0.05, 3.0
     colour, trans = torch.zeros(1, 3), torch.ones(1)
-    triton_nvr.composite_segment_torch(colour, trans, torch.tensor([0]), torch.full((k,), sigma),
-                                       torch.ones(k, 3), torch.full((k,), dt), k)
+    raymarch.composite_segment(colour, trans, torch.tensor([0]), torch.full((k,), sigma),
+                               torch.ones(k, 3), torch.full((k,), dt), k)
     assert float(trans) == pytest.approx(math.exp(-sigma * k * dt), rel=1e-5)
     assert float(colour[0, 0]) == pytest.approx(1 - math.exp(-sigma * k * dt), rel=1e-5)
 

@@ -28,6 +28,7 @@ from ngfx.io import load_checkpoint, read_json, save_checkpoint, write_json
 from ngfx.nelf.network import NeLF, NeLFConfig, encode_frames, preset_for
 from ngfx.render.cameras import Intrinsics, look_at, pixel_rays
 from ngfx.render.metrics import psnr
+from ngfx.render.neural_field import training_progress
 
 # size -> (preset, long side of the training frames or None for the teacher's, pseudo views, steps,
 #          batch, fine-tune steps, learning rate, eval views)
@@ -162,7 +163,7 @@ def _train(model: NeLF, targets, poses: torch.Tensor, k: Intrinsics, geometry: d
         if seconds is not None and elapsed >= seconds:
             break
         for group in opt.param_groups:
-            group["lr"] = lr * cosine_lr_scale(max(step / steps, elapsed / seconds if seconds else 0.0))
+            group["lr"] = lr * cosine_lr_scale(training_progress(step, steps, elapsed, seconds))
         idx = np.sort(gen.choice(len(poses), size=min(batch, len(poses)), replace=False))
         target = torch.from_numpy(np.asarray(targets[idx])).to(device).permute(0, 3, 1, 2).float() / 255
         rays = encode_frames(model.cfg, poses[idx].to(device), k, **geometry)

@@ -28,8 +28,13 @@ CHUNK_PIXELS = {"tiny": 2 ** 14, "quick": 2 ** 16, "full": 2 ** 21}
 ZOOM_CENTRE = (0.62, 0.45)  # views k >= 1 zoom 2^k-fold towards this point
 
 
-def view_window(view) -> tuple[float, float, float, float]:
-    """A view index (0 = whole image, k = 2^k zoom) or a window (x0, y0, x1, y1) in [0, 1] -> window."""
+def view_window(view, image_size: tuple[int, int] | None = None,
+                frame_size: tuple[int, int] | None = None) -> tuple[float, float, float, float]:
+    """A view index (0 = whole image, k = 2^k zoom) or a window (x0, y0, x1, y1) in [0, 1] -> window.
+
+    With both sizes, an index view is cropped to the frame's aspect ratio (:func:`crop_to_aspect`); a
+    window is drawn as given.
+    """
     if isinstance(view, torch.Tensor) and view.numel() == 1:
         view = int(view)
     if isinstance(view, int):
@@ -38,7 +43,8 @@ def view_window(view) -> tuple[float, float, float, float]:
         half = 0.5 / 2 ** view
         cx = min(max(ZOOM_CENTRE[0], half), 1 - half) if view else 0.5
         cy = min(max(ZOOM_CENTRE[1], half), 1 - half) if view else 0.5
-        return cx - half, cy - half, cx + half, cy + half
+        window = (cx - half, cy - half, cx + half, cy + half)
+        return crop_to_aspect(window, image_size, frame_size) if image_size and frame_size else window
     window = tuple(float(v) for v in (view.tolist() if isinstance(view, torch.Tensor) else view))
     if len(window) != 4 or not (window[0] < window[2] and window[1] < window[3]):
         raise ValueError(f"GIA window must be (x0, y0, x1, y1) with x0 < x1 and y0 < y1, got {window}")
@@ -130,9 +136,7 @@ class GiaApp(App):
         aspect ratio), or a window (x0, y0, x1, y1) in [0, 1], drawn as given."""
         from ngfx.render import triton_gia
 
-        window = view_window(view)
-        if isinstance(view, int) or (isinstance(view, torch.Tensor) and view.numel() == 1):
-            window = crop_to_aspect(window, (self.width, self.height), (width, height))
+        window = view_window(view, (self.width, self.height), (width, height))
         triton_ok = use_triton(fused, self.device_)
         write_fn = triton_gia.write_rows_triton if triton_ok else triton_gia.write_rows_torch
         frame = torch.empty(height, width, 3, device=self.device_, dtype=torch.float32)

@@ -4,6 +4,8 @@
 * :func:`march_segment` -- for each active ray, the next ``K`` sample points in occupied cells (at most
   ``max_scan`` iterations, each taking one step or jumping over one empty cell), advancing the ray;
 * :func:`gather_samples` -- positions and directions of the occupied sample slots, for the network;
+* :func:`composite_segment` -- fold a segment's densities and colours into each ray's running colour and
+  transmittance, front to back (slots with a zero step contribute nothing);
 * :func:`render_segments` -- the render loop NeRF and NVR share: march a segment, evaluate the samples,
   composite them, until rays leave the box or their transmittance drops (early termination);
 * :func:`march_training` -- all occupied samples of a batch of rays at once, packed (for training).
@@ -23,6 +25,7 @@ from ngfx.render import stages
 from ngfx.render.cameras import Intrinsics
 from ngfx.render.orbit_view import band_rays
 from ngfx.render.sphere_trace import ray_box
+from ngfx.render.volume import composite
 
 # Empty-space jumps stop this fraction of a cell short of the exit face: far above float32 rounding of
 # positions, so a jump never passes an occupied lattice point; at worst it lands one point early.
@@ -114,7 +117,18 @@ def march_segment(origins, dirs, active, t, t_far, occupancy, aabb, resolution: 
 def gather_samples(origins, dirs, active, t_samples, slots, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Points and directions [S, 3] of the occupied ``slots`` [S] (flat indices into ``t_samples`` [A, k])."""
     ray = active[slots // k]
-    return origins[ray] + t_samples.flatten()[slots, None] * dirs[ray], dirs[ray]
+    sample_dirs = dirs[ray]
+    return origins[ray] + t_samples.flatten()[slots, None] * sample_dirs, sample_dirs
+
+
+def composite_segment(colour, transmittance, active, sigmas, rgbs, deltas, k: int) -> None:
+    """colour [R, 3], transmittance [R] updated in place with the active rays' segments (sigmas, deltas [A*K],
+    rgbs [A*K, 3]), composited with :func:`ngfx.render.volume.composite`."""
+    n_active = active.numel()
+    ray_indices = torch.arange(n_active, device=sigmas.device).repeat_interleave(k)
+    seg_rgb, seg_opacity = composite(sigmas, rgbs, deltas, ray_indices, n_active)
+    colour[active] += transmittance[active, None] * seg_rgb
+    transmittance[active] *= 1.0 - seg_opacity
 
 
 def render_segments(origins, dirs, t_start, t_far, occupancy, aabb, resolution: int, dt: float,
@@ -129,15 +143,13 @@ def render_segments(origins, dirs, t_start, t_far, occupancy, aabb, resolution: 
     ``min_transmittance`` (early termination). ``fused`` picks the Triton kernels; the stages are named
     ``{app}.march``, ``{app}.compact`` and ``{app}.composite``.
     """
-    from ngfx.render import triton_nvr  # its composite twins; imports triton
-
     if fused:
-        from ngfx.render import triton_volume
+        from ngfx.render import triton_volume  # imports triton
 
-        march, gather = triton_volume.march_segment, triton_volume.gather_samples
-        composite_segment = triton_nvr.composite_segment_triton
+        march, gather, composite = (triton_volume.march_segment, triton_volume.gather_samples,
+                                    triton_volume.composite_segment)
     else:
-        march, gather, composite_segment = march_segment, gather_samples, triton_nvr.composite_segment_torch
+        march, gather, composite = march_segment, gather_samples, composite_segment
     n, device = origins.shape[0], origins.device
     t = t_start.clone().contiguous()
     colour = torch.zeros(n, 3, device=device)
@@ -158,7 +170,7 @@ def render_segments(origins, dirs, t_start, t_far, occupancy, aabb, resolution: 
             sigmas[slots], rgbs[slots] = query(points, sample_dirs)
         with stages.stage(f"{app}.composite", "rest", n_inputs=n_slots, bytes_read=n_slots * 20.0,
                           bytes_written=active.numel() * 16.0, app=app, fused=fused):
-            composite_segment(colour, transmittance, active, sigmas, rgbs, deltas.flatten(), segment)
+            composite(colour, transmittance, active, sigmas, rgbs, deltas.flatten(), segment)
         with stages.stage(f"{app}.compact", "rest", n_inputs=active.numel(), app=app):
             keep = (transmittance[active] > min_transmittance) & (t[active] < t_far[active])
             active = active[keep]

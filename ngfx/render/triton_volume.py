@@ -4,9 +4,10 @@
 * :func:`march_segment` -- per active ray, walk the fixed-step lattice, look up the occupancy grid, jump
   over empty cells, write the next ``K`` occupied samples into the ray's slots and advance the ray: one
   kernel instead of a loop of torch ops;
-* :func:`gather_samples` -- positions and directions of the occupied slots, one kernel.
+* :func:`gather_samples` -- positions and directions of the occupied slots, one kernel;
+* :func:`composite_segment` -- front-to-back compositing of each active ray's segment, one kernel.
 
-Compositing reuses the fused segment compositor of :mod:`ngfx.render.triton_nvr`.
+NeRF and NVR both render through these (:func:`ngfx.render.raymarch.render_segments`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from ngfx.render.cameras import Intrinsics
 from ngfx.render.raymarch import SKIP_MARGIN
 
 BLOCK = 128
+COMPOSITE_BLOCK = 256
 UNDISTORT_ITERATIONS = 10  # as cameras.undistort
 
 
@@ -178,3 +180,36 @@ def gather_samples(origins, dirs, active, t_samples, slots, k: int) -> tuple[tor
         _gather_kernel[(triton.cdiv(n, BLOCK),)](origins.contiguous(), dirs.contiguous(), active, t_samples, slots,
                                                  points, sample_dirs, n, K=k, BLOCK=BLOCK)
     return points, sample_dirs
+
+
+@triton.jit
+def _composite_kernel(colour_ptr, trans_ptr, active_ptr, sigma_ptr, rgb_ptr, delta_ptr, n_active,
+                      K: tl.constexpr, BLOCK: tl.constexpr):
+    a = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = a < n_active
+    ray = tl.load(active_ptr + a, mask=mask, other=0)
+    trans = tl.load(trans_ptr + ray, mask=mask, other=0.0)
+    r = tl.load(colour_ptr + ray * 3, mask=mask, other=0.0)
+    g = tl.load(colour_ptr + ray * 3 + 1, mask=mask, other=0.0)
+    b = tl.load(colour_ptr + ray * 3 + 2, mask=mask, other=0.0)
+    for j in tl.static_range(K):
+        s = a * K + j
+        alpha = 1.0 - tl.exp(-tl.load(sigma_ptr + s, mask=mask, other=0.0) * tl.load(delta_ptr + s, mask=mask, other=0.0))
+        w = trans * alpha
+        r += w * tl.load(rgb_ptr + s * 3, mask=mask, other=0.0)
+        g += w * tl.load(rgb_ptr + s * 3 + 1, mask=mask, other=0.0)
+        b += w * tl.load(rgb_ptr + s * 3 + 2, mask=mask, other=0.0)
+        trans = trans * (1.0 - alpha)
+    tl.store(trans_ptr + ray, trans, mask=mask)
+    tl.store(colour_ptr + ray * 3, r, mask=mask)
+    tl.store(colour_ptr + ray * 3 + 1, g, mask=mask)
+    tl.store(colour_ptr + ray * 3 + 2, b, mask=mask)
+
+
+def composite_segment(colour, transmittance, active, sigmas, rgbs, deltas, k: int) -> None:
+    """Fused twin of :func:`ngfx.render.raymarch.composite_segment` (same arguments, updates in place)."""
+    n_active = active.numel()
+    if n_active:
+        _composite_kernel[(triton.cdiv(n_active, COMPOSITE_BLOCK),)](
+            colour, transmittance, active, sigmas.contiguous(), rgbs.contiguous(), deltas.contiguous(), n_active,
+            K=k, BLOCK=COMPOSITE_BLOCK)
