@@ -117,7 +117,7 @@ def _add_nelf(sub: argparse._SubParsersAction) -> None:
     e.set_defaults(func=_run_nelf_export)
     m = sub.add_parser("mobile-report", help="per-layer costs and estimated phone latency of a NeLF network")
     m.add_argument("source", help="NeLF run folder, NeLF config JSON, or preset (paper, mobile_r2l_x8, r2l, ...)")
-    m.add_argument("--device", default="iphone13", help="device key of the device file (default iphone13)")
+    m.add_argument("--phone", default="iphone13", help="phone: a device key of the device file (default iphone13)")
     m.add_argument("--unit", choices=("neural_engine", "gpu"), default="neural_engine")
     m.add_argument("--resolution", type=_resolution, default=(1008, 756), help="frame size WxH (default 1008x756)")
     m.add_argument("--devices", default=None, help="device profiles JSON (default: the packaged devices.json)")
@@ -146,11 +146,15 @@ def _run_nelf_export(args: argparse.Namespace) -> int:
 
 
 def _run_mobile_report(args: argparse.Namespace) -> int:
+    from ngfx.io import read_json
     from ngfx.nelf.mobile_report import write_mobile_report
 
-    path = write_mobile_report(args.source, args.device, args.resolution, args.out, unit=args.unit,
+    path = write_mobile_report(args.source, args.phone, args.resolution, args.out, unit=args.unit,
                                devices_file=args.devices, measured_h200=args.measured_h200)
-    print(path)
+    frame = read_json(path.with_name("report.json"))["frame"]
+    print(f"{args.phone} {args.unit} {args.resolution[0]}x{args.resolution[1]}: estimate "
+          f"{frame['estimate_s'] * 1e3:.2f} ms ({1 / frame['estimate_s']:.1f} frames/s), compute bound "
+          f"{frame['compute_bound_s'] * 1e3:.2f} ms -> {path}")
     return 0
 
 

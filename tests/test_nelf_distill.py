@@ -96,6 +96,12 @@ def test_render_run_frames_and_errors(tiny_run, tmp_path):
     from ngfx.io import read_image
 
     assert len(paths) == 2 and read_image(paths[0]).shape == (40, 48, 3)
+    metrics = json.loads((tmp_path / "frames" / "metrics.json").read_text())
+    assert metrics["frames"] == 2 and metrics["resolution"] == [48, 40] and metrics["ms_per_frame_median"] > 0
+    records = (out / "metrics.json").read_bytes()
+    with pytest.raises(NgfxInputError, match="run folder itself"):
+        render_nelf_run(out, out, (48, 40), n_frames=1)
+    assert (out / "metrics.json").read_bytes() == records
     with pytest.raises(NgfxInputError, match="impossible"):
         render_nelf_run(out, tmp_path / "bad", (33, 32), n_frames=1)
     broken = tmp_path / "broken"
@@ -117,7 +123,12 @@ def test_onnx_matches_pytorch(tiny_run, tmp_path):
     assert onnx_max_error(model, path, rays) < 1e-4
     import onnx
 
-    assert not [n for n in onnx.load(str(path)).graph.node if n.op_type == "BatchNormalization"]
+    graph = onnx.load(str(path))
+    assert not [n for n in graph.graph.node if n.op_type == "BatchNormalization"]
+    props = {p.key: p.value for p in graph.metadata_props}
+    assert props["ngfx.input_shape"].startswith(f"[1, {model.cfg.in_channels}, 12, 16]")
+    assert json.loads(props["ngfx.nelf_config"]) == model.cfg.to_dict() and "sin(2^(j-1) pi x)" in props[
+        "ngfx.input_layout"]
     out, _ = tiny_run
     summary = export_run(out, tmp_path / "run.onnx")
     assert summary["max_abs_error_vs_pytorch"] < 1e-4 and summary["resolution"] == [32, 32]

@@ -19,6 +19,8 @@ def test_report_reproduces_the_published_iphone13_point(tmp_path):
     text = md.read_text()
     assert "18.04 ms" in text and "This report is that calibration point" in text
     assert "| 72 | to_rgb |" in text  # per-layer table down to the last of 73 layers
+    assert "{" not in text.split("## Method")[1].split("## Device")[0]  # every placeholder filled in
+    assert "max(FLOPs / 15.8 TFLOP/s" in text
     for name in ("report.html", "roofline.png"):
         assert (tmp_path / name).stat().st_size > 1000
     assert "<table>" in (tmp_path / "report.html").read_text()
@@ -69,10 +71,46 @@ def test_bad_inputs_give_clear_errors(tmp_path):
 def test_cli_writes_report_and_prints_one_line_errors(tmp_path, capsys):
     cfg = tmp_path / "small.json"
     cfg.write_text(json.dumps({"width": 32, "n_blocks": 2, "sr_stages": [[8, 4, 2]], "sr_blocks": 1}))
-    assert main(["mobile-report", str(cfg), "--device", "snapdragon778g", "--resolution", "64x48",
+    assert main(["mobile-report", str(cfg), "--phone", "snapdragon778g", "--resolution", "64x48",
                  "--unit", "gpu", "--out", str(tmp_path / "r")]) == 0
-    assert "snapdragon778g" not in capsys.readouterr().err
+    captured = capsys.readouterr()
+    estimate = json.loads((tmp_path / "r" / "report.json").read_text())["frame"]["estimate_s"]
+    assert f"estimate {estimate * 1e3:.2f} ms" in captured.out and "snapdragon778g" not in captured.err
     assert (tmp_path / "r" / "report.md").is_file()
-    assert main(["mobile-report", "paper", "--device", "nokia3310", "--out", str(tmp_path / "x")]) == 2
+    assert main(["mobile-report", "paper", "--phone", "nokia3310", "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("ngfx mobile-report: error:") and "nokia3310" in err and "\n" not in err
+
+
+@pytest.mark.parametrize("break_it, field", [
+    (lambda d: d["devices"]["iphone13"].pop("name"), "devices.iphone13.name"),
+    (lambda d: d["devices"]["iphone13"]["gpu"].pop("source"), "devices.iphone13.gpu.source"),
+    (lambda d: d["calibration"].pop("device"), "device"),
+    (lambda d: d["calibration"].update(device="pixel9"), "calibration.device"),
+    (lambda d: d["calibration"].update(latency_ms="18.04"), "calibration.latency_ms"),
+    (lambda d: d["devices"]["iphone13"].update(memory_bandwidth_gbps=float("nan")),
+     "devices.iphone13.memory_bandwidth_gbps"),
+    (lambda d: d["devices"]["iphone13"]["efficiency"].update(compute=True), "devices.iphone13.efficiency.compute"),
+])
+def test_broken_devices_file_names_the_field_and_leaves_the_old_report(tmp_path, capsys, break_it, field):
+    out = tmp_path / "report"
+    assert main(["mobile-report", "tiny", "--resolution", "32x32", "--out", str(out)]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    devices = json.loads(json.dumps(load_devices()))
+    break_it(devices)
+    (tmp_path / "dev.json").write_text(json.dumps(devices))
+    capsys.readouterr()
+    assert main(["mobile-report", "paper", "--devices", str(tmp_path / "dev.json"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "dev.json" in err and field in err and "Traceback" not in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # not one file replaced
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dev.json", "report"]  # no temp folder left
+
+
+def test_report_folder_is_replaced_whole(tmp_path):
+    out = tmp_path / "r"
+    write_mobile_report("tiny", "iphone13", (32, 32), out)
+    (out / "stale.txt").write_text("from an older report")
+    write_mobile_report("tiny", "iphone14pro", (32, 32), out)
+    assert not (out / "stale.txt").exists() and "iPhone 14 Pro" in (out / "report.md").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]

@@ -13,45 +13,88 @@ from __future__ import annotations
 
 import html
 import json
+import math
 from importlib import resources
 from pathlib import Path
 
 from ngfx.errors import NgfxInputError
-from ngfx.io import atomic_write, read_json, require, write_json
+from ngfx.io import atomic_folder, read_json, require, write_json
 from ngfx.nelf.layer_costs import LayerCost, layer_costs, totals
-from ngfx.nelf.network import NeLFConfig, preset_for
+from ngfx.nelf.network import PRESETS, NeLFConfig, low_resolution, preset_for
 
 UNITS = ("neural_engine", "gpu")
 
 
+def _field(obj: dict, key: str, source: str, where: str, kind: type | None = None):
+    """``obj[key]`` or an error naming the field by its full path, ``where.key``."""
+    if not isinstance(obj, dict) or key not in obj:
+        raise NgfxInputError(source, f"{where}.{key}", "missing")
+    if kind is not None and not isinstance(obj[key], kind):
+        raise NgfxInputError(source, f"{where}.{key}", f"expected {kind.__name__}, got {type(obj[key]).__name__}")
+    return obj[key]
+
+
+def _number(obj: dict, key: str, source: str, where: str, low: float = 0.0, high: float = math.inf) -> float:
+    """``obj[key]`` as a finite number in (low, high]."""
+    value = _field(obj, key, source, where)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low < value <= high:
+        raise NgfxInputError(source, f"{where}.{key}", f"expected a number in ({low:g}, {high:g}], got {value!r}")
+    return float(value)
+
+
+def _text(obj: dict, key: str, source: str, where: str) -> str:
+    value = _field(obj, key, source, where)
+    if not isinstance(value, str) or not value.strip():
+        raise NgfxInputError(source, f"{where}.{key}", f"expected a non-empty string, got {value!r}")
+    return value
+
+
 def load_devices(path: str | Path | None = None) -> dict:
-    """The device file (default: the packaged ``devices.json``), checked field by field."""
+    """The device file (default: the packaged ``devices.json``), every field the report reads checked."""
     if path is None:
         data = json.loads(resources.files("ngfx.nelf").joinpath("devices.json").read_text())
         source = "ngfx/nelf/devices.json"
     else:
         data, source = read_json(path), str(path)
     devices = require(data, "devices", source, dict)
+    if not devices:
+        raise NgfxInputError(source, "devices", "lists no device")
     for key, dev in devices.items():
         where = f"devices.{key}"
+        _field(devices, key, source, "devices", dict)
+        _text(dev, "name", source, where)
         for unit in UNITS:
-            peak = require(require(dev, unit, source, dict), "peak_fp16_tflops", f"{source}: {where}.{unit}",
-                           (int, float))
-            if peak <= 0:
-                raise NgfxInputError(source, f"{where}.{unit}.peak_fp16_tflops", "must be positive")
-        if require(dev, "memory_bandwidth_gbps", f"{source}: {where}", (int, float)) <= 0:
-            raise NgfxInputError(source, f"{where}.memory_bandwidth_gbps", "must be positive")
-        eff = require(dev, "efficiency", f"{source}: {where}", dict)
+            _field(dev, unit, source, where, dict)
+            _number(dev[unit], "peak_fp16_tflops", source, f"{where}.{unit}")
+            _text(dev[unit], "source", source, f"{where}.{unit}")
+        _number(dev, "memory_bandwidth_gbps", source, where)
+        eff = _field(dev, "efficiency", source, where, dict)
         for k in ("compute", "memory"):
-            if not 0 < require(eff, k, f"{source}: {where}.efficiency", (int, float)) <= 1:
-                raise NgfxInputError(source, f"{where}.efficiency.{k}", "must be in (0, 1]")
-        require(eff, "per_layer_overhead_us", f"{source}: {where}.efficiency", (int, float))
+            _number(eff, k, source, f"{where}.efficiency", high=1.0)
+        overhead = _field(eff, "per_layer_overhead_us", source, f"{where}.efficiency")
+        if isinstance(overhead, bool) or not isinstance(overhead, (int, float)) or not 0 <= overhead < math.inf:
+            raise NgfxInputError(source, f"{where}.efficiency.per_layer_overhead_us",
+                                 f"expected a number >= 0, got {overhead!r}")
+    cal = require(data, "calibration", source, dict)
+    if _text(cal, "device", source, "calibration") not in devices:
+        raise NgfxInputError(source, "calibration.device", f"{cal['device']!r} is not in devices ({', '.join(devices)})")
+    if _field(cal, "unit", source, "calibration") not in UNITS:
+        raise NgfxInputError(source, "calibration.unit", f"must be one of {UNITS}, got {cal['unit']!r}")
+    if _text(cal, "config", source, "calibration") not in PRESETS:
+        raise NgfxInputError(source, "calibration.config", f"must be a preset ({', '.join(PRESETS)}), got {cal['config']!r}")
+    res = _field(cal, "resolution", source, "calibration")
+    if not (isinstance(res, list) and len(res) == 2 and all(isinstance(v, int) and not isinstance(v, bool) and v > 0
+                                                             for v in res)):
+        raise NgfxInputError(source, "calibration.resolution", f"expected [width, height] in pixels, got {res!r}")
+    low_resolution(PRESETS[cal["config"]], *res, source=f"{source}: calibration")
+    _number(cal, "latency_ms", source, "calibration")
+    _text(cal, "source", source, "calibration")
     return data
 
 
 def get_device(devices: dict, key: str) -> dict:
     if key not in devices["devices"]:
-        raise NgfxInputError("--device", "device", f"unknown device {key!r} (known: {', '.join(devices['devices'])})")
+        raise NgfxInputError("--phone", "phone", f"unknown device {key!r} (known: {', '.join(devices['devices'])})")
     return devices["devices"][key]
 
 
@@ -145,8 +188,7 @@ def _roofline_figure(pred: dict, device: dict, path: Path) -> None:
     ax.legend(fontsize=7, loc="lower right")
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
-    with atomic_write(path) as f:
-        fig.savefig(f, format="png", dpi=120)
+    fig.savefig(path, format="png", dpi=120)  # into the report's temp folder
     plt.close(fig)
 
 
@@ -154,8 +196,9 @@ def _read_measured(path: str | Path) -> list[dict]:
     data = read_json(path)
     results = []
     for i, r in enumerate(require(data, "results", str(path), list)):
-        for key in ("config", "resolution", "ms_per_frame"):
+        for key in ("config", "resolution"):
             require(r, key, f"{path}: results[{i}]")
+        _number(r, "ms_per_frame", str(path), f"results[{i}]")
         results.append({"device": data.get("device", "GPU"), **r})
     return results
 
@@ -166,25 +209,25 @@ def write_mobile_report(source: str | Path, device: str, resolution: tuple[int, 
     """Write ``report.md``, ``report.html``, ``roofline.png`` and ``report.json`` to ``out_dir`` -> the .md path."""
     import markdown
 
+    # every input is read and every figure computed before anything is written
     devices = load_devices(devices_file)
     cfg, described = resolve_source(source, resolution)
     pred = predict(cfg, device, resolution, unit, devices)
     dev = get_device(devices, device)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    _roofline_figure(pred, dev, out / "roofline.png")
     measured = _read_measured(measured_h200) if measured_h200 else []
     text = _markdown(pred, dev, devices, cfg, described, measured)
-    with atomic_write(out / "report.md", "w") as f:
-        f.write(text)
     body = markdown.markdown(text, extensions=["tables"])
-    with atomic_write(out / "report.html", "w") as f:
-        f.write(f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(dev['name'])} NeLF latency"
-                "</title><style>body{font-family:sans-serif;max-width:75em;margin:auto}table{border-collapse:"
-                "collapse;font-size:85%}td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}</style>"
-                f"</head><body>{body}</body></html>\n")
-    write_json(out / "report.json", {**pred, "config": cfg.to_dict(), "source": described, "measured_h200": measured})
-    return out / "report.md"
+    with atomic_folder(out_dir) as tmp:
+        _roofline_figure(pred, dev, tmp / "roofline.png")
+        (tmp / "report.md").write_text(text)
+        (tmp / "report.html").write_text(
+            f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(dev['name'])} NeLF latency"
+            "</title><style>body{font-family:sans-serif;max-width:75em;margin:auto}table{border-collapse:"
+            "collapse;font-size:85%}td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}</style>"
+            f"</head><body>{body}</body></html>\n")
+        write_json(tmp / "report.json", {**pred, "config": cfg.to_dict(), "source": described,
+                                         "measured_h200": measured})
+    return Path(out_dir) / "report.md"
 
 
 def _markdown(pred: dict, dev: dict, devices: dict, cfg: NeLFConfig, described: str, measured: list) -> str:
@@ -209,8 +252,8 @@ def _markdown(pred: dict, dev: dict, devices: dict, cfg: NeLFConfig, described: 
              "(BatchNorm folded into weights), as mobile runtimes do. FLOPs = 2 x MACs; bytes moved = weights + "
              "input and output activations at fp16, no cache reuse between layers.",
              "- Compute bound: total FLOPs / peak, reachable only with every operand on chip.",
-             f"- Roofline per layer (no on-chip reuse between layers, so not a lower bound when the runtime keeps "
-             "activations on chip): max(FLOPs / {dev[pred['unit']]['peak_fp16_tflops']} TFLOP/s, "
+             "- Roofline per layer (no on-chip reuse between layers, so not a lower bound when the runtime keeps "
+             f"activations on chip): max(FLOPs / {dev[pred['unit']]['peak_fp16_tflops']} TFLOP/s, "
              f"bytes / {dev['memory_bandwidth_gbps']} GB/s); layers run in sequence, so the frame bound is the sum.",
              f"- Efficiency model: max(FLOPs / (peak x {dev['efficiency']['compute']}), bytes / (bandwidth x "
              f"{dev['efficiency']['memory']})) / s + {dev['efficiency']['per_layer_overhead_us']} us per layer.",

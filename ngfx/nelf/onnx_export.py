@@ -2,20 +2,42 @@
 
 The ONNX graph takes the encoded rays of one frame, ``rays`` [1, C_in, h, w] (float32), and returns
 ``rgb`` [1, 3, H, W]; ray encoding (:func:`ngfx.nelf.network.encode_rays`) stays on the host because it
-depends on the camera. BatchNorm is folded into the convs before export.
+depends on the camera. BatchNorm is folded into the convs before export. The model's metadata
+(``metadata_props``) says how to build ``rays``: channel order, sampling and encoding, so a phone app
+needs nothing but the file.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import warnings
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
 
 from ngfx.io import atomic_write
-from ngfx.nelf.network import NeLF, fold_batchnorm, low_resolution
+from ngfx.nelf.network import NeLF, NeLFConfig, fold_batchnorm, low_resolution
+
+
+def input_layout(cfg: NeLFConfig, resolution: tuple[int, int]) -> dict[str, str]:
+    """The ONNX ``metadata_props``: what the ``rays`` input holds, channel by channel."""
+    w, h = low_resolution(cfg, *resolution)
+    return {
+        "ngfx.input": "rays",
+        "ngfx.input_shape": f"[1, {cfg.in_channels}, {h}, {w}] (N, C, H, W), float32",
+        "ngfx.input_layout": (f"one ray per low-resolution pixel through the centre of its {cfg.upscale}x{cfg.upscale}"
+                              " block of output pixels; channel = (point k * 3 + axis a) * (1 + 2F) + j, where j = 0 is"
+                              " the point's coordinate in [-1, 1] (mapped by the scene's aabb), j = 1..F is"
+                              " sin(2^(j-1) pi x) and j = F+1..2F is cos(2^(j-F-1) pi x)"),
+        "ngfx.n_points": str(cfg.n_points),
+        "ngfx.n_freqs": str(cfg.n_freqs),
+        "ngfx.sampling": "K points evenly spaced from near to far along each ray (t = linspace(near, far, K))",
+        "ngfx.output": f"rgb [1, 3, {resolution[1]}, {resolution[0]}] in (0, 1), (N, C, H, W)",
+        "ngfx.nelf_config": json.dumps(cfg.to_dict()),
+    }
 
 
 def export_model(model: NeLF, out_path: str | Path, resolution: tuple[int, int]) -> Path:
@@ -28,9 +50,11 @@ def export_model(model: NeLF, out_path: str | Path, resolution: tuple[int, int])
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(model, (example,), buffer, input_names=["rays"], output_names=["rgb"], opset_version=17,
                           dynamo=False)
+    graph = onnx.load_from_string(buffer.getvalue())
+    onnx.helper.set_model_props(graph, input_layout(model.cfg, resolution))
     out_path = Path(out_path)
     with atomic_write(out_path) as f:
-        f.write(buffer.getvalue())
+        f.write(graph.SerializeToString())
     return out_path
 
 

@@ -7,13 +7,15 @@ metrics) and ``checkpoint.safetensors``. On CUDA the student runs in fp16 under 
 
 from __future__ import annotations
 
+import statistics
+import time
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
 from ngfx.errors import NgfxInputError
-from ngfx.io import load_checkpoint, read_json, require
+from ngfx.io import load_checkpoint, read_json, require, write_json
 from ngfx.nelf.network import NeLF, NeLFConfig, encode_frames, fold_batchnorm, low_resolution
 from ngfx.render.cameras import Intrinsics, orbit_poses
 from ngfx.render.runs import write_frames
@@ -66,8 +68,12 @@ def render_nelf_run(run_dir: str | Path, out_dir: str | Path, resolution: tuple[
                     device: str | None = None) -> list[Path]:
     """Render ``n_frames`` orbit views (or the poses of ``camera_path``) at ``resolution`` (W, H) -> written files.
 
-    Frames go to ``out_dir/frame_0000.png`` ...; with ``video`` also ``out_dir/video.mp4``.
+    Frames go to ``out_dir/frame_0000.png`` ...; with ``video`` also ``out_dir/video.mp4``; ``out_dir/metrics.json``
+    holds the frame count, size and the median time per frame (ray encoding + network + copy to the host).
     """
+    if Path(out_dir).resolve() == Path(run_dir).resolve():
+        raise NgfxInputError("--out", "out", f"{out_dir} is the run folder itself; renders never overwrite a run's "
+                             "training records, pick another folder")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model, run = load_nelf_run(run_dir, device)
     k = Intrinsics(**run["intrinsics"])
@@ -78,12 +84,24 @@ def render_nelf_run(run_dir: str | Path, out_dir: str | Path, resolution: tuple[
     forward = inference_model(model, device)
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     out_dir = Path(out_dir)
+    frame_ms: list[float] = []
+
     def frames():
         for pose in tqdm(_camera_path(run, camera_path, n_frames), desc="nelf frames", unit="frame"):
+            began = time.perf_counter()
             rays = encode_frames(model.cfg, pose[None].to(device), k, **geometry).to(dtype)
             if device.type == "cuda":
                 rays = rays.contiguous(memory_format=torch.channels_last)
-            yield forward(rays)[0].permute(1, 2, 0).float().cpu().numpy()
+            rgb = forward(rays)[0].permute(1, 2, 0).float().cpu().numpy()  # the copy waits for the GPU
+            frame_ms.append((time.perf_counter() - began) * 1e3)
+            yield rgb
 
     with torch.no_grad():
-        return write_frames(frames(), out_dir, video)
+        paths = write_frames(frames(), out_dir, video)
+    # the first frame pays for compilation and CUDA-graph capture; the median of the rest is the steady state
+    steady = frame_ms[1:] or frame_ms
+    write_json(out_dir / "metrics.json", {
+        "app": "nelf", "run": str(Path(run_dir).resolve()), "frames": len(frame_ms), "resolution": [k.width, k.height],
+        "device": str(device), "dtype": str(dtype).replace("torch.", ""),
+        "ms_per_frame_median": statistics.median(steady) if steady else None})
+    return paths
