@@ -9,10 +9,16 @@ Precision: on CUDA the forward reads an fp16 copy of the table (16 levels x 2^19
 which fits the H200's 60 MB L2; the fp32 table does not), interpolates in fp32 and returns fp32. The
 backward accumulates fp32 gradients with fp32 atomics into a zeroed buffer; atomics rather than a sort:
 hash collisions make the scatter pattern data dependent, and on the GPU the table's 32-64 MiB sits in L2,
-where atomics resolve. Under the interpreter (CPU tests) everything is fp32.
+where atomics resolve. The atomics are relaxed: Triton's default (acq_rel) wraps each one in a GPU-wide memory
+barrier and cache invalidation (MEMBAR.ALL.GPU, CCTL.IVALL in the SASS), which serialises the scatter, while a
+sum needs no ordering. For F = 2 on the GPU each corner's feature pair is one 8-byte vector reduction
+(``red.global.add.v2.f32``, sm_90), half the atomic operations; the interpreter cannot run inline PTX, so there
+(CPU tests, fp32 everywhere) the same pairs go through ``tl.atomic_add``.
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 import triton
@@ -178,16 +184,34 @@ def _grid_forward_kernel(x_ptr, table_ptr, meta_scale_ptr, meta_int_ptr, stride_
 
 
 @triton.jit
+def _scatter_add_pairs(address, first, second, mask, VECTOR_RED: tl.constexpr):
+    """table[address] += first, table[address + 1] += second, where ``mask`` (all [BLOCK, LEVELS])."""
+    if VECTOR_RED:
+        tl.inline_asm_elementwise(
+            "{ .reg .pred p; setp.ne.b32 p, $4, 0; @p red.relaxed.gpu.global.add.v2.f32 [$1], {$2, $3}; "
+            "mov.b32 $0, 0; }",
+            "=r,l,f,f,r", [address.to(tl.int64, bitcast=True), first, second, mask.to(tl.int32)],
+            dtype=tl.int32, is_pure=False, pack=1)
+    else:
+        tl.atomic_add(address, first, mask=mask, sem="relaxed")
+        tl.atomic_add(address + 1, second, mask=mask, sem="relaxed")
+
+
+@triton.jit
 def _grid_backward_kernel(x_ptr, table_ptr, meta_scale_ptr, meta_int_ptr, stride_ptr, grad_out_ptr,
                           grad_table_ptr, grad_x_ptr, n_points,
                           D: tl.constexpr, F: tl.constexpr, LEVELS: tl.constexpr, N_LEVELS: tl.constexpr,
-                          INTERP: tl.constexpr, NEED_DX: tl.constexpr, BLOCK: tl.constexpr):
+                          INTERP: tl.constexpr, NEED_DX: tl.constexpr, VECTOR_RED: tl.constexpr,
+                          BLOCK: tl.constexpr):
     offs_n = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask_n = offs_n < n_points
     (offs_l, mask_l, offs_f, mask3, level_offset, size, hashed, magic, shift, cells0, cells1, cells2, fracs0,
      fracs1, fracs2, scale) = _point_levels(x_ptr, meta_scale_ptr, meta_int_ptr, offs_n, mask_n, D, F, LEVELS, N_LEVELS)
     grad_out = tl.load(grad_out_ptr + offs_n[:, None, None] * (N_LEVELS * F) + offs_l[None, :, None] * F
                        + offs_f[None, None, :], mask=mask3, other=0.0)
+    mask2 = mask_n[:, None] & mask_l[None, :]
+    if F == 2:
+        grad_first, grad_second = tl.split(grad_out)
     # d(corner weight)/dx_d = scale * h'(frac_d) * (+-1) * product of the other dimensions' weights
     w0 = _smooth(fracs0, INTERP)
     w1 = _smooth(fracs1, INTERP)
@@ -204,11 +228,14 @@ def _grid_backward_kernel(x_ptr, table_ptr, meta_scale_ptr, meta_int_ptr, stride
                               D)
         entry = (level_offset[None, :] + index.to(tl.int32)) * F
         pointers = entry[:, :, None] + offs_f[None, None, :]
-        if INTERP == 2:
-            tl.atomic_add(grad_table_ptr + pointers, grad_out, mask=mask3)
-        else:
+        weight = tl.full(index.shape, 1.0, tl.float32)
+        if INTERP != 2:
             weight = _corner_weight(fracs0, fracs1, fracs2, bits, INTERP, D)
-            tl.atomic_add(grad_table_ptr + pointers, grad_out * weight[:, :, None], mask=mask3)
+        if F == 2:
+            _scatter_add_pairs(grad_table_ptr + entry, grad_first * weight, grad_second * weight, mask2, VECTOR_RED)
+        else:
+            tl.atomic_add(grad_table_ptr + pointers, grad_out * weight[:, :, None], mask=mask3, sem="relaxed")
+        if INTERP != 2:
             if NEED_DX:
                 values = tl.load(table_ptr + pointers, mask=mask3, other=0.0)
                 g = tl.sum(grad_out * values, axis=2)  # dL/d(corner weight), [BLOCK, LEVELS]
@@ -244,9 +271,13 @@ def _modulo_magic(divisor: int) -> tuple[int, int]:
     return magic - (1 << 32) if magic >= 1 << 31 else magic, log2
 
 
+@functools.lru_cache(maxsize=64)
 def level_metadata(cfg: GridConfig, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-level tensors the kernels read: scales [L] f32, (offset, entries, hashed, magic, shift) [L, 5] i32, the
-    row-major strides [L, 3] i32 (0 for dimensions tiny-cuda-nn leaves out to avoid overflow)."""
+    row-major strides [L, 3] i32 (0 for dimensions tiny-cuda-nn leaves out to avoid overflow).
+
+    Cached per config and device: building them is a host-to-device copy, which waits for the GPU to drain
+    its queue, once per call otherwise. Read-only; the kernels never write them."""
     if cfg.n_dims not in SUPPORTED_DIMS:
         raise ValueError(f"the triton grid backend supports D in {SUPPORTED_DIMS}, got D={cfg.n_dims}; "
                          "use backend='torch'")
@@ -312,8 +343,9 @@ class _GridEncode(torch.autograd.Function):
         grid = (triton.cdiv(x.shape[0], BACKWARD_BLOCK),)
         _grid_backward_kernel[grid](x, params.detach().float().contiguous(), *ctx.meta,
                                     grad_out.contiguous().float(), grad_table, grad_x, x.shape[0],
-                                    **kernel_constants(cfg), NEED_DX=need_dx, BLOCK=BACKWARD_BLOCK,
-                                    num_warps=BACKWARD_WARPS)
+                                    **kernel_constants(cfg), NEED_DX=need_dx,
+                                    VECTOR_RED=x.device.type == "cuda" and cfg.n_features_per_level == 2,
+                                    BLOCK=BACKWARD_BLOCK, num_warps=BACKWARD_WARPS)
         return (grad_x if need_dx else None), grad_table.to(params.dtype), None, None
 
 
