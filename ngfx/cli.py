@@ -7,7 +7,9 @@ imports this module.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+import warnings
 
 
 def _resolution(text: str) -> tuple[int, int]:
@@ -19,6 +21,46 @@ def _resolution(text: str) -> tuple[int, int]:
     if w <= 0 or h <= 0 or w * h > 8192 * 8192:
         raise argparse.ArgumentTypeError(f"resolution {text!r} is out of range (1x1 .. 8192x8192 pixels)")
     return w, h
+
+
+def positive_int(text: str) -> int:
+    """A whole number >= 1 (steps, frames, scales)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    """A finite number of seconds > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number of seconds > 0, got {text!r}")
+    return value
+
+
+def torch_device(text: str) -> str:
+    """'cpu', 'cuda' or 'cuda:N', refused when this machine cannot run it."""
+    import torch
+
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N, got {text!r}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{text!r}: CUDA is not available on this machine (PyTorch "
+                                         f"{torch.__version__}); use --device cpu")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise argparse.ArgumentTypeError(f"{text!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return text
 
 
 # --- demo (issue: the main job) -------------------------------------------------------------------
@@ -45,39 +87,61 @@ def _add_render(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train an application (nerf, nsdf, gia, nvr) into a run folder")
     p.add_argument("app", choices=("nerf", "nsdf", "gia", "nvr"))
     p.add_argument("--scene", required=True, help="procedural name (synthetic, csg, image, cloud) or a path")
-    p.add_argument("--encoding", default="hashgrid", choices=("hashgrid", "densegrid", "lowres"))
-    p.add_argument("--out", required=True, help="run folder")
-    p.add_argument("--size", default="full", choices=("tiny", "quick", "full"))
-    p.add_argument("--steps", type=int, default=None, help="training steps (default: the app's for --size)")
-    p.add_argument("--seconds", type=float, default=None, help="stop after this many seconds of training")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
+    p.add_argument("--encoding", default=None, choices=("hashgrid", "densegrid", "lowres"),
+                   help="grid encoding (default: hashgrid; with --resume, the run's)")
+    p.add_argument("--out", required=True, help="run folder (refused if it holds a run, unless --resume/--overwrite)")
+    p.add_argument("--size", default=None, choices=("tiny", "quick", "full"),
+                   help="model and data sizes (default: full on CUDA, quick on CPU, as the demo; with --resume, the "
+                        "run's)")
+    p.add_argument("--steps", type=positive_int, default=None,
+                   help="total training steps (default: the app's for --size; with --resume, the run's budget)")
+    p.add_argument("--seconds", type=positive_seconds, default=None,
+                   help="time budget of the training loop in seconds, total over resumed runs; loading, "
+                        "evaluation and the preview come on top (default: none, or the app's cap on CPU sizes)")
+    p.add_argument("--device", type=torch_device, default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true",
+                       help="continue the run in --out from its checkpoint (starts one if there is none)")
+    again.add_argument("--overwrite", action="store_true",
+                       help="replace the run in --out; the old one stays until the new one's first checkpoint")
+    p.add_argument("--allow-outside-paths", action="store_true",
+                   help="let a dataset's file_path entries leave its folder (or set NGFX_ALLOW_OUTSIDE_PATHS=1)")
     p.set_defaults(func=_run_train)
     p = sub.add_parser("render", help="render a trained run folder to PNG frames (and an MP4)")
     p.add_argument("run_dir")
     p.add_argument("--resolution", type=_resolution, default=(800, 800), help="WIDTHxHEIGHT (default 800x800)")
     p.add_argument("--camera-path", default=None, choices=("orbit",), help="orbit the scene (default: eval views)")
-    p.add_argument("--frames", type=int, default=None, help="number of frames (default: 1, or 60 with --camera-path)")
+    p.add_argument("--frames", type=positive_int, default=None,
+                   help="number of frames (default: 1, or 60 with --camera-path)")
     p.add_argument("--video", action="store_true", help="also write video.mp4")
     p.add_argument("--unfused", action="store_true", help="use the unfused PyTorch 'rest' kernels")
-    p.add_argument("--device", default=None)
+    p.add_argument("--device", type=torch_device, default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=_run_render)
 
 
 def _run_train(args: argparse.Namespace) -> int:
+    import os
+
     from ngfx.render.runs import train
 
+    if args.allow_outside_paths:  # the dataset loader reads it, here and when the run is rendered
+        os.environ["NGFX_ALLOW_OUTSIDE_PATHS"] = "1"
     metrics = train(args.app, args.scene, args.encoding, args.out, size=args.size, steps=args.steps,
-                    seconds=args.seconds, device=args.device, resume=args.resume)
+                    seconds=args.seconds, device=args.device, resume=args.resume, overwrite=args.overwrite)
     quality = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k in ("psnr_db", "ssim", "sign_agreement"))
     print(f"trained {args.app} for {metrics['steps']} steps in {metrics['seconds']:.1f} s: {quality} -> {args.out}")
     return 0
 
 
 def _run_render(args: argparse.Namespace) -> int:
-    from ngfx.io import read_json
+    from pathlib import Path
 
+    from ngfx.io import check_output, read_json
+
+    check_output(args.out, "--out", folder=True)
+    if (Path(args.out) / "run.json").is_file():  # a render never replaces a run's training records
+        raise ValueError(f"--out {args.out}: is a run folder (holds run.json); render into another folder")
     n_frames = args.frames or (60 if args.camera_path else 1)
     if n_frames <= 0:
         raise ValueError(f"--frames must be positive, got {n_frames}")
@@ -252,15 +316,42 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; every expected failure is one ``ngfx CMD: error: ...`` line and exit 2."""
+    from ngfx.errors import NgfxWarning, TrainingInterrupted
+
     args = build_parser().parse_args(argv)
+    prefix = f"ngfx {args.command}"
+    default_format = warnings.formatwarning
+
+    def one_line(message, category, *rest, **kwargs) -> str:
+        if issubclass(category, NgfxWarning):
+            return f"{prefix}: warning: {message}\n"
+        return default_format(message, category, *rest, **kwargs)
+
+    warnings.formatwarning = one_line
     try:
         return int(args.func(args) or 0)
     except ValueError as e:  # NgfxInputError and config errors: one clear line, no traceback
-        print(f"ngfx {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        print(f"{prefix}: error: {e}", file=sys.stderr)
+    except OSError as e:  # unreadable input, unwritable output, disk full, unreachable scheduler
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"{prefix}: error: {where}{e.strerror or e}", file=sys.stderr)
+    except MemoryError:
+        print(f"{prefix}: error: out of memory; try a smaller --size or --resolution", file=sys.stderr)
+    except RuntimeError as e:
+        if "out of memory" not in str(e):  # torch.cuda.OutOfMemoryError; anything else is a bug: show it
+            raise
+        print(f"{prefix}: error: out of GPU memory; try a smaller --size or --resolution", file=sys.stderr)
+    except TrainingInterrupted as e:
+        print(f"{prefix}: {e}", file=sys.stderr)
+        return 128 + e.signal_number
     except KeyboardInterrupt:
-        print(f"ngfx {args.command}: interrupted; finished work is kept, re-run to resume", file=sys.stderr)
+        resumes = "; re-run to resume its unfinished stages" if args.command == "demo" else ""
+        print(f"{prefix}: interrupted{resumes}", file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = default_format
+    return 2
 
 
 if __name__ == "__main__":

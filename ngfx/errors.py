@@ -16,3 +16,17 @@ class NgfxInputError(ValueError):
         self.problem = problem
         where = f"{self.source}: field '{field}'" if field else self.source
         super().__init__(f"{where}: {problem}")
+
+
+class NgfxWarning(UserWarning):
+    """Input the program can use but whose result may be wrong (an open mesh's inside/outside, say);
+    the CLI prints it as one ``ngfx CMD: warning: ...`` line."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGINT/SIGTERM stopped a training run after it saved its checkpoint; the message says where it
+    stopped and how to continue. A KeyboardInterrupt, so every caller stops as it would on Ctrl-C."""
+
+    def __init__(self, message: str, signal_number: int):
+        super().__init__(message)
+        self.signal_number = signal_number

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -26,6 +27,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600; outputs follow the user's umask
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
@@ -93,6 +95,8 @@ def read_json(path: str | os.PathLike) -> Any:
         raise NgfxInputError(str(path), None, f"malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
     except UnicodeDecodeError as e:
         raise NgfxInputError(str(path), None, f"not UTF-8 text ({e.reason})") from None
+    except RecursionError:
+        raise NgfxInputError(str(path), None, "JSON nested too deeply") from None
 
 
 def require(obj: dict, key: str, source: str, kind: type | tuple[type, ...] | None = None) -> Any:
@@ -108,21 +112,65 @@ def require(obj: dict, key: str, source: str, kind: type | tuple[type, ...] | No
     return value
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image as float32 in [0, 1], shape [H, W, C] (C = 1, 3 or 4)."""
+def require_number(obj: dict, key: str, source: str, default: float | None = None, low: float | None = None,
+                   high: float | None = None, integer: bool = False) -> float:
+    """``obj[key]`` as a finite number in [low, high] (an int when ``integer``), else a clear error naming
+    ``source`` and ``key``; ``default`` when the key is absent. Booleans, NaN and inf are refused."""
+    if isinstance(obj, dict) and key not in obj and default is not None:
+        return default
+    value = require(obj, key, source, (int, float))
+    if isinstance(value, bool) or not math.isfinite(value):
+        raise NgfxInputError(source, key, f"expected a finite number, got {value!r}")
+    if integer and value != int(value):
+        raise NgfxInputError(source, key, f"expected a whole number, got {value!r}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f"[{'-inf' if low is None else low}, {'inf' if high is None else high}]"
+        raise NgfxInputError(source, key, f"must be in {bounds}, got {value!r}")
+    return int(value) if integer else float(value)
+
+
+# the first bytes of the formats imageio reads here, to tell "not an image" from "a damaged one"
+IMAGE_SIGNATURES = (b"\x89PNG", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*", b"BM", b"GIF8", b"RIFF",
+                    b"v/1\x01", b"#?RADIANCE", b"#?RGBE", b"P1", b"P2", b"P3", b"P4", b"P5", b"P6")
+MIN_IMAGE_SIDE = 2  # below this an image cannot be interpolated or compared; apps may ask for more
+
+
+def read_image(path: str | os.PathLike, min_side: int = MIN_IMAGE_SIDE) -> np.ndarray:
+    """Read an image as float32 in [0, 1], shape [H, W, C] (C = 1, 3 or 4).
+
+    Empty files, files that are not images, several frames, sides below ``min_side`` pixels and float
+    images outside [0, 1] (HDR: tone-map first) raise :class:`NgfxInputError` naming the file."""
     import imageio.v3 as iio
 
     path = Path(path)
     if not path.is_file():
         raise NgfxInputError(str(path), None, "image file not found")
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if not head:
+        raise NgfxInputError(str(path), None, "empty file, not an image")
     try:
         img = iio.imread(path)
     except Exception as e:  # imageio raises many types for corrupt files
-        raise NgfxInputError(str(path), None, f"cannot decode image ({type(e).__name__}: {e})") from None
+        if not head.startswith(IMAGE_SIGNATURES):
+            raise NgfxInputError(str(path), None, "not an image (no PNG, JPEG, TIFF, BMP, GIF, WebP or EXR "
+                                                  "header)") from None
+        raise NgfxInputError(str(path), None, f"damaged image, cannot decode ({type(e).__name__}: {e})") from None
     if img.ndim == 2:
         img = img[..., None]
-    scale = 65535.0 if img.dtype == np.uint16 else 255.0 if img.dtype == np.uint8 else 1.0
-    return img.astype(np.float32) / scale
+    if img.ndim != 3 or img.shape[-1] > 4:
+        raise NgfxInputError(str(path), None, f"expected one image of 1-4 channels, got an array of shape {img.shape}")
+    height, width = img.shape[:2]
+    if min(height, width) < min_side:
+        raise NgfxInputError(str(path), None, f"image too small: {width}x{height} pixels (at least "
+                                              f"{min_side}x{min_side})")
+    if img.dtype == np.uint16 or img.dtype == np.uint8:
+        return img.astype(np.float32) / (65535.0 if img.dtype == np.uint16 else 255.0)
+    img = img.astype(np.float32)
+    if not np.isfinite(img).all() or img.min() < 0.0 or img.max() > 1.0:
+        raise NgfxInputError(str(path), None, f"float image with values in [{np.nanmin(img):.4g}, {np.nanmax(img):.4g}]"
+                                              " (or NaN/inf); expected [0, 1]: tone-map or rescale it first")
+    return img
 
 
 def write_image(path: str | os.PathLike, img: np.ndarray) -> None:
@@ -171,4 +219,84 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict, dict]:
         meta = json.loads(header["ngfx"])
     except json.JSONDecodeError:
         raise NgfxInputError(str(path), "metadata.ngfx", "metadata is not valid JSON") from None
+    if not isinstance(meta, dict):
+        raise NgfxInputError(str(path), "metadata.ngfx", f"expected a JSON object, got {type(meta).__name__}")
     return tensors, meta
+
+
+# --- output paths, stale temp files, folder locks -------------------------------------------------
+def current_umask() -> int:
+    umask = os.umask(0)  # the only way to read it is to set it
+    os.umask(umask)
+    return umask
+
+
+def check_output(path: str | os.PathLike, flag: str, folder: bool) -> Path:
+    """Refuse, before any work, an output ``path`` (a folder when ``folder``, else a file) that exists as
+    the other kind, lies under a file, or is in a folder this process cannot write. Creates nothing."""
+    path = Path(path)
+    where = f"{flag} {path}"
+    if path.exists() and path.is_dir() != folder:
+        raise NgfxInputError(where, None, f"is a {'file' if folder else 'folder'}, expected a "
+                                          f"{'folder' if folder else 'file'}")
+    existing = path if (folder and path.is_dir()) else path.parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NgfxInputError(where, None, f"lies under {existing}, which is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise NgfxInputError(where, None, f"cannot write in {existing} (permission denied)")
+    return path
+
+
+def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temp files :func:`atomic_write` left in ``folder`` when a process was killed mid-write.
+    Call only while holding the folder's lock (:func:`folder_lock`), so no live writer owns them."""
+    removed = []
+    for tmp in Path(folder).glob(".*.tmp"):
+        if tmp.is_file():
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+                removed.append(tmp)
+    return removed
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike, what: str = "folder") -> Iterator[Path]:
+    """Hold ``folder/.lock`` (holding this process's PID) while writing the folder; a second process gets a
+    clear error. A lock whose process is gone (killed, crashed) is taken over."""
+    lock = Path(folder) / ".lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(3):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+            break
+        except FileExistsError:
+            try:
+                pid = int(lock.read_text().strip() or 0)
+            except (FileNotFoundError, ValueError):
+                pid = 0
+            if pid and pid != os.getpid() and _process_alive(pid):
+                raise NgfxInputError(str(folder), None, f"{what} is in use by process {pid} (lock file {lock}); "
+                                                        "wait for it or stop it") from None
+            with contextlib.suppress(FileNotFoundError):
+                lock.unlink()  # stale: its process is gone
+    else:
+        raise NgfxInputError(str(folder), None, f"cannot take the lock {lock}")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{os.getpid()}\n")
+        yield lock
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            lock.unlink()
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True

@@ -1,23 +1,30 @@
 """Run folders: train any application into a folder, resume it, load it back, render it.
 
-A run folder holds ``run.json`` ({"app", "scene", "encoding", "size", "options"}), ``checkpoint.safetensors``
-(model state, Adam state, step; written atomically every ``CHECKPOINT_SECONDS`` and at the end),
-``metrics.json`` (``evaluate()`` + training seconds and steps), ``curve.json`` (loss per step) and
-``preview.png``.
+A run folder holds ``run.json`` ({"app", "scene", "encoding", "size", "options", "budget"}),
+``checkpoint.safetensors`` (model state, Adam state, step, the run it belongs to) and ``curve.json`` (loss per
+step), both written atomically every ``CHECKPOINT_SECONDS``, on SIGINT/SIGTERM and at the end; then
+``metrics.json`` (``evaluate()`` + training seconds and steps) and ``preview.png``. While training, ``.lock``
+holds the process's PID, so a second process is refused.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
+import math
+import signal
+import threading
 import time
+import typing
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from ngfx.errors import NgfxInputError
-from ngfx.io import load_checkpoint, read_json, require, save_checkpoint, write_image, write_json
+from ngfx.errors import NgfxInputError, TrainingInterrupted
+from ngfx.io import (check_output, folder_lock, load_checkpoint, read_json, remove_stale_temp_files, require,
+                     save_checkpoint, write_image, write_json)
 from ngfx.render.app import App
 from ngfx.render.neural_field import optimisation_step, training_progress
 
@@ -27,6 +34,7 @@ CHECKPOINT_SECONDS = 60.0
 CURVE_EVERY = 10  # steps between loss readings (each one is a host sync on the GPU)
 PREVIEW_WIDTH = 256
 VIDEO_FPS = 24
+RUN_RECORDS = ("run.json", "checkpoint.safetensors", "curve.json", "metrics.json", "preview.png")
 
 
 def app_module(app: str):
@@ -35,17 +43,25 @@ def app_module(app: str):
     return importlib.import_module(APP_MODULES[app])
 
 
-def _save(path: Path, app: App, optimizer: torch.optim.Optimizer, step: int, seconds: float) -> None:
+def _save(path: Path, app: App, optimizer: torch.optim.Optimizer, step: int, seconds: float, run: dict) -> None:
     tensors = {f"model.{k}": v for k, v in app.state_dict().items()}
     for i, state in optimizer.state_dict()["state"].items():
         for name, value in state.items():
             if torch.is_tensor(value):
                 tensors[f"optim.{i}.{name}"] = value.reshape(-1) if value.ndim == 0 else value
-    save_checkpoint(path, tensors, {"step": step, "seconds": seconds, "app": app.name})
+    save_checkpoint(path, tensors, {"step": step, "seconds": seconds, "app": app.name, "run": _identity(run)})
 
 
-def _restore(path: Path, app: App, optimizer: torch.optim.Optimizer | None) -> dict:
+def _identity(run: dict) -> dict:
+    """What a checkpoint must match: the run's app, scene, encoding and size."""
+    return {key: run[key] for key in ("app", "scene", "encoding", "size")}
+
+
+def _restore(path: Path, app: App, optimizer: torch.optim.Optimizer | None, run: dict | None = None) -> dict:
     tensors, meta = load_checkpoint(path)
+    if run is not None and isinstance(meta.get("run"), dict) and meta["run"] != _identity(run):
+        raise NgfxInputError(str(path), "metadata.run", f"checkpoint of another run ({meta['run']}), not of "
+                                                        f"run.json's {_identity(run)}; use --overwrite to start over")
     model = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     try:
         app.load_state_dict(model)
@@ -71,66 +87,177 @@ def _preview(app: App, out: Path) -> None:
     write_image(out, app.render(width, height, 0, fused=on_gpu).cpu().numpy())
 
 
-def train(app: str, scene: str, encoding: str, out_dir: str | Path, size: str = "full", steps: int | None = None,
-          seconds: float | None = None, device=None, resume: bool = False, progress: bool = True,
-          **options) -> dict:
-    """Train ``app`` on ``scene`` into ``out_dir`` for ``steps`` (default: the app's) and/or ``seconds``
-    (whichever ends first; with neither, the app's ``DEFAULT_STEPS`` capped by its ``DEFAULT_SECONDS`` if any).
+def default_size(device=None) -> str:
+    """The size ``train`` uses when none is given, as the demo chooses: full on CUDA, quick on a CPU."""
+    on_cuda = torch.device(device).type == "cuda" if device else torch.cuda.is_available()
+    return "full" if on_cuda else "quick"
 
-    With ``resume``, an existing checkpoint is loaded and training continues up to ``steps``.
-    Returns the metrics written to ``metrics.json``.
+
+def check_options(module, options: dict, source: str) -> dict:
+    """Refuse option keys the app's constructor does not take (a hand-edited or foreign run.json)."""
+    if not isinstance(options, dict):
+        raise NgfxInputError(source, "options", f"expected an object, got {type(options).__name__}")
+    app_class = typing.get_type_hints(module.build_app)["return"]
+    accepted = set(inspect.signature(app_class.__init__).parameters) - {"self", "scene", "encoding", "size", "device"}
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise NgfxInputError(source, f"options.{unknown[0]}", f"unknown option of {app_class.__name__} "
+                                                              f"(known: {', '.join(sorted(accepted))})")
+    return options
+
+
+def _saved_run(run_json: Path, app: str, module) -> dict:
+    saved, source = read_json(run_json), str(run_json)
+    if require(saved, "app", source, str) != app:
+        raise NgfxInputError(source, "app", f"run is a {saved['app']!r} run, not {app!r}")
+    for key in ("scene", "encoding", "size"):
+        require(saved, key, source, str)
+    check_options(module, require(saved, "options", source, dict), source)
+    budget = saved.get("budget", {})
+    for key in ("steps", "seconds"):
+        value = budget.get(key) if isinstance(budget, dict) else "?"
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0):
+            raise NgfxInputError(source, f"budget.{key}", f"expected a positive number or null, got {value!r}")
+    return saved
+
+
+def _same_scene(given: str, saved: str) -> bool:
+    return given == saved or Path(given).resolve() == Path(saved).resolve()
+
+
+class _StopSignals:
+    """SIGINT/SIGTERM become a request to stop after the current step (so the run saves first); a second
+    signal acts at once, as it would without this."""
+
+    def __init__(self):
+        self.signal_number: int | None = None
+        self._previous: dict = {}
+
+    def __enter__(self) -> "_StopSignals":
+        if threading.current_thread() is threading.main_thread():  # Python handles signals there only
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._request)
+        return self
+
+    def _request(self, signal_number, frame) -> None:
+        self.signal_number = signal_number
+        self.__exit__()
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def train(app: str, scene: str, encoding: str | None, out_dir: str | Path, size: str | None = None,
+          steps: int | None = None, seconds: float | None = None, device=None, resume: bool = False,
+          overwrite: bool = False, progress: bool = True, **options) -> dict:
+    """Train ``app`` on ``scene`` into the run folder ``out_dir`` for ``steps`` and/or ``seconds`` of the
+    training loop (whichever ends first; with neither, the app's ``DEFAULT_STEPS`` capped by its
+    ``DEFAULT_SECONDS`` if any). ``size`` defaults to :func:`default_size`, ``encoding`` to hashgrid.
+
+    A folder that already holds a run is refused unless ``resume`` (continue from its checkpoint up to the
+    budget, the saved one when none is given; a different scene, encoding or size is an error) or
+    ``overwrite`` (replace it; the old run stays until the new one's first checkpoint). One process at a
+    time holds the folder. SIGINT/SIGTERM save the checkpoint and curve, then raise
+    :class:`TrainingInterrupted`. Returns the metrics written to ``metrics.json``.
     """
     module = app_module(app)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if resume and overwrite:
+        raise ValueError("--resume and --overwrite exclude each other")
+    if steps is not None and (isinstance(steps, bool) or int(steps) != steps or steps < 1):
+        raise ValueError(f"--steps must be a whole number >= 1, got {steps!r}")
+    if seconds is not None and not (math.isfinite(seconds) and seconds > 0):
+        raise ValueError(f"--seconds must be a finite number > 0, got {seconds!r}")
+    out = check_output(out_dir, "--out", folder=True)
+    with folder_lock(out, "run folder"):
+        remove_stale_temp_files(out)  # left by a process killed mid-write; the lock says none is writing
+        existing = [name for name in RUN_RECORDS if (out / name).exists()]
+        if existing and not (resume or overwrite):
+            raise NgfxInputError(str(out), None, f"already holds a run ({', '.join(existing)}); pass --resume to "
+                                                 "continue it or --overwrite to replace it")
+        run_json = out / "run.json"
+        saved = _saved_run(run_json, app, module) if resume and run_json.is_file() else None
+        if saved is not None:
+            for flag, given in (("scene", scene), ("encoding", encoding), ("size", size)):
+                if given is not None and not (given == saved[flag] or (flag == "scene" and _same_scene(given, saved[flag]))):
+                    raise NgfxInputError(str(run_json), flag, f"the run was trained with --{flag} {saved[flag]}, "
+                                                              f"not {given}; leave --{flag} out or use --overwrite")
+            options = {**saved["options"], **options}
+            scene, encoding, size = saved["scene"], saved["encoding"], saved["size"]
+            if steps is None and seconds is None:  # continue the saved budget (what is left of it)
+                steps, seconds = saved.get("budget", {}).get("steps"), saved.get("budget", {}).get("seconds")
+        encoding = encoding or "hashgrid"
+        size = size or default_size(device)
+        total = steps if steps is not None else (None if seconds is not None else module.DEFAULT_STEPS[size])
+        if steps is None and seconds is None:  # an app may cap its CPU sizes by time as well (DEFAULT_SECONDS)
+            seconds = getattr(module, "DEFAULT_SECONDS", {}).get(size)
+        instance: App = module.build_app(scene, encoding, size, device, **options)
+        config = instance.config()
+        run = {"app": app, "scene": scene, "encoding": encoding, "size": size,
+               "options": {k: v for k, v in config.items() if k not in ("scene", "encoding", "size")},
+               "budget": {"steps": total, "seconds": seconds}}
+        return _train_loop(instance, module, run, out, total, seconds, resume=saved is not None,
+                           replaces=bool(existing) and overwrite, progress=progress)
+
+
+def _train_loop(instance: App, module, run: dict, out: Path, total: int | None, seconds: float | None,
+                resume: bool, replaces: bool, progress: bool) -> dict:
+    """The training loop of :func:`train`: checkpoint and curve every ``CHECKPOINT_SECONDS``, on a stop
+    signal and at the end; then evaluation, ``metrics.json`` and the preview. With ``replaces``, the old
+    run's records are replaced at the first checkpoint, not before."""
     run_json, ckpt, curve_path = out / "run.json", out / "checkpoint.safetensors", out / "curve.json"
-    if resume and run_json.is_file():
-        saved = read_json(run_json)
-        if require(saved, "app", str(run_json), str) != app:
-            raise NgfxInputError(str(run_json), "app", f"run is a {saved['app']!r} run, not {app!r}")
-        options = {**require(saved, "options", str(run_json), dict), **options}
-        scene, encoding, size = saved["scene"], saved["encoding"], saved["size"]
-    instance: App = module.build_app(scene, encoding, size, device, **options)
-    config = instance.config()
-    write_json(run_json, {"app": app, "scene": scene, "encoding": encoding, "size": size,
-                          "options": {k: v for k, v in config.items() if k not in ("scene", "encoding", "size")}})
+    if not replaces:
+        write_json(run_json, run)
     optimizer = instance.optimizer()
-    total = steps if steps is not None else (None if seconds is not None else module.DEFAULT_STEPS[size])
-    if steps is None and seconds is None:  # an app may cap its CPU sizes by time as well (DEFAULT_SECONDS)
-        seconds = getattr(module, "DEFAULT_SECONDS", {}).get(size)
     step, trained_s, curve = 0, 0.0, []
     if resume and ckpt.is_file():
-        meta = _restore(ckpt, instance, optimizer)
+        meta = _restore(ckpt, instance, optimizer, run)
         step, trained_s = int(meta.get("step", 0)), float(meta.get("seconds", 0.0))
         if curve_path.is_file():
-            curve = read_json(curve_path).get("loss", [])
-    start, last_save = time.perf_counter(), time.perf_counter()
-    bar = tqdm(total=total, initial=step, desc=f"train {app}", unit="step", disable=not progress)
-    losses = []
-    instance.train()
-    while (total is None or step < total) and (seconds is None or time.perf_counter() - start < seconds):
-        progress = training_progress(step, total, time.perf_counter() - start, seconds)
-        losses.append(optimisation_step(instance, optimizer, step, progress))
-        step += 1
-        bar.update(1)
-        if step % CURVE_EVERY == 0:
+            curve = [entry for entry in read_json(curve_path).get("loss", []) if entry[0] <= step]
+    first_step, losses = step, []
+    start = last_save = time.perf_counter()
+
+    def elapsed() -> float:
+        return trained_s + time.perf_counter() - start
+
+    def save() -> None:
+        nonlocal replaces, last_save
+        if losses:
             values = torch.stack(losses).float().cpu().tolist()
             curve.extend([[step - len(values) + i + 1, v] for i, v in enumerate(values)])
             losses.clear()
-            bar.set_postfix(loss=f"{values[-1]:.3g}")
-        if time.perf_counter() - last_save > CHECKPOINT_SECONDS:
-            _save(ckpt, instance, optimizer, step, trained_s + time.perf_counter() - start)
-            last_save = time.perf_counter()
-    bar.close()
-    if losses:
-        values = torch.stack(losses).float().cpu().tolist()
-        curve.extend([[step - len(values) + i + 1, v] for i, v in enumerate(values)])
-    trained_s += time.perf_counter() - start
-    _save(ckpt, instance, optimizer, step, trained_s)
-    write_json(curve_path, {"loss": curve})
+        _save(ckpt, instance, optimizer, step, elapsed(), run)
+        write_json(curve_path, {"loss": curve})
+        if replaces:  # the new run now has a checkpoint: its records replace the old run's
+            write_json(run_json, run)
+            for name in ("metrics.json", "preview.png"):
+                (out / name).unlink(missing_ok=True)
+            replaces = False
+        last_save = time.perf_counter()
+
+    bar = tqdm(total=total, initial=step, desc=f"train {run['app']}", unit="step", disable=not progress)
+    instance.train()
+    with _StopSignals() as stop:
+        while (total is None or step < total) and (seconds is None or elapsed() < seconds) and not stop.signal_number:
+            losses.append(optimisation_step(instance, optimizer, step, training_progress(step, total, elapsed(), seconds)))
+            step += 1
+            bar.update(1)
+            if step % CURVE_EVERY == 0:
+                bar.set_postfix(loss=f"{float(losses[-1]):.3g}")
+            if time.perf_counter() - last_save > CHECKPOINT_SECONDS:
+                save()
+        bar.close()
+        if stop.signal_number:
+            if step == first_step:
+                kept = "the previous run is kept" if replaces else "nothing changed in the run folder"
+                raise TrainingInterrupted(f"interrupted before the first step; {kept}", stop.signal_number)
+            save()
+            raise TrainingInterrupted(f"interrupted at step {step}: checkpoint and curve saved in {out}; "
+                                      "train again with --resume to continue from there", stop.signal_number)
+    save()
     instance.eval()
-    metrics = {**instance.evaluate(), "seconds": trained_s, "steps": step, "app": app, "scene": scene,
-               "encoding": encoding, "size": size}
+    metrics = {**instance.evaluate(), "seconds": elapsed(), "steps": step, **_identity(run)}
     write_json(out / "metrics.json", metrics)
     _preview(instance, out / "preview.png")
     return metrics
@@ -148,7 +275,7 @@ def load_run(run_dir: str | Path, device=None) -> App:
         raise NgfxInputError(source, "app", f"must be one of {', '.join(APP_MODULES)}, got {app!r}")
     instance = module.build_app(require(saved, "scene", source, str), require(saved, "encoding", source, str),
                                 require(saved, "size", source, str), device,
-                                **require(saved, "options", source, dict))
+                                **check_options(module, require(saved, "options", source, dict), source))
     _restore(run / "checkpoint.safetensors", instance, None)
     instance.eval()
     return instance
