@@ -15,6 +15,7 @@ problem raises :class:`NgfxInputError` naming the file and the field.
 from __future__ import annotations
 
 import math
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,13 +25,17 @@ import torch
 import torch.nn.functional as F
 
 from ngfx.errors import NgfxInputError
-from ngfx.io import read_image, read_json, require
+from ngfx.io import read_image, read_json, require, require_number
 from ngfx.render.cameras import Intrinsics
 
 SPLITS = ("train", "val", "test")
 BLENDER_AABB = ((-1.5, -1.5, -1.5), (1.5, 1.5, 1.5))
 HOLDOUT_EVERY = 8  # instant-ngp datasets without a val file: frames 0, 8, 16, ... are the val split
 ASPECT_TOLERANCE = 0.01
+ROTATION_TOLERANCE = 1e-2  # |R^T R - I| of a camera rotation; exporters write 6+ digits
+MAX_TRANSLATION = 1e6  # world units: further cameras are a unit mix-up or garbage
+MAX_RADIAL_DISTORTION = 10.0  # |k1|, |k2| (OpenCV's model on normalised coordinates; real lenses |k| < 1)
+MAX_TANGENTIAL_DISTORTION = 1.0  # |p1|, |p2|
 
 
 @dataclass
@@ -58,16 +63,8 @@ class MultiViewData:
         return self.images.shape[0]
 
 
-def _number(obj: dict, key: str, source: str, default: float | None = None) -> float:
-    if key not in obj and default is not None:
-        return float(default)
-    value = require(obj, key, source, (int, float))
-    if isinstance(value, bool) or not math.isfinite(value):
-        raise NgfxInputError(source, key, f"expected a finite number, got {value!r}")
-    return float(value)
-
-
 def _pose(frame: dict, source: str, field: str) -> np.ndarray:
+    """A camera-to-world matrix: a rotation (orthonormal, det +1) and a translation within ``MAX_TRANSLATION``."""
     matrix = require(frame, "transform_matrix", source, list)
     try:
         pose = np.asarray(matrix, dtype=np.float64)
@@ -77,11 +74,25 @@ def _pose(frame: dict, source: str, field: str) -> np.ndarray:
         pose = np.vstack([pose, [0.0, 0.0, 0.0, 1.0]])
     if pose.shape != (4, 4) or not np.isfinite(pose).all():
         raise NgfxInputError(source, field, f"transform_matrix must be 4x4 finite numbers, got shape {list(pose.shape)}")
+    rotation = pose[:3, :3]
+    error = np.abs(rotation.T @ rotation - np.eye(3)).max()
+    if error > ROTATION_TOLERANCE or np.linalg.det(rotation) < 0:
+        raise NgfxInputError(source, field, f"the 3x3 rotation is not orthonormal with determinant +1 (|R^T R - I| = "
+                                            f"{error:.3g}, det {np.linalg.det(rotation):.3g})")
+    if np.abs(pose[:3, 3]).max() > MAX_TRANSLATION:
+        raise NgfxInputError(source, field, f"camera position {pose[:3, 3].tolist()} is beyond {MAX_TRANSLATION:g} "
+                                            "world units")
     return pose
 
 
 def _image_path(root: Path, file_path: str, source: str, field: str) -> Path:
-    path = root / file_path
+    """The frame's image under the dataset's folder; a path leaving it (``../``, absolute) only when allowed
+    (``NGFX_ALLOW_OUTSIDE_PATHS=1``, ``ngfx train --allow-outside-paths``): a dataset file must not make
+    the loader read files elsewhere unasked. Symlinks inside the folder are followed as usual."""
+    path = Path(os.path.normpath(root / file_path))
+    if os.environ.get("NGFX_ALLOW_OUTSIDE_PATHS") != "1" and not path.is_relative_to(os.path.normpath(root)):
+        raise NgfxInputError(source, field, f"{file_path!r} leads outside the dataset folder {root}; pass "
+                                            "--allow-outside-paths (or set NGFX_ALLOW_OUTSIDE_PATHS=1) to read it")
     if path.is_file():
         return path
     for ext in (".png", ".jpg", ".jpeg", ".PNG", ".JPG"):
@@ -154,7 +165,7 @@ def load_blender(folder: str | Path, split: str = "train", scale: float = 1.0) -
     json_path = folder / f"transforms_{split}.json"
     source = str(json_path)
     meta = read_json(json_path)
-    angle = _number(meta, "camera_angle_x", source)
+    angle = require_number(meta, "camera_angle_x", source)
     if not 0 < angle < math.pi:
         raise NgfxInputError(source, "camera_angle_x", f"must be in (0, pi) radians, got {angle}")
     frames = _frames(meta, source)
@@ -171,22 +182,26 @@ def load_blender(folder: str | Path, split: str = "train", scale: float = 1.0) -
 
 def _ngp_intrinsics(meta: dict, source: str, first_image: Path) -> Intrinsics:
     if "w" in meta and "h" in meta:
-        width, height = int(_number(meta, "w", source)), int(_number(meta, "h", source))
+        width, height = (require_number(meta, key, source, low=1, integer=True) for key in ("w", "h"))
     else:
         height, width = read_image(first_image).shape[:2]
     if width <= 0 or height <= 0:
         raise NgfxInputError(source, "w", f"image size must be positive, got {width}x{height}")
     if "fl_x" in meta:
-        fx = _number(meta, "fl_x", source)
+        fx = require_number(meta, "fl_x", source)
     elif "camera_angle_x" in meta:
-        fx = 0.5 * width / math.tan(0.5 * _number(meta, "camera_angle_x", source))
+        fx = 0.5 * width / math.tan(0.5 * require_number(meta, "camera_angle_x", source))
     else:
         raise NgfxInputError(source, "fl_x", "missing (neither 'fl_x' nor 'camera_angle_x' given)")
-    fy = _number(meta, "fl_y", source, default=fx)
+    fy = require_number(meta, "fl_y", source, default=fx)
     if fx <= 0 or fy <= 0:
         raise NgfxInputError(source, "fl_x", f"focal lengths must be positive, got {fx}, {fy}")
-    return Intrinsics(width, height, fx, fy, _number(meta, "cx", source, width / 2), _number(meta, "cy", source, height / 2),
-                      *(_number(meta, key, source, 0.0) for key in ("k1", "k2", "p1", "p2")))
+    radial = (require_number(meta, key, source, 0.0, -MAX_RADIAL_DISTORTION, MAX_RADIAL_DISTORTION)
+              for key in ("k1", "k2"))
+    tangential = (require_number(meta, key, source, 0.0, -MAX_TANGENTIAL_DISTORTION, MAX_TANGENTIAL_DISTORTION)
+                  for key in ("p1", "p2"))
+    return Intrinsics(width, height, fx, fy, require_number(meta, "cx", source, width / 2),
+                      require_number(meta, "cy", source, height / 2), *radial, *tangential)
 
 
 def load_instant_ngp(path: str | Path, split: str = "train", scale: float = 1.0) -> MultiViewData:
@@ -213,10 +228,10 @@ def load_instant_ngp(path: str | Path, split: str = "train", scale: float = 1.0)
         fields.append(field)
     intrinsics = _ngp_intrinsics(meta, str(json_path), paths[0])
     images = _load_images(paths, intrinsics.width, intrinsics.height, source, fields)
-    aabb_scale = _number(meta, "aabb_scale", str(json_path), 1.0)
+    aabb_scale = require_number(meta, "aabb_scale", str(json_path), 1.0)
     if aabb_scale <= 0:
         raise NgfxInputError(str(json_path), "aabb_scale", f"must be positive, got {aabb_scale}")
-    world_scale = _number(meta, "scale", str(json_path), 0.33)
+    world_scale = require_number(meta, "scale", str(json_path), 0.33)
     offset = np.asarray(meta.get("offset", [0.5, 0.5, 0.5]), dtype=np.float64)
     if world_scale <= 0 or offset.shape != (3,):
         raise NgfxInputError(str(json_path), "scale", "scale must be positive and offset three numbers")

@@ -65,6 +65,9 @@ def crop_to_aspect(window, image_size: tuple[int, int], frame_size: tuple[int, i
     return x0, cy - half, x1, cy + half
 
 
+MIN_IMAGE_SIDE = 16  # the full grids' coarsest resolution: a smaller image has nothing to fit
+
+
 class GiaApp(App):
     name = "gia"
 
@@ -82,7 +85,7 @@ class GiaApp(App):
             self.target = None
             self.width, self.height = self.procedural.width, self.procedural.height
         else:
-            img = torch.from_numpy(read_image(scene))
+            img = torch.from_numpy(read_image(scene, min_side=MIN_IMAGE_SIDE))
             img = img[..., :3] if img.shape[-1] >= 3 else img[..., :1].expand(-1, -1, 3)  # greyscale -> RGB
             self.procedural = None
             self.height, self.width = img.shape[:2]

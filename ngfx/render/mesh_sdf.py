@@ -9,12 +9,13 @@ trimesh (``proximity.closest_point`` over its rtree) gives the distance and PyTo
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ngfx.errors import NgfxInputError
+from ngfx.errors import NgfxInputError, NgfxWarning
 
 
 def load_obj(path: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -31,6 +32,8 @@ def load_obj(path: str) -> tuple[torch.Tensor, torch.Tensor]:
                     continue
                 if parts[0] == "v":
                     vertices.append([float(v) for v in parts[1:4]])
+                    if len(vertices[-1]) != 3:
+                        raise ValueError("a vertex needs x y z")
                 elif parts[0] == "f":
                     idx = [int(v.split("/")[0]) for v in parts[1:]]
                     idx = [i - 1 if i > 0 else len(vertices) + i for i in idx]  # OBJ: 1-based, negative = relative
@@ -45,7 +48,25 @@ def load_obj(path: str) -> tuple[torch.Tensor, torch.Tensor]:
         raise NgfxInputError(str(p), "f", "face refers to a vertex that does not exist")
     if not torch.isfinite(v).all():
         raise NgfxInputError(str(p), "v", "non-finite vertex coordinate")
+    _check_surface(v, fc, str(p))
     return v, fc
+
+
+def _check_surface(vertices: torch.Tensor, faces: torch.Tensor, source: str) -> None:
+    """Refuse a mesh with no area (nothing to sample or normalise); warn when it is not closed, since the
+    winding number's inside/outside is then undefined near the holes (an open plane has no inside at all)."""
+    if float((vertices.max(0).values - vertices.min(0).values).max()) == 0.0:
+        raise NgfxInputError(source, "v", "all vertices are the same point: the mesh has no extent")
+    tri = vertices[faces]
+    if not bool((torch.linalg.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]).norm(dim=1) > 0).any()):
+        raise NgfxInputError(source, "f", "every triangle has zero area (repeated or collinear vertices)")
+    edges = torch.cat([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]).sort(dim=1).values
+    _, uses = torch.unique(edges[:, 0] * len(vertices) + edges[:, 1], return_counts=True)
+    open_edges = int((uses == 1).sum())
+    if open_edges:
+        warnings.warn(f"{source}: the mesh is not closed ({open_edges} of {len(uses)} edges border one triangle "
+                      "only): inside and outside are undefined near its holes, so the SDF's sign may be wrong "
+                      "there", NgfxWarning, stacklevel=3)
 
 
 def _point_triangle_distance(p: torch.Tensor, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:

@@ -169,38 +169,51 @@ def train(app: str, scene: str, encoding: str | None, out_dir: str | Path, size:
     if seconds is not None and not (math.isfinite(seconds) and seconds > 0):
         raise ValueError(f"--seconds must be a finite number > 0, got {seconds!r}")
     out = check_output(out_dir, "--out", folder=True)
-    with folder_lock(out, "run folder"):
-        remove_stale_temp_files(out)  # left by a process killed mid-write; the lock says none is writing
-        existing = [name for name in RUN_RECORDS if (out / name).exists()]
-        if existing and not (resume or overwrite):
-            raise NgfxInputError(str(out), None, f"already holds a run ({', '.join(existing)}); pass --resume to "
-                                                 "continue it or --overwrite to replace it")
-        run_json = out / "run.json"
-        saved = _saved_run(run_json, app, module) if resume and run_json.is_file() else None
-        if saved is not None:
-            for flag, given in (("scene", scene), ("encoding", encoding), ("size", size)):
-                if given is not None and not (given == saved[flag] or (flag == "scene" and _same_scene(given, saved[flag]))):
-                    raise NgfxInputError(str(run_json), flag, f"the run was trained with --{flag} {saved[flag]}, "
-                                                              f"not {given}; leave --{flag} out or use --overwrite")
-            options = {**saved["options"], **options}
-            scene, encoding, size = saved["scene"], saved["encoding"], saved["size"]
-            if steps is None and seconds is None:  # continue the saved budget (what is left of it)
-                steps, seconds = saved.get("budget", {}).get("steps"), saved.get("budget", {}).get("seconds")
-        encoding = encoding or "hashgrid"
-        size = size or default_size(device)
-        total = steps if steps is not None else (None if seconds is not None else module.DEFAULT_STEPS[size])
-        if steps is None and seconds is None:  # an app may cap its CPU sizes by time as well (DEFAULT_SECONDS)
-            seconds = getattr(module, "DEFAULT_SECONDS", {}).get(size)
-        instance: App = module.build_app(scene, encoding, size, device, **options)
-        config = instance.config()
-        run = {"app": app, "scene": scene, "encoding": encoding, "size": size,
-               "options": {k: v for k, v in config.items() if k not in ("scene", "encoding", "size")},
-               "budget": {"steps": total, "seconds": seconds}}
-        return _train_loop(instance, module, run, out, total, seconds, resume=saved is not None,
-                           replaces=bool(existing) and overwrite, progress=progress)
+    created = not out.exists()
+    try:
+        with folder_lock(out, "run folder"):
+            return _train_locked(module, app, scene, encoding, out, size, steps, seconds, device, resume, overwrite,
+                                 progress, options)
+    except BaseException:
+        if created and out.is_dir() and not any(out.iterdir()):  # refused before writing: leave no trace
+            out.rmdir()
+        raise
 
 
-def _train_loop(instance: App, module, run: dict, out: Path, total: int | None, seconds: float | None,
+def _train_locked(module, app, scene, encoding, out, size, steps, seconds, device, resume, overwrite, progress,
+                  options) -> dict:
+    """:func:`train` once the run folder is locked: what to do with an existing run, then the loop."""
+    remove_stale_temp_files(out)  # left by a process killed mid-write; the lock says none is writing
+    existing = [name for name in RUN_RECORDS if (out / name).exists()]
+    if existing and not (resume or overwrite):
+        raise NgfxInputError(str(out), None, f"already holds a run ({', '.join(existing)}); pass --resume to "
+                                             "continue it or --overwrite to replace it")
+    run_json = out / "run.json"
+    saved = _saved_run(run_json, app, module) if resume and run_json.is_file() else None
+    if saved is not None:
+        for flag, given in (("scene", scene), ("encoding", encoding), ("size", size)):
+            if given is not None and not (given == saved[flag] or (flag == "scene" and _same_scene(given, saved[flag]))):
+                raise NgfxInputError(str(run_json), flag, f"the run was trained with --{flag} {saved[flag]}, "
+                                                          f"not {given}; leave --{flag} out or use --overwrite")
+        options = {**saved["options"], **options}
+        scene, encoding, size = saved["scene"], saved["encoding"], saved["size"]
+        if steps is None and seconds is None:  # continue the saved budget (what is left of it)
+            steps, seconds = saved.get("budget", {}).get("steps"), saved.get("budget", {}).get("seconds")
+    encoding = encoding or "hashgrid"
+    size = size or default_size(device)
+    total = steps if steps is not None else (None if seconds is not None else module.DEFAULT_STEPS[size])
+    if steps is None and seconds is None:  # an app may cap its CPU sizes by time as well (DEFAULT_SECONDS)
+        seconds = getattr(module, "DEFAULT_SECONDS", {}).get(size)
+    instance: App = module.build_app(scene, encoding, size, device, **options)
+    config = instance.config()
+    run = {"app": app, "scene": scene, "encoding": encoding, "size": size,
+           "options": {k: v for k, v in config.items() if k not in ("scene", "encoding", "size")},
+           "budget": {"steps": total, "seconds": seconds}}
+    return _train_loop(instance, run, out, total, seconds, resume=saved is not None,
+                       replaces=bool(existing) and overwrite, progress=progress)
+
+
+def _train_loop(instance: App, run: dict, out: Path, total: int | None, seconds: float | None,
                 resume: bool, replaces: bool, progress: bool) -> dict:
     """The training loop of :func:`train`: checkpoint and curve every ``CHECKPOINT_SECONDS``, on a stop
     signal and at the end; then evaluation, ``metrics.json`` and the preview. With ``replaces``, the old
