@@ -25,7 +25,8 @@ from torch import nn
 
 from ngfx.nelf.network import NeLF, ResidualBlock, fold_batchnorm
 
-# launch shape: rows (pixels) per program, K rows of weights per pipeline stage, warps, pipeline stages.
+# launch shape: rows (pixels) per tile, K rows of weights per pipeline stage, warps, pipeline stages (and
+# "programs": the persistent grid's size, default 4 per multiprocessor).
 # bench_nelf.py probes others on the GPU; the defaults are what it chose there (see BENCHMARKS.md).
 DEFAULT_LAUNCH = {"block_m": 64, "block_k": 64, "num_warps": 4, "num_stages": 3}
 MIN_DOT = 16
@@ -51,7 +52,7 @@ def _layer(src, w_ptr, b_ptr, local, cols, ks, BLOCK_M: tl.constexpr, WIDTH: tl.
 
 @triton.jit
 def residual_mlp_kernel(x_ptr, out_ptr, scratch_ptr, w_stem_ptr, b_stem_ptr, w_ptr, b_ptr, n_rows,
-                        C_IN: tl.constexpr, K_STEM: tl.constexpr, WIDTH: tl.constexpr, N_BLOCKS: tl.constexpr,
+                        TILES_PER_PROGRAM: tl.constexpr, C_IN: tl.constexpr, K_STEM: tl.constexpr, WIDTH: tl.constexpr, N_BLOCKS: tl.constexpr,
                         HAS_STEM: tl.constexpr, GLOBAL_SKIP: tl.constexpr, BLOCK_M: tl.constexpr,
                         BLOCK_K: tl.constexpr, NUM_STAGES: tl.constexpr):
     """Rows of ``x`` [n_rows, C_IN] -> ``out`` [n_rows, WIDTH]:
@@ -60,42 +61,45 @@ def residual_mlp_kernel(x_ptr, out_ptr, scratch_ptr, w_stem_ptr, b_stem_ptr, w_p
     [2 * N_BLOCKS, WIDTH, WIDTH]; the stem's are zero-padded to K_STEM (a multiple of BLOCK_K) input rows."""
     dtype = scratch_ptr.dtype.element_ty
     pid = tl.program_id(0)
-    rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
-    row_ok = rows < n_rows
     local = tl.arange(0, BLOCK_M)
     cols = tl.arange(0, WIDTH)
     ks = tl.arange(0, BLOCK_K)
     buf_a = scratch_ptr + pid * (2 * BLOCK_M * WIDTH)
     buf_b = buf_a + BLOCK_M * WIDTH
     tile = local[:, None] * WIDTH + cols[None, :]
-    out_tile = out_ptr + rows[:, None] * WIDTH + cols[None, :]
-    if HAS_STEM:
-        acc = tl.zeros((BLOCK_M, WIDTH), tl.float32)
-        for k in tl.range(0, K_STEM, BLOCK_K, num_stages=NUM_STAGES):
-            a = tl.load(x_ptr + rows[:, None] * C_IN + (k + ks)[None, :],
-                        mask=row_ok[:, None] & ((k + ks) < C_IN)[None, :], other=0.0)
-            w = tl.load(w_stem_ptr + (k + ks)[:, None] * WIDTH + cols[None, :])
-            acc = tl.dot(a.to(dtype), w, acc)
-        h = _gelu(acc + tl.load(b_stem_ptr + cols)[None, :])
-    else:
-        h = tl.load(x_ptr + rows[:, None] * WIDTH + cols[None, :], mask=row_ok[:, None], other=0.0).to(tl.float32)
-    if GLOBAL_SKIP:  # kept in the output tile until the end, to spare registers
-        tl.store(out_tile, h.to(out_ptr.dtype.element_ty), mask=row_ok[:, None])
-    tl.store(buf_a + tile, h.to(dtype))
-    tl.debug_barrier()  # the tile is read by other threads than those that wrote it
-    for blk in range(N_BLOCKS):
-        layer = 2 * blk
-        y = _layer(buf_a, w_ptr + layer * WIDTH * WIDTH, b_ptr + layer * WIDTH, local, cols, ks, BLOCK_M, WIDTH,
-                   BLOCK_K, NUM_STAGES)
-        tl.store(buf_b + tile, y.to(dtype))
-        tl.debug_barrier()
-        h += _layer(buf_b, w_ptr + (layer + 1) * WIDTH * WIDTH, b_ptr + (layer + 1) * WIDTH, local, cols, ks,
-                    BLOCK_M, WIDTH, BLOCK_K, NUM_STAGES)
+    # a persistent grid: each program walks tiles, so the scratch stays a few tiles' worth, cache resident
+    for i in range(TILES_PER_PROGRAM):  # tiles past the end are masked out
+        rows = (pid + i * tl.num_programs(0)) * BLOCK_M + local
+        row_ok = rows < n_rows
+        out_tile = out_ptr + rows[:, None] * WIDTH + cols[None, :]
+        if HAS_STEM:
+            acc = tl.zeros((BLOCK_M, WIDTH), tl.float32)
+            for k in tl.range(0, K_STEM, BLOCK_K, num_stages=NUM_STAGES):
+                a = tl.load(x_ptr + rows[:, None] * C_IN + (k + ks)[None, :],
+                            mask=row_ok[:, None] & ((k + ks) < C_IN)[None, :], other=0.0)
+                w = tl.load(w_stem_ptr + (k + ks)[:, None] * WIDTH + cols[None, :])
+                acc = tl.dot(a.to(dtype), w, acc)
+            h = _gelu(acc + tl.load(b_stem_ptr + cols)[None, :])
+        else:
+            h = tl.load(x_ptr + rows[:, None] * WIDTH + cols[None, :], mask=row_ok[:, None], other=0.0).to(tl.float32)
+        if GLOBAL_SKIP:  # kept in the output tile until the end, to spare registers
+            tl.store(out_tile, h.to(out_ptr.dtype.element_ty), mask=row_ok[:, None])
+        tl.debug_barrier()  # the previous tile's last reads of the scratch are done
         tl.store(buf_a + tile, h.to(dtype))
-        tl.debug_barrier()
-    if GLOBAL_SKIP:
-        h += tl.load(out_tile, mask=row_ok[:, None], other=0.0).to(tl.float32)
-    tl.store(out_tile, h.to(out_ptr.dtype.element_ty), mask=row_ok[:, None])
+        tl.debug_barrier()  # the tile is read by other threads than those that wrote it
+        for blk in range(N_BLOCKS):
+            layer = 2 * blk
+            y = _layer(buf_a, w_ptr + layer * WIDTH * WIDTH, b_ptr + layer * WIDTH, local, cols, ks, BLOCK_M, WIDTH,
+                       BLOCK_K, NUM_STAGES)
+            tl.store(buf_b + tile, y.to(dtype))
+            tl.debug_barrier()
+            h += _layer(buf_b, w_ptr + (layer + 1) * WIDTH * WIDTH, b_ptr + (layer + 1) * WIDTH, local, cols, ks,
+                        BLOCK_M, WIDTH, BLOCK_K, NUM_STAGES)
+            tl.store(buf_a + tile, h.to(dtype))
+            tl.debug_barrier()
+        if GLOBAL_SKIP:
+            h += tl.load(out_tile, mask=row_ok[:, None], other=0.0).to(tl.float32)
+        tl.store(out_tile, h.to(out_ptr.dtype.element_ty), mask=row_ok[:, None])
 
 
 def _matrix(conv: nn.Conv2d) -> torch.Tensor:
@@ -135,17 +139,25 @@ class ResidualMLP:
         """``x`` [n_rows, c_in] (row-major) -> [n_rows, width] in the operand dtype."""
         n_rows = x.shape[0]
         block_m = self.launch["block_m"]
-        grid = triton.cdiv(n_rows, block_m)
+        grid = min(triton.cdiv(n_rows, block_m), self.launch.get("programs") or _programs(x.device))
         size = grid * 2 * block_m * self.width
         if self._scratch is None or self._scratch.numel() < size or self._scratch.device != x.device:
             self._scratch = torch.empty(size, device=x.device, dtype=self.dtype)
         out = torch.empty(n_rows, self.width, device=x.device, dtype=self.dtype)
         residual_mlp_kernel[(grid,)](
-            x, out, self._scratch, self.w_stem, self.b_stem, self.w, self.b, n_rows, C_IN=self.c_in,
+            x, out, self._scratch, self.w_stem, self.b_stem, self.w, self.b, n_rows,
+            TILES_PER_PROGRAM=triton.cdiv(triton.cdiv(n_rows, block_m), grid), C_IN=self.c_in,
             K_STEM=self.k_stem, WIDTH=self.width, N_BLOCKS=self.n_blocks, HAS_STEM=self.has_stem,
             GLOBAL_SKIP=self.global_skip, BLOCK_M=block_m, BLOCK_K=self.block_k,
             NUM_STAGES=self.launch["num_stages"], num_warps=self.launch["num_warps"])
         return out
+
+
+def _programs(device: torch.device) -> int:
+    """Programs of the persistent grid: a few per multiprocessor on the GPU, one per tile elsewhere."""
+    if device.type != "cuda":
+        return 1 << 30
+    return 4 * torch.cuda.get_device_properties(device).multi_processor_count
 
 
 def _rows(x: torch.Tensor) -> torch.Tensor:
