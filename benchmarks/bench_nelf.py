@@ -122,6 +122,9 @@ def probe(launch: tuple[int, int, int, int], iters: int, lock: str) -> dict:
     fused = FusedNeLF(model, torch.float16, {"block_m": block_m, "block_k": block_k, "num_warps": warps,
                                               "num_stages": stages})
     result = {"launch": list(launch), **_errors(fused, model, rays)}  # compiles the kernels
+    kernel = fused.body.compiled
+    result.update(body_regs=getattr(kernel, "n_regs", None), body_spills=getattr(kernel, "n_spills", None),
+                  body_wgmma="wgmma" in (kernel.asm.get("ptx", "") if kernel is not None else ""))
     static = rays.half().contiguous(memory_format=torch.channels_last)
     with open(lock, "a") as held, torch.no_grad():
         fcntl.flock(held, fcntl.LOCK_EX)  # one probe times at a time

@@ -134,6 +134,7 @@ class ResidualMLP:
                 self.w_stem = self.b_stem = torch.zeros(1, device=device, dtype=dtype)
         self.n_blocks, self.has_stem, self.global_skip, self.dtype = len(blocks), stem is not None, global_skip, dtype
         self._scratch: torch.Tensor | None = None
+        self.compiled = None  # the last launch's compiled kernel (registers, spills, PTX for the benchmark)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` [n_rows, c_in] (row-major) -> [n_rows, width] in the operand dtype."""
@@ -144,7 +145,7 @@ class ResidualMLP:
         if self._scratch is None or self._scratch.numel() < size or self._scratch.device != x.device:
             self._scratch = torch.empty(size, device=x.device, dtype=self.dtype)
         out = torch.empty(n_rows, self.width, device=x.device, dtype=self.dtype)
-        residual_mlp_kernel[(grid,)](
+        self.compiled = residual_mlp_kernel[(grid,)](
             x, out, self._scratch, self.w_stem, self.b_stem, self.w, self.b, n_rows,
             TILES_PER_PROGRAM=triton.cdiv(triton.cdiv(n_rows, block_m), grid), C_IN=self.c_in,
             K_STEM=self.k_stem, WIDTH=self.width, N_BLOCKS=self.n_blocks, HAS_STEM=self.has_stem,
