@@ -38,6 +38,17 @@ def test_mlp_forward_and_gradients_match_reference(n_in, n_out, width, n_hidden,
         torch.testing.assert_close(grad, ref, rtol=1e-4, atol=1e-5)
 
 
+def test_weight_gradients_without_input_gradient():
+    cfg = parse_network_config(12, 3, {"n_neurons": 32, "n_hidden_layers": 2, "output_activation": "Exponential"})
+    weights = random_weights(cfg)
+    x = torch.randn(150, 12)  # no gradient: the kernel skips dL/dx
+    v = torch.randn(150, 3)
+    grads = torch.autograd.grad((triton_mlp.mlp_forward(x, weights, cfg) * v).sum(), weights)
+    ref_grads = torch.autograd.grad((reference.mlp_forward(x, weights, cfg) * v).sum(), weights)
+    for grad, ref in zip(grads, ref_grads):
+        torch.testing.assert_close(grad, ref, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_every_output_activation(activation):
     cfg = parse_network_config(16, 4, {"n_neurons": 16, "n_hidden_layers": 1, "output_activation": activation})

@@ -5,12 +5,15 @@ activations never leave registers/shared memory and the (tiny) weights are re-re
 Widths are zero-padded to powers of two >= 16 (``tl.dot``'s minimum), so 3 outputs or 32 inputs just work.
 
 Precision: on CUDA the operands are fp16 with fp32 accumulation (tiny-cuda-nn's choice). Measured against
-the fp32 reference: forward rel. error 4-6e-4 on the H200; the fp16 backward's dL/dfeatures and table
-gradient 1.0-1.5e-2 (CPU and H200 alike), bf16 3.1e-2, so fp16. Under the CPU interpreter everything is fp32
-with IEEE dots, so tests compare tightly against the reference.
+the fp32 reference: forward rel. error 4-6e-4 on the H200; the table gradient of a training step 1.0-1.5e-2,
+most of it ReLU masks that flip under the fp16 forward. Under the CPU interpreter everything is fp32 with IEEE
+dots, so tests compare tightly against the reference.
 
-Backward: the weight gradient is a reduction over all N rows, i.e. a GEMM, so the backward recomputes the
-forward through cuBLAS at the same operand precision and lets autograd run it; the kernel is the forward.
+Backward (:func:`mlp_backward_block`): one persistent kernel recomputes each block's activations from its
+inputs (operand dtype, as the forward ran) and runs the layers backwards with fp32 operands (TF32 tensor cores
+on the GPU, IEEE fp32 under the interpreter): TF32 keeps fp32's exponent range, so gradients through
+exp(density) neither overflow nor underflow as an fp16 backward's did (Lego diverged to NaN). Each program
+sums its blocks' weight gradients in registers and writes one partial per program; the host adds the partials.
 
 :func:`fused_grid_mlp_forward` runs the grid encoding (``triton_grid.encode_block``) and the MLP in one
 kernel: the encoded features go from the gather loop straight into the first ``tl.dot``.
@@ -32,6 +35,9 @@ MIN_DOT_WIDTH = 16
 # (0.176 ms for 2^21 rows, 32 -> 64 -> 16), fused 32 x 4 warps.
 MLP_BLOCK = 64
 MLP_WARPS = 2
+BACKWARD_BLOCK = 64
+BACKWARD_WARPS = 2
+PROGRAMS_PER_SM = 8  # persistent backward programs per multiprocessor
 FUSED_BLOCK = 32
 FUSED_WARPS = 4
 
@@ -59,6 +65,24 @@ def _activation(z, CODE: tl.constexpr):
     elif CODE == 5:
         z = 2.0 * tl.sigmoid(2.0 * z) - 1.0
     return z
+
+
+@triton.jit
+def _activation_derivative(z, CODE: tl.constexpr):
+    """d activation / dz at the pre-activation ``z`` (as torch's autograd defines it)."""
+    if CODE == 0:
+        return tl.full(z.shape, 1.0, tl.float32)
+    if CODE == 1:
+        return tl.where(z > 0.0, 1.0, 0.0)
+    if CODE == 2:
+        s = tl.sigmoid(z)
+        return s * (1.0 - s)
+    if CODE == 3:
+        return tl.exp(z)
+    if CODE == 4:
+        return tl.where(z > 20.0, 1.0, tl.sigmoid(z))
+    t = 2.0 * tl.sigmoid(2.0 * z) - 1.0
+    return 1.0 - t * t
 
 
 @triton.jit
@@ -101,6 +125,105 @@ def _mlp_kernel(x_ptr, w_in_ptr, w_hidden_ptr, w_out_ptr, out_ptr, n_rows, n_in,
     cols_out = tl.arange(0, OUT)
     tl.store(out_ptr + rows[:, None] * n_out + cols_out[None, :], out,
              mask=mask_rows[:, None] & (cols_out[None, :] < n_out))
+
+
+@triton.jit
+def _layer_weights(w_in_ptr, w_hidden_ptr, w_out_ptr, LAYER: tl.constexpr, KIN: tl.constexpr, WIDTH: tl.constexpr,
+                   OUT: tl.constexpr, N_HIDDEN: tl.constexpr):
+    """Padded [in, out] weights of layer ``LAYER`` (0 = input layer, N_HIDDEN = output layer)."""
+    if LAYER == N_HIDDEN:  # one return: the compiler checks every return's type, taken or not
+        weights = _load_matrix(w_out_ptr, KIN if N_HIDDEN == 0 else WIDTH, OUT)
+    elif LAYER == 0:
+        weights = _load_matrix(w_in_ptr, KIN, WIDTH)
+    else:
+        weights = _load_matrix(w_hidden_ptr + (LAYER - 1) * WIDTH * WIDTH, WIDTH, WIDTH)
+    return weights
+
+
+@triton.jit
+def _layer_input(x, w_in_ptr, w_hidden_ptr, w_out_ptr, LAYER: tl.constexpr, KIN: tl.constexpr,
+                 WIDTH: tl.constexpr, OUT: tl.constexpr, N_HIDDEN: tl.constexpr, ACT: tl.constexpr,
+                 PRECISION: tl.constexpr):
+    """(input of layer ``LAYER``, pre-activation it came from), recomputed from ``x`` as the forward ran."""
+    h = x
+    z = x.to(tl.float32)
+    for layer in tl.static_range(LAYER):
+        z = tl.dot(h, _layer_weights(w_in_ptr, w_hidden_ptr, w_out_ptr, layer, KIN, WIDTH, OUT, N_HIDDEN),
+                   input_precision=PRECISION)
+        h = _activation(z, ACT).to(x.dtype)
+    return h, z
+
+
+@triton.jit
+def mlp_backward_block(x, grad_out, w_in_ptr, w_hidden_ptr, w_out_ptr, grad_in, grad_hidden, grad_out_layer,
+                       KIN: tl.constexpr, WIDTH: tl.constexpr, OUT: tl.constexpr, N_HIDDEN: tl.constexpr,
+                       HIDDEN_SLOTS: tl.constexpr, ACT: tl.constexpr, OUT_ACT: tl.constexpr,
+                       PRECISION: tl.constexpr, GRAD_PRECISION: tl.constexpr):
+    """Backward of one block: x [BLOCK, KIN] (operand dtype), dL/dout [BLOCK, OUT] fp32 -> dL/dx [BLOCK, KIN]
+    fp32, with each layer's weight gradient ([in, out], padded) added to its accumulator.
+
+    ``grad_hidden`` [HIDDEN_SLOTS, WIDTH, WIDTH] holds the hidden layers' (slot = layer - 1).
+    """
+    slots = tl.arange(0, HIDDEN_SLOTS)
+    delta = grad_out
+    for LAYER in tl.static_range(N_HIDDEN, -1, -1):  # output layer first
+        h, z = _layer_input(x, w_in_ptr, w_hidden_ptr, w_out_ptr, LAYER, KIN, WIDTH, OUT, N_HIDDEN, ACT, PRECISION)
+        weights = _layer_weights(w_in_ptr, w_hidden_ptr, w_out_ptr, LAYER, KIN, WIDTH, OUT, N_HIDDEN)
+        if LAYER == N_HIDDEN:
+            z_out = tl.dot(h, weights, input_precision=PRECISION)
+            delta = grad_out * _activation_derivative(z_out, OUT_ACT)  # dL/d(pre-activation), fp32
+        grad_weights = tl.dot(tl.trans(h.to(tl.float32)), delta, input_precision=GRAD_PRECISION)
+        if LAYER == N_HIDDEN:
+            grad_out_layer += grad_weights
+        elif LAYER == 0:
+            grad_in += grad_weights
+        else:
+            grad_hidden += tl.where(slots[:, None, None] == LAYER - 1, grad_weights[None, :, :], 0.0)
+        delta = tl.dot(delta, tl.trans(weights.to(tl.float32)), input_precision=GRAD_PRECISION)
+        if LAYER > 0:
+            delta = delta * _activation_derivative(z, ACT)
+    return delta, grad_in, grad_hidden, grad_out_layer
+
+
+@triton.jit
+def _mlp_backward_kernel(x_ptr, grad_out_ptr, w_in_ptr, w_hidden_ptr, w_out_ptr, grad_x_ptr, partial_in_ptr,
+                         partial_hidden_ptr, partial_out_ptr, n_rows, n_blocks, n_in, n_out,
+                         KIN: tl.constexpr, WIDTH: tl.constexpr, OUT: tl.constexpr, N_HIDDEN: tl.constexpr,
+                         HIDDEN_SLOTS: tl.constexpr, ACT: tl.constexpr, OUT_ACT: tl.constexpr,
+                         PRECISION: tl.constexpr, GRAD_PRECISION: tl.constexpr, NEED_DX: tl.constexpr,
+                         BLOCK: tl.constexpr):
+    LAST_IN: tl.constexpr = KIN if N_HIDDEN == 0 else WIDTH
+    HIDDEN_WIDTH: tl.constexpr = WIDTH if N_HIDDEN >= 2 else 1  # no W x W registers held when unused
+    grad_in = tl.zeros((KIN, WIDTH), tl.float32)
+    grad_hidden = tl.zeros((HIDDEN_SLOTS, HIDDEN_WIDTH, HIDDEN_WIDTH), tl.float32)
+    grad_out_layer = tl.zeros((LAST_IN, OUT), tl.float32)
+    cols_in = tl.arange(0, KIN)
+    cols_out = tl.arange(0, OUT)
+    block = tl.program_id(0)
+    while block < n_blocks:  # a while loop: the interpreter cannot run a for loop to a runtime bound
+        rows = block * BLOCK + tl.arange(0, BLOCK)
+        mask_rows = rows < n_rows
+        mask_in = mask_rows[:, None] & (cols_in[None, :] < n_in)
+        x = tl.load(x_ptr + rows[:, None] * n_in + cols_in[None, :], mask=mask_in, other=0.0)
+        grad_out = tl.load(grad_out_ptr + rows[:, None] * n_out + cols_out[None, :],
+                           mask=mask_rows[:, None] & (cols_out[None, :] < n_out), other=0.0)
+        grad_x, grad_in, grad_hidden, grad_out_layer = mlp_backward_block(
+            x.to(w_out_ptr.dtype.element_ty), grad_out, w_in_ptr, w_hidden_ptr, w_out_ptr, grad_in, grad_hidden,
+            grad_out_layer, KIN, WIDTH, OUT, N_HIDDEN, HIDDEN_SLOTS, ACT, OUT_ACT, PRECISION, GRAD_PRECISION)
+        if NEED_DX:
+            tl.store(grad_x_ptr + rows[:, None] * n_in + cols_in[None, :], grad_x, mask=mask_in)
+        block += tl.num_programs(0)
+    program = tl.program_id(0)
+    offs_w = tl.arange(0, WIDTH)
+    offs_hidden = tl.arange(0, HIDDEN_WIDTH)
+    offs_last = tl.arange(0, LAST_IN)
+    slots = tl.arange(0, HIDDEN_SLOTS)
+    tl.store(partial_in_ptr + program * KIN * WIDTH + cols_in[:, None] * WIDTH + offs_w[None, :], grad_in)
+    tl.store(partial_hidden_ptr + program * HIDDEN_SLOTS * HIDDEN_WIDTH * HIDDEN_WIDTH
+             + slots[:, None, None] * HIDDEN_WIDTH * HIDDEN_WIDTH + offs_hidden[None, :, None] * HIDDEN_WIDTH
+             + offs_hidden[None, None, :], grad_hidden)
+    tl.store(partial_out_ptr + program * LAST_IN * OUT + offs_last[:, None] * OUT + cols_out[None, :],
+             grad_out_layer)
 
 
 @triton.jit
@@ -161,6 +284,39 @@ def _mlp_kernel_forward(x: torch.Tensor, weights: list[torch.Tensor], cfg: MLPCo
     return out
 
 
+def _program_count(n_blocks: int, device: torch.device) -> int:
+    """Persistent programs: enough to fill the GPU, few enough that the per-program partials stay small."""
+    if device.type != "cuda":
+        return min(n_blocks, 2)  # the interpreter: still more than one block per program
+    return min(n_blocks, PROGRAMS_PER_SM * torch.cuda.get_device_properties(device).multi_processor_count)
+
+
+def _mlp_kernel_backward(x: torch.Tensor, grad_out: torch.Tensor, weights: list[torch.Tensor], cfg: MLPConfig,
+                         dtype: torch.dtype, need_dx: bool):
+    """(dL/dx or None, [dL/dW per layer, each [out, in] like the weights]) of the kernel forward at ``x``."""
+    kin, width = _padded(cfg.n_input_dims), _padded(cfg.n_neurons)
+    out_width = _padded(cfg.n_output_dims)
+    last_in = kin if cfg.n_hidden_layers == 0 else width
+    slots = triton.next_power_of_2(max(cfg.n_hidden_layers - 1, 1))
+    hidden_width = width if cfg.n_hidden_layers >= 2 else 1
+    n_blocks = triton.cdiv(x.shape[0], BACKWARD_BLOCK)
+    n_programs = max(_program_count(n_blocks, x.device), 1)
+    partials = [torch.empty(n_programs, *shape, dtype=torch.float32, device=x.device)
+                for shape in ((kin, width), (slots, hidden_width, hidden_width), (last_in, out_width))]
+    grad_x = torch.empty(x.shape[0], cfg.n_input_dims, dtype=torch.float32, device=x.device) if need_dx else None
+    _mlp_backward_kernel[(n_programs,)](
+        x.contiguous(), grad_out.contiguous().float(), *pack_weights(weights, cfg, kin, dtype),
+        grad_x if need_dx else partials[0], *partials, x.shape[0], n_blocks, cfg.n_input_dims, cfg.n_output_dims, KIN=kin,
+        HIDDEN_SLOTS=slots, **_mlp_constants(cfg, dtype), GRAD_PRECISION="ieee" if dtype == torch.float32 else "tf32",
+        NEED_DX=need_dx, BLOCK=BACKWARD_BLOCK, num_warps=BACKWARD_WARPS)
+    grad_in, grad_hidden, grad_last = (p.sum(0) for p in partials)
+    n_in, n_neurons, n_out = cfg.n_input_dims, cfg.n_neurons, cfg.n_output_dims
+    if cfg.n_hidden_layers == 0:
+        return grad_x, [grad_last[:n_in, :n_out].t()]
+    hidden = [grad_hidden[i, :n_neurons, :n_neurons].t() for i in range(cfg.n_hidden_layers - 1)]
+    return grad_x, [grad_in[:n_in, :n_neurons].t(), *hidden, grad_last[:n_neurons, :n_out].t()]
+
+
 class _MLP(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, cfg: MLPConfig, dtype, *weights):
@@ -171,16 +327,9 @@ class _MLP(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         x, *weights = ctx.saved_tensors
-        # The backward runs in fp32: in fp16, gradients through NeRF's exp(density) overflowed and small ones
-        # underflowed, and Lego training diverged to NaN on the H200 after a few thousand steps.
-        with torch.enable_grad():
-            x_op = x.detach().float().requires_grad_(ctx.needs_input_grad[0])
-            w_op = [w.detach().float().requires_grad_() for w in weights]
-            out = reference.mlp_forward(x_op, w_op, ctx.cfg)
-            inputs = ([x_op] if ctx.needs_input_grad[0] else []) + w_op
-            grads = list(torch.autograd.grad(out, inputs, grad_out.float()))
-        grad_x = grads.pop(0).to(x.dtype) if ctx.needs_input_grad[0] else None
-        return (grad_x, None, None, *[g.to(w.dtype) for g, w in zip(grads, weights)])
+        grad_x, grad_weights = _mlp_kernel_backward(x, grad_out, weights, ctx.cfg, ctx.dtype, ctx.needs_input_grad[0])
+        return ((grad_x.to(x.dtype) if grad_x is not None else None), None, None,
+                *[g.to(w.dtype) for g, w in zip(grad_weights, weights)])
 
 
 def mlp_forward(x: torch.Tensor, weights: list[torch.Tensor], cfg: MLPConfig,
