@@ -223,6 +223,18 @@ def _run_mobile_report(args: argparse.Namespace) -> int:
 
 
 # --- ngpc_sim: trace / sim (issue: NGPC simulator) ------------------------------------------------
+def _scales(text: str) -> list[int]:
+    """'8,16,32' -> [8, 16, 32]; each checked (whole, >= 1) when the sweep starts."""
+    try:
+        return [int(s) for s in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated NFP counts like 8,16,32,64, got {text!r}") from None
+
+
+def _resolutions(text: str) -> list[tuple[int, int]]:
+    return [_resolution(r) for r in text.split(",")]
+
+
 def _add_sim(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("trace", help="render a frame of a trained run with every kernel timed -> Chrome trace JSON")
     p.add_argument("run_dir", help="a run folder written by `ngfx train`")
@@ -232,6 +244,8 @@ def _add_sim(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--frames", type=int, default=1, help="frames to trace (averaged by the simulator)")
     p.add_argument("--fused", action="store_true",
                    help="trace the fused Triton rest kernels (as the renderer runs) instead of the unfused baseline")
+    p.add_argument("--stages", action="store_true",
+                   help="time named stages (CUDA events / CPU timer) instead of every kernel with torch.profiler")
     p.set_defaults(func=_run_trace)
 
     sim = sub.add_parser("sim", help="replay traces through the NGPC model").add_subparsers(dest="sim_command", required=True)
@@ -239,27 +253,42 @@ def _add_sim(sub: argparse._SubParsersAction) -> None:
     common.add_argument("--gpu", default="rtx3090", help="GPU profile in the config (rtx3090 | h200)")
     common.add_argument("--config", default=None, help="NGPC parameter file (TOML; default: the packaged one)")
     common.add_argument("--rest", choices=("fused", "unfused"), default=None, help="how the SMs run the rest kernels")
-    common.add_argument("--rest-speedup", type=float, default=None, help="measured fused-rest speedup (default: the paper's 9.94)")
+    common.add_argument("--rest-speedup", type=float, default=None,
+                        help="fused-rest speedup for every app (default: each app's measured ratio when its fused "
+                             "and unfused traces are both given, else the paper's 9.94)")
 
     p = sim.add_parser("run", parents=[common], help="one trace at one scaling factor: frame time, FPS, speedup")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--trace", help="Chrome trace JSON, or a per-kernel table (.csv / .json rows)")
-    src.add_argument("--paper", nargs=2, metavar=("APP", "ENCODING"), help="a paper-input trace, e.g. nerf hash_grid")
+    src.add_argument("--paper", nargs=2, metavar=("APP", "ENCODING"),
+                     help="a paper-input trace: APP nerf|nsdf|gia|nvr, ENCODING hashgrid|densegrid|lowres (as train)")
     p.add_argument("--table-resolution", type=_resolution, default=None, help="frame size of a per-kernel table")
-    p.add_argument("--scale", type=int, default=16, help="number of NFPs (default 16)")
+    p.add_argument("--scale", type=int, default=16, help="number of NFPs, a whole number >= 1 (default 16)")
     p.add_argument("--resolution", type=_resolution, default=None, help="scale the trace to WxH first")
+    p.add_argument("--project", action="store_true",
+                   help="project the trace to --gpu through the per-kernel roofline first (a model, not a measurement)")
     p.set_defaults(func=_run_sim_run)
 
     p = sim.add_parser("sweep", parents=[common], help="apps x encodings x scales x resolutions -> CSV, JSON, plots, report")
-    p.add_argument("--traces", default=None, help="folder of trace JSONs (default: the paper-input traces)")
-    p.add_argument("--scales", default="8,16,32,64", help="comma-separated NFP counts")
-    p.add_argument("--resolutions", default="1920x1080,3840x2160,7680x4320", help="comma-separated WxH")
+    p.add_argument("--trace", "--traces", dest="trace", nargs="+", default=(),
+                   help="trace files and/or folders of trace JSONs (default: the paper-input traces)")
+    p.add_argument("--scale", "--scales", dest="scale", type=_scales, default=[8, 16, 32, 64],
+                   help="comma-separated NFP counts (default 8,16,32,64)")
+    p.add_argument("--resolution", "--resolutions", dest="resolution", type=_resolutions,
+                   default=[(1920, 1080), (3840, 2160), (7680, 4320)],
+                   help="comma-separated WxH (default 1920x1080,3840x2160,7680x4320)")
     p.add_argument("--out", default="ngpc_sweep", help="output folder")
     p.add_argument("--scheduler", default=None, help="Dask scheduler address (tcp://host:8786); default: local processes")
     p.add_argument("--workers", type=int, default=None, help="local worker processes (default: CPU count)")
     p.set_defaults(func=_run_sim_sweep)
 
-    p = sim.add_parser("report", parents=[common], help="rebuild the report from a sweep.json")
+    p = sim.add_parser("calibrate", parents=[common],
+                       help="refit the calibrated constants from their published targets; fitted vs predicted table")
+    p.add_argument("--out", default=None, help="also write calibration.json and calibration.md into this folder")
+    p.set_defaults(func=_run_sim_calibrate)
+
+    p = sim.add_parser("report", parents=[common],
+                       help="rebuild a sweep's report (plots, tables) from its sweep.json, e.g. after merging sweeps")
     p.add_argument("--results", required=True, help="sweep.json written by `ngfx sim sweep`")
     p.add_argument("--out", default=None, help="output folder (default: beside the results)")
     p.set_defaults(func=_run_sim_report)
@@ -269,7 +298,7 @@ def _run_trace(args: argparse.Namespace) -> int:
     from ngfx.ngpc_sim.capture import trace_run
 
     trace = trace_run(args.run_dir, *args.resolution, out=args.out, device=args.device, n_frames=args.frames,
-                      fused=args.fused)
+                      fused=args.fused, profiler=not args.stages)
     print(f"wrote {args.out}: {len(trace.kernels)} kernels, {trace.frame_time_s() * 1e3:.3f} ms per frame "
           f"({trace.timer} timer, rest kernels {trace.rest})")
     return 0
@@ -280,21 +309,23 @@ def _run_sim_run(args: argparse.Namespace) -> int:
 
     print(format_result(*sim_run(args.trace, args.scale, args.resolution, gpu=args.gpu, config=args.config,
                                  rest_mode=args.rest, table_resolution=args.table_resolution, paper=args.paper,
-                                 rest_speedup=args.rest_speedup)))
+                                 rest_speedup=args.rest_speedup, project=args.project)))
     return 0
 
 
 def _run_sim_sweep(args: argparse.Namespace) -> int:
     from ngfx.ngpc_sim.api import sim_sweep
 
-    try:
-        scales = [int(s) for s in args.scales.split(",")]
-        resolutions = [_resolution(r) for r in args.resolutions.split(",")]
-    except (ValueError, argparse.ArgumentTypeError) as e:
-        raise ValueError(f"--scales/--resolutions: {e}") from None
-    path = sim_sweep(args.out, args.traces, scales, resolutions, gpu=args.gpu, config=args.config,
+    path = sim_sweep(args.out, args.trace, args.scale, args.resolution, gpu=args.gpu, config=args.config,
                      scheduler=args.scheduler, workers=args.workers, rest_mode=args.rest, rest_speedup=args.rest_speedup)
     print(f"wrote {path} (and sweep.csv, sweep.json, plots) in {args.out}")
+    return 0
+
+
+def _run_sim_calibrate(args: argparse.Namespace) -> int:
+    from ngfx.ngpc_sim.api import sim_calibrate
+
+    print(sim_calibrate(args.out, gpu=args.gpu, config=args.config))
     return 0
 
 
@@ -308,7 +339,10 @@ def _run_sim_report(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ngfx import __version__
+
     parser = argparse.ArgumentParser(prog="ngfx", description="Neural graphics toolkit and NGPC simulator")
+    parser.add_argument("--version", action="version", version=f"ngfx {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_demo, _add_render, _add_nelf, _add_sim):
         add(sub)

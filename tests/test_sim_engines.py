@@ -3,7 +3,7 @@
 import pytest
 
 from ngfx.errors import NgfxInputError
-from ngfx.ngpc_sim.config import load_config, parameter_sources
+from ngfx.ngpc_sim.config import DEFAULT_CONFIG, load_config, parameter_sources
 from ngfx.ngpc_sim.engines import encoding_cycles, mlp_cycles, mlp_layer_cycles, sram_passes, table_load_bytes
 from ngfx.ngpc_sim.trace import Kernel
 
@@ -11,6 +11,9 @@ from ngfx.ngpc_sim.trace import Kernel
 def _enc(encoding="hash_grid", n_levels=16, features=2, log2=18):
     return Kernel("e", "encoding", 1000, 0.0, 0.0, 0.0, 1e-3, encoding=encoding, n_levels=n_levels,
                   n_features_per_level=features, log2_hashmap_size=log2, n_dims=3)
+
+
+DEFAULT_TEXT = DEFAULT_CONFIG.read_text()
 
 
 @pytest.fixture
@@ -54,9 +57,40 @@ def test_config_sources_and_errors(tmp_path):
     with pytest.raises(NgfxInputError, match="gpu"):
         load_config(gpu="rtx9999")
     bad = tmp_path / "bad.toml"
-    bad.write_text((load_config.__globals__["DEFAULT_CONFIG"]).read_text().replace("mac_rows = 64", "mac_rows = -64"))
+    bad.write_text(DEFAULT_TEXT.replace("mac_rows = 64", "mac_rows = -64"))
     with pytest.raises(NgfxInputError, match="mac_rows"):
         load_config(bad)
     bad.write_text("[ngpc\n")
     with pytest.raises(NgfxInputError, match="malformed TOML"):
         load_config(bad)
+
+
+@pytest.mark.parametrize("line, field", [
+    ("mac_rows = nan", "ngpc.mac_rows"),
+    ("mac_rows = 0.5", "ngpc.mac_rows"),
+    ("mac_rows = true", "ngpc.mac_rows"),
+    ("mac_rows = \"64\"", "ngpc.mac_rows"),
+    ("batches_per_frame = 1e12", "ngpc.batches_per_frame"),
+    ("clock_hz = inf", "ngpc.clock_hz"),
+])
+def test_config_numbers_checked_by_type_and_range(tmp_path, line, field):
+    key = line.split(" =")[0]
+    text = "\n".join(line if l.startswith(key + " ") else l for l in DEFAULT_TEXT.splitlines())
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text)
+    with pytest.raises(NgfxInputError, match=field.replace(".", r"\.")):
+        load_config(bad)
+
+
+def test_config_gpu_and_shape_errors(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(DEFAULT_TEXT.replace("n_sms = 82", "n_sms = -82"))
+    with pytest.raises(NgfxInputError, match=r"gpu\.rtx3090\.n_sms"):
+        load_config(bad)
+    bad.write_text(DEFAULT_TEXT.replace("[ngpc]", "ngpc = 3\n[unused]"))
+    with pytest.raises(NgfxInputError, match="ngpc"):
+        load_config(bad)
+    with pytest.raises(NgfxInputError, match="folder"):
+        load_config(tmp_path)
+    with pytest.raises(NgfxInputError, match="n_nfps"):
+        load_config().replace(n_nfps=0)

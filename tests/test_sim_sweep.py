@@ -5,7 +5,8 @@ import json
 import pytest
 
 from ngfx.cli import main
-from ngfx.ngpc_sim.paper import paper_trace, paper_validation
+from ngfx.ngpc_sim.calibrate import calibration_table
+from ngfx.ngpc_sim.paper import paper_trace
 from ngfx.ngpc_sim.report import write_report
 from ngfx.ngpc_sim.sweep import run_sweep
 from ngfx.ngpc_sim.trace import write_trace
@@ -29,9 +30,11 @@ def test_parallel_and_dask_match_serial(tmp_path):
 
 def test_report_has_real_plots(tmp_path):
     rows = run_sweep(TRACES, SCALES, RESOLUTIONS, workers=1, progress=False)
-    md = write_report(rows, tmp_path, traces=TRACES, validation=paper_validation())
+    md = write_report(rows, tmp_path, traces=TRACES, calibration=calibration_table())
     text = md.read_text()
-    for png in ("breakdown.png", "speedup_vs_scale.png", "fps_vs_resolution.png", "timeline.png"):
+    # the first table is the fitted-vs-predicted one
+    assert text.index("## Fitted vs predicted") < text.index("|") < text.index("## Speedup vs scaling factor")
+    for png in ("breakdown.png", "speedup_vs_scale.png", "fps_vs_resolution.png", "timeline.png", "pareto.png"):
         assert f"({png})" in text
         data = (tmp_path / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
@@ -55,13 +58,13 @@ def test_cli_run_sweep_report(tmp_path, capsys):
     assert main(["sim", "run", "--trace", str(path), "--scale", "16", "--resolution", "3840x2160"]) == 0
     out = capsys.readouterr().out
     assert "FPS" in out and "Amdahl bound" in out and "3840x2160" in out
-    assert main(["sim", "run", "--paper", "nerf", "hash_grid", "--scale", "64", "--rest", "unfused"]) == 0
+    assert main(["sim", "run", "--paper", "nerf", "hashgrid", "--scale", "64", "--rest", "unfused"]) == 0
     bound = 1 / (1 - paper_trace("nerf", "hash_grid").share("encoding") - paper_trace("nerf", "hash_grid").share("mlp"))
     assert f"Amdahl bound {bound:.2f}x" in capsys.readouterr().out  # unfused rest: s_R = 1
     trace_dir = tmp_path / "traces"
     write_trace(TRACES[1], trace_dir / "gia.json")
     out_dir = tmp_path / "sweep"
-    assert main(["sim", "sweep", "--traces", str(trace_dir), "--scales", "8,16", "--resolutions", "1920x1080",
+    assert main(["sim", "sweep", "--trace", str(trace_dir), "--scale", "8,16", "--resolution", "1920x1080",
                  "--out", str(out_dir), "--workers", "1"]) == 0
     assert len(json.loads((out_dir / "sweep.json").read_text())) == 3
     assert main(["sim", "report", "--results", str(out_dir / "sweep.json"), "--out", str(tmp_path / "r")]) == 0
@@ -69,3 +72,57 @@ def test_cli_run_sweep_report(tmp_path, capsys):
     path.write_text(path.read_text()[:200])  # truncated trace: one clear line, exit code 2
     assert main(["sim", "run", "--trace", str(path)]) == 2
     assert "malformed JSON" in capsys.readouterr().err
+
+
+def test_cli_refuses_bad_numbers_naming_the_flag(tmp_path, capsys):
+    for argv, flag in ((["--scale", "0"], "--scale"), (["--scale", "-8"], "--scale"),
+                       (["--rest-speedup", "nan"], "--rest-speedup"), (["--rest-speedup", "0"], "--rest-speedup")):
+        assert main(["sim", "run", "--paper", "nerf", "hashgrid", *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and flag in err and "ngpc.toml" not in err, err
+    assert main(["sim", "run", "--paper", "nerf", "octree"]) == 2
+    assert "hashgrid" in capsys.readouterr().err
+
+
+def test_cli_checks_the_output_before_the_sweep(tmp_path, capsys, monkeypatch):
+    import ngfx.ngpc_sim.api as api
+
+    monkeypatch.setattr(api, "run_sweep", lambda *a, **k: pytest.fail("the sweep ran before --out was checked"))
+    existing = tmp_path / "file.txt"
+    existing.write_text("keep me")
+    assert main(["sim", "sweep", "--out", str(existing)]) == 2
+    assert "--out" in capsys.readouterr().err and existing.read_text() == "keep me"
+    assert main(["sim", "sweep", "--out", str(existing / "sub")]) == 2
+
+
+def test_failed_report_leaves_the_previous_sweep(tmp_path, monkeypatch):
+    import ngfx.ngpc_sim.api as api
+
+    out = tmp_path / "sweep"
+    api.sim_sweep(out, write_trace_dir(tmp_path), scales=(8,), resolutions=((640, 480),), workers=1)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    monkeypatch.setattr(api, "write_report", lambda *a, **k: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        api.sim_sweep(out, write_trace_dir(tmp_path), scales=(16,), resolutions=((640, 480),), workers=1)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp folder left
+
+
+def write_trace_dir(tmp_path):
+    trace_dir = tmp_path / "traces"
+    write_trace(TRACES[1], trace_dir / "gia.json")
+    return trace_dir
+
+
+def test_rest_speedup_measured_per_app():
+    import dataclasses
+
+    from ngfx.ngpc_sim.sweep import measured_rest_speedups
+
+    unfused = paper_trace("nsdf", "hash_grid")
+    fused = dataclasses.replace(unfused, rest="fused", kernels=[
+        dataclasses.replace(k, duration_s=k.duration_s / 2.5) if k.category == "rest" else k for k in unfused.kernels])
+    other = paper_trace("nerf", "hash_grid")  # no fused trace: keeps the config's speedup
+    assert measured_rest_speedups([unfused, fused, other]) == {"nsdf": pytest.approx(2.5)}
+    rows = run_sweep([unfused, other], (8,), ((1920, 1080),), workers=1, progress=False, rest_speedups={"nsdf": 2.5})
+    assert {r["app"]: r["rest_speedup"] for r in rows} == {"nsdf": 2.5, "nerf": 9.94}

@@ -67,6 +67,14 @@ def _write(tmp_path, data):
     (lambda d: d["otherData"].update(version=7), "otherData.version"),
     (lambda d: d["otherData"].update(width=0), "otherData.width"),
     (lambda d: d["otherData"].update(rest="half"), "otherData.rest"),
+    (lambda d: d["traceEvents"][0].update(dur=float("inf")), r"traceEvents\[0\] \(nerf.rest\).duration_s"),
+    (lambda d: d["traceEvents"][1]["args"].update(n_inputs=1e30), r"traceEvents\[1\] \(nerf.encoding\).n_inputs"),
+    (lambda d: d["traceEvents"][1]["args"].update(n_levels=2.5), r"\.n_levels.*whole number"),
+    (lambda d: d["traceEvents"][1]["args"].update(log2_hashmap_size=5000), r"\.log2_hashmap_size"),
+    (lambda d: d["traceEvents"][1]["args"].update(n_dims=True), r"\.n_dims"),
+    (lambda d: d["traceEvents"][2]["args"].update(mlp_layers=64), r"\.mlp_layers"),
+    (lambda d: d["traceEvents"][2]["args"].update(mlp_layers=[[64, "wide"]]), r"\.mlp_layers\[0\]"),
+    (lambda d: [ev.update(dur=0) for ev in d["traceEvents"]], "every kernel lasts 0 s"),
 ])
 def test_bad_traces_name_event_and_field(tmp_path, mutate, field):
     data = trace_to_chrome(paper_trace("nerf", "hash_grid"))
@@ -81,3 +89,8 @@ def test_truncated_trace(tmp_path):
         read_trace(_write(tmp_path, text[: len(text) // 2]))
     with pytest.raises(NgfxInputError, match="traceEvents"):
         read_trace(_write(tmp_path, {"foo": 1}))
+
+
+def test_deeply_nested_json(tmp_path):
+    with pytest.raises(NgfxInputError, match="nested too deeply"):
+        read_trace(_write(tmp_path, "[" * 100_000 + "]" * 100_000))

@@ -11,13 +11,14 @@ that imports :mod:`ngfx.render`)::
 
 from ngfx.ngpc_sim.config import NGPCConfig, load_config
 from ngfx.ngpc_sim.model import SimResult, simulate
-from ngfx.ngpc_sim.paper import paper_trace, paper_traces, paper_validation
+from ngfx.ngpc_sim.calibrate import calibration_table
+from ngfx.ngpc_sim.paper import paper_trace, paper_traces
 from ngfx.ngpc_sim.report import write_report
 from ngfx.ngpc_sim.sweep import load_traces, run_sweep
 from ngfx.ngpc_sim.trace import Kernel, Trace, read_kernel_table, read_trace, scale_trace, write_trace
 
 __all__ = [
-    "NGPCConfig", "load_config", "SimResult", "simulate", "paper_trace", "paper_traces", "paper_validation",
+    "NGPCConfig", "load_config", "SimResult", "simulate", "paper_trace", "paper_traces", "calibration_table",
     "write_report", "load_traces", "run_sweep", "Kernel", "Trace", "read_kernel_table", "read_trace",
     "scale_trace", "write_trace",
 ]

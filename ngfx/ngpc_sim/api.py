@@ -4,22 +4,26 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ngfx.io import read_json
 from ngfx.errors import NgfxInputError
+from ngfx.io import check_output, read_json
 from ngfx.ngpc_sim import paper as paper_module
-from ngfx.ngpc_sim.config import load_config
+from ngfx.ngpc_sim.config import NGPCConfig, encoding_kind_of, gpu_profiles, load_config
 from ngfx.ngpc_sim.model import SimResult, simulate
-from ngfx.ngpc_sim.paper import paper_trace, paper_traces, paper_validation
+from ngfx.ngpc_sim.calibrate import calibrate, calibration_table, table_markdown
+from ngfx.ngpc_sim.paper import paper_trace, paper_traces
+from ngfx.ngpc_sim.project import project_trace, source_profile
 from ngfx.ngpc_sim.report import write_report
-from ngfx.ngpc_sim.sweep import RESOLUTIONS, SCALES, load_traces, run_sweep
-from ngfx.ngpc_sim.trace import Trace, read_kernel_table, read_trace, scale_trace
+from ngfx.ngpc_sim.schema import NFPS, SPEEDUP
+from ngfx.ngpc_sim.sensitivity import sensitivity_table
+from ngfx.ngpc_sim.sweep import RESOLUTIONS, SCALES, load_traces, measured_rest_speedups, run_sweep, staged_output
+from ngfx.ngpc_sim.trace import CPU_TIMERS, Trace, read_kernel_table, read_trace, scale_trace
 
 
 def _overrides(rest_mode: str | None, rest_speedup: float | None) -> dict:
     """Config overrides from the command line (a measured fused-rest speedup replaces the paper's 9.94)."""
     out = {"rest_mode": rest_mode} if rest_mode else {}
     if rest_speedup is not None:
-        out["fused_rest_speedup"] = float(rest_speedup)
+        out["fused_rest_speedup"] = SPEEDUP.check(rest_speedup, "--rest-speedup")
     return out
 
 
@@ -35,21 +39,34 @@ def load_any_trace(path: str | Path, table_resolution: tuple[int, int] | None = 
 
 def sim_run(trace_path: str | Path | None, scale: int, resolution: tuple[int, int] | None = None, gpu: str = "rtx3090",
             config: str | None = None, rest_mode: str | None = None, table_resolution=None,
-            paper: tuple[str, str] | None = None, rest_speedup: float | None = None) -> tuple[SimResult, SimResult]:
+            paper: tuple[str, str] | None = None, rest_speedup: float | None = None,
+            project: bool = False) -> tuple[SimResult, SimResult]:
     """Replay one trace (or a paper-input trace ``(app, encoding)``) -> (NGPC result, GPU-only replay)."""
-    trace = paper_trace(*paper) if paper else load_any_trace(trace_path, table_resolution)
+    scale = NFPS.check(scale, "--scale")
+    overrides = _overrides(rest_mode, rest_speedup)
+    trace = paper_trace(paper[0], encoding_kind_of(paper[1], "--paper")) if paper else load_any_trace(trace_path, table_resolution)
     if resolution:
         trace = scale_trace(trace, *resolution)
-    cfg = load_config(config, gpu=gpu, **_overrides(rest_mode, rest_speedup))
+    cfg = load_config(config, gpu=gpu, **overrides)
+    if project:
+        trace = project_to(trace, cfg, config)
     return simulate(trace, cfg.replace(n_nfps=scale)), simulate(trace, cfg.replace(enabled=False))
+
+
+def project_to(trace: Trace, cfg: NGPCConfig, config: str | None = None) -> Trace:
+    """``trace`` projected onto ``cfg``'s GPU by the per-kernel roofline (from its own GPU's profile if known)."""
+    return project_trace(trace, cfg.gpu, source_profile(trace, gpu_profiles(config)))
 
 
 def format_result(result: SimResult, gpu_only: SimResult) -> str:
     util = ", ".join(f"{k} {v:.0%}" for k, v in result.utilisation.items())
+    # a CPU-timed trace is a CPU frame: replaying it beside a GPU's NGPC is a model of nothing real
+    baseline = ("CPU baseline (trace; CPU-timed, not a GPU frame)" if result.timer in CPU_TIMERS
+                else f"baseline ({result.timer} trace)")
     return "\n".join([
         f"{result.app or '?'} / {result.encoding or '?'} at {result.width}x{result.height}, {result.scale} NFPs, "
         f"rest {result.rest_mode} (trace device: {result.device})",
-        f"GPU baseline (trace):  {result.baseline_s * 1e3:.3f} ms  ({1 / result.baseline_s:.1f} FPS); "
+        f"{baseline}:  {result.baseline_s * 1e3:.3f} ms  ({1 / result.baseline_s:.1f} FPS); "
         f"replayed without NGPC: {gpu_only.frame_s * 1e3:.3f} ms",
         f"with NGPC:             {result.frame_s * 1e3:.3f} ms  ({result.fps:.1f} FPS)",
         f"speedup:               {result.speedup:.2f}x  (Amdahl bound {result.amdahl_bound:.2f}x)",
@@ -57,22 +74,73 @@ def format_result(result: SimResult, gpu_only: SimResult) -> str:
     ])
 
 
-def sim_sweep(out_dir: str | Path, trace_dir: str | Path | None = None, scales=SCALES, resolutions=RESOLUTIONS,
+def sim_sweep(out_dir: str | Path, trace_paths=(), scales=SCALES, resolutions=RESOLUTIONS,
               gpu: str = "rtx3090", config: str | None = None, scheduler: str | None = None,
-              workers: int | None = None, rest_mode: str | None = None, rest_speedup: float | None = None) -> Path:
-    """Sweep the paper-input traces (or every trace in ``trace_dir``), write CSV/JSON, plots and the report."""
+              workers: int | None = None, rest_mode: str | None = None, rest_speedup: float | None = None,
+              project: bool = False) -> Path:
+    """Sweep the paper-input traces (or the traces in ``trace_paths``: files or folders), write CSV/JSON,
+    plots and the report. ``project``: replay the traces projected onto ``gpu`` by the per-kernel roofline
+    (what a CPU trace needs before it says anything about a GPU). Every input and the output folder are checked
+    before the sweep runs; the outputs are written to a temp folder beside ``out_dir`` and renamed into it only
+    when all of them are done."""
+    if isinstance(trace_paths, (str, Path)):
+        trace_paths = [trace_paths]
+    check_output(out_dir, "--out", folder=True)
     cfg = load_config(config, gpu=gpu, **_overrides(rest_mode, rest_speedup))
-    traces = load_traces(trace_dir) if trace_dir else paper_traces()
-    rows = run_sweep(traces, scales, resolutions, out_dir, cfg=cfg, scheduler=scheduler, workers=workers)
-    notes = f"Traces: real renderer traces from {trace_dir}." if trace_dir else (
-        "## Traces from the paper's inputs (ngfx.ngpc_sim.paper)\n\n" + paper_module.__doc__.split("\n", 2)[2])
-    return write_report(rows, out_dir, traces=traces, cfg=cfg,
-                        validation=None if trace_dir else paper_validation(cfg), notes=notes)
+    recorded = load_traces(*trace_paths) if trace_paths else paper_traces()
+    # each app's own measured fused-rest ratio, unless the flag set one for all
+    rest_speedups = measured_rest_speedups(recorded) if rest_speedup is None else {}
+    traces = [project_to(t, cfg, config) for t in recorded] if project else recorded
+    with staged_output(out_dir) as tmp:
+        rows = run_sweep(traces, scales, resolutions, tmp, cfg=cfg, scheduler=scheduler, workers=workers,
+                         rest_speedups=rest_speedups)
+        if trace_paths:
+            notes = (f"Traces: renderer traces from {', '.join(map(str, trace_paths))}"
+                     + (f", projected onto the {cfg.gpu.name} by the per-kernel roofline (a model)." if project else
+                        ", replayed as recorded."))
+        else:
+            notes = "## Traces from the paper's inputs (ngfx.ngpc_sim.paper)\n\n" + paper_module.__doc__.split("\n", 2)[2]
+        write_report(rows, tmp, traces=traces, cfg=cfg, calibration=calibration_table(cfg),
+                     sensitivity=sensitivity_table(cfg), notes=notes, rest_speedups=rest_speedups,
+                     projection=[(t, project_to(t, cfg, config)) for t in recorded] if trace_paths else None)
+    return Path(out_dir) / "report.md"
 
 
 def sim_report(results_path: str | Path, out_dir: str | Path, gpu: str = "rtx3090", config: str | None = None) -> Path:
-    """Rebuild the report from a saved sweep.json."""
+    """Rebuild the report's plots and tables from a saved sweep.json (after editing or merging sweeps)."""
+    check_output(out_dir, "--out", folder=True)
     rows = read_json(results_path)
-    if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) and "speedup" in r for r in rows):
-        raise NgfxInputError(str(results_path), "speedup", "not a sweep.json written by `ngfx sim sweep`")
-    return write_report(rows, out_dir, cfg=load_config(config, gpu=gpu))
+    needed = ("app", "encoding", "width", "height", "scale", "frame_s", "fps", "speedup", "amdahl_bound")
+    if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
+        raise NgfxInputError(str(results_path), None, "not a sweep.json written by `ngfx sim sweep` (a list of rows)")
+    for i, row in enumerate(rows):
+        if missing := [k for k in needed if k not in row]:
+            raise NgfxInputError(str(results_path), f"[{i}].{missing[0]}", "missing")
+    cfg = load_config(config, gpu=gpu)
+    with staged_output(out_dir) as tmp:
+        write_report(rows, tmp, cfg=cfg, calibration=calibration_table(cfg), sensitivity=sensitivity_table(cfg))
+    return Path(out_dir) / "report.md"
+
+
+def sim_calibrate(out_dir: str | Path | None = None, gpu: str = "rtx3090", config: str | None = None) -> str:
+    """Refit the calibrated constants from their targets; the refit beside the frozen values and the
+    fitted-vs-predicted table (also written to ``out_dir`` as calibration.json and calibration.md)."""
+    from ngfx.io import atomic_write, write_json
+
+    if out_dir is not None:
+        check_output(out_dir, "--out", folder=True)
+    result = calibrate(load_config(config, gpu=gpu))
+    refit, frozen = result["refit"], result["frozen"]
+    lines = ["| constant | refit from its targets | frozen | relative difference |", "|---|---:|---:|---:|"]
+    for key in ("area_pct_per_nfp", "power_pct_per_nfp"):
+        lines.append(f"| {key} | {refit[key]:.4g} | {frozen[key]:.4g} | {refit[key] / frozen[key] - 1:+.2%} |")
+    for app, rate in refit["inputs_per_s"].items():
+        old = frozen["inputs_per_s"][app]
+        lines.append(f"| inputs_per_s[{app}] | {rate:.4g} | {old:.4g} | {rate / old - 1:+.2%} |")
+    text = "# NGPC model calibration\n\n" + "\n".join(lines) + "\n\n" + table_markdown(result["table"]) + "\n"
+    if out_dir is not None:
+        with staged_output(out_dir) as tmp:
+            write_json(Path(tmp) / "calibration.json", result)
+            with atomic_write(Path(tmp) / "calibration.md", "w") as f:
+                f.write(text)
+    return text

@@ -93,10 +93,13 @@ def trace_frame(app, width: int, height: int, device: torch.device | str, n_fram
 
 
 def trace_run(run_dir: str, width: int, height: int, out: str, device: str | None = None, n_frames: int = 1,
-              fused: bool = False) -> Trace:
-    """Load the trained run in ``run_dir``, trace a frame, write the Chrome trace JSON to ``out``."""
+              fused: bool = False, profiler: bool | None = None) -> Trace:
+    """Load the trained run in ``run_dir``, trace a frame, write the Chrome trace JSON to ``out`` (checked
+    writable before the run is loaded, so a bad path costs no rendering)."""
+    from ngfx.io import check_output
     from ngfx.render.runs import load_run
 
+    check_output(out, "--out", folder=False)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     trace = trace_frame(load_run(run_dir, device), width, height, device, n_frames=n_frames, fused=fused)
     write_trace(trace, out)

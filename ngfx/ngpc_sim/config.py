@@ -1,8 +1,9 @@
 """All NGPC model parameters in one dataclass, loaded from a TOML file with each value's source.
 
 The default file is ``ngfx/ngpc_sim/configs/ngpc.toml``; the comment after each value names where it
-comes from (the paper, REFERENCE.md, or "assumed"), and :func:`parameter_sources` reads those
-comments back so reports can print them beside the numbers.
+comes from (the paper, a vendor datasheet, a measurement, a fit, or "assumed"), and :func:`parameter_sources`
+reads those comments back so reports can print them beside the numbers. Every value's type and range is
+checked by :mod:`ngfx.ngpc_sim.schema`.
 """
 
 from __future__ import annotations
@@ -14,10 +15,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ngfx.errors import NgfxInputError
+from ngfx.ngpc_sim.schema import GPU_FIELDS, NGPC_FIELDS, check_fields
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "ngpc.toml"
 ENCODING_KINDS = ("hash_grid", "multires_dense_grid", "lowres_dense_grid")
+# `ngfx train --encoding` names -> the NGPC's encoding kinds (the kinds themselves are accepted too)
+ENCODING_NAMES = {"hashgrid": "hash_grid", "densegrid": "multires_dense_grid", "lowres": "lowres_dense_grid"}
 REST_MODES = ("fused", "unfused")
+
+
+def encoding_kind_of(name: str, source: str = "encoding") -> str:
+    """``hashgrid`` | ``densegrid`` | ``lowres`` (as ``ngfx train``), or the kind itself -> the kind."""
+    kind = ENCODING_NAMES.get(name, name)
+    if kind not in ENCODING_KINDS:
+        raise NgfxInputError(source, "encoding", f"expected one of {', '.join(ENCODING_NAMES)}, got {name!r}")
+    return kind
 
 
 @dataclass(frozen=True)
@@ -26,6 +38,9 @@ class GPUProfile:
     n_sms: int
     l2_bytes: int
     memory_bytes_per_s: float
+    peak_flops: float  # FP32, without tensor cores: the roofline's compute roof
+    die_mm2: float
+    tdp_w: float
 
 
 @dataclass(frozen=True)
@@ -47,6 +62,8 @@ class NGPCConfig:
     rest_mode: str
     fused_rest_speedup: float
     io_bytes_per_input: float
+    area_pct_per_nfp: float  # one NFP's area, in % of the GPU's die
+    power_pct_per_nfp: float  # one NFP's power, in % of the GPU's TDP
     n_nfps: int = 8
     enabled: bool = True  # False: the GPU runs every kernel as traced (the baseline replay)
 
@@ -59,49 +76,69 @@ class NGPCConfig:
         return self.fused_rest_speedup if (self.enabled and self.rest_mode == "fused") else 1.0
 
     def replace(self, **changes) -> "NGPCConfig":
-        return dataclasses.replace(self, **changes)
+        return dataclasses.replace(self, **check_fields(changes, NGPC_FIELDS, "NGPC config override"))
+
+    def area_mm2(self) -> float:
+        """The GPU's die plus ``n_nfps`` NFPs (0 when the NGPC is disabled)."""
+        return self.gpu.die_mm2 * (1 + self.area_pct_per_nfp / 100 * (self.n_nfps if self.enabled else 0))
+
+    def power_w(self) -> float:
+        return self.gpu.tdp_w * (1 + self.power_pct_per_nfp / 100 * (self.n_nfps if self.enabled else 0))
 
 
-def _check(cfg: NGPCConfig, source: str) -> NGPCConfig:
-    for f in dataclasses.fields(cfg):
-        value = getattr(cfg, f.name)
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value <= 0:
-            raise NgfxInputError(source, f.name, f"must be positive, got {value}")
-    if cfg.rest_mode not in REST_MODES:
-        raise NgfxInputError(source, "rest_mode", f"must be one of {REST_MODES}, got {cfg.rest_mode!r}")
-    if cfg.gpu.memory_bytes_per_s <= 0:
-        raise NgfxInputError(source, "memory_bytes_per_s", "must be positive")
-    return cfg
+def _fields_of(cls, values: dict, source: str, section: str) -> dict:
+    """``values`` with unknown and missing parameters refused, naming ``section.key``."""
+    names = {f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING} - {"gpu"}
+    known = {f.name for f in dataclasses.fields(cls)} - {"gpu"}
+    if unknown := sorted(set(values) - known):
+        raise NgfxInputError(source, f"{section}.{unknown[0]}", "unknown parameter")
+    if missing := sorted(names - set(values)):
+        raise NgfxInputError(source, f"{section}.{missing[0]}", "missing")
+    return values
+
+
+def _read_toml(path: str | Path | None) -> tuple[dict, str]:
+    source = str(path or DEFAULT_CONFIG)
+    try:
+        with open(source, "rb") as f:
+            return tomllib.load(f), source
+    except FileNotFoundError:
+        raise NgfxInputError(source, None, "config file not found") from None
+    except IsADirectoryError:
+        raise NgfxInputError(source, None, "is a folder, expected a TOML file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise NgfxInputError(source, None, f"malformed TOML: {e}") from None
+
+
+def _gpu_profiles(raw: dict, source: str) -> dict[str, GPUProfile]:
+    gpus = raw.get("gpu", {})
+    if not isinstance(gpus, dict) or not all(isinstance(v, dict) for v in gpus.values()):
+        raise NgfxInputError(source, "gpu", "expected [gpu.NAME] tables")
+    return {key: GPUProfile(**check_fields(_fields_of(GPUProfile, dict(values), source, f"gpu.{key}"), GPU_FIELDS,
+                                           source, f"gpu.{key}."))
+            for key, values in gpus.items()}
+
+
+def gpu_profiles(path: str | Path | None = None) -> dict[str, GPUProfile]:
+    """Every GPU profile in a config file (default: the packaged one), by key (``rtx3090``, ``h200``)."""
+    return _gpu_profiles(*_read_toml(path))
 
 
 def load_config(path: str | Path | None = None, gpu: str = "rtx3090", **overrides) -> NGPCConfig:
     """Read a config file (default: the packaged one) for GPU profile ``gpu``; ``overrides`` win."""
-    source = str(path or DEFAULT_CONFIG)
-    try:
-        with open(source, "rb") as f:
-            raw = tomllib.load(f)
-    except FileNotFoundError:
-        raise NgfxInputError(source, None, "config file not found") from None
-    except tomllib.TOMLDecodeError as e:
-        raise NgfxInputError(source, None, f"malformed TOML: {e}") from None
-    gpus = raw.get("gpu", {})
-    if gpu not in gpus:
-        raise NgfxInputError(source, "gpu", f"unknown GPU profile {gpu!r}; known: {', '.join(gpus)}")
-    try:
-        profile = GPUProfile(**gpus[gpu])
-    except TypeError as e:
-        raise NgfxInputError(source, f"gpu.{gpu}", str(e)) from None
-    fields = {f.name for f in dataclasses.fields(NGPCConfig)} - {"gpu"}
-    values = dict(raw.get("ngpc", {}))
-    unknown = set(values) - fields
-    if unknown:
-        raise NgfxInputError(source, sorted(unknown)[0], "unknown parameter")
-    values.update(overrides)
-    try:
-        cfg = NGPCConfig(gpu=profile, **values)
-    except TypeError as e:
-        raise NgfxInputError(source, "ngpc", str(e)) from None
-    return _check(cfg, source)
+    raw, source = _read_toml(path)
+    profiles = _gpu_profiles(raw, source)
+    if gpu not in profiles:
+        raise NgfxInputError(source, "gpu", f"unknown GPU profile {gpu!r}; known: {', '.join(profiles) or 'none'}")
+    values = raw.get("ngpc", {})
+    if not isinstance(values, dict):
+        raise NgfxInputError(source, "ngpc", "expected a [ngpc] table")
+    values = check_fields(_fields_of(NGPCConfig, dict(values), source, "ngpc"), NGPC_FIELDS, source, "ngpc.")
+    if values.get("rest_mode") not in REST_MODES:
+        raise NgfxInputError(source, "ngpc.rest_mode", f"expected one of {REST_MODES}, got {values.get('rest_mode')!r}")
+    cfg = NGPCConfig(gpu=profiles[gpu], **values)
+    # overrides come from flags; their callers check them against the schema naming the flag
+    return cfg.replace(**overrides) if overrides else cfg
 
 
 def parameter_sources(path: str | Path | None = None) -> dict[str, tuple[str, str]]:

@@ -1,32 +1,33 @@
 """Traces built from the NGPC paper's published inputs, for the apps x encodings it evaluated.
 
-The paper fed Nsight per-kernel breakdowns of an RTX 3090 into its model; those breakdowns are not
-public, so these traces rebuild one frame per app and encoding from what is published, plus the
-assumptions below (each one also listed in the sweep report):
+The paper (Mubarik et al., "Hardware Acceleration of Neural Graphics", ISCA 2023, arXiv 2303.05735) fed
+Nsight per-kernel breakdowns of an RTX 3090 into its model; those breakdowns are not public, so these
+traces rebuild one frame per app and encoding from what is published, plus the assumptions below (each one
+also listed in the sweep report, and each moved over a stated range in its sensitivity table):
 
-Published (REFERENCE.md section 1):
-- encoding + MLP share of GPU time: 72.37 % hash grid (40.24 % encoding, 32.12 % MLP),
-  60.0 % multi-res dense grid, 59.96 % low-res dense grid: the *averages* over the four apps;
-- NeRF with a hash grid at 1920x1080 takes about 231 ms per frame on the RTX 3090;
+Published (the paper's abstract unless marked "secondary": then a body-level figure from secondary accounts):
+- encoding + MLP share of GPU time: 72.37 % hash grid, 60.0 % multi-res dense grid, 59.96 % low-res dense
+  grid: the *averages* over the four apps; the hash-grid split 40.24 % encoding, 32.12 % MLP (secondary);
+- NeRF with a hash grid at 1920x1080 takes about 231 ms per frame on the RTX 3090 (secondary);
 - fusing the rest kernels: 9.94x (used by the model's config, not here).
 
-Assumed:
+Assumed (fields of :class:`PaperInputs`):
 - A1 per-app shares: the published averages are spread over the apps (NeRF and NVR march many
   samples per pixel, so their neural share is higher; GIA and NSDF lower) keeping each encoding's
-  average exactly at the published value: see ``APP_NEURAL_SHARE``.
+  average exactly at the published value (``share_offset``).
 - A2 the encoding : MLP split of each app's neural share is the published hash-grid ratio
-  40.24 : 32.12 for every app and encoding.
-- A3 1080p RTX 3090 frame times of NSDF, GIA and NVR (``APP_FRAME_S``): not published; chosen as
+  40.24 : 32.12 for every app and encoding (``encoding_fraction``).
+- A3 1080p RTX 3090 frame times of NSDF, GIA and NVR (``frame_s``): not published; chosen as
   instant-ngp-like interactive rates. Speedups do not depend on them (inputs scale with them, A4),
   but the 8K FPS claims do directly: NSDF's 11 ms was picked so that 8K clears 120 FPS with ~10 %
-  margin, so those FPS checks are consistency checks, not independent evidence. Dense grids are
+  margin, so those FPS checks pass by construction and count as no evidence. Dense grids are
   given the same frame time as the hash grid.
-- A4 the GPU's encoding+MLP throughput per app (``GPU_NEURAL_INPUTS_PER_S``, the same for the three
-  encodings), which fixes how many inputs a frame holds: n_inputs = neural share x frame time x
-  throughput. Not published; fitted once (scipy Nelder-Mead, least squares on the four published
-  hash-grid averages) and frozen. Four free numbers against four targets: the hash-grid match is a
-  calibration, not an independent validation. The NeRF/NVR/NSDF/GIA curves' shapes, the dense-grid
-  results, the FPS figures and the "up to 58x" (model: 61.6x, NeRF at 64 NFPs) follow from it.
+- A4 the GPU's encoding+MLP throughput per app (``inputs_per_s``, the same for the three encodings),
+  which fixes how many inputs a frame holds: n_inputs = neural share x frame time x throughput. Not
+  published; fitted by :func:`ngfx.ngpc_sim.calibrate.fit_throughputs` (``ngfx sim calibrate``) to the
+  four published hash-grid averages and frozen. Four free numbers against four targets: the hash-grid
+  match is a calibration, not a validation. Everything else the paper publishes (dense grids, the peak,
+  the plateaus, kernel-level speedups) is a prediction, reported with its error.
 - A5 network shapes as instant-ngp's (64 wide; NeRF: a density MLP and a colour MLP), and encoding
   sizes: hash grid 16 levels x 2 features, T = 2^18, so that one level (2^18 x 2 fp16 = 1 MiB)
   fits the level unit's 1 MB grid SRAM as the paper's design implies (instant-ngp's 2^19, and GIA's
@@ -37,6 +38,9 @@ Assumed:
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass, field
+
 from ngfx.ngpc_sim.config import ENCODING_KINDS
 from ngfx.ngpc_sim.trace import Kernel, Trace
 
@@ -44,38 +48,52 @@ APPS = ("nerf", "nsdf", "gia", "nvr")
 PAPER_WIDTH, PAPER_HEIGHT = 1920, 1080
 PUBLISHED_NEURAL_SHARE = {"hash_grid": 0.7237, "multires_dense_grid": 0.600, "lowres_dense_grid": 0.5996}
 PUBLISHED_HASH_SPLIT = (0.4024, 0.3212)  # encoding, MLP shares of GPU time (hash grid)
-# A1: per-app deviation from the published average (sums to zero, so the average is kept).
-APP_SHARE_OFFSET = {"nerf": 0.14, "nsdf": -0.08, "gia": -0.16, "nvr": 0.10}
-APP_NEURAL_SHARE = {(app, enc): PUBLISHED_NEURAL_SHARE[enc] + APP_SHARE_OFFSET[app] for app in APPS for enc in ENCODING_KINDS}
-# A3 (NeRF: published).
-APP_FRAME_S = {"nerf": 0.231, "nsdf": 0.011, "gia": 0.008, "nvr": 0.020}
-# A4: encoding + MLP inputs per second on the RTX 3090 (instant-ngp kernels, unfused), per app.
-GPU_NEURAL_INPUTS_PER_S = {"nerf": 210e6, "nsdf": 1200e6, "gia": 440e6, "nvr": 475e6}
-# A5
-APP_MLP_LAYERS = {
-    "nerf": [[64, 32], [16, 64], [64, 32], [64, 64], [3, 64]],  # density 32-64-16, colour 32-64-64-3
-    "nsdf": [[64, 32], [64, 64], [1, 64]],
-    "gia": [[64, 32], [64, 64], [3, 64]],
-    "nvr": [[64, 32], [64, 64], [4, 64]],
-}
 APP_DIMS = {"nerf": 3, "nsdf": 3, "gia": 2, "nvr": 3}
-ENCODING_SHAPE = {  # n_levels, n_features_per_level, log2 of the largest level's entries
-    "hash_grid": (16, 2, 18),
-    "multires_dense_grid": (8, 2, 18),
-    "lowres_dense_grid": (1, 4, 15),
-}
 
 
-def paper_trace(app: str, encoding: str) -> Trace:
+@dataclass(frozen=True)
+class PaperInputs:
+    """Every assumed input of the paper-input traces (A1-A5), in one place so a sensitivity run can move one."""
+
+    # A1: per-app deviation from the published average share (sums to zero, so the average is kept)
+    share_offset: dict = field(default_factory=lambda: {"nerf": 0.14, "nsdf": -0.08, "gia": -0.16, "nvr": 0.10})
+    # A2: the encoding part of each app's neural share (the published hash-grid ratio)
+    encoding_fraction: float = PUBLISHED_HASH_SPLIT[0] / sum(PUBLISHED_HASH_SPLIT)
+    # A3: 1080p RTX 3090 frame times (NeRF: published, secondary)
+    frame_s: dict = field(default_factory=lambda: {"nerf": 0.231, "nsdf": 0.011, "gia": 0.008, "nvr": 0.020})
+    # A4: encoding + MLP inputs per second on the RTX 3090, per app: fitted by
+    # ngfx.ngpc_sim.calibrate.fit_throughputs to the four hash-grid averages, frozen here
+    inputs_per_s: dict = field(default_factory=lambda: {"nerf": 212e6, "nsdf": 1220e6, "gia": 439e6, "nvr": 476e6})
+    # A5: network shapes ((out, in) per layer) and encodings (levels, features, log2 of the largest level's entries)
+    mlp_layers: dict = field(default_factory=lambda: {
+        "nerf": ((64, 32), (16, 64), (64, 32), (64, 64), (3, 64)),  # density 32-64-16, colour 32-64-64-3
+        "nsdf": ((64, 32), (64, 64), (1, 64)),
+        "gia": ((64, 32), (64, 64), (3, 64)),
+        "nvr": ((64, 32), (64, 64), (4, 64)),
+    })
+    encoding_shape: dict = field(default_factory=lambda: {
+        "hash_grid": (16, 2, 18), "multires_dense_grid": (8, 2, 18), "lowres_dense_grid": (1, 4, 15)})
+
+    def replace(self, **changes) -> "PaperInputs":
+        return dataclasses.replace(self, **changes)
+
+    def neural_share(self, app: str, encoding: str) -> float:
+        return PUBLISHED_NEURAL_SHARE[encoding] + self.share_offset[app]
+
+
+INPUTS = PaperInputs()
+
+
+def paper_trace(app: str, encoding: str, inputs: PaperInputs = INPUTS) -> Trace:
     """One 1920x1080 frame of ``app`` with ``encoding`` on the RTX 3090, from published shares (timer 'model')."""
     if app not in APPS or encoding not in ENCODING_KINDS:
         raise ValueError(f"paper_trace: app must be one of {APPS} and encoding one of {ENCODING_KINDS}, got {app!r}, {encoding!r}")
-    frame_s = APP_FRAME_S[app]
-    neural = APP_NEURAL_SHARE[(app, encoding)]
-    enc_share = neural * PUBLISHED_HASH_SPLIT[0] / sum(PUBLISHED_HASH_SPLIT)
-    n_inputs = int(neural * frame_s * GPU_NEURAL_INPUTS_PER_S[app])
-    n_levels, n_features, log2_size = ENCODING_SHAPE[encoding]
-    layers = APP_MLP_LAYERS[app]
+    frame_s = inputs.frame_s[app]
+    neural = inputs.neural_share(app, encoding)
+    enc_share = neural * inputs.encoding_fraction
+    n_inputs = int(neural * frame_s * inputs.inputs_per_s[app])
+    n_levels, n_features, log2_size = inputs.encoding_shape[encoding]
+    layers = [list(layer) for layer in inputs.mlp_layers[app]]
     fields = dict(app=app, encoding=encoding, n_levels=n_levels, n_features_per_level=n_features,
                   log2_hashmap_size=log2_size, n_dims=APP_DIMS[app])
     n_pixels = PAPER_WIDTH * PAPER_HEIGHT
@@ -84,38 +102,11 @@ def paper_trace(app: str, encoding: str) -> Trace:
         Kernel(f"{app}.encoding", "encoding", n_inputs, 0.0, n_inputs * n_levels * 2 ** APP_DIMS[app] * n_features * 2.0,
                n_inputs * n_levels * n_features * 2.0, enc_share * frame_s, **fields),
         Kernel(f"{app}.mlp", "mlp", n_inputs, 2.0 * n_inputs * sum(o * i for o, i in layers), n_inputs * 64.0,
-               n_inputs * layers[-1][0] * 2.0, (neural - enc_share) * frame_s, mlp_layers=[list(l) for l in layers], **fields),
+               n_inputs * layers[-1][0] * 2.0, (neural - enc_share) * frame_s, mlp_layers=layers, **fields),
     ]
     return Trace(device="NVIDIA RTX 3090 (paper inputs)", timer="model", width=PAPER_WIDTH, height=PAPER_HEIGHT, kernels=kernels)
 
 
-def paper_traces() -> list[Trace]:
+def paper_traces(inputs: PaperInputs = INPUTS) -> list[Trace]:
     """The 12 paper-input traces: 4 apps x 3 encodings."""
-    return [paper_trace(app, enc) for app in APPS for enc in ENCODING_KINDS]
-
-
-PUBLISHED_HASH_SPEEDUP = {8: 12.0, 16: 20.0, 32: 33.0, 64: 39.0}
-PUBLISHED_FPS_CLAIMS = {"nerf": ((3840, 2160), 30.0), "nsdf": ((7680, 4320), 120.0),
-                        "gia": ((7680, 4320), 120.0), "nvr": ((7680, 4320), 120.0)}
-
-
-def paper_validation(cfg=None) -> dict:
-    """The model against the paper's hash-grid averages (within 15 %) and FPS claims, at 64 NFPs for FPS.
-
-    Returns ``{"speedup": [{scale, published, model, error, ok}], "fps": [{app, resolution, claim, model, ok}]}``.
-    """
-    from ngfx.ngpc_sim.config import load_config
-    from ngfx.ngpc_sim.model import simulate
-    from ngfx.ngpc_sim.trace import scale_trace
-
-    cfg = cfg or load_config()
-    speedups = []
-    for scale, published in PUBLISHED_HASH_SPEEDUP.items():
-        model = sum(simulate(paper_trace(a, "hash_grid"), cfg.replace(n_nfps=scale)).speedup for a in APPS) / len(APPS)
-        err = model / published - 1.0
-        speedups.append({"scale": scale, "published": published, "model": model, "error": err, "ok": abs(err) <= 0.15})
-    fps = []
-    for app, ((w, h), claim) in PUBLISHED_FPS_CLAIMS.items():
-        model = simulate(scale_trace(paper_trace(app, "hash_grid"), w, h), cfg.replace(n_nfps=64)).fps
-        fps.append({"app": app, "resolution": f"{w}x{h}", "claim": claim, "model": model, "ok": model >= claim})
-    return {"speedup": speedups, "fps": fps}
+    return [paper_trace(app, enc, inputs) for app in APPS for enc in ENCODING_KINDS]

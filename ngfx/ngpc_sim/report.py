@@ -19,7 +19,7 @@ from ngfx.ngpc_sim.trace import Trace  # noqa: E402
 FPS_LINES = (30, 60, 120)
 
 
-def _save(fig, path: Path) -> None:
+def save_figure(fig, path: Path) -> None:
     fig.tight_layout()
     with atomic_write(path) as f:
         fig.savefig(f, format="png", dpi=110)
@@ -52,7 +52,7 @@ def plot_speedup(rows: list[dict], path: Path, width: int, height: int) -> None:
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("speedup over the GPU (dashed: Amdahl bound)")
     axes[0][-1].legend(title="app")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_fps(rows: list[dict], path: Path, scale: int) -> None:
@@ -81,7 +81,7 @@ def plot_fps(rows: list[dict], path: Path, scale: int) -> None:
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("frames per second")
     axes[0][-1].legend(fontsize=7, ncol=2)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 BREAKDOWN_COLOURS = {"encoding": "C0", "mlp": "C2", "rest": "C3"}  # as the timeline's lanes
@@ -111,7 +111,7 @@ def plot_breakdown(traces: list[Trace], path: Path) -> list[dict]:
     ax.set_xlim(0, 1)
     ax.set_xlabel("share of the traced GPU frame time")
     ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, fontsize=8, frameon=False)
-    _save(fig, path)
+    save_figure(fig, path)
     return rows
 
 
@@ -131,7 +131,7 @@ def plot_timeline(trace: Trace, cfg: NGPCConfig, path: Path, max_nfps_shown: int
     ax.set_title(f"{trace.app} {trace.encoding.replace('_', ' ')} {trace.width}x{trace.height}, {cfg.n_nfps} NFPs: "
                  f"{result.frame_s * 1e3:.2f} ms\nutilisation: {util}", fontsize=9)
     ax.grid(axis="x", alpha=0.3)
-    _save(fig, path)
+    save_figure(fig, path)
     return result.row()
 
 
@@ -143,16 +143,76 @@ def _table(rows: list[dict], cols: list[str]) -> str:
     return "\n".join(lines)
 
 
+def plot_pareto(rows: list[dict], path: Path, width: int, height: int) -> list[dict]:
+    """Mean speedup over apps vs GPU + NGPC area, one point per encoding and scale; the Pareto front (no other
+    point is both faster and smaller) joined by a line. Returns the points with per-mm^2 and per-W figures."""
+    groups = defaultdict(list)
+    for r in rows:
+        if r["scale"] > 0 and (r["width"], r["height"]) == (width, height):
+            groups[(r["encoding"], r["scale"])].append(r)
+    points = []
+    for (enc, scale), rs in sorted(groups.items()):
+        speedup = sum(r["speedup"] for r in rs) / len(rs)
+        area, power = rs[0]["area_mm2"], rs[0]["power_w"]
+        points.append({"encoding": enc, "scale": scale, "mean speedup": speedup, "area_mm2": area, "power_w": power,
+                       "speedup per mm2": speedup / area, "speedup per W": speedup / power})
+    front = [p for p in points if not any(q["mean speedup"] >= p["mean speedup"] and q["area_mm2"] <= p["area_mm2"]
+                                          and q is not p and (q["mean speedup"], q["area_mm2"]) != (p["mean speedup"], p["area_mm2"])
+                                          for q in points)]
+    for p in points:
+        p["pareto"] = p in front
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, enc in enumerate(sorted({p["encoding"] for p in points})):
+        sel = [p for p in points if p["encoding"] == enc]
+        ax.plot([p["area_mm2"] for p in sel], [p["mean speedup"] for p in sel], "o", color=f"C{i}", label=enc.replace("_", " "))
+        for p in sel:
+            ax.annotate(str(p["scale"]), (p["area_mm2"], p["mean speedup"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    front.sort(key=lambda p: p["area_mm2"])
+    ax.plot([p["area_mm2"] for p in front], [p["mean speedup"] for p in front], "k--", lw=1, label="Pareto front")
+    ax.set_xlabel("GPU + NGPC area (mm^2; NFP area fitted to the paper's two points)")
+    ax.set_ylabel(f"mean speedup over apps ({width}x{height})")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    save_figure(fig, path)
+    return points
+
+
+PAPER_BASELINE_MS = {("nerf", 1920, 1080): 231.0}  # NeRF, hash grid, RTX 3090 (paper, body: secondary)
+
+
+def projection_rows(pairs: list[tuple[Trace, Trace]], gpu_name: str) -> list[dict]:
+    """Recorded traces beside their roofline projection onto ``gpu_name``, both at 1920x1080."""
+    from ngfx.ngpc_sim.trace import scale_trace
+
+    rows = []
+    for recorded, projected in pairs:
+        rec, proj = scale_trace(recorded, 1920, 1080), scale_trace(projected, 1920, 1080)
+        paper = PAPER_BASELINE_MS.get((recorded.app, 1920, 1080)) if "3090" in gpu_name else None
+        rows.append({"trace": f"{recorded.app} {recorded.encoding} ({recorded.rest} rest)",
+                     "recorded on": f"{recorded.device} ({recorded.timer})",
+                     "recorded ms (1080p)": rec.frame_time_s() * 1e3,
+                     f"projected ms on {gpu_name} (1080p)": proj.frame_time_s() * 1e3,
+                     "paper's ms (1080p)": "-" if paper is None else paper})
+    return rows
+
+
 def write_report(results: list[dict], out_dir: str | Path, traces: list[Trace] | None = None,
-                 cfg: NGPCConfig | None = None, validation: dict | None = None, notes: str = "") -> Path:
+                 cfg: NGPCConfig | None = None, calibration: list[dict] | None = None,
+                 sensitivity: list[dict] | None = None, notes: str = "", rest_speedups: dict | None = None,
+                 projection: list[tuple[Trace, Trace]] | None = None) -> Path:
     """Plots (PNG), report.md and report.html in ``out_dir``; returns the Markdown path.
 
     ``results``: rows from :func:`~ngfx.ngpc_sim.sweep.run_sweep`. ``traces``: the swept traces, for the
     breakdown of their frame time and one frame's timeline (the first, at its own resolution, at 16 NFPs);
-    a report rebuilt from ``sweep.json`` alone has neither. ``validation``: from
-    :func:`~ngfx.ngpc_sim.paper.paper_validation`, added as a table.
+    a report rebuilt from ``sweep.json`` alone has neither. ``calibration``: the fitted-vs-predicted rows
+    (:func:`~ngfx.ngpc_sim.calibrate.calibration_table`), the report's first table; ``sensitivity``: rows of
+    :func:`~ngfx.ngpc_sim.sensitivity.sensitivity_table`; ``rest_speedups``: the per-app fused-rest ratios
+    used; ``projection``: (recorded, projected) trace pairs.
     """
     import markdown
+
+    from ngfx.ngpc_sim.calibrate import table_markdown
+    from ngfx.ngpc_sim.sensitivity import HEADLINE_SCALES, plot_tornado
 
     cfg = cfg or load_config()
     out_dir = Path(out_dir)
@@ -162,21 +222,44 @@ def write_report(results: list[dict], out_dir: str | Path, traces: list[Trace] |
     base_w, base_h = resolutions[0]
     plot_speedup(results, out_dir / "speedup_vs_scale.png", base_w, base_h)
     plot_fps(results, out_dir / "fps_vs_resolution.png", scales[-1])
-    parts = ["# NGPC simulator: sweep report", notes,
-             f"GPU profile: {cfg.gpu.name}; rest kernels {cfg.rest_mode}"
-             + (f" ({cfg.fused_rest_speedup}x)" if cfg.rest_mode == "fused" else "") + f"; {len(results)} points. "
-             "Traces recorded with fused rest kernels (`ngfx trace --fused`) are replayed with those kernels as timed.",
-             "## Speedup vs scaling factor", "![speedup](speedup_vs_scale.png)",
-             "## FPS vs resolution", "![fps](fps_vs_resolution.png)"]
+    parts = ["# NGPC simulator: sweep report",
+             "What this is: an analytical event model (SimPy) of an NGPC cluster beside a GPU, replaying traced or "
+             "paper-derived frames. It is evidence of what the paper's published figures imply under the stated "
+             "assumptions, and of which assumption each result hangs on; it is not a measurement of hardware and "
+             "not a cycle-accurate simulation."]
+    if calibration:
+        parts += ["## Fitted vs predicted: the paper-input model against the paper's published figures", table_markdown(calibration)]
+    if sensitivity:
+        plot_tornado(sensitivity, out_dir / "sensitivity.png")
+        cols = ["assumption", "low", "high"] + [f"{end}_{s}" for s in HEADLINE_SCALES for end in ("low", "base", "high")]
+        parts += ["## Sensitivity: the hash-grid mean speedup with each assumption moved, one at a time",
+                  "No refit: a wide bar is an assumption the headline hangs on.", "![sensitivity](sensitivity.png)",
+                  _table(sensitivity, cols)]
+    if all("area_mm2" in r for r in results):
+        points = plot_pareto(results, out_dir / "pareto.png", base_w, base_h)
+        parts += [f"## Speedup per area and power ({cfg.gpu.name}: {cfg.gpu.die_mm2:g} mm^2, {cfg.gpu.tdp_w:g} W; "
+                  f"{cfg.area_pct_per_nfp:g} % area and {cfg.power_pct_per_nfp:g} % power per NFP)",
+                  "![pareto](pareto.png)",
+                  _table(points, ["encoding", "scale", "mean speedup", "area_mm2", "power_w", "speedup per mm2",
+                                  "speedup per W", "pareto"])]
+    if projection:
+        prows = projection_rows(projection, cfg.gpu.name)
+        parts += [f"## The traces projected onto the {cfg.gpu.name} (per-kernel roofline: a model)",
+                  _table(prows, list(prows[0]))]
+    if rest_speedups:
+        parts += ["## Fused-rest speedup per app (measured: unfused / fused rest time per pixel)",
+                  _table([{"app": a, "rest speedup": v} for a, v in sorted(rest_speedups.items())], ["app", "rest speedup"])]
+    parts += [f"GPU profile: {cfg.gpu.name}; rest kernels {cfg.rest_mode}"
+              + (f" ({cfg.fused_rest_speedup}x unless measured per app)" if cfg.rest_mode == "fused" else "")
+              + f"; {len(results)} points. Traces recorded with fused rest kernels (`ngfx trace --fused`) are "
+              "replayed with those kernels as timed.",
+              "## Speedup vs scaling factor", "![speedup](speedup_vs_scale.png)",
+              "## FPS vs resolution", "![fps](fps_vs_resolution.png)"]
     if traces:
         plot_breakdown(traces, out_dir / "breakdown.png")
         plot_timeline(traces[0], cfg.replace(n_nfps=16), out_dir / "timeline.png")
-        parts[2:2] = ["## Where the GPU's frame time goes (the traces as recorded)", "![breakdown](breakdown.png)"]
-        parts += ["## One frame, 16 NFPs", "![timeline](timeline.png)"]
-    if validation:
-        parts += ["## Validation against the paper (hash grid, average over the four apps)",
-                  _table(validation["speedup"], ["scale", "published", "model", "error", "ok"]),
-                  "", _table(validation["fps"], ["app", "resolution", "claim", "model", "ok"])]
+        parts += ["## Where the traced frame time goes", "![breakdown](breakdown.png)",
+                  "## One frame, 16 NFPs", "![timeline](timeline.png)"]
     mean = defaultdict(list)
     for r in results:
         if r["scale"] > 0 and (r["width"], r["height"]) == (base_w, base_h):
@@ -185,12 +268,15 @@ def write_report(results: list[dict], out_dir: str | Path, traces: list[Trace] |
               _table([{"encoding": e, "scale": s, "mean speedup": sum(v) / len(v)} for (e, s), v in sorted(mean.items())],
                      ["encoding", "scale", "mean speedup"]),
               "## All points",
-              _table(results, ["app", "encoding", "width", "height", "scale", "baseline_s", "frame_s", "fps", "speedup",
-                               "amdahl_bound", "util_gpu_sms", "util_encoding_engines", "util_mlp_engines", "util_memory"]),
+              _table(results, [c for c in ("app", "encoding", "timer", "width", "height", "scale", "baseline_s", "frame_s",
+                                           "fps", "speedup", "amdahl_bound", "rest_speedup", "util_gpu_sms",
+                                           "util_encoding_engines", "util_mlp_engines", "util_memory")
+                               if all(c in r for r in results)]),
               "## Model assumptions", "\n".join(f"- {a}" for a in MODEL_ASSUMPTIONS),
               "## Model parameters",
               _table([{"parameter": k, "value": v, "source": s} for k, (v, s) in parameter_sources().items()],
-                     ["parameter", "value", "source"])]
+                     ["parameter", "value", "source"]),
+              notes]
     text = "\n\n".join(p for p in parts if p) + "\n"
     md_path = out_dir / "report.md"
     with atomic_write(md_path, "w") as f:

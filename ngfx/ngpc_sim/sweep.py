@@ -8,16 +8,22 @@ sweep gives the same table.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
+import shutil
+import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Iterator
 
 from tqdm import tqdm
 
+from ngfx.errors import NgfxInputError
 from ngfx.io import atomic_write, write_json
 from ngfx.ngpc_sim.config import NGPCConfig, load_config
 from ngfx.ngpc_sim.model import simulate
+from ngfx.ngpc_sim.schema import NFPS
 from ngfx.ngpc_sim.trace import Trace, read_trace, scale_trace
 
 SCALES = (8, 16, 32, 64)
@@ -26,13 +32,31 @@ _ORDER = ("app", "encoding", "device", "width", "height", "scale")
 
 
 def sweep_trace(trace: Trace, scales, resolutions, cfg: NGPCConfig) -> list[dict]:
-    """All points of one trace: a GPU-only baseline row (scale 0) and one row per scale, per resolution."""
+    """All points of one trace: a GPU-only baseline row (scale 0) and one row per scale, per resolution,
+    each with the rest speedup it used and the GPU + NGPC's area and power."""
     rows = []
     for width, height in resolutions:
         t = scale_trace(trace, width, height)
-        rows.append(simulate(t, cfg.replace(enabled=False)).row())
-        rows += [simulate(t, cfg.replace(n_nfps=s)).row() for s in scales]
+        for point in [cfg.replace(enabled=False)] + [cfg.replace(n_nfps=s) for s in scales]:
+            row = simulate(t, point).row()
+            area, power = point.area_mm2(), point.power_w()
+            row.update(rest_speedup=point.fused_rest_speedup, area_mm2=area, power_w=power,
+                       speedup_per_mm2=row["speedup"] / area, speedup_per_w=row["speedup"] / power)
+            rows.append(row)
     return rows
+
+
+def measured_rest_speedups(traces: list[Trace]) -> dict[str, float]:
+    """Per app, the rest kernels' unfused / fused time per pixel, from an unfused and a fused trace of it.
+
+    The fused rest speedup differs by app (a ray-marching loop of small ops gains far more from fusion
+    than one image lookup), so each app's unfused trace is replayed with its own measured ratio.
+    """
+    rest = {}  # (app, rest mode) -> rest seconds per pixel
+    for t in traces:
+        rest.setdefault((t.app, t.rest), t.frame_time_s() * t.share("rest") / (t.width * t.height))
+    return {app: rest[(app, "unfused")] / rest[(app, "fused")] for app, mode in rest
+            if mode == "unfused" and rest.get((app, "fused"), 0) > 0}
 
 
 def _sort(rows: list[dict]) -> list[dict]:
@@ -41,19 +65,21 @@ def _sort(rows: list[dict]) -> list[dict]:
 
 def run_sweep(traces: list[Trace], scales=SCALES, resolutions=RESOLUTIONS, out_dir: str | Path | None = None,
               cfg: NGPCConfig | None = None, scheduler: str | None = None, workers: int | None = None,
-              progress: bool = True) -> list[dict]:
+              progress: bool = True, rest_speedups: dict[str, float] | None = None) -> list[dict]:
     """Sweep ``traces`` x ``scales`` x ``resolutions``; with ``out_dir``, write sweep.csv and sweep.json.
 
     ``scheduler``: a Dask scheduler address (``tcp://host:8786``) or a ``dask.distributed.Client``;
     otherwise ``workers`` local processes (default: the CPU count; 1 runs in this process).
+    ``rest_speedups``: an app's fused rest speedup (:func:`measured_rest_speedups`) replacing the config's.
     Returns one dict per point (see :meth:`~ngfx.ngpc_sim.model.SimResult.row`), sorted.
     """
     cfg = cfg or load_config()
     if not traces:
         raise ValueError("run_sweep: no traces to sweep")
-    scales, resolutions = tuple(int(s) for s in scales), tuple(tuple(r) for r in resolutions)
-    if any(s <= 0 for s in scales):
-        raise ValueError(f"run_sweep: scaling factors must be positive, got {scales}")
+    scales = tuple(NFPS.check(s, "--scale") for s in scales)
+    resolutions = tuple(tuple(r) for r in resolutions)
+    rest_speedups = rest_speedups or {}
+    cfgs = [cfg.replace(fused_rest_speedup=rest_speedups[t.app]) if t.app in rest_speedups else cfg for t in traces]
     bar = tqdm(total=len(traces), desc="ngpc sweep", unit="trace", disable=not progress)
     rows: list[dict] = []
     if scheduler is not None:
@@ -61,7 +87,8 @@ def run_sweep(traces: list[Trace], scales=SCALES, resolutions=RESOLUTIONS, out_d
 
         client = scheduler if isinstance(scheduler, Client) else Client(scheduler)
         try:
-            futures = client.map(sweep_trace, traces, scales=scales, resolutions=resolutions, cfg=cfg, pure=False)
+            futures = client.map(sweep_trace, traces, [scales] * len(traces), [resolutions] * len(traces), cfgs,
+                                 pure=False)
             for fut in as_completed(futures):
                 rows += fut.result()
                 bar.update()
@@ -71,13 +98,13 @@ def run_sweep(traces: list[Trace], scales=SCALES, resolutions=RESOLUTIONS, out_d
     else:
         workers = workers or min(len(traces), os.cpu_count() or 1)
         if workers <= 1:
-            for t in traces:
-                rows += sweep_trace(t, scales, resolutions, cfg)
+            for t, c in zip(traces, cfgs):
+                rows += sweep_trace(t, scales, resolutions, c)
                 bar.update()
         else:
             with ProcessPoolExecutor(workers) as pool:
                 for part in pool.map(sweep_trace, traces, [scales] * len(traces), [resolutions] * len(traces),
-                                     [cfg] * len(traces)):
+                                     cfgs):
                     rows += part
                     bar.update()
     bar.close()
@@ -96,9 +123,28 @@ def write_results(rows: list[dict], out_dir: str | Path) -> None:
         writer.writerows(rows)
 
 
-def load_traces(trace_dir: str | Path) -> list[Trace]:
-    """Every ``*.json`` trace in ``trace_dir`` (sorted by name)."""
-    paths = sorted(Path(trace_dir).glob("*.json"))
-    if not paths:
-        raise ValueError(f"{trace_dir}: no *.json trace files")
-    return [read_trace(p) for p in paths]
+def load_traces(*paths: str | Path) -> list[Trace]:
+    """The traces in ``paths``: trace files, and every ``*.json`` trace in folders (sorted by name)."""
+    files = []
+    for path in map(Path, paths):
+        found = sorted(path.glob("*.json")) if path.is_dir() else [path]
+        if not found:
+            raise NgfxInputError(str(path), None, "no *.json trace files in this folder")
+        files += found
+    return [read_trace(p) for p in files]
+
+
+@contextlib.contextmanager
+def staged_output(out_dir: str | Path) -> Iterator[Path]:
+    """A temp folder beside ``out_dir`` to write into; on success each file is renamed into ``out_dir``
+    (other files there are kept), on failure nothing in ``out_dir`` changes."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    try:
+        yield tmp
+        out_dir.mkdir(exist_ok=True)
+        for f in sorted(tmp.iterdir()):
+            os.replace(f, out_dir / f.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -16,7 +16,10 @@ A trace file is Chrome's JSON trace format, so Perfetto (ui.perfetto.dev) opens 
 ``cat`` is the category (``encoding`` | ``mlp`` | ``rest``); ``encoding`` is one of
 ``hash_grid``, ``multires_dense_grid``, ``lowres_dense_grid`` (encoding and mlp kernels only);
 ``mlp_layers`` lists (out, in) per layer (mlp kernels; optional). ``timer`` says how ``dur`` was
-measured: ``cuda_event``, ``cpu`` (measured CPU time) or ``model`` (generated from published shares).
+measured: ``cupti`` (each GPU kernel, from torch.profiler), ``cuda_event`` (a named stage on the GPU, launch
+gaps included), ``cpu`` (a named stage's CPU time), ``cpu_op`` (each CPU op, from torch.profiler),
+``roofline`` (projected to another GPU, :mod:`ngfx.ngpc_sim.project`) or ``model`` (generated from published
+shares). ``flops`` and bytes are analytic (:mod:`ngfx.ngpc_sim.costs`), never measured.
 ``rest`` (optional, default ``unfused``) says how the renderer ran its rest kernels when traced: a trace of
 the fused kernels is replayed with them as timed, never sped up again.
 A per-kernel table (CSV or JSON list of rows with the same field names, ``duration_s`` in seconds)
@@ -34,12 +37,13 @@ from pathlib import Path
 from ngfx.errors import NgfxInputError
 from ngfx.io import read_json, write_json
 from ngfx.ngpc_sim.config import ENCODING_KINDS, REST_MODES
+from ngfx.ngpc_sim.schema import KERNEL_FIELDS, TRACE_HEADER_FIELDS, check_fields, check_layers
 
 SCHEMA, VERSION = "ngfx.trace", 1
 CATEGORIES = ("encoding", "mlp", "rest")
-TIMERS = ("cuda_event", "cpu", "model")
-_NUMBERS = ("n_inputs", "flops", "bytes_read", "bytes_written", "duration_s")
-_ENCODING_INTS = ("n_levels", "n_features_per_level", "log2_hashmap_size", "n_dims")
+TIMERS = ("cupti", "cuda_event", "cpu", "cpu_op", "roofline", "model")
+CPU_TIMERS = ("cpu", "cpu_op")  # traces of a CPU frame, not of a GPU one
+_NUMBERS = ("n_inputs", "flops", "bytes_read", "bytes_written", "duration_s")  # required in every kernel
 
 
 @dataclass
@@ -106,49 +110,39 @@ def validate_kernel(k: Kernel, source: str, where: str) -> Kernel:
     """Raise :class:`NgfxInputError` naming ``where`` (the event) and the bad field."""
     if k.category not in CATEGORIES:
         raise NgfxInputError(source, f"{where}.cat", f"unknown category {k.category!r}; expected one of {CATEGORIES}")
-    for name in _NUMBERS + _ENCODING_INTS + ("frame",):
-        value = getattr(k, name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-            raise NgfxInputError(source, f"{where}.{name}", f"expected a number, got {value!r}")
-        if value < 0:
-            raise NgfxInputError(source, f"{where}.{name}", f"must not be negative, got {value}")
+    check_fields({f: getattr(k, f) for f in KERNEL_FIELDS}, KERNEL_FIELDS, source, f"{where}.")
     if k.category != "rest" and k.encoding not in ENCODING_KINDS:
         raise NgfxInputError(source, f"{where}.encoding", f"expected one of {ENCODING_KINDS}, got {k.encoding!r}")
     if k.category == "encoding" and (k.n_levels < 1 or k.n_features_per_level < 1 or k.n_dims < 1):
         raise NgfxInputError(source, f"{where}.n_levels", "an encoding kernel needs n_levels, n_features_per_level, n_dims >= 1")
-    for layer in k.mlp_layers:
-        if len(layer) != 2 or any(not isinstance(v, int) or v <= 0 for v in layer):
-            raise NgfxInputError(source, f"{where}.mlp_layers", f"expected [out, in] pairs of positive ints, got {layer!r}")
+    check_layers(k.mlp_layers, source, f"{where}.mlp_layers")
     return k
 
 
 def _kernel_from_fields(name, category, fields: dict, source: str, where: str) -> Kernel:
     known = {f.name for f in dataclasses.fields(Kernel)} - {"name", "category"}
-    values = {}
-    for key in known & set(fields):
-        value = fields[key]
-        if key in ("app", "encoding"):
-            values[key] = str(value or "")
-        elif key == "mlp_layers":
-            values[key] = [list(v) if isinstance(v, (list, tuple)) else v for v in (value or [])]
-        else:
-            if isinstance(value, str):
-                try:
-                    value = float(value) if value.strip() else 0
-                except ValueError:
-                    raise NgfxInputError(source, f"{where}.{key}", f"expected a number, got {value!r}") from None
-            values[key] = int(value) if key in ("n_inputs", "frame") + _ENCODING_INTS and isinstance(value, float) and value.is_integer() else value
+    values = {key: fields[key] for key in known & set(fields)}
     for key in _NUMBERS:
         if key not in values:
             raise NgfxInputError(source, f"{where}.{key}", "missing")
+    values = check_fields(values, KERNEL_FIELDS, source, f"{where}.", text_ok=True)
+    for key in ("app", "encoding"):
+        if key in values:
+            values[key] = "" if values[key] is None else str(values[key])
+    if "mlp_layers" in values:
+        values["mlp_layers"] = check_layers(values["mlp_layers"] or [], source, f"{where}.mlp_layers")
     return validate_kernel(Kernel(name=str(name), category=str(category), **values), source, where)
 
 
 def _header_int(meta: dict, key: str, source: str) -> int:
-    value = meta.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise NgfxInputError(source, f"otherData.{key}", f"expected a positive integer, got {value!r}")
-    return value
+    return TRACE_HEADER_FIELDS[key].check(meta.get(key), source, f"otherData.{key}")
+
+
+def _timed(trace: Trace, source: str) -> Trace:
+    """A trace whose kernels all last 0 s has no frame to speed up: refused, not divided by."""
+    if trace.frame_time_s() <= 0:
+        raise NgfxInputError(source, "dur", "every kernel lasts 0 s: the trace has no frame time to replay")
+    return trace
 
 
 def read_trace(path: str | Path) -> Trace:
@@ -182,9 +176,9 @@ def read_trace(path: str | Path) -> Trace:
         kernels.append(_kernel_from_fields(ev.get("name", f"event{i}"), ev.get("cat"), {**args, "duration_s": dur * 1e-6}, source, where))
     if not kernels:
         raise NgfxInputError(source, "traceEvents", "no kernel events (ph 'X')")
-    return Trace(device=str(meta.get("device", "unknown")), timer=timer, width=_header_int(meta, "width", source),
-                 height=_header_int(meta, "height", source), kernels=kernels,
-                 n_frames=_header_int(meta, "n_frames", source) if "n_frames" in meta else 1, rest=rest)
+    return _timed(Trace(device=str(meta.get("device", "unknown")), timer=timer, width=_header_int(meta, "width", source),
+                        height=_header_int(meta, "height", source), kernels=kernels,
+                        n_frames=_header_int(meta, "n_frames", source) if "n_frames" in meta else 1, rest=rest), source)
 
 
 def trace_to_chrome(trace: Trace) -> dict:
@@ -236,7 +230,8 @@ def read_kernel_table(path: str | Path, width: int, height: int, device: str = "
     if not kernels:
         raise NgfxInputError(source, None, "no kernel rows")
     n_frames = max(k.frame for k in kernels) + 1
-    return Trace(device=device, timer=timer, width=width, height=height, kernels=kernels, n_frames=n_frames)
+    return _timed(Trace(device=device, timer=timer, width=width, height=height, kernels=kernels, n_frames=n_frames),
+                  source)
 
 
 def scale_trace(trace: Trace, width: int, height: int, samples_scale: float = 1.0) -> Trace:
