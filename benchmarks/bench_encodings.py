@@ -7,12 +7,19 @@ Each case runs on 2^21 points uniform in [0, 1)^3, rotating over several input s
 flatter; times are medians of CUDA-event timings (triton.testing.do_bench) after warm-up. Accuracy is
 ||out - ref|| / ||ref|| against the fp32 PyTorch reference (for forward+backward: the table gradient).
 Writes ``encodings.md`` (a Markdown table) under ``--out``.
+
+``--training`` measures issue 13's table instead, through the public modules the apps use
+(``Encoding`` / ``NetworkWithInputEncoding``, backend triton; forward+backward is
+``net(x).float().sum().backward()`` with gradients for table and weights), beside torch.compile of the same
+modules on the torch backend and the tiny-cuda-nn figures the issue measured in another run; it checks each
+fp16 path against the fp32 reference (relative and max error) and writes ``training.md`` and ``training.json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import json
 import os
 import subprocess
 import sys
@@ -23,7 +30,7 @@ if "--smoke" in sys.argv:
 
 import torch  # noqa: E402
 
-from ngfx.encodings import reference, triton_grid, triton_mlp  # noqa: E402
+from ngfx.encodings import Encoding, NetworkWithInputEncoding, reference, triton_grid, triton_mlp  # noqa: E402
 from ngfx.encodings.config import parse_grid_config, parse_network_config  # noqa: E402
 from ngfx.encodings.grid import tcnn_available  # noqa: E402
 from ngfx.io import atomic_write  # noqa: E402
@@ -49,9 +56,18 @@ SWEEP = {
     "backward": ("BACKWARD_BLOCK", "BACKWARD_WARPS", [(32, 2), (64, 4), (128, 4), (128, 8)]),
     "fused": ("FUSED_BLOCK", "FUSED_WARPS", [(32, 4), (64, 2), (64, 4), (128, 4), (128, 8)]),
     "mlp": ("MLP_BLOCK", "MLP_WARPS", [(32, 4), (64, 2), (64, 4), (128, 4)]),
+    "mlp_backward": ("BACKWARD_BLOCK", "BACKWARD_WARPS", [(32, 2), (64, 2), (64, 4)]),
 }
 # kernels with tl.dot: a launch shape can crash the CUDA context (seen: wgmma shapes), so probe in subprocesses
-PROBED_IN_SUBPROCESS = ("fused", "mlp")
+PROBED_IN_SUBPROCESS = ("fused", "mlp", "mlp_backward")
+# issue 13's table: (grid, hidden layers or None for the encoding alone, backward?, tiny-cuda-nn M points/s as
+# the issue measured it on an H200 in another run; tiny-cuda-nn is not on the GPU image)
+TRAINING_CASES = [
+    ("hash grid", None, False, 1532), ("hash grid", 1, False, 1519), ("hash grid", 2, False, 1520),
+    ("hash grid", 1, True, 337), ("hash grid", 2, True, 317),
+    ("dense grid", None, False, 2771), ("dense grid", 1, False, 2711), ("dense grid", 1, True, 540),
+]
+COMPILED_CASES = {("hash grid", None, False), ("hash grid", 1, True), ("dense grid", 1, True)}
 
 
 def relative_error(out: torch.Tensor, ref: torch.Tensor) -> float:
@@ -131,6 +147,17 @@ def run_probe(kind: str, block: int, warps: int) -> None:
     xs = [torch.rand(2**21, 3, device="cuda") for _ in range(N_INPUT_SETS)]
     name_block, name_warps, _ = SWEEP[kind]
     _set_launch(triton_mlp, (name_block, name_warps), block, warps)
+    if kind == "mlp_backward":
+        features = [reference.grid_encode(x, params, cfg).requires_grad_() for x in xs]
+        cotangent = torch.randn(2**21, N_OUTPUTS, device="cuda")
+
+        def run(i):
+            return torch.autograd.grad(triton_mlp.mlp_forward(features[i], weights, mlp_cfg), features[i], cotangent)[0]
+
+        x_ref = features[0].detach().requires_grad_()
+        ref = torch.autograd.grad(reference.mlp_forward(x_ref, weights, mlp_cfg), x_ref, cotangent)[0]
+        print(f"PROBE {Timer(False)(run):.4f} {relative_error(run(0), ref):.3e}", flush=True)
+        return
     with torch.no_grad():
         if kind == "fused":
             def run(i):
@@ -245,6 +272,91 @@ def bench_grid(name: str, config: dict, n_points: int, args, timer: Timer, log, 
         relative_error(x_grad(triton_grid.grid_encode)(0), ref_dx))
 
 
+def training_case_name(grid: str, n_hidden: int | None, backward: bool) -> str:
+    work = "" if n_hidden is None else f" + MLP 64x{n_hidden}"
+    return f"{grid}{work} {'forward+backward' if backward else 'forward'}"
+
+
+def bench_training(args, timer: Timer, log) -> list[dict]:
+    """Issue 13's table through the public modules, with torch.compile and error checks beside each row."""
+    device = torch.device(args.device)
+    grids = SMOKE_GRIDS if args.smoke else GRIDS
+    n_points = 2**args.points_log2
+    xs = [torch.rand(n_points, 3, device=device) for _ in range(N_INPUT_SETS)]
+    rows = []
+    for grid, n_hidden, backward, tcnn in TRAINING_CASES:
+        torch.manual_seed(0)
+
+        def make(backend):
+            torch.manual_seed(0)
+            if n_hidden is None:
+                module = Encoding(3, grids[grid], backend=backend)
+            else:
+                module = NetworkWithInputEncoding(3, N_OUTPUTS, grids[grid],
+                                                  {"n_neurons": 64, "n_hidden_layers": n_hidden}, backend=backend)
+            module = module.to(device)
+            with torch.no_grad():  # features of the size a trained table gives, not the 1e-4 initialisation
+                for name, p in module.named_parameters():
+                    if name.endswith("params"):
+                        p.uniform_(-0.1, 0.1)
+            return module
+
+        ngfx_module, torch_module = make("triton"), make("torch")
+
+        def step(module):
+            def run(i):
+                if backward:
+                    for p in module.parameters():
+                        p.grad = None
+                    module(xs[i]).float().sum().backward()
+                    return [p.grad for p in module.parameters()]
+                with torch.no_grad():
+                    return [module(xs[i])]
+            return run
+
+        name = training_case_name(grid, n_hidden, backward)
+        if args.sweep and (grid, n_hidden, backward) == ("hash grid", None, False):
+            sweep_launch("forward", timer, step(ngfx_module), log)
+        if args.sweep and (grid, n_hidden, backward) == ("hash grid", 1, True):
+            sweep_launch("mlp_backward", timer, None, log)
+            sweep_launch("backward", timer, step(ngfx_module), log)
+        got, expected = step(ngfx_module)(0), step(torch_module)(0)
+        rel = max(relative_error(g, e) for g, e in zip(got, expected))
+        max_err = max((g.float() - e.float()).abs().max().item() for g, e in zip(got, expected))
+        ms = timer(step(ngfx_module))
+        row = dict(work=name, ms=ms, mpts=n_points / ms / 1e3, tcnn_mpts=tcnn, rel_error=rel, max_error=max_err,
+                   compiled_ms=None)
+        if args.compile and (grid, n_hidden, backward) in COMPILED_CASES:
+            compiled = torch.compile(torch_module)
+            row["compiled_ms"] = timer(step(compiled))
+        rows.append(row)
+        compiled_text = f"{row['compiled_ms']:.3f} ms" if row["compiled_ms"] else "-"
+        log(f"{name:44s} {ms:8.3f} ms {row['mpts']:9.1f} Mpts/s (tcnn {tcnn}, x{row['mpts'] / tcnn:.2f}) "
+            f"compile {compiled_text}  rel.err {rel:.2e} max.err {max_err:.2e}")
+        write_training_table(rows, args)
+    return rows
+
+
+def write_training_table(rows: list[dict], args) -> str:
+    device = "CPU (Triton interpreter, smoke sizes)" if args.smoke else torch.cuda.get_device_name()
+    lines = [f"{device}, 2^{args.points_log2} points, torch {torch.__version__}; MLP backward launch "
+             f"{triton_mlp.BACKWARD_BLOCK}/{triton_mlp.BACKWARD_WARPS}, grid backward {triton_grid.BACKWARD_BLOCK}/"
+             f"{triton_grid.BACKWARD_WARPS} (BLOCK/warps)", "",
+             "| work | ngfx ms | ngfx M points/s | torch.compile M points/s | tcnn (issue 13) | ngfx / tcnn "
+             "| rel. error | max error |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    n_points = 2**args.points_log2
+    for r in rows:
+        compiled = f"{n_points / r['compiled_ms'] / 1e3:,.1f}" if r["compiled_ms"] else "not run"
+        lines.append(f"| {r['work']} | {r['ms']:.3f} | {r['mpts']:,.1f} | {compiled} | {r['tcnn_mpts']:,} | "
+                     f"{r['mpts'] / r['tcnn_mpts']:.2f} | {r['rel_error']:.1e} | {r['max_error']:.1e} |")
+    text = "\n".join(lines) + "\n"
+    with atomic_write(os.path.join(args.out, "training.md"), "w") as f:
+        f.write(text)
+    with atomic_write(os.path.join(args.out, "training.json"), "w") as f:
+        json.dump(rows, f, indent=1)
+    return text
+
+
 def markdown(rows: list[tuple], header: str) -> str:
     lines = [header, "", "| grid | work | method | median ms | M points/s | rel. error vs fp32 ref |",
              "|---|---|---|---:|---:|---:|"]
@@ -261,6 +373,7 @@ def main(argv=None) -> None:
     parser.add_argument("--no-compile", dest="compile", action="store_false")
     parser.add_argument("--compile-hash-only", action="store_true", help="torch.compile only the hash grid cases")
     parser.add_argument("--sweep", action="store_true", help="try several launch shapes, keep the fastest")
+    parser.add_argument("--training", action="store_true", help="issue 13's table (training.md) instead")
     parser.add_argument("--probe", nargs=3, metavar=("KIND", "BLOCK", "WARPS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.probe:
@@ -270,6 +383,9 @@ def main(argv=None) -> None:
     if args.smoke:
         args.compile, args.sweep, args.points_log2 = False, False, 8
     timer = Timer(args.smoke)
+    if args.training:
+        print(write_training_table(bench_training(args, timer, print), args))
+        return
     rows = []
     for name, config in (SMOKE_GRIDS if args.smoke else GRIDS).items():
         bench_grid(name, config, 2**args.points_log2, args, timer, print, rows)
