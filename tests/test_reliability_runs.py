@@ -176,3 +176,19 @@ def test_sigint_saves_the_step_it_stopped_at_and_resume_continues_there(tmp_path
     curve = json.loads((run / "curve.json").read_text())["loss"]
     assert [s for s, _ in curve] == list(range(1, stopped + 3))
     assert json.loads((run / "metrics.json").read_text())["steps"] == stopped + 2
+
+
+def test_every_checkpoint_saves_the_curve_up_to_its_step(tmp_path, monkeypatch):
+    from ngfx.render import runs
+
+    run, seen, save = tmp_path / "run", [], runs._save
+
+    def spy(path, app, optimizer, step, seconds, record):
+        curve = run / "curve.json"
+        seen.append((step, len(json.loads(curve.read_text())["loss"]) if curve.exists() else 0))
+        save(path, app, optimizer, step, seconds, record)
+
+    monkeypatch.setattr(runs, "CHECKPOINT_SECONDS", 0.0)
+    monkeypatch.setattr(runs, "_save", spy)
+    assert main([*TRAIN, "--steps", "3", "--out", str(run)]) == 0
+    assert seen == [(1, 0), (2, 1), (3, 2), (3, 3)]  # each checkpoint finds the previous one's curve on disk

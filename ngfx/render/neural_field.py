@@ -128,28 +128,52 @@ def optimisation_step(app, optimizer: torch.optim.Optimizer, step: int, progress
     return loss.detach()
 
 
-def fit(app, steps: int | None = None, seconds: float | None = None, progress: bool = False) -> dict:
-    """Train ``app`` with its own optimiser for ``steps`` steps and/or ``seconds`` -> {"steps", "seconds", "loss"}.
+LOSS_SHOWN_EVERY = 10  # steps between loss readings on the progress bar (each one is a host sync on the GPU)
 
-    The run-folder trainer (:mod:`ngfx.render.runs`) adds checkpoints and curves; this is the bare loop
-    that tests and benchmarks use.
+
+def training_loop(app, optimizer: torch.optim.Optimizer, steps: int | None, seconds: float | None, step: int = 0,
+                  trained_s: float = 0.0, after_step=None, stop=None, progress: bool = False) -> tuple[int, float]:
+    """The one training loop (:func:`fit`, and the run folders of :mod:`ngfx.render.runs`): optimisation steps
+    from ``step`` until ``steps`` steps, ``seconds`` of training (counting ``trained_s`` of earlier runs) or
+    ``stop()``, whichever comes first -> (step reached, seconds trained in all).
+
+    ``after_step(step, loss)`` runs after each step with the detached loss (no host sync unless it reads it).
     """
     import time
 
     from tqdm import tqdm
 
+    start = time.perf_counter()
+
+    def elapsed() -> float:
+        return trained_s + time.perf_counter() - start
+
+    bar = tqdm(total=steps, initial=step, desc=f"train {app.name}", unit="step", disable=not progress)
+    app.train()
+    while (steps is None or step < steps) and (seconds is None or elapsed() < seconds) and not (stop and stop()):
+        loss = optimisation_step(app, optimizer, step, training_progress(step, steps, elapsed(), seconds))
+        step += 1
+        bar.update(1)
+        if step % LOSS_SHOWN_EVERY == 0:
+            bar.set_postfix(loss=f"{float(loss):.3g}")
+        if after_step is not None:
+            after_step(step, loss)
+    bar.close()
+    return step, elapsed()
+
+
+def fit(app, steps: int | None = None, seconds: float | None = None, progress: bool = False) -> dict:
+    """Train ``app`` with its own optimiser for ``steps`` steps and/or ``seconds`` -> {"steps", "seconds", "loss"}.
+
+    :func:`training_loop` without a run folder: what tests and benchmarks use.
+    """
     if steps is None and seconds is None:
         raise ValueError("fit needs steps or seconds")
     optimizer = app.optimizer() if hasattr(app, "optimizer") else adam(app.parameters())
-    start, step, loss = time.perf_counter(), 0, float("nan")
-    bar = tqdm(total=steps, desc=f"train {app.name}", disable=not progress)
-    while (steps is None or step < steps) and (seconds is None or time.perf_counter() - start < seconds):
-        elapsed = time.perf_counter() - start
-        loss_t = optimisation_step(app, optimizer, step, training_progress(step, steps, elapsed, seconds))
-        step += 1
-        bar.update(1)
-        if step % 100 == 0:
-            loss = float(loss_t.detach())
-            bar.set_postfix(loss=f"{loss:.3g}")
-    bar.close()
-    return {"steps": step, "seconds": time.perf_counter() - start, "loss": float(loss_t.detach()) if step else loss}
+    last_loss = [torch.tensor(float("nan"))]
+
+    def keep(_step: int, loss: torch.Tensor) -> None:
+        last_loss[0] = loss
+
+    step, trained_s = training_loop(app, optimizer, steps, seconds, after_step=keep, progress=progress)
+    return {"steps": step, "seconds": trained_s, "loss": float(last_loss[0])}

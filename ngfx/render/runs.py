@@ -26,12 +26,11 @@ from ngfx.errors import NgfxInputError, TrainingInterrupted
 from ngfx.io import (check_output, folder_lock, load_checkpoint, read_json, remove_stale_temp_files, require,
                      save_checkpoint, write_image, write_json)
 from ngfx.render.app import App
-from ngfx.render.neural_field import optimisation_step, training_progress
+from ngfx.render.neural_field import training_loop
 
 APP_MODULES = {"nerf": "ngfx.render.nerf", "nsdf": "ngfx.render.nsdf", "gia": "ngfx.render.gia",
                "nvr": "ngfx.render.nvr"}
 CHECKPOINT_SECONDS = 60.0
-CURVE_EVERY = 10  # steps between loss readings (each one is a host sync on the GPU)
 PREVIEW_WIDTH = 256
 VIDEO_FPS = 24
 RUN_RECORDS = ("run.json", "checkpoint.safetensors", "curve.json", "metrics.json", "preview.png")
@@ -227,20 +226,17 @@ def _train_loop(instance: App, run: dict, out: Path, total: int | None, seconds:
         meta = _restore(ckpt, instance, optimizer, run)
         step, trained_s = int(meta.get("step", 0)), float(meta.get("seconds", 0.0))
         if curve_path.is_file():
-            curve = [entry for entry in read_json(curve_path).get("loss", []) if entry[0] <= step]
-    first_step, losses = step, []
-    start = last_save = time.perf_counter()
+            curve = [entry for entry in require(read_json(curve_path), "loss", str(curve_path), list)
+                     if isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], int) and entry[0] <= step]
+    first_step, losses, last_save = step, [], time.perf_counter()
 
-    def elapsed() -> float:
-        return trained_s + time.perf_counter() - start
-
-    def save() -> None:
+    def save(step: int, trained_s: float) -> None:
         nonlocal replaces, last_save
         if losses:
             values = torch.stack(losses).float().cpu().tolist()
             curve.extend([[step - len(values) + i + 1, v] for i, v in enumerate(values)])
             losses.clear()
-        _save(ckpt, instance, optimizer, step, elapsed(), run)
+        _save(ckpt, instance, optimizer, step, trained_s, run)
         write_json(curve_path, {"loss": curve})
         if replaces:  # the new run now has a checkpoint: its records replace the old run's
             write_json(run_json, run)
@@ -249,28 +245,26 @@ def _train_loop(instance: App, run: dict, out: Path, total: int | None, seconds:
             replaces = False
         last_save = time.perf_counter()
 
-    bar = tqdm(total=total, initial=step, desc=f"train {run['app']}", unit="step", disable=not progress)
-    instance.train()
+    started = time.perf_counter()
+
+    def after_step(step: int, loss: torch.Tensor) -> None:
+        losses.append(loss)
+        if time.perf_counter() - last_save > CHECKPOINT_SECONDS:
+            save(step, trained_s + time.perf_counter() - started)
+
     with _StopSignals() as stop:
-        while (total is None or step < total) and (seconds is None or elapsed() < seconds) and not stop.signal_number:
-            losses.append(optimisation_step(instance, optimizer, step, training_progress(step, total, elapsed(), seconds)))
-            step += 1
-            bar.update(1)
-            if step % CURVE_EVERY == 0:
-                bar.set_postfix(loss=f"{float(losses[-1]):.3g}")
-            if time.perf_counter() - last_save > CHECKPOINT_SECONDS:
-                save()
-        bar.close()
+        step, trained_s = training_loop(instance, optimizer, total, seconds, step, trained_s, after_step,
+                                        stop=lambda: stop.signal_number is not None, progress=progress)
         if stop.signal_number:
             if step == first_step:
                 kept = "the previous run is kept" if replaces else "nothing changed in the run folder"
                 raise TrainingInterrupted(f"interrupted before the first step; {kept}", stop.signal_number)
-            save()
+            save(step, trained_s)
             raise TrainingInterrupted(f"interrupted at step {step}: checkpoint and curve saved in {out}; "
                                       "train again with --resume to continue from there", stop.signal_number)
-    save()
+    save(step, trained_s)
     instance.eval()
-    metrics = {**instance.evaluate(), "seconds": elapsed(), "steps": step, **_identity(run)}
+    metrics = {**instance.evaluate(), "seconds": trained_s, "steps": step, **_identity(run)}
     write_json(out / "metrics.json", metrics)
     _preview(instance, out / "preview.png")
     return metrics
