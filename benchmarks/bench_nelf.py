@@ -35,9 +35,20 @@ from ngfx.io import write_json  # noqa: E402
 from ngfx.nelf.layer_costs import layer_costs, totals  # noqa: E402
 from ngfx.nelf.network import NeLF, encode_rays, fold_batchnorm, low_resolution, preset_for  # noqa: E402
 
-# (block_m, block_k, num_warps, num_stages): 64 x 256 fp32 residual + accumulator need 8 warps to stay in
-# registers; 32-row tiles select the mma.sync path, 64+ rows with 4+ warps wgmma
-CANDIDATE_LAUNCHES = [(64, 64, 8, 3), (64, 32, 8, 4), (32, 64, 4, 3), (32, 32, 4, 4), (128, 64, 16, 2), (64, 64, 4, 3)]
+# launch shapes (ngfx.nelf.fused.DEFAULT_LAUNCH's keys). A 64 x 256 fp32 residual + accumulator need 8 warps to
+# stay in registers; "residual": "scratch" frees them for 128-row tiles (half the weight traffic per pixel) or
+# 4 warps. 32-row tiles select the mma.sync path, 64+ rows with 4+ warps wgmma.
+_BEST_FIRST_RUN = {"block_m": 64, "block_k": 32, "num_warps": 8, "num_stages": 4}
+CANDIDATE_LAUNCHES = [
+    _BEST_FIRST_RUN,
+    {"block_m": 128, "block_k": 32, "num_warps": 8, "num_stages": 4, "residual": "scratch"},
+    {"block_m": 128, "block_k": 64, "num_warps": 8, "num_stages": 3, "residual": "scratch"},
+    {"block_m": 64, "block_k": 32, "num_warps": 4, "num_stages": 4, "residual": "scratch"},
+    {"block_m": 64, "block_k": 64, "num_warps": 4, "num_stages": 3, "residual": "scratch"},
+    {**_BEST_FIRST_RUN, "compile_tail": True},
+    {**_BEST_FIRST_RUN, "fuse_sr": False},
+    {"block_m": 128, "block_k": 32, "num_warps": 8, "num_stages": 4, "residual": "scratch", "compile_tail": True},
+]
 
 
 def _timer(fn, iters: int, cuda: bool) -> list[float]:
@@ -110,18 +121,29 @@ def _errors(fused, model: NeLF, rays: torch.Tensor) -> dict:
             "rgb_finite": bool(torch.isfinite(out).all())}
 
 
-def probe(launch: tuple[int, int, int, int], iters: int, lock: str) -> dict:
+def _kernel_table(fn, frames: int = 5) -> list:
+    """[kernel name, microseconds per frame] of ``fn``'s GPU kernels, largest first (torch.profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(frames):
+            fn()
+        torch.cuda.synchronize()
+    rows = [(e.key, getattr(e, "device_time_total", 0) / frames) for e in prof.key_averages()]
+    rows = [r for r in rows if r[1] > 0]
+    return [[name[:70], round(us, 1)] for name, us in sorted(rows, key=lambda r: -r[1])[:10]]
+
+
+def probe(launch: dict, iters: int, lock: str) -> dict:
     """One launch shape on the 800x800 case: errors and the median frame time (run in a subprocess)."""
     import fcntl
 
     from ngfx.nelf.fused import FusedNeLF
 
     device = torch.device("cuda")
-    block_m, block_k, warps, stages = launch
     _, model, rays, _ = _network("mobile_r2l_x8", (800, 800), device)
-    fused = FusedNeLF(model, torch.float16, {"block_m": block_m, "block_k": block_k, "num_warps": warps,
-                                              "num_stages": stages})
-    result = {"launch": list(launch), **_errors(fused, model, rays)}  # compiles the kernels
+    fused = FusedNeLF(model, torch.float16, launch)
+    result = {"launch": launch, **_errors(fused, model, rays)}  # compiles the kernels
     kernel = fused.body.compiled
     result.update(body_regs=getattr(kernel, "n_regs", None), body_spills=getattr(kernel, "n_spills", None),
                   body_wgmma="wgmma" in (kernel.asm.get("ptx", "") if kernel is not None else ""))
@@ -134,6 +156,10 @@ def probe(launch: tuple[int, int, int, int], iters: int, lock: str) -> dict:
         body = _graphed(lambda r: fused.body(r.permute(0, 2, 3, 1).reshape(-1, r.shape[1])), static)
         _timer(body, 5, True)
         result["body_ms"] = statistics.median(_timer(body, iters, True))
+        try:
+            result["kernels_us_per_frame"] = _kernel_table(lambda: fused(static))
+        except Exception as e:  # the table is a diagnostic; a profiler problem must not lose the probe
+            result["kernels_us_per_frame"] = repr(e)
     return result
 
 
@@ -149,23 +175,20 @@ def choose_launch(iters: int, log: list, timeout_s: float = 150.0) -> dict | Non
         try:
             stdout, stderr = proc.communicate(timeout=max(1.0, timeout_s - (time.perf_counter() - began)))
             lines = [ln for ln in stdout.splitlines() if ln.startswith("PROBE ")]
-            result = json.loads(lines[-1][6:]) if lines else {"launch": list(launch), "failed": (
+            result = json.loads(lines[-1][6:]) if lines else {"launch": launch, "failed": (
                 stderr.strip().splitlines() or ["no output"])[-1][-300:]}
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.communicate()
-            result = {"launch": list(launch), "failed": "timeout"}
+            result = {"launch": launch, "failed": "timeout"}
         ok = ("failed" not in result and result["rgb_finite"] and result["body_max_rel_error_fused"] < 2e-2
               and result["rgb_max_abs_error_fused"] < 2e-2)
         result["correct"] = ok
         log.append(result)
-        print("  probe", json.dumps(result), flush=True)
+        print("  probe", json.dumps({k: v for k, v in result.items() if k != "kernels_us_per_frame"}), flush=True)
         if ok and (best is None or result["ms_per_frame"] < best["ms_per_frame"]):
             best = result
-    if best is None:
-        return None
-    block_m, block_k, warps, stages = best["launch"]
-    return {"block_m": block_m, "block_k": block_k, "num_warps": warps, "num_stages": stages}
+    return None if best is None else best["launch"]
 
 
 def bench_case(preset: str, resolution: tuple[int, int], device: torch.device, iters: int, modes: list[str],
@@ -194,6 +217,8 @@ def bench_case(preset: str, resolution: tuple[int, int], device: torch.device, i
                 fused = FusedNeLF(model, dtype, launch)
                 extra = {"launch": fused.launch, **_errors(fused, model, rays_f32)} if cuda else {}
                 fn = _graphed(fused, rays) if cuda else (lambda: fused(rays))
+                if cuda:
+                    extra["kernels_us_per_frame"] = _kernel_table(lambda: fused(rays))
             _timer(fn, 5, cuda)  # warm-up
             ms = statistics.median(_timer(fn, iters, cuda))
             rows.append({"config": preset, "network": cfg.to_dict(), "resolution": f"{resolution[0]}x{resolution[1]}",
@@ -201,7 +226,7 @@ def bench_case(preset: str, resolution: tuple[int, int], device: torch.device, i
                          "ms_per_frame": ms, "fps": 1e3 / ms, "gflops_per_frame": cost["flops"] / 1e9,
                          "achieved_tflops": cost["flops"] / ms / 1e9, "params": cost["params"],
                          "storage_mb_fp16": cost["storage_mb_fp16"], "ray_encoding_ms": encode_ms, **extra})
-            print(f"  {preset} {resolution[0]}x{resolution[1]} {mode}: {ms:.3f} ms {extra}", flush=True)
+            print(f"  {preset} {resolution[0]}x{resolution[1]} {mode}: {ms:.3f} ms", json.dumps(extra), flush=True)
     return rows
 
 
@@ -212,11 +237,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iters", type=int, default=200)
     parser.add_argument("--probe", default=None, help=argparse.SUPPRESS)  # internal: one launch shape
     parser.add_argument("--lock", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--launch", default=None, help="fused launch as JSON [block_m, block_k, warps, stages] "
-                                                       "(default: probe the candidates)")
+    parser.add_argument("--launch", default=None, help="fused launch as a JSON object (keys of "
+                                                       "ngfx.nelf.fused.DEFAULT_LAUNCH; default: probe the candidates)")
     args = parser.parse_args(argv)
     if args.probe:
-        print("PROBE " + json.dumps(probe(tuple(json.loads(args.probe)), args.iters, args.lock)), flush=True)
+        print("PROBE " + json.dumps(probe(json.loads(args.probe), args.iters, args.lock)), flush=True)
         return 0
     device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
     probes: list[dict] = []
@@ -228,8 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         modes = ["eager"]
         if device.type == "cuda":
             if args.launch:
-                block_m, block_k, warps, stages = json.loads(args.launch)
-                launch = {"block_m": block_m, "block_k": block_k, "num_warps": warps, "num_stages": stages}
+                launch = json.loads(args.launch)
             else:
                 launch = choose_launch(50, probes)
             modes = ["eager", "cuda_graph", "compile+cuda_graph"] + (["fused+cuda_graph"] if launch else [])

@@ -23,7 +23,8 @@ def _trained_looking(model: NeLF) -> NeLF:
 
 @pytest.mark.parametrize("launch", [{"block_m": 16, "block_k": 16},  # one program per tile
                                     {"block_m": 32, "block_k": 32, "num_stages": 1},
-                                    {"block_m": 16, "block_k": 16, "programs": 2}])  # each program walks tiles
+                                    {"block_m": 16, "block_k": 16, "programs": 2},  # each program walks tiles
+                                    {"block_m": 16, "block_k": 16, "residual": "scratch"}])
 def test_fused_forward_matches_the_network(launch):
     model = _trained_looking(NeLF(SMALL))
     rays = torch.randn(1, SMALL.in_channels, 5, 7)  # 35 pixels: the last tile is partly masked

@@ -25,8 +25,10 @@ from torch import nn
 
 from ngfx.nelf.network import NeLF, ResidualBlock, fold_batchnorm
 
-# launch shape: rows (pixels) per tile, K rows of weights per pipeline stage, warps, pipeline stages (and
-# "programs": the persistent grid's size, default 4 per multiprocessor).
+# launch shape: rows (pixels) per tile, K rows of weights per pipeline stage, warps, pipeline stages; optional:
+# "programs" (the persistent grid's size, default 4 per multiprocessor), "residual": "registers" | "scratch",
+# "compile_tail": torch.compile the super-resolution convs, GELU and output layer (default False),
+# "fuse_sr": run the super-resolution residual blocks on the kernel (default True) or in PyTorch.
 # bench_nelf.py probes others on the GPU; the defaults are what it chose there (see BENCHMARKS.md).
 DEFAULT_LAUNCH = {"block_m": 64, "block_k": 64, "num_warps": 4, "num_stages": 3}
 MIN_DOT = 16
@@ -52,13 +54,16 @@ def _layer(src, w_ptr, b_ptr, local, cols, ks, BLOCK_M: tl.constexpr, WIDTH: tl.
 
 @triton.jit
 def residual_mlp_kernel(x_ptr, out_ptr, scratch_ptr, w_stem_ptr, b_stem_ptr, w_ptr, b_ptr, n_rows,
-                        TILES_PER_PROGRAM: tl.constexpr, C_IN: tl.constexpr, K_STEM: tl.constexpr, WIDTH: tl.constexpr, N_BLOCKS: tl.constexpr,
+                        TILES_PER_PROGRAM: tl.constexpr, C_IN: tl.constexpr, K_STEM: tl.constexpr, WIDTH: tl.constexpr,
+                        N_BLOCKS: tl.constexpr,
                         HAS_STEM: tl.constexpr, GLOBAL_SKIP: tl.constexpr, BLOCK_M: tl.constexpr,
-                        BLOCK_K: tl.constexpr, NUM_STAGES: tl.constexpr):
+                        BLOCK_K: tl.constexpr, NUM_STAGES: tl.constexpr, RESIDUAL_IN_REGISTERS: tl.constexpr):
     """Rows of ``x`` [n_rows, C_IN] -> ``out`` [n_rows, WIDTH]:
     h = GELU(x @ W_stem + b) (or h = x without a stem); per block h += GELU(GELU(h @ W1 + b1) @ W2 + b2);
     out = h (+ the stem's output with GLOBAL_SKIP). Weights are [in, out] row-major, blocks stacked as
-    [2 * N_BLOCKS, WIDTH, WIDTH]; the stem's are zero-padded to K_STEM (a multiple of BLOCK_K) input rows."""
+    [2 * N_BLOCKS, WIDTH, WIDTH]; the stem's are zero-padded to K_STEM (a multiple of BLOCK_K) input rows.
+    The residual stream h is kept in fp32 registers (RESIDUAL_IN_REGISTERS) or only in the scratch tile, at
+    the operand precision, which frees the registers for larger tiles."""
     dtype = scratch_ptr.dtype.element_ty
     pid = tl.program_id(0)
     local = tl.arange(0, BLOCK_M)
@@ -93,8 +98,12 @@ def residual_mlp_kernel(x_ptr, out_ptr, scratch_ptr, w_stem_ptr, b_stem_ptr, w_p
                        BLOCK_K, NUM_STAGES)
             tl.store(buf_b + tile, y.to(dtype))
             tl.debug_barrier()
-            h += _layer(buf_b, w_ptr + (layer + 1) * WIDTH * WIDTH, b_ptr + (layer + 1) * WIDTH, local, cols, ks,
-                        BLOCK_M, WIDTH, BLOCK_K, NUM_STAGES)
+            z = _layer(buf_b, w_ptr + (layer + 1) * WIDTH * WIDTH, b_ptr + (layer + 1) * WIDTH, local, cols, ks,
+                       BLOCK_M, WIDTH, BLOCK_K, NUM_STAGES)
+            if RESIDUAL_IN_REGISTERS:
+                h += z
+            else:  # each element is read back by the thread that adds to it; no other thread writes it
+                h = tl.load(buf_a + tile).to(tl.float32) + z
             tl.store(buf_a + tile, h.to(dtype))
             tl.debug_barrier()
         if GLOBAL_SKIP:
@@ -150,7 +159,8 @@ class ResidualMLP:
             TILES_PER_PROGRAM=triton.cdiv(triton.cdiv(n_rows, block_m), grid), C_IN=self.c_in,
             K_STEM=self.k_stem, WIDTH=self.width, N_BLOCKS=self.n_blocks, HAS_STEM=self.has_stem,
             GLOBAL_SKIP=self.global_skip, BLOCK_M=block_m, BLOCK_K=self.block_k,
-            NUM_STAGES=self.launch["num_stages"], num_warps=self.launch["num_warps"])
+            NUM_STAGES=self.launch["num_stages"], RESIDUAL_IN_REGISTERS=self.launch.get("residual") != "scratch",
+            num_warps=self.launch["num_warps"])
         return out
 
 
@@ -185,6 +195,7 @@ class FusedNeLF:
             raise ValueError("fused NeLF: BatchNorm left after folding")
         self.body = ResidualMLP(list(model.body), model.stem[0], True, dtype, self.launch)
         # super-resolution: [transposed conv (+ folded BN) + GELU] in PyTorch, then its residual blocks fused
+        compile_tail = torch.compile if self.launch.get("compile_tail") else (lambda module: module)
         self.stages: list[tuple[nn.Module, ResidualMLP | nn.Module | None]] = []
         layers, i = list(model.upsample), 0
         while i < len(layers):
@@ -197,10 +208,12 @@ class FusedNeLF:
             tail = None
             if blocks:
                 width = blocks[0].conv1.out_channels
-                tail = (ResidualMLP(blocks, None, False, dtype, self.launch) if width >= MIN_DOT and
-                        not width & (width - 1) else nn.Sequential(*blocks).to(dtype))
-            self.stages.append((up, tail))
-        self.to_rgb = model.to_rgb.to(dtype).to(memory_format=torch.channels_last)
+                fusable = self.launch.get("fuse_sr", True) and width >= MIN_DOT and not width & (width - 1)
+                tail = (ResidualMLP(blocks, None, False, dtype, self.launch) if fusable else
+                        compile_tail(nn.Sequential(*blocks).to(dtype).to(memory_format=torch.channels_last)))
+            self.stages.append((compile_tail(up), tail))
+        self.head = compile_tail(nn.Sequential(model.to_rgb, nn.Sigmoid()).to(dtype).to(
+            memory_format=torch.channels_last))
 
     @torch.no_grad()
     def __call__(self, rays: torch.Tensor) -> torch.Tensor:
@@ -216,7 +229,7 @@ class FusedNeLF:
                 x = _image(tail(_rows(x)), x.shape[2], x.shape[3])
             elif tail is not None:
                 x = tail(x)
-        return torch.sigmoid(self.to_rgb(x))
+        return self.head(x)
 
 
 __all__ = ["FusedNeLF", "ResidualMLP", "residual_mlp_kernel", "DEFAULT_LAUNCH"]
