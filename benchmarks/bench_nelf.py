@@ -45,6 +45,8 @@ CANDIDATE_LAUNCHES = [
     {"block_m": 128, "block_k": 64, "num_warps": 8, "num_stages": 3, "residual": "scratch"},
     {"block_m": 64, "block_k": 32, "num_warps": 4, "num_stages": 4, "residual": "scratch"},
     {"block_m": 64, "block_k": 64, "num_warps": 4, "num_stages": 3, "residual": "scratch"},
+    {"block_m": 64, "block_k": 64, "num_warps": 4, "num_stages": 4, "residual": "scratch"},
+    {"block_m": 32, "block_k": 32, "num_warps": 4, "num_stages": 4, "residual": "scratch"},
     {**_BEST_FIRST_RUN, "compile_tail": True},
     {**_BEST_FIRST_RUN, "fuse_sr": False},
     {"block_m": 128, "block_k": 32, "num_warps": 8, "num_stages": 4, "residual": "scratch", "compile_tail": True},
