@@ -1,10 +1,13 @@
-"""Trace capture: stages of a fake app and of the real GIA renderer (CPU timer) become a trace."""
+"""Trace capture: stages and profiled ops of a fake app, the real GIA renderer, and GPU kernels placed by launch."""
+
+import dataclasses
 
 import pytest
 import torch
 
 from ngfx.ngpc_sim.capture import trace_frame
 from ngfx.ngpc_sim.config import load_config
+from ngfx.ngpc_sim.costs import MATMUL_OPS
 from ngfx.ngpc_sim.model import simulate
 from ngfx.ngpc_sim.trace import read_trace, write_trace
 
@@ -36,6 +39,12 @@ class FakeApp(torch.nn.Module):
             return y.sum(1)
 
 
+def _same(read_back, kernels):
+    """Equal kernels, durations to float precision (the file holds microseconds)."""
+    exact = [dataclasses.replace(k, duration_s=0.0) for k in read_back] == [dataclasses.replace(k, duration_s=0.0) for k in kernels]
+    return exact and [k.duration_s for k in read_back] == pytest.approx([k.duration_s for k in kernels], rel=1e-12)
+
+
 def test_capture_from_fake_app(tmp_path):
     trace = trace_frame(FakeApp(), 32, 24, "cpu", n_frames=2)
     assert trace.timer == "cpu" and trace.n_frames == 2 and len(trace.kernels) == 8
@@ -45,7 +54,7 @@ def test_capture_from_fake_app(tmp_path):
     assert enc.log2_hashmap_size == 15  # finest level 32^3 = 2^15 entries, not the config's unused 19
     assert mlp.mlp_layers == [[64, 8], [3, 64]]
     write_trace(trace, tmp_path / "t.json")
-    assert read_trace(tmp_path / "t.json").kernels == trace.kernels
+    assert _same(read_trace(tmp_path / "t.json").kernels, trace.kernels)
     assert trace.rest == "unfused" and read_trace(tmp_path / "t.json").rest == "unfused"
     fused = trace_frame(FakeApp(), 32, 24, "cpu", fused=True)
     write_trace(fused, tmp_path / "f.json")
@@ -67,3 +76,56 @@ def test_capture_real_renderer_and_replay(tmp_path, encoding, kind):
     assert simulate(back, cfg.replace(enabled=False)).frame_s == pytest.approx(trace.frame_time_s(), rel=0.02)
     r = simulate(back, cfg.replace(n_nfps=16))
     assert 1.0 < r.speedup <= r.amdahl_bound
+
+
+def test_profiler_capture_groups_ops_by_stage(tmp_path):
+    staged = trace_frame(FakeApp(), 32, 24, "cpu")
+    trace = trace_frame(FakeApp(), 32, 24, "cpu", profiler=True)
+    assert trace.timer == "cpu_op" and len(trace.kernels) > 2 * len(staged.kernels)
+    stage_of = {k.name: k for k in staged.kernels}
+    for k in trace.kernels:
+        stage = stage_of[k.name.split("/")[0]]
+        assert k.category == stage.category and k.encoding == stage.encoding
+    for category in ("encoding", "mlp"):  # each stage's inputs counted once, on its first kernel
+        assert sum(k.n_inputs for k in trace.kernels if k.category == category) == \
+            sum(k.n_inputs for k in staged.kernels if k.category == category)
+    mm = [k for k in trace.kernels if k.category == "mlp" and k.name.split("/")[1] in MATMUL_OPS]
+    assert mm and max(k.flops for k in mm) == 2.0 * 32 * 24 * 8 * 64  # first layer: 768 inputs x 8 -> 64
+    write_trace(trace, tmp_path / "p.json")
+    assert _same(read_trace(tmp_path / "p.json").kernels, trace.kernels)
+
+
+def _span(cat, name, ts, dur, **args):
+    return {"ph": "X", "cat": cat, "name": name, "ts": ts, "dur": dur, "args": args}
+
+
+def test_gpu_kernels_placed_by_their_launch():
+    from ngfx.ngpc_sim.capture import kernels_from_profile
+    from ngfx.ngpc_sim.trace import Kernel
+
+    enc = Kernel("a.encoding", "encoding", 1000, 1e6, 4e6, 2e6, 0.0, app="a", encoding="hash_grid", n_levels=16,
+                 n_features_per_level=2, log2_hashmap_size=18, n_dims=3)
+    rest = Kernel("a.composite", "rest", 10, 0.0, 100.0, 50.0, 0.0, app="a")
+    events = [
+        _span("user_annotation", "ngfx.stage:a.encoding", 0, 100),
+        _span("cpu_op", "aten::mm", 10, 20, **{"Input Dims": [[1000, 32], [32, 64]]}),
+        _span("cuda_runtime", "cudaLaunchKernel", 15, 2, correlation=1),
+        _span("cuda_runtime", "cuLaunchKernel", 50, 2, correlation=2),  # a Triton launch: no op around it
+        _span("cuda_runtime", "cuLaunchKernel", 60, 2, correlation=3),
+        _span("user_annotation", "ngfx.stage:a.composite", 200, 50),
+        _span("cuda_runtime", "cudaLaunchKernel", 210, 2, correlation=4),
+        _span("cuda_runtime", "cudaLaunchKernel", 400, 2, correlation=5),  # outside every stage
+        _span("kernel", "gemm", 500, 30, correlation=1),  # runs on the GPU long after its launch
+        _span("kernel", "triton_a", 530, 10, correlation=2),
+        _span("kernel", "triton_b", 540, 30, correlation=3),
+        _span("kernel", "composite", 570, 5, correlation=4),
+        _span("gpu_memcpy", "copy", 575, 1, correlation=5),
+    ]
+    kernels = kernels_from_profile(events, [enc, rest], device_work=True, app="a")
+    assert [(k.name, k.category) for k in kernels] == [
+        ("a.encoding/gemm", "encoding"), ("a.encoding/triton_a", "encoding"), ("a.encoding/triton_b", "encoding"),
+        ("a.composite/composite", "rest"), ("unstaged/copy", "rest")]
+    assert [k.n_inputs for k in kernels] == [1000, 0, 0, 10, 0]
+    assert kernels[0].flops == 2.0 * 1000 * 32 * 64  # from the op's shapes
+    assert (kernels[1].bytes_read, kernels[2].bytes_read) == (1e6, 3e6)  # the stage's cost, shared by duration
+    assert kernels[1].duration_s == pytest.approx(10e-6)

@@ -126,3 +126,16 @@ def test_rest_speedup_measured_per_app():
     assert measured_rest_speedups([unfused, fused, other]) == {"nsdf": pytest.approx(2.5)}
     rows = run_sweep([unfused, other], (8,), ((1920, 1080),), workers=1, progress=False, rest_speedups={"nsdf": 2.5})
     assert {r["app"]: r["rest_speedup"] for r in rows} == {"nsdf": 2.5, "nerf": 9.94}
+
+
+def test_cli_cpu_trace_is_called_a_cpu_frame_and_can_be_projected(tmp_path, capsys):
+    import dataclasses
+
+    path = tmp_path / "cpu.json"
+    write_trace(dataclasses.replace(TRACES[0], timer="cpu", device="CPU (2 threads)"), path)
+    assert main(["sim", "run", "--trace", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "CPU baseline" in out and "GPU baseline" not in out
+    assert main(["sim", "run", "--trace", str(path), "--project"]) == 0
+    out = capsys.readouterr().out
+    assert "projected from CPU (2 threads)" in out and "roofline trace" in out

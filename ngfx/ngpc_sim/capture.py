@@ -1,13 +1,35 @@
-"""Trace capture from a real renderer: the only module of ngfx.ngpc_sim that imports ngfx.render."""
+"""Trace capture from a real renderer: the only module of ngfx.ngpc_sim that imports ngfx.render.
+
+Two ways to time a frame, both grouped by the renderer's named stages (encoding / MLP / rest):
+
+- **per kernel** (default on CUDA): ``torch.profiler`` (Kineto, CUPTI on the GPU) records every GPU kernel
+  with its start and duration; each kernel belongs to the stage whose ``record_function`` range launched it
+  (:func:`ngfx.render.stages.stage` opens one). Timer ``cupti``. On a CPU the same path records every
+  top-level PyTorch op of each stage (timer ``cpu_op``).
+- **per stage** (the fallback, default on CPU): one CUDA-event or ``perf_counter`` timing per stage (timers
+  ``cuda_event`` / ``cpu``), launch gaps and host syncs included.
+
+FLOPs and bytes are analytic either way (:mod:`ngfx.ngpc_sim.costs`): a kernel launched by a PyTorch op
+from the op's input shapes; a kernel without one (a Triton launch) from its stage's grid or MLP shapes,
+shared among such kernels by duration; a rest stage's bytes as its renderer declares them.
+"""
 
 from __future__ import annotations
 
+import bisect
+import dataclasses
+import json
 import math
+import tempfile
+from pathlib import Path
 
 import torch
 
 from ngfx.errors import NgfxInputError
+from ngfx.ngpc_sim import costs
 from ngfx.ngpc_sim.trace import Kernel, Trace, encoding_kind, write_trace
+
+GPU_WORK = ("kernel", "gpu_memcpy", "gpu_memset")  # Kineto categories of device work
 
 
 def _device_name(device: torch.device) -> str:
@@ -16,18 +38,110 @@ def _device_name(device: torch.device) -> str:
     return f"CPU ({torch.get_num_threads()} threads)"
 
 
-def kernel_from_record(record, frame: int = 0) -> Kernel:
-    """A :class:`~ngfx.render.stages.StageRecord` as a trace :class:`Kernel`."""
-    a = record.attrs
+def kernel_from_record(record, frame: int = 0, shapes: dict | None = None) -> Kernel:
+    """A :class:`~ngfx.render.stages.StageRecord` as a trace :class:`Kernel` with analytic FLOPs and bytes.
+
+    ``shapes``: table size and MLP layers read from the app's modules (:func:`_model_shapes`), which win over
+    the stage's attrs."""
+    a, shapes = record.attrs, shapes or {}
     enc = ""
     if record.category != "rest":
         enc = a.get("encoding") or encoding_kind(a.get("otype", "Hash"), int(a.get("n_levels", 16)))
-    return Kernel(name=record.name, category=record.category, n_inputs=int(record.n_inputs), flops=float(record.flops),
-                  bytes_read=float(record.bytes_read), bytes_written=float(record.bytes_written),
-                  duration_s=float(record.duration_s), frame=frame, app=str(a.get("app", "")), encoding=enc,
-                  n_levels=int(a.get("n_levels", 0)), n_features_per_level=int(a.get("n_features_per_level", 0)),
-                  log2_hashmap_size=int(a.get("log2_hashmap_size", 0)), n_dims=int(a.get("n_dims", 0)),
-                  mlp_layers=[list(l) for l in a.get("mlp_layers", [])])
+    k = Kernel(name=record.name, category=record.category, n_inputs=int(record.n_inputs), flops=float(record.flops),
+               bytes_read=float(record.bytes_read), bytes_written=float(record.bytes_written),
+               duration_s=float(record.duration_s), frame=frame, app=str(a.get("app", "")), encoding=enc,
+               n_levels=int(a.get("n_levels", 0)), n_features_per_level=int(a.get("n_features_per_level", 0)),
+               log2_hashmap_size=int(a.get("log2_hashmap_size", 0)), n_dims=int(a.get("n_dims", 0)),
+               mlp_layers=[list(l) for l in a.get("mlp_layers", [])])
+    if k.category != "rest" and "log2_hashmap_size" in shapes:
+        k.log2_hashmap_size = shapes["log2_hashmap_size"]
+    if k.category == "mlp" and not k.mlp_layers:
+        k.mlp_layers = shapes.get("mlp_layers", [])
+    cost = stage_cost(k)
+    k.flops, k.bytes_read, k.bytes_written = cost
+    return k
+
+
+def stage_cost(k: Kernel) -> costs.Cost:
+    """A stage's analytic cost from its shapes: grid lookups, a fused MLP, or (rest) what the renderer declared."""
+    if k.category == "encoding":
+        return costs.grid_encoding(k.n_inputs, k.n_levels, k.n_features_per_level, k.n_dims)
+    if k.category == "mlp" and k.mlp_layers:
+        return costs.fused_mlp(k.n_inputs, k.mlp_layers)
+    return costs.Cost(k.flops, k.bytes_read, k.bytes_written)
+
+
+def kernels_from_profile(events: list[dict], stage_kernels: list[Kernel], device_work: bool, app: str = "") -> list[Kernel]:
+    """Per-kernel :class:`Kernel`s from a torch.profiler Chrome trace's ``traceEvents`` of one frame.
+
+    ``stage_kernels``: the frame's stages (from :func:`kernel_from_record`, in the order they ran), matched to
+    the profiler's ``ngfx.stage:NAME`` ranges in order. ``device_work``: take GPU kernels (placed in the stage
+    whose range holds their launch on the host); otherwise each stage's top-level CPU ops. Each stage's
+    inputs ride on its first kernel (the NGPC model counts them once); its other kernels carry their time.
+    Work outside every stage is a rest kernel.
+    """
+    from ngfx.render.stages import PROFILER_PREFIX
+
+    spans = [e for e in events if e.get("ph") == "X" and isinstance(e.get("dur"), (int, float))]
+    ranges = sorted((e for e in spans if e.get("cat") == "user_annotation" and e["name"].startswith(PROFILER_PREFIX)),
+                    key=lambda e: e["ts"])
+    if [r["name"][len(PROFILER_PREFIX):] for r in ranges] != [k.name for k in stage_kernels]:
+        raise ValueError("profiler ranges do not match the recorded stages (nested or missing stages?)")
+    ops = sorted((e for e in spans if e.get("cat") == "cpu_op"), key=lambda e: (e["ts"], -e["dur"]))
+    if device_work:
+        launches = {e["args"]["correlation"]: e["ts"] for e in spans
+                    if e.get("cat") == "cuda_runtime" and "correlation" in e.get("args", {})}
+        work = [(launches.get(e.get("args", {}).get("correlation"), None), e) for e in spans if e.get("cat") in GPU_WORK]
+        work = [(host_ts, e) for host_ts, e in work if host_ts is not None]
+    else:
+        work, end = [], -math.inf
+        for op in ops:  # top-level ops: not inside an earlier op
+            if op["ts"] >= end:
+                work.append((op["ts"], op))
+                end = op["ts"] + op["dur"]
+    starts = [r["ts"] for r in ranges]
+    per_stage: dict[int, list] = {}
+    outside = []
+    for host_ts, e in sorted(work, key=lambda w: w[1]["ts"]):
+        i = bisect.bisect_right(starts, host_ts) - 1
+        inside = i >= 0 and host_ts <= ranges[i]["ts"] + ranges[i]["dur"]
+        (per_stage.setdefault(i, []) if inside else outside).append((host_ts, e))
+    kernels = []
+    for i, stage in enumerate(stage_kernels):
+        kernels += _split_stage(stage, per_stage.get(i, []), ops)
+    rest = Kernel("unstaged", "rest", 0, 0.0, 0.0, 0.0, 0.0, frame=stage_kernels[0].frame if stage_kernels else 0, app=app)
+    kernels += _split_stage(rest, outside, ops)
+    return kernels
+
+
+def _launching_op(host_ts: float, ops: list[dict]) -> dict | None:
+    """The innermost CPU op with input shapes whose span holds ``host_ts``."""
+    holding = [op for op in ops if op["ts"] <= host_ts <= op["ts"] + op["dur"] and op.get("args", {}).get("Input Dims")]
+    return min(holding, key=lambda op: op["dur"]) if holding else None
+
+
+def _split_stage(stage: Kernel, work: list, ops: list[dict]) -> list[Kernel]:
+    """One :class:`Kernel` per profiled event of ``stage``, costs from its op's shapes or shared from the stage's."""
+    if not work:
+        return []
+    out, unshaped = [], []
+    for host_ts, e in work:
+        op = e if e.get("cat") == "cpu_op" else _launching_op(host_ts, ops)
+        cost = costs.tensor_op(op["name"], op["args"]["Input Dims"]) if op and op.get("args", {}).get("Input Dims") else None
+        k = dataclasses.replace(stage, name=f"{stage.name}/{e['name']}"[:200], n_inputs=0, duration_s=e["dur"] * 1e-6,
+                                mlp_layers=list(stage.mlp_layers))
+        if cost:
+            k.flops, k.bytes_read, k.bytes_written = cost
+        else:
+            unshaped.append(k)
+        out.append(k)
+    # kernels launched without a PyTorch op (Triton) share the stage's analytic cost by duration
+    total = sum(k.duration_s for k in unshaped)
+    for k in unshaped:
+        share = k.duration_s / total if total > 0 else 1 / len(unshaped)
+        k.flops, k.bytes_read, k.bytes_written = (share * v for v in (stage.flops, stage.bytes_read, stage.bytes_written))
+    out[0].n_inputs = stage.n_inputs
+    return out
 
 
 def _model_shapes(app) -> dict:
@@ -55,39 +169,55 @@ def _model_shapes(app) -> dict:
     return out
 
 
+def _profile_frame(app, width: int, height: int, view: int, device: torch.device, fused: bool) -> tuple[list, list]:
+    """Render one frame under torch.profiler and the stage recorder -> (profiler events, stage records)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from ngfx.render.stages import record_stages
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities, record_shapes=True) as prof, record_stages(device) as records:
+        app.render(width, height, view=view, fused=fused)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    with tempfile.TemporaryDirectory() as tmp:
+        prof.export_chrome_trace(str(Path(tmp) / "profile.json"))
+        events = json.loads((Path(tmp) / "profile.json").read_text())["traceEvents"]
+    return events, records
+
+
 def trace_frame(app, width: int, height: int, device: torch.device | str, n_frames: int = 1, warmup: int = 1,
-                fused: bool = False) -> Trace:
-    """Render ``n_frames`` frames of ``app`` with every stage timed -> a :class:`Trace`.
+                fused: bool = False, profiler: bool | None = None) -> Trace:
+    """Render ``n_frames`` frames of ``app`` with every kernel (or every stage) timed -> a :class:`Trace`.
 
     ``fused`` traces the fused Triton rest kernels (the renderer as it runs) instead of the unfused PyTorch
     ones (the paper's baseline); the trace records which, so the simulator never speeds fused kernels up again.
-
-    On a GPU the stages are timed with CUDA events (timer ``cuda_event``); on a CPU with
-    ``time.perf_counter`` (timer ``cpu``: measured CPU times, marked as such). ``warmup`` untimed
-    frames first, so compilation and caches do not land in the trace.
+    ``profiler``: per kernel with torch.profiler (default on CUDA) or per stage (default on CPU); see the
+    module docstring. ``warmup`` untimed frames first, so compilation and caches do not land in the trace.
     """
     from ngfx.render.neural_field import use_triton
     from ngfx.render.stages import record_stages
 
     device = torch.device(device)
+    profiler = device.type == "cuda" if profiler is None else profiler
     fused = use_triton(fused, device)  # off the GPU (and the interpreter) the renderer runs the PyTorch kernels
+    shapes = _model_shapes(app)
+    kernels = []
     with torch.no_grad():
         for _ in range(warmup):
             app.render(width, height, view=0, fused=fused)
-        kernels = []
         for frame in range(n_frames):
-            with record_stages(device) as records:
-                app.render(width, height, view=frame, fused=fused)
-            kernels += [kernel_from_record(r, frame) for r in records]
-    shapes = _model_shapes(app)
-    for k in kernels:
-        if k.category != "rest" and "log2_hashmap_size" in shapes:
-            k.log2_hashmap_size = shapes["log2_hashmap_size"]
-        if k.category == "mlp" and not k.mlp_layers:
-            k.mlp_layers = shapes.get("mlp_layers", [])
+            if profiler:
+                events, records = _profile_frame(app, width, height, frame, device, fused)
+                stages = [kernel_from_record(r, frame, shapes) for r in sorted(records, key=lambda r: r.start_s)]
+                kernels += kernels_from_profile(events, stages, device.type == "cuda", app=stages[0].app if stages else "")
+            else:
+                with record_stages(device) as records:
+                    app.render(width, height, view=frame, fused=fused)
+                kernels += [kernel_from_record(r, frame, shapes) for r in records]
     if not kernels:
         raise NgfxInputError(type(app).__name__, "render", "the renderer emitted no stages; nothing to trace")
-    timer = "cuda_event" if device.type == "cuda" else "cpu"
+    timer = ("cupti" if device.type == "cuda" else "cpu_op") if profiler else ("cuda_event" if device.type == "cuda" else "cpu")
     return Trace(device=_device_name(device), timer=timer, width=width, height=height, kernels=kernels,
                  n_frames=n_frames, rest="fused" if fused else "unfused")
 
@@ -101,6 +231,7 @@ def trace_run(run_dir: str, width: int, height: int, out: str, device: str | Non
 
     check_output(out, "--out", folder=False)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    trace = trace_frame(load_run(run_dir, device), width, height, device, n_frames=n_frames, fused=fused)
+    trace = trace_frame(load_run(run_dir, device), width, height, device, n_frames=n_frames, fused=fused,
+                        profiler=profiler)
     write_trace(trace, out)
     return trace

@@ -16,6 +16,7 @@ from typing import Iterator
 import torch
 
 CATEGORIES = ("encoding", "mlp", "rest")
+PROFILER_PREFIX = "ngfx.stage:"
 
 
 @dataclass
@@ -61,16 +62,18 @@ def stage(name: str, category: str, n_inputs: int = 0, flops: float = 0.0, bytes
     record = StageRecord(name, category, int(n_inputs), float(flops), float(bytes_read), float(bytes_written),
                          dict(attrs), start_s=time.perf_counter() - rec.t0,
                          timer="cuda_event" if rec.use_cuda else "cpu")
-    if rec.use_cuda:
-        begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        begin.record()
-        yield
-        end.record()
-        rec._events.append((record, begin, end))
-    else:
-        t = time.perf_counter()
-        yield
-        record.duration_s = time.perf_counter() - t
+    # a profiler range of the same name, so torch.profiler's kernels can be grouped by stage (ngpc_sim.capture)
+    with torch.profiler.record_function(PROFILER_PREFIX + name):
+        if rec.use_cuda:
+            begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            begin.record()
+            yield
+            end.record()
+            rec._events.append((record, begin, end))
+        else:
+            t = time.perf_counter()
+            yield
+            record.duration_s = time.perf_counter() - t
     rec.records.append(record)
 
 
