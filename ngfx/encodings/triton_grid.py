@@ -30,8 +30,8 @@ INTERPOLATION_CODES = {"Linear": 0, "Smoothstep": 1, "Nearest": 2}
 SUPPORTED_DIMS = (2, 3)
 FORWARD_BLOCK = 256  # best of the H200 sweep (issue 13's run; 128 x 4 within 1 %)
 FORWARD_WARPS = 8
-BACKWARD_BLOCK = 128  # best of the H200 sweep (all shapes within 20 %)
-BACKWARD_WARPS = 8
+BACKWARD_BLOCK = 32  # best of the H200 sweep (issue 13's run: 32 x 2, 64 x 4, 128 x 8 within 0.5 %)
+BACKWARD_WARPS = 2
 
 
 @triton.jit

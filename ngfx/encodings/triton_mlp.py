@@ -35,8 +35,8 @@ MIN_DOT_WIDTH = 16
 # (0.176 ms for 2^21 rows, 32 -> 64 -> 16), fused 32 x 4 warps.
 MLP_BLOCK = 64
 MLP_WARPS = 2
-BACKWARD_BLOCK = 64
-BACKWARD_WARPS = 2
+BACKWARD_BLOCK = 32  # best of the H200 sweep (issue 13's run): 0.64 ms for 2^21 rows, 32 -> 64 -> 16 forward
+BACKWARD_WARPS = 2  # and backward, 64 x 2 0.97 ms, 64 x 4 (wgmma, correct there) 0.81 ms
 PROGRAMS_PER_SM = 8  # persistent backward programs per multiprocessor
 FUSED_BLOCK = 32
 FUSED_WARPS = 4
