@@ -129,3 +129,23 @@ def test_gpu_kernels_placed_by_their_launch():
     assert kernels[0].flops == 2.0 * 1000 * 32 * 64  # from the op's shapes
     assert (kernels[1].bytes_read, kernels[2].bytes_read) == (1e6, 3e6)  # the stage's cost, shared by duration
     assert kernels[1].duration_s == pytest.approx(10e-6)
+
+
+def test_bench_trace_smoke(tmp_path):
+    """benchmarks/bench_trace.py (what the H200 run uses) end to end at --smoke size on the CPU."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    done = subprocess.run([sys.executable, str(root / "benchmarks" / "bench_trace.py"), "--out", str(tmp_path),
+                           "--smoke", "--apps", "gia"], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (row,) = json.loads((tmp_path / "summary.json").read_text())
+    assert row["timer"] == "cpu_op" and row["kernels"] > 10 and row["rtx3090_projected_ms_1080p"] > 0
+    assert read_trace(tmp_path / "traces" / "gia_hashgrid.json").timer == "cpu_op"
+    report = (tmp_path / "sweep" / "report.md").read_text()
+    assert "projected onto the NVIDIA RTX 3090" in report and "(cpu_op)" in report

@@ -90,7 +90,10 @@ def build_markdown(out: Path, status: dict, size: str, device: str) -> str:
         curve = plot_training_curve(out, app)
         if curve:
             md.append(f"![{app} training curve]({curve.relative_to(out).as_posix()})\n")
-    md.append("## NGPC simulator: the traced frames replayed on the cluster model\n")
+    md.append("## NGPC simulator: the traced frames on the cluster model\n")
+    md.append("The frames traced here are projected onto the RTX 3090 by a per-kernel roofline (a model: "
+              "FLOPs and bytes against its peaks) and replayed with an NGPC beside it; the simulator report opens "
+              "with its figures against the paper's, fitted and predicted.\n")
     sim = out / "sim"
     for csv in sorted(sim.glob("*.csv"))[:1] if sim.is_dir() else []:
         md.append(f"Full results: [{csv.name}]({csv.relative_to(out).as_posix()})\n")

@@ -54,7 +54,8 @@ def sim_run(trace_path: str | Path | None, scale: int, resolution: tuple[int, in
 
 
 def project_to(trace: Trace, cfg: NGPCConfig, config: str | None = None) -> Trace:
-    """``trace`` projected onto ``cfg``'s GPU by the per-kernel roofline (from its own GPU's profile if known)."""
+    """``trace`` projected onto ``cfg``'s GPU by the per-kernel roofline (from its own GPU's profile if known).
+    Scale a trace to its final resolution first: a kernel's launch does not grow with the pixels."""
     return project_trace(trace, cfg.gpu, source_profile(trace, gpu_profiles(config)))
 
 
@@ -90,19 +91,21 @@ def sim_sweep(out_dir: str | Path, trace_paths=(), scales=SCALES, resolutions=RE
     recorded = load_traces(*trace_paths) if trace_paths else paper_traces()
     # each app's own measured fused-rest ratio, unless the flag set one for all
     rest_speedups = measured_rest_speedups(recorded) if rest_speedup is None else {}
-    traces = [project_to(t, cfg, config) for t in recorded] if project else recorded
+    profiles = gpu_profiles(config)
     with staged_output(out_dir) as tmp:
-        rows = run_sweep(traces, scales, resolutions, tmp, cfg=cfg, scheduler=scheduler, workers=workers,
-                         rest_speedups=rest_speedups)
+        rows = run_sweep(recorded, scales, resolutions, tmp, cfg=cfg, scheduler=scheduler, workers=workers,
+                         rest_speedups=rest_speedups,
+                         project_from=[source_profile(t, profiles) for t in recorded] if project else None)
         if trace_paths:
             notes = (f"Traces: renderer traces from {', '.join(map(str, trace_paths))}"
                      + (f", projected onto the {cfg.gpu.name} by the per-kernel roofline (a model)." if project else
                         ", replayed as recorded."))
         else:
             notes = "## Traces from the paper's inputs (ngfx.ngpc_sim.paper)\n\n" + paper_module.__doc__.split("\n", 2)[2]
-        write_report(rows, tmp, traces=traces, cfg=cfg, calibration=calibration_table(cfg),
+        full_hd = [scale_trace(t, 1920, 1080) for t in recorded]
+        write_report(rows, tmp, traces=recorded, cfg=cfg, calibration=calibration_table(cfg),
                      sensitivity=sensitivity_table(cfg), notes=notes, rest_speedups=rest_speedups,
-                     projection=[(t, project_to(t, cfg, config)) for t in recorded] if trace_paths else None)
+                     projection=[(t, project_to(t, cfg, config)) for t in full_hd] if trace_paths else None)
     return Path(out_dir) / "report.md"
 
 

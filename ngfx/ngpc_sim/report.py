@@ -181,17 +181,14 @@ PAPER_BASELINE_MS = {("nerf", 1920, 1080): 231.0}  # NeRF, hash grid, RTX 3090 (
 
 
 def projection_rows(pairs: list[tuple[Trace, Trace]], gpu_name: str) -> list[dict]:
-    """Recorded traces beside their roofline projection onto ``gpu_name``, both at 1920x1080."""
-    from ngfx.ngpc_sim.trace import scale_trace
-
+    """Recorded traces (scaled to 1920x1080) beside their roofline projection onto ``gpu_name``."""
     rows = []
     for recorded, projected in pairs:
-        rec, proj = scale_trace(recorded, 1920, 1080), scale_trace(projected, 1920, 1080)
         paper = PAPER_BASELINE_MS.get((recorded.app, 1920, 1080)) if "3090" in gpu_name else None
         rows.append({"trace": f"{recorded.app} {recorded.encoding} ({recorded.rest} rest)",
                      "recorded on": f"{recorded.device} ({recorded.timer})",
-                     "recorded ms (1080p)": rec.frame_time_s() * 1e3,
-                     f"projected ms on {gpu_name} (1080p)": proj.frame_time_s() * 1e3,
+                     "recorded ms (1080p)": recorded.frame_time_s() * 1e3,
+                     f"projected ms on {gpu_name} (1080p)": projected.frame_time_s() * 1e3,
                      "paper's ms (1080p)": "-" if paper is None else paper})
     return rows
 

@@ -21,8 +21,9 @@ from tqdm import tqdm
 
 from ngfx.errors import NgfxInputError
 from ngfx.io import atomic_write, write_json
-from ngfx.ngpc_sim.config import NGPCConfig, load_config
+from ngfx.ngpc_sim.config import GPUProfile, NGPCConfig, load_config
 from ngfx.ngpc_sim.model import simulate
+from ngfx.ngpc_sim.project import project_trace
 from ngfx.ngpc_sim.schema import NFPS
 from ngfx.ngpc_sim.trace import Trace, read_trace, scale_trace
 
@@ -31,12 +32,16 @@ RESOLUTIONS = ((1920, 1080), (3840, 2160), (7680, 4320))
 _ORDER = ("app", "encoding", "device", "width", "height", "scale")
 
 
-def sweep_trace(trace: Trace, scales, resolutions, cfg: NGPCConfig) -> list[dict]:
+def sweep_trace(trace: Trace, scales, resolutions, cfg: NGPCConfig, project: bool = False,
+                source: GPUProfile | None = None) -> list[dict]:
     """All points of one trace: a GPU-only baseline row (scale 0) and one row per scale, per resolution,
-    each with the rest speedup it used and the GPU + NGPC's area and power."""
+    each with the rest speedup it used and the GPU + NGPC's area and power. ``project``: the trace, scaled to
+    each resolution, is projected onto ``cfg.gpu`` from ``source`` (its GPU's profile, None for a CPU)."""
     rows = []
     for width, height in resolutions:
         t = scale_trace(trace, width, height)
+        if project:  # after scaling: a kernel's launch does not grow with the pixels
+            t = project_trace(t, cfg.gpu, source)
         for point in [cfg.replace(enabled=False)] + [cfg.replace(n_nfps=s) for s in scales]:
             row = simulate(t, point).row()
             area, power = point.area_mm2(), point.power_w()
@@ -65,12 +70,14 @@ def _sort(rows: list[dict]) -> list[dict]:
 
 def run_sweep(traces: list[Trace], scales=SCALES, resolutions=RESOLUTIONS, out_dir: str | Path | None = None,
               cfg: NGPCConfig | None = None, scheduler: str | None = None, workers: int | None = None,
-              progress: bool = True, rest_speedups: dict[str, float] | None = None) -> list[dict]:
+              progress: bool = True, rest_speedups: dict[str, float] | None = None,
+              project_from: list[GPUProfile | None] | None = None) -> list[dict]:
     """Sweep ``traces`` x ``scales`` x ``resolutions``; with ``out_dir``, write sweep.csv and sweep.json.
 
     ``scheduler``: a Dask scheduler address (``tcp://host:8786``) or a ``dask.distributed.Client``;
     otherwise ``workers`` local processes (default: the CPU count; 1 runs in this process).
     ``rest_speedups``: an app's fused rest speedup (:func:`measured_rest_speedups`) replacing the config's.
+    ``project_from``: project each trace onto ``cfg.gpu`` by the roofline, from its GPU's profile (None: a CPU).
     Returns one dict per point (see :meth:`~ngfx.ngpc_sim.model.SimResult.row`), sorted.
     """
     cfg = cfg or load_config()
@@ -80,6 +87,9 @@ def run_sweep(traces: list[Trace], scales=SCALES, resolutions=RESOLUTIONS, out_d
     resolutions = tuple(tuple(r) for r in resolutions)
     rest_speedups = rest_speedups or {}
     cfgs = [cfg.replace(fused_rest_speedup=rest_speedups[t.app]) if t.app in rest_speedups else cfg for t in traces]
+    project = project_from is not None
+    sources = project_from if project else [None] * len(traces)
+    n = len(traces)
     bar = tqdm(total=len(traces), desc="ngpc sweep", unit="trace", disable=not progress)
     rows: list[dict] = []
     if scheduler is not None:
@@ -87,7 +97,7 @@ def run_sweep(traces: list[Trace], scales=SCALES, resolutions=RESOLUTIONS, out_d
 
         client = scheduler if isinstance(scheduler, Client) else Client(scheduler)
         try:
-            futures = client.map(sweep_trace, traces, [scales] * len(traces), [resolutions] * len(traces), cfgs,
+            futures = client.map(sweep_trace, traces, [scales] * n, [resolutions] * n, cfgs, [project] * n, sources,
                                  pure=False)
             for fut in as_completed(futures):
                 rows += fut.result()
@@ -98,13 +108,12 @@ def run_sweep(traces: list[Trace], scales=SCALES, resolutions=RESOLUTIONS, out_d
     else:
         workers = workers or min(len(traces), os.cpu_count() or 1)
         if workers <= 1:
-            for t, c in zip(traces, cfgs):
-                rows += sweep_trace(t, scales, resolutions, c)
+            for t, c, source in zip(traces, cfgs, sources):
+                rows += sweep_trace(t, scales, resolutions, c, project, source)
                 bar.update()
         else:
             with ProcessPoolExecutor(workers) as pool:
-                for part in pool.map(sweep_trace, traces, [scales] * len(traces), [resolutions] * len(traces),
-                                     cfgs):
+                for part in pool.map(sweep_trace, traces, [scales] * n, [resolutions] * n, cfgs, [project] * n, sources):
                     rows += part
                     bar.update()
     bar.close()
