@@ -30,7 +30,7 @@ from ngfx.nelf.network import NeLF, ResidualBlock, fold_batchnorm
 # "compile_tail": torch.compile the super-resolution convs, GELU and output layer (default False),
 # "fuse_sr": run the super-resolution residual blocks on the kernel (default True) or in PyTorch.
 # bench_nelf.py probes others on the GPU; the defaults are what it chose there (see BENCHMARKS.md).
-DEFAULT_LAUNCH = {"block_m": 64, "block_k": 64, "num_warps": 4, "num_stages": 3}
+DEFAULT_LAUNCH = {"block_m": 64, "block_k": 32, "num_warps": 8, "num_stages": 4}
 MIN_DOT = 16
 
 
