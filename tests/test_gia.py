@@ -52,12 +52,12 @@ def test_fused_render_equals_unfused(trained):
 @pytest.mark.parametrize("width,height,row0,n_rows", [(7, 5, 0, 5), (33, 20, 3, 9)])
 def test_kernels_equal_reference(width, height, row0, n_rows):
     window = (0.13, 0.27, 0.91, 0.64)
-    torch.testing.assert_close(triton_gia.window_coords_triton(window, width, height, row0, n_rows),
-                               triton_gia.window_coords_torch(window, width, height, row0, n_rows))
+    torch.testing.assert_close(triton_gia.window_coords(window, width, height, row0, n_rows),
+                               gia.window_coords(window, width, height, row0, n_rows))
     rgb = torch.randn(n_rows * width, 3)
     a, b = torch.zeros(height, width, 3), torch.zeros(height, width, 3)
-    triton_gia.write_rows_triton(a, rgb, row0)
-    triton_gia.write_rows_torch(b, rgb, row0)
+    triton_gia.write_rows(a, rgb, row0)
+    gia.write_rows(b, rgb, row0)
     torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert float(a.max()) <= 1.0 and float(a[row0].abs().sum()) > 0
 

@@ -104,15 +104,15 @@ def test_trace_step_and_shade_kernels_equal_reference():
     t2, status2 = t.clone(), status.clone()
     # raw network outputs such that raw + |x| - 0.5 is the SDF above
     raw = sdf - (origins[active] + t[active, None] * dirs[active]).norm(dim=1) + 0.5
-    p1 = sphere_trace.trace_step_torch(origins, dirs, active, t, raw, t_far, status, 5e-4, 0.9, 0.5)
-    p2 = triton_nsdf.trace_step_triton(origins, dirs, active, t2, raw, t_far, status2, 5e-4, 0.9, 0.5)
+    p1 = sphere_trace.trace_step(origins, dirs, active, t, raw, t_far, status, 5e-4, 0.9, 0.5)
+    p2 = triton_nsdf.trace_step(origins, dirs, active, t2, raw, t_far, status2, 5e-4, 0.9, 0.5)
     torch.testing.assert_close(p1, p2)
     torch.testing.assert_close(t, t2)
     assert torch.equal(status, status2) and {0, 1, 2} <= set(status.tolist())
     frame1, frame2 = torch.zeros(n_rays, 3), torch.zeros(n_rays, 3)
     tetra = torch.randn(4, n_active)
-    sphere_trace.shade_torch(frame1, active, tetra)
-    triton_nsdf.shade_triton(frame2, active, tetra)
+    sphere_trace.shade(frame1, active, tetra)
+    triton_nsdf.shade(frame2, active, tetra)
     torch.testing.assert_close(frame1, frame2)
 
 
@@ -138,7 +138,7 @@ def test_render_hits_the_object_and_fused_equals_unfused(trained):
     for _ in range(100):
         world = points * 2 - 1
         raw = csg_sdf(world) - world.norm(dim=1) + 0.5  # the step adds the sphere bias back
-        points = sphere_trace.trace_step_torch(origins, dirs, active, t, raw, t_far, status, 5e-4, 0.9, 0.5)
+        points = sphere_trace.trace_step(origins, dirs, active, t, raw, t_far, status, 5e-4, 0.9, 0.5)
         keep = status[active] == 0
         active, points = active[keep], points[keep]
     truth = (status == 1).reshape(36, 48)

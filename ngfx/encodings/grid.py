@@ -12,8 +12,10 @@ variable overrides ``auto`` (an explicit argument wins over both).
 
 from __future__ import annotations
 
+import functools
 import math
 import os
+import sys
 
 import torch
 from torch import nn
@@ -37,7 +39,7 @@ def resolve_backend(requested: str, device: torch.device) -> str:
     if backend == "auto":
         backend = _check_backend(os.environ.get("NGFX_BACKEND", "auto"))
     if backend == "auto":
-        backend = "triton" if device.type == "cuda" and triton_available() else "torch"
+        backend = "triton" if device.type == "cuda" and triton_available(announce=True) else "torch"
     if backend == "triton" and device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
         raise ValueError("backend 'triton' needs CUDA tensors (or TRITON_INTERPRET=1 for the CPU interpreter)")
     if backend == "tcnn" and not tcnn_available():
@@ -45,12 +47,31 @@ def resolve_backend(requested: str, device: torch.device) -> str:
     return backend
 
 
-def triton_available() -> bool:
+def triton_available(announce: bool = False) -> bool:
+    """Whether triton imports (the base install has none: every kernel then falls back to its PyTorch twin).
+
+    With ``announce``, a missing triton is said once per process on stderr, so a CUDA user learns why
+    the fused kernels do not run.
+    """
+    available = _triton_imports()
+    if announce and not available:
+        _announce_missing_triton()
+    return available
+
+
+@functools.cache
+def _triton_imports() -> bool:
     try:
         import triton  # noqa: F401
     except ImportError:
         return False
     return True
+
+
+@functools.cache
+def _announce_missing_triton() -> None:
+    print("ngfx: triton is not installed, so the PyTorch twins run instead of the fused Triton kernels "
+          "(pip install triton for them)", file=sys.stderr)
 
 
 def tcnn_available() -> bool:

@@ -65,6 +65,24 @@ def crop_to_aspect(window, image_size: tuple[int, int], frame_size: tuple[int, i
     return x0, cy - half, x1, cy + half
 
 
+# --- the rest ops: PyTorch twins of the kernels of the same names in ngfx.render.triton_gia ---
+def window_coords(window: tuple[float, float, float, float], width: int, height: int, row0: int,
+                  n_rows: int, device=None) -> torch.Tensor:
+    """Image coordinates in [0, 1]^2 of the pixel centres of rows [row0, row0 + n_rows) of a ``width`` x
+    ``height`` render of the window (x0, y0, x1, y1) -> [n_rows * width, 2] float32 (x, y), row by row."""
+    x0, y0, x1, y1 = window
+    xs = x0 + (torch.arange(width, device=device, dtype=torch.float32) + 0.5) * ((x1 - x0) / width)
+    ys = y0 + (torch.arange(row0, row0 + n_rows, device=device, dtype=torch.float32) + 0.5) * ((y1 - y0) / height)
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([gx.flatten(), gy.flatten()], dim=1)
+
+
+def write_rows(frame: torch.Tensor, rgb: torch.Tensor, row0: int) -> None:
+    """frame [H, W, 3] <- clamp(rgb [n_rows * W, 3]) at rows [row0, row0 + n_rows)."""
+    n_rows = rgb.shape[0] // frame.shape[1]
+    frame[row0:row0 + n_rows] = rgb.reshape(n_rows, frame.shape[1], 3).clamp(0.0, 1.0).to(frame.dtype)
+
+
 MIN_IMAGE_SIDE = 16  # the full grids' coarsest resolution: a smaller image has nothing to fit
 
 
@@ -120,10 +138,10 @@ class GiaApp(App):
 
     def _render_bands(self, width: int, height: int, window, fused: bool):
         """Yield (row0, rgb [n_rows * width, 3]) bands of a render of ``window``."""
-        from ngfx.render import triton_gia
-
         triton_ok = use_triton(fused, self.device_)
-        coords_fn = triton_gia.window_coords_triton if triton_ok else triton_gia.window_coords_torch
+        coords_fn = window_coords
+        if triton_ok:
+            from ngfx.render.triton_gia import window_coords as coords_fn
         rows_per_band = max(1, CHUNK_PIXELS[self.size] // width)
         for row0 in range(0, height, rows_per_band):
             n_rows = min(rows_per_band, height - row0)
@@ -137,11 +155,11 @@ class GiaApp(App):
     def render(self, width: int, height: int, view=0, fused: bool = True) -> torch.Tensor:
         """[height, width, 3] in [0, 1]: ``view`` 0 is the whole image, k a 2^k zoom (both cropped to the frame's
         aspect ratio), or a window (x0, y0, x1, y1) in [0, 1], drawn as given."""
-        from ngfx.render import triton_gia
-
         window = view_window(view, (self.width, self.height), (width, height))
         triton_ok = use_triton(fused, self.device_)
-        write_fn = triton_gia.write_rows_triton if triton_ok else triton_gia.write_rows_torch
+        write_fn = write_rows
+        if triton_ok:
+            from ngfx.render.triton_gia import write_rows as write_fn
         frame = torch.empty(height, width, 3, device=self.device_, dtype=torch.float32)
         self.last_render_chunks = 0
         for row0, rgb in self._render_bands(width, height, window, fused):

@@ -18,6 +18,10 @@ import torch
 from ngfx.errors import NgfxInputError, NgfxWarning
 
 
+# OBJ's convention is y up (the Stanford scans, most exporters); ngfx's scenes are z up: (x, y, z) -> (x, -z, y)
+Y_UP_TO_Z_UP = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+
+
 def load_obj(path: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Vertices [V, 3] float32 and triangles [F, 3] int64 of an OBJ file (polygons are fan-triangulated)."""
     p = Path(path)
@@ -126,9 +130,11 @@ def signed_distance_torch(vertices: torch.Tensor, faces: torch.Tensor, points: t
 
 def signed_distance(vertices: torch.Tensor, faces: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     """Signed distance (negative inside) of points [N, 3] to the mesh -> [N], on ``points``' device:
-    the Triton kernel on CUDA, the PyTorch/trimesh path on CPU."""
-    if points.device.type == "cuda":
-        from ngfx.render.triton_mesh_sdf import signed_distance_triton
+    the Triton kernel on CUDA (when triton is installed), the PyTorch/trimesh path otherwise."""
+    from ngfx.render.neural_field import use_triton
+
+    if points.device.type == "cuda" and use_triton(True, points.device):
+        from ngfx.render.triton_mesh_sdf import signed_distance_triton  # imports triton
 
         return signed_distance_triton(vertices, faces, points)
     return signed_distance_torch(vertices, faces, points)

@@ -186,11 +186,11 @@ class NerfApp(App):
 
     @torch.no_grad()
     def render(self, width: int, height: int, view=0, fused: bool = True) -> torch.Tensor:
-        from ngfx.render import triton_volume
-
         c2w, k = self.camera(width, height, view)
         triton_ok = use_triton(fused, self.device_)
-        ray_gen = triton_volume.ray_gen if triton_ok else raymarch.ray_gen
+        ray_gen = raymarch.ray_gen
+        if triton_ok:
+            from ngfx.render.triton_volume import ray_gen  # imports triton
         frame = torch.empty(height * width, 3, device=self.device_)
         rows = max(1, CHUNK_RAYS[self.size] // width)
         for row0 in range(0, height, rows):

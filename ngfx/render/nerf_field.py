@@ -52,6 +52,12 @@ def spherical_harmonics(dirs: torch.Tensor) -> torch.Tensor:
     ], dim=-1)
 
 
+def colour_input(h: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor:
+    """The colour network's input: features [N, P] beside the SH encoding of unit directions [N, 3]
+    -> float32 [N, P + 16]. The PyTorch twin of :func:`ngfx.render.triton_sh.colour_input`."""
+    return torch.cat([h.float(), spherical_harmonics(dirs)], dim=1)
+
+
 class NerfField(nn.Module):
     """Points in the unit cube [N, 3] and unit directions [N, 3] -> density [N], colour [N, 3]."""
 
@@ -66,7 +72,7 @@ class NerfField(nn.Module):
 
     def forward(self, x: torch.Tensor, dirs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.density_net(x).float()
-        rgb = self.colour_net(torch.cat([h, spherical_harmonics(dirs)], dim=1)).float()
+        rgb = self.colour_net(colour_input(h, dirs)).float()
         return trunc_exp(h[:, 0]), rgb
 
     def _attrs(self) -> dict:
@@ -104,11 +110,11 @@ class NerfField(nn.Module):
         with stages.stage("nerf.dir_encoding", "rest", n_inputs=n, bytes_read=n * 12.0, bytes_written=n * 64.0,
                           app="nerf", otype="SphericalHarmonics", n_dims=3):
             if fused:
-                from ngfx.render.triton_sh import colour_input
+                from ngfx.render import triton_sh  # imports triton
 
-                features = colour_input(h, dirs)
+                features = triton_sh.colour_input(h, dirs)
             else:
-                features = torch.cat([h, spherical_harmonics(dirs)], dim=1)
+                features = colour_input(h, dirs)
         with stages.stage("nerf.color_mlp", "mlp", n_inputs=n, flops=self._flops(self.colour_net, n),
                           bytes_read=n * 128.0, bytes_written=n * 12.0, app="nerf"):
             rgb = self.colour_net(features).float()

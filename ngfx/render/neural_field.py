@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ngfx.encodings import NetworkWithInputEncoding
+from ngfx.encodings.grid import triton_available
 from ngfx.render import stages
 
 SIZES = ("tiny", "quick", "full")
@@ -30,8 +31,11 @@ def preset_size(size: str) -> str:
 
 
 def use_triton(fused: bool, device: torch.device) -> bool:
-    """Fused Triton "rest" kernels run on CUDA, or on CPU under TRITON_INTERPRET=1; else the PyTorch path."""
-    return bool(fused) and (device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1")
+    """Whether the fused Triton "rest" kernels run: asked for, on CUDA (or on CPU under TRITON_INTERPRET=1),
+    and triton installed; otherwise the PyTorch twins run (a missing triton is said once)."""
+    if not fused or not (device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"):
+        return False
+    return triton_available(announce=True)
 
 
 def is_recording() -> bool:

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import torch
 
-from ngfx.render import stages
+from ngfx.render import sphere_trace, stages
 from ngfx.render.app import App
-from ngfx.render.cameras import Intrinsics
-from ngfx.render.mesh_sdf import load_obj, sample_surface, signed_distance
-from ngfx.render.orbit_view import band_rays, orbit_camera
+from ngfx.render.cameras import Intrinsics, orbit_poses
+from ngfx.render.mesh_sdf import Y_UP_TO_Z_UP, load_obj, sample_surface, signed_distance
 from ngfx.render.neural_field import NeuralField, adam, check_size, preset_size, use_triton
+from ngfx.render.orbit_view import band_rays, fov_x_for_short_side, framing_radius, orbit_camera
 from ngfx.render.presets import encoding_preset, mlp_preset
-from ngfx.render.sphere_trace import ALIVE, HIT, TETRAHEDRON, ray_box, shade_torch, to_unit, trace_step_torch
+from ngfx.render.sphere_trace import ALIVE, HIT, TETRAHEDRON, ray_box, to_unit
 from scenes.sdf_csg import BOX, csg_sdf
 
 DEFAULT_STEPS = {"tiny": 300, "quick": 1000, "full": 20000}
@@ -33,7 +33,8 @@ LOG2_HASHMAP_SIZE = {"tiny": 14, "quick": 19, "full": 21}
 N_HELD_OUT = {"tiny": 2 ** 12, "quick": 2 ** 14, "full": 2 ** 16}
 MAX_STEPS = {"tiny": 48, "quick": 64, "full": 96}
 CHUNK_RAYS = {"tiny": 2 ** 14, "quick": 2 ** 16, "full": 2 ** 22}
-N_VIEWS, ORBIT_RADIUS, FOV_X_DEG = 8, 2.6, 40.0
+N_VIEWS, FOV_DEG, ELEVATION_DEG = 8, 40.0, 25.0  # FOV_DEG: of the frame's shorter side
+FRAMING_POINTS = 4096  # surface samples the orbit distance is fitted to
 SPHERE_RADIUS = 0.5
 NEAR_SURFACE_SIGMAS = (0.005, 0.02)  # Gaussian offsets from the surface, in normalised units
 # Rays are traced through the scene's bounding box grown by this fraction of its extent (within the field's
@@ -70,6 +71,7 @@ class NsdfApp(App):
             self._surface = self._csg_surface
         else:
             vertices, faces = load_obj(scene)
+            vertices = vertices @ Y_UP_TO_Z_UP.t()  # OBJ files are y-up; ngfx's orbits are z-up
             lo, hi = vertices.min(0).values, vertices.max(0).values
             scale = 1.8 / float((hi - lo).max())  # mesh into [-0.9, 0.9]^3
             vertices = (vertices - (lo + hi) / 2) * scale
@@ -77,6 +79,10 @@ class NsdfApp(App):
             self._sdf = lambda p: signed_distance(vertices, faces, p.to(self.device_)).cpu()
             self._surface = lambda n, g: sample_surface(vertices, faces, n, g)
         self.diagonal = float((self.box[1] - self.box[0]).norm())
+        self.orbit_target = tuple(float(v) for v in self.box.mean(0))
+        # framed on the surface itself (its own seed: the training samples stay as they were)
+        surface = self._surface(FRAMING_POINTS, torch.Generator().manual_seed(seed + 1))
+        self.orbit_radius = framing_radius(surface, self.orbit_target, ELEVATION_DEG, FOV_DEG)
         margin = TRACE_BOX_MARGIN * (self.box[1] - self.box[0])
         self.trace_box = torch.stack([(self.box[0] - margin).clamp(min=-1.0), (self.box[1] + margin).clamp(max=1.0)])
         self.train_points, self.train_sdf = self._sample(self.n_train, gen, near_fraction=self.near_fraction)
@@ -133,16 +139,23 @@ class NsdfApp(App):
         return out
 
     def camera(self, width: int, height: int, view) -> tuple[torch.Tensor, Intrinsics]:
-        return orbit_camera(width, height, view, N_VIEWS, ORBIT_RADIUS, 25.0, FOV_X_DEG, self.device_)
+        """An orbit around the scene's box, close enough to fill the frame and far enough to crop nothing."""
+        return orbit_camera(width, height, view, N_VIEWS, self.orbit_radius, ELEVATION_DEG,
+                            fov_x_for_short_side(width, height, FOV_DEG), self.device_, target=self.orbit_target)
+
+    def orbit_poses(self, n_frames: int) -> torch.Tensor:
+        """A camera path of ``n_frames`` poses around the scene, framed as :meth:`camera` -> [n_frames, 4, 4]."""
+        return orbit_poses(n_frames, self.orbit_radius, ELEVATION_DEG, target=self.orbit_target)
 
     @torch.no_grad()
     def render(self, width: int, height: int, view=0, fused: bool = True) -> torch.Tensor:
         """Sphere-traced, shaded [height, width, 3] frame, a band of rays at a time; background black."""
-        from ngfx.render import triton_nsdf
-
         triton_ok = use_triton(fused, self.device_)
-        step_fn = triton_nsdf.trace_step_triton if triton_ok else trace_step_torch
-        shade_fn = triton_nsdf.shade_triton if triton_ok else shade_torch
+        if triton_ok:
+            from ngfx.render import triton_nsdf as rest_ops  # imports triton
+        else:
+            rest_ops = sphere_trace
+        step_fn, shade_fn = rest_ops.trace_step, rest_ops.shade
         c2w, k = self.camera(width, height, view)
         frame = torch.zeros(height * width, 3, device=self.device_)
         rows = max(1, CHUNK_RAYS[self.size] // width)

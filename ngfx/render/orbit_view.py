@@ -10,13 +10,38 @@ from ngfx.render.cameras import Intrinsics, orbit_poses, pixel_rays
 
 
 def orbit_camera(width: int, height: int, view, n_views: int, radius: float, elevation_deg: float,
-                 fov_x_deg: float, device) -> tuple[torch.Tensor, Intrinsics]:
-    """``view``: an index into ``n_views`` orbit poses, or a camera-to-world [4, 4] pose -> (c2w, intrinsics)."""
+                 fov_x_deg: float, device, target: tuple[float, float, float] = (0.0, 0.0, 0.0),
+                 ) -> tuple[torch.Tensor, Intrinsics]:
+    """``view``: an index into ``n_views`` orbit poses around ``target``, or a camera-to-world [4, 4] pose
+    -> (c2w, intrinsics)."""
     if isinstance(view, torch.Tensor) and view.shape == (4, 4):
         c2w = view.float()
     else:
-        c2w = orbit_poses(n_views, radius, elevation_deg=elevation_deg)[int(view) % n_views]
+        c2w = orbit_poses(n_views, radius, elevation_deg=elevation_deg, target=target)[int(view) % n_views]
     return c2w.to(device), Intrinsics.from_fov_x(width, height, math.radians(fov_x_deg))
+
+
+def fov_x_for_short_side(width: int, height: int, fov_deg: float) -> float:
+    """The horizontal field of view (degrees) that gives the frame's shorter side ``fov_deg``: what fits in a
+    square frame then fits in any frame, wide or tall."""
+    if height >= width:
+        return fov_deg
+    return math.degrees(2.0 * math.atan(math.tan(math.radians(fov_deg) / 2.0) * width / height))
+
+
+def framing_radius(points: torch.Tensor, target: tuple[float, float, float], elevation_deg: float, fov_deg: float,
+                   margin: float = 1.05, n_azimuths: int = 36) -> float:
+    """Orbit distance from ``target`` at which all ``points`` [N, 3] (e.g. surface samples) lie inside a square
+    view cone of ``fov_deg``, from every azimuth of an orbit at ``elevation_deg``, with ``margin`` to spare."""
+    offsets = points.float() - torch.tensor(target, dtype=torch.float32)
+    tan_half = math.tan(math.radians(fov_deg) / 2.0) / margin
+    radius = 0.0
+    for pose in orbit_poses(n_azimuths, 1.0, elevation_deg=elevation_deg):
+        right, up, back = pose[:3, 0], pose[:3, 1], pose[:3, 2]
+        # a point at depth (radius - offset . back) must see its lateral offsets within the cone
+        lateral = torch.maximum((offsets @ right).abs(), (offsets @ up).abs())
+        radius = max(radius, float((offsets @ back + lateral / tan_half).max()))
+    return radius
 
 
 def band_rays(c2w: torch.Tensor, k: Intrinsics, row0: int, n_rows: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -2,7 +2,8 @@
 
 Rays start where they enter the scene box and step by the SDF value until it drops below ``eps`` (hit) or
 they leave the box (miss). Each step only evaluates the rays still alive (compaction). Normals come from
-four tetrahedral finite differences of the SDF (Quilez), shading is Lambert + ambient.
+four tetrahedral finite differences of the SDF (Quilez), shading is Lambert + ambient. :func:`trace_step` and
+:func:`shade` are the PyTorch twins of the kernels of the same names in :mod:`ngfx.render.triton_nsdf`.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def to_unit(points: torch.Tensor) -> torch.Tensor:
     return ((points + 1.0) * 0.5).clamp(0.0, 1.0)
 
 
-def trace_step_torch(origins, dirs, active, t, raw, t_far, status, eps: float, step_scale: float,
+def trace_step(origins, dirs, active, t, raw, t_far, status, eps: float, step_scale: float,
                      sphere_radius: float):
     """One sphere-tracing step for the active rays, in place on ``t`` and ``status``.
 
@@ -51,7 +52,7 @@ def trace_step_torch(origins, dirs, active, t, raw, t_far, status, eps: float, s
     return to_unit(origins[active] + t_new[:, None] * dirs[active])
 
 
-def shade_torch(frame_flat: torch.Tensor, pixel: torch.Tensor, tetra_sdf: torch.Tensor) -> None:
+def shade(frame_flat: torch.Tensor, pixel: torch.Tensor, tetra_sdf: torch.Tensor) -> None:
     """Lambert + ambient colour of hit pixels into frame_flat [P, 3]; tetra_sdf [4, A] from TETRAHEDRON offsets."""
     k = TETRAHEDRON.to(tetra_sdf.device)
     normal = (tetra_sdf[:, :, None] * k[:, None, :]).sum(0)

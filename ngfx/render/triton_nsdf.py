@@ -1,6 +1,6 @@
 """NSDF's fused "rest" kernels: the sphere-tracing step (sphere bias + update + next point in field
-coordinates) and the shading (normal + Lambert + write), each one Triton launch; twins of
-:mod:`ngfx.render.sphere_trace`'s PyTorch versions."""
+coordinates) and the shading (normal + Lambert + write), each one Triton launch; twins of the PyTorch
+functions of the same names in :mod:`ngfx.render.sphere_trace`."""
 
 from __future__ import annotations
 
@@ -35,9 +35,9 @@ def _trace_step_kernel(o_ptr, d_ptr, active_ptr, t_ptr, raw_ptr, t_far_ptr, stat
     tl.store(next_ptr + i * 3 + 2, tl.minimum(tl.maximum((oz + t_new * dz + 1.0) * 0.5, 0.0), 1.0), mask=mask)
 
 
-def trace_step_triton(origins, dirs, active, t, raw, t_far, status, eps: float, step_scale: float,
+def trace_step(origins, dirs, active, t, raw, t_far, status, eps: float, step_scale: float,
                       sphere_radius: float):
-    """Same contract as :func:`ngfx.render.sphere_trace.trace_step_torch`."""
+    """Same contract as :func:`ngfx.render.sphere_trace.trace_step`."""
     n = active.numel()
     nxt = torch.empty(n, 3, device=origins.device, dtype=torch.float32)
     if n:
@@ -67,8 +67,8 @@ def _shade_kernel(frame_ptr, pixel_ptr, sdf_ptr, n, lx, ly, lz, ar, ag, ab, ambi
     tl.store(frame_ptr + pixel * 3 + 2, tl.minimum(shade * ab, 1.0), mask=mask)
 
 
-def shade_triton(frame_flat: torch.Tensor, pixel: torch.Tensor, tetra_sdf: torch.Tensor) -> None:
-    """Same contract as :func:`ngfx.render.sphere_trace.shade_torch`."""
+def shade(frame_flat: torch.Tensor, pixel: torch.Tensor, tetra_sdf: torch.Tensor) -> None:
+    """Same contract as :func:`ngfx.render.sphere_trace.shade`."""
     n = pixel.numel()
     if n:
         _shade_kernel[(triton.cdiv(n, BLOCK),)](frame_flat, pixel, tetra_sdf.contiguous(), n, *LIGHT_DIR, *ALBEDO,
