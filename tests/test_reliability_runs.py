@@ -146,9 +146,14 @@ def test_corrupt_run_records_are_clear_errors(run, tmp_path, capsys):
     (run / "run.json").write_text(json.dumps(saved))
     assert main(["render", str(run), "--resolution", "8x8", "--out", str(tmp_path / "a"), "--device", "cpu"]) == 2
     assert "run.json: field 'options.colour_space': unknown option" in capsys.readouterr().err
+    saved["options"].pop("colour_space")
+    saved["options"]["lr"] = "fast"
+    (run / "run.json").write_text(json.dumps(saved))
+    assert main(["render", str(run), "--resolution", "8x8", "--out", str(tmp_path / "c"), "--device", "cpu"]) == 2
+    assert "run.json: field 'options.lr': expected float or int, got 'fast'" in capsys.readouterr().err
+    saved["options"]["lr"] = 0.01
     ckpt = run / "checkpoint.safetensors"
     save_file(load_file(ckpt), ckpt, metadata={"ngfx": "[1, 2]"})
-    saved["options"].pop("colour_space")
     (run / "run.json").write_text(json.dumps(saved))
     assert main(["render", str(run), "--resolution", "8x8", "--out", str(tmp_path / "b"), "--device", "cpu"]) == 2
     assert "checkpoint.safetensors: field 'metadata.ngfx': expected a JSON object, got list" in capsys.readouterr().err

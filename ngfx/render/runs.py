@@ -15,6 +15,7 @@ import math
 import signal
 import threading
 import time
+import types
 import typing
 from pathlib import Path
 
@@ -93,16 +94,32 @@ def default_size(device=None) -> str:
 
 
 def check_options(module, options: dict, source: str) -> dict:
-    """Refuse option keys the app's constructor does not take (a hand-edited or foreign run.json)."""
+    """Refuse option keys the app's constructor does not take, and values of another type than it declares
+    (a hand-edited or foreign run.json): one clear line instead of a TypeError deep in the app."""
     if not isinstance(options, dict):
         raise NgfxInputError(source, "options", f"expected an object, got {type(options).__name__}")
     app_class = typing.get_type_hints(module.build_app)["return"]
+    hints = typing.get_type_hints(app_class.__init__)
     accepted = set(inspect.signature(app_class.__init__).parameters) - {"self", "scene", "encoding", "size", "device"}
-    unknown = sorted(set(options) - accepted)
-    if unknown:
-        raise NgfxInputError(source, f"options.{unknown[0]}", f"unknown option of {app_class.__name__} "
-                                                              f"(known: {', '.join(sorted(accepted))})")
+    for key, value in options.items():
+        if key not in accepted:
+            raise NgfxInputError(source, f"options.{key}", f"unknown option of {app_class.__name__} "
+                                                           f"(known: {', '.join(sorted(accepted))})")
+        kinds = _runtime_types(hints.get(key, object))
+        if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
+            names = " or ".join(sorted({k.__name__ for k in kinds}))
+            raise NgfxInputError(source, f"options.{key}", f"expected {names}, got {value!r}")
     return options
+
+
+def _runtime_types(hint) -> tuple[type, ...]:
+    """The classes a JSON value may have for a type hint: ``int | None`` -> (int, NoneType); a float takes an
+    int, a tuple a list (JSON has no tuples)."""
+    kinds = set()
+    for arg in typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,):
+        kind = typing.get_origin(arg) or arg
+        kinds |= {kind, int} if kind is float else {kind, list} if kind is tuple else {kind}
+    return tuple(kinds)
 
 
 def _saved_run(run_json: Path, app: str, module) -> dict:
