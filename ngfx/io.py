@@ -87,7 +87,7 @@ def read_json(path: str | os.PathLike) -> Any:
     """Read a JSON file; a missing or malformed file raises :class:`NgfxInputError` naming it."""
     path = Path(path)
     if not path.is_file():
-        raise NgfxInputError(str(path), None, "file not found")
+        raise NgfxInputError(str(path), None, "is a folder, expected a JSON file" if path.is_dir() else "file not found")
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
@@ -144,7 +144,7 @@ def read_image(path: str | os.PathLike, min_side: int = MIN_IMAGE_SIDE) -> np.nd
 
     path = Path(path)
     if not path.is_file():
-        raise NgfxInputError(str(path), None, "image file not found")
+        raise NgfxInputError(str(path), None, "is a folder, expected an image" if path.is_dir() else "image file not found")
     with open(path, "rb") as f:
         head = f.read(16)
     if not head:

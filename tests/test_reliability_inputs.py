@@ -59,6 +59,7 @@ def _float_tiff(path):
     ("empty.jpg", lambda p: p.write_bytes(b""), "empty file"),
     ("dot.png", lambda p: write_image(p, np.zeros((1, 1, 3), np.float32)), "image too small: 1x1 pixels"),
     ("hdr.tiff", _float_tiff, "float image with values in [2.5, 2.5]"),
+    ("folder.png", lambda p: p.mkdir(), "is a folder, expected an image"),
 ])
 def test_bad_images_say_what_is_wrong_with_the_file(tmp_path, capsys, name, write, problem):
     image = tmp_path / name
