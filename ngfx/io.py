@@ -234,6 +234,8 @@ def current_umask() -> int:
 def check_output(path: str | os.PathLike, flag: str, folder: bool) -> Path:
     """Refuse, before any work, an output ``path`` (a folder when ``folder``, else a file) that exists as
     the other kind, lies under a file, or is in a folder this process cannot write. Creates nothing."""
+    if not os.fspath(path).strip():
+        raise NgfxInputError(flag, None, "empty path")
     path = Path(path)
     where = f"{flag} {path}"
     if path.exists() and path.is_dir() != folder:

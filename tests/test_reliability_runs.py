@@ -197,3 +197,15 @@ def test_every_checkpoint_saves_the_curve_up_to_its_step(tmp_path, monkeypatch):
     monkeypatch.setattr(runs, "_save", spy)
     assert main([*TRAIN, "--steps", "3", "--out", str(run)]) == 0
     assert seen == [(1, 0), (2, 1), (3, 2), (3, 3)]  # each checkpoint finds the previous one's curve on disk
+
+
+def test_an_empty_out_and_a_bad_checkpoint_step_are_refused(run, tmp_path, capsys, monkeypatch):
+    from safetensors.torch import load_file, save_file
+
+    monkeypatch.chdir(tmp_path)
+    assert main([*TRAIN, "--steps", "1", "--out", ""]) == 2
+    assert "--out: empty path" in capsys.readouterr().err and not (tmp_path / "run.json").exists()
+    ckpt = run / "checkpoint.safetensors"
+    save_file(load_file(ckpt), ckpt, metadata={"ngfx": json.dumps({"step": "two", "app": "gia"})})
+    assert main([*TRAIN, "--steps", "3", "--out", str(run), "--resume"]) == 2
+    assert "checkpoint.safetensors: metadata: field 'step': expected int or float" in capsys.readouterr().err
