@@ -376,13 +376,11 @@ def main(argv: list[str] | None = None) -> int:
         if "out of memory" not in str(e):  # torch.cuda.OutOfMemoryError; anything else is a bug: show it
             raise
         print(f"{prefix}: error: out of GPU memory; try a smaller --size or --resolution", file=sys.stderr)
-    except TrainingInterrupted as e:
-        print(f"{prefix}: {e}", file=sys.stderr)
-        return 128 + e.signal_number
-    except KeyboardInterrupt:
-        resumes = "; re-run to resume its unfinished stages" if args.command == "demo" else ""
-        print(f"{prefix}: interrupted{resumes}", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # a TrainingInterrupted says where the run stopped and that it was saved
+        what = str(e) if isinstance(e, TrainingInterrupted) else "interrupted"
+        resumes = "; re-run the demo to resume its unfinished stages" if args.command == "demo" else ""
+        print(f"{prefix}: {what}{resumes}", file=sys.stderr)
+        return 128 + getattr(e, "signal_number", 2)  # 130 for SIGINT, 143 for SIGTERM
     finally:
         warnings.formatwarning = default_format
     return 2

@@ -159,7 +159,8 @@ def test_corrupt_run_records_are_clear_errors(run, tmp_path, capsys):
     assert "checkpoint.safetensors: field 'metadata.ngfx': expected a JSON object, got list" in capsys.readouterr().err
 
 
-def test_sigint_saves_the_step_it_stopped_at_and_resume_continues_there(tmp_path):
+@pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_saves_the_step_it_stopped_at_and_resume_continues_there(tmp_path, signal_number):
     run, log = tmp_path / "run", tmp_path / "stderr.txt"
     with open(log, "w") as stderr:
         proc = subprocess.Popen([sys.executable, "-m", "ngfx.cli", *TRAIN, "--steps", "100000", "--out", str(run)],
@@ -169,8 +170,8 @@ def test_sigint_saves_the_step_it_stopped_at_and_resume_continues_there(tmp_path
         time.sleep(0.2)
         counts = re.findall(r"(\d+)/100000", log.read_text())
         seen = int(counts[-1]) if counts else 0
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=120) == 130
+    proc.send_signal(signal_number)
+    assert proc.wait(timeout=120) == 128 + signal_number
     err = log.read_text()
     stopped = int(re.search(r"interrupted at step (\d+): checkpoint and curve saved", err).group(1))
     assert stopped >= seen >= 2 and "Traceback" not in err

@@ -279,7 +279,7 @@ def _train_loop(instance: App, run: dict, out: Path, total: int | None, seconds:
                 raise TrainingInterrupted(f"interrupted before the first step; {kept}", stop.signal_number)
             save(step, trained_s)
             raise TrainingInterrupted(f"interrupted at step {step}: checkpoint and curve saved in {out}; "
-                                      "train again with --resume to continue from there", stop.signal_number)
+                                      "training with --resume continues from there", stop.signal_number)
     save(step, trained_s)
     instance.eval()
     metrics = {**instance.evaluate(), "seconds": trained_s, "steps": step, **_identity(run)}
