@@ -179,13 +179,16 @@ def _add_nelf(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--out", required=True, help="model.onnx path")
     e.add_argument("--resolution", type=_resolution, default=None, help="frame size WxH (default: the run's)")
     e.set_defaults(func=_run_nelf_export)
-    m = sub.add_parser("mobile-report", help="per-layer costs and estimated phone latency of a NeLF network")
-    m.add_argument("source", help="NeLF run folder, NeLF config JSON, or preset (paper, mobile_r2l_x8, r2l, ...)")
+    m = sub.add_parser("mobile-report", help="per-layer costs and estimated phone latency of a NeLF (or ONNX) network")
+    m.add_argument("source", help="NeLF run folder, NeLF config JSON, preset (paper, mobile_r2l_x8, r2l, ...) or an "
+                                  "ONNX file (costed from its graph, at its exported size)")
     m.add_argument("--phone", default="iphone13", help="phone: a device key of the device file (default iphone13)")
     m.add_argument("--unit", choices=("neural_engine", "gpu"), default="neural_engine")
     m.add_argument("--resolution", type=_resolution, default=(1008, 756), help="frame size WxH (default 1008x756)")
     m.add_argument("--devices", default=None, help="device profiles JSON (default: the packaged devices.json)")
     m.add_argument("--measured-h200", default=None, help="JSON written by benchmarks/bench_nelf.py")
+    m.add_argument("--heldout", action="store_true",
+                   help="also check the latency model on published latencies of other networks (held-out points)")
     m.add_argument("--out", required=True, help="report folder")
     m.set_defaults(func=_run_mobile_report)
 
@@ -214,9 +217,10 @@ def _run_mobile_report(args: argparse.Namespace) -> int:
     from ngfx.nelf.mobile_report import write_mobile_report
 
     path = write_mobile_report(args.source, args.phone, args.resolution, args.out, unit=args.unit,
-                               devices_file=args.devices, measured_h200=args.measured_h200)
-    frame = read_json(path.with_name("report.json"))["frame"]
-    print(f"{args.phone} {args.unit} {args.resolution[0]}x{args.resolution[1]}: estimate "
+                               devices_file=args.devices, measured_h200=args.measured_h200, heldout=args.heldout)
+    report = read_json(path.with_name("report.json"))
+    frame, (width, height) = report["frame"], report["resolution"]
+    print(f"{args.phone} {args.unit} {width}x{height}: estimate "
           f"{frame['estimate_s'] * 1e3:.2f} ms ({1 / frame['estimate_s']:.1f} frames/s), compute bound "
           f"{frame['compute_bound_s'] * 1e3:.2f} ms -> {path}")
     return 0

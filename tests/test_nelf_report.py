@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from ngfx.cli import main
 from ngfx.errors import NgfxInputError
@@ -114,3 +115,67 @@ def test_report_folder_is_replaced_whole(tmp_path):
     write_mobile_report("tiny", "iphone14pro", (32, 32), out)
     assert not (out / "stale.txt").exists() and "iPhone 14 Pro" in (out / "report.md").read_text()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]
+
+
+def test_onnx_graph_costs_equal_the_layer_table(tmp_path):
+    """The file that ships is costed like the config it came from: same layers, shapes, params, MACs, bytes."""
+    from ngfx.nelf.layer_costs import onnx_layer_costs
+    from ngfx.nelf.network import NeLF, NeLFConfig
+    from ngfx.nelf.onnx_export import export_model
+
+    cfg = NeLFConfig(n_points=2, n_freqs=2, width=16, n_blocks=2, sr_stages=((8, 4, 2), (4, 3, 3)), sr_blocks=1)
+    path = export_model(NeLF(cfg), tmp_path / "small.onnx", (48, 30))
+    from_graph, from_config = onnx_layer_costs(path), layer_costs(cfg, 48, 30)
+    assert len(from_graph) == len(from_config) == 2 * 2 + 1 + 2 * (1 + 2) + 1
+    for g, c in zip(from_graph, from_config):
+        assert (g.name, g.kind, g.in_shape, g.out_shape, g.params, g.macs, g.bytes_moved) == (
+            c.name, c.kind, c.in_shape, c.out_shape, c.params, c.macs, c.bytes_moved)
+    # the report from the ONNX file is the report from the config, at the file's own size
+    write_mobile_report(path, "iphone13", (1008, 756), tmp_path / "onnx")
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg.to_dict()))
+    write_mobile_report(tmp_path / "cfg.json", "iphone13", (48, 30), tmp_path / "cfg")
+    onnx_report, cfg_report = (json.loads((tmp_path / d / "report.json").read_text()) for d in ("onnx", "cfg"))
+    assert onnx_report["resolution"] == [48, 30] and onnx_report["frame"] == cfg_report["frame"]
+
+
+def test_onnx_costs_depthwise_strided_and_fully_connected_layers(tmp_path):
+    from ngfx.nelf.layer_costs import onnx_layer_costs
+    from ngfx.nelf.onnx_export import export_onnx
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, 2, 1), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 3, 1, 1, groups=8),
+                              torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 10))
+    costs = onnx_layer_costs(export_onnx(net, torch.zeros(1, 3, 32, 32), tmp_path / "n.onnx"))
+    assert [c.kind for c in costs] == ["conv3x3/2", "conv3x3dw", "fc"]
+    assert [c.macs for c in costs] == [16 * 16 * 8 * 3 * 9, 16 * 16 * 8 * 1 * 9, 8 * 10]
+    assert [c.params for c in costs] == [8 * 3 * 9 + 8, 8 * 9 + 8, 8 * 10 + 10]
+    (tmp_path / "junk.onnx").write_bytes(b"not a model")
+    with pytest.raises(NgfxInputError, match="junk.onnx.*not a readable ONNX model"):
+        onnx_layer_costs(tmp_path / "junk.onnx")
+
+
+def test_heldout_table_excludes_the_calibration_point(tmp_path, capsys):
+    from ngfx.nelf.heldout import heldout_rows, load_points, summary
+
+    points = load_points()
+    assert {p["network"] for p in points} >= {"mobileone_s0", "mobileone_s4", "mobilenet_v2"}
+    assert all(p["source"] and p["latency_ms"] > 0 for p in points)
+    devices = load_devices()
+    calibration = {"network": devices["calibration"]["config"], "resolution": devices["calibration"]["resolution"],
+                   "device": "iphone13", "unit": "neural_engine", "latency_ms": 18.04, "source": "calibration"}
+    picked = [p for p in points if p["network"] in ("mobileone_s0", "mobilenet_v2")]
+    rows = heldout_rows(devices, picked + [calibration])
+    assert len(rows) == len(picked) and all(r["network"] != calibration["network"] for r in rows)
+    s0 = next(r for r in rows if r["network"] == "mobileone_s0")
+    assert s0["params_m"] == pytest.approx(2.08, abs=0.01) and s0["gflops"] == pytest.approx(0.55, abs=0.01)
+    assert s0["error"] == pytest.approx(s0["estimate_ms"] / 0.79 - 1)
+    s = summary(rows)
+    assert s["points"] == len(picked) and s["error"]["worst_abs"] >= s["error"]["median_abs"] > 0
+
+
+def test_cli_heldout_section(tmp_path, capsys):
+    assert main(["mobile-report", "paper", "--heldout", "--out", str(tmp_path / "r")]) == 0
+    text = (tmp_path / "r" / "report.md").read_text()
+    held = json.loads((tmp_path / "r" / "heldout.json").read_text())
+    assert "## Held-out check" in text and "median |error|" in text
+    assert held["summary"]["points"] == len(held["rows"]) >= 7
+    assert all(r["network"] != "mobile_r2l_x12" for r in held["rows"])

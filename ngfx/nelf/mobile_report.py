@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ngfx.errors import NgfxInputError
 from ngfx.io import atomic_folder, read_json, require, write_json
-from ngfx.nelf.layer_costs import LayerCost, layer_costs, totals
+from ngfx.nelf.layer_costs import LayerCost, layer_costs, onnx_layer_costs, totals
 from ngfx.nelf.network import PRESETS, NeLFConfig, low_resolution, preset_for
 
 UNITS = ("neural_engine", "gpu")
@@ -132,25 +132,49 @@ def calibration_scale(devices: dict) -> tuple[float, dict]:
     return busy / (target - fixed), cal
 
 
-def resolve_source(source: str | Path, resolution: tuple[int, int]) -> tuple[NeLFConfig, str]:
-    """A NeLF run folder, a JSON config file or a preset name -> (config, description)."""
+def resolve_source(source: str | Path, resolution: tuple[int, int]) -> tuple[NeLFConfig | None, list[LayerCost], str,
+                                                                        tuple[int, int]]:
+    """A NeLF run folder, a JSON config file, a preset name or an ONNX file -> (NeLF config or None, layer costs,
+    description, frame size (W, H)). An ONNX file is costed from its own graph, at the size it was exported
+    for (``resolution`` is not used): the costs are those of the file that would ship."""
     path = Path(source)
+    if path.suffix == ".onnx":
+        costs = onnx_layer_costs(path)
+        cfg, size = _onnx_network(path, costs)
+        return cfg, costs, f"ONNX file {path}", size
     if path.is_dir():
         run = read_json(path / "run.json")
         if run.get("app") != "nelf":
             raise NgfxInputError(str(path / "run.json"), "app", f"not a NeLF run (app = {run.get('app')!r})")
-        return NeLFConfig.from_dict(require(run, "nelf_config", str(path / "run.json"), dict)), f"run {path}"
-    if path.suffix == ".json":
-        return NeLFConfig.from_dict(read_json(path), str(path)), f"config file {path}"
-    return preset_for(str(source), resolution), f"preset '{source}'"
+        cfg, described = NeLFConfig.from_dict(require(run, "nelf_config", str(path / "run.json"), dict)), f"run {path}"
+    elif path.suffix == ".json":
+        cfg, described = NeLFConfig.from_dict(read_json(path), str(path)), f"config file {path}"
+    else:
+        cfg, described = preset_for(str(source), resolution), f"preset '{source}'"
+    return cfg, layer_costs(cfg, *resolution), described, tuple(resolution)
 
 
-def predict(cfg: NeLFConfig, device_key: str, resolution: tuple[int, int], unit: str = "neural_engine",
-            devices: dict | None = None) -> dict:
-    """Per-layer and per-frame bounds and estimates (seconds) of one frame at ``resolution`` (W, H)."""
+def _onnx_network(path: Path, costs: list[LayerCost]) -> tuple[NeLFConfig | None, tuple[int, int]]:
+    """The NeLF config an ngfx export records in its metadata (None for other networks), and the frame size:
+    a NeLF's output, any other network's input."""
+    import onnx
+
+    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    if "ngfx.nelf_config" in props:
+        cfg = NeLFConfig.from_dict(json.loads(props["ngfx.nelf_config"]), f"{path}: metadata ngfx.nelf_config")
+        _, h, w = costs[-1].out_shape
+        return cfg, (w, h)
+    _, h, w = costs[0].in_shape
+    return None, (w, h)
+
+
+def predict(network: NeLFConfig | list[LayerCost], device_key: str, resolution: tuple[int, int],
+            unit: str = "neural_engine", devices: dict | None = None) -> dict:
+    """Per-layer and per-frame bounds and estimates (seconds) of one frame at ``resolution`` (W, H) of a NeLF
+    config, or of a given layer table (``resolution`` then only labels it)."""
     devices = devices or load_devices()
     device = get_device(devices, device_key)
-    costs = layer_costs(cfg, *resolution)
+    costs = layer_costs(network, *resolution) if isinstance(network, NeLFConfig) else network
     scale, cal = calibration_scale(devices)
     rows = [{**c.to_dict(), "roofline_s": roofline_seconds(c, device, unit),
              "uncalibrated_s": model_seconds(c, device, unit), "estimate_s": model_seconds(c, device, unit, scale)}
@@ -176,8 +200,9 @@ def _roofline_figure(pred: dict, device: dict, path: Path) -> None:
         ax.plot(x, np.minimum(peak, x * bandwidth) / 1e12, style, color="k", lw=1,
                 label=f"{unit} roofline ({peak / 1e12:.2f} TFLOP/s, {bandwidth / 1e9:.1f} GB/s)")
     layers = pred["layers"]
+    nelf = ("stem", "body", "upsample", "to_rgb")
     groups = {"stem/body": lambda n: n.startswith(("stem", "body")), "super-resolution": lambda n: n.startswith(
-        "upsample"), "to_rgb": lambda n: n.startswith("to_rgb")}
+        "upsample"), "to_rgb": lambda n: n.startswith("to_rgb"), "layers": lambda n: not n.startswith(nelf)}
     for label, member in groups.items():
         sel = [r for r in layers if member(r["name"])]
         if sel:
@@ -205,17 +230,26 @@ def _read_measured(path: str | Path) -> list[dict]:
 
 def write_mobile_report(source: str | Path, device: str, resolution: tuple[int, int], out_dir: str | Path,
                         unit: str = "neural_engine", devices_file: str | Path | None = None,
-                        measured_h200: str | Path | None = None) -> Path:
-    """Write ``report.md``, ``report.html``, ``roofline.png`` and ``report.json`` to ``out_dir`` -> the .md path."""
+                        measured_h200: str | Path | None = None, heldout: bool = False) -> Path:
+    """Write ``report.md``, ``report.html``, ``roofline.png`` and ``report.json`` to ``out_dir`` -> the .md path.
+    With ``heldout``, also the latency model's check on published latencies of other networks
+    (:mod:`ngfx.nelf.heldout`), a section of the report and ``heldout.json``."""
     import markdown
 
     # every input is read and every figure computed before anything is written
     devices = load_devices(devices_file)
-    cfg, described = resolve_source(source, resolution)
-    pred = predict(cfg, device, resolution, unit, devices)
+    cfg, costs, described, resolution = resolve_source(source, resolution)
+    pred = predict(costs, device, resolution, unit, devices)
     dev = get_device(devices, device)
     measured = _read_measured(measured_h200) if measured_h200 else []
-    text = _markdown(pred, dev, devices, cfg, described, measured)
+    text = _markdown(pred, costs, dev, devices, cfg, described, measured)
+    held = None
+    if heldout:
+        from ngfx.nelf import heldout as held_out
+
+        rows = held_out.heldout_rows(devices)
+        held = {"rows": rows, "summary": held_out.summary(rows)}
+        text += "\n" + "\n".join(held_out.markdown(rows, devices))
     body = markdown.markdown(text, extensions=["tables"])
     with atomic_folder(out_dir) as tmp:
         _roofline_figure(pred, dev, tmp / "roofline.png")
@@ -225,19 +259,23 @@ def write_mobile_report(source: str | Path, device: str, resolution: tuple[int, 
             "</title><style>body{font-family:sans-serif;max-width:75em;margin:auto}table{border-collapse:"
             "collapse;font-size:85%}td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}</style>"
             f"</head><body>{body}</body></html>\n")
-        write_json(tmp / "report.json", {**pred, "config": cfg.to_dict(), "source": described,
+        write_json(tmp / "report.json", {**pred, "config": cfg.to_dict() if cfg else None, "source": described,
                                          "measured_h200": measured})
+        if held:
+            write_json(tmp / "heldout.json", held)
     return Path(out_dir) / "report.md"
 
 
-def _markdown(pred: dict, dev: dict, devices: dict, cfg: NeLFConfig, described: str, measured: list) -> str:
+def _markdown(pred: dict, costs: list[LayerCost], dev: dict, devices: dict, cfg: NeLFConfig | None, described: str,
+              measured: list) -> str:
     w, h = pred["resolution"]
     t, frame, cal = pred["totals"], pred["frame"], pred["calibration"]
     uses_cal_point = (pred["device"] == cal["device"] and pred["unit"] == cal["unit"] and list(cal["resolution"]) ==
                       [w, h] and preset_for(cal["config"]) == cfg)
-    lines = [f"# NeLF latency estimate: {dev['name']}, {pred['unit']}, {w}x{h}", "",
-             f"Network: {described}; {t['layers']} conv layers, upscale x{cfg.upscale}, body {cfg.width} wide x "
-             f"{cfg.n_blocks} blocks, {cfg.n_points} points x {cfg.n_freqs} frequencies per ray.", "",
+    network = (f"upscale x{cfg.upscale}, body {cfg.width} wide x {cfg.n_blocks} blocks, {cfg.n_points} points x "
+               f"{cfg.n_freqs} frequencies per ray" if cfg else "costed from its ONNX graph")
+    lines = [f"# {'NeLF latency' if cfg else 'Latency'} estimate: {dev['name']}, {pred['unit']}, {w}x{h}", "",
+             f"Network: {described}; {t['layers']} layers (convs, transposed convs, fully connected), {network}.", "",
              "## Totals", "", "| quantity | value |", "|---|---|",
              f"| parameters (BatchNorm folded) | {t['params']:,} |",
              f"| storage fp16 / fp32 | {t['storage_mb_fp16']:.3f} MB / {t['storage_mb_fp32']:.3f} MB (1 MB = 10^6 B) |",
@@ -271,7 +309,7 @@ def _markdown(pred: dict, dev: dict, devices: dict, cfg: NeLFConfig, described: 
               "## Same network on other devices (calibrated estimate, same unit)", "",
               "| device | compute bound | no-reuse roofline | estimate |", "|---|---|---|---|"]
     for key in devices["devices"]:
-        p = predict(cfg, key, (w, h), pred["unit"], devices)
+        p = predict(costs, key, (w, h), pred["unit"], devices)
         lines.append(f"| {key} | {p['frame']['compute_bound_s'] * 1e3:.2f} ms | {p['frame']['roofline_s'] * 1e3:.2f} ms"
                      f" | {p['frame']['estimate_s'] * 1e3:.2f} ms |")
     for r in measured:

@@ -45,13 +45,20 @@ def export_model(model: NeLF, out_path: str | Path, resolution: tuple[int, int])
     w, h = low_resolution(model.cfg, *resolution)
     model = fold_batchnorm(model.float().cpu())  # every BatchNorm, also those after transposed convs
     example = torch.zeros(1, model.cfg.in_channels, h, w)
+    return export_onnx(model, example, out_path, ("rays", "rgb"), input_layout(model.cfg, resolution))
+
+
+def export_onnx(module: torch.nn.Module, example: torch.Tensor, out_path: str | Path,
+                names: tuple[str, str] = ("input", "output"), metadata: dict[str, str] | None = None) -> Path:
+    """Any one-input network at ``example``'s fixed shape -> an ONNX file (opset 17) written atomically."""
     buffer = io.BytesIO()
     with warnings.catch_warnings():  # the TorchScript exporter's deprecation notices; it is the one that folds BN
         warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(model, (example,), buffer, input_names=["rays"], output_names=["rgb"], opset_version=17,
-                          dynamo=False)
+        torch.onnx.export(module.eval(), (example,), buffer, input_names=[names[0]], output_names=[names[1]],
+                          opset_version=17, dynamo=False)
     graph = onnx.load_from_string(buffer.getvalue())
-    onnx.helper.set_model_props(graph, input_layout(model.cfg, resolution))
+    if metadata:
+        onnx.helper.set_model_props(graph, metadata)
     out_path = Path(out_path)
     with atomic_write(out_path) as f:
         f.write(graph.SerializeToString())
