@@ -102,6 +102,8 @@ def test_file_paths_leaving_the_dataset_are_refused_unless_allowed(tmp_path, mon
     ({"transform_matrix": np.diag([1.0, 1.0, -1.0, 1.0]).tolist()}, r"frames\[1\]\.transform_matrix", "determinant"),
     ({"k1": 1e6}, "k1", r"must be in \[-10.0, 10.0\]"),
     ({"w": 16.5}, "w", "whole number"),
+    ({"offset": [0.5, "middle", 0.5]}, "offset", "expected int or float"),
+    ({"aabb_scale": 1e30}, "aabb_scale", "must be in"),
 ])
 def test_absurd_cameras_are_refused_with_the_frame(tmp_path, changes, field, problem):
     with pytest.raises(NgfxInputError, match=rf"transforms\.json: field '{field}': .*{problem}"):

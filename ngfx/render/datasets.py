@@ -228,13 +228,13 @@ def load_instant_ngp(path: str | Path, split: str = "train", scale: float = 1.0)
         fields.append(field)
     intrinsics = _ngp_intrinsics(meta, str(json_path), paths[0])
     images = _load_images(paths, intrinsics.width, intrinsics.height, source, fields)
-    aabb_scale = require_number(meta, "aabb_scale", str(json_path), 1.0)
-    if aabb_scale <= 0:
-        raise NgfxInputError(str(json_path), "aabb_scale", f"must be positive, got {aabb_scale}")
-    world_scale = require_number(meta, "scale", str(json_path), 0.33)
-    offset = np.asarray(meta.get("offset", [0.5, 0.5, 0.5]), dtype=np.float64)
-    if world_scale <= 0 or offset.shape != (3,):
-        raise NgfxInputError(str(json_path), "scale", "scale must be positive and offset three numbers")
+    aabb_scale = require_number(meta, "aabb_scale", str(json_path), 1.0, low=1 / 128, high=128)  # instant-ngp's range
+    world_scale = require_number(meta, "scale", str(json_path), 0.33, low=1 / MAX_TRANSLATION, high=MAX_TRANSLATION)
+    offset_values = meta.get("offset", [0.5, 0.5, 0.5])
+    if not isinstance(offset_values, list) or len(offset_values) != 3:
+        raise NgfxInputError(str(json_path), "offset", f"expected three numbers, got {offset_values!r}")
+    offset = np.array([require_number({"offset": v}, "offset", str(json_path), low=-MAX_TRANSLATION,
+                                      high=MAX_TRANSLATION) for v in offset_values])
     # instant-ngp's unit cube holds the box 0.5 +- aabb_scale / 2; world = (unit - offset) / scale
     unit_box = np.array([[0.5 - aabb_scale / 2] * 3, [0.5 + aabb_scale / 2] * 3])
     aabb = ((unit_box - offset) / world_scale).tolist()
