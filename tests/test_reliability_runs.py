@@ -210,3 +210,27 @@ def test_an_empty_out_and_a_bad_checkpoint_step_are_refused(run, tmp_path, capsy
     save_file(load_file(ckpt), ckpt, metadata={"ngfx": json.dumps({"step": "two", "app": "gia"})})
     assert main([*TRAIN, "--steps", "3", "--out", str(run), "--resume"]) == 2
     assert "checkpoint.safetensors: metadata: field 'step': expected int or float" in capsys.readouterr().err
+
+
+def test_overwrite_keeps_the_old_run_until_the_new_one_has_a_checkpoint(run, monkeypatch, capsys):
+    from ngfx.render import runs
+
+    def crash(*args, **kwargs):
+        raise OSError(5, "Input/output error", "device")
+
+    before = _records(run)
+    monkeypatch.setattr(runs, "training_loop", crash)  # the new run dies before its first checkpoint
+    assert main([*TRAIN, "--steps", "1", "--encoding", "densegrid", "--out", str(run), "--overwrite"]) == 2
+    assert "device: Input/output error" in capsys.readouterr().err
+    assert _records(run) == before
+
+
+def test_running_out_of_memory_is_one_line(tmp_path, monkeypatch, capsys):
+    from ngfx.render import runs
+
+    def huge(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(runs, "training_loop", huge)
+    assert main([*TRAIN, "--steps", "1", "--out", str(tmp_path / "r")]) == 2
+    assert "ngfx train: error: out of memory; try a smaller --size" in capsys.readouterr().err
