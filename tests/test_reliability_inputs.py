@@ -104,6 +104,9 @@ def test_file_paths_leaving_the_dataset_are_refused_unless_allowed(tmp_path, mon
     ({"w": 16.5}, "w", "whole number"),
     ({"offset": [0.5, "middle", 0.5]}, "offset", "expected int or float"),
     ({"aabb_scale": 1e30}, "aabb_scale", "must be in"),
+    ({"w": 10 ** 9}, "w", "must be in"),
+    ({"fl_x": 1e-9}, "fl_x", "absurd"),
+    ({"cx": 1e30}, "cx", "must be in"),
 ])
 def test_absurd_cameras_are_refused_with_the_frame(tmp_path, changes, field, problem):
     with pytest.raises(NgfxInputError, match=rf"transforms\.json: field '{field}': .*{problem}"):

@@ -33,6 +33,7 @@ BLENDER_AABB = ((-1.5, -1.5, -1.5), (1.5, 1.5, 1.5))
 HOLDOUT_EVERY = 8  # instant-ngp datasets without a val file: frames 0, 8, 16, ... are the val split
 ASPECT_TOLERANCE = 0.01
 ROTATION_TOLERANCE = 1e-2  # |R^T R - I| of a camera rotation; exporters write 6+ digits
+MAX_IMAGE_SIDE = 32768  # pixels: a declared size beyond it is a typo (and would not fit in memory)
 MAX_TRANSLATION = 1e6  # world units: further cameras are a unit mix-up or garbage
 MAX_RADIAL_DISTORTION = 10.0  # |k1|, |k2| (OpenCV's model on normalised coordinates; real lenses |k| < 1)
 MAX_TANGENTIAL_DISTORTION = 1.0  # |p1|, |p2|
@@ -182,7 +183,7 @@ def load_blender(folder: str | Path, split: str = "train", scale: float = 1.0) -
 
 def _ngp_intrinsics(meta: dict, source: str, first_image: Path) -> Intrinsics:
     if "w" in meta and "h" in meta:
-        width, height = (require_number(meta, key, source, low=1, integer=True) for key in ("w", "h"))
+        width, height = (require_number(meta, key, source, low=1, high=MAX_IMAGE_SIDE, integer=True) for key in ("w", "h"))
     else:
         height, width = read_image(first_image).shape[:2]
     if width <= 0 or height <= 0:
@@ -194,14 +195,17 @@ def _ngp_intrinsics(meta: dict, source: str, first_image: Path) -> Intrinsics:
     else:
         raise NgfxInputError(source, "fl_x", "missing (neither 'fl_x' nor 'camera_angle_x' given)")
     fy = require_number(meta, "fl_y", source, default=fx)
-    if fx <= 0 or fy <= 0:
-        raise NgfxInputError(source, "fl_x", f"focal lengths must be positive, got {fx}, {fy}")
+    for key, focal in (("fl_x", fx), ("fl_y", fy)):  # a field of view between ~0.1 and ~179.9 degrees
+        if not width / 2000 <= focal <= 1000 * width:
+            raise NgfxInputError(source, key, f"focal length {focal:g} pixels is absurd for an image {width} wide")
     radial = (require_number(meta, key, source, 0.0, -MAX_RADIAL_DISTORTION, MAX_RADIAL_DISTORTION)
               for key in ("k1", "k2"))
     tangential = (require_number(meta, key, source, 0.0, -MAX_TANGENTIAL_DISTORTION, MAX_TANGENTIAL_DISTORTION)
                   for key in ("p1", "p2"))
-    return Intrinsics(width, height, fx, fy, require_number(meta, "cx", source, width / 2),
-                      require_number(meta, "cy", source, height / 2), *radial, *tangential)
+    # the principal point may leave the image (shifted lenses, crops) but not by more than its size
+    cx = require_number(meta, "cx", source, width / 2, low=-width, high=2 * width)
+    cy = require_number(meta, "cy", source, height / 2, low=-height, high=2 * height)
+    return Intrinsics(width, height, fx, fy, cx, cy, *radial, *tangential)
 
 
 def load_instant_ngp(path: str | Path, split: str = "train", scale: float = 1.0) -> MultiViewData:
