@@ -60,6 +60,10 @@ SWEEP = {
 }
 # kernels with tl.dot: a launch shape can crash the CUDA context (seen: wgmma shapes), so probe in subprocesses
 PROBED_IN_SUBPROCESS = ("fused", "mlp", "mlp_backward")
+# relative error a probe may show and still count as right (a broken launch gives NaN or errors near 1): the
+# backward recomputes hidden activations rounded to fp16 as the forward ran, so ReLU masks of the second layer
+# differ from the reference's and dL/dx differs by about 1.1e-2 (issue 13's run)
+PROBE_TOLERANCE = {"mlp_backward": 5e-2}
 # issue 13's table: (grid, hidden layers or None for the encoding alone, backward?, tiny-cuda-nn M points/s as
 # the issue measured it on an H200 in another run; tiny-cuda-nn is not on the GPU image)
 TRAINING_CASES = [
@@ -131,7 +135,7 @@ def probe_in_subprocess(kind: str, block: int, warps: int, log) -> float | None:
     for line in result.stdout.splitlines():
         if line.startswith("PROBE "):
             ms, error = map(float, line.split()[1:3])
-            if error < 1e-2:
+            if error < PROBE_TOLERANCE.get(kind, 1e-2):
                 return ms
             log(f"  sweep {kind}: BLOCK={block} warps={warps}: wrong result, rel.err {error:.2e}")
             return None
@@ -159,8 +163,8 @@ def run_probe(kind: str, block: int, warps: int) -> None:
                 out = triton_mlp.mlp_forward(features[i], weights, mlp_cfg)
                 return torch.autograd.grad(out, features[i], cotangent)[0]
 
-            # against the reference at the fp16-rounded operands the forward used: the ReLU masks then agree (at
-            # fp32 operands about 1e-3 of them flip, 1.3e-2 relative error in dL/dx, whatever the launch shape)
+            # against the reference at the fp16-rounded operands the forward used: the first layer's ReLU masks
+            # then agree (at fp32 operands 1.3e-2 relative error in dL/dx, whatever the launch shape)
             x_ref = features[0].detach().requires_grad_()
             rounded = [w.half().float() for w in weights]
             ref_out = reference.mlp_forward(x_ref.half().float(), rounded, mlp_cfg)

@@ -76,8 +76,7 @@ def test_forward_and_gradients_match_reference(otype, n_dims, interpolation, see
 @pytest.mark.parametrize("otype", list(GRID_OTYPES))
 @pytest.mark.parametrize("n_dims,interpolation", [(2, "Smoothstep"), (3, "Linear")])
 def test_table_gradient_of_feature_pairs(otype, n_dims, interpolation):
-    """F = 2 without dL/dx: the backward adds x-neighbour corners as one 4-float reduction where they share an
-    aligned entry pair (half the dense cells, even x on hashed levels) and as two pairs elsewhere."""
+    """F = 2 without dL/dx: each corner's feature pair is one reduction (one vector atomic on the GPU)."""
     cfg = parse_grid_config(n_dims, {"otype": otype, "n_levels": 6, "n_features_per_level": 2,
                                      "log2_hashmap_size": 9, "base_resolution": 3, "per_level_scale": 1.5,
                                      "interpolation": interpolation})

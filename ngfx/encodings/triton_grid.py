@@ -198,62 +198,6 @@ def _scatter_add_pairs(address, first, second, mask, VECTOR_RED: tl.constexpr):
 
 
 @triton.jit
-def _scatter_add_quads(address, v0, v1, v2, v3, mask, VECTOR_RED: tl.constexpr):
-    """table[address + i] += v_i for i < 4, where ``mask``; ``address`` 16-byte aligned."""
-    if VECTOR_RED:
-        tl.inline_asm_elementwise(
-            "{ .reg .pred p; setp.ne.b32 p, $6, 0; @p red.relaxed.gpu.global.add.v4.f32 [$1], {$2, $3, $4, $5}; "
-            "mov.b32 $0, 0; }",
-            "=r,l,f,f,f,f,r", [address.to(tl.int64, bitcast=True), v0, v1, v2, v3, mask.to(tl.int32)],
-            dtype=tl.int32, is_pure=False, pack=1)
-    else:
-        _scatter_add_pairs(address, v0, v1, mask, VECTOR_RED)
-        _scatter_add_pairs(address + 2, v2, v3, mask, VECTOR_RED)
-
-
-@triton.jit
-def _scatter_add_corner_pair(grad_table_ptr, entry_lo, entry_hi, grad_first, grad_second, weight_lo, weight_hi,
-                             mask, VECTOR_RED: tl.constexpr):
-    """Add the F = 2 gradients of two corners that differ in x only (entries ``entry_lo``, ``entry_hi``).
-
-    When the two entries are the halves of one aligned pair (entry ^ 1: x-neighbours of a dense level at an even
-    entry, of a hashed level at an even x), the four floats are one 16-byte reduction instead of two 8-byte
-    ones: about half the corner pairs, a quarter fewer atomic operations, and atomics bound the backward.
-    """
-    adjacent = (entry_lo ^ entry_hi) == 1
-    lo_first = entry_lo < entry_hi
-    first_weight = tl.where(lo_first, weight_lo, weight_hi)
-    second_weight = tl.where(lo_first, weight_hi, weight_lo)
-    _scatter_add_quads(grad_table_ptr + tl.minimum(entry_lo, entry_hi) * 2, grad_first * first_weight,
-                       grad_second * first_weight, grad_first * second_weight, grad_second * second_weight,
-                       mask & adjacent, VECTOR_RED)
-    apart = mask & ~adjacent
-    _scatter_add_pairs(grad_table_ptr + entry_lo * 2, grad_first * weight_lo, grad_second * weight_lo, apart,
-                       VECTOR_RED)
-    _scatter_add_pairs(grad_table_ptr + entry_hi * 2, grad_first * weight_hi, grad_second * weight_hi, apart,
-                       VECTOR_RED)
-
-
-@triton.jit
-def _accumulate_dx(dx0, dx1, dx2, g, bits: tl.constexpr, w0, w1, w2, dw0, dw1, dw2, D: tl.constexpr):
-    """Add corner ``bits``' share of dL/dx, given g = dL/d(corner weight) [BLOCK, LEVELS]."""
-    f0 = w0 if (bits & 1) else 1.0 - w0
-    f1 = w1 if (bits >> 1) & 1 else 1.0 - w1
-    s0 = 1.0 if (bits & 1) else -1.0
-    s1 = 1.0 if (bits >> 1) & 1 else -1.0
-    if D == 3:
-        f2 = w2 if (bits >> 2) & 1 else 1.0 - w2
-        s2 = 1.0 if (bits >> 2) & 1 else -1.0
-        dx0 += g * s0 * dw0 * f1 * f2
-        dx1 += g * s1 * dw1 * f0 * f2
-        dx2 += g * s2 * dw2 * f0 * f1
-    else:
-        dx0 += g * s0 * dw0 * f1
-        dx1 += g * s1 * dw1 * f0
-    return dx0, dx1, dx2
-
-
-@triton.jit
 def _grid_backward_kernel(x_ptr, table_ptr, meta_scale_ptr, meta_int_ptr, stride_ptr, grad_out_ptr,
                           grad_table_ptr, grad_x_ptr, n_points,
                           D: tl.constexpr, F: tl.constexpr, LEVELS: tl.constexpr, N_LEVELS: tl.constexpr,
@@ -279,32 +223,35 @@ def _grid_backward_kernel(x_ptr, table_ptr, meta_scale_ptr, meta_int_ptr, stride
     dx1 = tl.zeros((BLOCK, LEVELS), tl.float32)
     dx2 = tl.zeros((BLOCK, LEVELS), tl.float32)
     N_CORNERS: tl.constexpr = 1 if INTERP == 2 else 2**D
-    # corners two at a time (x = 0, x = 1); not with dL/dx, where keeping the first corner live spilled registers
-    PAIRED: tl.constexpr = F == 2 and INTERP != 2 and not NEED_DX
     for bits in tl.static_range(N_CORNERS):
         index = _corner_index(cells0, cells1, cells2, bits, stride_ptr, hashed, size, magic, shift, offs_l, mask_l,
                               D)
-        entry = level_offset[None, :] + index.to(tl.int32)
-        pointers = entry[:, :, None] * F + offs_f[None, None, :]
+        entry = (level_offset[None, :] + index.to(tl.int32)) * F
+        pointers = entry[:, :, None] + offs_f[None, None, :]
         weight = tl.full(index.shape, 1.0, tl.float32)
         if INTERP != 2:
             weight = _corner_weight(fracs0, fracs1, fracs2, bits, INTERP, D)
-        if PAIRED:
-            if bits & 1:  # offsets are multiples of 8, so entry parity is index parity
-                _scatter_add_corner_pair(grad_table_ptr, entry_lo, entry, grad_first, grad_second, weight_lo, weight,
-                                         mask2, VECTOR_RED)
-            else:
-                entry_lo = entry
-                weight_lo = weight
-        elif F == 2:
-            _scatter_add_pairs(grad_table_ptr + entry * 2, grad_first * weight, grad_second * weight, mask2,
-                               VECTOR_RED)
+        if F == 2:
+            _scatter_add_pairs(grad_table_ptr + entry, grad_first * weight, grad_second * weight, mask2, VECTOR_RED)
         else:
             tl.atomic_add(grad_table_ptr + pointers, grad_out * weight[:, :, None], mask=mask3, sem="relaxed")
-        if NEED_DX and INTERP != 2:
-            values = tl.load(table_ptr + pointers, mask=mask3, other=0.0)
-            g = tl.sum(grad_out * values, axis=2)  # dL/d(corner weight), [BLOCK, LEVELS]
-            dx0, dx1, dx2 = _accumulate_dx(dx0, dx1, dx2, g, bits, w0, w1, w2, dw0, dw1, dw2, D)
+        if INTERP != 2:
+            if NEED_DX:
+                values = tl.load(table_ptr + pointers, mask=mask3, other=0.0)
+                g = tl.sum(grad_out * values, axis=2)  # dL/d(corner weight), [BLOCK, LEVELS]
+                f0 = w0 if (bits & 1) else 1.0 - w0
+                f1 = w1 if (bits >> 1) & 1 else 1.0 - w1
+                s0 = 1.0 if (bits & 1) else -1.0
+                s1 = 1.0 if (bits >> 1) & 1 else -1.0
+                if D == 3:
+                    f2 = w2 if (bits >> 2) & 1 else 1.0 - w2
+                    s2 = 1.0 if (bits >> 2) & 1 else -1.0
+                    dx0 += g * s0 * dw0 * f1 * f2
+                    dx1 += g * s1 * dw1 * f0 * f2
+                    dx2 += g * s2 * dw2 * f0 * f1
+                else:
+                    dx0 += g * s0 * dw0 * f1
+                    dx1 += g * s1 * dw1 * f0
     if NEED_DX:
         tl.store(grad_x_ptr + offs_n * D + 0, tl.sum(dx0, axis=1), mask=mask_n)
         tl.store(grad_x_ptr + offs_n * D + 1, tl.sum(dx1, axis=1), mask=mask_n)
