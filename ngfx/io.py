@@ -156,6 +156,8 @@ def read_image(path: str | os.PathLike, min_side: int = MIN_IMAGE_SIDE) -> np.nd
             raise NgfxInputError(str(path), None, "not an image (no PNG, JPEG, TIFF, BMP, GIF, WebP or EXR "
                                                   "header)") from None
         raise NgfxInputError(str(path), None, f"damaged image, cannot decode ({type(e).__name__}: {e})") from None
+    if img.ndim == 3 and img.shape[-1] == 4 and iio.immeta(path).get("mode") == "CMYK":  # print JPEGs: not RGBA
+        img = iio.imread(path, mode="RGB")
     if img.ndim == 2:
         img = img[..., None]
     if img.ndim != 3 or img.shape[-1] > 4:

@@ -111,3 +111,16 @@ def test_file_paths_leaving_the_dataset_are_refused_unless_allowed(tmp_path, mon
 def test_absurd_cameras_are_refused_with_the_frame(tmp_path, changes, field, problem):
     with pytest.raises(NgfxInputError, match=rf"transforms\.json: field '{field}': .*{problem}"):
         load_multiview(_dataset(tmp_path, **changes), "train")
+
+
+def test_a_cmyk_jpeg_is_read_as_rgb_not_rgba(tmp_path):
+    from PIL import Image
+
+    from ngfx.io import read_image
+
+    red = np.zeros((16, 16, 3), np.uint8)
+    red[..., 0] = 255
+    Image.fromarray(red).convert("CMYK").save(tmp_path / "print.jpg")
+    img = read_image(tmp_path / "print.jpg")
+    assert img.shape == (16, 16, 3) and img[..., 0].min() > 0.9 and img[..., 1:].max() < 0.1
+
