@@ -30,9 +30,10 @@ from ngfx.encodings.config import ACTIVATIONS, GridConfig, MLPConfig
 
 MIN_DOT_WIDTH = 16
 # Launch shapes with fewer than 64 rows per 4-warp group (the mma.sync path). On the H200 (Triton 3.6) every
-# shape that selects wgmma (BLOCK >= 64 with >= 4 warps) gave NaNs or an illegal memory access, in both
-# kernels; the benchmark probes shapes in subprocesses. Fastest safe shapes measured there: MLP 64 x 2 warps
-# (0.176 ms for 2^21 rows, 32 -> 64 -> 16), fused 32 x 4 warps.
+# shape that selects wgmma (BLOCK >= 64 with >= 4 warps) gave NaNs or an illegal memory access in these two
+# forward kernels (the backward kernel ran right at 64 x 4, wgmma in its SASS); the benchmark probes shapes in
+# subprocesses. Fastest safe shapes measured there: MLP 64 x 2 warps (0.176 ms for 2^21 rows, 32 -> 64 -> 16),
+# fused 32 x 4 warps.
 MLP_BLOCK = 64
 MLP_WARPS = 2
 BACKWARD_BLOCK = 32  # best of the H200 sweep (issue 13's run): 0.64 ms for 2^21 rows, 32 -> 64 -> 16 forward
