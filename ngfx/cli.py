@@ -167,6 +167,9 @@ def _add_nelf(sub: argparse._SubParsersAction) -> None:
     d.add_argument("teacher_run", help="NeRF run folder (ngfx train nerf ...)")
     d.add_argument("--out", required=True, help="NeLF run folder to write")
     d.add_argument("--size", choices=("tiny", "quick", "full"), default="quick")
+    d.add_argument("--arch", choices=("mobile_r2l", "lightslab"), default="mobile_r2l",
+                   help="student: MobileR2L (deep 1x1-conv body) or a grid-encoded light slab (LightSpeed-style, "
+                        "learns faster); default mobile_r2l")
     d.add_argument("--pseudo-views", type=int, default=None, help="teacher-rendered views (default by size)")
     d.add_argument("--steps", type=int, default=None, help="distillation steps (default by size)")
     d.add_argument("--finetune-steps", type=int, default=None, help="fine-tuning steps on real images")
@@ -196,7 +199,8 @@ def _add_nelf(sub: argparse._SubParsersAction) -> None:
 def _run_nelf_distill(args: argparse.Namespace) -> int:
     from ngfx.nelf.distill import distill
 
-    run = distill(args.teacher_run, args.out, size=args.size, device=args.device, n_pseudo=args.pseudo_views,
+    run = distill(args.teacher_run, args.out, size=args.size, device=args.device, arch=args.arch,
+                  n_pseudo=args.pseudo_views,
                   steps=args.steps, finetune_steps=args.finetune_steps, seconds=args.seconds)
     m = run["metrics"]
     print(f"{args.out}: student {m['student_psnr_db']:.2f} dB, teacher {m['teacher_psnr_db']:.2f} dB, "

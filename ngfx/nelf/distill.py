@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from ngfx.errors import NgfxInputError
 from ngfx.io import load_checkpoint, read_json, save_checkpoint, write_json
-from ngfx.nelf.network import NeLF, NeLFConfig, encode_frames, preset_for
+from ngfx.nelf.network import NeLF, build_student, encode_frames, student_preset
 from ngfx.render.cameras import Intrinsics, look_at, pixel_rays
 from ngfx.render.metrics import psnr
 from ngfx.render.neural_field import training_progress
@@ -141,7 +141,7 @@ def _train(model: NeLF, targets, poses: torch.Tensor, k: Intrinsics, geometry: d
     """Fit ``model`` to ``targets`` (uint8 [N, H, W, 3], memmap or array) seen from ``poses`` [N, 4, 4] for
     ``steps`` steps or ``seconds`` (whichever ends first) -> the steps done."""
     device = next(model.parameters()).device
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    opt = torch.optim.Adam(_param_groups(model, lr))
     start = 0
     if ckpt.is_file():
         tensors, saved = load_checkpoint(ckpt)
@@ -163,7 +163,7 @@ def _train(model: NeLF, targets, poses: torch.Tensor, k: Intrinsics, geometry: d
         if seconds is not None and elapsed >= seconds:
             break
         for group in opt.param_groups:
-            group["lr"] = lr * cosine_lr_scale(training_progress(step, steps, elapsed, seconds))
+            group["lr"] = group["base_lr"] * cosine_lr_scale(training_progress(step, steps, elapsed, seconds))
         idx = np.sort(gen.choice(len(poses), size=min(batch, len(poses)), replace=False))
         target = torch.from_numpy(np.asarray(targets[idx])).to(device).permute(0, 3, 1, 2).float() / 255
         rays = encode_frames(model.cfg, poses[idx].to(device), k, **geometry)
@@ -184,6 +184,17 @@ def _train(model: NeLF, targets, poses: torch.Tensor, k: Intrinsics, geometry: d
     _save_phase(ckpt, model, opt, meta, desc, step)
     model.eval()
     return step
+
+
+GRID_LR_SCALE = 20.0  # grid tables learn at instant-ngp-like rates (1e-2), far above what the convs take
+
+
+def _param_groups(model: torch.nn.Module, lr: float) -> list[dict]:
+    """Adam groups: a light-slab student's grid tables at ``GRID_LR_SCALE`` x ``lr``, everything else at ``lr``."""
+    grids = [p for n, p in model.named_parameters() if n.startswith("grids.")]
+    rest = [p for n, p in model.named_parameters() if not n.startswith("grids.")]
+    groups = [{"params": rest, "lr": lr, "base_lr": lr}]
+    return groups + ([{"params": grids, "lr": lr * GRID_LR_SCALE, "base_lr": lr * GRID_LR_SCALE}] if grids else [])
 
 
 def _save_phase(ckpt: Path, model: NeLF, opt: torch.optim.Optimizer, meta: dict, desc: str, step: int) -> None:
@@ -239,7 +250,8 @@ def _conv_settings(device: torch.device, n: int = 1):
 def distill_from_app(teacher, out_dir: str | Path, size: str = "quick", **options) -> dict:
     """Distil a student from a loaded teacher App into ``out_dir`` -> the run's ``run.json`` contents.
 
-    Options: ``config`` (a NeLFConfig), ``n_pseudo``, ``steps``, ``finetune_steps``, ``seconds`` (a training
+    Options: ``arch`` ("mobile_r2l" or "lightslab"), ``config`` (a NeLFConfig or LightSlabConfig), ``n_pseudo``,
+    ``steps``, ``finetune_steps``, ``seconds`` (a training
     time budget for both phases, shared as their step counts are), ``long_side`` (of the
     training frames; None = the teacher's size), ``batch``, ``checkpoint_every``, ``teacher_run``, ``seed``.
     """
@@ -247,14 +259,14 @@ def distill_from_app(teacher, out_dir: str | Path, size: str = "quick", **option
         return _distill(teacher, Path(out_dir), size, **options)
 
 
-def _distill(teacher, out_dir: Path, size: str, *, config: NeLFConfig | None = None, n_pseudo: int | None = None,
+def _distill(teacher, out_dir: Path, size: str, *, arch: str = "mobile_r2l", config=None, n_pseudo: int | None = None,
              steps: int | None = None, finetune_steps: int | None = None, long_side: int | None = -1,
              batch: int | None = None, checkpoint_every: int = 100, teacher_run: str = "", seed: int = 0,
              seconds: float | None = None) -> dict:
     if size not in SIZES:
         raise NgfxInputError("distill", "size", f"must be one of {list(SIZES)}, got {size!r}")
     preset, side, n_default, steps_default, batch_default, ft_default, lr, n_eval = SIZES[size]
-    cfg = config or preset_for(preset)
+    cfg = config or student_preset(arch, preset)
     n_pseudo = n_pseudo or n_default
     steps = steps if steps is not None else steps_default
     finetune_steps = finetune_steps if finetune_steps is not None else ft_default
@@ -270,7 +282,7 @@ def _distill(teacher, out_dir: Path, size: str, *, config: NeLFConfig | None = N
     images = make_pseudo_data(teacher, out_dir, poses, k)
 
     # NHWC is the tensor cores' native conv layout (as at inference, nelf.runs.inference_model)
-    model = NeLF(cfg).to(device).to(memory_format=torch.channels_last)
+    model = build_student(cfg).to(device).to(memory_format=torch.channels_last)
     ckpt = out_dir / "checkpoint.safetensors"
     meta = {"app": "nelf", "nelf_config": cfg.to_dict()}
     # a time budget is shared between the phases as their step counts are
@@ -292,7 +304,8 @@ def _distill(teacher, out_dir: Path, size: str, *, config: NeLFConfig | None = N
     background = np.asarray(images[: min(len(images), 64)], dtype=np.float32).mean(axis=(0, 1, 2)) / 255
     metrics = evaluate(model, teacher, k, geometry, n_eval, background)
     train_eyes = teacher.train_poses[:, :3, 3].detach().float().cpu() - center
-    run = {"app": "nelf", "teacher_run": str(teacher_run), "size": size, "nelf_config": cfg.to_dict(),
+    run = {"app": "nelf", "arch": getattr(cfg, "arch", "mobile_r2l"), "teacher_run": str(teacher_run), "size": size,
+           "nelf_config": cfg.to_dict(),
            "resolution": [k.width, k.height], "intrinsics": asdict(k), "near": geometry["near"],
            "far": geometry["far"], "aabb": aabb.tolist(), "orbit_radius": float(train_eyes.norm(dim=1).mean()),
            "orbit_elevation_deg": float(torch.rad2deg(torch.asin(train_eyes[:, 2] / train_eyes.norm(dim=1))).mean()),
@@ -308,6 +321,7 @@ def distill(teacher_run: str | Path, out_dir: str | Path, size: str = "quick", d
     """``ngfx nelf distill``: load the NeRF run ``teacher_run`` and distil a student into ``out_dir``."""
     from ngfx.render.runs import load_run
 
+    student_preset(options.get("arch", "mobile_r2l"), "tiny")  # a bad --arch fails before the teacher loads
     source = Path(teacher_run) / "run.json"
     app = read_json(source).get("app")
     if app != "nerf":

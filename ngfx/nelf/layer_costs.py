@@ -122,6 +122,8 @@ def onnx_layer_costs(path, bytes_per_element: int = 2) -> list[LayerCost]:
         raise NgfxInputError(source, None, f"not a readable ONNX model ({type(e).__name__}: {e})") from None
     graph = model.graph
     weights = {t.name: numpy_helper.to_array(t).shape for t in graph.initializer}
+    float_types = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16, onnx.TensorProto.DOUBLE}
+    float_weights = {t.name for t in graph.initializer if t.data_type in float_types}
     shapes = {}
     for v in list(graph.input) + list(graph.value_info) + list(graph.output):
         dims = v.type.tensor_type.shape.dim
@@ -156,4 +158,11 @@ def onnx_layer_costs(path, bytes_per_element: int = 2) -> list[LayerCost]:
                                    params * bytes_per_element, act))
     if not costs:
         raise NgfxInputError(source, None, "no Conv, ConvTranspose or fully connected layer with constant weights")
+    # constant tables that Gather nodes look up (a light slab's grids): stored, and costed as one read of
+    # every table per frame (an upper bound on what the lookups touch)
+    looked_up = {node.input[0] for node in graph.node if node.op_type == "Gather"} & float_weights
+    tables = sum(int(math.prod(weights[name])) for name in looked_up)
+    if tables:
+        costs.append(LayerCost("lookup tables", "table", (tables, 1, 1), (tables, 1, 1), tables, 0,
+                               tables * bytes_per_element, 0))
     return costs

@@ -20,7 +20,7 @@ from pathlib import Path
 from ngfx.errors import NgfxInputError
 from ngfx.io import atomic_folder, read_json, require, write_json
 from ngfx.nelf.layer_costs import LayerCost, layer_costs, onnx_layer_costs, totals
-from ngfx.nelf.network import PRESETS, NeLFConfig, low_resolution, preset_for
+from ngfx.nelf.network import PRESETS, NeLFConfig, low_resolution, preset_for, student_config
 
 UNITS = ("neural_engine", "gpu")
 
@@ -146,12 +146,28 @@ def resolve_source(source: str | Path, resolution: tuple[int, int]) -> tuple[NeL
         run = read_json(path / "run.json")
         if run.get("app") != "nelf":
             raise NgfxInputError(str(path / "run.json"), "app", f"not a NeLF run (app = {run.get('app')!r})")
-        cfg, described = NeLFConfig.from_dict(require(run, "nelf_config", str(path / "run.json"), dict)), f"run {path}"
+        cfg = student_config(require(run, "nelf_config", str(path / "run.json"), dict), str(path / "run.json"))
+        if not isinstance(cfg, NeLFConfig):  # a light slab: costed from the ONNX file it exports to
+            return None, _exported_costs(path, resolution), f"run {path} ({cfg.arch}, costed from its ONNX export)", \
+                tuple(resolution)
+        described = f"run {path}"
     elif path.suffix == ".json":
         cfg, described = NeLFConfig.from_dict(read_json(path), str(path)), f"config file {path}"
     else:
         cfg, described = preset_for(str(source), resolution), f"preset '{source}'"
     return cfg, layer_costs(cfg, *resolution), described, tuple(resolution)
+
+
+def _exported_costs(run_dir: Path, resolution: tuple[int, int]) -> list[LayerCost]:
+    """Export a run's student to a temporary ONNX file at ``resolution`` and cost that graph."""
+    import tempfile
+
+    from ngfx.nelf.onnx_export import export_model
+    from ngfx.nelf.runs import load_nelf_run
+
+    model, _ = load_nelf_run(run_dir, "cpu")
+    with tempfile.TemporaryDirectory() as tmp:
+        return onnx_layer_costs(export_model(model, Path(tmp) / "student.onnx", resolution))
 
 
 def _onnx_network(path: Path, costs: list[LayerCost]) -> tuple[NeLFConfig | None, tuple[int, int]]:
@@ -161,9 +177,9 @@ def _onnx_network(path: Path, costs: list[LayerCost]) -> tuple[NeLFConfig | None
 
     props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
     if "ngfx.nelf_config" in props:
-        cfg = NeLFConfig.from_dict(json.loads(props["ngfx.nelf_config"]), f"{path}: metadata ngfx.nelf_config")
-        _, h, w = costs[-1].out_shape
-        return cfg, (w, h)
+        cfg = student_config(json.loads(props["ngfx.nelf_config"]), f"{path}: metadata ngfx.nelf_config")
+        _, h, w = next(c for c in reversed(costs) if c.kind != "table").out_shape
+        return (cfg if isinstance(cfg, NeLFConfig) else None), (w, h)
     _, h, w = costs[0].in_shape
     return None, (w, h)
 

@@ -45,28 +45,35 @@ class NeLFConfig:
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "config") -> "NeLFConfig":
-        known = {f for f in cls.__dataclass_fields__}
-        for key in d:
-            if key not in known:
-                raise NgfxInputError(source, key, f"unknown NeLF config field (known: {sorted(known)})")
-        d = dict(d)
-        if "sr_stages" in d:
-            try:
-                d["sr_stages"] = tuple((int(c), int(k), int(s)) for c, k, s in d["sr_stages"])
-            except (TypeError, ValueError):
-                raise NgfxInputError(source, "sr_stages", "expected a list of [channels, kernel, stride]") from None
-        cfg = cls(**d)
+        cfg = cls(**config_fields(cls, d, source))
         for key in ("n_points", "width", "n_blocks", "sr_blocks", "n_freqs"):
             value = getattr(cfg, key)
             if not isinstance(value, int) or value < (1 if key in ("n_points", "width") else 0):
                 raise NgfxInputError(source, key, f"must be a non-negative integer (positive for n_points/width), got {value!r}")
         if cfg.norm not in ("batch", "none"):
             raise NgfxInputError(source, "norm", f"must be 'batch' or 'none', got {cfg.norm!r}")
-        for c, k, s in cfg.sr_stages:
+        return cfg
+
+
+def config_fields(cls, d: dict, source: str) -> dict:
+    """A student config dict checked against dataclass ``cls``'s fields, ``sr_stages`` as int triples."""
+    if not isinstance(d, dict):
+        raise NgfxInputError(source, None, f"expected a config object, got {type(d).__name__}")
+    known = set(cls.__dataclass_fields__)
+    for key in d:
+        if key not in known:
+            raise NgfxInputError(source, key, f"unknown {cls.__name__} field (known: {sorted(known)})")
+    d = dict(d)
+    if "sr_stages" in d:
+        try:
+            d["sr_stages"] = tuple((int(c), int(k), int(s)) for c, k, s in d["sr_stages"])
+        except (TypeError, ValueError):
+            raise NgfxInputError(source, "sr_stages", "expected a list of [channels, kernel, stride]") from None
+        for c, k, s in d["sr_stages"]:
             if c < 1 or s < 1 or k < s or (k - s) % 2:
                 raise NgfxInputError(source, "sr_stages", f"stage ({c}, {k}, {s}): need kernel >= stride, "
                                      "kernel - stride even, positive sizes")
-        return cfg
+    return d
 
 
 _SR_X8 = ((64, 4, 2), (64, 4, 2), (16, 4, 2))
@@ -135,7 +142,12 @@ def encode_frames(cfg: NeLFConfig, poses: torch.Tensor, k: Intrinsics, near: flo
     frames = []
     for c2w in poses:
         origins, dirs = pixel_rays(c2w, k_low)
-        enc = encode_rays(origins, dirs, near, far, aabb.to(c2w.device), cfg.n_points, cfg.n_freqs)
+        if getattr(cfg, "arch", "mobile_r2l") == "lightslab":  # two-plane coordinates; the grids are in the net
+            from ngfx.nelf.lightslab import slab_coordinates
+
+            enc = slab_coordinates(origins, dirs, aabb.to(c2w.device), cfg.n_slabs)
+        else:
+            enc = encode_rays(origins, dirs, near, far, aabb.to(c2w.device), cfg.n_points, cfg.n_freqs)
         frames.append(enc.t().reshape(-1, h, w))
     return torch.stack(frames)
 
@@ -156,6 +168,19 @@ class ResidualBlock(nn.Module):
         return x + self.act(self.norm2(self.conv2(y)))
 
 
+def super_resolution_head(c: int, sr_stages: tuple, sr_blocks: int, norm: str) -> tuple[nn.Sequential, nn.Conv2d]:
+    """MobileR2L's upsampling: per stage a transposed conv (+ norm) + GELU and ``sr_blocks`` residual blocks;
+    then a 1x1 conv to RGB. Every student architecture ends in this head."""
+    stages = []
+    for out_c, kernel, stride in sr_stages:
+        # padding (k - s) / 2 makes the output exactly stride x the input
+        up = nn.ConvTranspose2d(c, out_c, kernel, stride=stride, padding=(kernel - stride) // 2)
+        stages += [up, nn.BatchNorm2d(out_c) if norm == "batch" else nn.Identity(), nn.GELU()]
+        stages += [ResidualBlock(out_c, norm) for _ in range(sr_blocks)]
+        c = out_c
+    return nn.Sequential(*stages), nn.Conv2d(c, 3, 1)
+
+
 class NeLF(nn.Module):
     """Encoded rays [B, C_in, h, w] -> RGB [B, 3, h*upscale, w*upscale] in (0, 1)."""
 
@@ -164,15 +189,7 @@ class NeLF(nn.Module):
         self.cfg = cfg
         self.stem = nn.Sequential(nn.Conv2d(cfg.in_channels, cfg.width, 1), nn.GELU())
         self.body = nn.Sequential(*[ResidualBlock(cfg.width, cfg.norm) for _ in range(cfg.n_blocks)])
-        stages, c = [], cfg.width
-        for out_c, kernel, stride in cfg.sr_stages:
-            # padding (k - s) / 2 makes the output exactly stride x the input
-            up = nn.ConvTranspose2d(c, out_c, kernel, stride=stride, padding=(kernel - stride) // 2)
-            norm = nn.BatchNorm2d(out_c) if cfg.norm == "batch" else nn.Identity()
-            stages += [up, norm, nn.GELU()] + [ResidualBlock(out_c, cfg.norm) for _ in range(cfg.sr_blocks)]
-            c = out_c
-        self.upsample = nn.Sequential(*stages)
-        self.to_rgb = nn.Conv2d(c, 3, 1)
+        self.upsample, self.to_rgb = super_resolution_head(cfg.width, cfg.sr_stages, cfg.sr_blocks, cfg.norm)
 
     def forward(self, rays: torch.Tensor) -> torch.Tensor:
         x = self.stem(rays)
@@ -202,13 +219,40 @@ def fold_batchnorm(model: NeLF) -> NeLF:
     return model
 
 
-def model_from_config(cfg: NeLFConfig | dict | str, resolution: tuple[int, int] | None = None) -> NeLF:
-    if isinstance(cfg, str):
-        cfg = preset_for(cfg, resolution)
-    elif isinstance(cfg, dict):
-        cfg = NeLFConfig.from_dict(cfg)
+ARCHS = ("mobile_r2l", "lightslab")
+
+
+def student_config(d: dict, source: str = "config"):
+    """A student's config dict (run.json's ``nelf_config``) -> NeLFConfig, or LightSlabConfig when its ``arch``
+    says so."""
+    if isinstance(d, dict) and d.get("arch") == "lightslab":
+        from ngfx.nelf.lightslab import LightSlabConfig
+
+        return LightSlabConfig.from_dict(d, source)
+    return NeLFConfig.from_dict(d, source)
+
+
+def student_preset(arch: str, name: str, resolution: tuple[int, int] | None = None):
+    """The ``name`` size (tiny, quick, paper) of the student architecture ``arch``."""
+    if arch == "lightslab":
+        from ngfx.nelf.lightslab import PRESETS as SLAB_PRESETS
+
+        if name not in SLAB_PRESETS:
+            raise NgfxInputError("--arch", "arch", f"lightslab sizes: {', '.join(SLAB_PRESETS)}; got {name!r}")
+        return SLAB_PRESETS[name]
+    if arch != "mobile_r2l":
+        raise NgfxInputError("--arch", "arch", f"must be one of {ARCHS}, got {arch!r}")
+    return preset_for(name, resolution)
+
+
+def build_student(cfg) -> nn.Module:
+    """The network of a student config: :class:`NeLF` or :class:`ngfx.nelf.lightslab.LightSlab`."""
+    if getattr(cfg, "arch", "mobile_r2l") == "lightslab":
+        from ngfx.nelf.lightslab import LightSlab
+
+        return LightSlab(cfg)
     return NeLF(cfg)
 
 
-__all__ = ["NeLFConfig", "NeLF", "PRESETS", "preset_for", "low_resolution", "encode_rays", "encode_frames",
-           "fold_batchnorm", "model_from_config"]
+__all__ = ["NeLFConfig", "NeLF", "PRESETS", "ARCHS", "preset_for", "low_resolution", "encode_rays", "encode_frames",
+           "fold_batchnorm", "student_config", "student_preset", "build_student", "super_resolution_head"]

@@ -19,12 +19,24 @@ import onnx
 import torch
 
 from ngfx.io import atomic_write
-from ngfx.nelf.network import NeLF, NeLFConfig, fold_batchnorm, low_resolution
+from ngfx.nelf.network import NeLF, fold_batchnorm, low_resolution
 
 
-def input_layout(cfg: NeLFConfig, resolution: tuple[int, int]) -> dict[str, str]:
+def input_layout(cfg, resolution: tuple[int, int]) -> dict[str, str]:
     """The ONNX ``metadata_props``: what the ``rays`` input holds, channel by channel."""
     w, h = low_resolution(cfg, *resolution)
+    if getattr(cfg, "arch", "mobile_r2l") == "lightslab":
+        return {
+            "ngfx.input": "rays",
+            "ngfx.input_shape": f"[1, {cfg.in_channels}, {h}, {w}] (N, C, H, W), float32",
+            "ngfx.input_layout": (f"one ray per low-resolution pixel through the centre of its {cfg.upscale}x"
+                                  f"{cfg.upscale} block of output pixels; channel = slab * 5 + j: j = 0..3 the ray's "
+                                  "(u, v, s, t) on the slab's two planes in [0, 1], j = 4 the slab's blend weight "
+                                  "(ngfx.nelf.lightslab.slab_coordinates)"),
+            "ngfx.n_slabs": str(cfg.n_slabs),
+            "ngfx.output": f"rgb [1, 3, {resolution[1]}, {resolution[0]}] in (0, 1), (N, C, H, W)",
+            "ngfx.nelf_config": json.dumps(cfg.to_dict()),
+        }
     return {
         "ngfx.input": "rays",
         "ngfx.input_shape": f"[1, {cfg.in_channels}, {h}, {w}] (N, C, H, W), float32",
@@ -41,21 +53,25 @@ def input_layout(cfg: NeLFConfig, resolution: tuple[int, int]) -> dict[str, str]
 
 
 def export_model(model: NeLF, out_path: str | Path, resolution: tuple[int, int]) -> Path:
-    """Write ``model`` for a ``resolution`` (W, H) frame to ``out_path`` atomically -> the path."""
+    """Write a student (NeLF or light slab) for a ``resolution`` (W, H) frame to ``out_path`` atomically."""
     w, h = low_resolution(model.cfg, *resolution)
     model = fold_batchnorm(model.float().cpu())  # every BatchNorm, also those after transposed convs
-    example = torch.zeros(1, model.cfg.in_channels, h, w)
-    return export_onnx(model, example, out_path, ("rays", "rgb"), input_layout(model.cfg, resolution))
+    example = torch.rand(1, model.cfg.in_channels, h, w)
+    # a light slab's hashed grid lookups need ONNX's bitwise operators (opset 18)
+    opset = 18 if getattr(model.cfg, "arch", "") == "lightslab" else 17
+    return export_onnx(model, example, out_path, ("rays", "rgb"), input_layout(model.cfg, resolution), opset)
 
 
 def export_onnx(module: torch.nn.Module, example: torch.Tensor, out_path: str | Path,
-                names: tuple[str, str] = ("input", "output"), metadata: dict[str, str] | None = None) -> Path:
-    """Any one-input network at ``example``'s fixed shape -> an ONNX file (opset 17) written atomically."""
+                names: tuple[str, str] = ("input", "output"), metadata: dict[str, str] | None = None,
+                opset: int = 17) -> Path:
+    """Any one-input network at ``example``'s fixed shape -> an ONNX file written atomically."""
     buffer = io.BytesIO()
     with warnings.catch_warnings():  # the TorchScript exporter's deprecation notices; it is the one that folds BN
         warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape checks traced as constants: shapes are fixed
         torch.onnx.export(module.eval(), (example,), buffer, input_names=[names[0]], output_names=[names[1]],
-                          opset_version=17, dynamo=False)
+                          opset_version=opset, dynamo=False)
     graph = onnx.load_from_string(buffer.getvalue())
     if metadata:
         onnx.helper.set_model_props(graph, metadata)

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from ngfx.errors import NgfxInputError
 from ngfx.io import load_checkpoint, read_json, require, write_json
-from ngfx.nelf.network import NeLF, NeLFConfig, encode_frames, fold_batchnorm, low_resolution
+from ngfx.nelf.network import NeLF, build_student, encode_frames, fold_batchnorm, low_resolution, student_config
 from ngfx.render.cameras import Intrinsics, orbit_poses
 from ngfx.render.runs import write_frames
 
@@ -28,7 +28,7 @@ def load_nelf_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tu
     run = read_json(run_dir / "run.json")
     if require(run, "app", source) != "nelf":
         raise NgfxInputError(source, "app", f"not a NeLF run (app = {run['app']!r})")
-    model = NeLF(NeLFConfig.from_dict(require(run, "nelf_config", source, dict), source))
+    model = build_student(student_config(require(run, "nelf_config", source, dict), source))
     tensors, _ = load_checkpoint(run_dir / "checkpoint.safetensors")
     state = {n[6:]: v for n, v in tensors.items() if n.startswith("model.")}
     try:

@@ -1,0 +1,151 @@
+"""A grid-encoded light-slab student, in the spirit of LightSpeed (Gupta et al., NeurIPS 2023).
+
+A ray is given by where it crosses two parallel planes (a light slab): (u, v) on the near plane, (s, t) on the
+far one. Its features come from multi-resolution 2D grids (this project's :class:`ngfx.encodings.Encoding`) on
+the six 2D sub-spaces of (u, v, s, t), concatenated; a small 1x1-conv decoder and MobileR2L's
+super-resolution head (:func:`ngfx.nelf.network.super_resolution_head`) turn them into the frame, as the
+MobileR2L student does from positionally encoded points. Learning a grid is far faster than learning a
+deep MLP, which is the point: a student close to its teacher in minutes.
+
+360-degree scenes are divided among ``n_slabs`` slabs whose normals point at evenly spaced azimuths around
+the scene's up axis (+z); each ray is encoded in every slab and the features are blended with weights
+``relu(d . n)^2`` (normalised), so a ray is seen by the slabs it crosses head-on and there are no seams.
+One slab (forward-facing scenes) uses the +z normal.
+
+Network input, computed on the host like MobileR2L's ray encoding: [B, n_slabs * 5, h, w], per slab
+(u, v, s, t) in [0, 1] and the blend weight.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from ngfx.encodings import Encoding
+from ngfx.errors import NgfxInputError
+from ngfx.nelf.network import ResidualBlock, config_fields, super_resolution_head
+
+PLANES = ((0, 1), (2, 3), (0, 2), (1, 3), (0, 3), (1, 2))  # the 2D sub-spaces of (u, v, s, t)
+_SR_X8 = ((64, 4, 2), (64, 4, 2), (16, 4, 2))
+
+
+@dataclass(frozen=True)
+class LightSlabConfig:
+    arch: str = "lightslab"
+    n_slabs: int = 4
+    n_levels: int = 8  # per 2D grid
+    n_features: int = 2
+    log2_hashmap_size: int = 14
+    base_resolution: int = 16
+    per_level_scale: float = 1.5
+    width: int = 128  # decoder channels
+    n_blocks: int = 4  # decoder residual blocks (1x1 convs)
+    sr_stages: tuple[tuple[int, int, int], ...] = _SR_X8
+    sr_blocks: int = 2
+    norm: str = "batch"
+
+    @property
+    def in_channels(self) -> int:
+        return self.n_slabs * 5
+
+    @property
+    def feature_channels(self) -> int:
+        return len(PLANES) * self.n_levels * self.n_features
+
+    @property
+    def upscale(self) -> int:
+        return math.prod(s for _, _, s in self.sr_stages)
+
+    def grid_config(self) -> dict:
+        return {"otype": "HashGrid", "n_levels": self.n_levels, "n_features_per_level": self.n_features,
+                "log2_hashmap_size": self.log2_hashmap_size, "base_resolution": self.base_resolution,
+                "per_level_scale": self.per_level_scale}
+
+    def to_dict(self) -> dict:
+        return {k: [list(s) for s in v] if k == "sr_stages" else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "config") -> "LightSlabConfig":
+        cfg = cls(**config_fields(cls, d, source))
+        for key in ("n_slabs", "n_levels", "n_features", "width", "log2_hashmap_size", "base_resolution"):
+            value = getattr(cfg, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise NgfxInputError(source, key, f"must be a positive integer, got {value!r}")
+        if cfg.arch != "lightslab" or cfg.norm not in ("batch", "none"):
+            raise NgfxInputError(source, "arch/norm", f"expected arch 'lightslab', norm batch|none, got "
+                                 f"{cfg.arch!r}, {cfg.norm!r}")
+        return cfg
+
+
+PRESETS: dict[str, LightSlabConfig] = {
+    "paper": LightSlabConfig(),
+    "quick": LightSlabConfig(n_levels=4, log2_hashmap_size=12, base_resolution=8, per_level_scale=1.6, width=32,
+                             n_blocks=2, sr_stages=((32, 4, 2), (16, 4, 2)), sr_blocks=1),
+    "tiny": LightSlabConfig(n_slabs=2, n_levels=2, log2_hashmap_size=10, base_resolution=4, per_level_scale=2.0,
+                            width=16, n_blocks=1, sr_stages=((16, 4, 2),), sr_blocks=1),
+}
+
+
+def slab_frames(n_slabs: int) -> torch.Tensor:
+    """[n_slabs, 3, 3]: each slab's (normal, e1, e2), orthonormal."""
+    if n_slabs == 1:
+        return torch.eye(3)[[2, 0, 1]][None]
+    az = torch.arange(n_slabs, dtype=torch.float32) * (2 * math.pi / n_slabs)
+    normal = torch.stack([az.cos(), az.sin(), torch.zeros_like(az)], dim=1)
+    e1 = torch.stack([-az.sin(), az.cos(), torch.zeros_like(az)], dim=1)  # up x normal
+    e2 = torch.tensor([0.0, 0.0, 1.0]).expand(n_slabs, 3)
+    return torch.stack([normal, e1, e2], dim=1)
+
+
+def slab_coordinates(origins: torch.Tensor, dirs: torch.Tensor, aabb: torch.Tensor, n_slabs: int) -> torch.Tensor:
+    """Rays [..., 3] -> [..., n_slabs * 5]: per slab (u, v, s, t) in [0, 1] and the blend weight.
+
+    The slab's planes lie at -R and +R along its normal from the aabb's centre (R: half the aabb diagonal);
+    plane coordinates are scaled by 4R so that rays through the scene land well inside [0, 1]."""
+    aabb = aabb.to(origins)
+    centre, radius = aabb.mean(0), (aabb[1] - aabb[0]).norm() / 2
+    frames = slab_frames(n_slabs).to(origins)  # [S, 3, 3]
+    q = origins - centre
+    q_n = q @ frames[:, 0].T  # [..., S]
+    d_n = dirs @ frames[:, 0].T
+    d_safe = torch.where(d_n.abs() < 1e-3, torch.full_like(d_n, 1e-3).copysign(d_n), d_n)
+    out = []
+    for plane in (-radius, radius):
+        t = (plane - q_n) / d_safe  # [..., S]
+        hit = q[..., None, :] + t[..., None] * dirs[..., None, :]  # [..., S, 3]
+        out += [(hit * frames[:, 1]).sum(-1), (hit * frames[:, 2]).sum(-1)]
+    uvst = (torch.stack([out[0], out[1], out[2], out[3]], dim=-1) / (4 * radius) + 0.5).clamp(0, 1)
+    weight = d_n.clamp_min(0) ** 2 + 1e-4
+    weight = weight / weight.sum(-1, keepdim=True)
+    return torch.cat([uvst, weight[..., None]], dim=-1).flatten(-2)
+
+
+class LightSlab(nn.Module):
+    """Slab coordinates [B, n_slabs * 5, h, w] -> RGB [B, 3, h * upscale, w * upscale] in (0, 1)."""
+
+    def __init__(self, cfg: LightSlabConfig, backend: str = "auto"):
+        super().__init__()
+        self.cfg = cfg
+        self.grids = nn.ModuleList(Encoding(2, cfg.grid_config(), backend) for _ in range(cfg.n_slabs * len(PLANES)))
+        self.stem = nn.Sequential(nn.Conv2d(cfg.feature_channels, cfg.width, 1), nn.GELU())
+        self.body = nn.Sequential(*[ResidualBlock(cfg.width, cfg.norm) for _ in range(cfg.n_blocks)])
+        self.upsample, self.to_rgb = super_resolution_head(cfg.width, cfg.sr_stages, cfg.sr_blocks, cfg.norm)
+
+    def features(self, slabs: torch.Tensor) -> torch.Tensor:
+        """[B, n_slabs * 5, h, w] -> blended grid features [B, feature_channels, h, w]."""
+        b, _, h, w = slabs.shape
+        x = slabs.permute(0, 2, 3, 1).reshape(-1, self.cfg.n_slabs, 5).float()
+        blended = 0
+        for i in range(self.cfg.n_slabs):
+            planes = [torch.stack([x[:, i, a], x[:, i, c]], dim=1) for a, c in PLANES]
+            grids = self.grids[i * len(PLANES):(i + 1) * len(PLANES)]
+            blended = blended + x[:, i, 4:5] * torch.cat([g(p) for g, p in zip(grids, planes)], dim=1)
+        return blended.reshape(b, h, w, -1).permute(0, 3, 1, 2).to(slabs.dtype)
+
+    def forward(self, slabs: torch.Tensor) -> torch.Tensor:
+        x = self.stem(self.features(slabs).contiguous(memory_format=torch.channels_last))
+        x = x + self.body(x)
+        return torch.sigmoid(self.to_rgb(self.upsample(x)))
