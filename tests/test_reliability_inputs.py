@@ -124,3 +124,10 @@ def test_a_cmyk_jpeg_is_read_as_rgb_not_rgba(tmp_path):
     img = read_image(tmp_path / "print.jpg")
     assert img.shape == (16, 16, 3) and img[..., 0].min() > 0.9 and img[..., 1:].max() < 0.1
 
+
+def test_a_dataset_frame_that_is_not_an_image_names_the_frame_and_the_file(tmp_path):
+    path = _dataset(tmp_path)
+    (tmp_path / "data" / "images" / "1.png").write_text("not pixels")
+    with pytest.raises(NgfxInputError, match=r"transforms\.json: field 'frames\[1\]\.file_path': .*1\.png: not an image"):
+        load_multiview(path, "train")
+

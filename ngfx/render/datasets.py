@@ -122,8 +122,14 @@ def _fit_image(img: np.ndarray, width: int, height: int, path: Path, source: str
 
 def _load_images(paths: list[Path], width: int | None, height: int | None, source: str,
                  fields: list[str]) -> torch.Tensor:
+    def read(path: Path, field: str) -> np.ndarray:  # a bad image names the frame that lists it, too
+        try:
+            return read_image(path)
+        except NgfxInputError as e:
+            raise NgfxInputError(source, field, f"{e.source}: {e.problem}") from None
+
     with ThreadPoolExecutor(max_workers=8) as pool:
-        raw = list(pool.map(read_image, paths))
+        raw = list(pool.map(read, paths, fields))
     if width is None or height is None:
         height, width = raw[0].shape[:2]
     images = [_fit_image(img, width, height, p, source, f) for img, p, f in zip(raw, paths, fields)]
