@@ -52,7 +52,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, 64x36 frames, CPU-friendly")
-    parser.add_argument("--apps", default="nerf,nsdf,gia,nvr")
+    parser.add_argument("--apps", default="gia,nsdf,nvr,nerf")
     parser.add_argument("--runs", default=None, type=Path, help="folder of trained runs named by app (else train)")
     parser.add_argument("--train-seconds", type=float, default=15.0)
     parser.add_argument("--device", default=None)
@@ -68,6 +68,7 @@ def main(argv=None) -> None:
         t = time.perf_counter()
         app = trained_app(name, args)
         row = {"app": name, "setup_and_train_s": time.perf_counter() - t}
+        print(f"{name}: built and trained in {row['setup_and_train_s']:.1f} s; tracing", flush=True)
         for fused, suffix in ((False, ""), (True, "_fused")):
             trace = trace_frame(app, width, height, args.device, fused=fused, profiler=True)
             write_trace(trace, traces_dir / f"{name}_hashgrid{suffix}.json")

@@ -93,40 +93,51 @@ def kernels_from_profile(events: list[dict], stage_kernels: list[Kernel], device
                     if e.get("cat") == "cuda_runtime" and "correlation" in e.get("args", {})}
         work = [(launches.get(e.get("args", {}).get("correlation"), None), e) for e in spans if e.get("cat") in GPU_WORK]
         work = [(host_ts, e) for host_ts, e in work if host_ts is not None]
+        work = [(host_ts, e, op) for (host_ts, e), op in zip(work, _launching_ops([w[0] for w in work], ops))]
     else:
         work, end = [], -math.inf
         for op in ops:  # top-level ops: not inside an earlier op
             if op["ts"] >= end:
-                work.append((op["ts"], op))
+                work.append((op["ts"], op, op))
                 end = op["ts"] + op["dur"]
     starts = [r["ts"] for r in ranges]
     per_stage: dict[int, list] = {}
     outside = []
-    for host_ts, e in sorted(work, key=lambda w: w[1]["ts"]):
+    for host_ts, e, op in sorted(work, key=lambda w: w[1]["ts"]):
         i = bisect.bisect_right(starts, host_ts) - 1
         inside = i >= 0 and host_ts <= ranges[i]["ts"] + ranges[i]["dur"]
-        (per_stage.setdefault(i, []) if inside else outside).append((host_ts, e))
+        (per_stage.setdefault(i, []) if inside else outside).append((e, op))
     kernels = []
     for i, stage in enumerate(stage_kernels):
-        kernels += _split_stage(stage, per_stage.get(i, []), ops)
+        kernels += _split_stage(stage, per_stage.get(i, []))
     rest = Kernel("unstaged", "rest", 0, 0.0, 0.0, 0.0, 0.0, frame=stage_kernels[0].frame if stage_kernels else 0, app=app)
-    kernels += _split_stage(rest, outside, ops)
+    kernels += _split_stage(rest, outside)
     return kernels
 
 
-def _launching_op(host_ts: float, ops: list[dict]) -> dict | None:
-    """The innermost CPU op with input shapes whose span holds ``host_ts``."""
-    holding = [op for op in ops if op["ts"] <= host_ts <= op["ts"] + op["dur"] and op.get("args", {}).get("Input Dims")]
-    return min(holding, key=lambda op: op["dur"]) if holding else None
+def _launching_ops(host_times: list[float], ops: list[dict]) -> list[dict | None]:
+    """For each host time, the innermost CPU op with input shapes whose span holds it, in one sweep (a frame
+    has tens of thousands of kernels; ops on a thread nest, so a stack of open ops holds the answer on top)."""
+    shaped = sorted((op for op in ops if op.get("args", {}).get("Input Dims")), key=lambda op: (op["ts"], -op["dur"]))
+    out, stack, i = [None] * len(host_times), [], 0
+    for idx in sorted(range(len(host_times)), key=host_times.__getitem__):
+        t = host_times[idx]
+        while i < len(shaped) and shaped[i]["ts"] <= t:
+            stack.append(shaped[i])
+            i += 1
+        while stack and stack[-1]["ts"] + stack[-1]["dur"] < t:
+            stack.pop()
+        out[idx] = stack[-1] if stack else None
+    return out
 
 
-def _split_stage(stage: Kernel, work: list, ops: list[dict]) -> list[Kernel]:
-    """One :class:`Kernel` per profiled event of ``stage``, costs from its op's shapes or shared from the stage's."""
+def _split_stage(stage: Kernel, work: list) -> list[Kernel]:
+    """One :class:`Kernel` per profiled ``(event, launching op)`` of ``stage``, costs from the op's shapes or
+    shared from the stage's."""
     if not work:
         return []
     out, unshaped = [], []
-    for host_ts, e in work:
-        op = e if e.get("cat") == "cpu_op" else _launching_op(host_ts, ops)
+    for e, op in work:
         cost = costs.tensor_op(op["name"], op["args"]["Input Dims"]) if op and op.get("args", {}).get("Input Dims") else None
         k = dataclasses.replace(stage, name=f"{stage.name}/{e['name']}"[:200], n_inputs=0, duration_s=e["dur"] * 1e-6,
                                 mlp_layers=list(stage.mlp_layers))

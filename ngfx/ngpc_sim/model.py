@@ -127,10 +127,9 @@ def simulate(trace: Trace, cfg: NGPCConfig, record_timeline: bool = False) -> Si
 
     if not cfg.enabled or n_inputs <= 0:
         # The GPU alone: every kernel, one after another, as traced (or with the rest fused).
-        def gpu_only():
-            for k in trace.kernels:
-                speed = rest_speed if k.category == "rest" else 1.0
-                yield from units.work("gpu_sms", k.duration_s / trace.n_frames / speed)
+        def gpu_only():  # one span: a frame of a per-kernel trace holds tens of thousands of kernels
+            yield from units.work("gpu_sms", sum(k.duration_s / (rest_speed if k.category == "rest" else 1.0)
+                                                 for k in trace.kernels) / trace.n_frames)
         env.process(gpu_only())
         env.run()
         n_batches, scale = 0, 0
@@ -165,14 +164,17 @@ def simulate(trace: Trace, cfg: NGPCConfig, record_timeline: bool = False) -> Si
         tables_ready = env.event()
         env.process(table_broadcast())
 
+        # every batch carries the same share of every kernel, so its cycles are counted once
+        enc_cycles = sum(encoding_cycles(k, round(k.n_inputs / frames * batch_fraction), cfg) for k in enc_kernels)
+        mlp_cycles_per_batch = sum(mlp_cycles(k, round(k.n_inputs / frames * batch_fraction), cfg) for k in mlp_kernels)
+
         def encoding_engine(nfp: int, handoff: simpy.Store):
             yield tables_ready
             while len(todo.items):
                 b = yield todo.get()
                 load = sum(table_load_bytes(k, cfg) for k in streamed)  # pieces streamed for every batch
                 yield from transfer(load + n_inputs * batch_fraction * cfg.io_bytes_per_input, f"nfp{nfp}")
-                cycles = sum(encoding_cycles(k, round(k.n_inputs / frames * batch_fraction), cfg) for k in enc_kernels)
-                yield from units.work("encoding_engines", cycles / cfg.clock_hz, lane=f"enc{nfp}")
+                yield from units.work("encoding_engines", enc_cycles / cfg.clock_hz, lane=f"enc{nfp}")
                 yield handoff.put(b)
             yield handoff.put(None)
 
@@ -181,8 +183,7 @@ def simulate(trace: Trace, cfg: NGPCConfig, record_timeline: bool = False) -> Si
                 b = yield handoff.get()
                 if b is None:
                     return
-                cycles = sum(mlp_cycles(k, round(k.n_inputs / frames * batch_fraction), cfg) for k in mlp_kernels)
-                yield from units.work("mlp_engines", cycles / cfg.clock_hz, lane=f"mlp{nfp}")
+                yield from units.work("mlp_engines", mlp_cycles_per_batch / cfg.clock_hz, lane=f"mlp{nfp}")
                 yield done.put(b)
 
         def gpu_sms():
