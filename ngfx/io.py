@@ -282,7 +282,8 @@ def folder_lock(folder: str | os.PathLike, what: str = "folder") -> Iterator[Pat
                 pid = 0
             if pid and pid != os.getpid() and _process_alive(pid):
                 raise NgfxInputError(str(folder), None, f"{what} is in use by process {pid} (lock file {lock}); "
-                                                        "wait for it or stop it") from None
+                                                        "wait for it or stop it (if that process is not ngfx, "
+                                                        "delete the lock file)") from None
             with contextlib.suppress(FileNotFoundError):
                 lock.unlink()  # stale: its process is gone
     else:
