@@ -65,21 +65,26 @@ def torch_device(text: str) -> str:
 
 # --- demo (issue: the main job) -------------------------------------------------------------------
 def _add_demo(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="train, render, trace and simulate on embedded procedural scenes")
+    p = sub.add_parser("demo", help="train, render, trace and simulate on embedded procedural scenes",
+                       description="Exits 0 only when every stage is done; re-running resumes.")
     p.add_argument("--out", default="demo", help="output folder (default: ./demo)")
     size = p.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_const", dest="size", const="quick", help="small sizes (CPU default)")
-    size.add_argument("--full", action="store_const", dest="size", const="full", help="real sizes (GPU)")
-    size.add_argument("--smoke", action="store_const", dest="size", const="smoke", help="tiny sizes, for CI")
-    p.add_argument("--data", default=None, help="folder of real scenes for --full (e.g. ../shared/scenes)")
+    size.add_argument("--quick", action="store_const", dest="size", const="quick",
+                      help="small sizes (the default on a CPU)")
+    size.add_argument("--full", action="store_const", dest="size", const="full",
+                      help="real sizes (the default on a GPU)")
+    size.add_argument("--smoke", action="store_const", dest="size", const="smoke",
+                      help="tiny sizes: every stage runs, quality is not the point (CI)")
+    p.add_argument("--data", default=None,
+                   help="folder of real scenes, used with --full only (default: none; e.g. ../shared/scenes)")
     p.set_defaults(func=_run_demo)
 
 
 def _run_demo(args: argparse.Namespace) -> int:
     from ngfx.demo import run_demo
 
-    run_demo(out_dir=args.out, size=args.size, data_dir=args.data)
-    return 0
+    result = run_demo(out_dir=args.out, size=args.size, data_dir=args.data)
+    return 0 if result.ok else 1  # a failed stage or a missing package fails the command (and CI)
 
 
 # --- render: train / render (issue: the four applications) ----------------------------------------
@@ -109,8 +114,16 @@ def _add_render(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_train)
     p = sub.add_parser("render", help="render a trained run folder to PNG frames (and an MP4)")
     p.add_argument("run_dir")
-    p.add_argument("--resolution", type=_resolution, default=(800, 800), help="WIDTHxHEIGHT (default 800x800)")
-    p.add_argument("--camera-path", default=None, choices=("orbit",), help="orbit the scene (default: eval views)")
+    p.add_argument("--resolution", type=_resolution, default=None,
+                   help="WIDTHxHEIGHT (default: the cameras file's size, else 800x800)")
+    views = p.add_mutually_exclusive_group()
+    views.add_argument("--camera-path", default=None, choices=("orbit",),
+                       help="orbit the scene (default: the run's evaluation views)")
+    views.add_argument("--cameras", default=None,
+                       help="render these poses: a Blender/instant-ngp transforms JSON (its frames' images, when "
+                            "named, are scored: PSNR/SSIM in metrics.json) or a nerfstudio camera-path JSON")
+    p.add_argument("--eval", action="store_true",
+                   help="also run the app's evaluation (val split or full image) into metrics.json; minutes on a CPU")
     p.add_argument("--frames", type=positive_int, default=None,
                    help="number of frames (default: 1, or 60 with --camera-path)")
     p.add_argument("--video", action="store_true", help="also write video.mp4")
@@ -123,13 +136,14 @@ def _add_render(sub: argparse._SubParsersAction) -> None:
 def _run_train(args: argparse.Namespace) -> int:
     import os
 
+    from ngfx.render.metrics import quality_summary
     from ngfx.render.runs import train
 
     if args.allow_outside_paths:  # the dataset loader reads it, here and when the run is rendered
         os.environ["NGFX_ALLOW_OUTSIDE_PATHS"] = "1"
     metrics = train(args.app, args.scene, args.encoding, args.out, size=args.size, steps=args.steps,
                     seconds=args.seconds, device=args.device, resume=args.resume, overwrite=args.overwrite)
-    quality = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k in ("psnr_db", "ssim", "sign_agreement"))
+    quality = quality_summary({k: v for k, v in metrics.items() if k != "seconds"})
     print(f"trained {args.app} for {metrics['steps']} steps in {metrics['seconds']:.1f} s: {quality} -> {args.out}")
     return 0
 
@@ -148,13 +162,18 @@ def _run_render(args: argparse.Namespace) -> int:
     if read_json(f"{args.run_dir}/run.json").get("app") == "nelf":
         from ngfx.nelf.runs import render_nelf_run
 
+        if args.cameras or args.eval:
+            raise ValueError(f"{args.run_dir}: a NeLF run renders its own views (metrics.json always); "
+                             "--cameras and --eval are for nerf, nsdf, gia and nvr runs")
+
         paths = render_nelf_run(args.run_dir, args.out, args.resolution, camera_path=args.camera_path,
                                 n_frames=n_frames, video=args.video)
     else:
         from ngfx.render.runs import render_run
 
         paths = render_run(args.run_dir, args.out, args.resolution, camera_path=args.camera_path, n_frames=n_frames,
-                           video=args.video, fused=not args.unfused, device=args.device)
+                           video=args.video, fused=not args.unfused, device=args.device, cameras=args.cameras,
+                           evaluate=args.eval)
     print(f"wrote {len(paths)} files to {args.out}")
     return 0
 
@@ -288,6 +307,9 @@ def _add_sim(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="ngpc_sweep", help="output folder")
     p.add_argument("--scheduler", default=None, help="Dask scheduler address (tcp://host:8786); default: local processes")
     p.add_argument("--workers", type=int, default=None, help="local worker processes (default: CPU count)")
+    p.add_argument("--project", action="store_true",
+                   help="project each trace onto --gpu through the per-kernel roofline first (a model; what a CPU "
+                        "trace needs before it says anything about a GPU)")
     p.set_defaults(func=_run_sim_sweep)
 
     p = sim.add_parser("calibrate", parents=[common],
@@ -325,7 +347,8 @@ def _run_sim_sweep(args: argparse.Namespace) -> int:
     from ngfx.ngpc_sim.api import sim_sweep
 
     path = sim_sweep(args.out, args.trace, args.scale, args.resolution, gpu=args.gpu, config=args.config,
-                     scheduler=args.scheduler, workers=args.workers, rest_mode=args.rest, rest_speedup=args.rest_speedup)
+                     scheduler=args.scheduler, workers=args.workers, rest_mode=args.rest, rest_speedup=args.rest_speedup,
+                     project=args.project)
     print(f"wrote {path} (and sweep.csv, sweep.json, plots) in {args.out}")
     return 0
 

@@ -51,7 +51,9 @@ def test_render_writes_frames_video_and_metrics(run_dir, tmp_path):
     assert len(frames) == 3 and iio.imread(frames[0]).shape == (16, 20, 3)
     assert not (iio.imread(frames[0]) == iio.imread(frames[1])).all()  # the camera moved
     assert (out / "video.mp4").stat().st_size > 0
-    assert "psnr_db" in json.loads((out / "metrics.json").read_text())
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["frames"] == 3 and (metrics["width"], metrics["height"]) == (20, 16)
+    assert "evaluation" not in metrics  # the val split is evaluated only with --eval
 
 
 def test_corrupt_checkpoint_is_one_clear_line(run_dir, tmp_path, capsys):

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from ngfx.demo.stages import Stage
+from ngfx.render.metrics import quality_summary
+
+from ngfx.render.runs import APP_MODULES, PROCEDURAL_SCENES
 
 APPS = ("gia", "nsdf", "nvr", "nerf")
-PROCEDURAL_SCENES = {"gia": "image", "nsdf": "csg", "nvr": "cloud", "nerf": "synthetic"}
 REAL_SCENES = {"gia": "images/albert.jpg", "nsdf": "meshes/armadillo.obj", "nerf": "lego"}  # under --data
 
 
@@ -18,16 +21,25 @@ class DemoSize:
     render_resolution: tuple[int, int]
     trace_resolution: tuple[int, int]
     nelf_size: str
+    shows: str  # what a user sees at this size (the report and the README say it)
     train_steps: int | None = None  # None: each app's default for app_size
+    train_seconds: float | None = None  # a cap on each app's training loop (None: the app's default)
+    nelf_seconds: float | None = None  # a cap on the NeLF distillation's training
     sweep_scales: tuple[int, ...] = (8, 16, 32, 64)
     sweep_resolutions: tuple[tuple[int, int], ...] = ((1920, 1080), (3840, 2160), (7680, 4320))
 
 
 DEMO_SIZES = {
-    "smoke": DemoSize("tiny", (96, 96), (64, 64), "tiny", train_steps=60, sweep_scales=(8, 64),
-                      sweep_resolutions=((1920, 1080),)),
-    "quick": DemoSize("quick", (256, 256), (128, 128), "quick"),
-    "full": DemoSize("full", (1920, 1080), (1920, 1080), "full"),
+    "smoke": DemoSize("tiny", (64, 64), (32, 32), "tiny", train_steps=60, sweep_scales=(8, 64),
+                      sweep_resolutions=((1920, 1080),),
+                      shows="that every stage runs end to end (CI): tiny models, 60 training steps each; the "
+                            "images are blurry and the numbers say nothing about quality"),
+    "quick": DemoSize("quick", (256, 256), (128, 128), "quick", train_seconds=40.0, nelf_seconds=30.0,
+                      shows="recognisable results on a CPU: small models trained for up to 40 s each, renders at "
+                            "256x256; quality is far below the GPU sizes (see BENCHMARKS.md)"),
+    "full": DemoSize("full", (1920, 1080), (1920, 1080), "full",
+                     shows="the real sizes on a GPU: full models and training budgets, 1080p renders, traces of "
+                           "1080p frames (and the real scenes under --data)"),
 }
 
 
@@ -38,59 +50,74 @@ def scene_for(app: str, size: str, data_dir: str | None) -> str:
 
 
 def build_stages(out: Path, size: str, device: str, data_dir: str | None) -> list[Stage]:
-    from ngfx.nelf import distill as nelf_distill
-    from ngfx.nelf.mobile_report import write_mobile_report
-    from ngfx.nelf.runs import render_nelf_run
-    from ngfx.ngpc_sim.api import sim_sweep
-    from ngfx.ngpc_sim.capture import trace_run
-    from ngfx.render import runs
-
+    """The demo's stages; each imports what it runs when it runs, and lists it in ``requires`` so
+    :meth:`StageRunner.check` can import it all up front."""
     sizes = DEMO_SIZES[size]
     stages: list[Stage] = []
     run_dir = {app: out / "runs" / app for app in (*APPS, "nelf")}
     for app in APPS:
         scene = scene_for(app, size, data_dir)
         stages.append(Stage(
-            f"train-{app}",
-            lambda app=app, scene=scene: runs.train(app, scene, "hashgrid", run_dir[app], size=sizes.app_size,
-                                                    steps=sizes.train_steps, device=device, resume=True),
-            describe=_describe_metrics))
+            f"train-{app}", lambda app=app, scene=scene: _train(app, scene, run_dir[app], sizes, device),
+            describe=quality_summary, requires=(RUNS, APP_MODULES[app]) + (MESH_MODULES if app == "nsdf" else ())))
         stages.append(Stage(
             f"render-{app}",
-            lambda app=app: {"frames": [str(p) for p in runs.render_run(
+            lambda app=app: {"frames": [str(p) for p in _module(RUNS).render_run(
                 run_dir[app], out / "renders" / app, sizes.render_resolution,
                 # the fused rest kernels are GPU kernels; on a CPU the PyTorch ones are the fast path
                 fused=device == "cuda", device=device)]},
-            needs=(f"train-{app}",)))
+            needs=(f"train-{app}",), requires=(RUNS, "imageio")))
         stages.append(Stage(
             f"trace-{app}",
-            lambda app=app: _trace_app(trace_run, run_dir[app], out / "traces", app, sizes.trace_resolution, device),
-            needs=(f"train-{app}",)))
+            lambda app=app: _trace_app(_module(CAPTURE).trace_run, run_dir[app], out / "traces", app,
+                                       sizes.trace_resolution, device),
+            needs=(f"train-{app}",), requires=(CAPTURE,)))
     stages.append(Stage(
         "distill-nelf",
-        lambda: nelf_distill.distill(run_dir["nerf"], run_dir["nelf"], size=sizes.nelf_size, device=device)["metrics"],
-        needs=("train-nerf",), describe=_describe_metrics))
+        lambda: _module("ngfx.nelf.distill").distill(run_dir["nerf"], run_dir["nelf"], size=sizes.nelf_size,
+                                                     device=device, seconds=sizes.nelf_seconds)["metrics"],
+        needs=("train-nerf",), describe=quality_summary, requires=("ngfx.nelf.distill",)))
     stages.append(Stage(
         "render-nelf",
-        lambda: {"frames": [str(p) for p in render_nelf_run(run_dir["nelf"], out / "renders" / "nelf",
-                                                             n_frames=1, device=device)]},
-        needs=("distill-nelf",)))
+        lambda: {"frames": [str(p) for p in _module("ngfx.nelf.runs").render_nelf_run(
+            run_dir["nelf"], out / "renders" / "nelf", n_frames=1, device=device)]},
+        needs=("distill-nelf",), requires=("ngfx.nelf.runs",)))
     stages.append(Stage(
         "ngpc-sweep",
         # traces from this machine (a CPU, or a GPU other than the RTX 3090) are projected onto the RTX 3090 by
         # the per-kernel roofline before the replay, never replayed as if they were its frames
-        lambda: {"report": str(sim_sweep(out / "sim", out / "traces", scales=sizes.sweep_scales,
-                                          resolutions=sizes.sweep_resolutions, project=True))},
-        needs=tuple(f"trace-{app}" for app in APPS)))
+        lambda: {"report": str(_module("ngfx.ngpc_sim.api").sim_sweep(
+            out / "sim", out / "traces", scales=sizes.sweep_scales, resolutions=sizes.sweep_resolutions,
+            project=True))},
+        needs=tuple(f"trace-{app}" for app in APPS), requires=("ngfx.ngpc_sim.api", "simpy", "matplotlib")))
     stages.append(Stage(
         "mobile-report",
-        lambda: {"report": str(write_mobile_report(run_dir["nelf"], "iphone13", _nelf_resolution(run_dir["nelf"]),
-                                                   out / "mobile" / "demo_nelf"))},
-        needs=("distill-nelf",)))
+        lambda: {"report": str(_module(MOBILE).write_mobile_report(
+            run_dir["nelf"], "iphone13", _nelf_resolution(run_dir["nelf"]), out / "mobile" / "demo_nelf"))},
+        needs=("distill-nelf",), requires=(MOBILE, "matplotlib", "markdown")))
     stages.append(Stage(
         "mobile-report-paper",
-        lambda: {"report": str(write_mobile_report("paper", "iphone13", (1008, 756), out / "mobile" / "paper"))}))
+        lambda: {"report": str(_module(MOBILE).write_mobile_report("paper", "iphone13", (1008, 756),
+                                                                   out / "mobile" / "paper"))},
+        requires=(MOBILE, "matplotlib", "markdown")))
     return stages
+
+
+RUNS, CAPTURE, MOBILE = "ngfx.render.runs", "ngfx.ngpc_sim.capture", "ngfx.nelf.mobile_report"
+MESH_MODULES = ("trimesh", "rtree")  # NSDF's mesh distances on a CPU
+
+
+def _module(name: str):
+    return importlib.import_module(name)
+
+
+def _train(app: str, scene: str, run_dir: Path, sizes: DemoSize, device: str) -> dict:
+    """Train (or resume) one app at the demo's size; with a time cap, the app's default steps still bound it."""
+    steps = sizes.train_steps
+    if steps is None and sizes.train_seconds is not None:
+        steps = _module(APP_MODULES[app]).DEFAULT_STEPS[sizes.app_size]
+    return _module(RUNS).train(app, scene, "hashgrid", run_dir, size=sizes.app_size, steps=steps,
+                               seconds=sizes.train_seconds, device=device, resume=True)
 
 
 def _trace_app(trace_run, run_dir: Path, traces: Path, app: str, resolution: tuple[int, int], device: str) -> dict:
@@ -108,13 +135,3 @@ def _nelf_resolution(run_dir: Path) -> tuple[int, int]:
 
     k = read_json(run_dir / "run.json")["intrinsics"]
     return int(k["width"]), int(k["height"])
-
-
-def _describe_metrics(info: dict) -> str:
-    parts = []
-    for key, label, unit in (("psnr_db", "PSNR", " dB"), ("student_psnr_db", "student PSNR", " dB"),
-                             ("teacher_psnr_db", "teacher PSNR", " dB"),
-                             ("sign_agreement_uniform_pct", "sign agreement", " %"), ("seconds", "trained", " s")):
-        if isinstance(info, dict) and isinstance(info.get(key), (int, float)):
-            parts.append(f"{label} {info[key]:.2f}{unit}")
-    return ", ".join(parts)

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import markdown
 
+from ngfx.demo.plan import APPS, DEMO_SIZES
 from ngfx.io import atomic_write
+from ngfx.render.metrics import METRIC_MEANINGS
 
 APP_TITLES = {"gia": "GIA: gigapixel image approximation", "nsdf": "NSDF: neural signed distance function",
               "nvr": "NVR: neural volume rendering", "nerf": "NeRF: neural radiance field",
@@ -74,35 +76,104 @@ def plot_training_curve(out: Path, app: str) -> Path | None:
     return path
 
 
+INTRODUCTION = """\
+`ngfx demo` trained the four neural-graphics applications of the NGPC paper on small embedded scenes (no
+download), each on a multi-resolution hash grid plus a small MLP: **GIA** learns an image, **NSDF** a signed
+distance function of a 3D shape, **NVR** a density-and-colour volume, **NeRF** a radiance field from
+photographs of a scene. It then distilled a **NeLF** (a light field network that renders a pixel in one network
+evaluation) from the NeRF, rendered every model, recorded a per-kernel trace of one frame of each
+application, replayed those traces on the SimPy model of the **NGPC** accelerator cluster, and estimated the
+NeLF's latency on a phone. Each section below shows one of these steps.
+"""
+
+
+def _stage_table(status: dict) -> str:
+    rows = []
+    for name, entry in status.items():
+        note = entry.get("error") or entry.get("reason") or ""
+        if entry.get("state") == "failed" and entry.get("log"):
+            note += f" (traceback: [{entry['log']}]({entry['log']}))"
+        rows.append({"stage": name, "state": entry["state"], "seconds": entry.get("seconds", 0.0), "note": note})
+    return _table(rows)
+
+
+def _metric_rows(metrics: dict) -> list[dict]:
+    """The metrics a reader can interpret, labelled with their units (see the glossary)."""
+    rows = []
+    for key, (label, unit, _) in METRIC_MEANINGS.items():
+        value = metrics.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            rows.append({"metric": label, "value": value, "unit": unit})
+    for key in ("steps", "n_views", "width", "height", "scene", "size"):
+        if key in metrics:
+            rows.append({"metric": key.replace("n_views", "evaluation views").replace("_", " "), "value": metrics[key],
+                         "unit": ""})
+    return rows
+
+
+def _glossary(out: Path) -> str:
+    present = set()
+    for app in (*APPS, "nelf"):
+        present |= set(_read(out / "runs" / app / "metrics.json"))
+    rows = [{"metric": label, "unit": unit or "-", "meaning": meaning}
+            for key, (label, unit, meaning) in METRIC_MEANINGS.items() if key in present]
+    rows.append({"metric": "frame time, FPS, speedup", "unit": "ms, 1/s, x",
+                 "meaning": "the simulator's estimate of one frame on the NGPC cluster, and how many times faster "
+                            "than the traced frame that is"})
+    return _table(rows)
+
+
+def _why_missing(status: dict, stage: str) -> str:
+    entry = status.get(stage, {})
+    state = entry.get("state", "not run")
+    detail = entry.get("error") or entry.get("reason") or ""
+    return f"Nothing to show: stage `{stage}` is {state}{': ' + detail if detail else ''}.\n"
+
+
 def build_markdown(out: Path, status: dict, size: str, device: str) -> str:
+    sizes = DEMO_SIZES[size]
+    implication = ("Timings are of this CPU and say nothing about a GPU; the simulator projects the traced "
+                   "frames onto the RTX 3090 before replaying them." if device == "cpu" else
+                   "Timings are of this GPU.")
     md = ["# ngfx demo report\n",
-          f"{dt.datetime.now().strftime('%Y-%m-%d %H:%M')} · size `{size}` · device `{device}`\n",
-          "## Stages\n",
-          _table([{"stage": name, "state": e["state"], "seconds": e.get("seconds", 0.0),
-                   "note": e.get("error") or e.get("reason") or ""} for name, e in status.items()])]
-    for app in ("gia", "nsdf", "nvr", "nerf", "nelf"):
+          f"{dt.datetime.now().strftime('%Y-%m-%d %H:%M')} · size `{size}` on `{device}`\n",
+          INTRODUCTION,
+          f"**This run**: size `{size}` on `{device}` shows {sizes.shows}. {implication} Other sizes: "
+          "`ngfx demo --smoke` (every stage, tiny), `--quick` (the CPU default), `--full` (the GPU default).\n",
+          "## Stages\n", _stage_table(status),
+          "## What the numbers mean\n", _glossary(out)]
+    for app in (*APPS, "nelf"):
         md.append(f"## {APP_TITLES[app]}\n")
         metrics = _read(out / "runs" / app / "metrics.json")
-        if metrics:
-            flat = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}
-            md.append(_table([flat]))
-        md.append('<div class="gallery" markdown="1">\n\n' + _images(out, out / "renders" / app, limit=3) + "\n</div>\n")
+        images = _images(out, out / "renders" / app, limit=3)
         curve = plot_training_curve(out, app)
+        if not (metrics or images or curve):
+            md.append(_why_missing(status, "distill-nelf" if app == "nelf" else f"train-{app}"))
+            continue
+        if metrics:
+            md.append(_table(_metric_rows(metrics)))
+        if images:
+            md.append('<div class="gallery" markdown="1">\n\n' + images + "\n</div>\n")
         if curve:
             md.append(f"![{app} training curve]({curve.relative_to(out).as_posix()})\n")
-    md.append("## NGPC simulator: the traced frames on the cluster model\n")
-    md.append("The frames traced here are projected onto the RTX 3090 by a per-kernel roofline (a model: "
-              "FLOPs and bytes against its peaks) and replayed with an NGPC beside it; the simulator report opens "
-              "with its figures against the paper's, fitted and predicted.\n")
+    md.append("## NGPC simulator: the traced frames replayed on the cluster model\n")
     sim = out / "sim"
-    for csv in sorted(sim.glob("*.csv"))[:1] if sim.is_dir() else []:
+    csvs = sorted(sim.glob("*.csv"))[:1] if sim.is_dir() else []
+    reports = sorted(sim.glob("*.html"))[:1] if sim.is_dir() else []
+    plots = _images(out, sim, limit=8)
+    if not (csvs or reports or plots):
+        md.append(_why_missing(status, "ngpc-sweep"))
+    for csv in csvs:
         md.append(f"Full results: [{csv.name}]({csv.relative_to(out).as_posix()})\n")
-    for report in sorted(sim.glob("*.html"))[:1] if sim.is_dir() else []:
+    for report in reports:
         md.append(f"Simulator report: [{report.name}]({report.relative_to(out).as_posix()})\n")
-    md.append(_images(out, sim, limit=8))
+    md.append(plots)
     md.append("## Mobile latency of the NeLF\n")
     mobile = out / "mobile"
-    for sub in sorted(p for p in mobile.iterdir() if p.is_dir()) if mobile.is_dir() else []:
+    subs = sorted(p for p in mobile.iterdir() if p.is_dir()) if mobile.is_dir() else []
+    if not subs:
+        md.append(_why_missing(status, "mobile-report"))
+    for sub in subs:
         md.append(f"### {sub.name.replace('_', ' ')}\n")
         for report in sorted(sub.glob("*.html"))[:1]:
             md.append(f"Full report: [{report.name}]({report.relative_to(out).as_posix()})\n")

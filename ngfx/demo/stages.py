@@ -2,11 +2,14 @@
 
 Each finished stage is recorded in ``OUT/status.json`` (written atomically), so an interrupted demo re-run
 skips what is done. A stage that raises is marked failed with its message (full traceback in
-``OUT/logs/STAGE.log``); stages that need it are skipped, all others still run.
+``OUT/logs/STAGE.log``, removed once the stage succeeds); stages that need it are skipped, all others still
+run. Before anything runs, :meth:`StageRunner.check` imports what each pending stage ``requires``, so a
+missing package shows in seconds rather than after minutes of training.
 """
 
 from __future__ import annotations
 
+import importlib
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -22,6 +25,7 @@ class Stage:
     run: Callable[[], dict]  # does the work, returns a small JSON-able summary
     needs: tuple[str, ...] = ()
     describe: Callable[[dict], str] = field(default=lambda info: "")
+    requires: tuple[str, ...] = ()  # modules it imports: checked up front
 
 
 class StageRunner:
@@ -33,6 +37,23 @@ class StageRunner:
 
     def state(self, name: str) -> str:
         return self.status.get(name, {}).get("state", "pending")
+
+    def check(self, stages: list[Stage]) -> list[str]:
+        """Import what each stage still to run requires -> one line per problem (empty: all import)."""
+        problems, seen = [], {}
+        for stage in stages:
+            if self.state(stage.name) == "done":
+                continue
+            for module in stage.requires:
+                if module not in seen:
+                    try:
+                        importlib.import_module(module)
+                        seen[module] = None
+                    except Exception as e:  # ImportError, or a module failing at import time
+                        seen[module] = f"{type(e).__name__}: {e}"
+                if seen[module]:
+                    problems.append(f"{stage.name}: cannot import {module} ({seen[module]})")
+        return problems
 
     def run_all(self, stages: list[Stage]) -> dict[str, dict]:
         width = max(len(s.name) for s in stages)
@@ -60,6 +81,7 @@ class StageRunner:
                 self.print(f"{head}  FAILED after {seconds:.1f} s: {type(e).__name__}: {e} (see {log})")
                 continue
             seconds = time.perf_counter() - start
+            (self.out_dir / "logs" / f"{stage.name}.log").unlink(missing_ok=True)  # an earlier failure's
             self._record(stage.name, {"state": "done", "seconds": seconds, "info": info})
             detail = stage.describe(info)
             self.print(f"{head}  done in {seconds:.1f} s" + (f"  {detail}" if detail else ""))

@@ -42,6 +42,17 @@ class Intrinsics:
         return any(v != 0.0 for v in (self.k1, self.k2, self.p1, self.p2))
 
 
+def posed_view(view, width: int, height: int, device) -> tuple[torch.Tensor, Intrinsics] | None:
+    """A view given as (c2w [4, 4], Intrinsics) (a camera file's frame) -> (c2w on ``device``, the intrinsics at
+    ``width`` x ``height``); None for any other kind of view (an index, a bare pose, a window)."""
+    if not (isinstance(view, tuple) and len(view) == 2 and isinstance(view[1], Intrinsics)):
+        return None
+    c2w, k = view
+    if (k.width, k.height) != (width, height):
+        k = k.scaled(width, height)
+    return c2w.float().to(device), k
+
+
 def undistort(xy: torch.Tensor, k: Intrinsics, iterations: int = 10) -> torch.Tensor:
     """Invert OpenCV radial-tangential distortion of normalised image points [N, 2] by fixed-point iteration."""
     undist = xy.clone()

@@ -265,3 +265,68 @@ def load_multiview(path: str | Path, split: str = "train", scale: float = 1.0) -
     if not path.exists():
         raise NgfxInputError(str(path), None, "scene not found (expected a folder or a transforms.json)")
     raise NgfxInputError(str(path), None, "not a NeRF dataset: no transforms_train.json or transforms.json")
+
+
+@dataclass
+class CameraSet:
+    """Poses to render (``ngfx render --cameras``): poses [N, 4, 4] camera-to-world, one ``intrinsics``, and
+    the frames' images [N, H, W, C] uint8 when the file names them (to score the renders against)."""
+
+    poses: torch.Tensor
+    intrinsics: Intrinsics
+    images: torch.Tensor | None
+    source: str
+
+
+def load_cameras(path: str | Path) -> CameraSet:
+    """A camera file: a Blender / instant-ngp transforms file (``frames`` with ``transform_matrix`` and, for
+    scoring, ``file_path``), or a nerfstudio camera path (``camera_path`` entries with a flattened 4x4
+    ``camera_to_world`` and a vertical ``fov`` in degrees; ``render_width`` / ``render_height``)."""
+    json_path = Path(path)
+    source = str(json_path)
+    meta = read_json(json_path)
+    if not isinstance(meta, dict):
+        raise NgfxInputError(source, None, "expected a JSON object (a transforms file or a camera path)")
+    if "camera_path" in meta:
+        return _nerfstudio_cameras(meta, source)
+    frames = _frames(meta, source)
+    poses = torch.from_numpy(np.stack([_pose(f, source, f"frames[{i}].transform_matrix")
+                                       for i, f in enumerate(frames)])).float()
+    named = [i for i, f in enumerate(frames) if isinstance(f, dict) and "file_path" in f]
+    if named and len(named) != len(frames):
+        raise NgfxInputError(source, f"frames[{next(i for i in range(len(frames)) if i not in named)}].file_path",
+                             "missing: either every frame names its image or none does")
+    paths = [_image_path(json_path.parent, require(f, "file_path", source, str), source, f"frames[{i}].file_path")
+             for i, f in enumerate(frames)] if named else []
+    if not paths and not ("w" in meta and "h" in meta):
+        raise NgfxInputError(source, "w", "no image size: give 'w' and 'h' (or frames with images)")
+    intrinsics = _ngp_intrinsics(meta, source, paths[0] if paths else None)
+    images = None
+    if paths:
+        images = _load_images(paths, intrinsics.width, intrinsics.height, source,
+                              [f"frames[{i}].file_path" for i in range(len(frames))])
+    return CameraSet(poses, intrinsics, images, source)
+
+
+def _nerfstudio_cameras(meta: dict, source: str) -> CameraSet:
+    width = int(require_number(meta, "render_width", source, low=1, integer=True))
+    height = int(require_number(meta, "render_height", source, low=1, integer=True))
+    entries = require(meta, "camera_path", source, list)
+    if not entries:
+        raise NgfxInputError(source, "camera_path", "is empty")
+    poses, fovs = [], []
+    for i, entry in enumerate(entries):
+        field = f"camera_path[{i}]"
+        if not isinstance(entry, dict):
+            raise NgfxInputError(source, field, "expected an object with camera_to_world and fov")
+        flat = require(entry, "camera_to_world", source, list)
+        if len(flat) != 16:
+            raise NgfxInputError(source, f"{field}.camera_to_world", f"expected 16 numbers (a 4x4), got {len(flat)}")
+        poses.append(_pose({"transform_matrix": [flat[r * 4:r * 4 + 4] for r in range(4)]}, source,
+                           f"{field}.camera_to_world"))
+        fovs.append(require_number(entry, "fov", source, low=1e-3, high=179.0))
+    if max(fovs) - min(fovs) > 1e-6:
+        raise NgfxInputError(source, "camera_path[].fov", "varies along the path; ngfx renders one field of view")
+    focal = 0.5 * height / math.tan(math.radians(fovs[0]) / 2.0)  # nerfstudio's fov is vertical
+    intrinsics = Intrinsics(width, height, focal, focal, width / 2, height / 2)
+    return CameraSet(torch.from_numpy(np.stack(poses)).float(), intrinsics, None, source)

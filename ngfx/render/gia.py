@@ -8,14 +8,14 @@ evaluations fit in memory.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
 from ngfx.io import read_image
+from ngfx.progress import progress_bar
 from ngfx.render import stages
 from ngfx.render.app import App
+from ngfx.render.metrics import psnr_from_mse
 from ngfx.render.neural_field import NeuralField, adam, check_size, preset_size, use_triton
 from ngfx.render.presets import encoding_preset, mlp_preset
 from scenes.procedural_image import ProceduralImage
@@ -170,19 +170,23 @@ class GiaApp(App):
         return frame
 
     @torch.no_grad()
-    def evaluate(self) -> dict:
-        """PSNR over the full image at its native resolution, band by band (never the whole image at once)."""
-        squared_error, n = 0.0, 0
+    def evaluate(self, progress: bool = True) -> dict:
+        """PSNR over the full image at its native resolution, band by band (never the whole image at once),
+        with a progress bar: a gigapixel image is hundreds of bands."""
+        squared_error = torch.zeros((), dtype=torch.float64, device=self.device_)  # summed on the device: no sync
+        bar = progress_bar(total=self.height, desc=f"evaluate gia ({self.width}x{self.height})", unit="row",
+                           disable=not progress)
         for row0, rgb in self._render_bands(self.width, self.height, (0.0, 0.0, 1.0, 1.0), fused=True):
             n_rows = rgb.shape[0] // self.width
             if self.procedural is not None:
                 target = self.procedural.tile(0, row0, self.width, n_rows, device=self.device_).reshape(-1, 3)
             else:
                 target = self.target[0, :, row0:row0 + n_rows].permute(1, 2, 0).reshape(-1, 3)
-            squared_error += float(((rgb.clamp(0, 1) - target) ** 2).double().sum())
-            n += target.numel()
-        mse = squared_error / n
-        return {"psnr_db": -10.0 * math.log10(max(mse, 1e-12)), "width": self.width, "height": self.height}
+            squared_error += ((rgb.clamp(0, 1) - target) ** 2).sum(dtype=torch.float64)
+            bar.update(n_rows)
+        bar.close()
+        mse = float(squared_error) / (self.width * self.height * 3)
+        return {"psnr_db": psnr_from_mse(mse), "width": self.width, "height": self.height}
 
 
 def build_app(scene: str, encoding: str, size: str = "full", device=None, **options) -> GiaApp:

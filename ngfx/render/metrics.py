@@ -10,7 +10,11 @@ import torch.nn.functional as F
 
 def psnr(image: torch.Tensor, reference: torch.Tensor) -> float:
     """PSNR in dB of images in [0, 1] of the same shape (capped at 100 dB for identical images)."""
-    mse = float(((image.float() - reference.float()) ** 2).mean())
+    return psnr_from_mse(float(((image.float() - reference.float()) ** 2).mean()))
+
+
+def psnr_from_mse(mse: float) -> float:
+    """PSNR in dB of a mean squared error of values in [0, 1] (e.g. summed over tiles of a huge image)."""
     return 100.0 if mse <= 1e-10 else -10.0 * math.log10(mse)
 
 
@@ -41,3 +45,31 @@ def ssim(image: torch.Tensor, reference: torch.Tensor, window: int = 11, sigma: 
     c1, c2 = 0.01 ** 2, 0.03 ** 2
     s = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x ** 2 + mu_y ** 2 + c1) * (var_x + var_y + c2))
     return float(s.view(c, -1).mean())
+
+
+# What the apps' metrics.json keys mean: key -> (label, unit, meaning). The train summary, the demo's lines
+# and its report all read them from here.
+METRIC_MEANINGS = {
+    "psnr_db": ("PSNR", "dB", "peak signal-to-noise ratio against the reference images (higher is better; "
+                              "~20 dB is a blurry likeness, 30+ dB close to the reference)"),
+    "ssim": ("SSIM", "", "structural similarity against the reference images, 0..1 (1 = identical)"),
+    "sign_agreement_uniform_pct": ("sign agreement, uniform", "%",
+                                   "points uniform in the scene's cube whose inside/outside the SDF gets right"),
+    "sign_agreement_near_surface_pct": ("sign agreement, near surface", "%",
+                                        "the same for points within a few hundredths of the surface (the hard part)"),
+    "sdf_mae_near_surface_pct_diag": ("SDF error near surface", "% of diagonal",
+                                      "mean absolute error of the predicted distance, as a percentage of the scene's diagonal"),
+    "student_psnr_db": ("student PSNR", "dB", "the NeLF student's PSNR on held-out views"),
+    "teacher_psnr_db": ("teacher PSNR", "dB", "the NeRF teacher's PSNR on the same views"),
+    "seconds": ("trained", "s", "training time (the loop only, not loading or evaluation)"),
+}
+
+
+def quality_summary(metrics: dict) -> str:
+    """'PSNR 27.02 dB, SSIM 0.912, ...' of the keys in :data:`METRIC_MEANINGS` that ``metrics`` holds."""
+    parts = []
+    for key, (label, unit, _) in METRIC_MEANINGS.items():
+        value = metrics.get(key) if isinstance(metrics, dict) else None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            parts.append(f"{label} {value:.3f}" if key == "ssim" else f"{label} {value:.2f} {unit}".rstrip())
+    return ", ".join(parts)

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import torch
 
+from ngfx.progress import progress_bar
 from ngfx.render import raymarch, stages
 from ngfx.render.app import App
-from ngfx.render.cameras import Intrinsics, orbit_poses, pixel_rays
+from ngfx.render.cameras import Intrinsics, orbit_poses, pixel_rays, posed_view
 from ngfx.render.datasets import load_multiview
 from ngfx.render.metrics import psnr, ssim
 from ngfx.render.nerf_field import NerfField
@@ -176,6 +177,11 @@ class NerfApp(App):
         return out
 
     def camera(self, width: int, height: int, view) -> tuple[torch.Tensor, Intrinsics]:
+        """``view``: a val-view index, a camera-to-world [4, 4] pose (the training camera's field of view), or a
+        (pose, Intrinsics) pair -> (c2w, intrinsics at ``width`` x ``height``)."""
+        posed = posed_view(view, width, height, self.device_)
+        if posed is not None:
+            return posed
         if isinstance(view, torch.Tensor) and view.shape == (4, 4):
             c2w = view.float().to(self.device_)
         else:
@@ -207,7 +213,7 @@ class NerfApp(App):
         k, truth = self.intrinsics, self.eval_images
         psnrs, ssims = [], []
         fused = self.device_.type == "cuda"  # off the GPU, the PyTorch path beats the Triton interpreter
-        for v in self.eval_indices:
+        for v in progress_bar(self.eval_indices, desc=f"evaluate nerf ({k.width}x{k.height})", unit="view"):
             image = self.render(k.width, k.height, v, fused=fused)
             psnrs.append(psnr(image, truth[v]))
             ssims.append(ssim(image, truth[v]))

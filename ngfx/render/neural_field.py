@@ -14,6 +14,7 @@ from torch import nn
 
 from ngfx.encodings import NetworkWithInputEncoding
 from ngfx.encodings.grid import triton_available
+from ngfx.progress import progress_bar
 from ngfx.render import stages
 
 SIZES = ("tiny", "quick", "full")
@@ -145,14 +146,12 @@ def training_loop(app, optimizer: torch.optim.Optimizer, steps: int | None, seco
     """
     import time
 
-    from tqdm import tqdm
-
     start = time.perf_counter()
 
     def elapsed() -> float:
         return trained_s + time.perf_counter() - start
 
-    bar = tqdm(total=steps, initial=step, desc=f"train {app.name}", unit="step", disable=not progress)
+    bar = progress_bar(total=steps, initial=step, desc=f"train {app.name}", unit="step", disable=not progress)
     app.train()
     while (steps is None or step < steps) and (seconds is None or elapsed() < seconds) and not (stop and stop()):
         loss = optimisation_step(app, optimizer, step, training_progress(step, steps, elapsed(), seconds))

@@ -21,12 +21,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
+import torch.nn.functional as F
 
 from ngfx.errors import NgfxInputError, TrainingInterrupted
 from ngfx.io import (check_output, folder_lock, load_checkpoint, read_json, remove_stale_temp_files, require,
                      require_number, save_checkpoint, write_image, write_json)
+from ngfx.progress import progress_bar
 from ngfx.render.app import App
+from ngfx.render.metrics import psnr, ssim
 from ngfx.render.neural_field import training_loop
 
 APP_MODULES = {"nerf": "ngfx.render.nerf", "nsdf": "ngfx.render.nsdf", "gia": "ngfx.render.gia",
@@ -34,7 +36,17 @@ APP_MODULES = {"nerf": "ngfx.render.nerf", "nsdf": "ngfx.render.nsdf", "gia": "n
 CHECKPOINT_SECONDS = 60.0
 PREVIEW_WIDTH = 256
 VIDEO_FPS = 24
+DEFAULT_RESOLUTION = (800, 800)  # render size without --resolution or a cameras file
+PROCEDURAL_SCENES = {"nerf": "synthetic", "nsdf": "csg", "gia": "image", "nvr": "cloud"}  # embedded, no files
 RUN_RECORDS = ("run.json", "checkpoint.safetensors", "curve.json", "metrics.json", "preview.png")
+
+
+def scene_reference(scene: str) -> str:
+    """How ``run.json`` names a scene: a procedural name as is, a path made absolute, so the run folder
+    renders from any working directory."""
+    if scene in PROCEDURAL_SCENES.values() or not Path(scene).exists():
+        return scene
+    return str(Path(scene).resolve())
 
 
 def app_module(app: str):
@@ -217,6 +229,7 @@ def _train_locked(module, app, scene, encoding, out, size, steps, seconds, devic
             steps, seconds = saved.get("budget", {}).get("steps"), saved.get("budget", {}).get("seconds")
     encoding = encoding or "hashgrid"
     size = size or default_size(device)
+    scene = scene_reference(scene)
     total = steps if steps is not None else (None if seconds is not None else module.DEFAULT_STEPS[size])
     if steps is None and seconds is None:  # an app may cap its CPU sizes by time as well (DEFAULT_SECONDS)
         seconds = getattr(module, "DEFAULT_SECONDS", {}).get(size)
@@ -322,19 +335,69 @@ def camera_views(app: App, camera_path: str | None, n_frames: int) -> list:
     return list(orbit_poses(n_frames, radius, elevation_deg=20.0))
 
 
-def render_run(run_dir: str | Path, out_dir: str | Path, resolution: tuple[int, int], camera_path: str | None = None,
-               n_frames: int = 1, video: bool = False, fused: bool = True, device=None,
+def render_run(run_dir: str | Path, out_dir: str | Path, resolution: tuple[int, int] | None = None,
+               camera_path: str | None = None, n_frames: int = 1, video: bool = False, fused: bool = True,
+               device=None, cameras: str | Path | None = None, evaluate: bool = False,
                progress: bool = True) -> list[Path]:
-    """Render ``n_frames`` PNG frames (and ``video.mp4`` when asked) of a run and write ``metrics.json``."""
-    width, height = resolution
+    """Render frames of a run into ``out_dir`` (PNG, and ``video.mp4`` when asked) and write ``metrics.json``.
+
+    The views are the app's evaluation views, an orbit (``camera_path="orbit"``, ``n_frames``), or the poses
+    of a ``cameras`` file (:func:`ngfx.render.datasets.load_cameras`) at its intrinsics, or at ``resolution``
+    when given; frames of a file that names images are scored against them (PSNR, SSIM). ``metrics.json``
+    holds the frame size and render time, those scores, and with ``evaluate`` the app's own evaluation
+    (the val split or full image: minutes on a CPU, so only when asked).
+    """
     app = load_run(run_dir, device)
+    reference = None
+    if cameras is not None:
+        from ngfx.render.datasets import load_cameras
+
+        if app.name == "gia":
+            raise ValueError(f"--cameras {cameras}: a GIA run is an image, it has no 3D camera to pose")
+        camera_set = load_cameras(cameras)
+        k = camera_set.intrinsics
+        width, height = resolution or (k.width, k.height)
+        views = [(pose, k) for pose in camera_set.poses]
+        reference = camera_set.images
+    else:
+        width, height = resolution or DEFAULT_RESOLUTION
+        views = camera_views(app, camera_path, n_frames)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    views = tqdm(camera_views(app, camera_path, n_frames), desc=f"render {app.name}", unit="frame",
-                 disable=not progress)
-    paths = write_frames((app.render(width, height, view, fused=fused).cpu().numpy() for view in views), out, video)
-    write_json(out / "metrics.json", {**app.evaluate(), "app": app.name, "run": str(run_dir)})
+    scores, started = [], time.perf_counter()
+
+    def frames():
+        for i, view in enumerate(progress_bar(views, desc=f"render {app.name}", unit="frame", disable=not progress)):
+            frame = app.render(width, height, view, fused=fused)
+            if reference is not None:
+                truth = reference_image(reference[i], width, height).to(frame.device)
+                scores.append({"frame": i, "psnr_db": psnr(frame, truth), "ssim": ssim(frame, truth)})
+            yield frame.cpu().numpy()
+
+    paths = write_frames(frames(), out, video)
+    n_views = max(1, len(views))
+    metrics = {"app": app.name, "run": str(Path(run_dir).resolve()), "frames": len(views), "width": width,
+               "height": height, "seconds_per_frame": (time.perf_counter() - started) / n_views}
+    if scores:
+        metrics.update({"cameras": str(Path(cameras).resolve()),
+                        "psnr_db": sum(s["psnr_db"] for s in scores) / len(scores),
+                        "ssim": sum(s["ssim"] for s in scores) / len(scores), "per_frame": scores})
+    if evaluate:
+        metrics["evaluation"] = app.evaluate()
+    write_json(out / "metrics.json", metrics)
     return paths
+
+
+def reference_image(image: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """A camera file's image [H, W, C] uint8 -> float [height, width, 3] in [0, 1], alpha composited on white
+    (as NeRF evaluates) and resized (antialiased) when the render has another size."""
+    img = image.float() / 255.0
+    if img.shape[-1] == 4:
+        img = img[..., :3] * img[..., 3:] + (1.0 - img[..., 3:])
+    if img.shape[:2] != (height, width):
+        img = F.interpolate(img.permute(2, 0, 1)[None], size=(height, width), mode="bilinear", antialias=True,
+                            align_corners=False)[0].permute(1, 2, 0).clamp(0, 1)
+    return img
 
 
 def write_frames(frames, out_dir: Path, video: bool = False) -> list[Path]:
