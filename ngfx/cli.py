@@ -121,7 +121,8 @@ def _add_render(sub: argparse._SubParsersAction) -> None:
                        help="orbit the scene (default: the run's evaluation views)")
     views.add_argument("--cameras", default=None,
                        help="render these poses: a Blender/instant-ngp transforms JSON (its frames' images, when "
-                            "named, are scored: PSNR/SSIM in metrics.json) or a nerfstudio camera-path JSON")
+                            "named, are scored: PSNR/SSIM in metrics.json) or a nerfstudio camera-path JSON "
+                            "(default: none)")
     p.add_argument("--eval", action="store_true",
                    help="also run the app's evaluation (val split or full image) into metrics.json; minutes on a CPU")
     p.add_argument("--frames", type=positive_int, default=None,
@@ -272,7 +273,8 @@ def _add_sim(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fused", action="store_true",
                    help="trace the fused Triton rest kernels (as the renderer runs) instead of the unfused baseline")
     p.add_argument("--stages", action="store_true",
-                   help="time named stages (CUDA events / CPU timer) instead of every kernel with torch.profiler")
+                   help="time named stages (CUDA events) instead of every kernel with torch.profiler (on a CPU, "
+                        "stages are always timed, with the CPU timer)")
     p.set_defaults(func=_run_trace)
 
     sim = sub.add_parser("sim", help="replay traces through the NGPC model").add_subparsers(dest="sim_command", required=True)
@@ -328,7 +330,7 @@ def _run_trace(args: argparse.Namespace) -> int:
     from ngfx.ngpc_sim.capture import trace_run
 
     trace = trace_run(args.run_dir, *args.resolution, out=args.out, device=args.device, n_frames=args.frames,
-                      fused=args.fused, profiler=not args.stages)
+                      fused=args.fused, profiler=False if args.stages else None)
     print(f"wrote {args.out}: {len(trace.kernels)} kernels, {trace.frame_time_s() * 1e3:.3f} ms per frame "
           f"({trace.timer} timer, rest kernels {trace.rest})")
     return 0

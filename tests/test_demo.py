@@ -36,6 +36,15 @@ def test_every_stage_finishes_and_the_report_names_real_files(demo_dir):
     assert any(s.startswith("sim/") for s in srcs) and any(s.startswith("mobile/") for s in srcs)
 
 
+def test_report_explains_itself_and_has_no_empty_section(demo_dir):
+    md = (demo_dir / "report.md").read_text()
+    assert "size `smoke` on `" in md and "What the numbers mean" in md
+    assert "| PSNR | dB |" in md  # each metric named with its unit in the glossary
+    for section in re.split(r"\n#+ ", md)[1:]:
+        title, _, body = section.partition("\n")
+        assert body.strip(), f"section {title!r} is empty"
+
+
 def test_report_images_load_in_headless_chromium(demo_dir):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:

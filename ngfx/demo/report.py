@@ -157,6 +157,8 @@ def build_markdown(out: Path, status: dict, size: str, device: str) -> str:
         if curve:
             md.append(f"![{app} training curve]({curve.relative_to(out).as_posix()})\n")
     md.append("## NGPC simulator: the traced frames replayed on the cluster model\n")
+    md.append("Each application's traced frame, replayed on the SimPy model of the NGPC cluster at several "
+              "cluster sizes (NFPs) and resolutions: frame time, FPS and speedup over the traced GPU frame.\n")
     sim = out / "sim"
     csvs = sorted(sim.glob("*.csv"))[:1] if sim.is_dir() else []
     reports = sorted(sim.glob("*.html"))[:1] if sim.is_dir() else []
@@ -169,6 +171,9 @@ def build_markdown(out: Path, status: dict, size: str, device: str) -> str:
         md.append(f"Simulator report: [{report.name}]({report.relative_to(out).as_posix()})\n")
     md.append(plots)
     md.append("## Mobile latency of the NeLF\n")
+    md.append("The NeLF network's frame time on an iPhone 13, estimated from each layer's operations and bytes "
+              "against the phone's profile (a model, not a measurement): the demo's student, and the paper's "
+              "network for comparison.\n")
     mobile = out / "mobile"
     subs = sorted(p for p in mobile.iterdir() if p.is_dir()) if mobile.is_dir() else []
     if not subs:
