@@ -54,7 +54,8 @@ class SimResult:
     width: int
     height: int
     scale: int  # number of NFPs (0: NGPC disabled)
-    rest_mode: str
+    rest_mode: str  # how the SMs run the rest kernels in this replay
+    traced_rest: str  # how the traced renderer ran them (a fused trace's rest is replayed as timed)
     baseline_s: float  # the trace's own GPU frame time
     frame_s: float
     speedup: float
@@ -69,7 +70,7 @@ class SimResult:
 
     def row(self) -> dict:
         """A flat dict for CSV/JSON tables."""
-        out = {k: getattr(self, k) for k in ("app", "encoding", "device", "timer", "width", "height", "scale", "rest_mode",
+        out = {k: getattr(self, k) for k in ("app", "encoding", "device", "timer", "width", "height", "scale", "rest_mode", "traced_rest",
                                              "baseline_s", "frame_s", "speedup", "amdahl_bound", "n_batches")}
         out["fps"] = self.fps
         out.update({f"util_{k}": v for k, v in self.utilisation.items()})
@@ -204,7 +205,7 @@ def simulate(trace: Trace, cfg: NGPCConfig, record_timeline: bool = False) -> Si
     utilisation = {u: units.busy[u] / per_unit[u] / frame_s if frame_s > 0 else 0.0 for u in units.busy}
     rest_mode = "fused" if trace.rest == "fused" else (cfg.rest_mode if cfg.enabled else "unfused")
     return SimResult(app=trace.app, encoding=trace.encoding, device=trace.device, timer=trace.timer, width=trace.width, height=trace.height,
-                     scale=scale, rest_mode=rest_mode, baseline_s=baseline,
+                     scale=scale, rest_mode=rest_mode, traced_rest=trace.rest, baseline_s=baseline,
                      frame_s=frame_s, speedup=baseline / frame_s if frame_s > 0 else math.inf,
                      amdahl_bound=amdahl_bound(trace, cfg), utilisation=utilisation, n_batches=n_batches,
                      timeline=units.timeline)
