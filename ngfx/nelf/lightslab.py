@@ -103,11 +103,10 @@ def slab_frames(n_slabs: int) -> torch.Tensor:
 def slab_coordinates(origins: torch.Tensor, dirs: torch.Tensor, aabb: torch.Tensor, n_slabs: int) -> torch.Tensor:
     """Rays [..., 3] -> [..., n_slabs * 5]: per slab (u, v, s, t) in [0, 1] and the blend weight.
 
-    The slab's planes lie at -R and +R along its normal from the aabb's centre (R: the aabb's largest half
-    extent, so both planes cut through the scene and rays spread over them); plane coordinates span
-    [-1.5 R, 1.5 R] -> [0, 1], clamped."""
+    The slab's planes lie at -R and +R along its normal from the aabb's centre (R: half the aabb diagonal);
+    plane coordinates are scaled by 4R so that rays through the scene land well inside [0, 1]."""
     aabb = aabb.to(origins)
-    centre, radius = aabb.mean(0), (aabb[1] - aabb[0]).max() / 2
+    centre, radius = aabb.mean(0), (aabb[1] - aabb[0]).norm() / 2
     frames = slab_frames(n_slabs).to(origins)  # [S, 3, 3]
     q = origins - centre
     q_n = q @ frames[:, 0].T  # [..., S]
@@ -118,7 +117,7 @@ def slab_coordinates(origins: torch.Tensor, dirs: torch.Tensor, aabb: torch.Tens
         t = (plane - q_n) / d_safe  # [..., S]
         hit = q[..., None, :] + t[..., None] * dirs[..., None, :]  # [..., S, 3]
         out += [(hit * frames[:, 1]).sum(-1), (hit * frames[:, 2]).sum(-1)]
-    uvst = (torch.stack([out[0], out[1], out[2], out[3]], dim=-1) / (3 * radius) + 0.5).clamp(0, 1)
+    uvst = (torch.stack([out[0], out[1], out[2], out[3]], dim=-1) / (4 * radius) + 0.5).clamp(0, 1)
     weight = d_n.clamp_min(0) ** 2 + 1e-4
     weight = weight / weight.sum(-1, keepdim=True)
     return torch.cat([uvst, weight[..., None]], dim=-1).flatten(-2)
