@@ -58,3 +58,17 @@ def test_sensitivity_moves_the_headline():
     assert rows["A5 hash table size T"]["high_64"] < 0.5 * rows["A5 hash table size T"]["base_64"]
     assert rows["fused rest speedup (paper: 9.94x)"]["high_64"] > rows["fused rest speedup (paper: 9.94x)"]["low_64"]
     assert rows["level-unit pipeline fill"]["swing_64"] < 1.0
+
+
+def test_cli_calibrate_writes_the_table(tmp_path, capsys, monkeypatch):
+    import json
+
+    import ngfx.ngpc_sim.calibrate as calibrate
+    from ngfx.cli import main
+
+    monkeypatch.setattr(calibrate, "fit_throughputs", lambda cfg: {a: v * 1.02 for a, v in INPUTS.inputs_per_s.items()})
+    assert main(["sim", "calibrate", "--out", str(tmp_path / "cal")]) == 0
+    out = capsys.readouterr().out
+    assert "| inputs_per_s[nerf] |" in out and "+2.00%" in out and "predictions within their band" in out
+    saved = json.loads((tmp_path / "cal" / "calibration.json").read_text())
+    assert set(saved) == {"refit", "frozen", "table"} and (tmp_path / "cal" / "calibration.md").read_text() == out.strip() + "\n"

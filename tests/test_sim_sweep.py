@@ -139,3 +139,14 @@ def test_cli_cpu_trace_is_called_a_cpu_frame_and_can_be_projected(tmp_path, caps
     assert main(["sim", "run", "--trace", str(path), "--project"]) == 0
     out = capsys.readouterr().out
     assert "projected from CPU (2 threads)" in out and "roofline trace" in out
+
+
+def test_trace_out_checked_before_the_run_loads(tmp_path, capsys):
+    # the run folder does not even exist: the bad --out must be reported first, before any rendering
+    assert main(["trace", str(tmp_path / "no_run"), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "--out" in err and "folder" in err
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["trace", str(tmp_path / "no_run"), "--out", str(blocker / "t.json")]) == 2
+    assert "lies under" in capsys.readouterr().err
