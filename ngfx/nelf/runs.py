@@ -39,13 +39,15 @@ def load_nelf_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tu
     return model.to(device).eval(), run
 
 
-def inference_model(model: NeLF, device: torch.device, compile: bool = True):
-    """The fastest forward for ``device``: fp16 + torch.compile (CUDA graphs) on CUDA, plain fp32 on CPU."""
+def inference_model(model: NeLF, device: torch.device, compile: bool = True) -> tuple[object, torch.dtype]:
+    """The fastest forward for ``device`` and the dtype its input takes: fp16 + torch.compile (CUDA graphs) on
+    CUDA, plain fp32 on CPU. A light-slab student stays fp32 and uncompiled: its grid lookups are their own
+    (Triton) kernels, tested in fp32."""
     model = fold_batchnorm(model)
-    if device.type != "cuda":
-        return model.float()
+    if device.type != "cuda" or getattr(model.cfg, "arch", "") == "lightslab":
+        return model.float(), torch.float32
     model = model.half().to(memory_format=torch.channels_last)
-    return torch.compile(model, mode="reduce-overhead") if compile else model
+    return (torch.compile(model, mode="reduce-overhead") if compile else model), torch.float16
 
 
 def _camera_path(run: dict, camera_path: str | Path | None, n_frames: int) -> torch.Tensor:
@@ -81,8 +83,7 @@ def render_nelf_run(run_dir: str | Path, out_dir: str | Path, resolution: tuple[
         low_resolution(model.cfg, *resolution, source="--resolution")  # clear error for an impossible size
         k = k.scaled(*resolution)
     geometry = {"near": run["near"], "far": run["far"], "aabb": torch.tensor(run["aabb"])}
-    forward = inference_model(model, device)
-    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    forward, dtype = inference_model(model, device)
     out_dir = Path(out_dir)
     frame_ms: list[float] = []
 
