@@ -48,9 +48,7 @@ def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
         raise NgfxInputError(str(path), None, "exists and is not a folder")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700; a finished folder follows the user's umask
+    os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes it 0700; a finished folder follows the user's umask
     old = tmp.with_suffix(".old")
     try:
         yield tmp
