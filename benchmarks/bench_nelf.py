@@ -169,9 +169,13 @@ def choose_launch(iters: int, log: list, timeout_s: float = 150.0) -> dict | Non
     """Probe every candidate, each in its own subprocess, all at once (compiles overlap; the timings take turns
     under a file lock) -> the fastest correct launch (None if none passed)."""
     lock = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench_nelf_{os.getpid()}.lock"
-    procs = [(launch, subprocess.Popen([sys.executable, __file__, "--out", "-", "--probe", json.dumps(launch), "--iters",
-                                        str(iters), "--lock", str(lock)], stdout=subprocess.PIPE,
-                                       stderr=subprocess.PIPE, text=True)) for launch in CANDIDATE_LAUNCHES]
+
+    def start(launch: dict) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, __file__, "--out", "-", "--probe", json.dumps(launch), "--iters",
+                                 str(iters), "--lock", str(lock)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+
+    procs = [(launch, start(launch)) for launch in CANDIDATE_LAUNCHES]
     best, began = None, time.perf_counter()
     for launch, proc in procs:
         try:

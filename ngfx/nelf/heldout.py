@@ -73,10 +73,12 @@ def markdown(rows: list[dict], devices: dict) -> list[str]:
              "error | source |", "|" + "---|" * 12]
     for r in rows:
         lines.append(f"| {r['network']} | {r['device']} | {r['unit']} | {r['layers']} | {r['gflops']:.2f} | "
-                     f"{r['params_m']:.1f} M | {r['latency_ms']:.2f} ms | {r['estimate_ms']:.2f} ms | {r['error']:+.0%} | "
+                     f"{r['params_m']:.1f} M | {r['latency_ms']:.2f} ms | {r['estimate_ms']:.2f} ms | "
+                     f"{r['error']:+.0%} | "
                      f"{r['uncalibrated_ms']:.2f} ms | {r['uncalibrated_error']:+.0%} | {r['source']} |")
     e, u = s["error"], s["uncalibrated_error"]
-    lines += ["", f"Calibrated estimate over {s['points']} held-out points: median |error| {e['median_abs']:.0%}, worst "
-              f"{e['worst_abs']:.0%} ({e['worst_network']}, {e['worst_latency_ms']} ms published). Uncalibrated: median "
+    lines += ["", f"Calibrated estimate over {s['points']} held-out points: median |error| {e['median_abs']:.0%}, "
+              f"worst {e['worst_abs']:.0%} ({e['worst_network']}, {e['worst_latency_ms']} ms published). "
+              "Uncalibrated: median "
               f"{u['median_abs']:.0%}, worst {u['worst_abs']:.0%}.", ""]
     return lines

@@ -101,7 +101,8 @@ def _conv_cost(name: str, transposed: bool, kernel: tuple[int, int], stride: int
         kind = f"convT{kernel[0]}x{kernel[1]}/{stride}"
     else:
         macs = h_out * w_out * c_out * (c_in // groups) * k
-        kind = f"conv{kernel[0]}x{kernel[1]}" + (f"/{stride}" if stride > 1 else "") + ("dw" if groups == c_in > 1 else "")
+        depthwise = "dw" if groups == c_in > 1 else ""
+        kind = f"conv{kernel[0]}x{kernel[1]}" + (f"/{stride}" if stride > 1 else "") + depthwise
     act = (c_in * h_in * w_in + c_out * h_out * w_out) * bytes_per_element
     return LayerCost(name, kind, tuple(in_shape), tuple(out_shape), params, macs, params * bytes_per_element, act)
 

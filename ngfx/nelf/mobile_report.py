@@ -77,11 +77,13 @@ def load_devices(path: str | Path | None = None) -> dict:
                                  f"expected a number >= 0, got {overhead!r}")
     cal = require(data, "calibration", source, dict)
     if _text(cal, "device", source, "calibration") not in devices:
-        raise NgfxInputError(source, "calibration.device", f"{cal['device']!r} is not in devices ({', '.join(devices)})")
+        raise NgfxInputError(source, "calibration.device",
+                             f"{cal['device']!r} is not in devices ({', '.join(devices)})")
     if _field(cal, "unit", source, "calibration") not in UNITS:
         raise NgfxInputError(source, "calibration.unit", f"must be one of {UNITS}, got {cal['unit']!r}")
     if _text(cal, "config", source, "calibration") not in PRESETS:
-        raise NgfxInputError(source, "calibration.config", f"must be a preset ({', '.join(PRESETS)}), got {cal['config']!r}")
+        raise NgfxInputError(source, "calibration.config",
+                             f"must be a preset ({', '.join(PRESETS)}), got {cal['config']!r}")
     res = _field(cal, "resolution", source, "calibration")
     if not (isinstance(res, list) and len(res) == 2 and all(isinstance(v, int) and not isinstance(v, bool) and v > 0
                                                              for v in res)):
