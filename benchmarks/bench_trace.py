@@ -73,7 +73,9 @@ def main(argv=None) -> None:
             trace = trace_frame(app, width, height, args.device, fused=fused, profiler=True)
             write_trace(trace, traces_dir / f"{name}_hashgrid{suffix}.json")
             projected = project_to(scale_trace(trace, 1920, 1080), cfg)  # launches do not scale with pixels
+            unstaged_s = sum(k.duration_s for k in trace.kernels if k.name.startswith("unstaged"))
             row.update({f"traced_ms{suffix}": trace.frame_time_s() * 1e3, f"kernels{suffix}": len(trace.kernels),
+                        f"outside_stages_share{suffix}": unstaged_s / trace.n_frames / trace.frame_time_s(),
                         f"rest_share{suffix}": trace.share("rest"), "device": trace.device, "timer": trace.timer,
                         f"rtx3090_projected_ms_1080p{suffix}": projected.frame_time_s() * 1e3,
                         f"rest{suffix}": trace.rest})

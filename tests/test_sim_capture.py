@@ -107,8 +107,8 @@ def test_gpu_kernels_placed_by_their_launch():
         _span("user_annotation", "ngfx.stage:a.encoding", 0, 100),
         _span("cpu_op", "aten::mm", 10, 20, **{"Input Dims": [[1000, 32], [32, 64]]}),
         _span("cuda_runtime", "cudaLaunchKernel", 15, 2, correlation=1),
-        _span("cuda_runtime", "cuLaunchKernel", 50, 2, correlation=2),  # a Triton launch: no op around it
-        _span("cuda_runtime", "cuLaunchKernel", 60, 2, correlation=3),
+        _span("cuda_driver", "cuLaunchKernel", 50, 2, correlation=2),  # a Triton launch: no op around it
+        _span("cuda_driver", "cuLaunchKernelEx", 60, 2, correlation=3),
         _span("user_annotation", "ngfx.stage:a.composite", 200, 50),
         _span("cuda_runtime", "cudaLaunchKernel", 210, 2, correlation=4),
         _span("cuda_runtime", "cudaLaunchKernel", 400, 2, correlation=5),  # outside every stage
@@ -117,12 +117,13 @@ def test_gpu_kernels_placed_by_their_launch():
         _span("kernel", "triton_b", 540, 30, correlation=3),
         _span("kernel", "composite", 570, 5, correlation=4),
         _span("gpu_memcpy", "copy", 575, 1, correlation=5),
+        _span("kernel", "no_launch_seen", 580, 2, correlation=99),  # still in the frame, outside every stage
     ]
     kernels = kernels_from_profile(events, [enc, rest], device_work=True, app="a")
     assert [(k.name, k.category) for k in kernels] == [
         ("a.encoding/gemm", "encoding"), ("a.encoding/triton_a", "encoding"), ("a.encoding/triton_b", "encoding"),
-        ("a.composite/composite", "rest"), ("unstaged/copy", "rest")]
-    assert [k.n_inputs for k in kernels] == [1000, 0, 0, 10, 0]
+        ("a.composite/composite", "rest"), ("unstaged/copy", "rest"), ("unstaged/no_launch_seen", "rest")]
+    assert [k.n_inputs for k in kernels] == [1000, 0, 0, 10, 0, 0]
     assert kernels[0].flops == 2.0 * 1000 * 32 * 64  # from the op's shapes
     assert (kernels[1].bytes_read, kernels[2].bytes_read) == (1e6, 3e6)  # the stage's cost, shared by duration
     assert kernels[1].duration_s == pytest.approx(10e-6)

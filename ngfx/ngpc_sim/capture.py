@@ -30,6 +30,7 @@ from ngfx.ngpc_sim import costs
 from ngfx.ngpc_sim.trace import Kernel, Trace, encoding_kind, write_trace
 
 GPU_WORK = ("kernel", "gpu_memcpy", "gpu_memset")  # Kineto categories of device work
+LAUNCH_CATEGORIES = ("cuda_runtime", "cuda_driver")  # ... and of the host calls that launched it
 
 
 def _device_name(device: torch.device) -> str:
@@ -89,10 +90,11 @@ def kernels_from_profile(events: list[dict], stage_kernels: list[Kernel], device
         raise ValueError("profiler ranges do not match the recorded stages (nested or missing stages?)")
     ops = sorted((e for e in spans if e.get("cat") == "cpu_op"), key=lambda e: (e["ts"], -e["dur"]))
     if device_work:
+        # runtime launches (PyTorch's kernels) and driver launches (Triton's cuLaunchKernel) alike
         launches = {e["args"]["correlation"]: e["ts"] for e in spans
-                    if e.get("cat") == "cuda_runtime" and "correlation" in e.get("args", {})}
-        work = [(launches.get(e.get("args", {}).get("correlation"), None), e) for e in spans if e.get("cat") in GPU_WORK]
-        work = [(host_ts, e) for host_ts, e in work if host_ts is not None]
+                    if e.get("cat") in LAUNCH_CATEGORIES and "correlation" in e.get("args", {})}
+        # a kernel whose launch was not recorded still ran in the frame: it lands outside every stage
+        work = [(launches.get(e.get("args", {}).get("correlation"), -math.inf), e) for e in spans if e.get("cat") in GPU_WORK]
         work = [(host_ts, e, op) for (host_ts, e), op in zip(work, _launching_ops([w[0] for w in work], ops))]
     else:
         work, end = [], -math.inf
