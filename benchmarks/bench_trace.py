@@ -97,7 +97,7 @@ def main(argv=None) -> None:
                      f"{r['kernels_fused']} | {r['rtx3090_projected_ms_1080p']:.2f} / "
                      f"{r['rtx3090_projected_ms_1080p_fused']:.2f} | {'-' if paper is None else paper} |")
     with atomic_write(args.out / "summary.md", "w") as f:
-        f.write("\n".join(lines) + f"\n\nSweep report: {report}\n")
+        f.write("\n".join(lines) + f"\n\nSweep report: {report.relative_to(args.out)}\n")
     print("\n".join(lines))
 
 
