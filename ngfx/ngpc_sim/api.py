@@ -44,7 +44,10 @@ def sim_run(trace_path: str | Path | None, scale: int, resolution: tuple[int, in
     """Replay one trace (or a paper-input trace ``(app, encoding)``) -> (NGPC result, GPU-only replay)."""
     scale = NFPS.check(scale, "--scale")
     overrides = _overrides(rest_mode, rest_speedup)
-    trace = paper_trace(paper[0], encoding_kind_of(paper[1], "--paper")) if paper else load_any_trace(trace_path, table_resolution)
+    if paper:
+        trace = paper_trace(paper[0], encoding_kind_of(paper[1], "--paper"))
+    else:
+        trace = load_any_trace(trace_path, table_resolution)
     if resolution:
         trace = scale_trace(trace, *resolution)
     cfg = load_config(config, gpu=gpu, **overrides)
@@ -101,7 +104,8 @@ def sim_sweep(out_dir: str | Path, trace_paths=(), scales=SCALES, resolutions=RE
                      + (f", projected onto the {cfg.gpu.name} by the per-kernel roofline (a model)." if project else
                         ", replayed as recorded."))
         else:
-            notes = "## Traces from the paper's inputs (ngfx.ngpc_sim.paper)\n\n" + paper_module.__doc__.split("\n", 2)[2]
+            notes = ("## Traces from the paper's inputs (ngfx.ngpc_sim.paper)\n\n"
+                     + paper_module.__doc__.split("\n", 2)[2])
         full_hd = [scale_trace(t, 1920, 1080) for t in recorded]
         write_report(rows, tmp, traces=recorded, cfg=cfg, calibration=calibration_table(cfg),
                      sensitivity=sensitivity_table(cfg), notes=notes, rest_speedups=rest_speedups,

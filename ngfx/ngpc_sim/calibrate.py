@@ -63,7 +63,8 @@ def fit_throughputs(cfg: NGPCConfig | None = None, targets: dict = PUBLISHED_HAS
 
     def loss(log_rates):
         trial = inputs.replace(inputs_per_s=dict(zip(APPS, np.exp(log_rates) * 1e6)))
-        return sum((mean_speedup("hash_grid", s, cfg, trial) / published - 1.0) ** 2 for s, published in targets.items())
+        return sum((mean_speedup("hash_grid", s, cfg, trial) / published - 1.0) ** 2
+                   for s, published in targets.items())
 
     start = np.full(len(APPS), math.log(FIT_START_INPUTS_PER_S / 1e6))
     fit = minimize(loss, start, method="Nelder-Mead", options={"xatol": 1e-3, "fatol": 1e-8, "maxiter": 400})
@@ -149,7 +150,8 @@ def calibrate(cfg: NGPCConfig | None = None) -> dict:
 def table_markdown(rows: list[dict]) -> str:
     """The fitted-vs-predicted table, predictions first, with a count of those within their band."""
     order = {"predicted": 0, "fitted": 1, "by construction": 2}
-    lines = ["| role | figure | source | published | model | error | test | passes |", "|---|---|---|---:|---:|---:|---|---|"]
+    lines = ["| role | figure | source | published | model | error | test | passes |",
+             "|---|---|---|---:|---:|---:|---|---|"]
     for r in sorted(rows, key=lambda r: order[r["role"]]):
         lines.append(f"| {r['role']} | {r['figure']} | {r['source']} | {r['published']:.4g} | {r['model']:.4g} | "
                      f"{r['error']:+.1%} | {r['test']} | {'yes' if r['within'] else 'no'} |")

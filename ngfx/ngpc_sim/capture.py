@@ -72,7 +72,8 @@ def stage_cost(k: Kernel) -> costs.Cost:
     return costs.Cost(k.flops, k.bytes_read, k.bytes_written)
 
 
-def kernels_from_profile(events: list[dict], stage_kernels: list[Kernel], device_work: bool, app: str = "") -> list[Kernel]:
+def kernels_from_profile(events: list[dict], stage_kernels: list[Kernel], device_work: bool,
+                         app: str = "") -> list[Kernel]:
     """Per-kernel :class:`Kernel`s from a torch.profiler Chrome trace's ``traceEvents`` of one frame.
 
     ``stage_kernels``: the frame's stages (from :func:`kernel_from_record`, in the order they ran), matched to
@@ -94,7 +95,8 @@ def kernels_from_profile(events: list[dict], stage_kernels: list[Kernel], device
         launches = {e["args"]["correlation"]: e["ts"] for e in spans
                     if e.get("cat") in LAUNCH_CATEGORIES and "correlation" in e.get("args", {})}
         # a kernel whose launch was not recorded still ran in the frame: it lands outside every stage
-        work = [(launches.get(e.get("args", {}).get("correlation"), -math.inf), e) for e in spans if e.get("cat") in GPU_WORK]
+        work = [(launches.get(e.get("args", {}).get("correlation"), -math.inf), e)
+                for e in spans if e.get("cat") in GPU_WORK]
         work = [(host_ts, e, op) for (host_ts, e), op in zip(work, _launching_ops([w[0] for w in work], ops))]
     else:
         work, end = [], -math.inf
@@ -112,7 +114,8 @@ def kernels_from_profile(events: list[dict], stage_kernels: list[Kernel], device
     kernels = []
     for i, stage in enumerate(stage_kernels):
         kernels += _split_stage(stage, per_stage.get(i, []))
-    rest = Kernel("unstaged", "rest", 0, 0.0, 0.0, 0.0, 0.0, frame=stage_kernels[0].frame if stage_kernels else 0, app=app)
+    frame = stage_kernels[0].frame if stage_kernels else 0
+    rest = Kernel("unstaged", "rest", 0, 0.0, 0.0, 0.0, 0.0, frame=frame, app=app)
     kernels += _split_stage(rest, outside)
     return kernels
 
@@ -140,7 +143,8 @@ def _split_stage(stage: Kernel, work: list) -> list[Kernel]:
         return []
     out, unshaped = [], []
     for e, op in work:
-        cost = costs.tensor_op(op["name"], op["args"]["Input Dims"]) if op and op.get("args", {}).get("Input Dims") else None
+        shapes = op.get("args", {}).get("Input Dims") if op else None
+        cost = costs.tensor_op(op["name"], shapes) if shapes else None
         k = dataclasses.replace(stage, name=f"{stage.name}/{e['name']}"[:200], n_inputs=0, duration_s=e["dur"] * 1e-6,
                                 mlp_layers=list(stage.mlp_layers))
         if cost:
@@ -152,7 +156,8 @@ def _split_stage(stage: Kernel, work: list) -> list[Kernel]:
     total = sum(k.duration_s for k in unshaped)
     for k in unshaped:
         share = k.duration_s / total if total > 0 else 1 / len(unshaped)
-        k.flops, k.bytes_read, k.bytes_written = (share * v for v in (stage.flops, stage.bytes_read, stage.bytes_written))
+        stage_total = (stage.flops, stage.bytes_read, stage.bytes_written)
+        k.flops, k.bytes_read, k.bytes_written = (share * v for v in stage_total)
     out[0].n_inputs = stage.n_inputs
     return out
 
@@ -223,14 +228,16 @@ def trace_frame(app, width: int, height: int, device: torch.device | str, n_fram
             if profiler:
                 events, records = _profile_frame(app, width, height, frame, device, fused)
                 stages = [kernel_from_record(r, frame, shapes) for r in sorted(records, key=lambda r: r.start_s)]
-                kernels += kernels_from_profile(events, stages, device.type == "cuda", app=stages[0].app if stages else "")
+                app_name = stages[0].app if stages else ""
+                kernels += kernels_from_profile(events, stages, device.type == "cuda", app=app_name)
             else:
                 with record_stages(device) as records:
                     app.render(width, height, view=frame, fused=fused)
                 kernels += [kernel_from_record(r, frame, shapes) for r in records]
     if not kernels:
         raise NgfxInputError(type(app).__name__, "render", "the renderer emitted no stages; nothing to trace")
-    timer = ("cupti" if device.type == "cuda" else "cpu_op") if profiler else ("cuda_event" if device.type == "cuda" else "cpu")
+    on_gpu = device.type == "cuda"
+    timer = ("cupti" if on_gpu else "cpu_op") if profiler else ("cuda_event" if on_gpu else "cpu")
     return Trace(device=_device_name(device), timer=timer, width=width, height=height, kernels=kernels,
                  n_frames=n_frames, rest="fused" if fused else "unfused")
 

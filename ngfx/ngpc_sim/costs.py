@@ -67,7 +67,8 @@ def tensor_op(name: str, input_dims: list, element_bytes: int = 4) -> Cost:
         elif isinstance(d, list):
             tensors += [t for t in d if isinstance(t, list) and t and all(isinstance(v, int) for v in t)]
     if name in MATMUL_OPS and len(tensors) >= 2:
-        a, b = (tensors[1], tensors[2]) if name in ("aten::addmm", "aten::baddbmm") and len(tensors) >= 3 else tensors[:2]
+        with_bias = name in ("aten::addmm", "aten::baddbmm") and len(tensors) >= 3  # bias comes first
+        a, b = (tensors[1], tensors[2]) if with_bias else tensors[:2]
         if name == "aten::linear":
             b = list(reversed(b))  # weight is (out, in)
         m, k, n = _numel(a[:-1]), a[-1], b[-1]

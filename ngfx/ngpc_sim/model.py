@@ -70,7 +70,8 @@ class SimResult:
 
     def row(self) -> dict:
         """A flat dict for CSV/JSON tables."""
-        out = {k: getattr(self, k) for k in ("app", "encoding", "device", "timer", "width", "height", "scale", "rest_mode", "traced_rest",
+        out = {k: getattr(self, k) for k in ("app", "encoding", "device", "timer", "width", "height", "scale",
+                                             "rest_mode", "traced_rest",
                                              "baseline_s", "frame_s", "speedup", "amdahl_bound", "n_batches")}
         out["fps"] = self.fps
         out.update({f"util_{k}": v for k, v in self.utilisation.items()})
@@ -204,7 +205,8 @@ def simulate(trace: Trace, cfg: NGPCConfig, record_timeline: bool = False) -> Si
     per_unit = {"gpu_sms": 1, "encoding_engines": max(1, scale), "mlp_engines": max(1, scale), "memory": 1}
     utilisation = {u: units.busy[u] / per_unit[u] / frame_s if frame_s > 0 else 0.0 for u in units.busy}
     rest_mode = "fused" if trace.rest == "fused" else (cfg.rest_mode if cfg.enabled else "unfused")
-    return SimResult(app=trace.app, encoding=trace.encoding, device=trace.device, timer=trace.timer, width=trace.width, height=trace.height,
+    return SimResult(app=trace.app, encoding=trace.encoding, device=trace.device, timer=trace.timer, width=trace.width,
+                     height=trace.height,
                      scale=scale, rest_mode=rest_mode, traced_rest=trace.rest, baseline_s=baseline,
                      frame_s=frame_s, speedup=baseline / frame_s if frame_s > 0 else math.inf,
                      amdahl_bound=amdahl_bound(trace, cfg), utilisation=utilisation, n_batches=n_batches,

@@ -144,8 +144,8 @@ def _table(rows: list[dict], cols: list[str]) -> str:
 
 
 def plot_pareto(rows: list[dict], path: Path, width: int, height: int) -> list[dict]:
-    """Mean speedup over apps vs GPU + NGPC area, one point per encoding (and traced rest) and scale; the Pareto front (no other
-    point is both faster and smaller) joined by a line. Returns the points with per-mm^2 and per-W figures."""
+    """Mean speedup over apps vs GPU + NGPC area, one point per encoding (and traced rest) and scale; the Pareto
+    front (no other point is both faster and smaller) joined by a line. Returns the points with per-mm^2 and per-W figures."""
     groups = defaultdict(list)
     for r in rows:
         if r["scale"] > 0 and (r["width"], r["height"]) == (width, height):
@@ -156,17 +156,21 @@ def plot_pareto(rows: list[dict], path: Path, width: int, height: int) -> list[d
         area, power = rs[0]["area_mm2"], rs[0]["power_w"]
         points.append({"encoding": enc, "scale": scale, "mean speedup": speedup, "area_mm2": area, "power_w": power,
                        "speedup per mm2": speedup / area, "speedup per W": speedup / power})
+    def key(p):
+        return p["mean speedup"], p["area_mm2"]
+
     front = [p for p in points if not any(q["mean speedup"] >= p["mean speedup"] and q["area_mm2"] <= p["area_mm2"]
-                                          and q is not p and (q["mean speedup"], q["area_mm2"]) != (p["mean speedup"], p["area_mm2"])
-                                          for q in points)]
+                                          and key(q) != key(p) for q in points)]
     for p in points:
         p["pareto"] = p in front
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for i, enc in enumerate(sorted({p["encoding"] for p in points})):
         sel = [p for p in points if p["encoding"] == enc]
-        ax.plot([p["area_mm2"] for p in sel], [p["mean speedup"] for p in sel], "o", color=f"C{i}", label=enc.replace("_", " "))
+        ax.plot([p["area_mm2"] for p in sel], [p["mean speedup"] for p in sel], "o", color=f"C{i}",
+                label=enc.replace("_", " "))
         for p in sel:
-            ax.annotate(str(p["scale"]), (p["area_mm2"], p["mean speedup"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            ax.annotate(str(p["scale"]), (p["area_mm2"], p["mean speedup"]), fontsize=7, xytext=(3, 3),
+                        textcoords="offset points")
     front.sort(key=lambda p: p["area_mm2"])
     ax.plot([p["area_mm2"] for p in front], [p["mean speedup"] for p in front], "k--", lw=1, label="Pareto front")
     ax.set_xlabel("GPU + NGPC area (mm^2; NFP area fitted to the paper's two points)")
@@ -224,7 +228,8 @@ def write_report(results: list[dict], out_dir: str | Path, traces: list[Trace] |
     scales = sorted({r["scale"] for r in results if r["scale"] > 0})
     base_w, base_h = resolutions[0]
     # a fused trace of an app is its own line beside the unfused one
-    labelled = [dict(r, app=r["app"] + (" (fused rest traced)" if r.get("traced_rest") == "fused" else "")) for r in results]
+    labelled = [dict(r, app=r["app"] + (" (fused rest traced)" if r.get("traced_rest") == "fused" else ""))
+                for r in results]
     plot_speedup(labelled, out_dir / "speedup_vs_scale.png", base_w, base_h)
     plot_fps(labelled, out_dir / "fps_vs_resolution.png", scales[-1])
     parts = ["# NGPC simulator: sweep report",
@@ -233,10 +238,12 @@ def write_report(results: list[dict], out_dir: str | Path, traces: list[Trace] |
              "assumptions, and of which assumption each result hangs on; it is not a measurement of hardware and "
              "not a cycle-accurate simulation."]
     if calibration:
-        parts += ["## Fitted vs predicted: the paper-input model against the paper's published figures", table_markdown(calibration)]
+        parts += ["## Fitted vs predicted: the paper-input model against the paper's published figures",
+                  table_markdown(calibration)]
     if sensitivity:
         plot_tornado(sensitivity, out_dir / "sensitivity.png")
-        cols = ["assumption", "low", "high"] + [f"{end}_{s}" for s in HEADLINE_SCALES for end in ("low", "base", "high")]
+        cols = ["assumption", "low", "high"] + [f"{end}_{s}" for s in HEADLINE_SCALES
+                                                for end in ("low", "base", "high")]
         parts += ["## Sensitivity: the hash-grid mean speedup with each assumption moved, one at a time",
                   "No refit: a wide bar is an assumption the headline hangs on.", "![sensitivity](sensitivity.png)",
                   _table(sensitivity, cols)]
@@ -253,7 +260,8 @@ def write_report(results: list[dict], out_dir: str | Path, traces: list[Trace] |
                   _table(prows, list(prows[0]))]
     if rest_speedups:
         parts += ["## Fused-rest speedup per app (measured: unfused / fused rest time per pixel)",
-                  _table([{"app": a, "rest speedup": v} for a, v in sorted(rest_speedups.items())], ["app", "rest speedup"])]
+                  _table([{"app": a, "rest speedup": v} for a, v in sorted(rest_speedups.items())],
+                         ["app", "rest speedup"])]
     parts += [f"GPU profile: {cfg.gpu.name}; rest kernels {cfg.rest_mode}"
               + (f" ({cfg.fused_rest_speedup}x unless measured per app)" if cfg.rest_mode == "fused" else "")
               + f"; {len(results)} points. Traces recorded with fused rest kernels (`ngfx trace --fused`) are "

@@ -33,13 +33,18 @@ def _scaled_gpu(factor_low: float, factor_high: float):
     def apply(cfg, inputs, hi):
         import dataclasses
 
-        gpu = dataclasses.replace(cfg.gpu, memory_bytes_per_s=cfg.gpu.memory_bytes_per_s * (factor_high if hi else factor_low))
+        factor = factor_high if hi else factor_low
+        gpu = dataclasses.replace(cfg.gpu, memory_bytes_per_s=cfg.gpu.memory_bytes_per_s * factor)
         return dataclasses.replace(cfg, gpu=gpu), inputs
     return apply
 
 
 def _inputs(change: Callable[[PaperInputs, bool], PaperInputs]):
     return lambda cfg, inputs, hi: (cfg, change(inputs, hi))
+
+
+def _scaled(values: dict, factor: float) -> dict:
+    return {k: v * factor for k, v in values.items()}
 
 
 def _table_size(log2_low: int, log2_high: int):
@@ -53,14 +58,14 @@ def _table_size(log2_low: int, log2_high: int):
 
 ASSUMPTIONS = (
     Assumption("A1 per-app share offsets", "none (all at the average)", "x1.5",
-               _inputs(lambda i, hi: i.replace(share_offset={a: v * (1.5 if hi else 0.0) for a, v in i.share_offset.items()}))),
+               _inputs(lambda i, hi: i.replace(share_offset=_scaled(i.share_offset, 1.5 if hi else 0.0)))),
     Assumption("A2 encoding part of the neural share", "0.45", "0.65",
                _inputs(lambda i, hi: i.replace(encoding_fraction=0.65 if hi else 0.45))),
     Assumption("A3 1080p frame times (NSDF, GIA, NVR)", "x0.5", "x2",
                _inputs(lambda i, hi: i.replace(frame_s={a: v if a == "nerf" else v * (2 if hi else 0.5)
                                                         for a, v in i.frame_s.items()}))),
     Assumption("A4 GPU encoding+MLP throughputs (fitted)", "x0.75", "x1.25",
-               _inputs(lambda i, hi: i.replace(inputs_per_s={a: v * (1.25 if hi else 0.75) for a, v in i.inputs_per_s.items()}))),
+               _inputs(lambda i, hi: i.replace(inputs_per_s=_scaled(i.inputs_per_s, 1.25 if hi else 0.75)))),
     Assumption("A5 hash table size T", "2^17", "2^19", _inputs(_table_size(17, 19))),
     Assumption("batches per frame", "64", "1024", _cfg("batches_per_frame", 64, 1024)),
     Assumption("NGPC clock", "1.2 GHz", "2.0 GHz", _cfg("clock_hz", 1.2e9, 2.0e9)),

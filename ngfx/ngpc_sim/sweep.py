@@ -113,7 +113,8 @@ def run_sweep(traces: list[Trace], scales=SCALES, resolutions=RESOLUTIONS, out_d
                 bar.update()
         else:
             with ProcessPoolExecutor(workers) as pool:
-                for part in pool.map(sweep_trace, traces, [scales] * n, [resolutions] * n, cfgs, [project] * n, sources):
+                for part in pool.map(sweep_trace, traces, [scales] * n, [resolutions] * n, cfgs, [project] * n,
+                                     sources):
                     rows += part
                     bar.update()
     bar.close()

@@ -173,7 +173,8 @@ def read_trace(path: str | Path) -> Trace:
         dur = ev.get("dur")
         if isinstance(dur, bool) or not isinstance(dur, (int, float)):
             raise NgfxInputError(source, f"{where}.dur", f"expected microseconds, got {dur!r}")
-        kernels.append(_kernel_from_fields(ev.get("name", f"event{i}"), ev.get("cat"), {**args, "duration_s": dur / 1e6}, source, where))
+        kernels.append(_kernel_from_fields(ev.get("name", f"event{i}"), ev.get("cat"), {**args, "duration_s": dur / 1e6},
+                                           source, where))
     if not kernels:
         raise NgfxInputError(source, "traceEvents", "no kernel events (ph 'X')")
     return _timed(Trace(device=str(meta.get("device", "unknown")), timer=timer, width=_header_int(meta, "width", source),
