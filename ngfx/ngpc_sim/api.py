@@ -65,17 +65,17 @@ def project_to(trace: Trace, cfg: NGPCConfig, config: str | None = None) -> Trac
 def format_result(result: SimResult, gpu_only: SimResult) -> str:
     util = ", ".join(f"{k} {v:.0%}" for k, v in result.utilisation.items())
     # a CPU-timed trace is a CPU frame: replaying it beside a GPU's NGPC is a model of nothing real
-    baseline = ("CPU baseline (trace; CPU-timed, not a GPU frame)" if result.timer in CPU_TIMERS
-                else f"baseline ({result.timer} trace)")
-    return "\n".join([
-        f"{result.app or '?'} / {result.encoding or '?'} at {result.width}x{result.height}, {result.scale} NFPs, "
-        f"rest {result.rest_mode} (trace device: {result.device})",
-        f"{baseline}:  {result.baseline_s * 1e3:.3f} ms  ({1 / result.baseline_s:.1f} FPS); "
-        f"replayed without NGPC: {gpu_only.frame_s * 1e3:.3f} ms",
-        f"with NGPC:             {result.frame_s * 1e3:.3f} ms  ({result.fps:.1f} FPS)",
-        f"speedup:               {result.speedup:.2f}x  (Amdahl bound {result.amdahl_bound:.2f}x)",
-        f"utilisation:           {util}",
-    ])
+    cpu = result.timer in CPU_TIMERS
+    rows = [("CPU baseline" if cpu else "baseline",
+             f"{result.baseline_s * 1e3:.3f} ms  ({1 / result.baseline_s:.1f} FPS), "
+             + ("a CPU-timed frame, not a GPU one (project it with --project)" if cpu else f"{result.timer} trace")
+             + f"; replayed without NGPC: {gpu_only.frame_s * 1e3:.3f} ms"),
+            ("with NGPC", f"{result.frame_s * 1e3:.3f} ms  ({result.fps:.1f} FPS)"),
+            ("speedup", f"{result.speedup:.2f}x  (Amdahl bound {result.amdahl_bound:.2f}x)"),
+            ("utilisation", util)]
+    head = (f"{result.app or '?'} / {result.encoding or '?'} at {result.width}x{result.height}, {result.scale} NFPs, "
+            f"rest {result.rest_mode} (trace device: {result.device})")
+    return "\n".join([head] + [f"{label + ':':<14}{text}" for label, text in rows])
 
 
 def sim_sweep(out_dir: str | Path, trace_paths=(), scales=SCALES, resolutions=RESOLUTIONS,
