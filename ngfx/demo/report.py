@@ -157,8 +157,11 @@ def build_markdown(out: Path, status: dict, size: str, device: str) -> str:
         if curve:
             md.append(f"![{app} training curve]({curve.relative_to(out).as_posix()})\n")
     md.append("## NGPC simulator: the traced frames replayed on the cluster model\n")
-    md.append("Each application's traced frame, replayed on the SimPy model of the NGPC cluster at several "
-              "cluster sizes (NFPs) and resolutions: frame time, FPS and speedup over the traced GPU frame.\n")
+    md.append("Each application's traced frame, projected onto the RTX 3090 by a per-kernel roofline (a model: the "
+              "kernels' FLOPs and bytes against its peaks; a CPU-timed frame says nothing about a GPU by itself), "
+              "then replayed on the SimPy model of the NGPC cluster at several cluster sizes (NFPs) and "
+              "resolutions: frame time, FPS and speedup over the projected GPU frame. The simulator report opens "
+              "with the model's figures against the paper's, fitted and predicted.\n")
     sim = out / "sim"
     csvs = sorted(sim.glob("*.csv"))[:1] if sim.is_dir() else []
     reports = sorted(sim.glob("*.html"))[:1] if sim.is_dir() else []
