@@ -108,13 +108,13 @@ def test_broken_devices_file_names_the_field_and_leaves_the_old_report(tmp_path,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dev.json", "report"]  # no temp folder left
 
 
-def test_report_folder_is_replaced_whole(tmp_path):
+def test_report_folder_is_replaced_atomically(tmp_path):
     out = tmp_path / "r"
     write_mobile_report("tiny", "iphone13", (32, 32), out)
-    (out / "stale.txt").write_text("from an older report")
     write_mobile_report("tiny", "iphone14pro", (32, 32), out)
-    assert not (out / "stale.txt").exists() and "iPhone 14 Pro" in (out / "report.md").read_text()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]
+    assert "iPhone 14 Pro" in (out / "report.md").read_text()
+    assert json.loads((out / "report.json").read_text())["device"] == "iphone14pro"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]  # no temp or old folder left beside it
 
 
 def test_onnx_graph_costs_equal_the_layer_table(tmp_path):
