@@ -34,9 +34,11 @@ DEMO_SIZES = {
                       sweep_resolutions=((1920, 1080),),
                       shows="that every stage runs end to end (CI): tiny models, 60 training steps each; the "
                             "images are blurry and the numbers say nothing about quality"),
-    "quick": DemoSize("quick", (256, 256), (128, 128), "quick", train_seconds=40.0, nelf_seconds=30.0,
-                      shows="recognisable results on a CPU: small models trained for up to 40 s each, renders at "
-                            "256x256; quality is far below the GPU sizes (see BENCHMARKS.md)"),
+    # on 2 CPU cores the renders, traces and evaluations take about as long as the training: sizes chosen so the
+    # whole demo stays near 5 minutes there
+    "quick": DemoSize("quick", (192, 192), (96, 96), "quick", train_seconds=35.0, nelf_seconds=25.0,
+                      shows="recognisable results on a CPU: small models trained for up to 35 s each, renders at "
+                            "192x192; quality is far below the GPU sizes (see BENCHMARKS.md)"),
     "full": DemoSize("full", (1920, 1080), (1920, 1080), "full",
                      shows="the real sizes on a GPU: full models and training budgets, 1080p renders, traces of "
                            "1080p frames (and the real scenes under --data)"),

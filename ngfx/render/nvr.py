@@ -18,6 +18,7 @@ import torch
 from ngfx.render import raymarch, stages
 from ngfx.render.app import App
 from ngfx.render.cameras import Intrinsics
+from ngfx.render.metrics import psnr
 from ngfx.render.orbit_view import band_rays, orbit_camera
 from ngfx.render.neural_field import NeuralField, adam, check_size, preset_size, use_triton
 from ngfx.render.occupancy import density_occupancy
@@ -161,8 +162,7 @@ class NvrApp(App):
             self._ground_truth = [self.render(w, h, v, fused=fused, ground_truth=True) for v in views]
         psnrs = []
         for v, truth in zip(views, self._ground_truth):
-            mse = float(((self.render(w, h, v, fused=fused) - truth) ** 2).mean())
-            psnrs.append(-10.0 * math.log10(max(mse, 1e-12)))
+            psnrs.append(psnr(self.render(w, h, v, fused=fused), truth))
         return {"psnr_db": sum(psnrs) / len(psnrs), "n_views": len(psnrs), "width": w, "height": h}
 
 
