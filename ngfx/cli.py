@@ -23,15 +23,20 @@ def _resolution(text: str) -> tuple[int, int]:
     return w, h
 
 
-def positive_int(text: str) -> int:
+def positive_int(text: str, low: int = 1) -> int:
     """A whole number >= 1 (steps, frames, scales)."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a whole number >= {low}, got {text!r}") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= {low}, got {text!r}")
     return value
+
+
+def non_negative_int(text: str) -> int:
+    """A whole number >= 0 (optional phases: 0 skips them)."""
+    return positive_int(text, low=0)
 
 
 def positive_seconds(text: str) -> float:
@@ -190,12 +195,13 @@ def _add_nelf(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--arch", choices=("mobile_r2l", "lightslab"), default="mobile_r2l",
                    help="student: MobileR2L (deep 1x1-conv body) or a grid-encoded light slab (LightSpeed-style, "
                         "learns faster); default mobile_r2l")
-    d.add_argument("--pseudo-views", type=int, default=None, help="teacher-rendered views (default by size)")
-    d.add_argument("--steps", type=int, default=None, help="distillation steps (default by size)")
-    d.add_argument("--finetune-steps", type=int, default=None, help="fine-tuning steps on real images")
-    d.add_argument("--seconds", type=float, default=None,
+    d.add_argument("--pseudo-views", type=positive_int, default=None, help="teacher-rendered views (default by size)")
+    d.add_argument("--steps", type=positive_int, default=None, help="distillation steps (default by size)")
+    d.add_argument("--finetune-steps", type=non_negative_int, default=None,
+                   help="fine-tuning steps on real images (0: none)")
+    d.add_argument("--seconds", type=positive_seconds, default=None,
                    help="training time budget (both phases, shared as their steps are): stop early")
-    d.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    d.add_argument("--device", type=torch_device, default=None, help="cuda or cpu (default: cuda when available)")
     d.set_defaults(func=_run_nelf_distill)
     e = nelf.add_parser("export", help="export a NeLF run to ONNX and check it with onnxruntime")
     e.add_argument("run_dir")
@@ -229,8 +235,10 @@ def _run_nelf_distill(args: argparse.Namespace) -> int:
 
 
 def _run_nelf_export(args: argparse.Namespace) -> int:
+    from ngfx.io import check_output
     from ngfx.nelf.onnx_export import export_run
 
+    check_output(args.out, "--out", folder=False)
     r = export_run(args.run_dir, args.out, args.resolution)
     print(f"{r['path']}: {r['bytes'] / 1e6:.2f} MB, max |onnxruntime - PyTorch| = {r['max_abs_error_vs_pytorch']:.2e}")
     return 0
@@ -268,8 +276,8 @@ def _add_sim(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run_dir", help="a run folder written by `ngfx train`")
     p.add_argument("--resolution", type=_resolution, default=(1920, 1080), help="frame size WxH (default 1920x1080)")
     p.add_argument("--out", default="trace.json", help="trace file to write (opens in Perfetto)")
-    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
-    p.add_argument("--frames", type=int, default=1, help="frames to trace (averaged by the simulator)")
+    p.add_argument("--device", type=torch_device, default=None, help="cuda or cpu (default: cuda when available)")
+    p.add_argument("--frames", type=positive_int, default=1, help="frames to trace (averaged by the simulator)")
     p.add_argument("--fused", action="store_true",
                    help="trace the fused Triton rest kernels (as the renderer runs) instead of the unfused baseline")
     p.add_argument("--stages", action="store_true",
@@ -308,7 +316,7 @@ def _add_sim(sub: argparse._SubParsersAction) -> None:
                    help="comma-separated WxH (default 1920x1080,3840x2160,7680x4320)")
     p.add_argument("--out", default="ngpc_sweep", help="output folder")
     p.add_argument("--scheduler", default=None, help="Dask scheduler address (tcp://host:8786); default: local processes")
-    p.add_argument("--workers", type=int, default=None, help="local worker processes (default: CPU count)")
+    p.add_argument("--workers", type=positive_int, default=None, help="local worker processes (default: CPU count)")
     p.add_argument("--project", action="store_true",
                    help="project each trace onto --gpu through the per-kernel roofline first (a model; what a CPU "
                         "trace needs before it says anything about a GPU)")

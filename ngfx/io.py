@@ -42,16 +42,25 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
 @contextlib.contextmanager
 def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
     """A temp folder beside ``path`` to fill; on success it replaces the folder ``path`` whole (two renames),
-    so a failure part way leaves the previous folder as it was and no half-written one."""
+    so a failure part way leaves the previous folder as it was and no half-written one. A folder holding
+    anything this output does not (the user's files) keeps it: the new entries are then moved in one by one.
+    A run folder is refused before any work: outputs never replace a run's records."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise NgfxInputError(str(path), None, "exists and is not a folder")
+    if (path / "run.json").is_file():
+        raise NgfxInputError(str(path), None, "is a run folder (holds run.json); write into another folder")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes it 0700; a finished folder follows the user's umask
     old = tmp.with_suffix(".old")
     try:
         yield tmp
+        if path.exists() and not {entry.name for entry in path.iterdir()} <= {entry.name for entry in tmp.iterdir()}:
+            for entry in tmp.iterdir():  # foreign files stay: replace only what this output writes
+                os.replace(entry, path / entry.name)
+            tmp.rmdir()
+            return
         if path.exists():
             os.replace(path, old)
         os.replace(tmp, path)
@@ -166,10 +175,11 @@ def read_image(path: str | os.PathLike, min_side: int = MIN_IMAGE_SIDE) -> np.nd
                                               f"{min_side}x{min_side})")
     if img.dtype == np.uint16 or img.dtype == np.uint8:
         return img.astype(np.float32) / (65535.0 if img.dtype == np.uint16 else 255.0)
-    img = img.astype(np.float32)
+    kind, img = "float" if img.dtype.kind == "f" else img.dtype, img.astype(np.float32)
     if not np.isfinite(img).all() or img.min() < 0.0 or img.max() > 1.0:
-        raise NgfxInputError(str(path), None, f"float image with values in [{np.nanmin(img):.4g}, {np.nanmax(img):.4g}]"
-                                              " (or NaN/inf); expected [0, 1]: tone-map or rescale it first")
+        raise NgfxInputError(str(path), None, f"{kind} image with values in [{np.nanmin(img):.4g}, {np.nanmax(img):.4g}]"
+                                              " (or NaN/inf); expected 8 or 16-bit integers, or floats in [0, 1]: "
+                                              "tone-map or rescale it first")
     return img
 
 
@@ -225,6 +235,7 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict, dict]:
 
 
 # --- output paths, stale temp files, folder locks -------------------------------------------------
+RUN_RECORDS = ("run.json", "checkpoint.safetensors", "curve.json", "metrics.json", "preview.png")  # a run folder's
 def current_umask() -> int:
     umask = os.umask(0)  # the only way to read it is to set it
     os.umask(umask)
@@ -241,6 +252,9 @@ def check_output(path: str | os.PathLike, flag: str, folder: bool) -> Path:
     if path.exists() and path.is_dir() != folder:
         raise NgfxInputError(where, None, f"is a {'file' if folder else 'folder'}, expected a "
                                           f"{'folder' if folder else 'file'}")
+    real = path.resolve()  # through links too
+    if not folder and real.name in RUN_RECORDS and (real.parent / "run.json").is_file():
+        raise NgfxInputError(where, None, f"would replace a record of the run in {real.parent}; write elsewhere")
     existing = path if (folder and path.is_dir()) else path.parent
     while not existing.exists():
         existing = existing.parent

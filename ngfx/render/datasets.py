@@ -73,13 +73,17 @@ def _pose(frame: dict, source: str, field: str) -> np.ndarray:
         raise NgfxInputError(source, field, "transform_matrix must be a 4x4 list of numbers") from None
     if pose.shape == (3, 4):
         pose = np.vstack([pose, [0.0, 0.0, 0.0, 1.0]])
-    if pose.shape != (4, 4) or not np.isfinite(pose).all():
-        raise NgfxInputError(source, field, f"transform_matrix must be 4x4 finite numbers, got shape {list(pose.shape)}")
+    if pose.shape != (4, 4):
+        raise NgfxInputError(source, field, f"transform_matrix must be 4x4 (or 3x4), got shape {list(pose.shape)}")
+    if not np.isfinite(pose).all():
+        raise NgfxInputError(source, field, "transform_matrix holds NaN or inf")
     rotation = pose[:3, :3]
     error = np.abs(rotation.T @ rotation - np.eye(3)).max()
     if error > ROTATION_TOLERANCE or np.linalg.det(rotation) < 0:
         raise NgfxInputError(source, field, f"the 3x3 rotation is not orthonormal with determinant +1 (|R^T R - I| = "
                                             f"{error:.3g}, det {np.linalg.det(rotation):.3g})")
+    if not np.allclose(pose[3], [0.0, 0.0, 0.0, 1.0]):  # a projective last row: not a camera-to-world transform
+        raise NgfxInputError(source, field, f"the last row must be [0, 0, 0, 1], got {pose[3].tolist()}")
     if np.abs(pose[:3, 3]).max() > MAX_TRANSLATION:
         raise NgfxInputError(source, field, f"camera position {pose[:3, 3].tolist()} is beyond {MAX_TRANSLATION:g} "
                                             "world units")
@@ -172,9 +176,7 @@ def load_blender(folder: str | Path, split: str = "train", scale: float = 1.0) -
     json_path = folder / f"transforms_{split}.json"
     source = str(json_path)
     meta = read_json(json_path)
-    angle = require_number(meta, "camera_angle_x", source)
-    if not 0 < angle < math.pi:
-        raise NgfxInputError(source, "camera_angle_x", f"must be in (0, pi) radians, got {angle}")
+    angle = _fov_x(meta, source)
     frames = _frames(meta, source)
     paths, poses, fields = [], [], []
     for i, frame in enumerate(frames):
@@ -187,6 +189,14 @@ def load_blender(folder: str | Path, split: str = "train", scale: float = 1.0) -
     return _finish(images, poses, intrinsics, BLENDER_AABB, source, paths, scale)
 
 
+def _fov_x(meta: dict, source: str) -> float:
+    """``camera_angle_x``, the horizontal field of view in radians: strictly between 0 and pi."""
+    angle = require_number(meta, "camera_angle_x", source)
+    if not 0 < angle < math.pi:
+        raise NgfxInputError(source, "camera_angle_x", f"must be in (0, pi) radians, got {angle}")
+    return angle
+
+
 def _ngp_intrinsics(meta: dict, source: str, first_image: Path) -> Intrinsics:
     if "w" in meta and "h" in meta:
         width, height = (require_number(meta, key, source, low=1, high=MAX_IMAGE_SIDE, integer=True) for key in ("w", "h"))
@@ -197,7 +207,7 @@ def _ngp_intrinsics(meta: dict, source: str, first_image: Path) -> Intrinsics:
     if "fl_x" in meta:
         fx = require_number(meta, "fl_x", source)
     elif "camera_angle_x" in meta:
-        fx = 0.5 * width / math.tan(0.5 * require_number(meta, "camera_angle_x", source))
+        fx = 0.5 * width / math.tan(0.5 * _fov_x(meta, source))
     else:
         raise NgfxInputError(source, "fl_x", "missing (neither 'fl_x' nor 'camera_angle_x' given)")
     fy = require_number(meta, "fl_y", source, default=fx)

@@ -28,6 +28,9 @@ def load_obj(path: str) -> tuple[torch.Tensor, torch.Tensor]:
     if not p.is_file():
         raise NgfxInputError(str(p), None, "mesh file not found")
     vertices, faces = [], []
+    with open(p, "rb") as f:
+        if b"\0" in f.read(4096):  # an image, a checkpoint, a binary STL/PLY: not OBJ text
+            raise NgfxInputError(str(p), None, "not an OBJ mesh (binary data, expected OBJ text with 'v' and 'f' lines)")
     try:
         with open(p, encoding="utf-8", errors="replace") as f:
             for line_no, line in enumerate(f, 1):
@@ -59,18 +62,23 @@ def load_obj(path: str) -> tuple[torch.Tensor, torch.Tensor]:
 def _check_surface(vertices: torch.Tensor, faces: torch.Tensor, source: str) -> None:
     """Refuse a mesh with no area (nothing to sample or normalise); warn when it is not closed, since the
     winding number's inside/outside is then undefined near the holes (an open plane has no inside at all)."""
-    if float((vertices.max(0).values - vertices.min(0).values).max()) == 0.0:
+    extent = float((vertices.max(0).values - vertices.min(0).values).max())
+    if extent == 0.0:
         raise NgfxInputError(source, "v", "all vertices are the same point: the mesh has no extent")
-    tri = vertices[faces]
+    tri = (vertices - vertices.min(0).values)[faces] / extent  # areas at unit scale: a 1e-30 mesh does not underflow
     if not bool((torch.linalg.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]).norm(dim=1) > 0).any()):
         raise NgfxInputError(source, "f", "every triangle has zero area (repeated or collinear vertices)")
     edges = torch.cat([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]).sort(dim=1).values
     _, uses = torch.unique(edges[:, 0] * len(vertices) + edges[:, 1], return_counts=True)
-    open_edges = int((uses == 1).sum())
+    open_edges, shared_edges = int((uses == 1).sum()), int((uses > 2).sum())
     if open_edges:
         warnings.warn(f"{source}: the mesh is not closed ({open_edges} of {len(uses)} edges border one triangle "
                       "only): inside and outside are undefined near its holes, so the SDF's sign may be wrong "
                       "there", NgfxWarning, stacklevel=3)
+    if shared_edges:  # duplicated or overlapping faces count twice in the winding number: a wrong sign beside them
+        warnings.warn(f"{source}: the mesh is not manifold ({shared_edges} of {len(uses)} edges border more than "
+                      "two triangles: duplicated or overlapping faces?): the SDF's sign may be wrong near them",
+                      NgfxWarning, stacklevel=3)
 
 
 def _point_triangle_distance(p: torch.Tensor, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:

@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from ngfx.errors import NgfxInputError, TrainingInterrupted
-from ngfx.io import (check_output, folder_lock, load_checkpoint, read_json, remove_stale_temp_files, require,
-                     require_number, save_checkpoint, write_image, write_json)
+from ngfx.io import (RUN_RECORDS, check_output, folder_lock, load_checkpoint, read_json, remove_stale_temp_files,
+                     require, require_number, save_checkpoint, write_image, write_json)
 from ngfx.progress import progress_bar
 from ngfx.render.app import App
 from ngfx.render.metrics import psnr, ssim
@@ -38,7 +38,6 @@ PREVIEW_WIDTH = 256
 VIDEO_FPS = 24
 DEFAULT_RESOLUTION = (800, 800)  # render size without --resolution or a cameras file
 PROCEDURAL_SCENES = {"nerf": "synthetic", "nsdf": "csg", "gia": "image", "nvr": "cloud"}  # embedded, no files
-RUN_RECORDS = ("run.json", "checkpoint.safetensors", "curve.json", "metrics.json", "preview.png")
 
 
 def scene_reference(scene: str) -> str:
@@ -117,10 +116,20 @@ def check_options(module, options: dict, source: str) -> dict:
         if key not in accepted:
             raise NgfxInputError(source, f"options.{key}", f"unknown option of {app_class.__name__} "
                                                            f"(known: {', '.join(sorted(accepted))})")
-        kinds = _runtime_types(hints.get(key, object))
+        hint = hints.get(key, object)
+        kinds = _runtime_types(hint)
         if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
             names = " or ".join(sorted({k.__name__ for k in kinds}))
             raise NgfxInputError(source, f"options.{key}", f"expected {names}, got {value!r}")
+        if isinstance(value, float) and not math.isfinite(value) or key == "lr" and not value > 0:
+            raise NgfxInputError(source, f"options.{key}", f"expected a finite number{' > 0' * (key == 'lr')}, "
+                                                           f"got {value!r}")
+        items = next((typing.get_args(arg) for arg in (hint, *typing.get_args(hint)) if typing.get_origin(arg) is tuple),
+                     ())
+        if isinstance(value, list) and items and (len(value) != len(items) or not all(
+                isinstance(v, t) and not isinstance(v, bool) for v, t in zip(value, items))):
+            expected = ", ".join(t.__name__ for t in items)
+            raise NgfxInputError(source, f"options.{key}", f"expected [{expected}], got {value!r}")
     return options
 
 
@@ -147,6 +156,16 @@ def _saved_run(run_json: Path, app: str, module) -> dict:
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0):
             raise NgfxInputError(source, f"budget.{key}", f"expected a positive number or null, got {value!r}")
     return saved
+
+
+def _build_app(module, scene: str, encoding: str, size: str, device, options: dict, run_json: Path | None) -> App:
+    """``module.build_app``; a value it refuses among options read from ``run_json`` names that file."""
+    try:
+        return module.build_app(scene, encoding, size, device, **options)
+    except ValueError as e:
+        if run_json is None or isinstance(e, NgfxInputError):
+            raise
+        raise NgfxInputError(str(run_json), "options", str(e)) from None
 
 
 def _same_scene(given: str, saved: str) -> bool:
@@ -233,7 +252,7 @@ def _train_locked(module, app, scene, encoding, out, size, steps, seconds, devic
     total = steps if steps is not None else (None if seconds is not None else module.DEFAULT_STEPS[size])
     if steps is None and seconds is None:  # an app may cap its CPU sizes by time as well (DEFAULT_SECONDS)
         seconds = getattr(module, "DEFAULT_SECONDS", {}).get(size)
-    instance: App = module.build_app(scene, encoding, size, device, **options)
+    instance: App = _build_app(module, scene, encoding, size, device, options, run_json if saved else None)
     config = instance.config()
     run = {"app": app, "scene": scene, "encoding": encoding, "size": size,
            "options": {k: v for k, v in config.items() if k not in ("scene", "encoding", "size")},
@@ -242,14 +261,24 @@ def _train_locked(module, app, scene, encoding, out, size, steps, seconds, devic
                        replaces=bool(existing) and overwrite, progress=progress)
 
 
+def _curve(path: Path) -> list:
+    """The ``loss`` entries of a curve.json, each ``[step, loss]`` (a whole step >= 1, a finite loss)."""
+    curve = require(read_json(path), "loss", str(path), list)
+    for i, entry in enumerate(curve):
+        if not (isinstance(entry, list) and len(entry) == 2 and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in entry)
+                and entry[0] == int(entry[0]) >= 1):
+            raise NgfxInputError(str(path), f"loss[{i}]", f"expected [step, loss] (a step >= 1, a finite loss), got "
+                                                           f"{entry!r}; delete the file to resume without the curve")
+    return curve
+
+
 def _train_loop(instance: App, run: dict, out: Path, total: int | None, seconds: float | None,
                 resume: bool, replaces: bool, progress: bool) -> dict:
     """The training loop of :func:`train`: checkpoint and curve every ``CHECKPOINT_SECONDS``, on a stop
     signal and at the end; then evaluation, ``metrics.json`` and the preview. With ``replaces``, the old
     run's records are replaced at the first checkpoint, not before."""
     run_json, ckpt, curve_path = out / "run.json", out / "checkpoint.safetensors", out / "curve.json"
-    if not replaces:
-        write_json(run_json, run)
     optimizer = instance.optimizer()
     step, trained_s, curve = 0, 0.0, []
     if resume and ckpt.is_file():
@@ -257,8 +286,9 @@ def _train_loop(instance: App, run: dict, out: Path, total: int | None, seconds:
         step = require_number(meta, "step", f"{ckpt}: metadata", low=0, integer=True)
         trained_s = require_number(meta, "seconds", f"{ckpt}: metadata", default=0.0, low=0.0)
         if curve_path.is_file():
-            curve = [entry for entry in require(read_json(curve_path), "loss", str(curve_path), list)
-                     if isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], int) and entry[0] <= step]
+            curve = [entry for entry in _curve(curve_path) if entry[0] <= step]
+    if not replaces:  # after the saved run was read back: a refused resume leaves run.json as it was
+        write_json(run_json, run)
     first_step, losses, last_save = step, [], time.perf_counter()
 
     def save(step: int, trained_s: float) -> None:
@@ -293,6 +323,11 @@ def _train_loop(instance: App, run: dict, out: Path, total: int | None, seconds:
             save(step, trained_s)
             raise TrainingInterrupted(f"interrupted at step {step}: checkpoint and curve saved in {out}; "
                                       "training with --resume continues from there", stop.signal_number)
+    if step == 0 and seconds is not None:  # the time budget ended before the first step: a run of an untrained model is no result
+        if not (replaces or resume):  # a new run: leave no folder (train removes it once empty)
+            run_json.unlink(missing_ok=True)
+        raise NgfxInputError("--seconds", None, f"the budget of {seconds:g} s ended before the first training step; "
+                                                "give more time")
     save(step, trained_s)
     instance.eval()
     metrics = {**instance.evaluate(), "seconds": trained_s, "steps": step, **_identity(run)}
@@ -311,9 +346,9 @@ def load_run(run_dir: str | Path, device=None) -> App:
     module = app_module(app) if app in APP_MODULES else None
     if module is None:
         raise NgfxInputError(source, "app", f"must be one of {', '.join(APP_MODULES)}, got {app!r}")
-    instance = module.build_app(require(saved, "scene", source, str), require(saved, "encoding", source, str),
-                                require(saved, "size", source, str), device,
-                                **check_options(module, require(saved, "options", source, dict), source))
+    instance = _build_app(module, require(saved, "scene", source, str), require(saved, "encoding", source, str),
+                          require(saved, "size", source, str), device,
+                          check_options(module, require(saved, "options", source, dict), source), run_json)
     _restore(run / "checkpoint.safetensors", instance, None)
     instance.eval()
     return instance
