@@ -135,3 +135,19 @@ def test_meshes_binary_tiny_and_with_duplicated_faces(tmp_path):
     doubled.write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nv 0 0 1\nf 1 3 2\nf 1 2 4\nf 1 4 3\nf 2 3 4\nf 1 3 2\nf 1 3 2\n")
     with pytest.warns(NgfxWarning, match=r"doubled\.obj: the mesh is not manifold \(3 of 6 edges"):
         load_obj(doubled)
+
+
+@pytest.mark.parametrize("meta, field", [
+    ({"camera_type": "fisheye", "render_width": 16, "render_height": 16,
+      "camera_path": [{"camera_to_world": sum(IDENTITY_POSE, []), "fov": 50}]}, "camera_type"),
+    ({"camera_model": "OPENCV_FISHEYE", "fl_x": 10, "w": 16, "h": 16, "frames": [{"transform_matrix": IDENTITY_POSE}]},
+     "camera_model"),
+    ({"is_fisheye": True, "fl_x": 10, "w": 16, "h": 16, "frames": [{"transform_matrix": IDENTITY_POSE}]}, "is_fisheye"),
+    ({"k3": 0.2, "fl_x": 10, "w": 16, "h": 16, "frames": [{"transform_matrix": IDENTITY_POSE}]}, "k3"),
+])
+def test_lenses_ngfx_does_not_model_are_refused_not_rendered_as_pinholes(tmp_path, meta, field):
+    cameras = tmp_path / "cameras.json"
+    cameras.write_text(json.dumps(meta))
+    with pytest.raises(NgfxInputError) as error:
+        load_cameras(cameras)
+    assert error.value.source == str(cameras) and error.value.field == field

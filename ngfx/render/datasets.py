@@ -35,6 +35,7 @@ ASPECT_TOLERANCE = 0.01
 ROTATION_TOLERANCE = 1e-2  # |R^T R - I| of a camera rotation; exporters write 6+ digits
 MAX_IMAGE_SIDE = 32768  # pixels: a declared size beyond it is a typo (and would not fit in memory)
 MAX_TRANSLATION = 1e6  # world units: further cameras are a unit mix-up or garbage
+PINHOLE_CAMERA_MODELS = ("OPENCV", "PINHOLE", "SIMPLE_PINHOLE", "SIMPLE_RADIAL", "RADIAL")  # COLMAP's names
 MAX_RADIAL_DISTORTION = 10.0  # |k1|, |k2| (OpenCV's model on normalised coordinates; real lenses |k| < 1)
 MAX_TANGENTIAL_DISTORTION = 1.0  # |p1|, |p2|
 
@@ -214,6 +215,14 @@ def _ngp_intrinsics(meta: dict, source: str, first_image: Path) -> Intrinsics:
     for key, focal in (("fl_x", fx), ("fl_y", fy)):  # a field of view between ~0.1 and ~179.9 degrees
         if not width / 2000 <= focal <= 1000 * width:
             raise NgfxInputError(source, key, f"focal length {focal:g} pixels is absurd for an image {width} wide")
+    model = "OPENCV_FISHEYE" if meta.get("is_fisheye") is True else meta.get("camera_model", "OPENCV")
+    if model not in PINHOLE_CAMERA_MODELS:
+        raise NgfxInputError(source, "is_fisheye" if meta.get("is_fisheye") is True else "camera_model",
+                             f"ngfx models pinhole cameras with k1, k2, p1, p2 distortion "
+                             f"({', '.join(PINHOLE_CAMERA_MODELS)}), got {model!r}")
+    for key in ("k3", "k4"):  # higher radial terms would be silently dropped
+        if require_number(meta, key, source, 0.0) != 0.0:
+            raise NgfxInputError(source, key, "radial distortion beyond k1, k2 is not modelled; undistort the images")
     radial = (require_number(meta, key, source, 0.0, -MAX_RADIAL_DISTORTION, MAX_RADIAL_DISTORTION)
               for key in ("k1", "k2"))
     tangential = (require_number(meta, key, source, 0.0, -MAX_TANGENTIAL_DISTORTION, MAX_TANGENTIAL_DISTORTION)
@@ -319,6 +328,9 @@ def load_cameras(path: str | Path) -> CameraSet:
 
 
 def _nerfstudio_cameras(meta: dict, source: str) -> CameraSet:
+    camera_type = meta.get("camera_type", "perspective")
+    if camera_type != "perspective":  # fisheye, equirectangular, ...: ngfx renders pinhole views only
+        raise NgfxInputError(source, "camera_type", f"ngfx renders perspective cameras only, got {camera_type!r}")
     width = int(require_number(meta, "render_width", source, low=1, integer=True))
     height = int(require_number(meta, "render_height", source, low=1, integer=True))
     entries = require(meta, "camera_path", source, list)
