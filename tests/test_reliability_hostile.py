@@ -151,3 +151,22 @@ def test_lenses_ngfx_does_not_model_are_refused_not_rendered_as_pinholes(tmp_pat
     with pytest.raises(NgfxInputError) as error:
         load_cameras(cameras)
     assert error.value.source == str(cameras) and error.value.field == field
+
+
+def test_a_full_disk_names_the_file_and_leaves_the_old_one(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from ngfx.io import write_json
+
+    target = tmp_path / "metrics.json"
+    write_json(target, {"psnr": 30})
+
+    def disk_full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(OSError) as error:
+        write_json(target, {"psnr": 5})
+    assert error.value.filename == str(target) and error.value.errno == errno.ENOSPC
+    assert json.loads(target.read_text()) == {"psnr": 30} and [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
