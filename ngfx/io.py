@@ -36,9 +36,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
     except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        if isinstance(e, OSError) and e.filename is None:  # a failed write (disk full) names no file: name it
-            raise OSError(e.errno, e.strerror or str(e), str(path)) from e
-        raise
+        _raise_naming(e, path)
 
 
 @contextlib.contextmanager
@@ -66,12 +64,19 @@ def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
         if path.exists():
             os.replace(path, old)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if old.exists() and not path.exists():
             os.replace(old, path)
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        _raise_naming(e, path)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _raise_naming(error: BaseException, path: Path) -> None:
+    """Re-raise ``error``; an OSError that names no file (a failed write: disk full) names ``path``."""
+    if isinstance(error, OSError) and error.filename is None:
+        raise OSError(error.errno, error.strerror or str(error), str(path)) from error
+    raise error
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

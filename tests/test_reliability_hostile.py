@@ -170,3 +170,6 @@ def test_a_full_disk_names_the_file_and_leaves_the_old_one(tmp_path, monkeypatch
         write_json(target, {"psnr": 5})
     assert error.value.filename == str(target) and error.value.errno == errno.ENOSPC
     assert json.loads(target.read_text()) == {"psnr": 30} and [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+    with pytest.raises(OSError) as error, atomic_folder(tmp_path / "report"):
+        raise OSError(errno.ENOSPC, "No space left on device")  # as matplotlib's savefig raises it
+    assert error.value.filename == str(tmp_path / "report") and not (tmp_path / "report").exists()
