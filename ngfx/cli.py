@@ -87,7 +87,9 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 def _run_demo(args: argparse.Namespace) -> int:
     from ngfx.demo import run_demo
+    from ngfx.io import check_output
 
+    check_output(args.out, "--out", folder=True)
     result = run_demo(out_dir=args.out, size=args.size, data_dir=args.data)
     return 0 if result.ok else 1  # a failed stage or a missing package fails the command (and CI)
 
@@ -223,8 +225,10 @@ def _add_nelf(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_nelf_distill(args: argparse.Namespace) -> int:
+    from ngfx.io import check_output
     from ngfx.nelf.distill import distill
 
+    check_output(args.out, "--out", folder=True)
     run = distill(args.teacher_run, args.out, size=args.size, device=args.device, arch=args.arch,
                   n_pseudo=args.pseudo_views,
                   steps=args.steps, finetune_steps=args.finetune_steps, seconds=args.seconds)

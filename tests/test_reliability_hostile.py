@@ -173,3 +173,12 @@ def test_a_full_disk_names_the_file_and_leaves_the_old_one(tmp_path, monkeypatch
     with pytest.raises(OSError) as error, atomic_folder(tmp_path / "report"):
         raise OSError(errno.ENOSPC, "No space left on device")  # as matplotlib's savefig raises it
     assert error.value.filename == str(tmp_path / "report") and not (tmp_path / "report").exists()
+
+
+@pytest.mark.parametrize("argv", [["nelf", "distill", "teacher", "--out"], ["demo", "--smoke", "--out"]])
+def test_an_out_that_is_a_file_is_named_with_its_flag_before_any_work(tmp_path, capsys, argv):
+    taken = tmp_path / "notes.txt"
+    taken.write_text("mine")
+    _refused(capsys, [*argv, str(taken)], f"--out {taken}: is a file, expected a folder")
+    _refused(capsys, [*argv, str(taken / "sub")], f"--out {taken / 'sub'}: lies under {taken}")
+    assert taken.read_text() == "mine" and [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
