@@ -182,3 +182,16 @@ def test_an_out_that_is_a_file_is_named_with_its_flag_before_any_work(tmp_path, 
     _refused(capsys, [*argv, str(taken)], f"--out {taken}: is a file, expected a folder")
     _refused(capsys, [*argv, str(taken / "sub")], f"--out {taken / 'sub'}: lies under {taken}")
     assert taken.read_text() == "mine" and [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_one_image_under_two_poses_is_refused(tmp_path):
+    from ngfx.io import write_image
+
+    write_image(tmp_path / "a.png", np.zeros((16, 16, 3), np.float32))
+    moved = [row[:] for row in IDENTITY_POSE]
+    moved[0][3] = 1.0
+    cameras = tmp_path / "transforms.json"
+    cameras.write_text(json.dumps({"fl_x": 12, "frames": [{"file_path": "a.png", "transform_matrix": IDENTITY_POSE},
+                                                          {"file_path": "./a.png", "transform_matrix": moved}]}))
+    with pytest.raises(NgfxInputError, match=r"field 'frames\[1\]\.file_path': a\.png is also the image of frames\[0\]"):
+        load_cameras(cameras)

@@ -91,6 +91,16 @@ def _pose(frame: dict, source: str, field: str) -> np.ndarray:
     return pose
 
 
+def _one_pose_per_image(paths: list[Path], poses, fields: list[str], source: str) -> None:
+    """Refuse an image listed under two different poses (a copy-paste slip in a transforms file): its pixels
+    cannot be right from both, and training would silently fit their average."""
+    seen: dict[Path, tuple[np.ndarray, str]] = {}
+    for path, pose, field in zip(paths, poses, fields):
+        first_pose, first_field = seen.setdefault(path, (np.asarray(pose), field))
+        if not np.allclose(first_pose, np.asarray(pose), atol=1e-6):
+            raise NgfxInputError(source, field, f"{path.name} is also the image of {first_field}, under another pose")
+
+
 def _image_path(root: Path, file_path: str, source: str, field: str) -> Path:
     """The frame's image under the dataset's folder; a path leaving it (``../``, absolute) only when allowed
     (``NGFX_ALLOW_OUTSIDE_PATHS=1``, ``ngfx train --allow-outside-paths``): a dataset file must not make
@@ -185,6 +195,7 @@ def load_blender(folder: str | Path, split: str = "train", scale: float = 1.0) -
         paths.append(_image_path(folder, require(frame, "file_path", source, str), source, field))
         poses.append(_pose(frame, source, f"frames[{i}].transform_matrix"))
         fields.append(field)
+    _one_pose_per_image(paths, poses, fields, source)
     images = _load_images(paths, None, None, source, fields)
     intrinsics = Intrinsics.from_fov_x(images.shape[2], images.shape[1], angle)
     return _finish(images, poses, intrinsics, BLENDER_AABB, source, paths, scale)
@@ -255,6 +266,7 @@ def load_instant_ngp(path: str | Path, split: str = "train", scale: float = 1.0)
         paths.append(_image_path(root, require(frame, "file_path", source, str), source, field))
         poses.append(_pose(frame, source, f"frames[{i}].transform_matrix"))
         fields.append(field)
+    _one_pose_per_image(paths, poses, fields, source)
     intrinsics = _ngp_intrinsics(meta, str(json_path), paths[0])
     images = _load_images(paths, intrinsics.width, intrinsics.height, source, fields)
     aabb_scale = require_number(meta, "aabb_scale", str(json_path), 1.0, low=1 / 128, high=128)  # instant-ngp's range
@@ -317,6 +329,7 @@ def load_cameras(path: str | Path) -> CameraSet:
                              "missing: either every frame names its image or none does")
     paths = [_image_path(json_path.parent, require(f, "file_path", source, str), source, f"frames[{i}].file_path")
              for i, f in enumerate(frames)] if named else []
+    _one_pose_per_image(paths, poses, [f"frames[{i}].file_path" for i in range(len(paths))], source)
     if not paths and not ("w" in meta and "h" in meta):
         raise NgfxInputError(source, "w", "no image size: give 'w' and 'h' (or frames with images)")
     intrinsics = _ngp_intrinsics(meta, source, paths[0] if paths else None)
