@@ -195,3 +195,9 @@ def test_one_image_under_two_poses_is_refused(tmp_path):
                                                           {"file_path": "./a.png", "transform_matrix": moved}]}))
     with pytest.raises(NgfxInputError, match=r"field 'frames\[1\]\.file_path': a\.png is also the image of frames\[0\]"):
         load_cameras(cameras)
+
+
+def test_resuming_with_fewer_steps_than_done_is_refused(run, capsys):
+    before = _records(run)  # the fixture's run has trained 2 steps
+    _refused(capsys, [*TRAIN, "--resume", "--steps", "1", "--out", str(run)], "--steps", "fewer than the 2 steps")
+    assert _records(run) == before

@@ -287,6 +287,9 @@ def _train_loop(instance: App, run: dict, out: Path, total: int | None, seconds:
         trained_s = require_number(meta, "seconds", f"{ckpt}: metadata", default=0.0, low=0.0)
         if curve_path.is_file():
             curve = [entry for entry in _curve(curve_path) if entry[0] <= step]
+        if total is not None and step > total:  # --steps is the total: fewer than done would undo nothing
+            raise NgfxInputError("--steps", None, f"{total} is fewer than the {step} steps {out} has trained; "
+                                                  f"give a larger total to continue it")
     if not replaces:  # after the saved run was read back: a refused resume leaves run.json as it was
         write_json(run_json, run)
     first_step, losses, last_save = step, [], time.perf_counter()
