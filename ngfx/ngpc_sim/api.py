@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ngfx.errors import NgfxInputError
-from ngfx.io import check_output, read_json
+from ngfx.io import atomic_folder, check_output, read_json
 from ngfx.ngpc_sim import paper as paper_module
 from ngfx.ngpc_sim.config import NGPCConfig, encoding_kind_of, gpu_profiles, load_config
 from ngfx.ngpc_sim.model import SimResult, simulate
@@ -15,7 +15,7 @@ from ngfx.ngpc_sim.project import project_trace, source_profile
 from ngfx.ngpc_sim.report import write_report
 from ngfx.ngpc_sim.schema import NFPS, SPEEDUP
 from ngfx.ngpc_sim.sensitivity import sensitivity_table
-from ngfx.ngpc_sim.sweep import RESOLUTIONS, SCALES, load_traces, measured_rest_speedups, run_sweep, staged_output
+from ngfx.ngpc_sim.sweep import RESOLUTIONS, SCALES, load_traces, measured_rest_speedups, run_sweep
 from ngfx.ngpc_sim.trace import CPU_TIMERS, Trace, read_kernel_table, read_trace, scale_trace
 
 
@@ -95,7 +95,7 @@ def sim_sweep(out_dir: str | Path, trace_paths=(), scales=SCALES, resolutions=RE
     # each app's own measured fused-rest ratio, unless the flag set one for all
     rest_speedups = measured_rest_speedups(recorded) if rest_speedup is None else {}
     profiles = gpu_profiles(config)
-    with staged_output(out_dir) as tmp:
+    with atomic_folder(out_dir) as tmp:
         rows = run_sweep(recorded, scales, resolutions, tmp, cfg=cfg, scheduler=scheduler, workers=workers,
                          rest_speedups=rest_speedups,
                          project_from=[source_profile(t, profiles) for t in recorded] if project else None)
@@ -124,7 +124,7 @@ def sim_report(results_path: str | Path, out_dir: str | Path, gpu: str = "rtx309
         if missing := [k for k in needed if k not in row]:
             raise NgfxInputError(str(results_path), f"[{i}].{missing[0]}", "missing")
     cfg = load_config(config, gpu=gpu)
-    with staged_output(out_dir) as tmp:
+    with atomic_folder(out_dir) as tmp:
         write_report(rows, tmp, cfg=cfg, calibration=calibration_table(cfg), sensitivity=sensitivity_table(cfg))
     return Path(out_dir) / "report.md"
 
@@ -146,7 +146,7 @@ def sim_calibrate(out_dir: str | Path | None = None, gpu: str = "rtx3090", confi
         lines.append(f"| inputs_per_s[{app}] | {rate:.4g} | {old:.4g} | {rate / old - 1:+.2%} |")
     text = "# NGPC model calibration\n\n" + "\n".join(lines) + "\n\n" + table_markdown(result["table"]) + "\n"
     if out_dir is not None:
-        with staged_output(out_dir) as tmp:
+        with atomic_folder(out_dir) as tmp:
             write_json(Path(tmp) / "calibration.json", result)
             with atomic_write(Path(tmp) / "calibration.md", "w") as f:
                 f.write(text)

@@ -8,14 +8,10 @@ sweep gives the same table.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import os
-import shutil
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Iterator
 
 from tqdm import tqdm
 
@@ -142,19 +138,3 @@ def load_traces(*paths: str | Path) -> list[Trace]:
             raise NgfxInputError(str(path), None, "no *.json trace files in this folder")
         files += found
     return [read_trace(p) for p in files]
-
-
-@contextlib.contextmanager
-def staged_output(out_dir: str | Path) -> Iterator[Path]:
-    """A temp folder beside ``out_dir`` to write into; on success each file is renamed into ``out_dir``
-    (other files there are kept), on failure nothing in ``out_dir`` changes."""
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    try:
-        yield tmp
-        out_dir.mkdir(exist_ok=True)
-        for f in sorted(tmp.iterdir()):
-            os.replace(f, out_dir / f.name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
