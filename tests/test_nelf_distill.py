@@ -168,3 +168,29 @@ def test_time_budget_stops_distillation_early(tmp_path):
 
     _, meta = load_checkpoint(tmp_path / "checkpoint.safetensors")
     assert meta["step"] == run["steps"]  # the last step is checkpointed even between checkpoint intervals
+
+
+def test_resume_refuses_another_arch_size_or_teacher(tmp_path):
+    distill_from_app(SphereTeacher(), tmp_path, "tiny", n_pseudo=4, steps=2, teacher_run="teacherA")
+    for options, flag in (({"arch": "lightslab"}, "--arch"), ({"size": "quick"}, "--size"),
+                          ({"teacher_run": "teacherB"}, "teacher run")):
+        args = {"size": "tiny", "teacher_run": "teacherA", **options}
+        with pytest.raises(NgfxInputError, match=f"distilled with {flag} "):
+            distill_from_app(SphereTeacher(), tmp_path, n_pseudo=4, steps=4, **args)
+    # the pseudo views alone (no checkpoint yet) also say whose they are
+    (tmp_path / "run.json").unlink()
+    (tmp_path / "checkpoint.safetensors").unlink()
+    with pytest.raises(NgfxInputError, match="progress.json: field 'teacher'"):
+        distill_from_app(SphereTeacher(), tmp_path, "tiny", n_pseudo=4, steps=4, teacher_run="teacherB")
+
+
+def test_distill_refuses_an_out_folder_that_is_not_a_nelf_run(tmp_path):
+    (tmp_path / "nerf").mkdir()
+    (tmp_path / "nerf" / "run.json").write_text(json.dumps({"app": "nerf"}))
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    for folder, problem in (("nerf", "not a NeLF run"), ("other", "holds no NeLF run")):
+        with pytest.raises(NgfxInputError, match=problem):
+            distill_from_app(SphereTeacher(), tmp_path / folder, "tiny", n_pseudo=4, steps=2)
+    assert json.loads((tmp_path / "nerf" / "run.json").read_text()) == {"app": "nerf"}
+    assert sorted(p.name for p in (tmp_path / "other").iterdir()) == ["notes.txt"]

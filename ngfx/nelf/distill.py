@@ -86,8 +86,10 @@ def _teacher_frames(teacher, poses: torch.Tensor, k: Intrinsics, chunk: int = 1 
         yield (rgb.clamp(0, 1).reshape(k.height, k.width, 3) * 255 + 0.5).to(torch.uint8).cpu().numpy()
 
 
-def make_pseudo_data(teacher, out_dir: Path, poses: torch.Tensor, k: Intrinsics) -> np.ndarray:
-    """Render (or finish rendering) the pseudo images into ``out_dir/pseudo`` -> uint8 memmap [N, H, W, 3]."""
+def make_pseudo_data(teacher, out_dir: Path, poses: torch.Tensor, k: Intrinsics, identity: dict | None = None
+                     ) -> np.ndarray:
+    """Render (or finish rendering) the pseudo images into ``out_dir/pseudo`` -> uint8 memmap [N, H, W, 3].
+    ``identity`` (arch, size, teacher) is recorded beside them so a resume can tell whose views they are."""
     folder = out_dir / "pseudo"
     folder.mkdir(parents=True, exist_ok=True)
     images_path, progress_path = folder / "images.npy", folder / "progress.json"
@@ -108,7 +110,7 @@ def make_pseudo_data(teacher, out_dir: Path, poses: torch.Tensor, k: Intrinsics)
             images[i] = frame
             if (i + 1) % 16 == 0 or i + 1 == len(poses):
                 images.flush()
-                write_json(progress_path, {"shape": list(shape), "done": i + 1})
+                write_json(progress_path, {"shape": list(shape), "done": i + 1, "run": identity or {}})
     del images
     return np.load(images_path, mmap_mode="r")
 
@@ -147,7 +149,11 @@ def _train(model: NeLF, targets, poses: torch.Tensor, k: Intrinsics, geometry: d
         tensors, saved = load_checkpoint(ckpt)
         phase = PHASES.index(saved.get("phase", desc)) if saved.get("phase", desc) in PHASES else -1
         if phase >= PHASES.index(desc):
-            model.load_state_dict({n[6:]: v for n, v in tensors.items() if n.startswith("model.")})
+            try:
+                model.load_state_dict({n[6:]: v for n, v in tensors.items() if n.startswith("model.")})
+            except RuntimeError as e:  # a checkpoint written before runs recorded their arch and size
+                raise NgfxInputError(str(ckpt), "model", "does not match the student of this --arch/--size "
+                                     f"({str(e).splitlines()[0]}); use another --out") from None
         if phase > PHASES.index(desc):  # this phase finished in an earlier run
             model.eval()
             return steps
@@ -247,6 +253,39 @@ def _conv_settings(device: torch.device, n: int = 1):
         torch.backends.cudnn.benchmark = benchmark
 
 
+def check_resumable(out_dir: Path, identity: dict) -> None:
+    """Refuse an ``out_dir`` a distillation with ``identity`` (arch, size, teacher) cannot continue: another
+    app's run, a NeLF run of another --arch, --size or teacher run, or a non-empty folder holding no NeLF run.
+    A new or empty folder starts a fresh run."""
+    if not out_dir.is_dir() or not any(out_dir.iterdir()):
+        return
+    records = []  # (file, the identity it records)
+    run_json, ckpt, progress = out_dir / "run.json", out_dir / "checkpoint.safetensors", out_dir / "pseudo" / "progress.json"
+    if run_json.is_file():
+        run = read_json(run_json)
+        if run.get("app") != "nelf":
+            raise NgfxInputError(str(run_json), "app", f"{out_dir} holds a {run.get('app')!r} run, not a NeLF run; "
+                                 "pick another --out")
+        records.append((run_json, {key: run[key] for key in ("arch", "size") if key in run}))
+    if ckpt.is_file():
+        _, meta = load_checkpoint(ckpt)
+        if meta.get("app") != "nelf":
+            raise NgfxInputError(str(ckpt), "app", f"{out_dir} holds a checkpoint of a {meta.get('app')!r} run, not "
+                                 "of a NeLF run; pick another --out")
+        records.append((ckpt, meta.get("run") if isinstance(meta.get("run"), dict) else {}))
+    if progress.is_file():
+        saved = read_json(progress).get("run")
+        records.append((progress, saved if isinstance(saved, dict) else {}))
+    if not records:
+        raise NgfxInputError(str(out_dir), None, "is not empty and holds no NeLF run (no run.json, checkpoint or "
+                             "pseudo views); pick a new or empty --out")
+    for path, saved in records:
+        for key, flag in (("arch", "--arch"), ("size", "--size"), ("teacher", "teacher run")):
+            if key in saved and saved[key] != identity[key]:
+                raise NgfxInputError(str(path), key, f"the run was distilled with {flag} {saved[key] or '(none)'}, "
+                                     f"not {identity[key] or '(none)'}; use the same {flag} or another --out")
+
+
 def distill_from_app(teacher, out_dir: str | Path, size: str = "quick", **options) -> dict:
     """Distil a student from a loaded teacher App into ``out_dir`` -> the run's ``run.json`` contents.
 
@@ -267,6 +306,9 @@ def _distill(teacher, out_dir: Path, size: str, *, arch: str = "mobile_r2l", con
         raise NgfxInputError("distill", "size", f"must be one of {list(SIZES)}, got {size!r}")
     preset, side, n_default, steps_default, batch_default, ft_default, lr, n_eval = SIZES[size]
     cfg = config or student_preset(arch, preset)
+    identity = {"arch": getattr(cfg, "arch", "mobile_r2l"), "size": size,
+                "teacher": str(Path(teacher_run).resolve()) if teacher_run else ""}
+    check_resumable(out_dir, identity)
     n_pseudo = n_pseudo or n_default
     steps = steps if steps is not None else steps_default
     finetune_steps = finetune_steps if finetune_steps is not None else ft_default
@@ -279,12 +321,12 @@ def _distill(teacher, out_dir: Path, size: str, *, arch: str = "mobile_r2l", con
     geometry = {"near": float(teacher.near), "far": float(teacher.far), "aabb": aabb}
     center = aabb.mean(0)
     poses = sample_poses(teacher.train_poses.detach().float().cpu(), center, n_pseudo, seed=seed)
-    images = make_pseudo_data(teacher, out_dir, poses, k)
+    images = make_pseudo_data(teacher, out_dir, poses, k, identity)
 
     # NHWC is the tensor cores' native conv layout (as at inference, nelf.runs.inference_model)
     model = build_student(cfg).to(device).to(memory_format=torch.channels_last)
     ckpt = out_dir / "checkpoint.safetensors"
-    meta = {"app": "nelf", "nelf_config": cfg.to_dict()}
+    meta = {"app": "nelf", "nelf_config": cfg.to_dict(), "run": identity}
     # a time budget is shared between the phases as their step counts are
     has_finetune = finetune_steps > 0 and hasattr(teacher, "train_images")
     share = steps / (steps + (finetune_steps if has_finetune else 0)) if seconds else 1.0
