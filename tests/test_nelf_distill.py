@@ -194,3 +194,21 @@ def test_distill_refuses_an_out_folder_that_is_not_a_nelf_run(tmp_path):
             distill_from_app(SphereTeacher(), tmp_path / folder, "tiny", n_pseudo=4, steps=2)
     assert json.loads((tmp_path / "nerf" / "run.json").read_text()) == {"app": "nerf"}
     assert sorted(p.name for p in (tmp_path / "other").iterdir()) == ["notes.txt"]
+
+
+@pytest.mark.parametrize("edit, problem", [
+    (lambda run: run["intrinsics"].update(fx=float("nan")), "intrinsics: field 'fx'"),
+    (lambda run: run["intrinsics"].update(width=0), "intrinsics: field 'width'"),
+    (lambda run: run.update(far=run["near"]), "field 'far'"),
+    (lambda run: run.update(aabb=run["aabb"][::-1]), "field 'aabb'"),
+    (lambda run: run.update(orbit_radius=float("inf")), "field 'orbit_radius'"),
+    (lambda run: run.update(resolution=[32]), "field 'resolution'"),
+])
+def test_a_nelf_run_json_with_bad_numbers_is_refused(tiny_run, tmp_path, edit, problem):
+    out, _ = tiny_run
+    run = json.loads((out / "run.json").read_text())
+    edit(run)
+    (tmp_path / "run.json").write_text(json.dumps(run))
+    (tmp_path / "checkpoint.safetensors").write_bytes((out / "checkpoint.safetensors").read_bytes())
+    with pytest.raises(NgfxInputError, match=problem):
+        load_nelf_run(tmp_path)

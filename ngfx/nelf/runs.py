@@ -15,7 +15,7 @@ import torch
 from tqdm import tqdm
 
 from ngfx.errors import NgfxInputError
-from ngfx.io import load_checkpoint, read_json, require, write_json
+from ngfx.io import load_checkpoint, read_json, require, require_number, write_json
 from ngfx.nelf.network import NeLF, build_student, encode_frames, fold_batchnorm, low_resolution, student_config
 from ngfx.render.cameras import Intrinsics, orbit_poses
 from ngfx.render.runs import write_frames
@@ -29,6 +29,7 @@ def load_nelf_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tu
     if require(run, "app", source) != "nelf":
         raise NgfxInputError(source, "app", f"not a NeLF run (app = {run['app']!r})")
     model = build_student(student_config(require(run, "nelf_config", source, dict), source))
+    _check_geometry(run, source)
     tensors, _ = load_checkpoint(run_dir / "checkpoint.safetensors")
     state = {n[6:]: v for n, v in tensors.items() if n.startswith("model.")}
     try:
@@ -37,6 +38,39 @@ def load_nelf_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tu
         raise NgfxInputError(str(run_dir / "checkpoint.safetensors"), "model",
                              f"does not match the network in run.json ({str(e).splitlines()[0]})") from None
     return model.to(device).eval(), run
+
+
+def _check_geometry(run: dict, source: str) -> None:
+    """The run's camera, near/far, aabb, orbit and frame size must be finite and make sense (a NaN focal
+    length rendered NaN frames without a word)."""
+    k = require(run, "intrinsics", source, dict)
+    where = f"{source}: intrinsics"
+    for key in ("width", "height"):
+        require_number(k, key, where, low=1, integer=True)
+    for key in ("fx", "fy"):
+        if not require_number(k, key, where) > 0:
+            raise NgfxInputError(where, key, f"expected a focal length > 0 pixels, got {k[key]!r}")
+    for key in ("cx", "cy", "k1", "k2", "p1", "p2"):
+        require_number(k, key, where, default=0.0)
+    near = require_number(run, "near", source, low=0.0)
+    if not require_number(run, "far", source) > near:
+        raise NgfxInputError(source, "far", f"must be greater than near ({near}), got {run['far']!r}")
+    aabb = require(run, "aabb", source, list)
+    if len(aabb) != 2 or not all(isinstance(c, list) and len(c) == 3 for c in aabb):
+        raise NgfxInputError(source, "aabb", f"expected [[x, y, z], [x, y, z]] (min, max), got {aabb!r}")
+    for corner, name in zip(aabb, ("min", "max")):
+        for axis, key in enumerate("xyz"):
+            require_number({key: corner[axis]}, key, f"{source}: aabb {name}")
+    if not all(lo < hi for lo, hi in zip(*aabb)):
+        raise NgfxInputError(source, "aabb", f"min must be below max on every axis, got {aabb!r}")
+    if not require_number(run, "orbit_radius", source) > 0:
+        raise NgfxInputError(source, "orbit_radius", f"expected a distance > 0, got {run['orbit_radius']!r}")
+    require_number(run, "orbit_elevation_deg", source, low=-90.0, high=90.0)
+    resolution = require(run, "resolution", source, list)
+    if len(resolution) != 2:
+        raise NgfxInputError(source, "resolution", f"expected [width, height] in pixels, got {resolution!r}")
+    for value, key in zip(resolution, ("width", "height")):
+        require_number({key: value}, key, f"{source}: resolution", low=1, integer=True)
 
 
 def inference_model(model: NeLF, device: torch.device, compile: bool = True) -> tuple[object, torch.dtype]:
