@@ -6,9 +6,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ngfx.errors import NgfxInputError
 from ngfx.ngpc_sim import costs
-from ngfx.ngpc_sim.config import gpu_profiles
-from ngfx.ngpc_sim.paper import paper_trace
+from ngfx.ngpc_sim.config import ENCODING_KINDS, gpu_profiles, load_config
+from ngfx.ngpc_sim.model import amdahl_bound
+from ngfx.ngpc_sim.paper import APPS, paper_trace
 from ngfx.ngpc_sim.project import LAUNCH_S, project_trace, roofline_s, source_profile
 from ngfx.ngpc_sim.trace import Kernel, Trace
 
@@ -79,3 +81,30 @@ def test_faster_target_never_projects_slower(factor, app):
     for source in (None, GPUS["h200"]):
         slow, fast = project_trace(trace, rtx, source), project_trace(trace, faster, source)
         assert fast.frame_time_s() <= slow.frame_time_s() * (1 + 1e-12)
+
+
+@settings(max_examples=12, deadline=None)
+@given(app=st.sampled_from(APPS), encoding=st.sampled_from(ENCODING_KINDS), target=st.sampled_from(sorted(GPUS)))
+def test_paper_trace_projects_from_its_gpu(app, encoding, target):
+    """A paper-input trace is an RTX 3090 frame: onto the 3090 the projection is the identity, and onto any GPU
+    each kernel moves by the GPUs' compute or bandwidth ratio, never more (the rest kernels, whose bytes are
+    placeholders, are not replaced by their roofline: that gave NeRF on the H200 an Amdahl bound of 6436x)."""
+    trace = paper_trace(app, encoding)
+    source, gpu = source_profile(trace, GPUS), GPUS[target]
+    assert source == GPUS["rtx3090"]
+    out = project_trace(trace, gpu, source)
+    ratios = (source.peak_flops / gpu.peak_flops, source.memory_bytes_per_s / gpu.memory_bytes_per_s)
+    for before, after in zip(trace.kernels, out.kernels):
+        assert min(ratios) * (1 - 1e-9) <= after.duration_s / before.duration_s <= max(ratios) * (1 + 1e-9)
+    cfg = load_config(gpu=target)
+    assert amdahl_bound(out, cfg) <= amdahl_bound(trace, cfg) * max(ratios) / min(ratios) * (1 + 1e-9)
+    if target == "rtx3090":
+        assert [k.duration_s for k in out.kernels] == pytest.approx([k.duration_s for k in trace.kernels])
+
+
+def test_unprojectable_traces_are_refused():
+    trace = paper_trace("nerf", "hash_grid")
+    with pytest.raises(NgfxInputError, match="--project.*already projected"):
+        source_profile(project_trace(trace, GPUS["h200"], GPUS["rtx3090"]), GPUS)
+    with pytest.raises(NgfxInputError, match="--project.*modelled trace.*its GPU's profile"):
+        source_profile(dataclasses.replace(trace, device="Imaginary GPU"), GPUS)

@@ -6,6 +6,7 @@ kernel's analytic FLOPs and bytes (:mod:`ngfx.ngpc_sim.costs`) and the GPU profi
 - From a GPU trace whose GPU has a profile: each kernel's measured time is multiplied by the ratio of its
   roofline times on the target and on the traced GPU, so the kernel keeps its measured efficiency
   (a launch-bound kernel, with no FLOPs or bytes, keeps its measured time).
+- A paper-input trace (timer ``model``) is a modelled frame of the RTX 3090, projected as a trace of that GPU.
 - From a CPU trace (or an unknown GPU): CPU times say nothing about a GPU, so each kernel takes its
   roofline time on the target plus one launch (:data:`LAUNCH_S`): a lower bound of what the GPU would need,
   which flatters the baseline and so understates the NGPC's speedup over it.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from ngfx.errors import NgfxInputError
 from ngfx.ngpc_sim.config import GPUProfile
 from ngfx.ngpc_sim.trace import CPU_TIMERS, Kernel, Trace
 
@@ -27,10 +29,23 @@ def roofline_s(k: Kernel, gpu: GPUProfile) -> float:
 
 
 def source_profile(trace: Trace, profiles: dict[str, GPUProfile]) -> GPUProfile | None:
-    """The profile of the GPU that recorded ``trace`` (matched by name), or None for a CPU or unknown device."""
-    if trace.timer in CPU_TIMERS or trace.timer in ("model", "roofline"):
+    """The profile of the GPU that recorded ``trace`` (matched by name), or None for a CPU or unknown device.
+
+    A paper-input trace (timer ``model``) is a modelled frame of its GPU: it is projected from that GPU's
+    profile like a measured one. Its rest kernel's bytes are placeholders, so the roofline lower bound would
+    replace a third of NeRF's frame by microseconds (an Amdahl bound in the thousands): a model trace of a GPU
+    without a profile, and a trace already projected, are refused instead."""
+    if trace.timer in CPU_TIMERS:
         return None
-    return next((p for p in profiles.values() if p.name.lower() in trace.device.lower()), None)
+    if trace.timer == "roofline":
+        raise NgfxInputError("--project", None, f"the trace of {trace.device} was already projected (otherData.timer "
+                                                "'roofline'); project the recorded trace instead")
+    profile = next((p for p in profiles.values() if p.name.lower() in trace.device.lower()), None)
+    if profile is None and trace.timer == "model":
+        raise NgfxInputError("--project", None, f"a modelled trace (otherData.timer 'model') of {trace.device!r} can be "
+                                                "projected only from its GPU's profile; known: "
+                                                + ", ".join(p.name for p in profiles.values()))
+    return profile
 
 
 def project_trace(trace: Trace, target: GPUProfile, source: GPUProfile | None) -> Trace:
@@ -44,6 +59,6 @@ def project_trace(trace: Trace, target: GPUProfile, source: GPUProfile | None) -
             on_source = roofline_s(k, source)
             duration = k.duration_s * (on_target / on_source) if on_source > 0 else k.duration_s
         kernels.append(dataclasses.replace(k, duration_s=duration, mlp_layers=list(k.mlp_layers)))
-    how = "measured efficiency kept" if source else "roofline lower bound"
+    how = f"{'modelled' if trace.timer == 'model' else 'measured'} efficiency kept" if source else "roofline lower bound"
     return dataclasses.replace(trace, kernels=kernels, timer="roofline",
                                device=f"{target.name} (projected from {trace.device}: {how})")
