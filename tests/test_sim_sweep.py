@@ -150,3 +150,44 @@ def test_trace_out_checked_before_the_run_loads(tmp_path, capsys):
     blocker.write_text("x")
     assert main(["trace", str(tmp_path / "no_run"), "--out", str(blocker / "t.json")]) == 2
     assert "lies under" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("field, value, expected", [
+    ("speedup", float("nan"), "expected a finite number"),
+    ("fps", "fast", "expected a number, got 'fast'"),
+    ("scale", -8, "expected 0 <= value"),
+    ("encoding", "octree", "expected one of"),
+])
+def test_report_refuses_bad_sweep_rows(tmp_path, capsys, field, value, expected):
+    rows = run_sweep(TRACES[:1], (8,), ((64, 64),), workers=1, progress=False)
+    rows[1][field] = value
+    results = tmp_path / "sweep.json"
+    results.write_text(json.dumps(rows))
+    assert main(["sim", "report", "--results", str(results), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert f"field '[1].{field}'" in err and expected in err and err.count("\n") == 1
+    assert not (tmp_path / "r").exists()
+
+
+def test_rest_speedup_with_unfused_rest_is_refused(capsys):
+    assert main(["sim", "run", "--paper", "nerf", "hashgrid", "--rest", "unfused", "--rest-speedup", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "--rest-speedup" in err and "--rest unfused" in err
+
+
+@pytest.mark.parametrize("address", ["not a url", "tcp://127.0.0.1:1"])
+def test_unreachable_scheduler_names_the_flag(tmp_path, capsys, monkeypatch, address):
+    import ngfx.ngpc_sim.sweep as sweep
+
+    monkeypatch.setattr(sweep, "CONNECT_TIMEOUT_S", 1)
+    assert main(["sim", "sweep", "--scale", "8", "--resolution", "64x64", "--scheduler", address,
+                 "--out", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"ngfx sim: error: --scheduler: cannot reach a Dask scheduler at {address!r}")
+    assert not (tmp_path / "s").exists()
+
+
+def test_sweep_progress_is_plain_lines_in_a_log(capsys):
+    run_sweep(TRACES, (8,), ((64, 64),), workers=1, progress=True)
+    err = capsys.readouterr().err  # not a terminal: whole lines, no carriage-return redraws
+    assert "ngpc sweep" in err and "2/2" in err and "\r" not in err

@@ -75,6 +75,10 @@ def _write(tmp_path, data):
     (lambda d: d["traceEvents"][2]["args"].update(mlp_layers=64), r"\.mlp_layers"),
     (lambda d: d["traceEvents"][2]["args"].update(mlp_layers=[[64, "wide"]]), r"\.mlp_layers\[0\]"),
     (lambda d: [ev.update(dur=0) for ev in d["traceEvents"]], "every kernel lasts 0 s"),
+    (lambda d: d["traceEvents"][1].update(ts="zero"), r"traceEvents\[1\] \(nerf.encoding\).ts'.*'zero'"),
+    (lambda d: d["traceEvents"][2]["args"].update(app="nsdf"),
+     r"traceEvents\[2\] \(nerf.mlp\).app': 'nsdf', but traceEvents\[0\] \(nerf.rest\) has 'nerf'"),
+    (lambda d: d["traceEvents"][2]["args"].update(encoding="lowres_dense_grid"), r"traceEvents\[2\] \(nerf.mlp\).encoding'"),
 ])
 def test_bad_traces_name_event_and_field(tmp_path, mutate, field):
     data = trace_to_chrome(paper_trace("nerf", "hash_grid"))
@@ -94,3 +98,13 @@ def test_truncated_trace(tmp_path):
 def test_deeply_nested_json(tmp_path):
     with pytest.raises(NgfxInputError, match="nested too deeply"):
         read_trace(_write(tmp_path, "[" * 100_000 + "]" * 100_000))
+
+
+def test_kernel_table_mixing_apps_is_refused(tmp_path):
+    rows = [dict(name=k.name, category=k.category, n_inputs=k.n_inputs, flops=k.flops, bytes_read=k.bytes_read,
+                 bytes_written=k.bytes_written, duration_s=k.duration_s, app=k.app, encoding=k.encoding,
+                 n_levels=k.n_levels, n_features_per_level=k.n_features_per_level, n_dims=k.n_dims)
+            for k in paper_trace("gia", "hash_grid").kernels + paper_trace("nvr", "hash_grid").kernels]
+    path = _write(tmp_path, rows)
+    with pytest.raises(NgfxInputError, match=r"row 4.app': 'nvr', but row 1 has 'gia'"):
+        read_kernel_table(path, 1920, 1080)

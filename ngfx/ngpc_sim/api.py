@@ -7,13 +7,13 @@ from pathlib import Path
 from ngfx.errors import NgfxInputError
 from ngfx.io import atomic_folder, check_output, read_json
 from ngfx.ngpc_sim import paper as paper_module
-from ngfx.ngpc_sim.config import NGPCConfig, encoding_kind_of, gpu_profiles, load_config
+from ngfx.ngpc_sim.config import ENCODING_KINDS, NGPCConfig, encoding_kind_of, gpu_profiles, load_config
 from ngfx.ngpc_sim.model import SimResult, simulate
 from ngfx.ngpc_sim.calibrate import calibrate, calibration_table, table_markdown
 from ngfx.ngpc_sim.paper import paper_trace, paper_traces
 from ngfx.ngpc_sim.project import project_trace, source_profile
 from ngfx.ngpc_sim.report import write_report
-from ngfx.ngpc_sim.schema import NFPS, SPEEDUP
+from ngfx.ngpc_sim.schema import NFPS, SPEEDUP, SWEEP_ROW_FIELDS, check_fields
 from ngfx.ngpc_sim.sensitivity import sensitivity_table
 from ngfx.ngpc_sim.sweep import RESOLUTIONS, SCALES, load_traces, measured_rest_speedups, run_sweep
 from ngfx.ngpc_sim.trace import CPU_TIMERS, Trace, read_kernel_table, read_trace, scale_trace
@@ -22,6 +22,9 @@ from ngfx.ngpc_sim.trace import CPU_TIMERS, Trace, read_kernel_table, read_trace
 def _overrides(rest_mode: str | None, rest_speedup: float | None) -> dict:
     """Config overrides from the command line (a measured fused-rest speedup replaces the paper's 9.94)."""
     out = {"rest_mode": rest_mode} if rest_mode else {}
+    if rest_speedup is not None and rest_mode == "unfused":  # unfused rest kernels run as traced: no speedup
+        raise NgfxInputError("--rest-speedup", None, "applies only to fused rest kernels; drop it or use --rest fused "
+                                                     "(--rest unfused runs them as traced)")
     if rest_speedup is not None:
         out["fused_rest_speedup"] = SPEEDUP.check(rest_speedup, "--rest-speedup")
     return out
@@ -123,10 +126,22 @@ def sim_report(results_path: str | Path, out_dir: str | Path, gpu: str = "rtx309
     for i, row in enumerate(rows):
         if missing := [k for k in needed if k not in row]:
             raise NgfxInputError(str(results_path), f"[{i}].{missing[0]}", "missing")
+        check_sweep_row(row, str(results_path), f"[{i}].")
     cfg = load_config(config, gpu=gpu)
     with atomic_folder(out_dir) as tmp:
         write_report(rows, tmp, cfg=cfg, calibration=calibration_table(cfg), sensitivity=sensitivity_table(cfg))
     return Path(out_dir) / "report.md"
+
+
+def check_sweep_row(row: dict, source: str, prefix: str) -> dict:
+    """One sweep.json row with every number in range and known app/encoding text (a hand-edited or merged
+    sweep is read like a trace: a NaN speedup or a scale of -8 is refused, not plotted)."""
+    for key in ("app", "encoding"):
+        if not isinstance(row[key], str) or not row[key]:
+            raise NgfxInputError(source, prefix + key, f"expected a name, got {row[key]!r}")
+    if row["encoding"] not in ENCODING_KINDS:
+        raise NgfxInputError(source, prefix + "encoding", f"expected one of {ENCODING_KINDS}, got {row['encoding']!r}")
+    return check_fields(row, SWEEP_ROW_FIELDS, source, prefix)
 
 
 def sim_calibrate(out_dir: str | Path | None = None, gpu: str = "rtx3090", config: str | None = None) -> str:

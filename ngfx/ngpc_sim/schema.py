@@ -21,6 +21,7 @@ class Number:
     kind: type
     low: float
     high: float
+    infinite_ok: bool = False  # +inf is a value (an Amdahl bound with no rest kernels), not an error
 
     def check(self, value, source: str, field: str | None = None, text_ok: bool = False):
         """``value`` as ``kind``, or :class:`NgfxInputError` naming ``source`` and ``field``.
@@ -34,7 +35,7 @@ class Number:
                 raise NgfxInputError(source, field, f"expected a number, got {value!r}") from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise NgfxInputError(source, field, f"expected a number, got {value!r}")
-        if not math.isfinite(value):
+        if not math.isfinite(value) and not (self.infinite_ok and value == math.inf):
             raise NgfxInputError(source, field, f"expected a finite number, got {value}")
         if self.kind is int:
             if value != int(value):
@@ -98,7 +99,29 @@ KERNEL_FIELDS = {
 }
 LAYER_WIDTH = whole(1, 65536)
 
+EVENT_TS = real(0, 1e13)  # a trace event's start, in microseconds (about four months)
+
 TRACE_HEADER_FIELDS = {"width": whole(1, 65536), "height": whole(1, 65536), "n_frames": whole(1, 10**6)}
+
+
+# one row of a sweep's results (sweep.json): scale 0 is the GPU-only baseline of its trace
+SWEEP_ROW_FIELDS = {
+    "width": whole(1, 65536),
+    "height": whole(1, 65536),
+    "scale": whole(0, NFPS.high),
+    "baseline_s": real(1e-12, 1e6),
+    "frame_s": real(1e-12, 1e6),
+    "fps": real(1e-6, 1e12),
+    "speedup": real(1e-6, 1e9),
+    "amdahl_bound": Number(float, 1e-6, math.inf, infinite_ok=True),
+    "n_batches": whole(0, 10**9),
+    **{f"util_{unit}": real(0, 1 + 1e-9) for unit in ("gpu_sms", "encoding_engines", "mlp_engines", "memory")},
+    "rest_speedup": SPEEDUP,
+    "area_mm2": real(0, 1e6),
+    "power_w": real(0, 1e6),
+    "speedup_per_mm2": real(0, 1e9),
+    "speedup_per_w": real(0, 1e9),
+}
 
 
 def check_fields(values: dict, spec: dict[str, Number], source: str, prefix: str = "", text_ok: bool = False) -> dict:

@@ -13,8 +13,6 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from tqdm import tqdm
-
 from ngfx.errors import NgfxInputError
 from ngfx.io import atomic_write, write_json
 from ngfx.ngpc_sim.config import GPUProfile, NGPCConfig, load_config
@@ -22,9 +20,11 @@ from ngfx.ngpc_sim.model import simulate
 from ngfx.ngpc_sim.project import project_trace
 from ngfx.ngpc_sim.schema import NFPS
 from ngfx.ngpc_sim.trace import Trace, read_trace, scale_trace
+from ngfx.progress import progress_bar
 
 SCALES = (8, 16, 32, 64)
 RESOLUTIONS = ((1920, 1080), (3840, 2160), (7680, 4320))
+CONNECT_TIMEOUT_S = 10  # a scheduler that does not answer within this is reported, not waited for
 _ORDER = ("app", "encoding", "device", "width", "height", "scale")
 
 
@@ -60,6 +60,19 @@ def measured_rest_speedups(traces: list[Trace]) -> dict[str, float]:
             if mode == "unfused" and rest.get((app, "fused"), 0) > 0}
 
 
+def connect(scheduler):
+    """A ``dask.distributed.Client`` for ``scheduler`` (an address or a client); an address that does not parse
+    or does not answer is refused naming ``--scheduler``."""
+    from dask.distributed import Client
+
+    if isinstance(scheduler, Client):
+        return scheduler
+    try:
+        return Client(scheduler, timeout=CONNECT_TIMEOUT_S)
+    except (OSError, ValueError) as e:  # TimeoutError is an OSError; a malformed address raises ValueError
+        raise NgfxInputError("--scheduler", None, f"cannot reach a Dask scheduler at {scheduler!r}: {e}") from None
+
+
 def _sort(rows: list[dict]) -> list[dict]:
     return sorted(rows, key=lambda r: tuple(r[k] for k in _ORDER))
 
@@ -86,12 +99,12 @@ def run_sweep(traces: list[Trace], scales=SCALES, resolutions=RESOLUTIONS, out_d
     project = project_from is not None
     sources = project_from if project else [None] * len(traces)
     n = len(traces)
-    bar = tqdm(total=len(traces), desc="ngpc sweep", unit="trace", disable=not progress)
+    client = connect(scheduler) if scheduler is not None else None  # before the bar: a bad address is an input error
+    bar = progress_bar(total=len(traces), desc="ngpc sweep", unit="trace", disable=not progress)
     rows: list[dict] = []
-    if scheduler is not None:
-        from dask.distributed import Client, as_completed
+    if client is not None:
+        from dask.distributed import as_completed
 
-        client = scheduler if isinstance(scheduler, Client) else Client(scheduler)
         try:
             futures = client.map(sweep_trace, traces, [scales] * n, [resolutions] * n, cfgs, [project] * n, sources,
                                  pure=False)

@@ -37,7 +37,7 @@ from pathlib import Path
 from ngfx.errors import NgfxInputError
 from ngfx.io import read_json, write_json
 from ngfx.ngpc_sim.config import ENCODING_KINDS, REST_MODES
-from ngfx.ngpc_sim.schema import KERNEL_FIELDS, TRACE_HEADER_FIELDS, check_fields, check_layers
+from ngfx.ngpc_sim.schema import EVENT_TS, KERNEL_FIELDS, TRACE_HEADER_FIELDS, check_fields, check_layers
 
 SCHEMA, VERSION = "ngfx.trace", 1
 CATEGORIES = ("encoding", "mlp", "rest")
@@ -138,8 +138,16 @@ def _header_int(meta: dict, key: str, source: str) -> int:
     return TRACE_HEADER_FIELDS[key].check(meta.get(key), source, f"otherData.{key}")
 
 
-def _timed(trace: Trace, source: str) -> Trace:
-    """A trace whose kernels all last 0 s has no frame to speed up: refused, not divided by."""
+def _checked(trace: Trace, source: str, wheres: list[str]) -> Trace:
+    """A trace is one app's frame with one encoding (it is labelled, replayed and reported as such), and a trace
+    whose kernels all last 0 s has no frame to speed up: anything else is refused, not mislabelled or divided by.
+    ``wheres``: each kernel's place in the file, for the message."""
+    for key in ("app", "encoding"):
+        labelled = [(getattr(k, key), where) for k, where in zip(trace.kernels, wheres) if getattr(k, key)]
+        for value, where in labelled[1:]:
+            if value != labelled[0][0]:
+                raise NgfxInputError(source, f"{where}.{key}", f"{value!r}, but {labelled[0][1]} has {labelled[0][0]!r}: "
+                                                               f"a trace is one {key}'s frame; write one trace per {key}")
     if trace.frame_time_s() <= 0:
         raise NgfxInputError(source, "dur", "every kernel lasts 0 s: the trace has no frame time to replay")
     return trace
@@ -162,7 +170,7 @@ def read_trace(path: str | Path) -> Trace:
     rest = meta.get("rest", "unfused")
     if rest not in REST_MODES:
         raise NgfxInputError(source, "otherData.rest", f"expected one of {REST_MODES}, got {rest!r}")
-    kernels = []
+    kernels, wheres = [], []
     for i, ev in enumerate(data["traceEvents"]):
         if not isinstance(ev, dict) or ev.get("ph") != "X":
             continue  # metadata events (process names) are allowed and ignored
@@ -173,13 +181,16 @@ def read_trace(path: str | Path) -> Trace:
         dur = ev.get("dur")
         if isinstance(dur, bool) or not isinstance(dur, (int, float)):
             raise NgfxInputError(source, f"{where}.dur", f"expected microseconds, got {dur!r}")
+        EVENT_TS.check(ev.get("ts"), source, f"{where}.ts")  # the replay lays kernels end to end, but a bad start is a bad file
+        wheres.append(where)
         kernels.append(_kernel_from_fields(ev.get("name", f"event{i}"), ev.get("cat"), {**args, "duration_s": dur / 1e6},
                                            source, where))
     if not kernels:
         raise NgfxInputError(source, "traceEvents", "no kernel events (ph 'X')")
-    return _timed(Trace(device=str(meta.get("device", "unknown")), timer=timer, width=_header_int(meta, "width", source),
-                        height=_header_int(meta, "height", source), kernels=kernels,
-                        n_frames=_header_int(meta, "n_frames", source) if "n_frames" in meta else 1, rest=rest), source)
+    return _checked(Trace(device=str(meta.get("device", "unknown")), timer=timer, width=_header_int(meta, "width", source),
+                          height=_header_int(meta, "height", source), kernels=kernels,
+                          n_frames=_header_int(meta, "n_frames", source) if "n_frames" in meta else 1, rest=rest),
+                    source, wheres)
 
 
 def trace_to_chrome(trace: Trace) -> dict:
@@ -216,9 +227,10 @@ def read_kernel_table(path: str | Path, width: int, height: int, device: str = "
             raise NgfxInputError(source, None, "file not found")
         with open(path, newline="", encoding="utf-8") as f:
             rows = list(csv.DictReader(f))
-    kernels = []
+    kernels, wheres = [], []
     for i, row in enumerate(rows):
         where = f"row {i + 1}"
+        wheres.append(where)
         if not isinstance(row, dict) or "category" not in row:
             raise NgfxInputError(source, f"{where}.category", "missing")
         row = dict(row)
@@ -231,8 +243,8 @@ def read_kernel_table(path: str | Path, width: int, height: int, device: str = "
     if not kernels:
         raise NgfxInputError(source, None, "no kernel rows")
     n_frames = max(k.frame for k in kernels) + 1
-    return _timed(Trace(device=device, timer=timer, width=width, height=height, kernels=kernels, n_frames=n_frames),
-                  source)
+    return _checked(Trace(device=device, timer=timer, width=width, height=height, kernels=kernels, n_frames=n_frames),
+                    source, wheres)
 
 
 def scale_trace(trace: Trace, width: int, height: int, samples_scale: float = 1.0) -> Trace:
