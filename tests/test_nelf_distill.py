@@ -212,3 +212,10 @@ def test_a_nelf_run_json_with_bad_numbers_is_refused(tiny_run, tmp_path, edit, p
     (tmp_path / "checkpoint.safetensors").write_bytes((out / "checkpoint.safetensors").read_bytes())
     with pytest.raises(NgfxInputError, match=problem):
         load_nelf_run(tmp_path)
+
+
+def test_export_names_the_resolution_flag(tiny_run, tmp_path, capsys):
+    out, _ = tiny_run
+    assert main(["nelf", "export", str(out), "--out", str(tmp_path / "m.onnx"), "--resolution", "33x32"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ngfx nelf: error: --resolution: 33x32 is impossible") and not (tmp_path / "m.onnx").exists()

@@ -83,6 +83,19 @@ def test_cli_writes_report_and_prints_one_line_errors(tmp_path, capsys):
     assert err.startswith("ngfx mobile-report: error:") and "nokia3310" in err and "\n" not in err
 
 
+@pytest.mark.parametrize("argv, expected", [
+    (["mobile-report", "tiny", "--resolution", "33x32"], "error: --resolution: 33x32 is impossible"),
+    (["mobile-report", "{tmp}/mesh.obj"], "error: {tmp}/mesh.obj: the source must be a NeLF run folder, a NeLF config"),
+    (["mobile-report", "{tmp}/missing"], "or an .onnx file (no such file or folder)"),
+])
+def test_cli_names_the_resolution_flag_and_what_the_source_must_be(tmp_path, capsys, argv, expected):
+    (tmp_path / "mesh.obj").write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n")
+    out = tmp_path / "report"
+    assert main([a.format(tmp=tmp_path) for a in argv] + ["--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert expected.format(tmp=tmp_path) in err and "\n" not in err and not out.exists()
+
+
 @pytest.mark.parametrize("break_it, field", [
     (lambda d: d["devices"]["iphone13"].pop("name"), "devices.iphone13.name"),
     (lambda d: d["devices"]["iphone13"]["gpu"].pop("source"), "devices.iphone13.gpu.source"),

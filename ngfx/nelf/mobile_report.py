@@ -88,7 +88,7 @@ def load_devices(path: str | Path | None = None) -> dict:
     if not (isinstance(res, list) and len(res) == 2 and all(isinstance(v, int) and not isinstance(v, bool) and v > 0
                                                              for v in res)):
         raise NgfxInputError(source, "calibration.resolution", f"expected [width, height] in pixels, got {res!r}")
-    low_resolution(PRESETS[cal["config"]], *res, source=f"{source}: calibration")
+    low_resolution(PRESETS[cal["config"]], *res, source, "calibration.resolution")
     _number(cal, "latency_ms", source, "calibration")
     _text(cal, "source", source, "calibration")
     return data
@@ -155,8 +155,12 @@ def resolve_source(source: str | Path, resolution: tuple[int, int]) -> tuple[NeL
         described = f"run {path}"
     elif path.suffix == ".json":
         cfg, described = NeLFConfig.from_dict(read_json(path), str(path)), f"config file {path}"
-    else:
+    elif str(source) == "paper" or str(source) in PRESETS:
         cfg, described = preset_for(str(source), resolution), f"preset '{source}'"
+    else:
+        missing = "" if path.exists() else " (no such file or folder)"
+        raise NgfxInputError(str(source), None, f"the source must be a NeLF run folder, a NeLF config JSON (.json), a "
+                             f"preset name (paper, {', '.join(PRESETS)}) or an .onnx file{missing}")
     return cfg, layer_costs(cfg, *resolution), described, tuple(resolution)
 
 

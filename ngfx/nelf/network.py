@@ -102,11 +102,13 @@ def preset_for(name: str, resolution: tuple[int, int] | None = None) -> NeLFConf
     return PRESETS[name]
 
 
-def low_resolution(cfg: NeLFConfig, width: int, height: int, source: str = "resolution") -> tuple[int, int]:
-    """The body's (w, h) for an output of ``width x height``; the output must be a multiple of the upscale."""
+def low_resolution(cfg: NeLFConfig, width: int, height: int, source: str = "--resolution",
+                   field: str | None = None) -> tuple[int, int]:
+    """The body's (w, h) for an output of ``width x height``; the output must be a multiple of the upscale.
+    An impossible size names ``source`` (the flag, or a file with its ``field``)."""
     f = cfg.upscale
     if width <= 0 or height <= 0 or width % f or height % f:
-        raise NgfxInputError(source, "resolution", f"{width}x{height} is impossible for this network: both sides "
+        raise NgfxInputError(source, field, f"{width}x{height} is impossible for this network: both sides "
                              f"must be positive multiples of its super-resolution factor {f}")
     return width // f, height // f
 

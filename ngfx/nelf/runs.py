@@ -29,7 +29,7 @@ def load_nelf_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tu
     if require(run, "app", source) != "nelf":
         raise NgfxInputError(source, "app", f"not a NeLF run (app = {run['app']!r})")
     model = build_student(student_config(require(run, "nelf_config", source, dict), source))
-    _check_geometry(run, source)
+    _check_geometry(run, source, model.cfg)
     tensors, _ = load_checkpoint(run_dir / "checkpoint.safetensors")
     state = {n[6:]: v for n, v in tensors.items() if n.startswith("model.")}
     try:
@@ -40,13 +40,13 @@ def load_nelf_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tu
     return model.to(device).eval(), run
 
 
-def _check_geometry(run: dict, source: str) -> None:
-    """The run's camera, near/far, aabb, orbit and frame size must be finite and make sense (a NaN focal
-    length rendered NaN frames without a word)."""
+def _check_geometry(run: dict, source: str, cfg) -> None:
+    """The run's camera, near/far, aabb, orbit and frame size must be finite, make sense and fit the student
+    ``cfg`` (a NaN focal length rendered NaN frames without a word)."""
     k = require(run, "intrinsics", source, dict)
     where = f"{source}: intrinsics"
-    for key in ("width", "height"):
-        require_number(k, key, where, low=1, integer=True)
+    low_resolution(cfg, *(require_number(k, key, where, low=1, integer=True) for key in ("width", "height")),
+                   source, "intrinsics")
     for key in ("fx", "fy"):
         if not require_number(k, key, where) > 0:
             raise NgfxInputError(where, key, f"expected a focal length > 0 pixels, got {k[key]!r}")
@@ -69,8 +69,8 @@ def _check_geometry(run: dict, source: str) -> None:
     resolution = require(run, "resolution", source, list)
     if len(resolution) != 2:
         raise NgfxInputError(source, "resolution", f"expected [width, height] in pixels, got {resolution!r}")
-    for value, key in zip(resolution, ("width", "height")):
-        require_number({key: value}, key, f"{source}: resolution", low=1, integer=True)
+    low_resolution(cfg, *(require_number({key: value}, key, f"{source}: resolution", low=1, integer=True)
+                          for value, key in zip(resolution, ("width", "height"))), source, "resolution")
 
 
 def inference_model(model: NeLF, device: torch.device, compile: bool = True) -> tuple[object, torch.dtype]:
@@ -114,7 +114,7 @@ def render_nelf_run(run_dir: str | Path, out_dir: str | Path, resolution: tuple[
     model, run = load_nelf_run(run_dir, device)
     k = Intrinsics(**run["intrinsics"])
     if resolution is not None:
-        low_resolution(model.cfg, *resolution, source="--resolution")  # clear error for an impossible size
+        low_resolution(model.cfg, *resolution)  # clear error for an impossible size
         k = k.scaled(*resolution)
     geometry = {"near": run["near"], "far": run["far"], "aabb": torch.tensor(run["aabb"])}
     forward, dtype = inference_model(model, device)
