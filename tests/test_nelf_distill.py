@@ -219,3 +219,19 @@ def test_export_names_the_resolution_flag(tiny_run, tmp_path, capsys):
     assert main(["nelf", "export", str(out), "--out", str(tmp_path / "m.onnx"), "--resolution", "33x32"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("ngfx nelf: error: --resolution: 33x32 is impossible") and not (tmp_path / "m.onnx").exists()
+
+
+def test_distill_and_render_progress_are_lines_in_a_log(tmp_path, monkeypatch):
+    import io
+
+    from ngfx import progress
+
+    log = io.StringIO()  # not a terminal, as a redirected stderr
+    monkeypatch.setattr(progress.sys, "stderr", log)
+    distill_from_app(SphereTeacher(), tmp_path / "run", "tiny", n_pseudo=4, steps=3)
+    render_nelf_run(tmp_path / "run", tmp_path / "frames", n_frames=2, device="cpu")
+    text = log.getvalue()
+    assert "\r" not in text
+    lines = text.splitlines()
+    for desc in ("pseudo views", "distill", "nelf frames"):
+        assert any(line.startswith(f"{desc}: 100%") for line in lines), desc

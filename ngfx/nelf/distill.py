@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from ngfx.errors import NgfxInputError
 from ngfx.io import load_checkpoint, read_json, save_checkpoint, write_json
 from ngfx.nelf.network import NeLF, build_student, encode_frames, student_preset
+from ngfx.progress import progress_bar
 from ngfx.render.cameras import Intrinsics, look_at, pixel_rays
 from ngfx.render.metrics import psnr
 from ngfx.render.neural_field import training_progress
@@ -105,7 +105,7 @@ def make_pseudo_data(teacher, out_dir: Path, poses: torch.Tensor, k: Intrinsics,
     else:
         images = np.load(images_path, mmap_mode="r+")
     with torch.no_grad():
-        for i, frame in enumerate(tqdm(_teacher_frames(teacher, poses[done:], k), total=len(poses) - done,
+        for i, frame in enumerate(progress_bar(_teacher_frames(teacher, poses[done:], k), total=len(poses) - done,
                                        initial=0, desc="pseudo views", unit="view"), start=done):
             images[i] = frame
             if (i + 1) % 16 == 0 or i + 1 == len(poses):
@@ -162,7 +162,7 @@ def _train(model: NeLF, targets, poses: torch.Tensor, k: Intrinsics, geometry: d
             start = int(saved["step"])
     gen = np.random.default_rng(seed + start)
     model.train()
-    bar = tqdm(range(start, steps), initial=start, total=steps, desc=desc, unit="step")
+    bar = progress_bar(range(start, steps), initial=start, total=steps, desc=desc, unit="step")
     began, step = time.perf_counter(), start
     for step in bar:
         elapsed = time.perf_counter() - began

@@ -12,11 +12,11 @@ import time
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from ngfx.errors import NgfxInputError
 from ngfx.io import load_checkpoint, read_json, require, require_number, write_json
 from ngfx.nelf.network import NeLF, build_student, encode_frames, fold_batchnorm, low_resolution, student_config
+from ngfx.progress import progress_bar
 from ngfx.render.cameras import Intrinsics, orbit_poses
 from ngfx.render.runs import write_frames
 
@@ -122,7 +122,7 @@ def render_nelf_run(run_dir: str | Path, out_dir: str | Path, resolution: tuple[
     frame_ms: list[float] = []
 
     def frames():
-        for pose in tqdm(_camera_path(run, camera_path, n_frames), desc="nelf frames", unit="frame"):
+        for pose in progress_bar(_camera_path(run, camera_path, n_frames), desc="nelf frames", unit="frame"):
             began = time.perf_counter()
             rays = encode_frames(model.cfg, pose[None].to(device), k, **geometry).to(dtype)
             if device.type == "cuda":
