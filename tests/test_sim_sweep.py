@@ -169,10 +169,17 @@ def test_report_refuses_bad_sweep_rows(tmp_path, capsys, field, value, expected)
     assert not (tmp_path / "r").exists()
 
 
-def test_rest_speedup_with_unfused_rest_is_refused(capsys):
+def test_rest_speedup_that_cannot_apply_is_refused(tmp_path, capsys):
+    import dataclasses
+
     assert main(["sim", "run", "--paper", "nerf", "hashgrid", "--rest", "unfused", "--rest-speedup", "5"]) == 2
     err = capsys.readouterr().err
     assert "--rest-speedup" in err and "--rest unfused" in err
+    path = tmp_path / "fused.json"
+    write_trace(dataclasses.replace(TRACES[0], rest="fused"), path)
+    assert main(["sim", "run", "--trace", str(path), "--rest-speedup", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "--rest-speedup" in err and "otherData.rest 'fused'" in err
 
 
 @pytest.mark.parametrize("address", ["not a url", "tcp://127.0.0.1:1"])
