@@ -6,7 +6,7 @@ torch.compile + CUDA graph in the same run (the issue's H200 target: >= 2,000 fr
 
 Each case times the network forward on a fixed input (rays already encoded; encoding is timed apart) with
 BatchNorm folded, channels-last fp16, in these modes: eager; eager replayed from a CUDA graph; torch.compile
-(default mode: fused elementwise epilogues) replayed from a CUDA graph; and ``fused`` (ngfx.nelf.fused: the
+(default mode: fused elementwise epilogues) replayed from a CUDA graph; and ``fused`` (ngfx.nelf.triton_nelf: the
 per-pixel residual MLPs in one Triton kernel each, transposed convs in cuDNN) replayed from a CUDA graph.
 Times are CUDA-event medians over ``--iters`` replays after warm-up.
 
@@ -35,7 +35,7 @@ from ngfx.io import write_json  # noqa: E402
 from ngfx.nelf.layer_costs import layer_costs, totals  # noqa: E402
 from ngfx.nelf.network import NeLF, encode_rays, fold_batchnorm, low_resolution, preset_for  # noqa: E402
 
-# launch shapes (ngfx.nelf.fused.DEFAULT_LAUNCH's keys). A 64 x 256 fp32 residual + accumulator need 8 warps to
+# launch shapes (ngfx.nelf.triton_nelf.DEFAULT_LAUNCH's keys). A 64 x 256 fp32 residual + accumulator need 8 warps to
 # stay in registers; "residual": "scratch" frees them for 128-row tiles (half the weight traffic per pixel) or
 # 4 warps. 32-row tiles select the mma.sync path, 64+ rows with 4+ warps wgmma.
 _BEST_FIRST_RUN = {"block_m": 64, "block_k": 32, "num_warps": 8, "num_stages": 4}
@@ -107,7 +107,7 @@ def _network(preset: str, resolution: tuple[int, int], device: torch.device, see
 
 def _errors(fused, model: NeLF, rays: torch.Tensor) -> dict:
     """Max |fp16 - fp32 network| of the RGB, for the fused forward and for PyTorch in fp16."""
-    from ngfx.nelf.fused import _rows
+    from ngfx.nelf.triton_nelf import _rows
 
     with torch.no_grad():
         ref = model.float()(rays.float())
@@ -140,7 +140,7 @@ def probe(launch: dict, iters: int, lock: str) -> dict:
     """One launch shape on the 800x800 case: errors and the median frame time (run in a subprocess)."""
     import fcntl
 
-    from ngfx.nelf.fused import FusedNeLF
+    from ngfx.nelf.triton_nelf import FusedNeLF
 
     device = torch.device("cuda")
     _, model, rays, _ = _network("mobile_r2l_x8", (800, 800), device)
@@ -218,7 +218,7 @@ def bench_case(preset: str, resolution: tuple[int, int], device: torch.device, i
             elif mode == "compile+cuda_graph":  # compiled kernels (fused epilogues), replayed from a CUDA graph
                 fn = _graphed(torch.compile(net), rays)
             else:  # fused (+ CUDA graph on the GPU)
-                from ngfx.nelf.fused import FusedNeLF
+                from ngfx.nelf.triton_nelf import FusedNeLF
 
                 fused = FusedNeLF(model, dtype, launch)
                 extra = {"launch": fused.launch, **_errors(fused, model, rays_f32)} if cuda else {}
@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--probe", default=None, help=argparse.SUPPRESS)  # internal: one launch shape
     parser.add_argument("--lock", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--launch", default=None, help="fused launch as a JSON object (keys of "
-                                                       "ngfx.nelf.fused.DEFAULT_LAUNCH; default: probe the candidates)")
+                                                       "ngfx.nelf.triton_nelf.DEFAULT_LAUNCH; default: probe the candidates)")
     args = parser.parse_args(argv)
     if args.probe:
         print("PROBE " + json.dumps(probe(json.loads(args.probe), args.iters, args.lock)), flush=True)

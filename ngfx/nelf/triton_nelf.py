@@ -9,7 +9,7 @@ through a software-pipelined ``tl.dot`` loop. BatchNorm is folded into the convs
 The transposed convs, their GELU and the last 1x1 conv to RGB stay in PyTorch (cuDNN), channels-last.
 
 :class:`FusedNeLF` is inference only; :class:`ngfx.nelf.network.NeLF` remains the reference, and
-``tests/test_nelf_fused.py`` compares the two under ``TRITON_INTERPRET=1``.
+``tests/test_nelf_triton.py`` compares the two under ``TRITON_INTERPRET=1``.
 
 Why a scratch tile and not registers for the layer input: a ``tl.dot`` operand cannot be sliced along K, and
 a whole 256 x 256 weight tile (128 KB fp16) is too large to stage at once; chunking K needs the layer input

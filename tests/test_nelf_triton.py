@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from ngfx.nelf.fused import FusedNeLF, ResidualMLP
+from ngfx.nelf.triton_nelf import FusedNeLF, ResidualMLP
 from ngfx.nelf.network import NeLF, NeLFConfig, fold_batchnorm
 
 SMALL = NeLFConfig(n_points=2, n_freqs=2, width=32, n_blocks=2, sr_stages=((16, 4, 2),), sr_blocks=1)
