@@ -3,6 +3,7 @@
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -235,3 +236,16 @@ def test_distill_and_render_progress_are_lines_in_a_log(tmp_path, monkeypatch):
     lines = text.splitlines()
     for desc in ("pseudo views", "distill", "nelf frames"):
         assert any(line.startswith(f"{desc}: 100%") for line in lines), desc
+
+
+@pytest.mark.parametrize("done", [2, "2", 999])
+def test_damaged_pseudo_views_are_rendered_again(tmp_path, done):
+    distill_from_app(SphereTeacher(), tmp_path, "tiny", n_pseudo=4, steps=2)
+    pseudo = tmp_path / "pseudo"
+    progress = json.loads((pseudo / "progress.json").read_text())
+    (pseudo / "progress.json").write_text(json.dumps({**progress, "done": done}))
+    (pseudo / "images.npy").write_bytes((pseudo / "images.npy").read_bytes()[:100])  # killed mid-write
+    distill_from_app(SphereTeacher(), tmp_path, "tiny", n_pseudo=4, steps=3)
+    images = np.load(pseudo / "images.npy")
+    assert images.shape == (4, 32, 32, 3) and images.min() < 128 < images.max()  # sphere on white, not zeros
+    assert json.loads((pseudo / "progress.json").read_text())["done"] == 4

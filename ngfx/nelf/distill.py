@@ -94,19 +94,19 @@ def make_pseudo_data(teacher, out_dir: Path, poses: torch.Tensor, k: Intrinsics,
     folder.mkdir(parents=True, exist_ok=True)
     images_path, progress_path = folder / "images.npy", folder / "progress.json"
     shape = (len(poses), k.height, k.width, 3)
-    done = 0
-    if images_path.is_file() and progress_path.is_file():
-        progress = read_json(progress_path)
-        if progress.get("shape") == list(shape):
-            done = int(progress.get("done", 0))
-    if done == 0:
+    progress = read_json(progress_path) if images_path.is_file() and progress_path.is_file() else {}
+    done = progress.get("done") if isinstance(progress, dict) and progress.get("shape") == list(shape) else 0
+    images = None
+    if isinstance(done, int) and not isinstance(done, bool) and 0 < done <= len(poses):
+        with contextlib.suppress(ValueError, OSError):  # a truncated file: the views are a cache, render again
+            images = np.load(images_path, mmap_mode="r+")
+    if images is None or images.shape != shape or images.dtype != np.uint8:
+        done = 0
         np.save(folder / "poses.npy", poses.numpy())
         images = np.lib.format.open_memmap(images_path, mode="w+", dtype=np.uint8, shape=shape)
-    else:
-        images = np.load(images_path, mmap_mode="r+")
     with torch.no_grad():
         for i, frame in enumerate(progress_bar(_teacher_frames(teacher, poses[done:], k), total=len(poses) - done,
-                                       initial=0, desc="pseudo views", unit="view"), start=done):
+                                               initial=0, desc="pseudo views", unit="view"), start=done):
             images[i] = frame
             if (i + 1) % 16 == 0 or i + 1 == len(poses):
                 images.flush()
@@ -274,7 +274,8 @@ def check_resumable(out_dir: Path, identity: dict) -> None:
                                  "of a NeLF run; pick another --out")
         records.append((ckpt, meta.get("run") if isinstance(meta.get("run"), dict) else {}))
     if progress.is_file():
-        saved = read_json(progress).get("run")
+        saved = read_json(progress)
+        saved = saved.get("run") if isinstance(saved, dict) else None
         records.append((progress, saved if isinstance(saved, dict) else {}))
     if not records:
         raise NgfxInputError(str(out_dir), None, "is not empty and holds no NeLF run (no run.json, checkpoint or "
