@@ -249,3 +249,16 @@ def test_damaged_pseudo_views_are_rendered_again(tmp_path, done):
     images = np.load(pseudo / "images.npy")
     assert images.shape == (4, 32, 32, 3) and images.min() < 128 < images.max()  # sphere on white, not zeros
     assert json.loads((pseudo / "progress.json").read_text())["done"] == 4
+
+
+def test_a_busy_run_folder_is_refused_and_a_refused_new_one_leaves_no_trace(tmp_path):
+    import os
+
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / ".lock").write_text(f"{os.getppid()}\n")  # a live process other than this one
+    with pytest.raises(NgfxInputError, match="in use by process"):
+        distill_from_app(SphereTeacher(), busy, "tiny", n_pseudo=4, steps=2)
+    with pytest.raises(NgfxInputError, match="size"):
+        distill_from_app(SphereTeacher(), tmp_path / "new", "huge")
+    assert not (tmp_path / "new").exists()

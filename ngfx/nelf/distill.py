@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ngfx.errors import NgfxInputError
-from ngfx.io import load_checkpoint, read_json, save_checkpoint, write_json
+from ngfx.io import folder_lock, load_checkpoint, read_json, remove_stale_temp_files, save_checkpoint, write_json
 from ngfx.nelf.network import NeLF, build_student, encode_frames, student_preset
 from ngfx.progress import progress_bar
 from ngfx.render.cameras import Intrinsics, look_at, pixel_rays
@@ -257,7 +257,7 @@ def check_resumable(out_dir: Path, identity: dict) -> None:
     """Refuse an ``out_dir`` a distillation with ``identity`` (arch, size, teacher) cannot continue: another
     app's run, a NeLF run of another --arch, --size or teacher run, or a non-empty folder holding no NeLF run.
     A new or empty folder starts a fresh run."""
-    if not out_dir.is_dir() or not any(out_dir.iterdir()):
+    if not out_dir.is_dir() or not any(p.name != ".lock" for p in out_dir.iterdir()):
         return
     records = []  # (file, the identity it records)
     run_json, ckpt, progress = out_dir / "run.json", out_dir / "checkpoint.safetensors", out_dir / "pseudo" / "progress.json"
@@ -294,9 +294,19 @@ def distill_from_app(teacher, out_dir: str | Path, size: str = "quick", **option
     ``steps``, ``finetune_steps``, ``seconds`` (a training
     time budget for both phases, shared as their step counts are), ``long_side`` (of the
     training frames; None = the teacher's size), ``batch``, ``checkpoint_every``, ``teacher_run``, ``seed``.
+    One process at a time holds ``out_dir``; a folder this call created is removed again if it is refused.
     """
-    with _conv_settings(teacher.aabb.device):
-        return _distill(teacher, Path(out_dir), size, **options)
+    out_dir = Path(out_dir)
+    created = not out_dir.exists()
+    try:
+        with folder_lock(out_dir, "NeLF run folder"), _conv_settings(teacher.aabb.device):
+            for folder in (out_dir, out_dir / "pseudo"):  # left by a process killed mid-write
+                remove_stale_temp_files(folder)
+            return _distill(teacher, out_dir, size, **options)
+    except BaseException:
+        if created and out_dir.is_dir() and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+        raise
 
 
 def _distill(teacher, out_dir: Path, size: str, *, arch: str = "mobile_r2l", config=None, n_pseudo: int | None = None,
