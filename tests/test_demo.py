@@ -105,3 +105,13 @@ def test_full_size_reads_real_scenes_from_data_and_falls_back_to_procedural(shar
 def test_bad_demo_arguments_are_one_line_errors(tmp_path, capsys):
     assert main(["demo", "--smoke", "--out", str(tmp_path / "d"), "--data", str(tmp_path / "nope")]) == 2
     assert "--data" in capsys.readouterr().err
+
+
+def test_demo_refuses_a_training_run_folder_and_resumes_its_own(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.json").write_text('{"app": "nsdf"}')
+    assert main(["demo", "--smoke", "--out", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "--out" in err and "run.json" in err
+    assert sorted(p.name for p in run.iterdir()) == ["run.json"]  # nothing of the demo landed among its records

@@ -41,6 +41,8 @@ def run_demo(out_dir: str, size: str | None = None, data_dir: str | None = None)
         raise ValueError(f"--data {data_dir}: not a folder")
     _warn_if_data_ignored(data_dir, size)
     out = Path(out_dir)
+    if (out / "run.json").is_file():  # a training run's folder: the demo's runs and report would land among its records
+        raise ValueError(f"--out {out_dir}: is a run folder (holds run.json); give the demo a folder of its own")
     out.mkdir(parents=True, exist_ok=True)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     print(f"ngfx demo: size {size} on {device}, writing {out.resolve()}")
