@@ -340,9 +340,11 @@ def _add_sim(sub: argparse._SubParsersAction) -> None:
 
 def _run_trace(args: argparse.Namespace) -> int:
     from ngfx.ngpc_sim.capture import trace_run
+    from ngfx.progress import frame_progress
 
-    trace = trace_run(args.run_dir, *args.resolution, out=args.out, device=args.device, n_frames=args.frames,
-                      fused=args.fused, profiler=False if args.stages else None)
+    with frame_progress():  # a large frame shows its bands (host-side counts: the timings do not change)
+        trace = trace_run(args.run_dir, *args.resolution, out=args.out, device=args.device, n_frames=args.frames,
+                          fused=args.fused, profiler=False if args.stages else None)
     print(f"wrote {args.out}: {len(trace.kernels)} kernels, {trace.frame_time_s() * 1e3:.3f} ms per frame "
           f"({trace.timer} timer, rest kernels {trace.rest})")
     return 0

@@ -4,12 +4,14 @@ import os
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import pytest
 import torch
 
 import ngfx
 from ngfx.cli import main
+from ngfx.errors import NgfxWarning
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 
@@ -153,3 +155,26 @@ def test_progress_bars_are_lines_in_a_log(monkeypatch):
     assert "\r" not in text and text.endswith("\n")
     lines = text.splitlines()
     assert 2 <= len(lines) <= 8 and lines[-1].startswith("work: 100%")  # a line per 10 steps, not per step
+
+
+def test_a_large_frame_shows_its_bands_only_when_asked(monkeypatch):
+    import io
+
+    from ngfx import progress
+
+    log = io.StringIO()  # not a terminal, as a redirected stderr
+    monkeypatch.setattr(progress.sys, "stderr", log)
+    width, height = 4096, 2048  # 8.4 M rays: a marched CPU frame of hours
+    bare = list(progress.frame_bands(width, height, 2 ** 22, "cpu", "render nsdf"))
+    assert log.getvalue() == ""  # a benchmark or evaluation (no frame_progress) stays silent
+    assert max(n for _, n in bare) * width <= progress.CPU_BAND_RAYS  # small CPU bands: the bar can move
+    assert sum(n for _, n in bare) == height and [r for r, _ in bare] == sorted({r for r, _ in bare})
+    with progress.frame_progress(), pytest.warns(NgfxWarning, match="4096x2048 frame is 8.4 M rays"):
+        assert list(progress.frame_bands(width, height, 2 ** 22, "cpu", "render nsdf")) == bare
+    lines = log.getvalue().splitlines()
+    assert lines and lines[-1].startswith(f"render nsdf ({width}x{height}): 100%|") and "\x1b" not in log.getvalue()
+    with progress.frame_progress(), warnings.catch_warnings():
+        warnings.simplefilter("error")  # an image's pixels are one query each: no warning for GIA
+        list(progress.frame_bands(width, height, 2 ** 22, "cpu", "render gia", marched=False))
+        list(progress.frame_bands(64, 64, 2 ** 22, "cpu", "render nsdf"))  # a small frame: no bar either
+    assert "render gia" in log.getvalue() and "(64x64)" not in log.getvalue()

@@ -114,3 +114,13 @@ def test_run_folder_renders_from_any_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(elsewhere)
     assert main(["render", "../run", "--resolution", "16x12", "--unfused", "--out", "frames", "--device", "cpu"]) == 0
     assert (elsewhere / "frames" / "frame_0000.png").is_file()
+
+
+def test_render_shows_progress_inside_a_large_frame(run_dir, tmp_path, monkeypatch, capsys):
+    from ngfx import progress
+
+    monkeypatch.setitem(progress.LARGE_FRAME_RAYS, "cpu", 0)  # every frame counts as large
+    assert main(["render", str(run_dir), "--out", str(tmp_path / "r"), "--resolution", "64x32",
+                 "--device", "cpu"]) == 0
+    err = capsys.readouterr().err  # captured: not a terminal, so the bars are log lines
+    assert "render nsdf (64x32): 100%|" in err and "32/32" in err

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from ngfx.io import read_image
-from ngfx.progress import progress_bar
+from ngfx.progress import frame_bands, progress_bar
 from ngfx.render import stages
 from ngfx.render.app import App
 from ngfx.render.metrics import psnr_from_mse
@@ -142,9 +142,8 @@ class GiaApp(App):
         coords_fn = window_coords
         if triton_ok:
             from ngfx.render.triton_gia import window_coords as coords_fn
-        rows_per_band = max(1, CHUNK_PIXELS[self.size] // width)
-        for row0 in range(0, height, rows_per_band):
-            n_rows = min(rows_per_band, height - row0)
+        for row0, n_rows in frame_bands(width, height, CHUNK_PIXELS[self.size], self.device_, "render gia",
+                                        marched=False):
             n = n_rows * width
             with stages.stage("gia.pixel_coords", "rest", n_inputs=n, bytes_written=n * 8.0, app="gia",
                               fused=triton_ok):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from ngfx.progress import progress_bar
+from ngfx.progress import frame_bands, progress_bar
 from ngfx.render import raymarch, stages
 from ngfx.render.app import App
 from ngfx.render.cameras import Intrinsics, orbit_poses, pixel_rays, posed_view
@@ -198,9 +198,7 @@ class NerfApp(App):
         if triton_ok:
             from ngfx.render.triton_volume import ray_gen  # imports triton
         frame = torch.empty(height * width, 3, device=self.device_)
-        rows = max(1, CHUNK_RAYS[self.size] // width)
-        for row0 in range(0, height, rows):
-            n_rows = min(rows, height - row0)
+        for row0, n_rows in frame_bands(width, height, CHUNK_RAYS[self.size], self.device_, "render nerf"):
             n = n_rows * width
             with stages.stage("nerf.ray_gen", "rest", n_inputs=n, bytes_written=n * 32.0, app="nerf", fused=triton_ok):
                 origins, dirs, t_near, t_far = ray_gen(c2w, k, row0, n_rows, self.aabb)

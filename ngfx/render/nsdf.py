@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 
+from ngfx.progress import frame_bands
 from ngfx.render import sphere_trace, stages
 from ngfx.render.app import App
 from ngfx.render.cameras import Intrinsics, orbit_poses
@@ -158,11 +159,9 @@ class NsdfApp(App):
         step_fn, shade_fn = rest_ops.trace_step, rest_ops.shade
         c2w, k = self.camera(width, height, view)
         frame = torch.zeros(height * width, 3, device=self.device_)
-        rows = max(1, CHUNK_RAYS[self.size] // width)
         self.last_render_chunks = 0
         box_lo, box_hi = self.trace_box.to(self.device_)
-        for row0 in range(0, height, rows):
-            n_rows = min(rows, height - row0)
+        for row0, n_rows in frame_bands(width, height, CHUNK_RAYS[self.size], self.device_, "render nsdf"):
             n = n_rows * width
             with stages.stage("nsdf.ray_gen", "rest", n_inputs=n, bytes_written=n * 32.0, app="nsdf"):
                 origins, dirs = band_rays(c2w, k, row0, n_rows)

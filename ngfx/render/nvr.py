@@ -15,7 +15,7 @@ import math
 
 import torch
 
-from ngfx.progress import progress_bar
+from ngfx.progress import frame_bands, progress_bar
 from ngfx.render import raymarch, stages
 from ngfx.render.app import App
 from ngfx.render.cameras import Intrinsics
@@ -132,10 +132,8 @@ class NvrApp(App):
         c2w, k = self.camera(width, height, view)
         frame = torch.empty(height * width, 3, device=self.device_)
         background = torch.tensor(BACKGROUND, device=self.device_)
-        rows = max(1, CHUNK_RAYS[self.size] // width)
         self.last_render_chunks = 0
-        for row0 in range(0, height, rows):
-            n_rows = min(rows, height - row0)
+        for row0, n_rows in frame_bands(width, height, CHUNK_RAYS[self.size], self.device_, "render nvr"):
             n = n_rows * width
             with stages.stage("nvr.ray_gen", "rest", n_inputs=n, bytes_written=n * 32.0, app="nvr"):
                 origins, dirs = band_rays(c2w, k, row0, n_rows)

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from ngfx.errors import NgfxInputError, TrainingInterrupted
 from ngfx.io import (RUN_RECORDS, check_output, folder_lock, load_checkpoint, read_json, remove_stale_temp_files,
                      require, require_number, save_checkpoint, write_image, write_json)
-from ngfx.progress import progress_bar
+from ngfx.progress import frame_progress, progress_bar
 from ngfx.render.app import App
 from ngfx.render.metrics import psnr, ssim
 from ngfx.render.neural_field import training_loop
@@ -412,7 +412,8 @@ def render_run(run_dir: str | Path, out_dir: str | Path, resolution: tuple[int, 
                 scores.append({"frame": i, "psnr_db": psnr(frame, truth), "ssim": ssim(frame, truth)})
             yield frame.cpu().numpy()
 
-    paths = write_frames(frames(), out, video)
+    with frame_progress(progress):  # a large frame shows its bands too
+        paths = write_frames(frames(), out, video)
     n_views = max(1, len(views))
     metrics = {"app": app.name, "run": str(Path(run_dir).resolve()), "frames": len(views), "width": width,
                "height": height, "seconds_per_frame": (time.perf_counter() - started) / n_views}
