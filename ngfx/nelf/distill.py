@@ -27,7 +27,7 @@ from ngfx.io import folder_lock, load_checkpoint, read_json, remove_stale_temp_f
 from ngfx.nelf.network import NeLF, build_student, encode_frames, student_preset
 from ngfx.progress import progress_bar
 from ngfx.render.cameras import Intrinsics, look_at, pixel_rays
-from ngfx.render.metrics import psnr
+from ngfx.render.metrics import psnr, psnr_from_mse
 from ngfx.render.neural_field import training_progress
 
 # size -> (preset, long side of the training frames or None for the teacher's, pseudo views, steps,
@@ -181,7 +181,7 @@ def _train(model: NeLF, targets, poses: torch.Tensor, k: Intrinsics, geometry: d
         loss.backward()
         opt.step()
         if step % 10 == 0:  # a loss read is a host sync
-            bar.set_postfix(psnr=f"{-10 * math.log10(max(float(loss.detach()), 1e-10)):.2f}")
+            bar.set_postfix(psnr=f"{psnr_from_mse(float(loss.detach())):.2f}")
         if (step + 1) % checkpoint_every == 0:
             _save_phase(ckpt, model, opt, meta, desc, step + 1)
     else:
