@@ -107,15 +107,14 @@ def encoding_kind(otype: str, n_levels: int) -> str:
 
 
 def validate_kernel(k: Kernel, source: str, where: str) -> Kernel:
-    """Raise :class:`NgfxInputError` naming ``where`` (the event) and the bad field."""
+    """Raise :class:`NgfxInputError` naming ``where`` (the event) and the bad field (its numbers and
+    ``mlp_layers`` were checked as read, in :func:`_kernel_from_fields`)."""
     if k.category not in CATEGORIES:
         raise NgfxInputError(source, f"{where}.cat", f"unknown category {k.category!r}; expected one of {CATEGORIES}")
-    check_fields({f: getattr(k, f) for f in KERNEL_FIELDS}, KERNEL_FIELDS, source, f"{where}.")
     if k.category != "rest" and k.encoding not in ENCODING_KINDS:
         raise NgfxInputError(source, f"{where}.encoding", f"expected one of {ENCODING_KINDS}, got {k.encoding!r}")
     if k.category == "encoding" and (k.n_levels < 1 or k.n_features_per_level < 1 or k.n_dims < 1):
         raise NgfxInputError(source, f"{where}.n_levels", "an encoding kernel needs n_levels, n_features_per_level, n_dims >= 1")
-    check_layers(k.mlp_layers, source, f"{where}.mlp_layers")
     return k
 
 
