@@ -275,9 +275,9 @@ def _check_weights(weights: list[torch.Tensor], cfg: MLPConfig) -> None:
         raise ValueError(f"mlp_forward: weight shapes {shapes} do not match the config's {cfg.layer_shapes}")
 
 
-def _mlp_kernel_forward(x: torch.Tensor, weights: list[torch.Tensor], cfg: MLPConfig, dtype: torch.dtype):
+def _mlp_kernel_forward(x: torch.Tensor, packed_weights: tuple[torch.Tensor, ...], cfg: MLPConfig,
+                        dtype: torch.dtype):
     kin = _padded(cfg.n_input_dims)
-    packed_weights = pack_weights(weights, cfg, kin, dtype)
     out = torch.empty(x.shape[0], cfg.n_output_dims, dtype=torch.float32, device=x.device)
     _mlp_kernel[(triton.cdiv(x.shape[0], MLP_BLOCK),)](
         x.contiguous(), *packed_weights, out, x.shape[0], cfg.n_input_dims, cfg.n_output_dims, KIN=kin,
@@ -292,9 +292,10 @@ def _program_count(n_blocks: int, device: torch.device) -> int:
     return min(n_blocks, PROGRAMS_PER_SM * torch.cuda.get_device_properties(device).multi_processor_count)
 
 
-def _mlp_kernel_backward(x: torch.Tensor, grad_out: torch.Tensor, weights: list[torch.Tensor], cfg: MLPConfig,
-                         dtype: torch.dtype, need_dx: bool):
-    """(dL/dx or None, [dL/dW per layer, each [out, in] like the weights]) of the kernel forward at ``x``."""
+def _mlp_kernel_backward(x: torch.Tensor, grad_out: torch.Tensor, packed_weights: tuple[torch.Tensor, ...],
+                         cfg: MLPConfig, dtype: torch.dtype, need_dx: bool):
+    """(dL/dx or None, [dL/dW per layer, each [out, in] like the weights]) of the kernel forward at ``x``, with the
+    weights as :func:`pack_weights` packed them for that forward."""
     kin, width = _padded(cfg.n_input_dims), _padded(cfg.n_neurons)
     out_width = _padded(cfg.n_output_dims)
     last_in = kin if cfg.n_hidden_layers == 0 else width
@@ -306,7 +307,7 @@ def _mlp_kernel_backward(x: torch.Tensor, grad_out: torch.Tensor, weights: list[
                 for shape in ((kin, width), (slots, hidden_width, hidden_width), (last_in, out_width))]
     grad_x = torch.empty(x.shape[0], cfg.n_input_dims, dtype=torch.float32, device=x.device) if need_dx else None
     _mlp_backward_kernel[(n_programs,)](
-        x.contiguous(), grad_out.contiguous().float(), *pack_weights(weights, cfg, kin, dtype),
+        x.contiguous(), grad_out.contiguous().float(), *packed_weights,
         grad_x if need_dx else partials[0], *partials, x.shape[0], n_blocks, cfg.n_input_dims, cfg.n_output_dims, KIN=kin,
         HIDDEN_SLOTS=slots, **_mlp_constants(cfg, dtype), GRAD_PRECISION="ieee" if dtype == torch.float32 else "tf32",
         NEED_DX=need_dx, BLOCK=BACKWARD_BLOCK, num_warps=BACKWARD_WARPS)
@@ -322,13 +323,16 @@ class _MLP(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, cfg: MLPConfig, dtype, *weights):
         ctx.save_for_backward(x, *weights)
+        # the backward reads the forward's packed weights: packing again would copy the same values
         ctx.cfg, ctx.dtype = cfg, dtype
-        return _mlp_kernel_forward(x, list(weights), cfg, dtype)
+        ctx.packed_weights = pack_weights(list(weights), cfg, _padded(cfg.n_input_dims), dtype)
+        return _mlp_kernel_forward(x, ctx.packed_weights, cfg, dtype)
 
     @staticmethod
     def backward(ctx, grad_out):
         x, *weights = ctx.saved_tensors
-        grad_x, grad_weights = _mlp_kernel_backward(x, grad_out, weights, ctx.cfg, ctx.dtype, ctx.needs_input_grad[0])
+        grad_x, grad_weights = _mlp_kernel_backward(x, grad_out, ctx.packed_weights, ctx.cfg, ctx.dtype,
+                                                    ctx.needs_input_grad[0])
         return ((grad_x.to(x.dtype) if grad_x is not None else None), None, None,
                 *[g.to(w.dtype) for g, w in zip(grad_weights, weights)])
 
