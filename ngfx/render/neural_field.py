@@ -157,7 +157,7 @@ def training_loop(app, optimizer: torch.optim.Optimizer, steps: int | None, seco
         loss = optimisation_step(app, optimizer, step, training_progress(step, steps, elapsed(), seconds))
         step += 1
         bar.update(1)
-        if step % LOSS_SHOWN_EVERY == 0:
+        if progress and step % LOSS_SHOWN_EVERY == 0:  # float() waits for the device: only for a bar shown
             bar.set_postfix(loss=f"{float(loss):.3g}")
         if after_step is not None:
             after_step(step, loss)
