@@ -181,10 +181,10 @@ def plot_pareto(rows: list[dict], path: Path, width: int, height: int) -> list[d
     return points
 
 
-def _traced(row: dict) -> str:
-    """A row's encoding, with "fused rest traced" when the traced renderer ran fused rest kernels: such traces
-    leave the NGPC far less to speed up, so they are averaged apart from the unfused ones."""
-    return row["encoding"] + (" (fused rest traced)" if row.get("traced_rest") == "fused" else "")
+def _traced(row: dict, key: str = "encoding") -> str:
+    """A row's ``key`` (its encoding or app), with "fused rest traced" when the traced renderer ran fused rest
+    kernels: such traces leave the NGPC far less to speed up, so they are averaged apart from the unfused ones."""
+    return row[key] + (" (fused rest traced)" if row.get("traced_rest") == "fused" else "")
 
 
 PAPER_BASELINE_MS = {("nerf", 1920, 1080): 231.0}  # NeRF, hash grid, RTX 3090 (paper, body: secondary)
@@ -228,8 +228,7 @@ def write_report(results: list[dict], out_dir: str | Path, traces: list[Trace] |
     scales = sorted({r["scale"] for r in results if r["scale"] > 0})
     base_w, base_h = resolutions[0]
     # a fused trace of an app is its own line beside the unfused one
-    labelled = [dict(r, app=r["app"] + (" (fused rest traced)" if r.get("traced_rest") == "fused" else ""))
-                for r in results]
+    labelled = [dict(r, app=_traced(r, "app")) for r in results]
     plot_speedup(labelled, out_dir / "speedup_vs_scale.png", base_w, base_h)
     plot_fps(labelled, out_dir / "fps_vs_resolution.png", scales[-1])
     parts = ["# NGPC simulator: sweep report",
