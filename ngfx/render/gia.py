@@ -169,12 +169,11 @@ class GiaApp(App):
         return frame
 
     @torch.no_grad()
-    def evaluate(self, progress: bool = True) -> dict:
+    def evaluate(self) -> dict:
         """PSNR over the full image at its native resolution, band by band (never the whole image at once),
         with a progress bar: a gigapixel image is hundreds of bands."""
         squared_error = torch.zeros((), dtype=torch.float64, device=self.device_)  # summed on the device: no sync
-        bar = progress_bar(total=self.height, desc=f"evaluate gia ({self.width}x{self.height})", unit="row",
-                           disable=not progress)
+        bar = progress_bar(total=self.height, desc=f"evaluate gia ({self.width}x{self.height})", unit="row")
         for row0, rgb in self._render_bands(self.width, self.height, (0.0, 0.0, 1.0, 1.0), fused=True):
             n_rows = rgb.shape[0] // self.width
             if self.procedural is not None:
