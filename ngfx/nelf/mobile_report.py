@@ -11,6 +11,7 @@ Method (also written into every report):
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 import math
@@ -119,12 +120,17 @@ def model_seconds(cost: LayerCost, device: dict, unit: str, scale: float = 1.0) 
     return busy / scale + eff["per_layer_overhead_us"] * 1e-6
 
 
+@functools.lru_cache(maxsize=8)
+def _preset_costs(name: str, width: int, height: int) -> tuple[LayerCost, ...]:
+    """A preset's layer table, traced once: every prediction (each device, each held-out point) calibrates on it."""
+    return tuple(layer_costs(preset_for(name), width, height))
+
+
 def calibration_scale(devices: dict) -> tuple[float, dict]:
     """Fit ``s`` so the model reproduces the published point -> (s, the calibration entry)."""
     cal = require(devices, "calibration", "devices file", dict)
     device = get_device(devices, cal["device"])
-    width, height = cal["resolution"]
-    costs = layer_costs(preset_for(cal["config"]), width, height)
+    costs = _preset_costs(cal["config"], *cal["resolution"])
     busy = sum(model_seconds(c, device, cal["unit"]) for c in costs) - len(costs) * device["efficiency"][
         "per_layer_overhead_us"] * 1e-6
     fixed = len(costs) * device["efficiency"]["per_layer_overhead_us"] * 1e-6
