@@ -122,8 +122,9 @@ def kernels_from_profile(events: list[dict], stage_kernels: list[Kernel], device
 
 def _launching_ops(host_times: list[float], ops: list[dict]) -> list[dict | None]:
     """For each host time, the innermost CPU op with input shapes whose span holds it, in one sweep (a frame
-    has tens of thousands of kernels; ops on a thread nest, so a stack of open ops holds the answer on top)."""
-    shaped = sorted((op for op in ops if op.get("args", {}).get("Input Dims")), key=lambda op: (op["ts"], -op["dur"]))
+    has tens of thousands of kernels; ops on a thread nest, so a stack of open ops holds the answer on top).
+    ``ops``: sorted by start, outer op first (as :func:`kernels_from_profile` sorts them)."""
+    shaped = [op for op in ops if op.get("args", {}).get("Input Dims")]
     out, stack, i = [None] * len(host_times), [], 0
     for idx in sorted(range(len(host_times)), key=host_times.__getitem__):
         t = host_times[idx]
