@@ -28,7 +28,7 @@ from ngfx.nelf.network import NeLF, build_student, encode_frames, student_preset
 from ngfx.progress import progress_bar
 from ngfx.render.cameras import Intrinsics, look_at, pixel_rays
 from ngfx.render.metrics import psnr, psnr_from_mse
-from ngfx.render.neural_field import training_progress
+from ngfx.render.neural_field import LOSS_SHOWN_EVERY, training_progress
 
 # size -> (preset, long side of the training frames or None for the teacher's, pseudo views, steps,
 #          batch, fine-tune steps, learning rate, eval views)
@@ -180,7 +180,7 @@ def _train(model: NeLF, targets, poses: torch.Tensor, k: Intrinsics, geometry: d
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if step % 10 == 0:  # a loss read is a host sync
+        if step % LOSS_SHOWN_EVERY == 0:  # a loss read is a host sync
             bar.set_postfix(psnr=f"{psnr_from_mse(float(loss.detach())):.2f}")
         if (step + 1) % checkpoint_every == 0:
             _save_phase(ckpt, model, opt, meta, desc, step + 1)
