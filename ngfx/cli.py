@@ -157,13 +157,9 @@ def _run_train(args: argparse.Namespace) -> int:
 
 
 def _run_render(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from ngfx.io import check_output, read_json
 
-    check_output(args.out, "--out", folder=True)
-    if (Path(args.out) / "run.json").is_file():  # a render never replaces a run's training records
-        raise ValueError(f"--out {args.out}: is a run folder (holds run.json); render into another folder")
+    check_output(args.out, "--out", folder=True)  # refuses a run folder: a render never replaces a run's records
     n_frames = args.frames or (60 if args.camera_path else 1)
     if n_frames <= 0:
         raise ValueError(f"--frames must be positive, got {n_frames}")
@@ -228,7 +224,7 @@ def _run_nelf_distill(args: argparse.Namespace) -> int:
     from ngfx.io import check_output
     from ngfx.nelf.distill import distill
 
-    check_output(args.out, "--out", folder=True)
+    check_output(args.out, "--out", folder=True, run=True)
     run = distill(args.teacher_run, args.out, size=args.size, device=args.device, arch=args.arch,
                   n_pseudo=args.pseudo_views,
                   steps=args.steps, finetune_steps=args.finetune_steps, seconds=args.seconds)

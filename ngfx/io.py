@@ -48,8 +48,7 @@ def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise NgfxInputError(str(path), None, "exists and is not a folder")
-    if (path / "run.json").is_file():
-        raise NgfxInputError(str(path), None, "is a run folder (holds run.json); write into another folder")
+    _refuse_run_folder(path, str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes it 0700; a finished folder follows the user's umask
@@ -243,15 +242,28 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict, dict]:
 
 # --- output paths, stale temp files, folder locks -------------------------------------------------
 RUN_RECORDS = ("run.json", "checkpoint.safetensors", "curve.json", "metrics.json", "preview.png")  # a run folder's
+
+
+def _holds_run(folder: Path) -> bool:
+    return (folder / "run.json").is_file()  # what marks a run folder (ngfx.render.runs, ngfx.nelf)
+
+
+def _refuse_run_folder(folder: Path, where: str) -> None:
+    """Outputs other than a run's own never go into a run folder: they would land among its records."""
+    if _holds_run(folder):
+        raise NgfxInputError(where, None, "is a run folder (holds run.json); write into another folder")
+
+
 def current_umask() -> int:
     umask = os.umask(0)  # the only way to read it is to set it
     os.umask(umask)
     return umask
 
 
-def check_output(path: str | os.PathLike, flag: str, folder: bool) -> Path:
+def check_output(path: str | os.PathLike, flag: str, folder: bool, run: bool = False) -> Path:
     """Refuse, before any work, an output ``path`` (a folder when ``folder``, else a file) that exists as
-    the other kind, lies under a file, or is in a folder this process cannot write. Creates nothing."""
+    the other kind, is a run folder (unless the output is that run: ``run``) or one of a run's records, lies
+    under a file, or is in a folder this process cannot write. Creates nothing."""
     if not os.fspath(path).strip():
         raise NgfxInputError(flag, None, "empty path")
     path = Path(path)
@@ -259,8 +271,10 @@ def check_output(path: str | os.PathLike, flag: str, folder: bool) -> Path:
     if path.exists() and path.is_dir() != folder:
         raise NgfxInputError(where, None, f"is a {'file' if folder else 'folder'}, expected a "
                                           f"{'folder' if folder else 'file'}")
+    if folder and not run:
+        _refuse_run_folder(path, where)
     real = path.resolve()  # through links too
-    if not folder and real.name in RUN_RECORDS and (real.parent / "run.json").is_file():
+    if not folder and real.name in RUN_RECORDS and _holds_run(real.parent):
         raise NgfxInputError(where, None, f"would replace a record of the run in {real.parent}; write elsewhere")
     existing = path if (folder and path.is_dir()) else path.parent
     while not existing.exists():

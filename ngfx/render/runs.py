@@ -215,7 +215,7 @@ def train(app: str, scene: str, encoding: str | None, out_dir: str | Path, size:
         raise ValueError(f"--steps must be a whole number >= 1, got {steps!r}")
     if seconds is not None and not (math.isfinite(seconds) and seconds > 0):
         raise ValueError(f"--seconds must be a finite number > 0, got {seconds!r}")
-    out = check_output(out_dir, "--out", folder=True)
+    out = check_output(out_dir, "--out", folder=True, run=True)
     created = not out.exists()
     try:
         with folder_lock(out, "run folder"):
