@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 from ngfx.io import atomic_write, check_output, write_json  # noqa: E402
 from ngfx.ngpc_sim.api import project_to, sim_sweep  # noqa: E402
 from ngfx.ngpc_sim.capture import trace_frame  # noqa: E402
-from ngfx.ngpc_sim.config import load_config  # noqa: E402
+from ngfx.ngpc_sim.config import gpu_profiles, load_config  # noqa: E402
 from ngfx.ngpc_sim.report import PAPER_BASELINE_MS  # noqa: E402
 from ngfx.ngpc_sim.trace import scale_trace, write_trace  # noqa: E402
 from ngfx.render.neural_field import fit  # noqa: E402
@@ -62,7 +62,7 @@ def main(argv=None) -> None:
     args.size = "tiny" if args.smoke else "full"
     width, height = (64, 36) if args.smoke else (1920, 1080)
     traces_dir = args.out / "traces"
-    cfg = load_config(gpu="rtx3090")
+    cfg, profiles = load_config(gpu="rtx3090"), gpu_profiles()
     summary = []
     for name in args.apps.split(","):
         t = time.perf_counter()
@@ -72,7 +72,7 @@ def main(argv=None) -> None:
         for fused, suffix in ((False, ""), (True, "_fused")):
             trace = trace_frame(app, width, height, args.device, fused=fused, profiler=True)
             write_trace(trace, traces_dir / f"{name}_hashgrid{suffix}.json")
-            projected = project_to(scale_trace(trace, 1920, 1080), cfg)  # launches do not scale with pixels
+            projected = project_to(scale_trace(trace, 1920, 1080), cfg, profiles)  # launches do not scale with pixels
             unstaged_s = sum(k.duration_s for k in trace.kernels if k.name.startswith("unstaged"))
             row.update({f"traced_ms{suffix}": trace.frame_time_s() * 1e3, f"kernels{suffix}": len(trace.kernels),
                         f"outside_stages_share{suffix}": unstaged_s / trace.n_frames / trace.frame_time_s(),

@@ -7,7 +7,7 @@ from pathlib import Path
 from ngfx.errors import NgfxInputError
 from ngfx.io import atomic_folder, check_output, read_json
 from ngfx.ngpc_sim import paper as paper_module
-from ngfx.ngpc_sim.config import ENCODING_KINDS, NGPCConfig, encoding_kind_of, gpu_profiles, load_config
+from ngfx.ngpc_sim.config import ENCODING_KINDS, GPUProfile, NGPCConfig, encoding_kind_of, gpu_profiles, load_config
 from ngfx.ngpc_sim.model import SimResult, simulate
 from ngfx.ngpc_sim.calibrate import calibrate, calibration_table, table_markdown
 from ngfx.ngpc_sim.paper import paper_trace, paper_traces
@@ -58,14 +58,15 @@ def sim_run(trace_path: str | Path | None, scale: int, resolution: tuple[int, in
         trace = scale_trace(trace, *resolution)
     cfg = load_config(config, gpu=gpu, **overrides)
     if project:
-        trace = project_to(trace, cfg, config)
+        trace = project_to(trace, cfg, gpu_profiles(config))
     return simulate(trace, cfg.replace(n_nfps=scale)), simulate(trace, cfg.replace(enabled=False))
 
 
-def project_to(trace: Trace, cfg: NGPCConfig, config: str | None = None) -> Trace:
-    """``trace`` projected onto ``cfg``'s GPU by the per-kernel roofline (from its own GPU's profile if known).
-    Scale a trace to its final resolution first: a kernel's launch does not grow with the pixels."""
-    return project_trace(trace, cfg.gpu, source_profile(trace, gpu_profiles(config)))
+def project_to(trace: Trace, cfg: NGPCConfig, profiles: dict[str, GPUProfile]) -> Trace:
+    """``trace`` projected onto ``cfg``'s GPU by the per-kernel roofline (from its own GPU's profile in
+    ``profiles``, from :func:`gpu_profiles`, if known). Scale a trace to its final resolution first: a kernel's
+    launch does not grow with the pixels."""
+    return project_trace(trace, cfg.gpu, source_profile(trace, profiles))
 
 
 def format_result(result: SimResult, gpu_only: SimResult) -> str:
@@ -115,7 +116,7 @@ def sim_sweep(out_dir: str | Path, trace_paths=(), scales=SCALES, resolutions=RE
         full_hd = [scale_trace(t, 1920, 1080) for t in recorded]
         write_report(rows, tmp, traces=recorded, cfg=cfg, calibration=calibration_table(cfg),
                      sensitivity=sensitivity_table(cfg), notes=notes, rest_speedups=rest_speedups,
-                     projection=[(t, project_to(t, cfg, config)) for t in full_hd] if trace_paths else None)
+                     projection=[(t, project_to(t, cfg, profiles)) for t in full_hd] if trace_paths else None)
     return Path(out_dir) / "report.md"
 
 
