@@ -300,8 +300,6 @@ def bench_training(args, timer: Timer, log) -> list[dict]:
     xs = [torch.rand(n_points, 3, device=device) for _ in range(N_INPUT_SETS)]
     rows = []
     for grid, n_hidden, backward, tcnn in TRAINING_CASES:
-        torch.manual_seed(0)
-
         def make(backend):
             torch.manual_seed(0)
             if n_hidden is None:
