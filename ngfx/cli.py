@@ -160,9 +160,7 @@ def _run_render(args: argparse.Namespace) -> int:
     from ngfx.io import check_output, read_json
 
     check_output(args.out, "--out", folder=True)  # refuses a run folder: a render never replaces a run's records
-    n_frames = args.frames or (60 if args.camera_path else 1)
-    if n_frames <= 0:
-        raise ValueError(f"--frames must be positive, got {n_frames}")
+    n_frames = args.frames or (60 if args.camera_path else 1)  # --frames is >= 1 (positive_int)
     if read_json(f"{args.run_dir}/run.json").get("app") == "nelf":
         from ngfx.nelf.runs import render_nelf_run
 
