@@ -301,8 +301,11 @@ def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
 @contextlib.contextmanager
 def folder_lock(folder: str | os.PathLike, what: str = "folder") -> Iterator[Path]:
     """Hold ``folder/.lock`` (holding this process's PID) while writing the folder; a second process gets a
-    clear error. A lock whose process is gone (killed, crashed) is taken over."""
+    clear error. A lock whose process is gone (killed, crashed) is taken over, and the temp files a killed
+    write left in the folder are removed. A folder this call created is removed again if the work fails
+    before writing anything in it (a refused run leaves no trace)."""
     lock = Path(folder) / ".lock"
+    created = not lock.parent.exists()
     lock.parent.mkdir(parents=True, exist_ok=True)
     for _ in range(3):
         try:
@@ -321,13 +324,18 @@ def folder_lock(folder: str | os.PathLike, what: str = "folder") -> Iterator[Pat
                 lock.unlink()  # stale: its process is gone
     else:
         raise NgfxInputError(str(folder), None, f"cannot take the lock {lock}")
+    failed = True
     try:
         with os.fdopen(fd, "w") as f:
             f.write(f"{os.getpid()}\n")
+        remove_stale_temp_files(lock.parent)  # the lock says no live writer owns them
         yield lock
+        failed = False
     finally:
         with contextlib.suppress(FileNotFoundError):
             lock.unlink()
+        if failed and created and not any(lock.parent.iterdir()):
+            lock.parent.rmdir()
 
 
 def _process_alive(pid: int) -> bool:

@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from ngfx.errors import NgfxInputError, TrainingInterrupted
-from ngfx.io import (RUN_RECORDS, check_output, folder_lock, load_checkpoint, read_json, remove_stale_temp_files,
-                     require, require_number, save_checkpoint, write_image, write_json)
+from ngfx.io import (RUN_RECORDS, check_output, folder_lock, load_checkpoint, read_json, require, require_number,
+                     save_checkpoint, write_image, write_json)
 from ngfx.progress import frame_progress, progress_bar
 from ngfx.render.app import App
 from ngfx.render.metrics import psnr, ssim
@@ -216,21 +216,14 @@ def train(app: str, scene: str, encoding: str | None, out_dir: str | Path, size:
     if seconds is not None and not (math.isfinite(seconds) and seconds > 0):
         raise ValueError(f"--seconds must be a finite number > 0, got {seconds!r}")
     out = check_output(out_dir, "--out", folder=True, run=True)
-    created = not out.exists()
-    try:
-        with folder_lock(out, "run folder"):
-            return _train_locked(module, app, scene, encoding, out, size, steps, seconds, device, resume, overwrite,
-                                 progress, options)
-    except BaseException:
-        if created and out.is_dir() and not any(out.iterdir()):  # refused before writing: leave no trace
-            out.rmdir()
-        raise
+    with folder_lock(out, "run folder"):  # removes a new folder again if the run is refused
+        return _train_locked(module, app, scene, encoding, out, size, steps, seconds, device, resume, overwrite,
+                             progress, options)
 
 
 def _train_locked(module, app, scene, encoding, out, size, steps, seconds, device, resume, overwrite, progress,
                   options) -> dict:
     """:func:`train` once the run folder is locked: what to do with an existing run, then the loop."""
-    remove_stale_temp_files(out)  # left by a process killed mid-write; the lock says none is writing
     existing = [name for name in RUN_RECORDS if (out / name).exists()]
     if existing and not (resume or overwrite):
         raise NgfxInputError(str(out), None, f"already holds a run ({', '.join(existing)}); pass --resume to "
