@@ -76,22 +76,22 @@ def build_stages(out: Path, size: str, device: str, data_dir: str | None) -> lis
             needs=(f"train-{app}",), requires=(CAPTURE,)))
     stages.append(Stage(
         "distill-nelf",
-        lambda: _module("ngfx.nelf.distill").distill(run_dir["nerf"], run_dir["nelf"], size=sizes.nelf_size,
-                                                     device=device, seconds=sizes.nelf_seconds)["metrics"],
-        needs=("train-nerf",), describe=quality_summary, requires=("ngfx.nelf.distill",)))
+        lambda: _module(DISTILL).distill(run_dir["nerf"], run_dir["nelf"], size=sizes.nelf_size,
+                                         device=device, seconds=sizes.nelf_seconds)["metrics"],
+        needs=("train-nerf",), describe=quality_summary, requires=(DISTILL,)))
     stages.append(Stage(
         "render-nelf",
-        lambda: {"frames": [str(p) for p in _module("ngfx.nelf.runs").render_nelf_run(
+        lambda: {"frames": [str(p) for p in _module(NELF_RUNS).render_nelf_run(
             run_dir["nelf"], out / "renders" / "nelf", n_frames=1, device=device)]},
-        needs=("distill-nelf",), requires=("ngfx.nelf.runs",)))
+        needs=("distill-nelf",), requires=(NELF_RUNS,)))
     stages.append(Stage(
         "ngpc-sweep",
         # traces from this machine (a CPU, or a GPU other than the RTX 3090) are projected onto the RTX 3090 by
         # the per-kernel roofline before the replay, never replayed as if they were its frames
-        lambda: {"report": str(_module("ngfx.ngpc_sim.api").sim_sweep(
+        lambda: {"report": str(_module(SIM_API).sim_sweep(
             out / "sim", out / "traces", scales=sizes.sweep_scales, resolutions=sizes.sweep_resolutions,
             project=True))},
-        needs=tuple(f"trace-{app}" for app in APPS), requires=("ngfx.ngpc_sim.api", "simpy", "matplotlib")))
+        needs=tuple(f"trace-{app}" for app in APPS), requires=(SIM_API,)))  # it imports simpy and matplotlib
     stages.append(Stage(
         "mobile-report",
         lambda: {"report": str(_module(MOBILE).write_mobile_report(
@@ -105,7 +105,9 @@ def build_stages(out: Path, size: str, device: str, data_dir: str | None) -> lis
     return stages
 
 
+# the modules the stages run, each named once: the stage imports it and ``requires`` lists it for the check
 RUNS, CAPTURE, MOBILE = "ngfx.render.runs", "ngfx.ngpc_sim.capture", "ngfx.nelf.mobile_report"
+DISTILL, NELF_RUNS, SIM_API = "ngfx.nelf.distill", "ngfx.nelf.runs", "ngfx.ngpc_sim.api"
 MESH_MODULES = ("trimesh", "rtree")  # NSDF's mesh distances on a CPU
 
 
