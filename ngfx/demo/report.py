@@ -10,7 +10,7 @@ import markdown
 
 from ngfx.demo.plan import APPS, DEMO_SIZES
 from ngfx.io import atomic_write
-from ngfx.render.metrics import METRIC_MEANINGS
+from ngfx.render.metrics import METRIC_MEANINGS, known_metrics
 
 APP_TITLES = {"gia": "GIA: gigapixel image approximation", "nsdf": "NSDF: neural signed distance function",
               "nvr": "NVR: neural volume rendering", "nerf": "NeRF: neural radiance field",
@@ -99,11 +99,7 @@ def _stage_table(status: dict) -> str:
 
 def _metric_rows(metrics: dict) -> list[dict]:
     """The metrics a reader can interpret, labelled with their units (see the glossary)."""
-    rows = []
-    for key, (label, unit, _) in METRIC_MEANINGS.items():
-        value = metrics.get(key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            rows.append({"metric": label, "value": value, "unit": unit})
+    rows = [{"metric": label, "value": value, "unit": unit} for _, label, unit, value in known_metrics(metrics)]
     for key in ("steps", "n_views", "width", "height", "scene", "size"):
         if key in metrics:
             rows.append({"metric": key.replace("n_views", "evaluation views").replace("_", " "), "value": metrics[key],

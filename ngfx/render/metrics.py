@@ -65,11 +65,17 @@ METRIC_MEANINGS = {
 }
 
 
-def quality_summary(metrics: dict) -> str:
-    """'PSNR 27.02 dB, SSIM 0.912, ...' of the keys in :data:`METRIC_MEANINGS` that ``metrics`` holds."""
-    parts = []
+def known_metrics(metrics: dict) -> list[tuple[str, str, str, float]]:
+    """(key, label, unit, value) of each key in :data:`METRIC_MEANINGS` that ``metrics`` holds as a number."""
+    rows = []
     for key, (label, unit, _) in METRIC_MEANINGS.items():
         value = metrics.get(key) if isinstance(metrics, dict) else None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            parts.append(f"{label} {value:.3f}" if key == "ssim" else f"{label} {value:.2f} {unit}".rstrip())
-    return ", ".join(parts)
+            rows.append((key, label, unit, value))
+    return rows
+
+
+def quality_summary(metrics: dict) -> str:
+    """'PSNR 27.02 dB, SSIM 0.912, ...' of the keys in :data:`METRIC_MEANINGS` that ``metrics`` holds."""
+    return ", ".join(f"{label} {value:.3f}" if key == "ssim" else f"{label} {value:.2f} {unit}".rstrip()
+                     for key, label, unit, value in known_metrics(metrics))
