@@ -297,16 +297,9 @@ def distill_from_app(teacher, out_dir: str | Path, size: str = "quick", **option
     One process at a time holds ``out_dir``; a folder this call created is removed again if it is refused.
     """
     out_dir = Path(out_dir)
-    created = not out_dir.exists()
-    try:
-        with folder_lock(out_dir, "NeLF run folder"), _conv_settings(teacher.aabb.device):
-            for folder in (out_dir, out_dir / "pseudo"):  # left by a process killed mid-write
-                remove_stale_temp_files(folder)
-            return _distill(teacher, out_dir, size, **options)
-    except BaseException:
-        if created and out_dir.is_dir() and not any(out_dir.iterdir()):
-            out_dir.rmdir()
-        raise
+    with folder_lock(out_dir, "NeLF run folder"), _conv_settings(teacher.aabb.device):
+        remove_stale_temp_files(out_dir / "pseudo")  # left by a process killed mid-write (folder_lock clears out_dir)
+        return _distill(teacher, out_dir, size, **options)
 
 
 def _distill(teacher, out_dir: Path, size: str, *, arch: str = "mobile_r2l", config=None, n_pseudo: int | None = None,
