@@ -8,6 +8,7 @@ import trimesh
 
 from ngfx.errors import NgfxInputError
 from ngfx.render import mesh_sdf, nsdf, sphere_trace, triton_mesh_sdf, triton_nsdf
+from ngfx.render.metrics import psnr
 from ngfx.render.neural_field import fit
 from ngfx.render.stages import record_stages
 
@@ -165,10 +166,6 @@ def test_tight_trace_box_saves_queries_not_accuracy(trained, monkeypatch):
     monkeypatch.setattr(nsdf, "HIT_EPS", 1e-4)
     monkeypatch.setitem(nsdf.MAX_STEPS, "tiny", 400)
     precise, _ = render(cube)
-
-    def psnr(a, b):
-        return -10 * math.log10(float(((a - b) ** 2).mean()))
-
     assert float((precise.sum(-1) > 0).float().mean()) > 0.2  # the object fills part of the view
     assert psnr(tight_frame, precise) >= psnr(cube_frame, precise) - 0.5
 
