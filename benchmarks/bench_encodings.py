@@ -34,7 +34,7 @@ from ngfx.encodings import Encoding, NetworkWithInputEncoding, reference, triton
 from ngfx.encodings.config import parse_grid_config, parse_network_config  # noqa: E402
 from ngfx.encodings.grid import tcnn_available  # noqa: E402
 from ngfx.io import atomic_write  # noqa: E402
-from ngfx.render.presets import encoding_preset  # noqa: E402
+from ngfx.render.apps.presets import encoding_preset  # noqa: E402
 
 GRIDS = {
     "hash grid": {"otype": "HashGrid", "n_levels": 16, "n_features_per_level": 2, "log2_hashmap_size": 19,

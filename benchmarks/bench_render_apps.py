@@ -87,7 +87,7 @@ def frame_path(out: Path, stem: str, width: int) -> Path:
 
 
 def bench_app(name: str, scene: str, args, out: Path) -> dict:
-    module = importlib.import_module(f"ngfx.render.{name}")
+    module = importlib.import_module(f"ngfx.render.apps.{name}")
     size = "tiny" if args.smoke else "full"
     t = time.perf_counter()
     app = module.build_app(scene, args.encoding, size, device=args.device)

@@ -42,7 +42,7 @@ def trained_app(name: str, args):
         from ngfx.render.runs import load_run
 
         return load_run(args.runs / name, args.device)
-    app = importlib.import_module(f"ngfx.render.{name}").build_app(SCENES[name], "hashgrid", args.size,
+    app = importlib.import_module(f"ngfx.render.apps.{name}").build_app(SCENES[name], "hashgrid", args.size,
                                                                    device=args.device)
     fit(app, steps=3 if args.smoke else None, seconds=None if args.smoke else args.train_seconds, progress=False)
     return app

@@ -75,7 +75,7 @@ def _intersect(origins: torch.Tensor, dirs: torch.Tensor):
 
 def render_view(c2w: torch.Tensor, width: int, height: int, supersample: int = 2) -> np.ndarray:
     """RGBA float image [H, W, 4] of the scene from camera-to-world pose ``c2w`` (straight alpha)."""
-    from ngfx.render.cameras import Intrinsics, pixel_rays
+    from ngfx.cameras import Intrinsics, pixel_rays
 
     k = Intrinsics.from_fov_x(width, height, CAMERA_ANGLE_X)
     s = supersample
@@ -97,7 +97,7 @@ def render_view(c2w: torch.Tensor, width: int, height: int, supersample: int = 2
 
 def camera_poses(n: int, seed: int) -> torch.Tensor:
     """[n, 4, 4] poses on the upper hemisphere (elevation 10-65 degrees) looking at the scene centre."""
-    from ngfx.render.cameras import look_at
+    from ngfx.cameras import look_at
 
     rng = np.random.default_rng(seed)
     poses = []

@@ -32,7 +32,8 @@ def test_cpu_path_imports_and_renders_without_triton():
                  if not m.name.rsplit(".", 1)[-1].startswith("triton_")]
         for name in names:
             __import__(name)
-        from ngfx.render import gia, nsdf
+        from ngfx.render.apps import gia
+        from ngfx.render.apps import nsdf
         for module, scene in ((gia, "image"), (nsdf, "csg")):
             app = module.build_app(scene, "hashgrid", "tiny", "cpu")
             frame = app.render(16, 12, 0, fused=True)  # asks for the kernels: must fall back to the twins
@@ -122,7 +123,7 @@ def _tall_box_obj(path, half=(0.1, 0.5, 0.2)):
 
 
 def test_meshes_stand_up_fill_the_frame_and_the_train_line_shows_their_quality(tmp_path):
-    from ngfx.render import nsdf
+    from ngfx.render.apps import nsdf
     from ngfx.render.metrics import quality_summary
 
     app = nsdf.build_app(str(_tall_box_obj(tmp_path / "tall.obj")), "hashgrid", "tiny", "cpu", n_train=4096)

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from ngfx.errors import NgfxInputError
-from ngfx.render import gia, triton_gia
+from ngfx.render.apps import gia
+from ngfx.render.ops import triton_window, window
 from ngfx.render.metrics import psnr
 from ngfx.render.neural_field import fit
 from ngfx.render.stages import record_stages
@@ -51,13 +52,13 @@ def test_fused_render_equals_unfused(trained):
 
 @pytest.mark.parametrize("width,height,row0,n_rows", [(7, 5, 0, 5), (33, 20, 3, 9)])
 def test_kernels_equal_reference(width, height, row0, n_rows):
-    window = (0.13, 0.27, 0.91, 0.64)
-    torch.testing.assert_close(triton_gia.window_coords(window, width, height, row0, n_rows),
-                               gia.window_coords(window, width, height, row0, n_rows))
+    box = (0.13, 0.27, 0.91, 0.64)
+    torch.testing.assert_close(triton_window.window_coords(box, width, height, row0, n_rows),
+                               window.window_coords(box, width, height, row0, n_rows))
     rgb = torch.randn(n_rows * width, 3)
     a, b = torch.zeros(height, width, 3), torch.zeros(height, width, 3)
-    triton_gia.write_rows(a, rgb, row0)
-    gia.write_rows(b, rgb, row0)
+    triton_window.write_rows(a, rgb, row0)
+    window.write_rows(b, rgb, row0)
     torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert float(a.max()) <= 1.0 and float(a[row0].abs().sum()) > 0
 

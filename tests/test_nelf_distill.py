@@ -13,7 +13,7 @@ from ngfx.nelf.distill import distill_from_app, sample_poses
 from ngfx.nelf.network import PRESETS, NeLF
 from ngfx.nelf.onnx_export import export_model, export_run, onnx_max_error
 from ngfx.nelf.runs import load_nelf_run, render_nelf_run
-from ngfx.render.cameras import Intrinsics, orbit_poses, pixel_rays
+from ngfx.cameras import Intrinsics, orbit_poses, pixel_rays
 
 
 @pytest.fixture(autouse=True)
@@ -147,7 +147,7 @@ def test_cli_export_and_errors(tiny_run, tmp_path, capsys):
 
 
 def test_student_distils_from_the_project_nerf(tmp_path):
-    nerf = pytest.importorskip("ngfx.render.nerf")
+    nerf = pytest.importorskip("ngfx.render.apps.nerf")
     from ngfx.render.neural_field import fit
 
     torch.manual_seed(0)

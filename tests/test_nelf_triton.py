@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from ngfx.nelf.triton_nelf import FusedNeLF, ResidualMLP
 from ngfx.nelf.network import NeLF, NeLFConfig, fold_batchnorm
+from ngfx.nelf.triton_nelf import Body, FusedNeLF, UpsampleStage
 
 SMALL = NeLFConfig(n_points=2, n_freqs=2, width=32, n_blocks=2, sr_stages=((16, 4, 2),), sr_blocks=1)
 
@@ -21,15 +21,14 @@ def _trained_looking(model: NeLF) -> NeLF:
     return model.eval()
 
 
-@pytest.mark.parametrize("launch", [{"block_m": 16, "block_k": 16},  # one program per tile
-                                    {"block_m": 32, "block_k": 32, "num_stages": 1},
-                                    {"block_m": 16, "block_k": 16, "programs": 2},  # each program walks tiles
-                                    {"block_m": 16, "block_k": 16, "residual": "scratch"}])
+@pytest.mark.parametrize("launch", [{"block_m": 16, "block_k": 16, "sr_block_m": 16},  # last tiles partly masked
+                                    {"block_m": 32, "block_k": 32, "num_stages": 1, "sr_block_m": 32},
+                                    {"body": "chunks", "block_m": 16, "block_k": 16, "programs": 2},
+                                    {"body": "chunks", "block_m": 16, "block_k": 16, "residual": "scratch"}])
 def test_fused_forward_matches_the_network(launch):
     model = _trained_looking(NeLF(SMALL))
-    rays = torch.randn(1, SMALL.in_channels, 5, 7)  # 35 pixels: the last tile is partly masked
+    rays = torch.randn(1, SMALL.in_channels, 5, 7)  # 35 pixels
     fused = FusedNeLF(model, torch.float32, launch)
-    assert isinstance(fused.stages[0][1], ResidualMLP)  # the 16-wide super-resolution blocks run fused too
     with torch.no_grad():
         ref = model(rays)
         out = fused(rays)
@@ -37,22 +36,47 @@ def test_fused_forward_matches_the_network(launch):
     assert (out - ref).abs().max() < 1e-5
 
 
-def test_fused_body_skips_and_layers_all_count():
+@pytest.mark.parametrize("body", ["halves", "chunks"])
+def test_fused_body_skips_and_layers_all_count(body):
     """Body output against the reference body for several block counts (catches a dropped layer or skip)."""
     for n_blocks in (0, 1, 3):
-        cfg = NeLFConfig(n_points=2, n_freqs=2, width=16, n_blocks=n_blocks, sr_stages=(), sr_blocks=0, norm="none")
+        cfg = NeLFConfig(n_points=2, n_freqs=2, width=32, n_blocks=n_blocks, sr_stages=(), sr_blocks=0, norm="none")
         model = fold_batchnorm(NeLF(cfg))
         rays = torch.randn(1, cfg.in_channels, 4, 5)
-        mlp = ResidualMLP(list(model.body), model.stem[0], True, torch.float32, {"block_m": 16, "block_k": 16,
-                                                                                  "num_warps": 4, "num_stages": 1})
+        mlp = Body(model, torch.float32, {"body": body, "block_m": 16, "block_k": 16, "num_warps": 4,
+                                          "num_stages": 1})
         with torch.no_grad():
             stem = model.stem(rays)
-            ref = (stem + model.body(stem)).permute(0, 2, 3, 1).reshape(-1, 16)
+            ref = (stem + model.body(stem)).permute(0, 2, 3, 1).reshape(-1, 32)
             out = mlp(rays.permute(0, 2, 3, 1).reshape(-1, cfg.in_channels).contiguous())
         assert (out - ref).abs().max() < 1e-5, n_blocks
 
 
+@pytest.mark.parametrize("kernel, stride, n_blocks, rgb", [(4, 2, 1, False), (3, 3, 0, True), (5, 3, 1, True),
+                                                            (2, 2, 2, False)])
+def test_upsample_stage_matches_the_transposed_conv_and_blocks(kernel, stride, n_blocks, rgb):
+    """Every phase and tap of a transposed conv (kernels larger than, equal to and not a multiple of the
+    stride), the residual blocks after it, and the RGB layer, against PyTorch."""
+    from ngfx.nelf.network import ResidualBlock
+
+    up = torch.nn.ConvTranspose2d(16, 32, kernel, stride=stride, padding=(kernel - stride) // 2)
+    blocks = [ResidualBlock(32, "none") for _ in range(n_blocks)]
+    to_rgb = torch.nn.Conv2d(32, 3, 1) if rgb else None
+    stage = UpsampleStage(up, blocks, to_rgb, torch.float32, {"sr_block_m": 16, "sr_num_warps": 4})
+    x = torch.randn(1, 16, 3, 5)
+    with torch.no_grad():
+        ref = torch.nn.Sequential(up, torch.nn.GELU(), *blocks)(x)
+        if rgb:
+            ref = torch.sigmoid(to_rgb(ref))
+        out = stage(x.permute(0, 2, 3, 1).reshape(15, 16).contiguous(), 3, 5)
+    h, w = 3 * stride, 5 * stride
+    if not rgb:
+        out = out.view(h, w, 32).permute(2, 0, 1)
+    assert out.shape == ref[0].shape
+    assert (out - ref[0]).abs().max() < 1e-5
+
+
 def test_widths_the_kernel_cannot_take_are_refused():
-    model = NeLF(NeLFConfig(width=48, n_blocks=1, sr_stages=(), sr_blocks=0))
+    model = NeLF(NeLFConfig(width=48, n_blocks=1, sr_stages=((16, 4, 2),), sr_blocks=0))
     with pytest.raises(ValueError, match="width 48"):
         FusedNeLF(model, torch.float32)

@@ -3,8 +3,9 @@
 import pytest
 import torch
 
-from ngfx.render import nerf, stages
-from ngfx.render.nerf_field import spherical_harmonics
+from ngfx.render import stages
+from ngfx.render.apps import nerf
+from ngfx.render.ops.sh import spherical_harmonics
 from ngfx.render.neural_field import fit
 
 
@@ -56,7 +57,7 @@ def test_render_rays_matches_frame_and_chunks(trained):
     app, _ = trained
     pose = app.eval_poses[0]
     frame = app.render(app.intrinsics.width, app.intrinsics.height, pose, fused=False)
-    from ngfx.render.cameras import pixel_rays
+    from ngfx.cameras import pixel_rays
 
     origins, dirs = pixel_rays(pose, app.intrinsics)
     rgb = app.render_rays(origins, dirs, fused=False)

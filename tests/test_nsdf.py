@@ -7,7 +7,11 @@ import torch
 import trimesh
 
 from ngfx.errors import NgfxInputError
-from ngfx.render import mesh_sdf, nsdf, sphere_trace, triton_mesh_sdf, triton_nsdf
+from ngfx.render.ops import mesh_sdf
+from ngfx.render.apps import nsdf
+from ngfx.render.ops import sphere_trace
+from ngfx.render.ops import triton_mesh_sdf
+from ngfx.render.ops import triton_sphere_trace
 from ngfx.render.metrics import psnr
 from ngfx.render.neural_field import fit
 from ngfx.render.stages import record_stages
@@ -57,12 +61,12 @@ def test_mesh_sdf_kernel_equals_reference_on_a_torus(monkeypatch):
     points = torch.rand(150, 3) * 1.6 - 0.8
     points[:20] = torch.tensor([0.5, 0.0, 0.0]) + torch.randn(20, 3) * 0.02  # inside the tube
     monkeypatch.setattr(mesh_sdf, "_trimesh_available", lambda: False)
-    reference = mesh_sdf.signed_distance_torch(vertices, faces, points)
-    kernel = triton_mesh_sdf.signed_distance_triton(vertices, faces, points, block_points=32, block_faces=64)
+    reference = mesh_sdf.signed_distance(vertices, faces, points)
+    kernel = triton_mesh_sdf.signed_distance(vertices, faces, points, block_points=32, block_faces=64)
     torch.testing.assert_close(kernel, reference, atol=1e-5, rtol=1e-4)
     assert 10 <= int((reference < 0).sum()) < 150 and bool((reference[:20] < 0).all())
     # the centre of the hole is outside, at distance major - minor
-    hole = mesh_sdf.signed_distance_torch(vertices, faces, torch.zeros(1, 3))
+    hole = mesh_sdf.signed_distance(vertices, faces, torch.zeros(1, 3))
     assert 0.25 < float(hole) < 0.31
 
 
@@ -106,14 +110,14 @@ def test_trace_step_and_shade_kernels_equal_reference():
     # raw network outputs such that raw + |x| - 0.5 is the SDF above
     raw = sdf - (origins[active] + t[active, None] * dirs[active]).norm(dim=1) + 0.5
     p1 = sphere_trace.trace_step(origins, dirs, active, t, raw, t_far, status, 5e-4, 0.9, 0.5)
-    p2 = triton_nsdf.trace_step(origins, dirs, active, t2, raw, t_far, status2, 5e-4, 0.9, 0.5)
+    p2 = triton_sphere_trace.trace_step(origins, dirs, active, t2, raw, t_far, status2, 5e-4, 0.9, 0.5)
     torch.testing.assert_close(p1, p2)
     torch.testing.assert_close(t, t2)
     assert torch.equal(status, status2) and {0, 1, 2} <= set(status.tolist())
     frame1, frame2 = torch.zeros(n_rays, 3), torch.zeros(n_rays, 3)
     tetra = torch.randn(4, n_active)
     sphere_trace.shade(frame1, active, tetra)
-    triton_nsdf.shade(frame2, active, tetra)
+    triton_sphere_trace.shade(frame2, active, tetra)
     torch.testing.assert_close(frame1, frame2)
 
 

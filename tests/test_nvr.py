@@ -6,7 +6,9 @@ import math
 import pytest
 import torch
 
-from ngfx.render import nvr, raymarch, triton_volume
+from ngfx.render.apps import nvr
+from ngfx.render.ops import raymarch
+from ngfx.render.ops import triton_raymarch
 from ngfx.render.neural_field import fit
 from ngfx.render.stages import record_stages
 
@@ -34,7 +36,7 @@ def test_composite_kernel_equals_reference():
     colour1, trans1 = torch.rand(n_rays, 3) * 0.2, torch.rand(n_rays)
     colour2, trans2 = colour1.clone(), trans1.clone()
     raymarch.composite_segment(colour1, trans1, active, sigmas, rgbs, deltas, k)
-    triton_volume.composite_segment(colour2, trans2, active, sigmas, rgbs, deltas, k)
+    triton_raymarch.composite_segment(colour2, trans2, active, sigmas, rgbs, deltas, k)
     torch.testing.assert_close(colour1, colour2, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(trans1, trans2, atol=1e-5, rtol=1e-5)
 

@@ -12,7 +12,7 @@ from ngfx.cli import main
 from ngfx.errors import NgfxInputError, NgfxWarning
 from ngfx.io import atomic_folder, read_image
 from ngfx.render.datasets import load_cameras
-from ngfx.render.mesh_sdf import load_obj
+from ngfx.render.ops.mesh_sdf import load_obj
 
 IDENTITY_POSE = [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 4], [0, 0, 0, 1]]
 

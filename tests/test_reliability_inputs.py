@@ -10,7 +10,7 @@ from ngfx.cli import main
 from ngfx.errors import NgfxInputError, NgfxWarning
 from ngfx.io import write_image
 from ngfx.render.datasets import load_multiview
-from ngfx.render.mesh_sdf import load_obj
+from ngfx.render.ops.mesh_sdf import load_obj
 
 TETRAHEDRON = "v 0 0 0\nv 1 0 0\nv 0 1 0\nv 0 0 1\nf 1 3 2\nf 1 2 4\nf 1 4 3\nf 2 3 4\n"
 

@@ -11,7 +11,7 @@ import torch
 
 from ngfx.cli import main
 from ngfx.io import write_image
-from ngfx.render.cameras import Intrinsics, look_at
+from ngfx.cameras import Intrinsics, look_at
 from ngfx.render.runs import load_run
 
 FOV_X = math.radians(50.0)

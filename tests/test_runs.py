@@ -75,7 +75,7 @@ def test_bad_scene_is_one_clear_line(tmp_path, capsys):
 
 
 def test_learning_rate_decays_over_the_budget():
-    from ngfx.render.gia import build_app
+    from ngfx.render.apps.gia import build_app
     from ngfx.render.neural_field import LR_DECAY, learning_rate_scale, optimisation_step, training_progress
 
     assert learning_rate_scale(0.0) == 1.0 and learning_rate_scale(0.49) == 1.0

@@ -63,7 +63,7 @@ def test_capture_from_fake_app(tmp_path):
 
 @pytest.mark.parametrize("encoding, kind", [("lowres", "lowres_dense_grid"), ("densegrid", "multires_dense_grid")])
 def test_capture_real_renderer_and_replay(tmp_path, encoding, kind):
-    from ngfx.render import gia
+    from ngfx.render.apps import gia
 
     app = gia.build_app("image", encoding, "tiny", device="cpu")
     trace = trace_frame(app, 48, 32, "cpu")

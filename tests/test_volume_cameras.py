@@ -4,8 +4,8 @@ import math
 
 import torch
 
-from ngfx.render.cameras import Intrinsics, look_at, orbit_poses, pixel_rays, undistort
-from ngfx.render.volume import composite
+from ngfx.cameras import Intrinsics, look_at, orbit_poses, pixel_rays, undistort
+from ngfx.render.ops.volume import composite
 
 
 def test_composite_matches_per_ray_loop():

@@ -26,7 +26,7 @@ from ngfx.errors import NgfxInputError
 from ngfx.io import folder_lock, load_checkpoint, read_json, remove_stale_temp_files, save_checkpoint, write_json
 from ngfx.nelf.network import NeLF, build_student, encode_frames, student_preset
 from ngfx.progress import progress_bar
-from ngfx.render.cameras import Intrinsics, look_at, pixel_rays
+from ngfx.cameras import Intrinsics, look_at, pixel_rays
 from ngfx.render.metrics import psnr, psnr_from_mse
 from ngfx.render.neural_field import LOSS_SHOWN_EVERY, training_progress
 

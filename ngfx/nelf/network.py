@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ngfx.errors import NgfxInputError
-from ngfx.render.cameras import Intrinsics, pixel_rays
+from ngfx.cameras import Intrinsics, pixel_rays
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from ngfx.errors import NgfxInputError
 from ngfx.io import load_checkpoint, read_json, require, require_number, write_json
 from ngfx.nelf.network import NeLF, build_student, encode_frames, fold_batchnorm, low_resolution, student_config
 from ngfx.progress import progress_bar
-from ngfx.render.cameras import Intrinsics, orbit_poses
+from ngfx.cameras import Intrinsics, orbit_poses
 from ngfx.render.runs import write_frames
 
 

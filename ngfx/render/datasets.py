@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from ngfx.errors import NgfxInputError
 from ngfx.io import read_image, read_json, require, require_number
-from ngfx.render.cameras import Intrinsics
+from ngfx.cameras import Intrinsics
 
 SPLITS = ("train", "val", "test")
 BLENDER_AABB = ((-1.5, -1.5, -1.5), (1.5, 1.5, 1.5))

@@ -6,14 +6,14 @@ import math
 
 import torch
 
-from ngfx.render.cameras import Intrinsics, orbit_poses, pixel_rays, posed_view
+from ngfx.cameras import Intrinsics, orbit_poses, pixel_rays, posed_view
 
 
 def orbit_camera(width: int, height: int, view, n_views: int, radius: float, elevation_deg: float,
                  fov_x_deg: float, device, target: tuple[float, float, float] = (0.0, 0.0, 0.0),
                  ) -> tuple[torch.Tensor, Intrinsics]:
     """``view``: an index into ``n_views`` orbit poses around ``target``, or a camera-to-world [4, 4] pose
-    -> (c2w, intrinsics); a (c2w, Intrinsics) pair is used as given (:func:`ngfx.render.cameras.posed_view`)."""
+    -> (c2w, intrinsics); a (c2w, Intrinsics) pair is used as given (:func:`ngfx.cameras.posed_view`)."""
     posed = posed_view(view, width, height, device)
     if posed is not None:
         return posed

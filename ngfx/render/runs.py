@@ -27,12 +27,12 @@ from ngfx.errors import NgfxInputError, TrainingInterrupted
 from ngfx.io import (RUN_RECORDS, check_output, folder_lock, load_checkpoint, read_json, require, require_number,
                      save_checkpoint, write_image, write_json)
 from ngfx.progress import frame_progress, progress_bar
-from ngfx.render.app import App
+from ngfx.render.apps.base import App
 from ngfx.render.metrics import psnr, ssim
 from ngfx.render.neural_field import training_loop
 
-APP_MODULES = {"nerf": "ngfx.render.nerf", "nsdf": "ngfx.render.nsdf", "gia": "ngfx.render.gia",
-               "nvr": "ngfx.render.nvr"}
+APP_MODULES = {"nerf": "ngfx.render.apps.nerf", "nsdf": "ngfx.render.apps.nsdf", "gia": "ngfx.render.apps.gia",
+               "nvr": "ngfx.render.apps.nvr"}
 CHECKPOINT_SECONDS = 60.0
 PREVIEW_WIDTH = 256
 VIDEO_FPS = 24
@@ -361,7 +361,7 @@ def camera_views(app: App, camera_path: str | None, n_frames: int) -> list:
     radius = getattr(importlib.import_module(type(app).__module__), "ORBIT_RADIUS", None)
     if radius is None:  # no 3D camera (GIA): its views are zoom levels
         return list(range(n_frames))
-    from ngfx.render.cameras import orbit_poses
+    from ngfx.cameras import orbit_poses
 
     return list(orbit_poses(n_frames, radius, elevation_deg=20.0))
 

@@ -1,6 +1,6 @@
 """Fused colour-network input of NeRF: density features beside the SH encoding of the view direction.
 
-:func:`colour_input` is the Triton twin of :func:`ngfx.render.nerf_field.colour_input`
+:func:`colour_input` is the Triton twin of :func:`ngfx.render.ops.sh.colour_input`
 (``torch.cat([h, spherical_harmonics(dirs)], 1)``). The PyTorch form builds 16 temporaries and stacks them;
 on an H200 that stack took half of a 1080p frame (26 of 72 ms), so the kernel computes each row's 16
 coefficients in registers and writes each row with two contiguous stores. Inference only: it has no backward.
@@ -28,7 +28,7 @@ def _colour_input_kernel(h_ptr, dirs_ptr, out_ptr, n, P: tl.constexpr, BLOCK: tl
     z = tl.load(dirs_ptr + rows * 3 + 2, mask=mask, other=0.0).to(tl.float32)[:, None]
     xy, xz, yz, x2, y2, z2 = x * y, x * z, y * z, x * x, y * y, z * z
     # the 16 coefficients as one [BLOCK, 16] tile, so each row is written by one contiguous store rather
-    # than 16 strided ones (tiny-cuda-nn's order and constants, as nerf_field.spherical_harmonics)
+    # than 16 strided ones (tiny-cuda-nn's order and constants, as sh.spherical_harmonics)
     c = tl.arange(0, 16)[None, :]
     sh = tl.where(c == 0, 0.28209479177387814 + 0.0 * x,
          tl.where(c == 1, -0.48860251190291987 * y,

@@ -3,7 +3,7 @@
 Rays start where they enter the scene box and step by the SDF value until it drops below ``eps`` (hit) or
 they leave the box (miss). Each step only evaluates the rays still alive (compaction). Normals come from
 four tetrahedral finite differences of the SDF (Quilez), shading is Lambert + ambient. :func:`trace_step` and
-:func:`shade` are the PyTorch twins of the kernels of the same names in :mod:`ngfx.render.triton_nsdf`.
+:func:`shade` are the PyTorch twins of the kernels of the same names in :mod:`ngfx.render.ops.triton_sphere_trace`.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Training regresses the cloud's density (normalised by its peak) and colour at random points of the cube
 [-1, 1]^3. Rendering marches each ray through the cube with fixed steps, ``SEGMENT`` samples per segment,
 compositing front to back and dropping rays whose transmittance fell below ``1e-3`` (early termination),
-with NeRF's segment loop (:func:`ngfx.render.raymarch.render_segments`). An occupancy grid built once from
+with NeRF's segment loop (:func:`ngfx.render.ops.raymarch.render_segments`). An occupancy grid built once from
 the trained network lets the marcher jump over the empty part of the cube (most of it). The ground truth is
 the cloud itself rendered by the same marcher with every cell occupied, so PSNR measures only the
 network's error.
@@ -16,15 +16,16 @@ import math
 import torch
 
 from ngfx.progress import frame_bands, progress_bar
-from ngfx.render import raymarch, stages
-from ngfx.render.app import App
-from ngfx.render.cameras import Intrinsics
+from ngfx.render import stages
+from ngfx.render.ops import raymarch
+from ngfx.render.apps.base import App
+from ngfx.cameras import Intrinsics
 from ngfx.render.metrics import psnr
 from ngfx.render.orbit_view import band_rays, orbit_camera
 from ngfx.render.neural_field import NeuralField, adam, check_size, preset_size, use_triton
-from ngfx.render.occupancy import density_occupancy
-from ngfx.render.presets import encoding_preset, mlp_preset
-from ngfx.render.sphere_trace import ray_box, to_unit
+from ngfx.render.ops.occupancy import density_occupancy
+from ngfx.render.apps.presets import encoding_preset, mlp_preset
+from ngfx.render.ops.sphere_trace import ray_box, to_unit
 from scenes.cloud import MAX_DENSITY, cloud
 
 DEFAULT_STEPS = {"tiny": 300, "quick": 1000, "full": 20000}

@@ -12,7 +12,7 @@
 
 Samples sit at the midpoints ``t + (j + 0.5) dt`` of fixed steps of length ``dt``. Cells of the occupancy
 grid are indexed x-fastest: ``cx + cy R + cz R^2``. The Triton twins live in
-:mod:`ngfx.render.triton_volume` and compute exactly the same thing.
+:mod:`ngfx.render.ops.triton_raymarch` and compute exactly the same thing.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from typing import Callable
 import torch
 
 from ngfx.render import stages
-from ngfx.render.cameras import Intrinsics
+from ngfx.cameras import Intrinsics
 from ngfx.render.orbit_view import band_rays
-from ngfx.render.sphere_trace import ray_box
-from ngfx.render.volume import composite
+from ngfx.render.ops.sphere_trace import ray_box
+from ngfx.render.ops.volume import composite
 
 # Empty-space jumps stop this fraction of a cell short of the exit face: far above float32 rounding of
 # positions, so a jump never passes an occupied lattice point; at worst it lands one point early.
@@ -123,7 +123,7 @@ def gather_samples(origins, dirs, active, t_samples, slots, k: int) -> tuple[tor
 
 def composite_segment(colour, transmittance, active, sigmas, rgbs, deltas, k: int) -> None:
     """colour [R, 3], transmittance [R] updated in place with the active rays' segments (sigmas, deltas [A*K],
-    rgbs [A*K, 3]), composited with :func:`ngfx.render.volume.composite`."""
+    rgbs [A*K, 3]), composited with :func:`ngfx.render.ops.volume.composite`."""
     n_active = active.numel()
     ray_indices = torch.arange(n_active, device=sigmas.device).repeat_interleave(k)
     seg_rgb, seg_opacity = composite(sigmas, rgbs, deltas, ray_indices, n_active)
@@ -144,10 +144,10 @@ def render_segments(origins, dirs, t_start, t_far, occupancy, aabb, resolution: 
     ``{app}.march``, ``{app}.compact`` and ``{app}.composite``.
     """
     if fused:
-        from ngfx.render import triton_volume  # imports triton
+        from ngfx.render.ops import triton_raymarch  # imports triton
 
-        march, gather, composite = (triton_volume.march_segment, triton_volume.gather_samples,
-                                    triton_volume.composite_segment)
+        march, gather, composite = (triton_raymarch.march_segment, triton_raymarch.gather_samples,
+                                    triton_raymarch.composite_segment)
     else:
         march, gather, composite = march_segment, gather_samples, composite_segment
     n, device = origins.shape[0], origins.device

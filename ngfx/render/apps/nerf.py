@@ -3,7 +3,7 @@
 Training draws random pixels of the training views (a ray count that adapts so each batch holds about
 ``TARGET_SAMPLES`` samples), marches them through the occupancy grid (refreshed every 16 steps), volume
 renders the packed samples over a random background colour (RGBA data) and regresses the pixel colour.
-Rendering marches bands of pixel rows segment by segment (:func:`ngfx.render.raymarch.render_segments`,
+Rendering marches bands of pixel rows segment by segment (:func:`ngfx.render.ops.raymarch.render_segments`,
 jumping over empty cells of the grid): ``SEGMENT`` occupied samples per ray at a time,
 evaluated, composited front to back, and rays dropped once their transmittance falls below
 ``MIN_TRANSMITTANCE`` (early termination). Evaluation uses a white background, as NeRF-synthetic does.
@@ -14,16 +14,17 @@ from __future__ import annotations
 import torch
 
 from ngfx.progress import frame_bands, progress_bar
-from ngfx.render import raymarch, stages
-from ngfx.render.app import App
-from ngfx.render.cameras import Intrinsics, orbit_poses, pixel_rays, posed_view
+from ngfx.render import stages
+from ngfx.render.ops import raymarch
+from ngfx.render.apps.base import App
+from ngfx.cameras import Intrinsics, orbit_poses, pixel_rays, posed_view
 from ngfx.render.datasets import load_multiview
 from ngfx.render.metrics import psnr, ssim
-from ngfx.render.nerf_field import NerfField
+from ngfx.render.apps.nerf_field import NerfField
 from ngfx.render.neural_field import adam, check_size, preset_size, use_triton
-from ngfx.render.occupancy import OccupancyGrid
-from ngfx.render.presets import encoding_preset
-from ngfx.render.volume import composite
+from ngfx.render.ops.occupancy import OccupancyGrid
+from ngfx.render.apps.presets import encoding_preset
+from ngfx.render.ops.volume import composite
 
 DEFAULT_STEPS = {"tiny": 300, "quick": 600, "full": 20000}
 DEFAULT_SECONDS = {"quick": 85.0}  # the CPU demo's budget: stop early on a slow or busy machine
@@ -196,7 +197,7 @@ class NerfApp(App):
         triton_ok = use_triton(fused, self.device_)
         ray_gen = raymarch.ray_gen
         if triton_ok:
-            from ngfx.render.triton_volume import ray_gen  # imports triton
+            from ngfx.render.ops.triton_raymarch import ray_gen  # imports triton
         frame = torch.empty(height * width, 3, device=self.device_)
         for row0, n_rows in frame_bands(width, height, CHUNK_RAYS[self.size], self.device_, "render nerf"):
             n = n_rows * width

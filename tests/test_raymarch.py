@@ -5,8 +5,9 @@ import math
 import pytest
 import torch
 
-from ngfx.render import raymarch, triton_volume
-from ngfx.render.cameras import Intrinsics, look_at
+from ngfx.render.ops import raymarch
+from ngfx.render.ops import triton_raymarch
+from ngfx.cameras import Intrinsics, look_at
 
 AABB = torch.tensor([[-1.5, -1.5, -1.5], [1.5, 1.5, 1.5]])
 PINHOLE = Intrinsics.from_fov_x(13, 7, 0.7)
@@ -17,7 +18,7 @@ DISTORTED = Intrinsics(13, 7, 10.0, 11.0, 6.0, 3.5, k1=-0.1, k2=0.02, p1=0.001, 
 def test_ray_gen_matches_reference(k):
     c2w = look_at(torch.tensor([3.0, -2.0, 1.0]), torch.zeros(3))
     reference = raymarch.ray_gen(c2w, k, 2, 4, AABB)
-    fused = triton_volume.ray_gen(c2w, k, 2, 4, AABB)
+    fused = triton_raymarch.ray_gen(c2w, k, 2, 4, AABB)
     for a, b in zip(reference, fused):
         torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
     t_near, t_far = reference[2:]
@@ -33,7 +34,7 @@ def test_march_segment_matches_reference(k_samples, max_scan, occupied):
     active = torch.arange(0, origins.shape[0], 2)
     t_ref, t_fused = t_near.clone(), t_near.clone()
     s_ref, d_ref = raymarch.march_segment(origins, dirs, active, t_ref, t_far, occupancy, AABB, res, dt, k_samples, max_scan)
-    s_fused, d_fused = triton_volume.march_segment(origins, dirs, active, t_fused, t_far, occupancy, AABB, res, dt,
+    s_fused, d_fused = triton_raymarch.march_segment(origins, dirs, active, t_fused, t_far, occupancy, AABB, res, dt,
                                                    k_samples, max_scan)
     torch.testing.assert_close(d_fused, d_ref, atol=0, rtol=0)  # the same samples were picked
     torch.testing.assert_close(s_fused, s_ref, atol=1e-5, rtol=1e-6)
@@ -89,7 +90,7 @@ def _march_to_completion(origins, dirs, t_near, t_far, occupancy, res, dt, k, ma
     while active.numel():
         s_ref, d_ref = raymarch.march_segment(origins, dirs, active, t_ref, t_far, occupancy, AABB, res, dt, k,
                                               max_scan)
-        s_fused, d_fused = triton_volume.march_segment(origins, dirs, active, t_fused, t_far, occupancy, AABB, res,
+        s_fused, d_fused = triton_raymarch.march_segment(origins, dirs, active, t_fused, t_far, occupancy, AABB, res,
                                                        dt, k, max_scan)
         torch.testing.assert_close(d_fused, d_ref, atol=0, rtol=0)
         torch.testing.assert_close(s_fused, s_ref, atol=1e-5, rtol=1e-6)
@@ -139,7 +140,7 @@ def test_skipping_stops_short_of_occupied_cells():
     origins, dirs = torch.tensor([[-1.5, 0.1, 0.1]]), torch.tensor([[1.0, 0.0, 0.0]])
     for offset in (-1e-4, 0.0, 1e-4, 0.5 * dt):
         t_start = torch.tensor([1.5 - 3 * dt - 0.5 * dt + offset])
-        for march in (raymarch.march_segment, triton_volume.march_segment):
+        for march in (raymarch.march_segment, triton_raymarch.march_segment):
             t = t_start.clone()
             s, d = march(origins, dirs, torch.tensor([0]), t, torch.tensor([4.5]), occupancy, AABB, res, dt, 8, 64)
             x = origins[0, 0] + s[0][d[0] > 0] * dirs[0, 0]
@@ -150,8 +151,8 @@ def test_skipping_stops_short_of_occupied_cells():
 
 
 def test_colour_input_matches_reference():
-    from ngfx.render import triton_sh
-    from ngfx.render.nerf_field import colour_input
+    from ngfx.render.ops import triton_sh
+    from ngfx.render.ops.sh import colour_input
 
     torch.manual_seed(0)
     n = 300  # not a multiple of the block: the row mask is exercised
@@ -170,7 +171,7 @@ def test_gather_samples_matches_reference():
     t_samples = torch.rand(25, k)
     slots = torch.nonzero(torch.rand(25 * k) > 0.4)[:, 0]
     reference = raymarch.gather_samples(origins, dirs, active, t_samples, slots, k)
-    fused = triton_volume.gather_samples(origins, dirs, active, t_samples, slots, k)
+    fused = triton_raymarch.gather_samples(origins, dirs, active, t_samples, slots, k)
     for a, b in zip(reference, fused):
         torch.testing.assert_close(b, a)
     ray = active[slots[0] // k]

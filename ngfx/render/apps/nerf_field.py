@@ -12,7 +12,8 @@ from torch import nn
 
 from ngfx.encodings import Network, NetworkWithInputEncoding
 from ngfx.render import stages
-from ngfx.render.presets import mlp_preset
+from ngfx.render.apps.presets import mlp_preset
+from ngfx.render.ops.sh import colour_input
 
 N_DENSITY_OUTPUTS = 16
 SH_DEGREE = 4
@@ -34,28 +35,6 @@ class _TruncExp(torch.autograd.Function):
 
 def trunc_exp(x: torch.Tensor) -> torch.Tensor:
     return _TruncExp.apply(x)
-
-
-def spherical_harmonics(dirs: torch.Tensor) -> torch.Tensor:
-    """Real SH basis of degree 4 (16 coefficients, tiny-cuda-nn's order) of unit directions [N, 3] -> [N, 16]."""
-    x, y, z = dirs.float().unbind(-1)
-    xy, xz, yz, x2, y2, z2 = x * y, x * z, y * z, x * x, y * y, z * z
-    return torch.stack([
-        torch.full_like(x, 0.28209479177387814),
-        -0.48860251190291987 * y, 0.48860251190291987 * z, -0.48860251190291987 * x,
-        1.0925484305920792 * xy, -1.0925484305920792 * yz, 0.94617469575755997 * z2 - 0.31539156525251999,
-        -1.0925484305920792 * xz, 0.54627421529603959 * (x2 - y2),
-        0.59004358992664352 * y * (-3.0 * x2 + y2), 2.8906114426405538 * xy * z,
-        0.45704579946446572 * y * (1.0 - 5.0 * z2), 0.3731763325901154 * z * (5.0 * z2 - 3.0),
-        0.45704579946446572 * x * (1.0 - 5.0 * z2), 1.4453057213202769 * z * (x2 - y2),
-        0.59004358992664352 * x * (-x2 + 3.0 * y2),
-    ], dim=-1)
-
-
-def colour_input(h: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor:
-    """The colour network's input: features [N, P] beside the SH encoding of unit directions [N, 3]
-    -> float32 [N, P + 16]. The PyTorch twin of :func:`ngfx.render.triton_sh.colour_input`."""
-    return torch.cat([h.float(), spherical_harmonics(dirs)], dim=1)
 
 
 class NerfField(nn.Module):
@@ -110,7 +89,7 @@ class NerfField(nn.Module):
         with stages.stage("nerf.dir_encoding", "rest", n_inputs=n, bytes_read=n * 12.0, bytes_written=n * 64.0,
                           app="nerf", otype="SphericalHarmonics", n_dims=3):
             if fused:
-                from ngfx.render import triton_sh  # imports triton
+                from ngfx.render.ops import triton_sh  # imports triton
 
                 features = triton_sh.colour_input(h, dirs)
             else:

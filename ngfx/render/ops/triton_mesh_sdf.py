@@ -1,7 +1,7 @@
 """Brute-force signed distance to a triangle mesh in one Triton kernel: for a block of points, loop over all
 triangles keeping the nearest distance and summing solid angles (generalised winding number).
 
-The GPU twin of :func:`ngfx.render.mesh_sdf.signed_distance_torch`; it turns the armadillo's sample cache
+The GPU twin of :func:`ngfx.render.ops.mesh_sdf.signed_distance`; it turns the armadillo's sample cache
 (about 2^20 points x 10^5 triangles) from minutes of PyTorch temporaries into seconds.
 """
 
@@ -97,9 +97,9 @@ def _mesh_sdf_kernel(points_ptr, tri_ptr, out_ptr, n_points, n_faces: tl.constex
     tl.store(out_ptr + pi, tl.where(tl.abs(winding) > 0.5, -dist, dist), mask=pmask)
 
 
-def signed_distance_triton(vertices: torch.Tensor, faces: torch.Tensor, points: torch.Tensor,
-                           block_points: int = 64, block_faces: int = 16) -> torch.Tensor:
-    """Same contract as :func:`ngfx.render.mesh_sdf.signed_distance_torch` (negative inside) -> [N]."""
+def signed_distance(vertices: torch.Tensor, faces: torch.Tensor, points: torch.Tensor,
+                    block_points: int = 64, block_faces: int = 16) -> torch.Tensor:
+    """Same contract as :func:`ngfx.render.ops.mesh_sdf.signed_distance` (negative inside) -> [N]."""
     device = points.device
     tri = vertices.to(device).float()[faces.to(device)].reshape(-1, 9).contiguous()
     pts = points.float().contiguous()

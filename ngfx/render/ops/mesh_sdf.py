@@ -2,7 +2,7 @@
 
 Distance is to the nearest triangle; the sign comes from the generalised winding number (inside where it
 exceeds 1/2), which is robust to small holes and flipped faces where ray parity is not. On a GPU (whose
-image has no trimesh) one Triton kernel (:mod:`ngfx.render.triton_mesh_sdf`) computes both; on CPU,
+image has no trimesh) one Triton kernel (:mod:`ngfx.render.ops.triton_mesh_sdf`) computes both; on CPU,
 trimesh (``proximity.closest_point`` over its rtree) gives the distance and PyTorch the winding number.
 """
 
@@ -108,8 +108,8 @@ def _solid_angles(p: torch.Tensor, a: torch.Tensor, b: torch.Tensor, c: torch.Te
     return 2.0 * torch.atan2(det, denom)
 
 
-def signed_distance_torch(vertices: torch.Tensor, faces: torch.Tensor, points: torch.Tensor,
-                          chunk_pairs: int | None = None) -> torch.Tensor:
+def signed_distance(vertices: torch.Tensor, faces: torch.Tensor, points: torch.Tensor,
+                    chunk_pairs: int | None = None) -> torch.Tensor:
     """Signed distance (negative inside) of points [N, 3] to the mesh -> [N]: brute force over point x triangle
     chunks, the readable twin of the Triton kernel. With ``trimesh`` (CPU) the distance comes from its rtree."""
     device = points.device
@@ -134,18 +134,6 @@ def signed_distance_torch(vertices: torch.Tensor, faces: torch.Tensor, points: t
         if not use_trimesh:
             distance[i:i + step] = _point_triangle_distance(p, a, b, c).min(1).values
     return torch.where(winding.abs() > 0.5, -distance, distance)
-
-
-def signed_distance(vertices: torch.Tensor, faces: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-    """Signed distance (negative inside) of points [N, 3] to the mesh -> [N], on ``points``' device:
-    the Triton kernel on CUDA (when triton is installed), the PyTorch/trimesh path otherwise."""
-    from ngfx.render.neural_field import use_triton
-
-    if points.device.type == "cuda" and use_triton(True, points.device):
-        from ngfx.render.triton_mesh_sdf import signed_distance_triton  # imports triton
-
-        return signed_distance_triton(vertices, faces, points)
-    return signed_distance_torch(vertices, faces, points)
 
 
 def _trimesh_available() -> bool:

@@ -1,5 +1,5 @@
-"""GIA's fused "rest" kernels, the twins of :func:`ngfx.render.gia.window_coords` and
-:func:`ngfx.render.gia.write_rows` (same names, same arguments): pixel-coordinate generation and the
+"""GIA's fused "rest" kernels, the twins of :func:`ngfx.render.ops.window.window_coords` and
+:func:`ngfx.render.ops.window.write_rows` (same names, same arguments): pixel-coordinate generation and the
 clamped row write, one launch each.
 """
 
@@ -25,7 +25,7 @@ def _window_coords_kernel(out_ptr, n, width, row0, x0, y0, step_x, step_y, BLOCK
 
 
 def window_coords(window, width: int, height: int, row0: int, n_rows: int, device=None) -> torch.Tensor:
-    """Fused twin of :func:`ngfx.render.gia.window_coords`."""
+    """Fused twin of :func:`ngfx.render.ops.window.window_coords`."""
     x0, y0, x1, y1 = window
     n = n_rows * width
     out = torch.empty(n, 2, device=device, dtype=torch.float32)
@@ -44,7 +44,7 @@ def _write_rows_kernel(frame_ptr, rgb_ptr, n, offset, BLOCK: tl.constexpr):
 
 
 def write_rows(frame: torch.Tensor, rgb: torch.Tensor, row0: int) -> None:
-    """Fused twin of :func:`ngfx.render.gia.write_rows`."""
+    """Fused twin of :func:`ngfx.render.ops.window.write_rows`."""
     rgb = rgb.contiguous()
     n = rgb.numel()
     _write_rows_kernel[(triton.cdiv(n, BLOCK),)](frame, rgb, n, row0 * frame.shape[1] * 3, BLOCK=BLOCK)

@@ -13,14 +13,16 @@ from __future__ import annotations
 import torch
 
 from ngfx.progress import frame_bands
-from ngfx.render import sphere_trace, stages
-from ngfx.render.app import App
-from ngfx.render.cameras import Intrinsics, orbit_poses
-from ngfx.render.mesh_sdf import Y_UP_TO_Z_UP, load_obj, sample_surface, signed_distance
+from ngfx.render import stages
+from ngfx.render.ops import sphere_trace
+from ngfx.render.apps.base import App
+from ngfx.cameras import Intrinsics, orbit_poses
+from ngfx.render.ops import mesh_sdf
+from ngfx.render.ops.mesh_sdf import Y_UP_TO_Z_UP, load_obj, sample_surface
 from ngfx.render.neural_field import NeuralField, adam, check_size, preset_size, use_triton
 from ngfx.render.orbit_view import band_rays, fov_x_for_short_side, framing_radius, orbit_camera
-from ngfx.render.presets import encoding_preset, mlp_preset
-from ngfx.render.sphere_trace import ALIVE, HIT, TETRAHEDRON, ray_box, to_unit
+from ngfx.render.apps.presets import encoding_preset, mlp_preset
+from ngfx.render.ops.sphere_trace import ALIVE, HIT, TETRAHEDRON, ray_box, to_unit
 from scenes.sdf_csg import BOX, csg_sdf
 
 DEFAULT_STEPS = {"tiny": 300, "quick": 1000, "full": 20000}
@@ -77,7 +79,12 @@ class NsdfApp(App):
             scale = 1.8 / float((hi - lo).max())  # mesh into [-0.9, 0.9]^3
             vertices = (vertices - (lo + hi) / 2) * scale
             self.box = torch.stack([vertices.min(0).values, vertices.max(0).values])
-            self._sdf = lambda p: signed_distance(vertices, faces, p.to(self.device_)).cpu()
+            distance = mesh_sdf.signed_distance
+            if self.device_.type == "cuda" and use_triton(True, self.device_):
+                from ngfx.render.ops import triton_mesh_sdf  # imports triton
+
+                distance = triton_mesh_sdf.signed_distance
+            self._sdf = lambda p: distance(vertices, faces, p.to(self.device_)).cpu()
             self._surface = lambda n, g: sample_surface(vertices, faces, n, g)
         self.diagonal = float((self.box[1] - self.box[0]).norm())
         self.orbit_target = tuple(float(v) for v in self.box.mean(0))
@@ -153,7 +160,7 @@ class NsdfApp(App):
         """Sphere-traced, shaded [height, width, 3] frame, a band of rays at a time; background black."""
         triton_ok = use_triton(fused, self.device_)
         if triton_ok:
-            from ngfx.render import triton_nsdf as rest_ops  # imports triton
+            from ngfx.render.ops import triton_sphere_trace as rest_ops  # imports triton
         else:
             rest_ops = sphere_trace
         step_fn, shade_fn = rest_ops.trace_step, rest_ops.shade

@@ -1,4 +1,4 @@
-"""Fused Triton "rest" kernels of NeRF rendering, each the twin of a function in :mod:`ngfx.render.raymarch`.
+"""Fused Triton "rest" kernels of NeRF rendering, each the twin of a function in :mod:`ngfx.render.ops.raymarch`.
 
 * :func:`ray_gen` -- pixel -> undistorted camera ray -> world ray -> box entry/exit, one kernel per band;
 * :func:`march_segment` -- per active ray, walk the fixed-step lattice, look up the occupancy grid, jump
@@ -7,7 +7,7 @@
 * :func:`gather_samples` -- positions and directions of the occupied slots, one kernel;
 * :func:`composite_segment` -- front-to-back compositing of each active ray's segment, one kernel.
 
-NeRF and NVR both render through these (:func:`ngfx.render.raymarch.render_segments`).
+NeRF and NVR both render through these (:func:`ngfx.render.ops.raymarch.render_segments`).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ngfx.render.cameras import Intrinsics
-from ngfx.render.raymarch import SKIP_MARGIN
+from ngfx.cameras import Intrinsics
+from ngfx.render.ops.raymarch import SKIP_MARGIN
 
 BLOCK = 128
 COMPOSITE_BLOCK = 256
@@ -66,7 +66,7 @@ def _ray_gen_kernel(c2w_ptr, aabb_ptr, o_ptr, d_ptr, t_near_ptr, t_far_ptr, n, w
 
 
 def ray_gen(c2w: torch.Tensor, k: Intrinsics, row0: int, n_rows: int, aabb: torch.Tensor):
-    """Fused twin of :func:`ngfx.render.raymarch.ray_gen`."""
+    """Fused twin of :func:`ngfx.render.ops.raymarch.ray_gen`."""
     n, device = n_rows * k.width, c2w.device
     origins = torch.empty(n, 3, device=device)
     dirs = torch.empty(n, 3, device=device)
@@ -145,7 +145,7 @@ def _march_kernel(o_ptr, d_ptr, active_ptr, t_ptr, t_far_ptr, occ_ptr, aabb_ptr,
 
 def march_segment(origins, dirs, active, t, t_far, occupancy, aabb, resolution: int, dt: float, k: int,
                   max_scan: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fused twin of :func:`ngfx.render.raymarch.march_segment` (same arguments and results)."""
+    """Fused twin of :func:`ngfx.render.ops.raymarch.march_segment` (same arguments and results)."""
     n_active = active.numel()
     t_samples = torch.zeros(n_active, k, device=t.device)
     deltas = torch.zeros(n_active, k, device=t.device)
@@ -172,7 +172,7 @@ def _gather_kernel(o_ptr, d_ptr, active_ptr, t_ptr, slots_ptr, points_ptr, dirs_
 
 
 def gather_samples(origins, dirs, active, t_samples, slots, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fused twin of :func:`ngfx.render.raymarch.gather_samples`: one kernel instead of seven gathers."""
+    """Fused twin of :func:`ngfx.render.ops.raymarch.gather_samples`: one kernel instead of seven gathers."""
     n = slots.numel()
     points = torch.empty(n, 3, device=origins.device)
     sample_dirs = torch.empty(n, 3, device=origins.device)
@@ -207,7 +207,7 @@ def _composite_kernel(colour_ptr, trans_ptr, active_ptr, sigma_ptr, rgb_ptr, del
 
 
 def composite_segment(colour, transmittance, active, sigmas, rgbs, deltas, k: int) -> None:
-    """Fused twin of :func:`ngfx.render.raymarch.composite_segment` (same arguments, updates in place)."""
+    """Fused twin of :func:`ngfx.render.ops.raymarch.composite_segment` (same arguments, updates in place)."""
     n_active = active.numel()
     if n_active:
         _composite_kernel[(triton.cdiv(n_active, COMPOSITE_BLOCK),)](

@@ -14,10 +14,11 @@ import torch.nn.functional as F
 from ngfx.io import read_image
 from ngfx.progress import frame_bands, progress_bar
 from ngfx.render import stages
-from ngfx.render.app import App
+from ngfx.render.apps.base import App
 from ngfx.render.metrics import psnr_from_mse
+from ngfx.render.ops.window import window_coords, write_rows
 from ngfx.render.neural_field import NeuralField, adam, check_size, preset_size, use_triton
-from ngfx.render.presets import encoding_preset, mlp_preset
+from ngfx.render.apps.presets import encoding_preset, mlp_preset
 from scenes.procedural_image import ProceduralImage
 
 DEFAULT_STEPS = {"tiny": 300, "quick": 1200, "full": 20000}
@@ -63,24 +64,6 @@ def crop_to_aspect(window, image_size: tuple[int, int], frame_size: tuple[int, i
         return cx - half, y0, cx + half, y1
     half = (y1 - y0) / 2 * region_aspect / frame_aspect
     return x0, cy - half, x1, cy + half
-
-
-# --- the rest ops: PyTorch twins of the kernels of the same names in ngfx.render.triton_gia ---
-def window_coords(window: tuple[float, float, float, float], width: int, height: int, row0: int,
-                  n_rows: int, device=None) -> torch.Tensor:
-    """Image coordinates in [0, 1]^2 of the pixel centres of rows [row0, row0 + n_rows) of a ``width`` x
-    ``height`` render of the window (x0, y0, x1, y1) -> [n_rows * width, 2] float32 (x, y), row by row."""
-    x0, y0, x1, y1 = window
-    xs = x0 + (torch.arange(width, device=device, dtype=torch.float32) + 0.5) * ((x1 - x0) / width)
-    ys = y0 + (torch.arange(row0, row0 + n_rows, device=device, dtype=torch.float32) + 0.5) * ((y1 - y0) / height)
-    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-    return torch.stack([gx.flatten(), gy.flatten()], dim=1)
-
-
-def write_rows(frame: torch.Tensor, rgb: torch.Tensor, row0: int) -> None:
-    """frame [H, W, 3] <- clamp(rgb [n_rows * W, 3]) at rows [row0, row0 + n_rows)."""
-    n_rows = rgb.shape[0] // frame.shape[1]
-    frame[row0:row0 + n_rows] = rgb.reshape(n_rows, frame.shape[1], 3).clamp(0.0, 1.0).to(frame.dtype)
 
 
 MIN_IMAGE_SIDE = 16  # the full grids' coarsest resolution: a smaller image has nothing to fit
@@ -141,7 +124,7 @@ class GiaApp(App):
         triton_ok = use_triton(fused, self.device_)
         coords_fn = window_coords
         if triton_ok:
-            from ngfx.render.triton_gia import window_coords as coords_fn
+            from ngfx.render.ops.triton_window import window_coords as coords_fn
         for row0, n_rows in frame_bands(width, height, CHUNK_PIXELS[self.size], self.device_, "render gia",
                                         marched=False):
             n = n_rows * width
@@ -158,7 +141,7 @@ class GiaApp(App):
         triton_ok = use_triton(fused, self.device_)
         write_fn = write_rows
         if triton_ok:
-            from ngfx.render.triton_gia import write_rows as write_fn
+            from ngfx.render.ops.triton_window import write_rows as write_fn
         frame = torch.empty(height, width, 3, device=self.device_, dtype=torch.float32)
         self.last_render_chunks = 0
         for row0, rgb in self._render_bands(width, height, window, fused):

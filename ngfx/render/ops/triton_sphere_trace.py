@@ -1,6 +1,6 @@
 """NSDF's fused "rest" kernels: the sphere-tracing step (sphere bias + update + next point in field
 coordinates) and the shading (normal + Lambert + write), each one Triton launch; twins of the PyTorch
-functions of the same names in :mod:`ngfx.render.sphere_trace`."""
+functions of the same names in :mod:`ngfx.render.ops.sphere_trace`."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ngfx.render.sphere_trace import ALBEDO, AMBIENT, LIGHT_DIR
-from ngfx.render.triton_volume import load_ray
+from ngfx.render.ops.sphere_trace import ALBEDO, AMBIENT, LIGHT_DIR
+from ngfx.render.ops.triton_raymarch import load_ray
 
 BLOCK = 256
 
@@ -37,7 +37,7 @@ def _trace_step_kernel(o_ptr, d_ptr, active_ptr, t_ptr, raw_ptr, t_far_ptr, stat
 
 def trace_step(origins, dirs, active, t, raw, t_far, status, eps: float, step_scale: float,
                       sphere_radius: float):
-    """Same contract as :func:`ngfx.render.sphere_trace.trace_step`."""
+    """Same contract as :func:`ngfx.render.ops.sphere_trace.trace_step`."""
     n = active.numel()
     nxt = torch.empty(n, 3, device=origins.device, dtype=torch.float32)
     if n:
@@ -68,7 +68,7 @@ def _shade_kernel(frame_ptr, pixel_ptr, sdf_ptr, n, lx, ly, lz, ar, ag, ab, ambi
 
 
 def shade(frame_flat: torch.Tensor, pixel: torch.Tensor, tetra_sdf: torch.Tensor) -> None:
-    """Same contract as :func:`ngfx.render.sphere_trace.shade`."""
+    """Same contract as :func:`ngfx.render.ops.sphere_trace.shade`."""
     n = pixel.numel()
     if n:
         _shade_kernel[(triton.cdiv(n, BLOCK),)](frame_flat, pixel, tetra_sdf.contiguous(), n, *LIGHT_DIR, *ALBEDO,
