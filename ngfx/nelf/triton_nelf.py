@@ -1,19 +1,23 @@
-"""Fused NeLF inference: every per-pixel residual MLP of the network in one Triton kernel, transposed convs in cuDNN.
+"""Fused NeLF inference: the network in Triton kernels, one for the body and one per super-resolution stage.
 
-The body (a 1x1-conv stem, 28 residual blocks of two 1x1 convs, a global skip) is a per-pixel MLP 256 wide, and
-so are the residual blocks after each super-resolution stage (64 or 16 wide). ``residual_mlp_kernel`` runs one
-such MLP for a tile of ``BLOCK_M`` pixels: the residual stream stays in registers (fp32), each layer's input is
-staged in a per-program scratch tile of two ``BLOCK_M x WIDTH`` buffers (ping-pong, a few tens of KB that live
-in L2/L1, never the whole frame in DRAM), and the weights stream layer by layer in ``BLOCK_K``-row chunks
-through a software-pipelined ``tl.dot`` loop. BatchNorm is folded into the convs first (``fold_batchnorm``).
-The transposed convs, their GELU and the last 1x1 conv to RGB stay in PyTorch (cuDNN), channels-last.
+The body (a 1x1-conv stem, residual blocks of two 1x1 convs, a global skip) is a per-pixel MLP 256 wide.
+``body_kernel`` runs it for a tile of ``BLOCK_M`` pixels with the activations in registers: each layer is two
+``tl.dot`` of the whole layer input by one half of the layer's output columns (the even and the odd ones), and
+``tl.join`` of the two halves is the next layer's input in channel order. One software-pipelined loop over all
+half-layers streams the weights, so the next half-layer's weights load while this one computes and the
+pipeline never drains between layers. BatchNorm is folded into the convs first (``fold_batchnorm``).
+
+Each super-resolution stage (a transposed conv + GELU, then residual blocks 64 or 16 wide, and on the last
+stage the 1x1 conv to RGB and the sigmoid) is one ``upsample_kernel``: a transposed conv of stride ``s`` is
+``s * s`` small convs, one per output phase (the output pixels ``(s*y + py, s*x + px)``), each summing a few
+shifted input pixels times one kernel tap; so a program takes ``BLOCK_M`` input pixels and one phase, and runs
+the taps, the residual blocks and the RGB layer in registers, writing each intermediate image once.
+
+``residual_mlp_kernel`` is the earlier body kernel (the layer input in a per-program scratch tile, weights in
+K-chunks), kept as a launch option ("body": "chunks") while the two are compared on the GPU.
 
 :class:`FusedNeLF` is inference only; :class:`ngfx.nelf.network.NeLF` remains the reference, and
 ``tests/test_nelf_triton.py`` compares the two under ``TRITON_INTERPRET=1``.
-
-Why a scratch tile and not registers for the layer input: a ``tl.dot`` operand cannot be sliced along K, and
-a whole 256 x 256 weight tile (128 KB fp16) is too large to stage at once; chunking K needs the layer input
-addressable by column, which the scratch tile gives.
 """
 
 from __future__ import annotations
@@ -25,19 +29,129 @@ from torch import nn
 
 from ngfx.nelf.network import NeLF, ResidualBlock, fold_batchnorm
 
-# launch shape: rows (pixels) per tile, K rows of weights per pipeline stage, warps, pipeline stages; optional:
-# "programs" (the persistent grid's size, default 4 per multiprocessor), "residual": "registers" | "scratch",
-# "compile_tail": torch.compile the super-resolution convs, GELU and output layer (default False),
-# "fuse_sr": run the super-resolution residual blocks on the kernel (default True) or in PyTorch.
-# bench_nelf.py probes others on the GPU; the defaults are what it chose there (see BENCHMARKS.md).
-DEFAULT_LAUNCH = {"block_m": 64, "block_k": 32, "num_warps": 8, "num_stages": 4}
+# launch shape: body kernel ("halves" or "chunks"), its rows (pixels) per tile, K rows per stem chunk, warps,
+# pipeline stages; the super-resolution kernels' input pixels per tile and warps. "chunks" also reads
+# "residual" ("registers" | "scratch") and "programs" (persistent grid size). bench_nelf.py probes others on
+# the GPU; the defaults are what it chose there (see BENCHMARKS.md).
+DEFAULT_LAUNCH = {"body": "halves", "block_m": 64, "block_k": 32, "num_warps": 8, "num_stages": 2,
+                  "sr_block_m": 64, "sr_num_warps": 4}
 MIN_DOT = 16
+RGB_PAD = 16  # the RGB layer's 3 outputs padded to the smallest tl.dot width
 
 
 @triton.jit
 def _gelu(x):
     # nn.GELU()'s exact form
     return 0.5 * x * (1.0 + tl.math.erf(x * 0.7071067811865476))
+
+
+@triton.jit
+def _stem(x_ptr, w_stem_ptr, b_stem_ptr, rows, row_ok, cols, ks, C_IN: tl.constexpr, K_STEM: tl.constexpr,
+          WIDTH: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, NUM_STAGES: tl.constexpr):
+    """GELU(x[rows] @ W_stem + b) -> fp32 [BLOCK_M, WIDTH], K in BLOCK_K chunks (W_stem zero-padded to K_STEM)."""
+    acc = tl.zeros((BLOCK_M, WIDTH), tl.float32)
+    for k in tl.range(0, K_STEM, BLOCK_K, num_stages=NUM_STAGES):
+        a = tl.load(x_ptr + rows[:, None] * C_IN + (k + ks)[None, :],
+                    mask=row_ok[:, None] & ((k + ks) < C_IN)[None, :], other=0.0)
+        w = tl.load(w_stem_ptr + (k + ks)[:, None] * WIDTH + cols[None, :])
+        acc = tl.dot(a.to(w_stem_ptr.dtype.element_ty), w, acc)
+    return _gelu(acc + tl.load(b_stem_ptr + cols)[None, :])
+
+
+@triton.jit
+def body_kernel(x_ptr, out_ptr, w_stem_ptr, b_stem_ptr, w_ptr, b_ptr, n_rows, C_IN: tl.constexpr,
+                K_STEM: tl.constexpr, WIDTH: tl.constexpr, N_LAYERS: tl.constexpr, BLOCK_M: tl.constexpr,
+                BLOCK_K: tl.constexpr, NUM_STAGES: tl.constexpr):
+    """Rows of ``x`` [n_rows, C_IN] -> ``out`` [n_rows, WIDTH]: s = GELU(x @ W_stem + b); h = s; per residual
+    block h += GELU(GELU(h @ W1 + b1) @ W2 + b2); out = h + s.
+
+    ``w`` is [N_LAYERS, 2, WIDTH, WIDTH // 2]: half 0 of a layer holds its even output columns, half 1 its odd
+    ones, so joining the two halves' outputs gives the columns back in order; ``b`` is [N_LAYERS, 2, WIDTH // 2]
+    likewise. The stem's weights [K_STEM, WIDTH] are zero-padded to K_STEM (a multiple of BLOCK_K) rows."""
+    dtype = w_ptr.dtype.element_ty
+    HALF: tl.constexpr = WIDTH // 2
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = rows < n_rows
+    cols = tl.arange(0, WIDTH)
+    half_cols = tl.arange(0, HALF)
+    ks = tl.arange(0, BLOCK_K)
+    h = _stem(x_ptr, w_stem_ptr, b_stem_ptr, rows, row_ok, cols, ks, C_IN, K_STEM, WIDTH, BLOCK_M, BLOCK_K, NUM_STAGES)
+    out_tile = out_ptr + rows[:, None] * WIDTH + cols[None, :]
+    tl.store(out_tile, h.to(out_ptr.dtype.element_ty), mask=row_ok[:, None])  # the global skip, read back last
+    a = h.to(dtype)  # the current layer's input
+    first = tl.zeros((BLOCK_M, HALF), dtype)  # the current layer's even output columns, once computed
+    for i in tl.range(0, 2 * N_LAYERS, num_stages=NUM_STAGES):
+        layer = i // 2
+        w = tl.load(w_ptr + i * WIDTH * HALF + cols[:, None] * HALF + half_cols[None, :])
+        z = _gelu(tl.dot(a, w) + tl.load(b_ptr + i * HALF + half_cols)[None, :]).to(dtype)
+        if i % 2 == 0:
+            first = z
+        else:
+            y = tl.reshape(tl.join(first, z), (BLOCK_M, WIDTH))  # columns 2j, 2j + 1 <- first[:, j], z[:, j]
+            if layer % 2 == 0:  # the block's first conv: its output is the second conv's input
+                a = y
+            else:  # the block's second conv: the residual stream takes its output
+                h += y.to(tl.float32)
+                a = h.to(dtype)
+    h += tl.load(out_tile, mask=row_ok[:, None], other=0.0).to(tl.float32)
+    tl.store(out_tile, h.to(out_ptr.dtype.element_ty), mask=row_ok[:, None])
+
+
+@triton.jit
+def upsample_kernel(x_ptr, out_ptr, w_up_ptr, b_up_ptr, w_ptr, b_ptr, w_rgb_ptr, b_rgb_ptr, h_in, w_in,
+                    C_IN: tl.constexpr, C_OUT: tl.constexpr, KERNEL: tl.constexpr, STRIDE: tl.constexpr,
+                    PAD: tl.constexpr, TAPS: tl.constexpr, N_BLOCKS: tl.constexpr, RGB: tl.constexpr,
+                    RGB_COLS: tl.constexpr, BLOCK_M: tl.constexpr):
+    """One super-resolution stage: image rows ``x`` [h_in * w_in, C_IN] (row-major pixels) -> GELU(transposed
+    conv) -> residual blocks -> ``out``: rows [h_out * w_out, C_OUT], or with RGB the planar image
+    [3, h_out, w_out] of sigmoid(h @ W_rgb + b_rgb).
+
+    ConvTranspose2d: out[s*m + p] = sum over taps t = (p + PAD) % s + s*j < KERNEL of x[m - j + (p + PAD) // s]
+    @ W[t], per axis. ``w_up`` is [KERNEL, KERNEL, C_IN, C_OUT] (the taps' [in, out] matrices), ``w``
+    [2 * N_BLOCKS, C_OUT, C_OUT], ``b`` [2 * N_BLOCKS, C_OUT], ``w_rgb`` [C_OUT, RGB_COLS] (3 columns used)."""
+    dtype = w_up_ptr.dtype.element_ty
+    pid = tl.program_id(0)
+    phase = pid % (STRIDE * STRIDE)  # the phases of one tile run side by side: the same input, nearby output
+    py = phase // STRIDE
+    px = phase % STRIDE
+    pix = (pid // (STRIDE * STRIDE)) * BLOCK_M + tl.arange(0, BLOCK_M)
+    pix_ok = pix < h_in * w_in
+    y = pix // w_in
+    x = pix % w_in
+    ci = tl.arange(0, C_IN)
+    co = tl.arange(0, C_OUT)
+    acc = tl.zeros((BLOCK_M, C_OUT), tl.float32)
+    for ty in tl.static_range(TAPS):
+        ky = (py + PAD) % STRIDE + STRIDE * ty
+        iy = y - ty + (py + PAD) // STRIDE
+        for tx in tl.static_range(TAPS):
+            kx = (px + PAD) % STRIDE + STRIDE * tx
+            ix = x - tx + (px + PAD) // STRIDE
+            tap_ok = (ky < KERNEL) & (kx < KERNEL)
+            src_ok = pix_ok & (iy >= 0) & (iy < h_in) & (ix >= 0) & (ix < w_in) & tap_ok
+            a = tl.load(x_ptr + (iy * w_in + ix)[:, None] * C_IN + ci[None, :], mask=src_ok[:, None], other=0.0)
+            tap = tl.minimum(ky, KERNEL - 1) * KERNEL + tl.minimum(kx, KERNEL - 1)  # a past-the-end tap: a = 0
+            w = tl.load(w_up_ptr + tap * C_IN * C_OUT + ci[:, None] * C_OUT + co[None, :])
+            acc = tl.dot(a.to(dtype), w, acc)
+    h = _gelu(acc + tl.load(b_up_ptr + co)[None, :])
+    square = co[:, None] * C_OUT + co[None, :]
+    for blk in range(N_BLOCKS):
+        layer = 2 * blk
+        z = _gelu(tl.dot(h.to(dtype), tl.load(w_ptr + layer * C_OUT * C_OUT + square))
+                  + tl.load(b_ptr + layer * C_OUT + co)[None, :])
+        h += _gelu(tl.dot(z.to(dtype), tl.load(w_ptr + (layer + 1) * C_OUT * C_OUT + square))
+                   + tl.load(b_ptr + (layer + 1) * C_OUT + co)[None, :])
+    w_out = STRIDE * w_in
+    out_pix = (STRIDE * y + py) * w_out + STRIDE * x + px
+    if RGB:
+        c = tl.arange(0, RGB_COLS)
+        rgb = tl.sigmoid(tl.dot(h.to(dtype), tl.load(w_rgb_ptr + co[:, None] * RGB_COLS + c[None, :]))
+                         + tl.load(b_rgb_ptr + c)[None, :])
+        tl.store(out_ptr + c[None, :] * (STRIDE * h_in * w_out) + out_pix[:, None],
+                 rgb.to(out_ptr.dtype.element_ty), mask=pix_ok[:, None] & (c < 3)[None, :])
+    else:
+        tl.store(out_ptr + out_pix[:, None] * C_OUT + co[None, :], h.to(out_ptr.dtype.element_ty),
+                 mask=pix_ok[:, None])
 
 
 @triton.jit
@@ -55,15 +169,11 @@ def _layer(src, w_ptr, b_ptr, local, cols, ks, BLOCK_M: tl.constexpr, WIDTH: tl.
 @triton.jit
 def residual_mlp_kernel(x_ptr, out_ptr, scratch_ptr, w_stem_ptr, b_stem_ptr, w_ptr, b_ptr, n_rows,
                         TILES_PER_PROGRAM: tl.constexpr, C_IN: tl.constexpr, K_STEM: tl.constexpr, WIDTH: tl.constexpr,
-                        N_BLOCKS: tl.constexpr,
-                        HAS_STEM: tl.constexpr, GLOBAL_SKIP: tl.constexpr, BLOCK_M: tl.constexpr,
-                        BLOCK_K: tl.constexpr, NUM_STAGES: tl.constexpr, RESIDUAL_IN_REGISTERS: tl.constexpr):
-    """Rows of ``x`` [n_rows, C_IN] -> ``out`` [n_rows, WIDTH]:
-    h = GELU(x @ W_stem + b) (or h = x without a stem); per block h += GELU(GELU(h @ W1 + b1) @ W2 + b2);
-    out = h (+ the stem's output with GLOBAL_SKIP). Weights are [in, out] row-major, blocks stacked as
-    [2 * N_BLOCKS, WIDTH, WIDTH]; the stem's are zero-padded to K_STEM (a multiple of BLOCK_K) input rows.
-    The residual stream h is kept in fp32 registers (RESIDUAL_IN_REGISTERS) or only in the scratch tile, at
-    the operand precision, which frees the registers for larger tiles."""
+                        N_BLOCKS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
+                        NUM_STAGES: tl.constexpr, RESIDUAL_IN_REGISTERS: tl.constexpr):
+    """The earlier body kernel, same function as ``body_kernel`` with ``w`` [2 * N_BLOCKS, WIDTH, WIDTH] and
+    ``b`` [2 * N_BLOCKS, WIDTH]: each layer's input staged in a per-program scratch tile of two
+    ``BLOCK_M x WIDTH`` buffers, weights streamed in ``BLOCK_K``-row chunks; a persistent grid."""
     dtype = scratch_ptr.dtype.element_ty
     pid = tl.program_id(0)
     local = tl.arange(0, BLOCK_M)
@@ -72,23 +182,13 @@ def residual_mlp_kernel(x_ptr, out_ptr, scratch_ptr, w_stem_ptr, b_stem_ptr, w_p
     buf_a = scratch_ptr + pid * (2 * BLOCK_M * WIDTH)
     buf_b = buf_a + BLOCK_M * WIDTH
     tile = local[:, None] * WIDTH + cols[None, :]
-    # a persistent grid: each program walks tiles, so the scratch stays a few tiles' worth, cache resident
     for i in range(TILES_PER_PROGRAM):  # tiles past the end are masked out
         rows = (pid + i * tl.num_programs(0)) * BLOCK_M + local
         row_ok = rows < n_rows
         out_tile = out_ptr + rows[:, None] * WIDTH + cols[None, :]
-        if HAS_STEM:
-            acc = tl.zeros((BLOCK_M, WIDTH), tl.float32)
-            for k in tl.range(0, K_STEM, BLOCK_K, num_stages=NUM_STAGES):
-                a = tl.load(x_ptr + rows[:, None] * C_IN + (k + ks)[None, :],
-                            mask=row_ok[:, None] & ((k + ks) < C_IN)[None, :], other=0.0)
-                w = tl.load(w_stem_ptr + (k + ks)[:, None] * WIDTH + cols[None, :])
-                acc = tl.dot(a.to(dtype), w, acc)
-            h = _gelu(acc + tl.load(b_stem_ptr + cols)[None, :])
-        else:
-            h = tl.load(x_ptr + rows[:, None] * WIDTH + cols[None, :], mask=row_ok[:, None], other=0.0).to(tl.float32)
-        if GLOBAL_SKIP:  # kept in the output tile until the end, to spare registers
-            tl.store(out_tile, h.to(out_ptr.dtype.element_ty), mask=row_ok[:, None])
+        h = _stem(x_ptr, w_stem_ptr, b_stem_ptr, rows, row_ok, cols, ks, C_IN, K_STEM, WIDTH, BLOCK_M, BLOCK_K,
+                  NUM_STAGES)
+        tl.store(out_tile, h.to(out_ptr.dtype.element_ty), mask=row_ok[:, None])
         tl.debug_barrier()  # the previous tile's last reads of the scratch are done
         tl.store(buf_a + tile, h.to(dtype))
         tl.debug_barrier()  # the tile is read by other threads than those that wrote it
@@ -106,61 +206,77 @@ def residual_mlp_kernel(x_ptr, out_ptr, scratch_ptr, w_stem_ptr, b_stem_ptr, w_p
                 h = tl.load(buf_a + tile).to(tl.float32) + z
             tl.store(buf_a + tile, h.to(dtype))
             tl.debug_barrier()
-        if GLOBAL_SKIP:
-            h += tl.load(out_tile, mask=row_ok[:, None], other=0.0).to(tl.float32)
+        h += tl.load(out_tile, mask=row_ok[:, None], other=0.0).to(tl.float32)
         tl.store(out_tile, h.to(out_ptr.dtype.element_ty), mask=row_ok[:, None])
 
 
 def _matrix(conv: nn.Conv2d) -> torch.Tensor:
-    """A 1x1 conv's weight as the [in, out] matrix the kernel multiplies by."""
+    """A 1x1 conv's weight as the [in, out] matrix the kernels multiply by."""
     return conv.weight[:, :, 0, 0].t()
 
 
-class ResidualMLP:
-    """One per-pixel residual MLP (optional stem, ``blocks``, optional global skip) on the fused kernel."""
+def _check_width(width: int, what: str, minimum: int = MIN_DOT) -> None:
+    if width < minimum or width & (width - 1):
+        raise ValueError(f"fused NeLF: {what} width {width} must be a power of two >= {minimum}")
 
-    def __init__(self, blocks: list[ResidualBlock], stem: nn.Conv2d | None, global_skip: bool, dtype: torch.dtype,
-                 launch: dict):
-        self.launch = launch
-        conv = blocks[0].conv1 if blocks else stem
-        self.width = conv.out_channels
-        if self.width < MIN_DOT or self.width & (self.width - 1):
-            raise ValueError(f"fused residual MLP: width {self.width} must be a power of two >= {MIN_DOT}")
-        device = conv.weight.device
+
+def _block_weights(blocks: list[ResidualBlock], dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """[2 * n_blocks, width, width] matrices and [2 * n_blocks, width] biases of residual blocks (a 1-element
+    placeholder each when there are none: a kernel argument must be a tensor)."""
+    convs = [c for b in blocks for c in (b.conv1, b.conv2)]
+    if not convs:
+        return torch.zeros(1, dtype=dtype), torch.zeros(1)
+    return (torch.stack([_matrix(c) for c in convs]).to(dtype).contiguous(),
+            torch.stack([c.bias for c in convs]).float().contiguous())
+
+
+class Body:
+    """The stem, residual blocks and global skip of a :class:`NeLF` on ``body_kernel`` (or the earlier
+    ``residual_mlp_kernel`` with launch "body": "chunks")."""
+
+    def __init__(self, model: NeLF, dtype: torch.dtype, launch: dict):
+        self.launch, self.dtype = launch, dtype
+        stem, blocks = model.stem[0], list(model.body)
+        self.width, self.c_in, self.n_blocks = stem.out_channels, stem.in_channels, len(blocks)
+        _check_width(self.width, "body", 2 * MIN_DOT if launch["body"] == "halves" else MIN_DOT)  # halves: N >= 16
+        self.block_k = min(launch["block_k"], self.width)
+        self.k_stem = -(-self.c_in // self.block_k) * self.block_k
         with torch.no_grad():
-            mats = [_matrix(c) for b in blocks for c in (b.conv1, b.conv2)]
-            self.w = torch.stack(mats).to(dtype).contiguous() if mats else torch.zeros(1, device=device, dtype=dtype)
-            self.b = (torch.stack([c.bias for b in blocks for c in (b.conv1, b.conv2)]).float().contiguous()
-                      if mats else torch.zeros(1, device=device))
-            self.c_in = stem.in_channels if stem is not None else self.width
-            self.block_k = block_k = min(launch["block_k"], self.width)
-            self.k_stem = -(-self.c_in // block_k) * block_k
-            if stem is not None:
-                w_stem = torch.zeros(self.k_stem, self.width, device=device, dtype=dtype)
-                w_stem[: self.c_in] = _matrix(stem).to(dtype)
-                self.w_stem, self.b_stem = w_stem, stem.bias.float().contiguous()
-            else:
-                self.w_stem = self.b_stem = torch.zeros(1, device=device, dtype=dtype)
-        self.n_blocks, self.has_stem, self.global_skip, self.dtype = len(blocks), stem is not None, global_skip, dtype
+            self.w_stem = torch.zeros(self.k_stem, self.width, dtype=dtype)
+            self.w_stem[: self.c_in] = _matrix(stem).to(dtype)
+            self.b_stem = stem.bias.float().contiguous()
+            self.w, self.b = _block_weights(blocks, dtype)
+            if launch["body"] == "halves" and blocks:  # [layer, half, in, out / 2]: even, odd output columns
+                n, w = self.w.shape[0], self.width
+                self.w = self.w.view(n, w, w // 2, 2).permute(0, 3, 1, 2).contiguous()
+                self.b = self.b.view(n, w // 2, 2).transpose(1, 2).contiguous()
         self._scratch: torch.Tensor | None = None
         self.compiled = None  # the last launch's compiled kernel (registers, spills, PTX for the benchmark)
 
+    def to(self, device: torch.device) -> "Body":
+        for name in ("w_stem", "b_stem", "w", "b"):
+            setattr(self, name, getattr(self, name).to(device))
+        return self
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` [n_rows, c_in] (row-major) -> [n_rows, width] in the operand dtype."""
-        n_rows = x.shape[0]
-        block_m = self.launch["block_m"]
-        grid = min(triton.cdiv(n_rows, block_m), self.launch.get("programs") or _programs(x.device))
+        n_rows, block_m = x.shape[0], self.launch["block_m"]
+        out = torch.empty(n_rows, self.width, device=x.device, dtype=self.dtype)
+        common = dict(C_IN=self.c_in, K_STEM=self.k_stem, WIDTH=self.width, BLOCK_M=block_m, BLOCK_K=self.block_k,
+                      NUM_STAGES=self.launch["num_stages"], num_warps=self.launch["num_warps"])
+        tiles = triton.cdiv(n_rows, block_m)
+        if self.launch["body"] == "halves":
+            self.compiled = body_kernel[(tiles,)](x, out, self.w_stem, self.b_stem, self.w, self.b, n_rows,
+                                                  N_LAYERS=2 * self.n_blocks, **common)
+            return out
+        grid = min(tiles, self.launch.get("programs") or _programs(x.device))
         size = grid * 2 * block_m * self.width
         if self._scratch is None or self._scratch.numel() < size or self._scratch.device != x.device:
             self._scratch = torch.empty(size, device=x.device, dtype=self.dtype)
-        out = torch.empty(n_rows, self.width, device=x.device, dtype=self.dtype)
         self.compiled = residual_mlp_kernel[(grid,)](
             x, out, self._scratch, self.w_stem, self.b_stem, self.w, self.b, n_rows,
-            TILES_PER_PROGRAM=triton.cdiv(triton.cdiv(n_rows, block_m), grid), C_IN=self.c_in,
-            K_STEM=self.k_stem, WIDTH=self.width, N_BLOCKS=self.n_blocks, HAS_STEM=self.has_stem,
-            GLOBAL_SKIP=self.global_skip, BLOCK_M=block_m, BLOCK_K=self.block_k,
-            NUM_STAGES=self.launch["num_stages"], RESIDUAL_IN_REGISTERS=self.launch.get("residual") != "scratch",
-            num_warps=self.launch["num_warps"])
+            TILES_PER_PROGRAM=triton.cdiv(tiles, grid), N_BLOCKS=self.n_blocks,
+            RESIDUAL_IN_REGISTERS=self.launch.get("residual") != "scratch", **common)
         return out
 
 
@@ -171,18 +287,56 @@ def _programs(device: torch.device) -> int:
     return 4 * torch.cuda.get_device_properties(device).multi_processor_count
 
 
+class UpsampleStage:
+    """One super-resolution stage (transposed conv with its folded BatchNorm, GELU, residual blocks; the RGB
+    layer and sigmoid when ``to_rgb`` is given) on ``upsample_kernel``."""
+
+    def __init__(self, up: nn.ConvTranspose2d, blocks: list[ResidualBlock], to_rgb: nn.Conv2d | None,
+                 dtype: torch.dtype, launch: dict):
+        self.launch, self.dtype = launch, dtype
+        self.c_in, self.c_out = up.in_channels, up.out_channels
+        _check_width(self.c_in, "super-resolution input")
+        _check_width(self.c_out, "super-resolution")
+        self.kernel, self.stride, self.pad = up.kernel_size[0], up.stride[0], up.padding[0]
+        self.n_blocks = len(blocks)
+        with torch.no_grad():
+            self.w_up = up.weight.permute(2, 3, 0, 1).to(dtype).contiguous()  # [k, k, in, out]
+            self.b_up = up.bias.float().contiguous()
+            self.w, self.b = _block_weights(blocks, dtype)
+            self.w_rgb = torch.zeros(self.c_out, RGB_PAD, dtype=dtype)
+            self.b_rgb = torch.zeros(RGB_PAD)
+            if to_rgb is not None:
+                self.w_rgb[:, :3] = _matrix(to_rgb).to(dtype)
+                self.b_rgb[:3] = to_rgb.bias.float()
+        self.rgb = to_rgb is not None
+
+    def to(self, device: torch.device) -> "UpsampleStage":
+        for name in ("w_up", "b_up", "w", "b", "w_rgb", "b_rgb"):
+            setattr(self, name, getattr(self, name).to(device))
+        return self
+
+    def __call__(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """Image rows [h * w, c_in] -> rows [h * w * stride^2, c_out], or with RGB [3, h * stride, w * stride]."""
+        s = self.stride
+        shape = (3, h * s, w * s) if self.rgb else (h * w * s * s, self.c_out)
+        out = torch.empty(shape, device=x.device, dtype=self.dtype)
+        block_m = self.launch["sr_block_m"]
+        upsample_kernel[(triton.cdiv(h * w, block_m) * s * s,)](
+            x, out, self.w_up, self.b_up, self.w, self.b, self.w_rgb, self.b_rgb, h, w, C_IN=self.c_in,
+            C_OUT=self.c_out, KERNEL=self.kernel, STRIDE=s, PAD=self.pad, TAPS=-(-self.kernel // s),
+            N_BLOCKS=self.n_blocks, RGB=self.rgb, RGB_COLS=RGB_PAD, BLOCK_M=block_m,
+            num_warps=self.launch["sr_num_warps"])
+        return out
+
+
 def _rows(x: torch.Tensor) -> torch.Tensor:
     """[1, C, h, w] -> [h*w, C] rows (a view when ``x`` is channels-last)."""
     return x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
 
 
-def _image(rows: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """[h*w, C] rows -> [1, C, h, w] with channels-last memory (a view)."""
-    return rows.view(1, h, w, rows.shape[1]).permute(0, 3, 1, 2)
-
-
 class FusedNeLF:
-    """Inference forward of a :class:`NeLF` with its per-pixel MLPs on the fused kernel.
+    """Inference forward of a :class:`NeLF` on the fused kernels: the body, then one kernel per
+    super-resolution stage, the last one ending in the RGB layer.
 
     ``dtype`` is the operand dtype: fp16 on the GPU, fp32 under the Triton interpreter. Batch 1 frame.
     """
@@ -191,29 +345,20 @@ class FusedNeLF:
         self.launch = dict(DEFAULT_LAUNCH, **(launch or {}))
         model = fold_batchnorm(model)
         self.cfg, self.dtype = model.cfg, dtype
-        if model.cfg.norm != "none" and any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
-            raise ValueError("fused NeLF: BatchNorm left after folding")
-        self.body = ResidualMLP(list(model.body), model.stem[0], True, dtype, self.launch)
-        # super-resolution: [transposed conv (+ folded BN) + GELU] in PyTorch, then its residual blocks fused
-        compile_tail = torch.compile if self.launch.get("compile_tail") else (lambda module: module)
-        self.stages: list[tuple[nn.Module, ResidualMLP | nn.Module | None]] = []
+        if not model.cfg.sr_stages:
+            raise ValueError("fused NeLF: the network needs a super-resolution stage (the last one runs the RGB layer)")
+        device = model.stem[0].weight.device
+        self.body = Body(model, dtype, self.launch).to(device)
         layers, i = list(model.upsample), 0
-        while i < len(layers):
-            up = nn.Sequential(*layers[i:i + 3]).to(dtype).to(memory_format=torch.channels_last)  # convT, BN, GELU
-            i += 3
+        self.stages: list[UpsampleStage] = []
+        while i < len(layers):  # per stage: transposed conv, its folded BatchNorm (now Identity), GELU, blocks
+            up, i = layers[i], i + 3
             blocks = []
             while i < len(layers) and isinstance(layers[i], ResidualBlock):
                 blocks.append(layers[i])
                 i += 1
-            tail = None
-            if blocks:
-                width = blocks[0].conv1.out_channels
-                fusable = self.launch.get("fuse_sr", True) and width >= MIN_DOT and not width & (width - 1)
-                tail = (ResidualMLP(blocks, None, False, dtype, self.launch) if fusable else
-                        compile_tail(nn.Sequential(*blocks).to(dtype).to(memory_format=torch.channels_last)))
-            self.stages.append((compile_tail(up), tail))
-        self.head = compile_tail(nn.Sequential(model.to_rgb, nn.Sigmoid()).to(dtype).to(
-            memory_format=torch.channels_last))
+            to_rgb = model.to_rgb if i == len(layers) else None
+            self.stages.append(UpsampleStage(up, blocks, to_rgb, dtype, self.launch).to(device))
 
     @torch.no_grad()
     def __call__(self, rays: torch.Tensor) -> torch.Tensor:
@@ -221,15 +366,12 @@ class FusedNeLF:
         if rays.shape[0] != 1:
             raise ValueError(f"fused NeLF runs one frame at a time, got a batch of {rays.shape[0]}")
         _, _, h, w = rays.shape
-        rays = rays.to(self.dtype).contiguous(memory_format=torch.channels_last)
-        x = _image(self.body(_rows(rays)), h, w)
-        for up, tail in self.stages:
-            x = up(x).contiguous(memory_format=torch.channels_last)
-            if isinstance(tail, ResidualMLP):
-                x = _image(tail(_rows(x)), x.shape[2], x.shape[3])
-            elif tail is not None:
-                x = tail(x)
-        return self.head(x)
+        x = self.body(_rows(rays.to(self.dtype).contiguous(memory_format=torch.channels_last)))
+        for stage in self.stages:
+            x = stage(x, h, w)
+            h, w = h * stage.stride, w * stage.stride
+        return x[None]
 
 
-__all__ = ["FusedNeLF", "ResidualMLP", "residual_mlp_kernel", "DEFAULT_LAUNCH"]
+__all__ = ["FusedNeLF", "Body", "UpsampleStage", "body_kernel", "upsample_kernel", "residual_mlp_kernel",
+           "DEFAULT_LAUNCH"]
