@@ -34,6 +34,7 @@ def test_every_stage_finishes_and_the_report_names_real_files(demo_dir):
     for app in ("gia", "nsdf", "nvr", "nerf"):
         assert f"plots/curve_{app}.png" in srcs, f"no training curve of {app} in the report"
     assert any(s.startswith("sim/") for s in srcs) and any(s.startswith("mobile/") for s in srcs)
+    assert "runs/nelf/comparison.png" in srcs  # the student beside its teacher and the ground truth
 
 
 def test_report_explains_itself_and_has_no_empty_section(demo_dir):

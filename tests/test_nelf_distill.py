@@ -63,6 +63,19 @@ def test_student_beats_constant_colour(tiny_run):
     assert run["resolution"] == [32, 32] and run["pseudo_views"] == 24
 
 
+def test_comparison_image_is_truth_teacher_student_side_by_side(tiny_run):
+    import imageio.v3 as iio
+
+    out, _ = tiny_run
+    image = iio.imread(out / "comparison.png").astype(np.float32) / 255
+    assert image.shape == (32, 96, 3)
+    truth, teacher, student = image[:, :32], image[:, 32:64], image[:, 64:]
+    mse = lambda a, b: float(((a - b) ** 2).mean())  # noqa: E731
+    assert mse(truth, teacher) < 1e-4  # the analytic teacher renders its own ground truth
+    assert mse(student, teacher) > 0.0  # the student's own render, not a copy of the teacher's
+    assert mse(student, truth) < mse(truth.mean(axis=(0, 1), keepdims=True), truth)  # and a picture of the scene
+
+
 def test_resume_continues_from_the_checkpoint(tiny_run, tmp_path):
     out, _ = tiny_run
     for name in ("run.json", "checkpoint.safetensors", "pseudo"):

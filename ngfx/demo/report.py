@@ -10,6 +10,7 @@ import markdown
 
 from ngfx.demo.plan import APPS, DEMO_SIZES
 from ngfx.io import atomic_write
+from ngfx.nelf.distill import COMPARISON_IMAGE
 from ngfx.render.metrics import METRIC_MEANINGS, known_metrics
 
 APP_TITLES = {"gia": "GIA: gigapixel image approximation", "nsdf": "NSDF: neural signed distance function",
@@ -150,6 +151,10 @@ def build_markdown(out: Path, status: dict, size: str, device: str) -> str:
             md.append(_table(_metric_rows(metrics)))
         if images:
             md.append('<div class="gallery" markdown="1">\n\n' + images + "\n</div>\n")
+        comparison = out / "runs" / app / COMPARISON_IMAGE
+        if app == "nelf" and comparison.is_file():
+            md.append("The first evaluation view, left to right: ground truth, the NeRF teacher, the NeLF student.\n\n"
+                      f"![ground truth, teacher, student]({comparison.relative_to(out).as_posix()})\n")
         if curve:
             md.append(f"![{app} training curve]({curve.relative_to(out).as_posix()})\n")
     md.append("## NGPC simulator: the traced frames replayed on the cluster model\n")

@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from ngfx.errors import NgfxInputError
-from ngfx.io import folder_lock, load_checkpoint, read_json, remove_stale_temp_files, save_checkpoint, write_json
+from ngfx.io import (folder_lock, load_checkpoint, read_json, remove_stale_temp_files, save_checkpoint, write_image,
+                     write_json)
 from ngfx.nelf.network import NeLF, build_student, encode_frames, student_preset
 from ngfx.progress import progress_bar
 from ngfx.cameras import Intrinsics, look_at, pixel_rays
@@ -223,7 +224,13 @@ def render_student(model: NeLF, poses: torch.Tensor, k: Intrinsics, geometry: di
                           for p in poses]).float().cpu()
 
 
-def evaluate(model: NeLF, teacher, k: Intrinsics, geometry: dict, n_views: int, background: np.ndarray) -> dict:
+COMPARISON_IMAGE = "comparison.png"  # the first eval view: ground truth | teacher | student, side by side
+
+
+def evaluate(model: NeLF, teacher, k: Intrinsics, geometry: dict, n_views: int, background: np.ndarray,
+             comparison: Path | None = None) -> dict:
+    """PSNR of the student, the teacher and the best constant colour on the teacher's eval views; with
+    ``comparison``, the first view's ground truth, teacher and student frames side by side written there."""
     views = torch.linspace(0, len(teacher.eval_poses) - 1, min(n_views, len(teacher.eval_poses))).round().long()
     poses = teacher.eval_poses[views].float().cpu()
     reference = _resize(teacher.eval_images[views.to(teacher.eval_images.device)].cpu(), k)
@@ -231,6 +238,8 @@ def evaluate(model: NeLF, teacher, k: Intrinsics, geometry: dict, n_views: int, 
     with torch.no_grad():
         teacher_frames = torch.from_numpy(np.stack(list(_teacher_frames(teacher, poses, k)))).float() / 255
     constant = torch.as_tensor(background, dtype=torch.float32).expand_as(reference)
+    if comparison is not None:
+        write_image(comparison, torch.cat([reference[0], teacher_frames[0], student[0]], dim=1).clamp(0, 1).numpy())
     return {"eval_views": len(poses), "eval_resolution": [k.width, k.height],
             "student_psnr_db": psnr(student, reference), "teacher_psnr_db": psnr(teacher_frames, reference),
             "constant_colour_psnr_db": psnr(constant, reference),
@@ -348,7 +357,7 @@ def _distill(teacher, out_dir: Path, size: str, *, arch: str = "mobile_r2l", con
                                seconds * (1 - share) if seconds else None)
 
     background = np.asarray(images[: min(len(images), 64)], dtype=np.float32).mean(axis=(0, 1, 2)) / 255
-    metrics = evaluate(model, teacher, k, geometry, n_eval, background)
+    metrics = evaluate(model, teacher, k, geometry, n_eval, background, out_dir / COMPARISON_IMAGE)
     train_eyes = teacher.train_poses[:, :3, 3].detach().float().cpu() - center
     run = {"app": "nelf", "arch": getattr(cfg, "arch", "mobile_r2l"), "teacher_run": str(teacher_run), "size": size,
            "nelf_config": cfg.to_dict(),
