@@ -31,7 +31,7 @@ def test_every_stage_finishes_and_the_report_names_real_files(demo_dir):
         assert (demo_dir / src).is_file(), src
     for app in ("gia", "nsdf", "nvr", "nerf", "nelf"):
         assert any(f"renders/{app}/" in s for s in srcs), f"no render of {app} in the report"
-    for app in ("gia", "nsdf", "nvr", "nerf"):
+    for app in ("gia", "nsdf", "nvr", "nerf", "nelf"):
         assert f"plots/curve_{app}.png" in srcs, f"no training curve of {app} in the report"
     assert any(s.startswith("sim/") for s in srcs) and any(s.startswith("mobile/") for s in srcs)
     assert "runs/nelf/comparison.png" in srcs  # the student beside its teacher and the ground truth

@@ -63,6 +63,20 @@ def test_student_beats_constant_colour(tiny_run):
     assert run["resolution"] == [32, 32] and run["pseudo_views"] == 24
 
 
+def test_quality_curve_tracks_the_student_by_minutes(tiny_run):
+    out, run = tiny_run
+    curve = json.loads((out / "curve.json").read_text())
+    steps = [s for s, _ in curve["loss"]]
+    assert steps == sorted(set(steps)) and steps[-1] <= run["steps"]
+    losses = [v for _, v in curve["loss"]]
+    assert np.mean(losses[-3:]) < np.mean(losses[:3])  # it learned
+    probes = curve["psnr_by_minutes"]
+    assert len(probes) >= 3 and probes[-1][1] == run["steps"] + run["finetune_steps"]
+    minutes = [m for m, *_ in probes]
+    assert minutes == sorted(minutes) and minutes[0] >= 0 and minutes[-1] < 5
+    assert probes[-1][2] > probes[0][2] + 1.0  # better against the ground truth after training than at its start
+
+
 def test_comparison_image_is_truth_teacher_student_side_by_side(tiny_run):
     import imageio.v3 as iio
 
@@ -78,7 +92,7 @@ def test_comparison_image_is_truth_teacher_student_side_by_side(tiny_run):
 
 def test_resume_continues_from_the_checkpoint(tiny_run, tmp_path):
     out, _ = tiny_run
-    for name in ("run.json", "checkpoint.safetensors", "pseudo"):
+    for name in ("run.json", "checkpoint.safetensors", "pseudo", "curve.json"):
         src = out / name
         if src.is_dir():
             (tmp_path / name).mkdir()
@@ -91,6 +105,10 @@ def test_resume_continues_from_the_checkpoint(tiny_run, tmp_path):
 
     _, meta = load_checkpoint(tmp_path / "checkpoint.safetensors")
     assert meta["step"] == 130 and meta["phase"] == "distill"
+    before = json.loads((out / "curve.json").read_text())["psnr_by_minutes"]
+    after = json.loads((tmp_path / "curve.json").read_text())["psnr_by_minutes"]
+    assert after[:len(before) - 1] == before[:-1] and after[-1][1] == 130  # the curve continues, no step repeated
+    assert after[-1][0] >= before[-1][0]
     assert run["metrics"]["student_psnr_db"] > run["metrics"]["constant_colour_psnr_db"] + 5.0
 
 

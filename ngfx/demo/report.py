@@ -51,23 +51,37 @@ def _images(out: Path, folder: Path, limit: int = 6) -> str:
 
 
 def plot_training_curve(out: Path, app: str) -> Path | None:
-    """runs/APP/curve.json -> plots/curve_APP.png (loss and, when logged, PSNR against step)."""
-    pairs = _read(out / "runs" / app / "curve.json").get("loss") or []  # [[step, loss], ...]
-    pairs = [p for p in pairs if isinstance(p, list) and len(p) == 2 and isinstance(p[1], (int, float)) and p[1] > 0]
+    """runs/APP/curve.json -> plots/curve_APP.png: loss against step and, when the run probed its quality as it
+    trained (NeLF distillation), PSNR against minutes."""
+    curve = _read(out / "runs" / app / "curve.json")
+    pairs = [p for p in curve.get("loss") or []  # [[step, loss], ...]
+             if isinstance(p, list) and len(p) == 2 and isinstance(p[1], (int, float)) and p[1] > 0]
     if len(pairs) < 2:
         return None
+    probes = [p for p in curve.get("psnr_by_minutes") or [] if isinstance(p, list) and len(p) == 4]
     steps, loss = zip(*pairs)
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5, 3.2), dpi=100)
+    fig, axes = plt.subplots(1, 2 if probes else 1, figsize=(10 if probes else 5, 3.2), dpi=100, squeeze=False)
+    ax = axes[0, 0]
     ax.semilogy(steps, loss, lw=1.2)
     ax.set_xlabel("training step")
     ax.set_ylabel("loss")
     ax.set_title(f"{app}: training loss")
     ax.grid(alpha=0.3)
+    if probes:
+        minutes, _, truth, teacher = zip(*probes)
+        ax = axes[0, 1]
+        ax.plot(minutes, truth, marker="o", ms=3, label="against ground truth")
+        ax.plot(minutes, teacher, marker="o", ms=3, label="against the teacher")
+        ax.set_xlabel("minutes")
+        ax.set_ylabel("PSNR (dB)")
+        ax.set_title(f"{app}: quality while training")
+        ax.grid(alpha=0.3)
+        ax.legend()
     fig.tight_layout()
     path = out / "plots" / f"curve_{app}.png"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -41,6 +41,8 @@ SIZES = {
 
 
 PHASES = ("distill", "finetune")
+PROBE_VIEWS = 8  # eval views of the quality curve (the final evaluation uses the size's eval views)
+PROBE_EVERY_S = {"tiny": 0.0, "quick": 10.0, "full": 30.0}  # seconds between quality probes
 
 
 def _frame_intrinsics(k: Intrinsics, long_side: int | None, upscale: int) -> Intrinsics:
@@ -138,11 +140,65 @@ def cosine_lr_scale(progress: float) -> float:
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
+def _numbers(entry, n: int) -> bool:
+    return isinstance(entry, list) and len(entry) == n and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in entry)
+
+
+class QualityCurve:
+    """The distillation's ``curve.json``: the training loss by step, and every ``probe_every_s`` the student's PSNR
+    on a few eval views against the ground truth and against the teacher, by minutes since the distillation began
+    (pseudo views and training both count; the probes' own time does not)."""
+
+    def __init__(self, path: Path, model: NeLF, teacher, k: Intrinsics, geometry: dict, n_views: int,
+                 probe_every_s: float):
+        self.path, self.model, self.k, self.geometry = path, model, k, geometry
+        self.probe_every_s, self.began, self.paused_s = probe_every_s, time.perf_counter(), 0.0
+        self.loss: list[list[float]] = []
+        self.psnr: list[list[float]] = []  # [minutes, step, student vs truth dB, student vs teacher dB]
+        self.resumed_minutes = 0.0
+        if path.is_file():  # a resumed distillation continues its curve
+            saved = read_json(path)
+            self.loss = [e for e in saved.get("loss", []) if _numbers(e, 2)]
+            self.psnr = [e for e in saved.get("psnr_by_minutes", []) if _numbers(e, 4)]
+            self.resumed_minutes = max((e[0] for e in self.psnr), default=0.0)
+        views = torch.linspace(0, len(teacher.eval_poses) - 1, min(n_views, len(teacher.eval_poses))).round().long()
+        self.poses = teacher.eval_poses[views].float().cpu()
+        self.truth = _resize(teacher.eval_images[views.to(teacher.eval_images.device)].cpu(), k)
+        with torch.no_grad():
+            self.teacher = torch.from_numpy(np.stack(list(_teacher_frames(teacher, self.poses, k)))).float() / 255
+        self.paused_s = time.perf_counter() - self.began  # rendering the references is not distillation time
+        self.last_probe = -math.inf
+
+    def minutes(self) -> float:
+        return self.resumed_minutes + (time.perf_counter() - self.began - self.paused_s) / 60
+
+    def add_loss(self, step: int, value: float) -> None:
+        self.loss = [e for e in self.loss if e[0] < step] + [[step, value]]  # a resume repeats no step
+
+    def probe(self, step: int, force: bool = False) -> None:
+        """Record the student's PSNR at ``step`` if ``probe_every_s`` has passed (or ``force``), and write the file."""
+        minutes = self.minutes()
+        if not force and (minutes - self.last_probe) * 60 < self.probe_every_s:
+            return
+        began = time.perf_counter()
+        was_training = self.model.training
+        self.model.eval()
+        student = render_student(self.model, self.poses, self.k, self.geometry)
+        self.model.train(was_training)
+        self.psnr = [e for e in self.psnr if e[1] < step] + [[minutes, step, psnr(student, self.truth),
+                                                             psnr(student, self.teacher)]]
+        self.last_probe = minutes
+        write_json(self.path, {"loss": self.loss, "psnr_by_minutes": self.psnr})
+        self.paused_s += time.perf_counter() - began
+
+
 def _train(model: NeLF, targets, poses: torch.Tensor, k: Intrinsics, geometry: dict, steps: int, batch: int,
            lr: float, ckpt: Path, meta: dict, checkpoint_every: int, desc: str, seed: int,
-           seconds: float | None = None) -> int:
+           seconds: float | None = None, curve: QualityCurve | None = None, step_offset: int = 0) -> int:
     """Fit ``model`` to ``targets`` (uint8 [N, H, W, 3], memmap or array) seen from ``poses`` [N, 4, 4] for
-    ``steps`` steps or ``seconds`` (whichever ends first) -> the steps done."""
+    ``steps`` steps or ``seconds`` (whichever ends first) -> the steps done. ``curve`` records the loss and
+    probes the quality as it goes, its steps counted from ``step_offset`` (the earlier phases' steps)."""
     device = next(model.parameters()).device
     opt = torch.optim.Adam(_param_groups(model, lr))
     start = 0
@@ -164,9 +220,9 @@ def _train(model: NeLF, targets, poses: torch.Tensor, k: Intrinsics, geometry: d
     gen = np.random.default_rng(seed + start)
     model.train()
     bar = progress_bar(range(start, steps), initial=start, total=steps, desc=desc, unit="step")
-    began, step = time.perf_counter(), start
+    began, step = time.perf_counter() - (curve.paused_s if curve else 0.0), start  # probes pause the clock
     for step in bar:
-        elapsed = time.perf_counter() - began
+        elapsed = time.perf_counter() - began - (curve.paused_s if curve else 0.0)
         if seconds is not None and elapsed >= seconds:
             break
         for group in opt.param_groups:
@@ -182,7 +238,11 @@ def _train(model: NeLF, targets, poses: torch.Tensor, k: Intrinsics, geometry: d
         loss.backward()
         opt.step()
         if step % LOSS_SHOWN_EVERY == 0:  # a loss read is a host sync
-            bar.set_postfix(psnr=f"{psnr_from_mse(float(loss.detach())):.2f}")
+            value = float(loss.detach())
+            bar.set_postfix(psnr=f"{psnr_from_mse(value):.2f}")
+            if curve is not None:
+                curve.add_loss(step_offset + step + 1, value)
+                curve.probe(step_offset + step + 1)
         if (step + 1) % checkpoint_every == 0:
             _save_phase(ckpt, model, opt, meta, desc, step + 1)
     else:
@@ -328,6 +388,7 @@ def _distill(teacher, out_dir: Path, size: str, *, arch: str = "mobile_r2l", con
     side = side if long_side == -1 else long_side
     device = teacher.aabb.device
     torch.manual_seed(seed)
+    started = time.perf_counter()
 
     k = _frame_intrinsics(teacher.intrinsics, side, cfg.upscale)
     aabb = teacher.aabb.detach().float().cpu()
@@ -343,8 +404,10 @@ def _distill(teacher, out_dir: Path, size: str, *, arch: str = "mobile_r2l", con
     # a time budget is shared between the phases as their step counts are
     has_finetune = finetune_steps > 0 and hasattr(teacher, "train_images")
     share = steps / (steps + (finetune_steps if has_finetune else 0)) if seconds else 1.0
+    curve = QualityCurve(out_dir / "curve.json", model, teacher, k, geometry, PROBE_VIEWS, PROBE_EVERY_S[size])
+    curve.began = started  # the pseudo views count as distillation time
     steps_done = _train(model, images, poses, k, geometry, steps, batch or batch_default, lr, ckpt, meta,
-                        checkpoint_every, "distill", seed, seconds * share if seconds else None)
+                        checkpoint_every, "distill", seed, seconds * share if seconds else None, curve)
     finetune_done = 0
     if has_finetune:
         real = teacher.train_images.cpu()
@@ -354,7 +417,8 @@ def _distill(teacher, out_dir: Path, size: str, *, arch: str = "mobile_r2l", con
         real = (_resize(real, k).clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
         finetune_done = _train(model, real, teacher.train_poses.detach().float().cpu(), k, geometry, finetune_steps,
                                batch or batch_default, lr * 0.2, ckpt, meta, checkpoint_every, "finetune", seed + 1,
-                               seconds * (1 - share) if seconds else None)
+                               seconds * (1 - share) if seconds else None, curve, steps_done)
+    curve.probe(steps_done + finetune_done, force=True)
 
     background = np.asarray(images[: min(len(images), 64)], dtype=np.float32).mean(axis=(0, 1, 2)) / 255
     metrics = evaluate(model, teacher, k, geometry, n_eval, background, out_dir / COMPARISON_IMAGE)
