@@ -193,6 +193,9 @@ def _add_nelf(sub: argparse._SubParsersAction) -> None:
                         "learns faster); default mobile_r2l")
     d.add_argument("--pseudo-views", type=positive_int, default=None, help="teacher-rendered views (default by size)")
     d.add_argument("--steps", type=positive_int, default=None, help="distillation steps (default by size)")
+    d.add_argument("--long-side", type=positive_int, default=None,
+                   help="long side in pixels of the student's frames, rounded to its upscale factor (default by "
+                        "size; full: the teacher's)")
     d.add_argument("--finetune-steps", type=non_negative_int, default=None,
                    help="fine-tuning steps on real images (0: none)")
     d.add_argument("--seconds", type=positive_seconds, default=None,
@@ -224,7 +227,7 @@ def _run_nelf_distill(args: argparse.Namespace) -> int:
 
     check_output(args.out, "--out", folder=True, run=True)
     run = distill(args.teacher_run, args.out, size=args.size, device=args.device, arch=args.arch,
-                  n_pseudo=args.pseudo_views,
+                  n_pseudo=args.pseudo_views, **({"long_side": args.long_side} if args.long_side else {}),
                   steps=args.steps, finetune_steps=args.finetune_steps, seconds=args.seconds)
     m = run["metrics"]
     print(f"{args.out}: student {m['student_psnr_db']:.2f} dB, teacher {m['teacher_psnr_db']:.2f} dB, "

@@ -293,3 +293,12 @@ def test_a_busy_run_folder_is_refused_and_a_refused_new_one_leaves_no_trace(tmp_
     with pytest.raises(NgfxInputError, match="size"):
         distill_from_app(SphereTeacher(), tmp_path / "new", "huge")
     assert not (tmp_path / "new").exists()
+
+
+def test_long_side_sets_the_student_frame_size(tmp_path, capsys):
+    run = distill_from_app(SphereTeacher(), tmp_path / "run", "tiny", steps=5, long_side=16)
+    assert run["resolution"] == [16, 16] and run["metrics"]["eval_resolution"] == [16, 16]
+    with pytest.raises(SystemExit) as exit_:
+        main(["nelf", "distill", str(tmp_path / "run"), "--out", str(tmp_path / "x"), "--long-side", "0"])
+    assert exit_.value.code == 2
+    assert "--long-side" in capsys.readouterr().err and not (tmp_path / "x").exists()
