@@ -4,6 +4,7 @@
 #                                     # a bounded NeLF distillation from it, NeLF fp16 frames/s
 #   bash benchmarks/run_all.sh apps   # GIA (albert), NSDF (armadillo), NVR (cloud): train, 4K frames (APP_TRACES=1: traces)
 # Environment knobs: NERF_SECONDS, NERF_LIMIT, EVAL_VIEWS, NERF_PROFILE=1, DISTILL=0, DISTILL_SECONDS, PSEUDO_VIEWS,
+# DISTILL_ARCHS="mobile_r2l lightslab", DISTILL_LONG_SIDE=400,
 # BENCH_NELF=1, PROFILE=1, NERF_VARIANTS=densegrid,lowres (VARIANT_SECONDS, VARIANT_LIMIT), APPS, APP_SECONDS, APPS_LIMIT.
 # Real scenes are read from $NGFX_SCENES (default .gpu_data/scenes, a carried copy of ../shared/scenes).
 # Everything lands in /tmp/ngfx_bench; the small results (Markdown, JSON, PNG, traces) are packed into
@@ -30,9 +31,14 @@ if [ "$part" = nerf ] || [ "$part" = both ]; then
   step 60 python3 -m ngfx.cli trace "$work/nerf/run_nerf_hashgrid" --resolution 1920x1080 --fused \
     --out "$work/traces_fused/nerf_hashgrid.json"
   [ "${BENCH_NELF:-0}" = 1 ] && step 150 python3 benchmarks/bench_nelf.py --out "$work/nelf_bench"
-  [ "$part" = nerf ] && [ "${DISTILL:-1}" = 1 ] && step $(( ${DISTILL_SECONDS:-120} + 120 )) python3 -m ngfx.cli nelf distill "$work/nerf/run_nerf_hashgrid" \
-    --out "$work/nelf_lego" --size full --pseudo-views ${PSEUDO_VIEWS:-200} --steps 100000 --finetune-steps 10000 \
-    --seconds ${DISTILL_SECONDS:-120}
+  if [ "$part" = nerf ] && [ "${DISTILL:-1}" = 1 ]; then  # each student arch, same teacher and budget
+    for arch in ${DISTILL_ARCHS:-mobile_r2l}; do
+      step $(( ${DISTILL_SECONDS:-120} + 120 )) python3 -m ngfx.cli nelf distill "$work/nerf/run_nerf_hashgrid" \
+        --out "$work/nelf_lego_$arch" --arch $arch --size full --pseudo-views ${PSEUDO_VIEWS:-200} --steps 100000 \
+        --finetune-steps 10000 --seconds ${DISTILL_SECONDS:-120} ${DISTILL_LONG_SIDE:+--long-side $DISTILL_LONG_SIDE}
+      python3 -c "import json,sys; c=json.load(open(sys.argv[1])); print('$arch PSNR by minutes (min, step, vs truth, vs teacher):'); [print('  %.2f %d %.2f %.2f' % tuple(e)) for e in c['psnr_by_minutes']]" "$work/nelf_lego_$arch/curve.json"
+    done
+  fi
 fi
 if [ "${PROFILE:-0}" = 1 ]; then  # where a fused 1080p NeRF frame's time goes (stages and GPU kernels)
   step 200 python3 benchmarks/bench_render.py --out "$work/nerf_profile" --scene "$scenes/lego" --train-seconds 40 \
