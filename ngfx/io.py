@@ -131,14 +131,22 @@ def require_number(obj: dict, key: str, source: str, default: float | None = Non
     ``source`` and ``key``; ``default`` when the key is absent. Booleans, NaN and inf are refused."""
     if isinstance(obj, dict) and key not in obj and default is not None:
         return default
-    value = require(obj, key, source, (int, float))
-    if isinstance(value, bool) or not math.isfinite(value):
-        raise NgfxInputError(source, key, f"expected a finite number, got {value!r}")
+    return check_number(require(obj, key, source, (int, float)), source, key, low, high, integer)
+
+
+def check_number(value, source: str, field: str | None, low: float | None = None, high: float | None = None,
+                 integer: bool = False, infinite_ok: bool = False) -> float:
+    """``value`` as a number in [low, high] (an int when ``integer``), else :class:`NgfxInputError` naming
+    ``source`` and ``field``. Booleans, text and NaN are refused, and infinity unless ``infinite_ok`` (+inf only)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise NgfxInputError(source, field, f"expected a number, got {value!r}")
+    if not math.isfinite(value) and not (infinite_ok and value == math.inf):
+        raise NgfxInputError(source, field, f"expected a finite number, got {value!r}")
     if integer and value != int(value):
-        raise NgfxInputError(source, key, f"expected a whole number, got {value!r}")
+        raise NgfxInputError(source, field, f"expected a whole number, got {value!r}")
     if (low is not None and value < low) or (high is not None and value > high):
         bounds = f"[{'-inf' if low is None else low}, {'inf' if high is None else high}]"
-        raise NgfxInputError(source, key, f"must be in {bounds}, got {value!r}")
+        raise NgfxInputError(source, field, f"must be in {bounds}, got {value!r}")
     return int(value) if integer else float(value)
 
 

@@ -155,7 +155,7 @@ def test_trace_out_checked_before_the_run_loads(tmp_path, capsys):
 @pytest.mark.parametrize("field, value, expected", [
     ("speedup", float("nan"), "expected a finite number"),
     ("fps", "fast", "expected a number, got 'fast'"),
-    ("scale", -8, "expected 0 <= value"),
+    ("scale", -8, "must be in [0, "),
     ("encoding", "octree", "expected one of"),
 ])
 def test_report_refuses_bad_sweep_rows(tmp_path, capsys, field, value, expected):

@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 
 from ngfx.errors import NgfxInputError
+from ngfx.io import check_number
 
 
 @dataclass(frozen=True)
@@ -33,17 +34,7 @@ class Number:
                 value = float(value) if value.strip() else 0
             except ValueError:
                 raise NgfxInputError(source, field, f"expected a number, got {value!r}") from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise NgfxInputError(source, field, f"expected a number, got {value!r}")
-        if not math.isfinite(value) and not (self.infinite_ok and value == math.inf):
-            raise NgfxInputError(source, field, f"expected a finite number, got {value}")
-        if self.kind is int:
-            if value != int(value):
-                raise NgfxInputError(source, field, f"expected a whole number, got {value}")
-            value = int(value)
-        if not self.low <= value <= self.high:
-            raise NgfxInputError(source, field, f"expected {self.low:g} <= value <= {self.high:g}, got {value:g}")
-        return self.kind(value)
+        return check_number(value, source, field, self.low, self.high, self.kind is int, self.infinite_ok)
 
 
 def whole(low: float, high: float) -> Number:
