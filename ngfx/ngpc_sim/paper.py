@@ -42,6 +42,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from ngfx.ngpc_sim import costs
 from ngfx.ngpc_sim.config import ENCODING_KINDS
 from ngfx.ngpc_sim.trace import Kernel, Trace
 
@@ -100,10 +101,10 @@ def paper_trace(app: str, encoding: str, inputs: PaperInputs = INPUTS) -> Trace:
     n_pixels = PAPER_WIDTH * PAPER_HEIGHT
     kernels = [
         Kernel(f"{app}.rest", "rest", n_pixels, 0.0, n_pixels * 32.0, n_pixels * 16.0, (1 - neural) * frame_s, app=app),
-        Kernel(f"{app}.encoding", "encoding", n_inputs, 0.0, n_inputs * n_levels * 2 ** APP_DIMS[app] * n_features * 2.0,
-               n_inputs * n_levels * n_features * 2.0, enc_share * frame_s, **fields),
-        Kernel(f"{app}.mlp", "mlp", n_inputs, 2.0 * n_inputs * sum(o * i for o, i in layers), n_inputs * 64.0,
-               n_inputs * layers[-1][0] * 2.0, (neural - enc_share) * frame_s, mlp_layers=layers, **fields),
+        Kernel(f"{app}.encoding", "encoding", n_inputs, *costs.grid_encoding(n_inputs, n_levels, n_features, APP_DIMS[app]),
+               enc_share * frame_s, **fields),
+        Kernel(f"{app}.mlp", "mlp", n_inputs, *costs.fused_mlp(n_inputs, layers), (neural - enc_share) * frame_s,
+               mlp_layers=layers, **fields),
     ]
     return Trace(device="NVIDIA RTX 3090 (paper inputs)", timer="model", width=PAPER_WIDTH, height=PAPER_HEIGHT, kernels=kernels)
 
