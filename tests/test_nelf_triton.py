@@ -23,8 +23,7 @@ def _trained_looking(model: NeLF) -> NeLF:
 
 @pytest.mark.parametrize("launch", [{"block_m": 16, "block_k": 16, "sr_block_m": 16},  # last tiles partly masked
                                     {"block_m": 32, "block_k": 32, "num_stages": 1, "sr_block_m": 32},
-                                    {"body": "chunks", "block_m": 16, "block_k": 16, "programs": 2},
-                                    {"body": "chunks", "block_m": 16, "block_k": 16, "residual": "scratch"}])
+                                    {"block_m": 16, "block_k": 16, "sr_block_m": 16, "residual": "fp16"}])
 def test_fused_forward_matches_the_network(launch):
     model = _trained_looking(NeLF(SMALL))
     rays = torch.randn(1, SMALL.in_channels, 5, 7)  # 35 pixels
@@ -36,15 +35,15 @@ def test_fused_forward_matches_the_network(launch):
     assert (out - ref).abs().max() < 1e-5
 
 
-@pytest.mark.parametrize("body", ["halves", "chunks"])
-def test_fused_body_skips_and_layers_all_count(body):
+@pytest.mark.parametrize("residual", ["fp32", "fp16"])  # fp16 means the operand dtype: fp32 here
+def test_fused_body_skips_and_layers_all_count(residual):
     """Body output against the reference body for several block counts (catches a dropped layer or skip)."""
     for n_blocks in (0, 1, 3):
         cfg = NeLFConfig(n_points=2, n_freqs=2, width=32, n_blocks=n_blocks, sr_stages=(), sr_blocks=0, norm="none")
         model = fold_batchnorm(NeLF(cfg))
         rays = torch.randn(1, cfg.in_channels, 4, 5)
-        mlp = Body(model, torch.float32, {"body": body, "block_m": 16, "block_k": 16, "num_warps": 4,
-                                          "num_stages": 1})
+        mlp = Body(model, torch.float32, {"block_m": 16, "block_k": 16, "num_warps": 4, "num_stages": 1,
+                                          "residual": residual})
         with torch.no_grad():
             stem = model.stem(rays)
             ref = (stem + model.body(stem)).permute(0, 2, 3, 1).reshape(-1, 32)
@@ -54,7 +53,8 @@ def test_fused_body_skips_and_layers_all_count(body):
 
 @pytest.mark.parametrize("kernel, stride, n_blocks, rgb", [(4, 2, 1, False), (3, 3, 0, True), (5, 3, 1, True),
                                                             (2, 2, 2, False)])
-def test_upsample_stage_matches_the_transposed_conv_and_blocks(kernel, stride, n_blocks, rgb):
+@pytest.mark.parametrize("phase_loop", [False, True])
+def test_upsample_stage_matches_the_transposed_conv_and_blocks(kernel, stride, n_blocks, rgb, phase_loop):
     """Every phase and tap of a transposed conv (kernels larger than, equal to and not a multiple of the
     stride), the residual blocks after it, and the RGB layer, against PyTorch."""
     from ngfx.nelf.network import ResidualBlock
@@ -62,7 +62,8 @@ def test_upsample_stage_matches_the_transposed_conv_and_blocks(kernel, stride, n
     up = torch.nn.ConvTranspose2d(16, 32, kernel, stride=stride, padding=(kernel - stride) // 2)
     blocks = [ResidualBlock(32, "none") for _ in range(n_blocks)]
     to_rgb = torch.nn.Conv2d(32, 3, 1) if rgb else None
-    stage = UpsampleStage(up, blocks, to_rgb, torch.float32, {"sr_block_m": 16, "sr_num_warps": 4})
+    stage = UpsampleStage(up, blocks, to_rgb, torch.float32, {"sr_block_m": 16, "sr_num_warps": 4,
+                                                              "sr_phase_loop": phase_loop})
     x = torch.randn(1, 16, 3, 5)
     with torch.no_grad():
         ref = torch.nn.Sequential(up, torch.nn.GELU(), *blocks)(x)
@@ -76,7 +77,11 @@ def test_upsample_stage_matches_the_transposed_conv_and_blocks(kernel, stride, n
     assert (out - ref[0]).abs().max() < 1e-5
 
 
-def test_widths_the_kernel_cannot_take_are_refused():
+def test_widths_and_launches_the_kernels_cannot_take_are_refused():
     model = NeLF(NeLFConfig(width=48, n_blocks=1, sr_stages=((16, 4, 2),), sr_blocks=0))
     with pytest.raises(ValueError, match="width 48"):
         FusedNeLF(model, torch.float32)
+    with pytest.raises(ValueError, match="residual"):
+        FusedNeLF(NeLF(SMALL), torch.float32, {"residual": "bf16"})
+    with pytest.raises(ValueError, match="super-resolution stage"):
+        FusedNeLF(NeLF(NeLFConfig(width=32, n_blocks=1, sr_stages=(), sr_blocks=0)), torch.float32)

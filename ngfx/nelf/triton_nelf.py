@@ -13,9 +13,6 @@ stage the 1x1 conv to RGB and the sigmoid) is one ``upsample_kernel``: a transpo
 shifted input pixels times one kernel tap; so a program takes ``BLOCK_M`` input pixels and one phase, and runs
 the taps, the residual blocks and the RGB layer in registers, writing each intermediate image once.
 
-``residual_mlp_kernel`` is the earlier body kernel (the layer input in a per-program scratch tile, weights in
-K-chunks), kept as a launch option ("body": "chunks") while the two are compared on the GPU.
-
 :class:`FusedNeLF` is inference only; :class:`ngfx.nelf.network.NeLF` remains the reference, and
 ``tests/test_nelf_triton.py`` compares the two under ``TRITON_INTERPRET=1``.
 """
@@ -29,20 +26,35 @@ from torch import nn
 
 from ngfx.nelf.network import NeLF, ResidualBlock, fold_batchnorm
 
-# launch shape: body kernel ("halves" or "chunks"), its rows (pixels) per tile, K rows per stem chunk, warps,
-# pipeline stages; the super-resolution kernels' input pixels per tile and warps. "chunks" also reads
-# "residual" ("registers" | "scratch") and "programs" (persistent grid size). bench_nelf.py probes others on
-# the GPU; the defaults are what it chose there (see BENCHMARKS.md).
-DEFAULT_LAUNCH = {"body": "halves", "block_m": 64, "block_k": 32, "num_warps": 8, "num_stages": 2,
-                  "sr_block_m": 64, "sr_num_warps": 4}
+# launch shape: the body kernel's rows (pixels) per tile, K rows per stem chunk, warps, pipeline stages and
+# residual-stream dtype ("fp32" | "fp16"); the super-resolution kernels' input pixels per tile, warps, and
+# whether a program loops over all output phases of its tile (fewer programs, input re-read from L1).
+# bench_nelf.py probes others on the GPU; the defaults are what it chose there (see BENCHMARKS.md).
+DEFAULT_LAUNCH = {"block_m": 64, "block_k": 32, "num_warps": 8, "num_stages": 2, "residual": "fp32",
+                  "sr_block_m": 64, "sr_num_warps": 4, "sr_phase_loop": False}
 MIN_DOT = 16
 RGB_PAD = 16  # the RGB layer's 3 outputs padded to the smallest tl.dot width
 
 
 @triton.jit
 def _gelu(x):
-    # nn.GELU()'s exact form
-    return 0.5 * x * (1.0 + tl.math.erf(x * 0.7071067811865476))
+    """nn.GELU()'s exact form, x * (1 + erf(x / sqrt(2))) / 2, with erf as a rational minimax fit on [-4, 4] (erf
+    is +-1 in fp32 beyond; |error| < 5e-7, the fit of Eigen's fast erf): branch-free, about 20 instructions
+    against about 30 for libdevice's erff, which picks one of two polynomials per element. The GELUs are most of
+    every layer's instructions (the matrix products run on the tensor cores)."""
+    u = tl.minimum(tl.maximum(x * 0.7071067811865476, -4.0), 4.0)
+    u2 = u * u
+    p = u2 * -2.72614225801306e-10 + 2.77068142495902e-08
+    p = p * u2 - 2.10102402082508e-06
+    p = p * u2 - 5.69250639462346e-05
+    p = p * u2 - 7.34990630326855e-04
+    p = p * u2 - 2.95459980854025e-03
+    p = p * u2 - 1.60960333262415e-02
+    q = u2 * -1.45660718464996e-05 - 2.13374055278905e-04
+    q = q * u2 - 1.68282697438203e-03
+    q = q * u2 - 7.37332916720468e-03
+    q = q * u2 - 1.42647390514189e-02
+    return x * (0.5 - 0.5 * u * p * tl.math.rsqrt(q * q))  # q < 0 on [-4, 4]: 1 / q = -1 / sqrt(q^2), one MUFU op
 
 
 @triton.jit
@@ -61,13 +73,15 @@ def _stem(x_ptr, w_stem_ptr, b_stem_ptr, rows, row_ok, cols, ks, C_IN: tl.conste
 @triton.jit
 def body_kernel(x_ptr, out_ptr, w_stem_ptr, b_stem_ptr, w_ptr, b_ptr, n_rows, C_IN: tl.constexpr,
                 K_STEM: tl.constexpr, WIDTH: tl.constexpr, N_LAYERS: tl.constexpr, BLOCK_M: tl.constexpr,
-                BLOCK_K: tl.constexpr, NUM_STAGES: tl.constexpr):
+                BLOCK_K: tl.constexpr, NUM_STAGES: tl.constexpr, RESIDUAL_FP32: tl.constexpr):
     """Rows of ``x`` [n_rows, C_IN] -> ``out`` [n_rows, WIDTH]: s = GELU(x @ W_stem + b); h = s; per residual
     block h += GELU(GELU(h @ W1 + b1) @ W2 + b2); out = h + s.
 
     ``w`` is [N_LAYERS, 2, WIDTH, WIDTH // 2]: half 0 of a layer holds its even output columns, half 1 its odd
     ones, so joining the two halves' outputs gives the columns back in order; ``b`` is [N_LAYERS, 2, WIDTH // 2]
-    likewise. The stem's weights [K_STEM, WIDTH] are zero-padded to K_STEM (a multiple of BLOCK_K) rows."""
+    likewise. The stem's weights [K_STEM, WIDTH] are zero-padded to K_STEM (a multiple of BLOCK_K) rows.
+    The residual stream h is fp32, or with RESIDUAL_FP32 false the operand dtype (as PyTorch's fp16 forward
+    keeps it), which halves its registers."""
     dtype = w_ptr.dtype.element_ty
     HALF: tl.constexpr = WIDTH // 2
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -78,6 +92,8 @@ def body_kernel(x_ptr, out_ptr, w_stem_ptr, b_stem_ptr, w_ptr, b_ptr, n_rows, C_
     h = _stem(x_ptr, w_stem_ptr, b_stem_ptr, rows, row_ok, cols, ks, C_IN, K_STEM, WIDTH, BLOCK_M, BLOCK_K, NUM_STAGES)
     out_tile = out_ptr + rows[:, None] * WIDTH + cols[None, :]
     tl.store(out_tile, h.to(out_ptr.dtype.element_ty), mask=row_ok[:, None])  # the global skip, read back last
+    if not RESIDUAL_FP32:
+        h = h.to(dtype)
     a = h.to(dtype)  # the current layer's input
     first = tl.zeros((BLOCK_M, HALF), dtype)  # the current layer's even output columns, once computed
     for i in tl.range(0, 2 * N_LAYERS, num_stages=NUM_STAGES):
@@ -91,9 +107,9 @@ def body_kernel(x_ptr, out_ptr, w_stem_ptr, b_stem_ptr, w_ptr, b_ptr, n_rows, C_
             if layer % 2 == 0:  # the block's first conv: its output is the second conv's input
                 a = y
             else:  # the block's second conv: the residual stream takes its output
-                h += y.to(tl.float32)
+                h += y.to(h.dtype)
                 a = h.to(dtype)
-    h += tl.load(out_tile, mask=row_ok[:, None], other=0.0).to(tl.float32)
+    h = h.to(tl.float32) + tl.load(out_tile, mask=row_ok[:, None], other=0.0).to(tl.float32)
     tl.store(out_tile, h.to(out_ptr.dtype.element_ty), mask=row_ok[:, None])
 
 
@@ -101,113 +117,62 @@ def body_kernel(x_ptr, out_ptr, w_stem_ptr, b_stem_ptr, w_ptr, b_ptr, n_rows, C_
 def upsample_kernel(x_ptr, out_ptr, w_up_ptr, b_up_ptr, w_ptr, b_ptr, w_rgb_ptr, b_rgb_ptr, h_in, w_in,
                     C_IN: tl.constexpr, C_OUT: tl.constexpr, KERNEL: tl.constexpr, STRIDE: tl.constexpr,
                     PAD: tl.constexpr, TAPS: tl.constexpr, N_BLOCKS: tl.constexpr, RGB: tl.constexpr,
-                    RGB_COLS: tl.constexpr, BLOCK_M: tl.constexpr):
+                    RGB_COLS: tl.constexpr, BLOCK_M: tl.constexpr, PHASES: tl.constexpr):
     """One super-resolution stage: image rows ``x`` [h_in * w_in, C_IN] (row-major pixels) -> GELU(transposed
     conv) -> residual blocks -> ``out``: rows [h_out * w_out, C_OUT], or with RGB the planar image
-    [3, h_out, w_out] of sigmoid(h @ W_rgb + b_rgb).
+    [3, h_out, w_out] of sigmoid(h @ W_rgb + b_rgb). A program runs ``PHASES`` phases (1 or STRIDE^2) of
+    ``BLOCK_M`` input pixels; the phases of one tile read the same input pixels.
 
     ConvTranspose2d: out[s*m + p] = sum over taps t = (p + PAD) % s + s*j < KERNEL of x[m - j + (p + PAD) // s]
     @ W[t], per axis. ``w_up`` is [KERNEL, KERNEL, C_IN, C_OUT] (the taps' [in, out] matrices), ``w``
     [2 * N_BLOCKS, C_OUT, C_OUT], ``b`` [2 * N_BLOCKS, C_OUT], ``w_rgb`` [C_OUT, RGB_COLS] (3 columns used)."""
     dtype = w_up_ptr.dtype.element_ty
+    programs_per_tile: tl.constexpr = STRIDE * STRIDE // PHASES
     pid = tl.program_id(0)
-    phase = pid % (STRIDE * STRIDE)  # the phases of one tile run side by side: the same input, nearby output
-    py = phase // STRIDE
-    px = phase % STRIDE
-    pix = (pid // (STRIDE * STRIDE)) * BLOCK_M + tl.arange(0, BLOCK_M)
+    first_phase = (pid % programs_per_tile) * PHASES  # a tile's programs run side by side: nearby output
+    pix = (pid // programs_per_tile) * BLOCK_M + tl.arange(0, BLOCK_M)
     pix_ok = pix < h_in * w_in
     y = pix // w_in
     x = pix % w_in
     ci = tl.arange(0, C_IN)
     co = tl.arange(0, C_OUT)
-    acc = tl.zeros((BLOCK_M, C_OUT), tl.float32)
-    for ty in tl.static_range(TAPS):
-        ky = (py + PAD) % STRIDE + STRIDE * ty
-        iy = y - ty + (py + PAD) // STRIDE
-        for tx in tl.static_range(TAPS):
-            kx = (px + PAD) % STRIDE + STRIDE * tx
-            ix = x - tx + (px + PAD) // STRIDE
-            tap_ok = (ky < KERNEL) & (kx < KERNEL)
-            src_ok = pix_ok & (iy >= 0) & (iy < h_in) & (ix >= 0) & (ix < w_in) & tap_ok
-            a = tl.load(x_ptr + (iy * w_in + ix)[:, None] * C_IN + ci[None, :], mask=src_ok[:, None], other=0.0)
-            tap = tl.minimum(ky, KERNEL - 1) * KERNEL + tl.minimum(kx, KERNEL - 1)  # a past-the-end tap: a = 0
-            w = tl.load(w_up_ptr + tap * C_IN * C_OUT + ci[:, None] * C_OUT + co[None, :])
-            acc = tl.dot(a.to(dtype), w, acc)
-    h = _gelu(acc + tl.load(b_up_ptr + co)[None, :])
     square = co[:, None] * C_OUT + co[None, :]
-    for blk in range(N_BLOCKS):
-        layer = 2 * blk
-        z = _gelu(tl.dot(h.to(dtype), tl.load(w_ptr + layer * C_OUT * C_OUT + square))
-                  + tl.load(b_ptr + layer * C_OUT + co)[None, :])
-        h += _gelu(tl.dot(z.to(dtype), tl.load(w_ptr + (layer + 1) * C_OUT * C_OUT + square))
-                   + tl.load(b_ptr + (layer + 1) * C_OUT + co)[None, :])
     w_out = STRIDE * w_in
-    out_pix = (STRIDE * y + py) * w_out + STRIDE * x + px
-    if RGB:
-        c = tl.arange(0, RGB_COLS)
-        rgb = tl.sigmoid(tl.dot(h.to(dtype), tl.load(w_rgb_ptr + co[:, None] * RGB_COLS + c[None, :]))
-                         + tl.load(b_rgb_ptr + c)[None, :])
-        tl.store(out_ptr + c[None, :] * (STRIDE * h_in * w_out) + out_pix[:, None],
-                 rgb.to(out_ptr.dtype.element_ty), mask=pix_ok[:, None] & (c < 3)[None, :])
-    else:
-        tl.store(out_ptr + out_pix[:, None] * C_OUT + co[None, :], h.to(out_ptr.dtype.element_ty),
-                 mask=pix_ok[:, None])
-
-
-@triton.jit
-def _layer(src, w_ptr, b_ptr, local, cols, ks, BLOCK_M: tl.constexpr, WIDTH: tl.constexpr, BLOCK_K: tl.constexpr,
-           NUM_STAGES: tl.constexpr):
-    """GELU(src @ W + b) for one scratch tile ``src`` [BLOCK_M, WIDTH] -> fp32 [BLOCK_M, WIDTH]."""
-    acc = tl.zeros((BLOCK_M, WIDTH), tl.float32)
-    for k in tl.range(0, WIDTH, BLOCK_K, num_stages=NUM_STAGES):
-        a = tl.load(src + local[:, None] * WIDTH + (k + ks)[None, :])
-        w = tl.load(w_ptr + (k + ks)[:, None] * WIDTH + cols[None, :])
-        acc = tl.dot(a, w, acc)
-    return _gelu(acc + tl.load(b_ptr + cols)[None, :])
-
-
-@triton.jit
-def residual_mlp_kernel(x_ptr, out_ptr, scratch_ptr, w_stem_ptr, b_stem_ptr, w_ptr, b_ptr, n_rows,
-                        TILES_PER_PROGRAM: tl.constexpr, C_IN: tl.constexpr, K_STEM: tl.constexpr, WIDTH: tl.constexpr,
-                        N_BLOCKS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
-                        NUM_STAGES: tl.constexpr, RESIDUAL_IN_REGISTERS: tl.constexpr):
-    """The earlier body kernel, same function as ``body_kernel`` with ``w`` [2 * N_BLOCKS, WIDTH, WIDTH] and
-    ``b`` [2 * N_BLOCKS, WIDTH]: each layer's input staged in a per-program scratch tile of two
-    ``BLOCK_M x WIDTH`` buffers, weights streamed in ``BLOCK_K``-row chunks; a persistent grid."""
-    dtype = scratch_ptr.dtype.element_ty
-    pid = tl.program_id(0)
-    local = tl.arange(0, BLOCK_M)
-    cols = tl.arange(0, WIDTH)
-    ks = tl.arange(0, BLOCK_K)
-    buf_a = scratch_ptr + pid * (2 * BLOCK_M * WIDTH)
-    buf_b = buf_a + BLOCK_M * WIDTH
-    tile = local[:, None] * WIDTH + cols[None, :]
-    for i in range(TILES_PER_PROGRAM):  # tiles past the end are masked out
-        rows = (pid + i * tl.num_programs(0)) * BLOCK_M + local
-        row_ok = rows < n_rows
-        out_tile = out_ptr + rows[:, None] * WIDTH + cols[None, :]
-        h = _stem(x_ptr, w_stem_ptr, b_stem_ptr, rows, row_ok, cols, ks, C_IN, K_STEM, WIDTH, BLOCK_M, BLOCK_K,
-                  NUM_STAGES)
-        tl.store(out_tile, h.to(out_ptr.dtype.element_ty), mask=row_ok[:, None])
-        tl.debug_barrier()  # the previous tile's last reads of the scratch are done
-        tl.store(buf_a + tile, h.to(dtype))
-        tl.debug_barrier()  # the tile is read by other threads than those that wrote it
+    for i in range(PHASES):
+        phase = first_phase + i
+        py = phase // STRIDE
+        px = phase % STRIDE
+        acc = tl.zeros((BLOCK_M, C_OUT), tl.float32)
+        for ty in tl.static_range(TAPS):
+            ky = (py + PAD) % STRIDE + STRIDE * ty
+            iy = y - ty + (py + PAD) // STRIDE
+            for tx in tl.static_range(TAPS):
+                kx = (px + PAD) % STRIDE + STRIDE * tx
+                ix = x - tx + (px + PAD) // STRIDE
+                tap_ok = (ky < KERNEL) & (kx < KERNEL)
+                src_ok = pix_ok & (iy >= 0) & (iy < h_in) & (ix >= 0) & (ix < w_in) & tap_ok
+                a = tl.load(x_ptr + (iy * w_in + ix)[:, None] * C_IN + ci[None, :], mask=src_ok[:, None],
+                            other=0.0)
+                tap = tl.minimum(ky, KERNEL - 1) * KERNEL + tl.minimum(kx, KERNEL - 1)  # past-the-end tap: a = 0
+                w = tl.load(w_up_ptr + tap * C_IN * C_OUT + ci[:, None] * C_OUT + co[None, :])
+                acc = tl.dot(a.to(dtype), w, acc)
+        h = _gelu(acc + tl.load(b_up_ptr + co)[None, :])
         for blk in range(N_BLOCKS):
             layer = 2 * blk
-            y = _layer(buf_a, w_ptr + layer * WIDTH * WIDTH, b_ptr + layer * WIDTH, local, cols, ks, BLOCK_M, WIDTH,
-                       BLOCK_K, NUM_STAGES)
-            tl.store(buf_b + tile, y.to(dtype))
-            tl.debug_barrier()
-            z = _layer(buf_b, w_ptr + (layer + 1) * WIDTH * WIDTH, b_ptr + (layer + 1) * WIDTH, local, cols, ks,
-                       BLOCK_M, WIDTH, BLOCK_K, NUM_STAGES)
-            if RESIDUAL_IN_REGISTERS:
-                h += z
-            else:  # each element is read back by the thread that adds to it; no other thread writes it
-                h = tl.load(buf_a + tile).to(tl.float32) + z
-            tl.store(buf_a + tile, h.to(dtype))
-            tl.debug_barrier()
-        h += tl.load(out_tile, mask=row_ok[:, None], other=0.0).to(tl.float32)
-        tl.store(out_tile, h.to(out_ptr.dtype.element_ty), mask=row_ok[:, None])
+            z = _gelu(tl.dot(h.to(dtype), tl.load(w_ptr + layer * C_OUT * C_OUT + square))
+                      + tl.load(b_ptr + layer * C_OUT + co)[None, :])
+            h += _gelu(tl.dot(z.to(dtype), tl.load(w_ptr + (layer + 1) * C_OUT * C_OUT + square))
+                       + tl.load(b_ptr + (layer + 1) * C_OUT + co)[None, :])
+        out_pix = (STRIDE * y + py) * w_out + STRIDE * x + px
+        if RGB:
+            c = tl.arange(0, RGB_COLS)
+            rgb = tl.sigmoid(tl.dot(h.to(dtype), tl.load(w_rgb_ptr + co[:, None] * RGB_COLS + c[None, :]))
+                             + tl.load(b_rgb_ptr + c)[None, :])
+            tl.store(out_ptr + c[None, :] * (STRIDE * h_in * w_out) + out_pix[:, None],
+                     rgb.to(out_ptr.dtype.element_ty), mask=pix_ok[:, None] & (c < 3)[None, :])
+        else:
+            tl.store(out_ptr + out_pix[:, None] * C_OUT + co[None, :], h.to(out_ptr.dtype.element_ty),
+                     mask=pix_ok[:, None])
 
 
 def _matrix(conv: nn.Conv2d) -> torch.Tensor:
@@ -231,14 +196,13 @@ def _block_weights(blocks: list[ResidualBlock], dtype: torch.dtype) -> tuple[tor
 
 
 class Body:
-    """The stem, residual blocks and global skip of a :class:`NeLF` on ``body_kernel`` (or the earlier
-    ``residual_mlp_kernel`` with launch "body": "chunks")."""
+    """The stem, residual blocks and global skip of a :class:`NeLF` on ``body_kernel``."""
 
     def __init__(self, model: NeLF, dtype: torch.dtype, launch: dict):
         self.launch, self.dtype = launch, dtype
         stem, blocks = model.stem[0], list(model.body)
         self.width, self.c_in, self.n_blocks = stem.out_channels, stem.in_channels, len(blocks)
-        _check_width(self.width, "body", 2 * MIN_DOT if launch["body"] == "halves" else MIN_DOT)  # halves: N >= 16
+        _check_width(self.width, "body", 2 * MIN_DOT)  # each half-layer product is >= MIN_DOT wide
         self.block_k = min(launch["block_k"], self.width)
         self.k_stem = -(-self.c_in // self.block_k) * self.block_k
         with torch.no_grad():
@@ -246,11 +210,10 @@ class Body:
             self.w_stem[: self.c_in] = _matrix(stem).to(dtype)
             self.b_stem = stem.bias.float().contiguous()
             self.w, self.b = _block_weights(blocks, dtype)
-            if launch["body"] == "halves" and blocks:  # [layer, half, in, out / 2]: even, odd output columns
+            if blocks:  # [layer, half, in, out / 2]: the even, then the odd output columns
                 n, w = self.w.shape[0], self.width
                 self.w = self.w.view(n, w, w // 2, 2).permute(0, 3, 1, 2).contiguous()
                 self.b = self.b.view(n, w // 2, 2).transpose(1, 2).contiguous()
-        self._scratch: torch.Tensor | None = None
         self.compiled = None  # the last launch's compiled kernel (registers, spills, PTX for the benchmark)
 
     def to(self, device: torch.device) -> "Body":
@@ -262,29 +225,12 @@ class Body:
         """``x`` [n_rows, c_in] (row-major) -> [n_rows, width] in the operand dtype."""
         n_rows, block_m = x.shape[0], self.launch["block_m"]
         out = torch.empty(n_rows, self.width, device=x.device, dtype=self.dtype)
-        common = dict(C_IN=self.c_in, K_STEM=self.k_stem, WIDTH=self.width, BLOCK_M=block_m, BLOCK_K=self.block_k,
-                      NUM_STAGES=self.launch["num_stages"], num_warps=self.launch["num_warps"])
-        tiles = triton.cdiv(n_rows, block_m)
-        if self.launch["body"] == "halves":
-            self.compiled = body_kernel[(tiles,)](x, out, self.w_stem, self.b_stem, self.w, self.b, n_rows,
-                                                  N_LAYERS=2 * self.n_blocks, **common)
-            return out
-        grid = min(tiles, self.launch.get("programs") or _programs(x.device))
-        size = grid * 2 * block_m * self.width
-        if self._scratch is None or self._scratch.numel() < size or self._scratch.device != x.device:
-            self._scratch = torch.empty(size, device=x.device, dtype=self.dtype)
-        self.compiled = residual_mlp_kernel[(grid,)](
-            x, out, self._scratch, self.w_stem, self.b_stem, self.w, self.b, n_rows,
-            TILES_PER_PROGRAM=triton.cdiv(tiles, grid), N_BLOCKS=self.n_blocks,
-            RESIDUAL_IN_REGISTERS=self.launch.get("residual") != "scratch", **common)
+        self.compiled = body_kernel[(triton.cdiv(n_rows, block_m),)](
+            x, out, self.w_stem, self.b_stem, self.w, self.b, n_rows, C_IN=self.c_in, K_STEM=self.k_stem,
+            WIDTH=self.width, N_LAYERS=2 * self.n_blocks, BLOCK_M=block_m, BLOCK_K=self.block_k,
+            NUM_STAGES=self.launch["num_stages"], RESIDUAL_FP32=self.launch["residual"] == "fp32",
+            num_warps=self.launch["num_warps"])
         return out
-
-
-def _programs(device: torch.device) -> int:
-    """Programs of the persistent grid: a few per multiprocessor on the GPU, one per tile elsewhere."""
-    if device.type != "cuda":
-        return 1 << 30
-    return 4 * torch.cuda.get_device_properties(device).multi_processor_count
 
 
 class UpsampleStage:
@@ -320,11 +266,11 @@ class UpsampleStage:
         s = self.stride
         shape = (3, h * s, w * s) if self.rgb else (h * w * s * s, self.c_out)
         out = torch.empty(shape, device=x.device, dtype=self.dtype)
-        block_m = self.launch["sr_block_m"]
-        upsample_kernel[(triton.cdiv(h * w, block_m) * s * s,)](
+        block_m, phases = self.launch["sr_block_m"], s * s if self.launch["sr_phase_loop"] else 1
+        upsample_kernel[(triton.cdiv(h * w, block_m) * (s * s // phases),)](
             x, out, self.w_up, self.b_up, self.w, self.b, self.w_rgb, self.b_rgb, h, w, C_IN=self.c_in,
             C_OUT=self.c_out, KERNEL=self.kernel, STRIDE=s, PAD=self.pad, TAPS=-(-self.kernel // s),
-            N_BLOCKS=self.n_blocks, RGB=self.rgb, RGB_COLS=RGB_PAD, BLOCK_M=block_m,
+            N_BLOCKS=self.n_blocks, RGB=self.rgb, RGB_COLS=RGB_PAD, BLOCK_M=block_m, PHASES=phases,
             num_warps=self.launch["sr_num_warps"])
         return out
 
@@ -343,6 +289,8 @@ class FusedNeLF:
 
     def __init__(self, model: NeLF, dtype: torch.dtype = torch.float16, launch: dict | None = None):
         self.launch = dict(DEFAULT_LAUNCH, **(launch or {}))
+        if self.launch["residual"] not in ("fp32", "fp16"):
+            raise ValueError(f"fused NeLF: launch residual must be 'fp32' or 'fp16', got {self.launch['residual']!r}")
         model = fold_batchnorm(model)
         self.cfg, self.dtype = model.cfg, dtype
         if not model.cfg.sr_stages:
@@ -373,5 +321,4 @@ class FusedNeLF:
         return x[None]
 
 
-__all__ = ["FusedNeLF", "Body", "UpsampleStage", "body_kernel", "upsample_kernel", "residual_mlp_kernel",
-           "DEFAULT_LAUNCH"]
+__all__ = ["FusedNeLF", "Body", "UpsampleStage", "body_kernel", "upsample_kernel", "DEFAULT_LAUNCH"]
