@@ -3,10 +3,13 @@
 Training draws random pixels of the training views (a ray count that adapts so each batch holds about
 ``TARGET_SAMPLES`` samples), marches them through the occupancy grid (refreshed every 16 steps), volume
 renders the packed samples over a random background colour (RGBA data) and regresses the pixel colour.
-Rendering marches bands of pixel rows segment by segment (:func:`ngfx.render.ops.raymarch.render_segments`,
-jumping over empty cells of the grid): ``SEGMENT`` occupied samples per ray at a time,
-evaluated, composited front to back, and rays dropped once their transmittance falls below
-``MIN_TRANSMITTANCE`` (early termination). Evaluation uses a white background, as NeRF-synthetic does.
+Rendering on the GPU runs the fused per-ray kernel (:mod:`ngfx.render.ops.triton_fused_volume`: march,
+encoding, MLPs and compositing of a tile of rays in one kernel, rays stopped once their transmittance falls
+below ``MIN_TRANSMITTANCE``). The stage-by-stage path, its baseline (``per_ray=False``) and the CPU path,
+marches bands of pixel rows segment by segment (:func:`ngfx.render.ops.raymarch.render_segments`, jumping
+over empty cells of the grid): ``SEGMENT`` occupied samples per ray at a time, evaluated, composited front to
+back, and rays dropped after the segment that took their transmittance below ``MIN_TRANSMITTANCE``.
+Evaluation uses a white background, as NeRF-synthetic does.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import torch
 from ngfx.progress import frame_bands, progress_bar
 from ngfx.render import stages
 from ngfx.render.ops import raymarch
+from ngfx.render.ops.fused_volume import VolumeField, use_per_ray
 from ngfx.render.apps.base import App
 from ngfx.cameras import Intrinsics, orbit_poses, pixel_rays, posed_view
 from ngfx.render.datasets import load_multiview
@@ -155,10 +159,24 @@ class NerfApp(App):
         return loss
 
     # --- rendering -----------------------------------------------------------------------------------
+    def volume_field(self) -> VolumeField:
+        """The field as the fused per-ray renderer reads it (world points mapped from the scene box)."""
+        net = self.field.density_net
+        return VolumeField("nerf", net.encoding, net.network, self.field.colour_net, self.aabb,
+                           lambda p, d: self.field.query(self._unit(p), d))
+
     @torch.no_grad()
-    def _shade(self, origins, dirs, t_near, t_far, background: torch.Tensor, fused: bool) -> torch.Tensor:
-        """Colour [n, 3] of rays [n, 3] with box distances [n]: segment marching with early termination."""
+    def _shade(self, origins, dirs, t_near, t_far, background: torch.Tensor, fused: bool,
+               per_ray: bool | None = None) -> torch.Tensor:
+        """Colour [n, 3] of rays [n, 3] with box distances [n]: the fused per-ray kernel (``fused`` and
+        ``per_ray`` where Triton runs), else segment marching stage by stage; both with early termination."""
         triton_ok = use_triton(fused, origins.device)
+        if triton_ok and use_per_ray(per_ray, origins.device):
+            from ngfx.render.ops.triton_fused_volume import render_volume  # imports triton
+
+            return render_volume(origins, dirs, t_near.clamp(min=self.near * 0.5), t_far, self.occupancy.mask,
+                                 self.aabb, self.occupancy.resolution, self.dt, self.volume_field(), background,
+                                 max_scan=MAX_SCAN[self.size], min_transmittance=MIN_TRANSMITTANCE)
         return raymarch.render_segments(
             origins, dirs, t_near.clamp(min=self.near * 0.5), t_far, self.occupancy.mask, self.aabb,
             self.occupancy.resolution, self.dt, lambda p, d: self.field.query(self._unit(p), d, triton_ok),
@@ -166,15 +184,17 @@ class NerfApp(App):
             min_transmittance=MIN_TRANSMITTANCE)
 
     @torch.no_grad()
-    def render_rays(self, origins: torch.Tensor, dirs: torch.Tensor, fused: bool = True) -> torch.Tensor:
-        """Colour [N, 3] of world rays (unit ``dirs``) over the eval background, in chunks."""
+    def render_rays(self, origins: torch.Tensor, dirs: torch.Tensor, fused: bool = True,
+                    per_ray: bool | None = None) -> torch.Tensor:
+        """Colour [N, 3] of world rays (unit ``dirs``) over the eval background, in chunks (``fused``,
+        ``per_ray``: as :meth:`render`)."""
         out = torch.empty(origins.shape[0], 3, device=self.device_)
         chunk = CHUNK_RAYS[self.size]
         for start in range(0, origins.shape[0], chunk):
             o = origins[start:start + chunk].to(self.device_).float().contiguous()
             d = dirs[start:start + chunk].to(self.device_).float().contiguous()
             t_near, t_far = raymarch.ray_aabb(o, d, self.aabb)
-            out[start:start + chunk] = self._shade(o, d, t_near, t_far, self.background, fused)
+            out[start:start + chunk] = self._shade(o, d, t_near, t_far, self.background, fused, per_ray)
         return out
 
     def camera(self, width: int, height: int, view) -> tuple[torch.Tensor, Intrinsics]:
@@ -192,7 +212,10 @@ class NerfApp(App):
                                k.k1, k.k2, k.p1, k.p2)
 
     @torch.no_grad()
-    def render(self, width: int, height: int, view=0, fused: bool = True) -> torch.Tensor:
+    def render(self, width: int, height: int, view=0, fused: bool = True,
+               per_ray: bool | None = None) -> torch.Tensor:
+        """[height, width, 3] frame of ``view``. ``fused`` (with Triton): the fused per-ray kernel (``per_ray``;
+        by default on a GPU) or the stage-by-stage Triton kernels; otherwise the stage-by-stage PyTorch ops."""
         c2w, k = self.camera(width, height, view)
         triton_ok = use_triton(fused, self.device_)
         ray_gen = raymarch.ray_gen
@@ -203,17 +226,18 @@ class NerfApp(App):
             n = n_rows * width
             with stages.stage("nerf.ray_gen", "rest", n_inputs=n, bytes_written=n * 32.0, app="nerf", fused=triton_ok):
                 origins, dirs, t_near, t_far = ray_gen(c2w, k, row0, n_rows, self.aabb)
-            frame[row0 * width:row0 * width + n] = self._shade(origins, dirs, t_near, t_far, self.background, fused)
+            frame[row0 * width:row0 * width + n] = self._shade(origins, dirs, t_near, t_far, self.background, fused,
+                                                               per_ray)
         return frame.reshape(height, width, 3).clamp(0.0, 1.0)
 
     @torch.no_grad()
-    def evaluate(self) -> dict:
-        """PSNR and SSIM on the held-out (val) views, white background."""
+    def evaluate(self, per_ray: bool | None = None) -> dict:
+        """PSNR and SSIM on the held-out (val) views, white background (``per_ray``: as :meth:`render`)."""
         k, truth = self.intrinsics, self.eval_images
         psnrs, ssims = [], []
         fused = self.device_.type == "cuda"  # off the GPU, the PyTorch path beats the Triton interpreter
         for v in progress_bar(self.eval_indices, desc=f"evaluate nerf ({k.width}x{k.height})", unit="view"):
-            image = self.render(k.width, k.height, v, fused=fused)
+            image = self.render(k.width, k.height, v, fused=fused, per_ray=per_ray)
             psnrs.append(psnr(image, truth[v]))
             ssims.append(ssim(image, truth[v]))
         return {"psnr_db": sum(psnrs) / len(psnrs), "ssim": sum(ssims) / len(ssims), "n_views": len(psnrs),

@@ -3,14 +3,16 @@
 Training regresses the cloud's density (normalised by its peak) and colour at random points of the cube
 [-1, 1]^3. Rendering marches each ray through the cube with fixed steps, ``SEGMENT`` samples per segment,
 compositing front to back and dropping rays whose transmittance fell below ``1e-3`` (early termination),
-with NeRF's segment loop (:func:`ngfx.render.ops.raymarch.render_segments`). An occupancy grid built once from
-the trained network lets the marcher jump over the empty part of the cube (most of it). The ground truth is
-the cloud itself rendered by the same marcher with every cell occupied, so PSNR measures only the
-network's error.
+with NeRF's segment loop (:func:`ngfx.render.ops.raymarch.render_segments`), or on the GPU with NeRF's fused
+per-ray kernel (:mod:`ngfx.render.ops.triton_fused_volume`, which checks after every sample). An occupancy grid
+built once from the trained network lets the marcher jump over the empty part of the cube (most of it). The
+ground truth is the cloud itself rendered by the same marcher with every cell occupied, so PSNR measures
+only the network's error.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -18,6 +20,7 @@ import torch
 from ngfx.progress import frame_bands, progress_bar
 from ngfx.render import stages
 from ngfx.render.ops import raymarch
+from ngfx.render.ops.fused_volume import VolumeField, use_per_ray
 from ngfx.render.apps.base import App
 from ngfx.cameras import Intrinsics
 from ngfx.render.metrics import psnr
@@ -118,11 +121,13 @@ class NvrApp(App):
 
     @torch.no_grad()
     def render(self, width: int, height: int, view=0, fused: bool = True, ground_truth: bool = False,
-               skip_empty: bool = True) -> torch.Tensor:
+               skip_empty: bool = True, per_ray: bool | None = None) -> torch.Tensor:
         """Ray-marched [height, width, 3] frame of the network (or of the true cloud with ``ground_truth``).
 
         The network is marched through its occupancy grid (``skip_empty``) or through every step of the cube;
-        the truth always through every step, so it does not depend on the network.
+        the truth always through every step, so it does not depend on the network. ``fused`` (with Triton):
+        the network through the fused per-ray kernel (``per_ray``; by default on a GPU) or the stage-by-stage
+        Triton kernels; otherwise (and for the truth) stage by stage.
         """
         if skip_empty and not ground_truth:
             occupancy, resolution = self.occupancy, OCCUPANCY_RESOLUTION[self.size]
@@ -130,6 +135,11 @@ class NvrApp(App):
             occupancy, resolution = torch.ones(1, dtype=torch.bool, device=self.device_), 1
         query = self._cloud_query if ground_truth else self._network_query
         triton_ok = use_triton(fused, self.device_)
+        march = functools.partial(raymarch.render_segments, query=query, app="nvr", fused=triton_ok, segment=SEGMENT)
+        if triton_ok and use_per_ray(per_ray, self.device_) and not ground_truth:
+            from ngfx.render.ops.triton_fused_volume import render_volume  # imports triton
+
+            march = functools.partial(render_volume, field=self.volume_field())
         c2w, k = self.camera(width, height, view)
         frame = torch.empty(height * width, 3, device=self.device_)
         background = torch.tensor(BACKGROUND, device=self.device_)
@@ -139,12 +149,17 @@ class NvrApp(App):
             with stages.stage("nvr.ray_gen", "rest", n_inputs=n, bytes_written=n * 32.0, app="nvr"):
                 origins, dirs = band_rays(c2w, k, row0, n_rows)
                 t_near, t_far = ray_box(origins, dirs)
-            colour = raymarch.render_segments(origins, dirs, t_near, t_far, occupancy, self.cube, resolution, self.dt,
-                                              query, background, app="nvr", fused=triton_ok, segment=SEGMENT,
-                                              max_scan=MAX_SCAN[self.size], min_transmittance=MIN_TRANSMITTANCE)
+            colour = march(origins, dirs, t_near, t_far, occupancy, self.cube, resolution, self.dt,
+                           background=background, max_scan=MAX_SCAN[self.size], min_transmittance=MIN_TRANSMITTANCE)
             frame[row0 * width:row0 * width + n] = colour.clamp(0, 1)
             self.last_render_chunks += 1
         return frame.reshape(height, width, 3)
+
+    def volume_field(self) -> VolumeField:
+        """The network as the fused per-ray renderer reads it (the cube mapped onto its unit inputs)."""
+        net = self.field.model
+        return VolumeField("nvr", net.encoding, net.network, None, self.cube, self._network_query,
+                           density_scale=MAX_DENSITY)
 
     def _network_query(self, points: torch.Tensor, dirs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.density_colour(to_unit(points), query=True)
@@ -153,8 +168,9 @@ class NvrApp(App):
         return cloud(points, self.seed)
 
     @torch.no_grad()
-    def evaluate(self) -> dict:
-        """Mean PSNR over orbit views of the network vs the true cloud, both rendered by the same marcher."""
+    def evaluate(self, per_ray: bool | None = None) -> dict:
+        """Mean PSNR over orbit views of the network vs the true cloud, both rendered by the same marcher
+        (``per_ray``: the network as :meth:`render` renders it)."""
         w, h = EVAL_SIZE[self.size]
         views = range(0, N_VIEWS, N_VIEWS // N_EVAL_VIEWS)
         fused = self.device_.type == "cuda"  # off the GPU, the PyTorch path beats the Triton interpreter
@@ -168,7 +184,7 @@ class NvrApp(App):
                 bar.update(1)
         psnrs = []
         for v, truth in zip(views, self._ground_truth):
-            psnrs.append(psnr(self.render(w, h, v, fused=fused), truth))
+            psnrs.append(psnr(self.render(w, h, v, fused=fused, per_ray=per_ray), truth))
             bar.update(1)
         bar.close()
         return {"psnr_db": sum(psnrs) / len(psnrs), "n_views": len(psnrs), "width": w, "height": h}

@@ -101,6 +101,27 @@ def _cell_exit_axis(o, d, cell_coord, lo, cell, margin):
 
 
 @triton.jit
+def lattice_step(ox, oy, oz, dx, dy, dz, t0, j, t_far, searching, occ_ptr, lo_x, lo_y, lo_z, size_x, size_y, size_z,
+                 dt, R: tl.constexpr, SKIP_MARGIN: tl.constexpr):
+    """One marching iteration of rays at lattice index ``j`` (see raymarch.march_segment) -> (the point's
+    distance ``t0 + (j + 0.5) dt``, whether it is before ``t_far``, whether it is taken: ``searching``, inside and
+    in an occupied cell, the next lattice index: one step, or past the cell's exit when the cell is empty)."""
+    t = t0 + (j + 0.5) * dt
+    fx = tl.minimum(tl.maximum(tl.floor((ox + t * dx - lo_x) / size_x * R), 0.0), R - 1.0)
+    fy = tl.minimum(tl.maximum(tl.floor((oy + t * dy - lo_y) / size_y * R), 0.0), R - 1.0)
+    fz = tl.minimum(tl.maximum(tl.floor((oz + t * dz - lo_z) / size_z * R), 0.0), R - 1.0)
+    cell = fx.to(tl.int32) + fy.to(tl.int32) * R + fz.to(tl.int32) * (R * R)
+    inside = t < t_far
+    occupied = searching & inside & (tl.load(occ_ptr + cell, mask=searching & inside, other=0) != 0)
+    cell_x, cell_y, cell_z = size_x / R, size_y / R, size_z / R
+    exit_t = tl.minimum(tl.minimum(_cell_exit_axis(ox, dx, fx, lo_x, cell_x, SKIP_MARGIN * cell_x),
+                                   _cell_exit_axis(oy, dy, fy, lo_y, cell_y, SKIP_MARGIN * cell_y)),
+                        _cell_exit_axis(oz, dz, fz, lo_z, cell_z, SKIP_MARGIN * cell_z))
+    j_past_cell = tl.ceil((exit_t - t0) / dt - 0.5)
+    return t, inside, occupied, tl.where(occupied | (inside == 0), j + 1.0, tl.maximum(j + 1.0, j_past_cell))
+
+
+@triton.jit
 def _march_kernel(o_ptr, d_ptr, active_ptr, t_ptr, t_far_ptr, occ_ptr, aabb_ptr, t_out_ptr, delta_out_ptr,
                   n_active, dt, MAX_SCAN: tl.constexpr, R: tl.constexpr, K: tl.constexpr,
                   SKIP_MARGIN: tl.constexpr, BLOCK: tl.constexpr):
@@ -112,8 +133,6 @@ def _march_kernel(o_ptr, d_ptr, active_ptr, t_ptr, t_far_ptr, occ_ptr, aabb_ptr,
     ox, oy, oz, dx, dy, dz = load_ray(o_ptr, d_ptr, ray, mask)
     lo_x, lo_y, lo_z = tl.load(aabb_ptr), tl.load(aabb_ptr + 1), tl.load(aabb_ptr + 2)
     size_x, size_y, size_z = tl.load(aabb_ptr + 3) - lo_x, tl.load(aabb_ptr + 4) - lo_y, tl.load(aabb_ptr + 5) - lo_z
-    cell_x, cell_y, cell_z = size_x / R, size_y / R, size_z / R
-    margin_x, margin_y, margin_z = SKIP_MARGIN * cell_x, SKIP_MARGIN * cell_y, SKIP_MARGIN * cell_z
     j = tl.zeros([BLOCK], dtype=tl.float32)  # lattice index of the ray's next point
     count = tl.zeros([BLOCK], dtype=tl.int32)
     searching = mask
@@ -121,21 +140,11 @@ def _march_kernel(o_ptr, d_ptr, active_ptr, t_ptr, t_far_ptr, occ_ptr, aabb_ptr,
     iteration = 0
     # the block stops as soon as all its rays are done, rather than after MAX_SCAN iterations
     while (iteration < MAX_SCAN) & (n_searching > 0):
-        t = t0 + (j + 0.5) * dt
-        fx = tl.minimum(tl.maximum(tl.floor((ox + t * dx - lo_x) / size_x * R), 0.0), R - 1.0)
-        fy = tl.minimum(tl.maximum(tl.floor((oy + t * dy - lo_y) / size_y * R), 0.0), R - 1.0)
-        fz = tl.minimum(tl.maximum(tl.floor((oz + t * dz - lo_z) / size_z * R), 0.0), R - 1.0)
-        cell = fx.to(tl.int32) + fy.to(tl.int32) * R + fz.to(tl.int32) * (R * R)
-        inside = t < t_far
-        occupied = searching & inside & (tl.load(occ_ptr + cell, mask=searching & inside, other=0) != 0)
+        t, inside, occupied, step = lattice_step(ox, oy, oz, dx, dy, dz, t0, j, t_far, searching, occ_ptr, lo_x, lo_y,
+                                                 lo_z, size_x, size_y, size_z, dt, R, SKIP_MARGIN)
         tl.store(t_out_ptr + a * K + count, t, mask=occupied)
         tl.store(delta_out_ptr + a * K + count, dt + 0.0 * t, mask=occupied)
         count += occupied.to(tl.int32)
-        exit_t = tl.minimum(tl.minimum(_cell_exit_axis(ox, dx, fx, lo_x, cell_x, margin_x),
-                                       _cell_exit_axis(oy, dy, fy, lo_y, cell_y, margin_y)),
-                            _cell_exit_axis(oz, dz, fz, lo_z, cell_z, margin_z))
-        j_past_cell = tl.ceil((exit_t - t0) / dt - 0.5)
-        step = tl.where(occupied | (inside == 0), j + 1.0, tl.maximum(j + 1.0, j_past_cell))
         j = tl.where(searching, step, j)
         searching = searching & inside & (count < K)
         n_searching = tl.sum(searching.to(tl.int32), axis=0)

@@ -16,21 +16,15 @@ BLOCK = 128
 
 
 @triton.jit
-def _colour_input_kernel(h_ptr, dirs_ptr, out_ptr, n, P: tl.constexpr, BLOCK: tl.constexpr):
-    rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    mask = rows < n
-    cols = tl.arange(0, P)
-    width = P + 16
-    tile = tl.load(h_ptr + rows[:, None] * P + cols[None, :], mask=mask[:, None], other=0.0)
-    tl.store(out_ptr + rows[:, None] * width + cols[None, :], tile.to(tl.float32), mask=mask[:, None])
-    x = tl.load(dirs_ptr + rows * 3, mask=mask, other=0.0).to(tl.float32)[:, None]
-    y = tl.load(dirs_ptr + rows * 3 + 1, mask=mask, other=0.0).to(tl.float32)[:, None]
-    z = tl.load(dirs_ptr + rows * 3 + 2, mask=mask, other=0.0).to(tl.float32)[:, None]
+def sh_basis(x, y, z):
+    """The 16 SH coefficients [BLOCK, 16] float32 of unit directions (x, y, z) [BLOCK], as one tile: the colour
+    input kernel writes each row with one contiguous store, the fused volume renderer feeds it to ``tl.dot``."""
+    x = x.to(tl.float32)[:, None]
+    y = y.to(tl.float32)[:, None]
+    z = z.to(tl.float32)[:, None]
     xy, xz, yz, x2, y2, z2 = x * y, x * z, y * z, x * x, y * y, z * z
-    # the 16 coefficients as one [BLOCK, 16] tile, so each row is written by one contiguous store rather
-    # than 16 strided ones (tiny-cuda-nn's order and constants, as sh.spherical_harmonics)
-    c = tl.arange(0, 16)[None, :]
-    sh = tl.where(c == 0, 0.28209479177387814 + 0.0 * x,
+    c = tl.arange(0, 16)[None, :]  # tiny-cuda-nn's order and constants, as sh.spherical_harmonics
+    return tl.where(c == 0, 0.28209479177387814 + 0.0 * x,
          tl.where(c == 1, -0.48860251190291987 * y,
          tl.where(c == 2, 0.48860251190291987 * z,
          tl.where(c == 3, -0.48860251190291987 * x,
@@ -46,7 +40,21 @@ def _colour_input_kernel(h_ptr, dirs_ptr, out_ptr, n, P: tl.constexpr, BLOCK: tl
          tl.where(c == 13, 0.45704579946446572 * x * (1.0 - 5.0 * z2),
          tl.where(c == 14, 1.4453057213202769 * z * (x2 - y2),
                   0.59004358992664352 * x * (-x2 + 3.0 * y2))))))))))))))))
-    tl.store(out_ptr + rows[:, None] * width + P + c, sh, mask=mask[:, None])
+
+
+@triton.jit
+def _colour_input_kernel(h_ptr, dirs_ptr, out_ptr, n, P: tl.constexpr, BLOCK: tl.constexpr):
+    rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = rows < n
+    cols = tl.arange(0, P)
+    width = P + 16
+    tile = tl.load(h_ptr + rows[:, None] * P + cols[None, :], mask=mask[:, None], other=0.0)
+    tl.store(out_ptr + rows[:, None] * width + cols[None, :], tile.to(tl.float32), mask=mask[:, None])
+    x = tl.load(dirs_ptr + rows * 3, mask=mask, other=0.0)
+    y = tl.load(dirs_ptr + rows * 3 + 1, mask=mask, other=0.0)
+    z = tl.load(dirs_ptr + rows * 3 + 2, mask=mask, other=0.0)
+    c = tl.arange(0, 16)[None, :]
+    tl.store(out_ptr + rows[:, None] * width + P + c, sh_basis(x, y, z), mask=mask[:, None])
 
 
 def colour_input(h: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor:
