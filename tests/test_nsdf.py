@@ -1,4 +1,5 @@
-"""NSDF: mesh SDF vs an analytic sphere, bad OBJ errors, tiny CSG training thresholds, sphere tracing kernels."""
+"""NSDF: mesh SDF vs an analytic sphere, bad OBJ errors, tiny CSG training thresholds, sphere tracing kernels, the
+fused tracer inside the app (its kernel is tested against the stage path in test_fused_sphere_trace)."""
 
 import math
 
@@ -124,11 +125,18 @@ def test_trace_step_and_shade_kernels_equal_reference():
 def test_render_hits_the_object_and_fused_equals_unfused(trained):
     app, _ = trained
     unfused = app.render(48, 36, view=0, fused=False)
-    fused = app.render(48, 36, view=0, fused=True)
+    fused = app.render(48, 36, view=0, fused=True, per_ray=False)
     # float rounding differs between the twins (norms, FMAs) and accumulates over steps; a ray may, rarely,
     # stop one step apart at a silhouette, so allow a handful of pixels beyond the rounding tolerance
     off = (fused - unfused).abs().amax(dim=-1) > 1e-4
     assert int(off.sum()) <= 5
+    # the fused tracer (its PyTorch twin on a CPU) steps on the coarse grid first and stops elsewhere within the
+    # hit tolerance: the same silhouette, and the tiny field's shading close where both hit
+    per_ray = app.render(48, 36, view=0)
+    hit, unfused_hit = per_ray.sum(-1) > 0, unfused.sum(-1) > 0
+    assert int((hit != unfused_hit).sum()) <= 0.01 * hit.numel()
+    shading = (per_ray - unfused)[hit & unfused_hit].abs().amax(-1)
+    assert float(shading.median()) < 0.003 and float(shading.quantile(0.8)) < 0.02
     assert float(unfused[18, 24].sum()) > 0.3  # the centre ray hits the object
     assert float(unfused[0, 0].sum()) == 0.0  # the corner sees the background
     # the analytic scene's silhouette, traced by the same reference step, agrees with the network's
@@ -149,6 +157,15 @@ def test_render_hits_the_object_and_fused_equals_unfused(trained):
     truth = (status == 1).reshape(36, 48)
     agree = float(((unfused.sum(-1) > 0) == truth).float().mean())
     assert agree > 0.95
+
+
+def test_fused_trace_scene_is_baked_once_per_set_of_weights():
+    app = nsdf.build_app("csg", "hashgrid", "tiny", device="cpu", n_train=2048)
+    scene = app.trace_scene()
+    assert app.trace_scene() is scene  # rendering again reuses the baked grid
+    fit(app, steps=1)  # the optimiser changes the weights in place
+    rebaked = app.trace_scene()
+    assert rebaked is not scene and not torch.equal(rebaked.distance_grid, scene.distance_grid)
 
 
 def test_tight_trace_box_saves_queries_not_accuracy(trained, monkeypatch):

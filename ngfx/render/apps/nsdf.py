@@ -4,11 +4,15 @@ The scene is the analytic CSG scene ("csg") or an OBJ mesh (normalised into [-0.
 held-out points (uniform in the cube [-1, 1]^3 and near the surface: 1/4 and 3/4 for training, half and
 half held out) and their SDF values are sampled once into a cache, so a training step is an index draw.
 The network predicts a correction to a sphere's SDF (radius 0.5), a geometric initialisation that starts
-as a closed surface. Loss: L1 on the SDF. Rendering sphere-traces the scene's padded bounding box.
+as a closed surface. Loss: L1 on the SDF. Rendering sphere-traces the scene's padded bounding box: by default
+with the fused tracer (:mod:`ngfx.render.ops.fused_sphere_trace`: safe steps on a coarse distance grid baked
+from the network, the network only near the surface, normals and shading in the same pass; one Triton kernel
+on CUDA), or stage by stage (``per_ray=False`` / ``fused=False``), the baseline.
 """
 
 from __future__ import annotations
 
+import functools
 
 import torch
 
@@ -22,7 +26,9 @@ from ngfx.render.ops.mesh_sdf import Y_UP_TO_Z_UP, load_obj, sample_surface
 from ngfx.render.neural_field import NeuralField, adam, check_size, preset_size, use_triton
 from ngfx.render.orbit_view import band_rays, fov_x_for_short_side, framing_radius, orbit_camera
 from ngfx.render.apps.presets import encoding_preset, mlp_preset
-from ngfx.render.ops.sphere_trace import ALIVE, HIT, TETRAHEDRON, ray_box, to_unit
+from ngfx.render.ops import fused_sphere_trace
+from ngfx.render.ops.fused_sphere_trace import TraceScene, bake_distance_grid, grid_cell
+from ngfx.render.ops.sphere_trace import ALIVE, HIT, MISS, NORMAL_PROBE, normal_probes, ray_box, tetra_sdf, to_unit
 from scenes.sdf_csg import BOX, csg_sdf
 
 DEFAULT_STEPS = {"tiny": 300, "quick": 1000, "full": 20000}
@@ -46,6 +52,10 @@ NEAR_SURFACE_SIGMAS = (0.005, 0.02)  # Gaussian offsets from the surface, in nor
 TRACE_BOX_MARGIN = 0.02
 HIT_EPS = 5e-4  # a ray hits where |SDF| < HIT_EPS * (1 + t): the tolerance grows with a pixel's footprint
 STEP_SCALE = 0.9  # under-relaxed steps: a learned SDF is not a true distance bound
+# The fused tracer's coarse distance grid over the trace box (baked from the network once), and how close to the
+# surface (in cell diagonals) its bound must come before the network is asked
+COARSE_RESOLUTION = {"tiny": 32, "quick": 64, "full": 128}
+COARSE_NEAR_CELLS = 1.0
 
 
 class NsdfApp(App):
@@ -93,6 +103,7 @@ class NsdfApp(App):
         self.orbit_radius = framing_radius(surface, self.orbit_target, ELEVATION_DEG, FOV_DEG)
         margin = TRACE_BOX_MARGIN * (self.box[1] - self.box[0])
         self.trace_box = torch.stack([(self.box[0] - margin).clamp(min=-1.0), (self.box[1] + margin).clamp(max=1.0)])
+        self._trace_scene = None  # (parameter versions, TraceScene) of the last fused render
         self.train_points, self.train_sdf = self._sample(self.n_train, gen, near_fraction=self.near_fraction)
         self.uniform_points, self.uniform_sdf = self._sample(N_HELD_OUT[size], gen, near_fraction=0.0)
         self.near_points, self.near_sdf = self._sample(N_HELD_OUT[size], gen, near_fraction=1.0)
@@ -155,51 +166,86 @@ class NsdfApp(App):
         """A camera path of ``n_frames`` poses around the scene, framed as :meth:`camera` -> [n_frames, 4, 4]."""
         return orbit_poses(n_frames, self.orbit_radius, ELEVATION_DEG, target=self.orbit_target)
 
+    def trace_scene(self) -> TraceScene:
+        """The trained field as the fused tracer reads it, with its coarse distance grid baked once per set of
+        weights (rebuilt when training or loading changed any parameter in place)."""
+        version = tuple((p.data_ptr(), p._version) for p in self.parameters())
+        if self._trace_scene is None or self._trace_scene[0] != version:
+            resolution = COARSE_RESOLUTION[self.size]
+            grid = bake_distance_grid(lambda p: self.sdf(p, query=True), self.trace_box.to(self.device_), resolution)
+            near = COARSE_NEAR_CELLS * float(grid_cell(self.trace_box, resolution).norm())
+            self._trace_scene = version, TraceScene(self.field, self.trace_box, grid, near, SPHERE_RADIUS, HIT_EPS,
+                                                    STEP_SCALE, MAX_STEPS[self.size], NORMAL_PROBE)
+        return self._trace_scene[1]
+
     @torch.no_grad()
-    def render(self, width: int, height: int, view=0, fused: bool = True) -> torch.Tensor:
-        """Sphere-traced, shaded [height, width, 3] frame, a band of rays at a time; background black."""
-        triton_ok = use_triton(fused, self.device_)
-        if triton_ok:
-            from ngfx.render.ops import triton_sphere_trace as rest_ops  # imports triton
-        else:
-            rest_ops = sphere_trace
-        step_fn, shade_fn = rest_ops.trace_step, rest_ops.shade
+    def render(self, width: int, height: int, view=0, fused: bool = True, per_ray: bool = True) -> torch.Tensor:
+        """Sphere-traced, shaded [height, width, 3] frame, a band of rays at a time; background black.
+
+        ``fused`` and ``per_ray``: the fused tracer (one Triton kernel on CUDA, its PyTorch twin elsewhere);
+        ``fused`` alone: stage by stage with the Triton rest kernels (where Triton runs); otherwise stage by
+        stage with the PyTorch ops, the baseline the simulator's traces compare against.
+        """
         c2w, k = self.camera(width, height, view)
         frame = torch.zeros(height * width, 3, device=self.device_)
+        if fused and per_ray:
+            trace = self._trace_per_ray
+        else:
+            trace = functools.partial(self._trace_stages, triton_ok=use_triton(fused, self.device_))
         self.last_render_chunks = 0
-        box_lo, box_hi = self.trace_box.to(self.device_)
         for row0, n_rows in frame_bands(width, height, CHUNK_RAYS[self.size], self.device_, "render nsdf"):
             n = n_rows * width
             with stages.stage("nsdf.ray_gen", "rest", n_inputs=n, bytes_written=n * 32.0, app="nsdf"):
                 origins, dirs = band_rays(c2w, k, row0, n_rows)
-                t, t_far = ray_box(origins, dirs, box_lo, box_hi)
-                status = torch.where(t < t_far, ALIVE, 2).to(torch.uint8)
-                active = torch.nonzero(status == ALIVE)[:, 0]
-                points = to_unit(origins[active] + t[active, None] * dirs[active])
-            for _ in range(MAX_STEPS[self.size]):
-                if active.numel() == 0:
-                    break
-                raw = self.field.query(points)[:, 0]
-                with stages.stage("nsdf.trace_step", "rest", n_inputs=active.numel(), bytes_read=active.numel() * 40.0,
-                                  bytes_written=active.numel() * 17.0, app="nsdf", fused=triton_ok):
-                    points = step_fn(origins, dirs, active, t, raw, t_far, status, HIT_EPS, STEP_SCALE,
-                                     SPHERE_RADIUS)
-                with stages.stage("nsdf.compact", "rest", n_inputs=active.numel(), app="nsdf"):
-                    keep = status[active] == ALIVE
-                    active, points = active[keep], points[keep]
-            with stages.stage("nsdf.normal_points", "rest", n_inputs=n, app="nsdf"):
-                hit = torch.nonzero(status == HIT)[:, 0]
-                hit_points = origins[hit] + t[hit, None] * dirs[hit]
-                h = 1e-3
-                probes = (hit_points[None] + h * TETRAHEDRON.to(self.device_)[:, None, :]).reshape(-1, 3)
-            raw = self.field.query(to_unit(probes))[:, 0] if hit.numel() else torch.zeros(0, device=self.device_)
-            with stages.stage("nsdf.sdf_bias", "rest", n_inputs=probes.shape[0], app="nsdf"):
-                tetra_sdf = (raw + probes.norm(dim=1) - SPHERE_RADIUS).reshape(4, -1)
-            with stages.stage("nsdf.shade", "rest", n_inputs=hit.numel(), bytes_read=hit.numel() * 24.0,
-                              bytes_written=hit.numel() * 12.0, app="nsdf", fused=triton_ok):
-                shade_fn(frame[row0 * width:(row0 + n_rows) * width], hit, tetra_sdf)
+            trace(frame[row0 * width:(row0 + n_rows) * width], origins, dirs)
             self.last_render_chunks += 1
         return frame.reshape(height, width, 3)
+
+    def _trace_per_ray(self, frame_band: torch.Tensor, origins: torch.Tensor, dirs: torch.Tensor) -> None:
+        scene = self.trace_scene()
+        if self.device_.type == "cuda" and use_triton(True, self.device_):
+            from ngfx.render.ops import triton_fused_sphere_trace  # imports triton
+
+            # one kernel for everything: the trace records it as one rest stage, timed as it ran
+            with stages.stage("nsdf.fused_trace", "rest", n_inputs=origins.shape[0], app="nsdf",
+                              fused="trace,encoding,mlp,shade"):
+                triton_fused_sphere_trace.trace_and_shade(frame_band, origins, dirs, scene)
+        else:  # the twin: its network queries record their own stages
+            fused_sphere_trace.trace_and_shade(frame_band, origins, dirs, scene)
+
+    def _trace_stages(self, frame_band: torch.Tensor, origins: torch.Tensor, dirs: torch.Tensor,
+                      triton_ok: bool) -> None:
+        if triton_ok:
+            from ngfx.render.ops import triton_sphere_trace as rest_ops  # imports triton
+        else:
+            rest_ops = sphere_trace
+        box_lo, box_hi = self.trace_box.to(self.device_)
+        n = origins.shape[0]
+        with stages.stage("nsdf.ray_box", "rest", n_inputs=n, app="nsdf"):
+            t, t_far = ray_box(origins, dirs, box_lo, box_hi)
+            status = torch.where(t < t_far, ALIVE, MISS).to(torch.uint8)
+            active = torch.nonzero(status == ALIVE)[:, 0]
+            points = to_unit(origins[active] + t[active, None] * dirs[active])
+        for _ in range(MAX_STEPS[self.size]):
+            if active.numel() == 0:
+                break
+            raw = self.field.query(points)[:, 0]
+            with stages.stage("nsdf.trace_step", "rest", n_inputs=active.numel(), bytes_read=active.numel() * 40.0,
+                              bytes_written=active.numel() * 17.0, app="nsdf", fused=triton_ok):
+                points = rest_ops.trace_step(origins, dirs, active, t, raw, t_far, status, HIT_EPS, STEP_SCALE,
+                                             SPHERE_RADIUS)
+            with stages.stage("nsdf.compact", "rest", n_inputs=active.numel(), app="nsdf"):
+                keep = status[active] == ALIVE
+                active, points = active[keep], points[keep]
+        with stages.stage("nsdf.normal_points", "rest", n_inputs=n, app="nsdf"):
+            hit = torch.nonzero(status == HIT)[:, 0]
+            probes = normal_probes(origins[hit] + t[hit, None] * dirs[hit])
+        raw = self.field.query(to_unit(probes))[:, 0] if hit.numel() else torch.zeros(0, device=self.device_)
+        with stages.stage("nsdf.sdf_bias", "rest", n_inputs=probes.shape[0], app="nsdf"):
+            probe_sdf = tetra_sdf(raw, probes, SPHERE_RADIUS)
+        with stages.stage("nsdf.shade", "rest", n_inputs=hit.numel(), bytes_read=hit.numel() * 24.0,
+                          bytes_written=hit.numel() * 12.0, app="nsdf", fused=triton_ok):
+            rest_ops.shade(frame_band, hit, probe_sdf)
 
 
 def build_app(scene: str, encoding: str, size: str = "full", device=None, **options) -> NsdfApp:

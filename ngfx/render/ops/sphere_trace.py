@@ -16,6 +16,7 @@ TETRAHEDRON = torch.tensor([[1.0, -1.0, -1.0], [-1.0, -1.0, 1.0], [-1.0, 1.0, -1
 LIGHT_DIR = (0.4, 0.3, 0.866)
 ALBEDO = (0.85, 0.75, 0.6)
 AMBIENT = 0.2
+NORMAL_PROBE = 1e-3  # the tetrahedron's offset (world units) for normals
 
 
 def ray_box(origins: torch.Tensor, dirs: torch.Tensor, lo: float = -1.0, hi: float = 1.0):
@@ -50,6 +51,17 @@ def trace_step(origins, dirs, active, t, raw, t_far, status, eps: float, step_sc
     t[active] = t_new
     status[active] = torch.where(hit, HIT, torch.where(miss, MISS, ALIVE)).to(status.dtype)
     return to_unit(origins[active] + t_new[:, None] * dirs[active])
+
+
+def normal_probes(hit_points: torch.Tensor, offset: float = NORMAL_PROBE) -> torch.Tensor:
+    """The four tetrahedral probes of hit points [A, 3] -> [4 * A, 3], probe k of point a at row k * A + a."""
+    return (hit_points[None] + offset * TETRAHEDRON.to(hit_points.device)[:, None, :]).reshape(-1, 3)
+
+
+def tetra_sdf(raw: torch.Tensor, probes: torch.Tensor, sphere_radius: float) -> torch.Tensor:
+    """The SDF at :func:`normal_probes` [4 * A, 3] from the network's outputs there [4 * A] (plus the sphere bias)
+    -> [4, A], as :func:`shade` takes it."""
+    return (raw + probes.norm(dim=1) - sphere_radius).reshape(4, -1)
 
 
 def shade(frame_flat: torch.Tensor, pixel: torch.Tensor, tetra_sdf: torch.Tensor) -> None:
