@@ -38,21 +38,18 @@ from ngfx.nelf.layer_costs import layer_costs, totals  # noqa: E402
 from ngfx.nelf.network import NeLF, encode_rays, fold_batchnorm, low_resolution, preset_for  # noqa: E402
 
 CASES = [("mobile_r2l_x8", (800, 800)), ("mobile_r2l_x12", (1008, 756))]
-# launch shapes (keys of ngfx.nelf.triton_nelf.DEFAULT_LAUNCH). A 64-row body tile keeps its layer input, residual and
-# half-layer accumulator in registers with 8 warps; two stages of 64 KB half-layer weights fit in shared memory,
-# three just fit. An fp16 residual frees registers (255 -> 176 for 64 rows), which 128-row tiles (16 warps: one
-# round of 79 tiles at 800x800 instead of two of 157 tiles) and 32-row tiles (mma.sync, two per SM) need.
-# Probed at commit cf4dd14 and dropped since: 64-row tiles with 4 warps (spills), 128 rows with 8 warps
-# (spills), one pipeline stage; super-resolution tiles of 32 or 128 pixels (slower or even).
-_BEST_FIRST_RUN = {"block_m": 64, "block_k": 32, "num_warps": 8, "num_stages": 2, "residual": "fp32", "sr_block_m": 64,
-                   "sr_num_warps": 4, "sr_phase_loop": False}
+# launch shapes (keys of ngfx.nelf.triton_nelf.DEFAULT_LAUNCH). A 64-row body tile keeps its layer input, fp32 residual
+# and half-layer accumulator in registers with 8 warps (255 registers, one tile per SM); two stages of 64 KB
+# half-layer weights fit in shared memory. An fp16 residual frees registers (176) for 32-row tiles (mma.sync, two
+# per SM: 313 tiles at 800x800 instead of two rounds of 157). Dropped after the runs in BENCHMARKS.md: 64-row tiles
+# with 4 warps or 3 stages, 128-row tiles (8 warps spill; 16 warps gave a 10x larger body error), one pipeline
+# stage; super-resolution tiles of 32 or 128 pixels, one program per tile looping over the output phases.
+_DEFAULT = {"block_m": 64, "block_k": 32, "num_warps": 8, "num_stages": 2, "residual": "fp32", "sr_block_m": 64,
+            "sr_num_warps": 4}
 CANDIDATE_LAUNCHES = [
-    _BEST_FIRST_RUN,
-    {**_BEST_FIRST_RUN, "residual": "fp16"},
-    {**_BEST_FIRST_RUN, "block_m": 128, "num_warps": 16, "residual": "fp16"},
-    {**_BEST_FIRST_RUN, "block_m": 32, "num_warps": 4, "residual": "fp16"},
-    {**_BEST_FIRST_RUN, "residual": "fp16", "sr_phase_loop": True},
-    {**_BEST_FIRST_RUN, "block_m": 32, "num_warps": 4, "residual": "fp16", "sr_phase_loop": True},
+    _DEFAULT,
+    {**_DEFAULT, "residual": "fp16"},
+    {**_DEFAULT, "block_m": 32, "num_warps": 4, "residual": "fp16"},
 ]
 
 

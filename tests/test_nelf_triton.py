@@ -53,8 +53,7 @@ def test_fused_body_skips_and_layers_all_count(residual):
 
 @pytest.mark.parametrize("kernel, stride, n_blocks, rgb", [(4, 2, 1, False), (3, 3, 0, True), (5, 3, 1, True),
                                                             (2, 2, 2, False)])
-@pytest.mark.parametrize("phase_loop", [False, True])
-def test_upsample_stage_matches_the_transposed_conv_and_blocks(kernel, stride, n_blocks, rgb, phase_loop):
+def test_upsample_stage_matches_the_transposed_conv_and_blocks(kernel, stride, n_blocks, rgb):
     """Every phase and tap of a transposed conv (kernels larger than, equal to and not a multiple of the
     stride), the residual blocks after it, and the RGB layer, against PyTorch."""
     from ngfx.nelf.network import ResidualBlock
@@ -62,8 +61,7 @@ def test_upsample_stage_matches_the_transposed_conv_and_blocks(kernel, stride, n
     up = torch.nn.ConvTranspose2d(16, 32, kernel, stride=stride, padding=(kernel - stride) // 2)
     blocks = [ResidualBlock(32, "none") for _ in range(n_blocks)]
     to_rgb = torch.nn.Conv2d(32, 3, 1) if rgb else None
-    stage = UpsampleStage(up, blocks, to_rgb, torch.float32, {"sr_block_m": 16, "sr_num_warps": 4,
-                                                              "sr_phase_loop": phase_loop})
+    stage = UpsampleStage(up, blocks, to_rgb, torch.float32, {"sr_block_m": 16, "sr_num_warps": 4})
     x = torch.randn(1, 16, 3, 5)
     with torch.no_grad():
         ref = torch.nn.Sequential(up, torch.nn.GELU(), *blocks)(x)

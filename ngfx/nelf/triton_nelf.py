@@ -27,11 +27,11 @@ from torch import nn
 from ngfx.nelf.network import NeLF, ResidualBlock, fold_batchnorm
 
 # launch shape: the body kernel's rows (pixels) per tile, K rows per stem chunk, warps, pipeline stages and
-# residual-stream dtype ("fp32" | "fp16"); the super-resolution kernels' input pixels per tile, warps, and
-# whether a program loops over all output phases of its tile (fewer programs, input re-read from L1).
-# bench_nelf.py probes others on the GPU; the defaults are what it chose there (see BENCHMARKS.md).
+# residual-stream dtype ("fp32" | "fp16"); the super-resolution kernels' input pixels per tile and warps.
+# bench_nelf.py probes others on the GPU; the defaults were fastest there at 1008x756 and within 1 % of the
+# fastest at 800x800 (32-row tiles with an fp16 residual, 4x the body's error); see BENCHMARKS.md.
 DEFAULT_LAUNCH = {"block_m": 64, "block_k": 32, "num_warps": 8, "num_stages": 2, "residual": "fp32",
-                  "sr_block_m": 64, "sr_num_warps": 4, "sr_phase_loop": False}
+                  "sr_block_m": 64, "sr_num_warps": 4}
 MIN_DOT = 16
 RGB_PAD = 16  # the RGB layer's 3 outputs padded to the smallest tl.dot width
 
@@ -117,20 +117,21 @@ def body_kernel(x_ptr, out_ptr, w_stem_ptr, b_stem_ptr, w_ptr, b_ptr, n_rows, C_
 def upsample_kernel(x_ptr, out_ptr, w_up_ptr, b_up_ptr, w_ptr, b_ptr, w_rgb_ptr, b_rgb_ptr, h_in, w_in,
                     C_IN: tl.constexpr, C_OUT: tl.constexpr, KERNEL: tl.constexpr, STRIDE: tl.constexpr,
                     PAD: tl.constexpr, TAPS: tl.constexpr, N_BLOCKS: tl.constexpr, RGB: tl.constexpr,
-                    RGB_COLS: tl.constexpr, BLOCK_M: tl.constexpr, PHASES: tl.constexpr):
+                    RGB_COLS: tl.constexpr, BLOCK_M: tl.constexpr):
     """One super-resolution stage: image rows ``x`` [h_in * w_in, C_IN] (row-major pixels) -> GELU(transposed
     conv) -> residual blocks -> ``out``: rows [h_out * w_out, C_OUT], or with RGB the planar image
-    [3, h_out, w_out] of sigmoid(h @ W_rgb + b_rgb). A program runs ``PHASES`` phases (1 or STRIDE^2) of
-    ``BLOCK_M`` input pixels; the phases of one tile read the same input pixels.
+    [3, h_out, w_out] of sigmoid(h @ W_rgb + b_rgb). A program runs one output phase of ``BLOCK_M`` input
+    pixels.
 
     ConvTranspose2d: out[s*m + p] = sum over taps t = (p + PAD) % s + s*j < KERNEL of x[m - j + (p + PAD) // s]
     @ W[t], per axis. ``w_up`` is [KERNEL, KERNEL, C_IN, C_OUT] (the taps' [in, out] matrices), ``w``
     [2 * N_BLOCKS, C_OUT, C_OUT], ``b`` [2 * N_BLOCKS, C_OUT], ``w_rgb`` [C_OUT, RGB_COLS] (3 columns used)."""
     dtype = w_up_ptr.dtype.element_ty
-    programs_per_tile: tl.constexpr = STRIDE * STRIDE // PHASES
     pid = tl.program_id(0)
-    first_phase = (pid % programs_per_tile) * PHASES  # a tile's programs run side by side: nearby output
-    pix = (pid // programs_per_tile) * BLOCK_M + tl.arange(0, BLOCK_M)
+    phase = pid % (STRIDE * STRIDE)  # the phases of one tile run side by side: the same input, nearby output
+    py = phase // STRIDE
+    px = phase % STRIDE
+    pix = (pid // (STRIDE * STRIDE)) * BLOCK_M + tl.arange(0, BLOCK_M)
     pix_ok = pix < h_in * w_in
     y = pix // w_in
     x = pix % w_in
@@ -138,41 +139,37 @@ def upsample_kernel(x_ptr, out_ptr, w_up_ptr, b_up_ptr, w_ptr, b_ptr, w_rgb_ptr,
     co = tl.arange(0, C_OUT)
     square = co[:, None] * C_OUT + co[None, :]
     w_out = STRIDE * w_in
-    for i in range(PHASES):
-        phase = first_phase + i
-        py = phase // STRIDE
-        px = phase % STRIDE
-        acc = tl.zeros((BLOCK_M, C_OUT), tl.float32)
-        for ty in tl.static_range(TAPS):
-            ky = (py + PAD) % STRIDE + STRIDE * ty
-            iy = y - ty + (py + PAD) // STRIDE
-            for tx in tl.static_range(TAPS):
-                kx = (px + PAD) % STRIDE + STRIDE * tx
-                ix = x - tx + (px + PAD) // STRIDE
-                tap_ok = (ky < KERNEL) & (kx < KERNEL)
-                src_ok = pix_ok & (iy >= 0) & (iy < h_in) & (ix >= 0) & (ix < w_in) & tap_ok
-                a = tl.load(x_ptr + (iy * w_in + ix)[:, None] * C_IN + ci[None, :], mask=src_ok[:, None],
-                            other=0.0)
-                tap = tl.minimum(ky, KERNEL - 1) * KERNEL + tl.minimum(kx, KERNEL - 1)  # past-the-end tap: a = 0
-                w = tl.load(w_up_ptr + tap * C_IN * C_OUT + ci[:, None] * C_OUT + co[None, :])
-                acc = tl.dot(a.to(dtype), w, acc)
-        h = _gelu(acc + tl.load(b_up_ptr + co)[None, :])
-        for blk in range(N_BLOCKS):
-            layer = 2 * blk
-            z = _gelu(tl.dot(h.to(dtype), tl.load(w_ptr + layer * C_OUT * C_OUT + square))
-                      + tl.load(b_ptr + layer * C_OUT + co)[None, :])
-            h += _gelu(tl.dot(z.to(dtype), tl.load(w_ptr + (layer + 1) * C_OUT * C_OUT + square))
-                       + tl.load(b_ptr + (layer + 1) * C_OUT + co)[None, :])
-        out_pix = (STRIDE * y + py) * w_out + STRIDE * x + px
-        if RGB:
-            c = tl.arange(0, RGB_COLS)
-            rgb = tl.sigmoid(tl.dot(h.to(dtype), tl.load(w_rgb_ptr + co[:, None] * RGB_COLS + c[None, :]))
-                             + tl.load(b_rgb_ptr + c)[None, :])
-            tl.store(out_ptr + c[None, :] * (STRIDE * h_in * w_out) + out_pix[:, None],
-                     rgb.to(out_ptr.dtype.element_ty), mask=pix_ok[:, None] & (c < 3)[None, :])
-        else:
-            tl.store(out_ptr + out_pix[:, None] * C_OUT + co[None, :], h.to(out_ptr.dtype.element_ty),
-                     mask=pix_ok[:, None])
+    acc = tl.zeros((BLOCK_M, C_OUT), tl.float32)
+    for ty in tl.static_range(TAPS):
+        ky = (py + PAD) % STRIDE + STRIDE * ty
+        iy = y - ty + (py + PAD) // STRIDE
+        for tx in tl.static_range(TAPS):
+            kx = (px + PAD) % STRIDE + STRIDE * tx
+            ix = x - tx + (px + PAD) // STRIDE
+            tap_ok = (ky < KERNEL) & (kx < KERNEL)
+            src_ok = pix_ok & (iy >= 0) & (iy < h_in) & (ix >= 0) & (ix < w_in) & tap_ok
+            a = tl.load(x_ptr + (iy * w_in + ix)[:, None] * C_IN + ci[None, :], mask=src_ok[:, None],
+                        other=0.0)
+            tap = tl.minimum(ky, KERNEL - 1) * KERNEL + tl.minimum(kx, KERNEL - 1)  # past-the-end tap: a = 0
+            w = tl.load(w_up_ptr + tap * C_IN * C_OUT + ci[:, None] * C_OUT + co[None, :])
+            acc = tl.dot(a.to(dtype), w, acc)
+    h = _gelu(acc + tl.load(b_up_ptr + co)[None, :])
+    for blk in range(N_BLOCKS):
+        layer = 2 * blk
+        z = _gelu(tl.dot(h.to(dtype), tl.load(w_ptr + layer * C_OUT * C_OUT + square))
+                  + tl.load(b_ptr + layer * C_OUT + co)[None, :])
+        h += _gelu(tl.dot(z.to(dtype), tl.load(w_ptr + (layer + 1) * C_OUT * C_OUT + square))
+                   + tl.load(b_ptr + (layer + 1) * C_OUT + co)[None, :])
+    out_pix = (STRIDE * y + py) * w_out + STRIDE * x + px
+    if RGB:
+        c = tl.arange(0, RGB_COLS)
+        rgb = tl.sigmoid(tl.dot(h.to(dtype), tl.load(w_rgb_ptr + co[:, None] * RGB_COLS + c[None, :]))
+                         + tl.load(b_rgb_ptr + c)[None, :])
+        tl.store(out_ptr + c[None, :] * (STRIDE * h_in * w_out) + out_pix[:, None],
+                 rgb.to(out_ptr.dtype.element_ty), mask=pix_ok[:, None] & (c < 3)[None, :])
+    else:
+        tl.store(out_ptr + out_pix[:, None] * C_OUT + co[None, :], h.to(out_ptr.dtype.element_ty),
+                 mask=pix_ok[:, None])
 
 
 def _matrix(conv: nn.Conv2d) -> torch.Tensor:
@@ -266,11 +263,11 @@ class UpsampleStage:
         s = self.stride
         shape = (3, h * s, w * s) if self.rgb else (h * w * s * s, self.c_out)
         out = torch.empty(shape, device=x.device, dtype=self.dtype)
-        block_m, phases = self.launch["sr_block_m"], s * s if self.launch["sr_phase_loop"] else 1
-        upsample_kernel[(triton.cdiv(h * w, block_m) * (s * s // phases),)](
+        block_m = self.launch["sr_block_m"]
+        upsample_kernel[(triton.cdiv(h * w, block_m) * s * s,)](
             x, out, self.w_up, self.b_up, self.w, self.b, self.w_rgb, self.b_rgb, h, w, C_IN=self.c_in,
             C_OUT=self.c_out, KERNEL=self.kernel, STRIDE=s, PAD=self.pad, TAPS=-(-self.kernel // s),
-            N_BLOCKS=self.n_blocks, RGB=self.rgb, RGB_COLS=RGB_PAD, BLOCK_M=block_m, PHASES=phases,
+            N_BLOCKS=self.n_blocks, RGB=self.rgb, RGB_COLS=RGB_PAD, BLOCK_M=block_m,
             num_warps=self.launch["sr_num_warps"])
         return out
 
