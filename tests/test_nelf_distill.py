@@ -302,3 +302,22 @@ def test_long_side_sets_the_student_frame_size(tmp_path, capsys):
         main(["nelf", "distill", str(tmp_path / "run"), "--out", str(tmp_path / "x"), "--long-side", "0"])
     assert exit_.value.code == 2
     assert "--long-side" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_inference_runs_the_fused_kernels_where_their_widths_fit():
+    from ngfx.nelf.network import NeLFConfig
+    from ngfx.nelf.runs import inference_model
+
+    cpu = torch.device("cpu")  # with TRITON_INTERPRET=1 (conftest) the kernels run interpreted, in fp32
+    for width, expected in ((32, "fused triton"), (48, "pytorch")):  # 48: not a power of two, the kernels refuse it
+        cfg = NeLFConfig(n_points=2, n_freqs=2, width=width, n_blocks=1, sr_stages=((16, 4, 2),), sr_blocks=0)
+        model = NeLF(cfg).eval()
+        with torch.no_grad():
+            model.to_rgb.weight.mul_(8.0)  # colours away from the sigmoid's flat middle
+            rays = torch.randn(1, cfg.in_channels, 3, 4)
+            reference = model(rays)
+            forward, dtype, name = inference_model(model, cpu)
+            out = forward(rays)
+        assert name == expected and dtype == torch.float32
+        assert out.shape == reference.shape and (out - reference).abs().max() < 1e-5
+        assert reference.std() > 0.05  # a frame with content, so the comparison means something

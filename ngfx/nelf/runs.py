@@ -18,6 +18,7 @@ from ngfx.io import load_checkpoint, read_json, require, require_number, write_j
 from ngfx.nelf.network import NeLF, build_student, encode_frames, fold_batchnorm, low_resolution, student_config
 from ngfx.progress import progress_bar
 from ngfx.cameras import Intrinsics, orbit_poses
+from ngfx.render.neural_field import use_triton
 from ngfx.render.runs import write_frames
 
 
@@ -73,15 +74,29 @@ def _check_geometry(run: dict, source: str, cfg) -> None:
                           for value, key in zip(resolution, ("width", "height"))), source, "resolution")
 
 
-def inference_model(model: NeLF, device: torch.device, compile: bool = True) -> tuple[object, torch.dtype]:
-    """The fastest forward for ``device`` and the dtype its input takes: fp16 + torch.compile (CUDA graphs) on
-    CUDA, plain fp32 on CPU. A light-slab student stays fp32 and uncompiled: its grid lookups are their own
-    (Triton) kernels, tested in fp32."""
+def inference_model(model: NeLF, device: torch.device, compile: bool = True,
+                    fused: bool = True) -> tuple[object, torch.dtype, str]:
+    """The fastest forward for ``device``, the dtype its input takes and its name. With triton (on CUDA, or on
+    CPU under TRITON_INTERPRET=1) the fused kernels (:class:`ngfx.nelf.triton_nelf.FusedNeLF`: fp16 on CUDA,
+    fp32 interpreted) when the network's widths suit them; else fp16 + torch.compile (CUDA graphs) on CUDA and
+    plain fp32 on CPU. A light-slab student stays fp32 and uncompiled: its grid lookups are their own (Triton)
+    kernels, tested in fp32."""
     model = fold_batchnorm(model)
-    if device.type != "cuda" or getattr(model.cfg, "arch", "") == "lightslab":
-        return model.float(), torch.float32
+    lightslab = getattr(model.cfg, "arch", "") == "lightslab"
+    half = device.type == "cuda" and not lightslab
+    if fused and not lightslab and use_triton(True, device):
+        from ngfx.nelf.triton_nelf import FusedNeLF  # imports triton
+
+        try:
+            return FusedNeLF(model, torch.float16 if half else torch.float32), \
+                torch.float16 if half else torch.float32, "fused triton"
+        except ValueError:  # a width the kernels do not take (they need powers of two >= 16)
+            pass
+    if not half:
+        return model.float(), torch.float32, "pytorch"
     model = model.half().to(memory_format=torch.channels_last)
-    return (torch.compile(model, mode="reduce-overhead") if compile else model), torch.float16
+    return (torch.compile(model, mode="reduce-overhead") if compile else model), torch.float16, \
+        "torch.compile" if compile else "pytorch"
 
 
 def _camera_path(run: dict, camera_path: str | Path | None, n_frames: int) -> torch.Tensor:
@@ -117,7 +132,7 @@ def render_nelf_run(run_dir: str | Path, out_dir: str | Path, resolution: tuple[
         low_resolution(model.cfg, *resolution)  # clear error for an impossible size
         k = k.scaled(*resolution)
     geometry = {"near": run["near"], "far": run["far"], "aabb": torch.tensor(run["aabb"])}
-    forward, dtype = inference_model(model, device)
+    forward, dtype, forward_name = inference_model(model, device)
     out_dir = Path(out_dir)
     frame_ms: list[float] = []
 
@@ -137,6 +152,6 @@ def render_nelf_run(run_dir: str | Path, out_dir: str | Path, resolution: tuple[
     steady = frame_ms[1:] or frame_ms
     write_json(out_dir / "metrics.json", {
         "app": "nelf", "run": str(Path(run_dir).resolve()), "frames": len(frame_ms), "resolution": [k.width, k.height],
-        "device": str(device), "dtype": str(dtype).replace("torch.", ""),
+        "device": str(device), "dtype": str(dtype).replace("torch.", ""), "forward": forward_name,
         "ms_per_frame_median": statistics.median(steady) if steady else None})
     return paths
