@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from ngfx.io import write_image, write_json  # noqa: E402
 from ngfx.render.apps import nsdf  # noqa: E402
+from ngfx.render.metrics import psnr  # noqa: E402
 from ngfx.render.neural_field import fit  # noqa: E402
 from ngfx.render.stages import record_stages  # noqa: E402
 
@@ -33,10 +34,11 @@ TARGET_MS = 16.7
 PATHS = {"stages (PyTorch rest)": dict(fused=False), "stages (Triton rest)": dict(fused=True, per_ray=False),
          "fused tracer": dict(fused=True)}
 # kernel variants: (label, module constants of triton_fused_sphere_trace, app constants of nsdf)
-VARIANTS = [("64 rows x 2 warps", {"BLOCK": 64, "WARPS": 2}, {}),
-            ("grid 256^3", {}, {"COARSE_RESOLUTION": {"full": 256, "tiny": 64}}),
-            ("near 0.5 cells", {}, {"COARSE_NEAR_CELLS": 0.5}),
-            ("128 registers, 16 programs/SM", {"MAX_REGISTERS": 128, "PROGRAMS_PER_SM": 16}, {})]
+VARIANTS = [("96 registers, 20 programs/SM", {"MAX_REGISTERS": 96, "PROGRAMS_PER_SM": 20}, {}),
+            ("168 registers, 12 programs/SM", {"MAX_REGISTERS": 168, "PROGRAMS_PER_SM": 12}, {}),
+            ("64 rows x 2 warps, 32 programs/SM", {"BLOCK": 64, "WARPS": 2, "PROGRAMS_PER_SM": 32}, {}),
+            ("near 0.25 cells", {}, {"COARSE_NEAR_CELLS": 0.25}),
+            ("32 coarse steps a round", {"COARSE_SUBSTEPS": 32}, {})]
 
 
 def median_ms(render, repeats: int, cuda: bool) -> float:
@@ -60,7 +62,8 @@ def median_ms(render, repeats: int, cuda: bool) -> float:
 def agreement(frame: torch.Tensor, baseline: torch.Tensor) -> dict:
     hit, base_hit = frame.sum(-1) > 0, baseline.sum(-1) > 0
     shading = (frame - baseline)[hit & base_hit].abs().amax(-1).float()
-    return {"hit_pct": 100.0 * float(hit.float().mean()), "silhouette_pixels_differ": int((hit != base_hit).sum()),
+    return {"psnr_db": psnr(frame, baseline), "hit_pct": 100.0 * float(hit.float().mean()),
+            "silhouette_pixels_differ": int((hit != base_hit).sum()),
             "shading_median": float(shading.median()) if shading.numel() else 0.0,
             "shading_p99": float(shading.quantile(0.99)) if shading.numel() else 0.0}
 
@@ -163,13 +166,13 @@ def main(argv=None) -> None:
 
 def markdown(result: dict) -> str:
     lines = [f"NSDF {Path(result['scene']).name} on {result['device']}, {result['steps']} steps: frame ms (median)", "",
-             "| frame | " + " | ".join(PATHS) + " | fused vs PyTorch stages: silhouette px / shading median, p99 |",
+             "| frame | " + " | ".join(PATHS) + " | fused vs PyTorch stages: PSNR; silhouette px / shading median, p99 |",
              "|---|" + "---|" * (len(PATHS) + 1)]
     for row in result["frames"]:
         a = row["agreement"]
         lines.append(f"| {row['width']}x{row['height']} | " + " | ".join(f"{row[f'{p} ms']:.2f}" for p in PATHS)
-                     + f" | {a['silhouette_pixels_differ']} of {a['hit_pct']:.1f} % hit / {a['shading_median']:.4f}, "
-                       f"{a['shading_p99']:.3f} |")
+                     + f" | {a['psnr_db']:.1f} dB; {a['silhouette_pixels_differ']} px of {a['hit_pct']:.1f} % hit / "
+                       f"{a['shading_median']:.4f}, {a['shading_p99']:.3f} |")
     q = result["queries"]
     lines += ["", f"Network queries at {q['size']}: stages {q['stages']:,}, fused {q['fused']:,} "
                   f"({q['stages'] / max(q['fused'], 1):.2f}x fewer)"]
