@@ -34,11 +34,13 @@ TARGET_MS = 16.7
 PATHS = {"stages (PyTorch rest)": dict(fused=False), "stages (Triton rest)": dict(fused=True, per_ray=False),
          "fused tracer": dict(fused=True)}
 # kernel variants: (label, module constants of triton_fused_sphere_trace, app constants of nsdf)
-VARIANTS = [("96 registers, 20 programs/SM", {"MAX_REGISTERS": 96, "PROGRAMS_PER_SM": 20}, {}),
+VARIANTS = [("uncapped registers, 8 programs/SM", {"MAX_REGISTERS": None, "PROGRAMS_PER_SM": 8}, {}),
+            ("96 registers, 20 programs/SM", {"MAX_REGISTERS": 96, "PROGRAMS_PER_SM": 20}, {}),
             ("168 registers, 12 programs/SM", {"MAX_REGISTERS": 168, "PROGRAMS_PER_SM": 12}, {}),
             ("64 rows x 2 warps, 32 programs/SM", {"BLOCK": 64, "WARPS": 2, "PROGRAMS_PER_SM": 32}, {}),
             ("near 0.25 cells", {}, {"COARSE_NEAR_CELLS": 0.25}),
-            ("32 coarse steps a round", {"COARSE_SUBSTEPS": 32}, {})]
+            ("32 coarse steps a round", {"COARSE_SUBSTEPS": 32}, {}),
+            ("grid 384^3", {}, {"COARSE_RESOLUTION": {"full": 384, "tiny": 48}})]
 
 
 def median_ms(render, repeats: int, cuda: bool) -> float:
