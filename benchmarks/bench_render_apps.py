@@ -2,8 +2,10 @@
 
 For each app: quality (evaluate()), frame time fused and unfused (CUDA events on a GPU, median of repeats
 after a warm-up), and the "rest" stages' share, timed with the stage recorder in the same run, so the
-fused/unfused rest-kernel ratio comes from one process. Writes ``results.md`` (a Markdown table),
-``results.json`` and one PNG per app under ``--out``. ``--smoke`` runs tiny sizes on CPU in seconds.
+fused/unfused rest-kernel ratio comes from one process. NVR's fused frame is its fused per-ray kernel, also
+timed at 1080p and 4K against the stage-by-stage kernels it replaces, with the samples each evaluates.
+Writes ``results.md`` (Markdown tables), ``results.json`` and one PNG per app under ``--out``. ``--smoke``
+runs tiny sizes on CPU in seconds.
 
     python benchmarks/bench_render_apps.py --out bench_out            # H200: about 6 minutes
     python benchmarks/bench_render_apps.py --out /tmp/smoke --smoke   # CPU check
@@ -12,7 +14,9 @@ fused/unfused rest-kernel ratio comes from one process. Writes ``results.md`` (a
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
+import inspect
 import os
 import statistics
 import sys
@@ -39,30 +43,85 @@ def scenes(scene_dir: Path, smoke: bool) -> dict[str, str]:
             "nvr": "cloud"}
 
 
-def frame_ms(app, width: int, height: int, fused: bool, repeats: int) -> tuple[float, torch.Tensor]:
-    """Median wall time of one frame (CUDA events on a GPU) after one warm-up frame."""
-    frame = app.render(width, height, 0, fused=fused)
+def per_ray_option(app, per_ray: bool) -> dict:
+    """``render``'s ``per_ray`` argument for apps with a fused per-ray renderer (NeRF, NVR), else nothing."""
+    return {"per_ray": per_ray} if "per_ray" in inspect.signature(app.render).parameters else {}
+
+
+def frame_ms(app, width: int, height: int, fused: bool, repeats: int, **options) -> tuple[float, torch.Tensor]:
+    """Median wall time of one frame (CUDA events on a GPU) after one warm-up frame; ``options`` go to render."""
+    frame = app.render(width, height, 0, fused=fused, **options)
     times = []
     for _ in range(repeats):
         if app.device_.type == "cuda":
             begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             begin.record()
-            frame = app.render(width, height, 0, fused=fused)
+            frame = app.render(width, height, 0, fused=fused, **options)
             end.record()
             torch.cuda.synchronize()
             times.append(begin.elapsed_time(end))
         else:
             t = time.perf_counter()
-            frame = app.render(width, height, 0, fused=fused)
+            frame = app.render(width, height, 0, fused=fused, **options)
             times.append((time.perf_counter() - t) * 1e3)
     return statistics.median(times), frame
 
 
-def stage_ms(app, width: int, height: int, fused: bool, by: str = "category") -> dict[str, float]:
+def samples_per_frame(app, width: int, height: int, per_ray: bool) -> int:
+    """Field samples one frame evaluates: counted by the fused per-ray kernel, or (stage by stage, Triton
+    kernels) the inputs of the frame's recorded encoding stages."""
+    if not per_ray:
+        with record_stages(app.device_) as records:
+            app.render(width, height, 0, fused=True, per_ray=False)
+        return sum(r.n_inputs for r in records if r.category == "encoding")
+    from ngfx.render.ops import triton_fused_volume
+
+    counters = torch.zeros(2, dtype=torch.int64, device=app.device_)
+    kernel = triton_fused_volume.render_volume  # the apps import it from the module at each call
+    triton_fused_volume.render_volume = functools.partial(kernel, counters=counters)
+    try:
+        app.render(width, height, 0, fused=True, per_ray=True)
+    finally:
+        triton_fused_volume.render_volume = kernel
+    return int(counters[1])
+
+
+def per_ray_timings(app, resolutions: list[tuple[int, int]], repeats: int) -> list[dict]:
+    """Per resolution, in one run: the fused per-ray frame and the stage-by-stage (Triton kernels) frame it
+    replaces, median ms, and the field samples each evaluates."""
+    rows = []
+    for width, height in resolutions:
+        fused, _ = frame_ms(app, width, height, True, repeats, per_ray=True)
+        stage, _ = frame_ms(app, width, height, True, repeats, per_ray=False)
+        rows.append({"width": width, "height": height, "per_ray_ms": fused, "stage_ms": stage,
+                     "per_ray_samples": samples_per_frame(app, width, height, True),
+                     "stage_samples": samples_per_frame(app, width, height, False)})
+        print(f"{app.name} {width}x{height}: per-ray {fused:.2f} ms, stage by stage {stage:.2f} ms, samples "
+              f"{rows[-1]['per_ray_samples'] / 1e6:.1f} M / {rows[-1]['stage_samples'] / 1e6:.1f} M", flush=True)
+    return rows
+
+
+def per_ray_markdown(name: str, rows: list[dict], targets: dict) -> list[str]:
+    """Table rows of :func:`per_ray_timings` (``targets``: ms per (width, height))."""
+    lines = []
+    for t in rows:
+        target = targets.get((t["width"], t["height"]))
+        met = "-" if target is None else ("yes" if t["per_ray_ms"] <= target else f"no ({t['per_ray_ms'] / target:.1f}x)")
+        lines.append(f"| {name} | {t['width']}x{t['height']} | {t['per_ray_ms']:.2f} | {t['stage_ms']:.2f} "
+                     f"| {t['stage_ms'] / t['per_ray_ms']:.2f}x | {target if target is not None else '-'} | {met} "
+                     f"| {t['per_ray_samples'] / 1e6:.1f} / {t['stage_samples'] / 1e6:.1f} |")
+    return lines
+
+
+PER_RAY_HEADER = ["| app | resolution | fused per-ray ms | stage-by-stage ms | speedup | target ms | met "
+                  "| samples M per-ray / stage |", "|---|---|---|---|---|---|---|---|"]
+
+
+def stage_ms(app, width: int, height: int, fused: bool, by: str = "category", **options) -> dict[str, float]:
     """Milliseconds per stage category (``by="category"``: encoding, mlp, rest; encoding and MLP then run
     unfused) or per stage name (``by="name"``, summed over a frame's passes) of one recorded frame."""
     with record_stages(app.device_) as records:
-        app.render(width, height, 0, fused=fused)
+        app.render(width, height, 0, fused=fused, **options)
     out = {"encoding": 0.0, "mlp": 0.0, "rest": 0.0} if by == "category" else {}
     for r in records:
         key = r.category if by == "category" else r.name
@@ -98,7 +157,14 @@ def bench_app(name: str, scene: str, args, out: Path) -> dict:
     width, height = (96, 54) if args.smoke else (3840, 2160)
     fused_ms, frame = frame_ms(app, width, height, True, args.repeats)
     unfused_ms, _ = frame_ms(app, width, height, False, args.repeats)
-    fused_stages, unfused_stages = stage_ms(app, width, height, True), stage_ms(app, width, height, False)
+    stage_path = per_ray_option(app, False)  # the rest ratio compares the stage-by-stage kernels with the ops
+    fused_stages = stage_ms(app, width, height, True, **stage_path)
+    unfused_stages = stage_ms(app, width, height, False)
+    per_ray = {}
+    if stage_path:  # NVR: its fused per-ray frame against the stage-by-stage one, 1080p and 4K, same run
+        resolutions = [(64, 36), (96, 54)] if args.smoke else [(1920, 1080), (3840, 2160)]
+        per_ray = {"timings": per_ray_timings(app, resolutions, args.repeats),
+                   "stage_quality": app.evaluate(per_ray=False)}
     write_image(frame_path(out, f"{name}_{width}x{height}", width), frame.cpu().numpy())
     if args.traces:  # a 1080p trace of the trained app for the NGPC simulator
         from ngfx.ngpc_sim.capture import trace_frame
@@ -112,7 +178,7 @@ def bench_app(name: str, scene: str, args, out: Path) -> dict:
     return {"app": name, "scene": scene, "encoding": args.encoding, "setup_s": setup_s, **trained,
             "quality": quality, "width": width, "height": height, "fused_ms": fused_ms, "unfused_ms": unfused_ms,
             "fused_stages_ms": fused_stages, "unfused_stages_ms": unfused_stages,
-            "rest_ratio": unfused_stages["rest"] / max(fused_stages["rest"], 1e-9)}
+            "rest_ratio": unfused_stages["rest"] / max(fused_stages["rest"], 1e-9), "per_ray": per_ray}
 
 
 def markdown(results: list[dict], device: str) -> str:
@@ -128,6 +194,14 @@ def markdown(results: list[dict], device: str) -> str:
                      f"| {r['fused_ms']:.2f} | {r['unfused_ms']:.2f} | {'yes' if r['fused_ms'] <= TARGET_MS else 'no'} "
                      f"| {f['rest']:.2f} / {u['rest']:.2f} | {r['rest_ratio']:.2f}x "
                      f"| {f['encoding']:.2f} / {f['mlp']:.2f} |")
+    per_ray = [r for r in results if r["per_ray"]]
+    if per_ray:
+        lines += ["", "Fused per-ray renderer against the stage-by-stage kernels (quality: per-ray / stage):", "",
+                  *PER_RAY_HEADER]
+        for r in per_ray:
+            lines += per_ray_markdown(f"{r['app']} ({r['quality']['psnr_db']:.2f} / "
+                                      f"{r['per_ray']['stage_quality']['psnr_db']:.2f} dB)", r["per_ray"]["timings"],
+                                      {(3840, 2160): TARGET_MS})
     return "\n".join(lines) + "\n"
 
 

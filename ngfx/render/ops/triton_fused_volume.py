@@ -38,6 +38,10 @@ from ngfx.render.ops.triton_sh import sh_basis
 BLOCK = 64  # lanes (rays) per program; 64 x 2 warps is the Triton MLP's fastest safe shape (triton_mlp)
 WARPS = 2
 PROGRAMS_PER_SM = 16
+# Lattice iterations a lane may walk per round before the tile evaluates the samples found: a lane crossing
+# empty space must not keep the whole tile scanning (it goes on next round from where it stopped)
+SCAN_PER_ROUND = 16
+MAX_REGISTERS = None  # a per-thread register cap (maxnreg): more programs per SM against more spills
 INTERPRETER_BLOCK = 64  # lanes per program under the interpreter: few, wide numpy steps (its cost is per step)
 FUSED_STAGES = "march+grid_encoding+mlp+sh+composite"  # what a fused frame's one stage holds (traces)
 KIND_CODES = {"nerf": 0, "nvr": 1}
@@ -145,12 +149,15 @@ def _render_volume_kernel(
             t_sample = tl.where(occupied, t, t_sample)
             left = searching & (inside == 0)
             searching = searching & inside & (occupied == 0)
-            if tl.sum(left.to(tl.int32), axis=0) > 0:
+            # one block reduction per iteration counts both (BLOCK < 2^16): each costs a barrier
+            counts = tl.sum(searching.to(tl.int32) + left.to(tl.int32) * 65536, axis=0)
+            n_searching = counts & 65535
+            if counts >= 65536:
                 ray, t0, far, ox, oy, oz, dx, dy, dz, j, trans, red, green, blue, alive = _replace_rays(
                     left, alive, ray, t0, far, ox, oy, oz, dx, dy, dz, j, trans, red, green, blue,
                     out_ptr, bg_ptr, o_ptr, d_ptr, t_start_ptr, t_far_ptr, counters_ptr, n_rays)
                 searching = searching | (left & alive)
-            n_searching = tl.sum(searching.to(tl.int32), axis=0)
+                n_searching = tl.sum(searching.to(tl.int32), axis=0)
             scan += 1
         # 2. the field at the samples found (lanes still searching after MAX_SCAN iterations go on next round)
         ux = tl.minimum(tl.maximum((ox + t_sample * dx - box_x) / extent_x, 0.0), 1.0)
@@ -167,9 +174,10 @@ def _render_volume_kernel(
         green += weight * g
         blue += weight * b
         trans = trans * (1.0 - alpha)
-        tl.atomic_add(counters_ptr + 1, tl.sum(found.to(tl.int32), axis=0), sem="relaxed")
         opaque = found & (trans <= min_transmittance)
-        if tl.sum(opaque.to(tl.int32), axis=0) > 0:
+        counts = tl.sum(found.to(tl.int32) + opaque.to(tl.int32) * 65536, axis=0)
+        tl.atomic_add(counters_ptr + 1, counts & 65535, sem="relaxed")
+        if counts >= 65536:
             ray, t0, far, ox, oy, oz, dx, dy, dz, j, trans, red, green, blue, alive = _replace_rays(
                 opaque, alive, ray, t0, far, ox, oy, oz, dx, dy, dz, j, trans, red, green, blue,
                 out_ptr, bg_ptr, o_ptr, d_ptr, t_start_ptr, t_far_ptr, counters_ptr, n_rays)
@@ -235,9 +243,10 @@ def render_volume(origins: torch.Tensor, dirs: torch.Tensor, t_start: torch.Tens
                 background.float().contiguous(), counts, scratch, n, occupancy.contiguous().view(torch.uint8),
                 aabb.float().contiguous(), field.box.float().contiguous(), float(dt), float(min_transmittance),
                 float(field.density_scale), table, *triton_grid.level_metadata(grid_cfg, device), *density_weights,
-                *colour_weights, R=resolution, MAX_SCAN=int(max_scan), SKIP_MARGIN=SKIP_MARGIN,
+                *colour_weights, R=resolution, MAX_SCAN=min(int(max_scan), SCAN_PER_ROUND), SKIP_MARGIN=SKIP_MARGIN,
                 KIND=KIND_CODES[field.kind], **grid_constants, PACKED=packed, **constants, **colour_constants,
-                PRECISION="ieee" if dtype == torch.float32 else None, BLOCK=block, num_warps=warps)
+                PRECISION="ieee" if dtype == torch.float32 else None, BLOCK=block, num_warps=warps,
+                **({"maxnreg": MAX_REGISTERS} if MAX_REGISTERS and device.type == "cuda" else {}))
     if counters is not None:
         counters[0] += n
         counters[1] += counts[1]
