@@ -79,7 +79,7 @@ def bench_encoding(encoding: str, scene: str, args) -> dict:
                          seconds=None if args.smoke else args.train_seconds, device=args.device)
     app = runs.load_run(run_dir, args.device)
     limit_eval_views(app, args.eval_views)
-    quality, stage_quality = app.evaluate(), app.evaluate(per_ray=False)
+    quality, stage_quality = app.evaluate(per_ray=True), app.evaluate()
     print(f"nerf {encoding} PSNR per-ray {quality['psnr_db']:.3f} dB, stage by stage {stage_quality['psnr_db']:.3f} dB",
           flush=True)
     resolutions = [(64, 36), (96, 54)] if args.smoke else list(TARGET_MS)
@@ -88,7 +88,7 @@ def bench_encoding(encoding: str, scene: str, args) -> dict:
     timings = per_ray_timings(app, resolutions, args.repeats)
     for t in timings:
         width, height = t["width"], t["height"]
-        frame = app.render(width, height, 0)
+        frame = app.render(width, height, 0, per_ray=True)
         write_image(frame_path(args.out, f"nerf_{encoding}_{width}x{height}", width), frame.cpu().numpy())
         if not args.skip_unfused:  # the PyTorch ops, and the rest kernels' share each way
             t["unfused_ms"], _ = frame_ms(app, width, height, False, args.repeats)
@@ -158,7 +158,7 @@ def bench_dense_background(scene: str, args) -> dict:
     app.has_alpha = False
     trained = fit(app, steps=20 if args.smoke else None, seconds=None if args.smoke else args.dense_seconds)
     limit_eval_views(app, args.eval_views)
-    quality, stage_quality = app.evaluate(), app.evaluate(per_ray=False)
+    quality, stage_quality = app.evaluate(per_ray=True), app.evaluate()
     resolution = [(96, 54)] if args.smoke else list(DENSE_TARGET_MS)
     result = {"train_seconds": trained["seconds"], "steps": trained["steps"], "quality": quality,
               "stage_quality": stage_quality, "learned_occupied": app.occupancy.occupied_fraction(),
@@ -169,7 +169,7 @@ def bench_dense_background(scene: str, args) -> dict:
     app.occupancy.mask.copy_(mask)
     result["dense_occupied"] = app.occupancy.occupied_fraction()
     result["dense"] = per_ray_timings(app, resolution, args.repeats)
-    frame = app.render(*resolution[0], 0)
+    frame = app.render(*resolution[0], 0, per_ray=True)
     write_image(frame_path(args.out, f"nerf_dense_background_{resolution[0][0]}x{resolution[0][1]}", resolution[0][0]),
                 frame.cpu().numpy())
     return result

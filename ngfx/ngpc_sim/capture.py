@@ -211,9 +211,9 @@ def trace_frame(app, width: int, height: int, device: torch.device | str, n_fram
 
     ``fused`` traces the fused Triton rest kernels (the renderer as it runs) instead of the unfused PyTorch
     ones (the paper's baseline); the trace records which, so the simulator never speeds fused kernels up again.
-    On a GPU, NeRF and NVR then run their fused per-ray kernel: one rest stage ``{app}.fused_volume`` that holds
-    the march, grid encoding, MLPs and compositing, so the model replays the whole field as timed rather than
-    moving its encoding and MLP onto the NGPC (nor speeding its rest up a second time). NSDF's fused tracer is
+    A frame of NeRF's or NVR's fused per-ray kernel (``render(per_ray=True)``) is one rest stage
+    ``{app}.fused_volume`` holding the march, grid encoding, MLPs and compositing, so the model replays the
+    whole field as timed rather than moving its encoding and MLP onto the NGPC (nor speeding its rest up again). NSDF's fused tracer is
     likewise one rest stage, ``nsdf.fused_trace`` (trace, encoding, MLP, normals and shading).
     ``profiler``: per kernel with torch.profiler (default on CUDA) or per stage (default on CPU); see the
     module docstring. ``warmup`` untimed frames first, so compilation and caches do not land in the trace.

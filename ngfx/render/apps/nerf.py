@@ -3,12 +3,12 @@
 Training draws random pixels of the training views (a ray count that adapts so each batch holds about
 ``TARGET_SAMPLES`` samples), marches them through the occupancy grid (refreshed every 16 steps), volume
 renders the packed samples over a random background colour (RGBA data) and regresses the pixel colour.
-Rendering on the GPU runs the fused per-ray kernel (:mod:`ngfx.render.ops.triton_fused_volume`: march,
-encoding, MLPs and compositing of a tile of rays in one kernel, rays stopped once their transmittance falls
-below ``MIN_TRANSMITTANCE``). The stage-by-stage path, its baseline (``per_ray=False``) and the CPU path,
-marches bands of pixel rows segment by segment (:func:`ngfx.render.ops.raymarch.render_segments`, jumping
-over empty cells of the grid): ``SEGMENT`` occupied samples per ray at a time, evaluated, composited front to
-back, and rays dropped after the segment that took their transmittance below ``MIN_TRANSMITTANCE``.
+Rendering marches bands of pixel rows segment by segment (:func:`ngfx.render.ops.raymarch.render_segments`,
+jumping over empty cells of the grid): ``SEGMENT`` occupied samples per ray at a time, evaluated, composited
+front to back, and rays dropped after the segment that took their transmittance below ``MIN_TRANSMITTANCE``.
+With ``per_ray=True`` the fused per-ray kernel (:mod:`ngfx.render.ops.triton_fused_volume`) does march,
+encoding, MLPs and compositing of a tile of rays in one kernel instead, stopping each ray at the sample that
+takes it below ``MIN_TRANSMITTANCE``.
 Evaluation uses a white background, as NeRF-synthetic does.
 """
 
@@ -19,7 +19,7 @@ import torch
 from ngfx.progress import frame_bands, progress_bar
 from ngfx.render import stages
 from ngfx.render.ops import raymarch
-from ngfx.render.ops.fused_volume import VolumeField, use_per_ray
+from ngfx.render.ops.fused_volume import VolumeField
 from ngfx.render.apps.base import App
 from ngfx.cameras import Intrinsics, orbit_poses, pixel_rays, posed_view
 from ngfx.render.datasets import load_multiview
@@ -167,11 +167,11 @@ class NerfApp(App):
 
     @torch.no_grad()
     def _shade(self, origins, dirs, t_near, t_far, background: torch.Tensor, fused: bool,
-               per_ray: bool | None = None) -> torch.Tensor:
+               per_ray: bool = False) -> torch.Tensor:
         """Colour [n, 3] of rays [n, 3] with box distances [n]: the fused per-ray kernel (``fused`` and
         ``per_ray`` where Triton runs), else segment marching stage by stage; both with early termination."""
         triton_ok = use_triton(fused, origins.device)
-        if triton_ok and use_per_ray(per_ray, origins.device):
+        if triton_ok and per_ray:
             from ngfx.render.ops.triton_fused_volume import render_volume  # imports triton
 
             return render_volume(origins, dirs, t_near.clamp(min=self.near * 0.5), t_far, self.occupancy.mask,
@@ -185,7 +185,7 @@ class NerfApp(App):
 
     @torch.no_grad()
     def render_rays(self, origins: torch.Tensor, dirs: torch.Tensor, fused: bool = True,
-                    per_ray: bool | None = None) -> torch.Tensor:
+                    per_ray: bool = False) -> torch.Tensor:
         """Colour [N, 3] of world rays (unit ``dirs``) over the eval background, in chunks (``fused``,
         ``per_ray``: as :meth:`render`)."""
         out = torch.empty(origins.shape[0], 3, device=self.device_)
@@ -212,10 +212,10 @@ class NerfApp(App):
                                k.k1, k.k2, k.p1, k.p2)
 
     @torch.no_grad()
-    def render(self, width: int, height: int, view=0, fused: bool = True,
-               per_ray: bool | None = None) -> torch.Tensor:
-        """[height, width, 3] frame of ``view``. ``fused`` (with Triton): the fused per-ray kernel (``per_ray``;
-        by default on a GPU) or the stage-by-stage Triton kernels; otherwise the stage-by-stage PyTorch ops."""
+    def render(self, width: int, height: int, view=0, fused: bool = True, per_ray: bool = False) -> torch.Tensor:
+        """[height, width, 3] frame of ``view``. ``fused`` (with Triton): the fused per-ray kernel with
+        ``per_ray`` (opt-in: slower than the stage-by-stage kernels on the H200 so far, BENCHMARKS.md), else the
+        stage-by-stage Triton kernels; otherwise the stage-by-stage PyTorch ops."""
         c2w, k = self.camera(width, height, view)
         triton_ok = use_triton(fused, self.device_)
         ray_gen = raymarch.ray_gen
@@ -231,7 +231,7 @@ class NerfApp(App):
         return frame.reshape(height, width, 3).clamp(0.0, 1.0)
 
     @torch.no_grad()
-    def evaluate(self, per_ray: bool | None = None) -> dict:
+    def evaluate(self, per_ray: bool = False) -> dict:
         """PSNR and SSIM on the held-out (val) views, white background (``per_ray``: as :meth:`render`)."""
         k, truth = self.intrinsics, self.eval_images
         psnrs, ssims = [], []

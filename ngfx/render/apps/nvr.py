@@ -3,8 +3,8 @@
 Training regresses the cloud's density (normalised by its peak) and colour at random points of the cube
 [-1, 1]^3. Rendering marches each ray through the cube with fixed steps, ``SEGMENT`` samples per segment,
 compositing front to back and dropping rays whose transmittance fell below ``1e-3`` (early termination),
-with NeRF's segment loop (:func:`ngfx.render.ops.raymarch.render_segments`), or on the GPU with NeRF's fused
-per-ray kernel (:mod:`ngfx.render.ops.triton_fused_volume`, which checks after every sample). An occupancy grid
+with NeRF's segment loop (:func:`ngfx.render.ops.raymarch.render_segments`), or with ``per_ray=True`` through
+NeRF's fused per-ray kernel (:mod:`ngfx.render.ops.triton_fused_volume`, which checks after every sample). An occupancy grid
 built once from the trained network lets the marcher jump over the empty part of the cube (most of it). The
 ground truth is the cloud itself rendered by the same marcher with every cell occupied, so PSNR measures
 only the network's error.
@@ -20,7 +20,7 @@ import torch
 from ngfx.progress import frame_bands, progress_bar
 from ngfx.render import stages
 from ngfx.render.ops import raymarch
-from ngfx.render.ops.fused_volume import VolumeField, use_per_ray
+from ngfx.render.ops.fused_volume import VolumeField
 from ngfx.render.apps.base import App
 from ngfx.cameras import Intrinsics
 from ngfx.render.metrics import psnr
@@ -121,13 +121,14 @@ class NvrApp(App):
 
     @torch.no_grad()
     def render(self, width: int, height: int, view=0, fused: bool = True, ground_truth: bool = False,
-               skip_empty: bool = True, per_ray: bool | None = None) -> torch.Tensor:
+               skip_empty: bool = True, per_ray: bool = False) -> torch.Tensor:
         """Ray-marched [height, width, 3] frame of the network (or of the true cloud with ``ground_truth``).
 
         The network is marched through its occupancy grid (``skip_empty``) or through every step of the cube;
         the truth always through every step, so it does not depend on the network. ``fused`` (with Triton):
-        the network through the fused per-ray kernel (``per_ray``; by default on a GPU) or the stage-by-stage
-        Triton kernels; otherwise (and for the truth) stage by stage.
+        the network through the fused per-ray kernel with ``per_ray`` (opt-in: slower than the stage-by-stage
+        kernels on the H200 so far), else the stage-by-stage Triton kernels; otherwise (and for the truth) stage
+        by stage.
         """
         if skip_empty and not ground_truth:
             occupancy, resolution = self.occupancy, OCCUPANCY_RESOLUTION[self.size]
@@ -136,7 +137,7 @@ class NvrApp(App):
         query = self._cloud_query if ground_truth else self._network_query
         triton_ok = use_triton(fused, self.device_)
         march = functools.partial(raymarch.render_segments, query=query, app="nvr", fused=triton_ok, segment=SEGMENT)
-        if triton_ok and use_per_ray(per_ray, self.device_) and not ground_truth:
+        if triton_ok and per_ray and not ground_truth:
             from ngfx.render.ops.triton_fused_volume import render_volume  # imports triton
 
             march = functools.partial(render_volume, field=self.volume_field())
@@ -168,7 +169,7 @@ class NvrApp(App):
         return cloud(points, self.seed)
 
     @torch.no_grad()
-    def evaluate(self, per_ray: bool | None = None) -> dict:
+    def evaluate(self, per_ray: bool = False) -> dict:
         """Mean PSNR over orbit views of the network vs the true cloud, both rendered by the same marcher
         (``per_ray``: the network as :meth:`render` renders it)."""
         w, h = EVAL_SIZE[self.size]

@@ -47,12 +47,6 @@ class VolumeField:
             raise ValueError("VolumeField: a 'nerf' field has a colour network, an 'nvr' field has none")
 
 
-def use_per_ray(per_ray: bool | None, device: torch.device) -> bool:
-    """Whether an app renders with the fused per-ray kernel where Triton runs: as asked, or by default on a GPU
-    (the CPU interpreter steps the per-ray loop about ten times slower than the stage-by-stage kernels)."""
-    return device.type == "cuda" if per_ray is None else per_ray
-
-
 def render_volume(origins: torch.Tensor, dirs: torch.Tensor, t_start: torch.Tensor, t_far: torch.Tensor,
                   occupancy: torch.Tensor, aabb: torch.Tensor, resolution: int, dt: float, field: VolumeField,
                   background: torch.Tensor, *, max_scan: int, min_transmittance: float,

@@ -38,9 +38,10 @@ from ngfx.render.ops.triton_sh import sh_basis
 BLOCK = 64  # lanes (rays) per program; 64 x 2 warps is the Triton MLP's fastest safe shape (triton_mlp)
 WARPS = 2
 PROGRAMS_PER_SM = 16
-# Lattice iterations a lane may walk per round before the tile evaluates the samples found: a lane crossing
-# empty space must not keep the whole tile scanning (it goes on next round from where it stopped)
-SCAN_PER_ROUND = 16
+# Lattice iterations a lane may walk per round before the tile evaluates the samples found (it goes on next
+# round from where it stopped), so a lane crossing empty space need not keep the whole tile scanning; at most
+# the app's max_scan. 128 (the apps' max_scan) is what the H200 run measured; bench_render --sweep tries less.
+SCAN_PER_ROUND = 128
 MAX_REGISTERS = None  # a per-thread register cap (maxnreg): more programs per SM against more spills
 INTERPRETER_BLOCK = 64  # lanes per program under the interpreter: few, wide numpy steps (its cost is per step)
 FUSED_STAGES = "march+grid_encoding+mlp+sh+composite"  # what a fused frame's one stage holds (traces)
