@@ -9,7 +9,7 @@ with the stage-by-stage Triton and PyTorch "rest" kernels, so the rest-kernel ra
 gathers per second). ``--dense-seconds``: the same timings on a dense-background scene (Lego composited over a
 textured backdrop on the scene box's walls, trained that long; then its occupancy grid dilated until
 ``DENSE_OCCUPIED`` of it is occupied, as in the issue's real capture). ``--sweep``: settings of the per-ray
-kernel (launch shape, scan iterations per round, register cap). Writes ``results.md``, ``results.json`` and PNGs under ``--out``. The other three apps are
+kernel (launch shape, scan iterations per round). Writes ``results.md``, ``results.json`` and PNGs under ``--out``. The other three apps are
 measured by ``bench_render_apps.py`` (same frame/stage timers).
 
     python benchmarks/bench_render.py --out bench_nerf                  # H200: ~3 min training + ~2 min timing
@@ -46,8 +46,8 @@ DENSE_TARGET_MS = {(1920, 1080): 33.0}  # the issue's real capture (background e
 DENSE_OCCUPIED = 0.67  # the real capture: 67 % of its occupancy grid occupied
 # settings of the per-ray kernel (triton_fused_volume's module constants) to sweep, each against the defaults;
 # 64 lanes x 4 warps and up select wgmma, which gave wrong results in the project's MLP kernels (triton_mlp)
-SWEEP = [{}, {"SCAN_PER_ROUND": 4}, {"SCAN_PER_ROUND": 8}, {"SCAN_PER_ROUND": 32}, {"SCAN_PER_ROUND": 128},
-         {"MAX_REGISTERS": 128}, {"BLOCK": 32, "WARPS": 2}]
+SWEEP = [{}, {"SCAN_PER_ROUND": 2}, {"SCAN_PER_ROUND": 8}, {"SCAN_PER_ROUND": 128}, {"BLOCK": 32, "WARPS": 2},
+         {"PROGRAMS_PER_SM": 8}]
 
 
 def limit_eval_views(app, n_views: int | None) -> None:

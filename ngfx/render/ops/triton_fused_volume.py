@@ -39,10 +39,10 @@ BLOCK = 64  # lanes (rays) per program; 64 x 2 warps is the Triton MLP's fastest
 WARPS = 2
 PROGRAMS_PER_SM = 16
 # Lattice iterations a lane may walk per round before the tile evaluates the samples found (it goes on next
-# round from where it stopped), so a lane crossing empty space need not keep the whole tile scanning; at most
-# the app's max_scan. 128 (the apps' max_scan) is what the H200 run measured; bench_render --sweep tries less.
-SCAN_PER_ROUND = 128
-MAX_REGISTERS = None  # a per-thread register cap (maxnreg): more programs per SM against more spills
+# round from where it stopped), so a lane crossing empty space need not keep the whole tile scanning. H200,
+# NVR cloud 1080p per-ray frame: 128 (the apps' max_scan) 85.3 ms, 32 67.2, 16 58.2, 8 53.0, 4 51.6 ms
+# (capping registers at 128 to fit more programs: 86.7 ms, the spills cost more). BENCHMARKS.md, issue 14.
+SCAN_PER_ROUND = 4
 INTERPRETER_BLOCK = 64  # lanes per program under the interpreter: few, wide numpy steps (its cost is per step)
 FUSED_STAGES = "march+grid_encoding+mlp+sh+composite"  # what a fused frame's one stage holds (traces)
 KIND_CODES = {"nerf": 0, "nvr": 1}
@@ -246,8 +246,7 @@ def render_volume(origins: torch.Tensor, dirs: torch.Tensor, t_start: torch.Tens
                 float(field.density_scale), table, *triton_grid.level_metadata(grid_cfg, device), *density_weights,
                 *colour_weights, R=resolution, MAX_SCAN=min(int(max_scan), SCAN_PER_ROUND), SKIP_MARGIN=SKIP_MARGIN,
                 KIND=KIND_CODES[field.kind], **grid_constants, PACKED=packed, **constants, **colour_constants,
-                PRECISION="ieee" if dtype == torch.float32 else None, BLOCK=block, num_warps=warps,
-                **({"maxnreg": MAX_REGISTERS} if MAX_REGISTERS and device.type == "cuda" else {}))
+                PRECISION="ieee" if dtype == torch.float32 else None, BLOCK=block, num_warps=warps)
     if counters is not None:
         counters[0] += n
         counters[1] += counts[1]
