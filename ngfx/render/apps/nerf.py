@@ -1,8 +1,10 @@
 """NeRF as instant-ngp does it: grid-encoded density + SH colour network, occupancy grid, fixed-step marching.
 
 Training draws random pixels of the training views (a ray count that adapts so each batch holds about
-``TARGET_SAMPLES`` samples), marches them through the occupancy grid (refreshed every 16 steps), volume
-renders the packed samples over a random background colour (RGBA data) and regresses the pixel colour.
+``TARGET_SAMPLES`` samples), marches them through the occupancy grid (refreshed every 16 steps), drops the
+samples behind opaque ones (a density pass, ``EARLY_STOP``), volume renders the rest over a random background
+colour (RGBA data) and regresses the pixel colour; every array has a fixed size, so a step never waits for the
+GPU (:meth:`NerfApp.training_step`).
 Rendering marches bands of pixel rows segment by segment (:func:`ngfx.render.ops.raymarch.render_segments`,
 jumping over empty cells of the grid): ``SEGMENT`` occupied samples per ray at a time, evaluated, composited
 front to back, and rays dropped after the segment that took their transmittance below ``MIN_TRANSMITTANCE``.
@@ -14,6 +16,8 @@ Evaluation uses a white background, as NeRF-synthetic does.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ngfx.progress import frame_bands, progress_bar
@@ -21,14 +25,14 @@ from ngfx.render import stages
 from ngfx.render.ops import raymarch
 from ngfx.render.ops.fused_volume import VolumeField
 from ngfx.render.apps.base import App
-from ngfx.cameras import Intrinsics, orbit_poses, pixel_rays, posed_view
+from ngfx.cameras import Intrinsics, orbit_poses, posed_view
 from ngfx.render.datasets import load_multiview
 from ngfx.render.metrics import psnr, ssim
 from ngfx.render.apps.nerf_field import NerfField
 from ngfx.render.neural_field import adam, check_size, preset_size, use_triton
 from ngfx.render.ops.occupancy import OccupancyGrid
 from ngfx.render.apps.presets import encoding_preset
-from ngfx.render.ops.volume import composite
+from ngfx.render.ops import volume
 
 DEFAULT_STEPS = {"tiny": 300, "quick": 600, "full": 20000}
 DEFAULT_SECONDS = {"quick": 85.0}  # the CPU demo's budget: stop early on a slow or busy machine
@@ -47,6 +51,10 @@ SEGMENT = 16  # samples per ray per segment
 MIN_TRANSMITTANCE = 1e-4
 OCCUPANCY_EVERY = {"tiny": 8, "quick": 8, "full": 16}  # CPU sizes train few steps: refresh more often
 OCCUPANCY_WARMUP = {"tiny": 32, "quick": 64, "full": 256}  # steps during which every cell is refreshed
+EARLY_STOP = 1e-4  # train on the samples before a ray's transmittance falls below this; None: on every one
+MARCH_SLOTS_PER_SAMPLE = 4  # a batch's march holds at most this many samples per trained one (for EARLY_STOP)
+SLOT_QUANTUM = 2 ** 12  # the march's slots are a multiple of this
+BATCH_FILL = 0.95  # the ray count aims at this fraction of the slots: a batch a little larger still fits
 WHITE = (1.0, 1.0, 1.0)
 
 
@@ -94,7 +102,20 @@ class NerfApp(App):
         self.max_steps = STEPS_PER_DIAGONAL[size] * 2
         self.target_samples = TARGET_SAMPLES[size]
         self.n_rays = max(64, self.target_samples // 16)  # adapted each step to the samples a ray needs
-        self.last_n_samples = 0
+        self.march_slots = self.target_samples * (MARCH_SLOTS_PER_SAMPLE if EARLY_STOP is not None else 1)
+        # the training step's Triton kernels on a GPU (the interpreter would be slower than the PyTorch twins)
+        self.fused_training = use_triton(self.device_.type == "cuda", self.device_)
+        if self.fused_training:  # imports triton
+            from ngfx.render.ops.triton_raymarch import march_training, training_rays
+            from ngfx.render.ops.triton_volume import composite_packed, transmittance_packed
+        else:
+            training_rays, march_training = raymarch.training_rays, raymarch.march_training
+            composite_packed, transmittance_packed = volume.composite_packed, volume.transmittance_packed
+        self._training_rays, self._march_training = training_rays, march_training
+        self._composite_packed, self._transmittance_packed = composite_packed, transmittance_packed
+        self._counts_host = torch.zeros(5, dtype=torch.long, pin_memory=self.device_.type == "cuda")
+        self._pending = None  # (event of the counts' copy, rays of that step) until the copy is read
+        self._batch_totals, self._batch_steps, self._rays_drawn = torch.zeros(2, device=dev), 0, 0
 
     # --- what other parts (NeLF distillation, demo, benchmarks) use ---------------------------------
     @property
@@ -126,37 +147,74 @@ class NerfApp(App):
         return self.field.density(self._unit(points))
 
     def training_step(self, step: int) -> torch.Tensor:
+        """One batch, without a host sync: rays; their occupied samples in ``march_slots`` slots; with
+        ``EARLY_STOP``, a density pass and only the samples before each ray's transmittance falls below it, in
+        ``target_samples`` slots; the field, compositing, and the loss over the rays whose samples all fitted.
+        The ray count adapts from an earlier step's counts, read asynchronously (:meth:`_adapt_batch`)."""
         if step % OCCUPANCY_EVERY[self.size] == 0:
-            self.occupancy.update(step, self.density_world, self.dt)
-        n, dev = self.n_rays, self.device_
-        n_images, height, width = self.train_images.shape[:3]
-        image = torch.randint(0, n_images, (n,), device=dev)
-        pixels = torch.rand(n, 2, device=dev) * torch.tensor([width, height], device=dev, dtype=torch.float32)
-        origins, dirs = pixel_rays(self.train_poses[image], self.intrinsics, pixels)
-        target = self.train_images[image, pixels[:, 1].long().clamp(max=height - 1),
-                                   pixels[:, 0].long().clamp(max=width - 1)].float() / 255.0
-        if self.has_alpha:  # random background: the network cannot explain it, so it learns empty space
-            background = torch.rand(n, 3, device=dev)
-            target = target[:, :3] * target[:, 3:] + background * (1.0 - target[:, 3:])
-        else:
-            background = self.background.expand(n, 3)
-        t_near, t_far = raymarch.ray_aabb(origins, dirs, self.aabb)
-        t_near = t_near.clamp(min=self.near * 0.5)
-        ray_indices, t, deltas = raymarch.march_training(
-            origins, dirs, t_near, t_far, self.occupancy.mask, self.aabb, self.occupancy.resolution, self.dt,
-            self.max_steps, jitter=torch.rand(n, device=dev))
-        points = origins[ray_indices] + t[:, None] * dirs[ray_indices]
-        sigmas, rgbs = self.field(self._unit(points), dirs[ray_indices])
-        colour, _ = composite(sigmas, rgbs, deltas, ray_indices, n, background=background)
-        loss = ((colour - target) ** 2).mean()
-        n_samples = ray_indices.numel()
-        if n_samples == 0:  # nothing occupied on these rays: keep the graph valid
-            loss = loss + 0.0 * sum(p.sum() for p in self.field.parameters())
-        # instant-ngp's dynamic batch: as many rays as keep the sample count near the target
-        per_ray = max(n_samples, 1) / n
-        self.n_rays = int(min(max(self.target_samples / per_ray, 64), self.target_samples))
-        self.last_n_samples = n_samples
-        return loss
+            with stages.stage("nerf.train.occupancy", "rest", app="nerf"):
+                self.occupancy.update(step, self.density_world, self.dt)
+        n, march_slots = self.n_rays, self.march_slots
+        with stages.stage("nerf.train.rays", "rest", n_inputs=n, app="nerf", fused=self.fused_training):
+            origins, dirs, t_near, t_far, target, background = self._training_rays(
+                self.train_poses, self.train_images, self.intrinsics, self.aabb, torch.rand(n, 6, device=self.device_))
+        with stages.stage("nerf.train.march", "rest", n_inputs=n, app="nerf", fused=self.fused_training):
+            samples = marched = self._march_training(
+                origins, dirs, t_near.clamp(min=self.near * 0.5), t_far, self.occupancy.mask, self.aabb,
+                self.occupancy.resolution, self.dt, self.max_steps, jitter=torch.rand(n, device=self.device_),
+                max_samples=march_slots)
+        if EARLY_STOP is not None:
+            with stages.stage("nerf.train.density_pass", "mlp", n_inputs=march_slots, app="nerf"), torch.no_grad():
+                rays = marched.ray_indices
+                sigmas = self.density_world(origins[rays] + marched.t[:, None] * dirs[rays])
+                transmittance = self._transmittance_packed(sigmas, marched.deltas, marched.ray_ends)
+            with stages.stage("nerf.train.compact", "rest", n_inputs=march_slots, app="nerf"):
+                samples = raymarch.compact_training(marched, transmittance > EARLY_STOP, self.target_samples)
+        self._adapt_batch(n, marched, samples)
+        with stages.stage("nerf.train.field", "mlp", n_inputs=self.target_samples, app="nerf"):
+            rays = samples.ray_indices
+            sigmas, rgbs = self.field(self._unit(origins[rays] + samples.t[:, None] * dirs[rays]), dirs[rays])
+        with stages.stage("nerf.train.composite", "rest", n_inputs=self.target_samples, app="nerf",
+                          fused=self.fused_training):
+            colour, _ = self._composite_packed(sigmas, rgbs, samples.deltas, samples.ray_ends, background)
+            kept = samples.kept.float()
+            return (((colour - target) ** 2).sum(dim=1) * kept).sum() / (3.0 * kept.sum().clamp(min=1.0))
+
+    def _adapt_batch(self, n_rays: int, marched: raymarch.TrainingSamples, samples: raymarch.TrainingSamples) -> None:
+        """instant-ngp's dynamic batch: as many rays as fill ``BATCH_FILL`` of the trained sample slots (and of
+        the march's largest size), from the samples per ray of a recent step; the march gets the slots those
+        rays need (the density pass evaluates every slot). The counts are copied to the host without waiting
+        and used by the first later step that finds the copy done (samples per ray change slowly)."""
+        counts = torch.stack([marched.n_needed, marched.kept.sum(), samples.n_needed, samples.kept.sum(),
+                              (samples.deltas > 0).sum()])
+        self._batch_totals += counts[3:]
+        self._batch_steps += 1
+        self._rays_drawn += n_rays
+        if self._pending is not None and (self._pending[0] is None or self._pending[0].query()):
+            marched_needed, marched_kept, trained_needed = self._counts_host[:3].tolist()
+            per_ray = max(marched_needed, 1) / self._pending[1]  # over all the rays drawn
+            trained_per_ray = max(trained_needed, 1) / max(marched_kept, 1)  # over the rays the march kept
+            largest_march = self.target_samples * (MARCH_SLOTS_PER_SAMPLE if EARLY_STOP is not None else 1)
+            rays = BATCH_FILL * min(largest_march / per_ray, self.target_samples / trained_per_ray)
+            self.n_rays = int(min(max(rays, 64), self.target_samples))
+            if EARLY_STOP is not None:  # a whole number of SLOT_QUANTUM: few distinct sizes for the allocator
+                needed = math.ceil(self.n_rays * per_ray / BATCH_FILL / SLOT_QUANTUM) * SLOT_QUANTUM
+                self.march_slots = max(min(largest_march, needed), self.target_samples)
+            self._pending = None
+        if self._pending is None:
+            self._counts_host.copy_(counts, non_blocking=True)
+            event = None
+            if self.device_.type == "cuda":
+                event = torch.cuda.Event()
+                event.record()
+            self._pending = (event, n_rays)
+
+    def batch_stats(self) -> dict:
+        """Mean rays drawn, rays trained on and samples trained on per step since the app was built."""
+        steps = max(self._batch_steps, 1)
+        kept, used = (self._batch_totals / steps).tolist()
+        return {"steps": self._batch_steps, "rays_per_step": self._rays_drawn / steps, "rays_kept_per_step": kept,
+                "samples_per_step": used, "sample_slots": self.target_samples, "march_slots": self.march_slots}
 
     # --- rendering -----------------------------------------------------------------------------------
     def volume_field(self) -> VolumeField:

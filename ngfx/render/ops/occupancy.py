@@ -75,20 +75,24 @@ class OccupancyGrid(nn.Module):
 
     @torch.no_grad()
     def update(self, step: int, density_fn: Callable[[torch.Tensor], torch.Tensor], dt: float) -> None:
-        """Decay the estimates, refresh sampled cells with ``density_fn`` (world points [M, 3] -> [M]), remask."""
-        n = self.density.numel()
+        """Decay the estimates, refresh sampled cells with ``density_fn`` (world points [M, 3] -> [M]), remask.
+
+        After the warm-up, a quarter of the cells are drawn uniformly and a quarter among the occupied ones;
+        everything stays on the device (no count of the occupied cells is read back).
+        """
+        n, device = self.density.numel(), self.density.device
         if step < self.warmup_steps:
-            cells = torch.arange(n, device=self.density.device)
+            cells = torch.arange(n, device=device)
         else:
-            uniform = torch.randint(0, n, (n // 4,), device=self.density.device)
-            occupied = torch.nonzero(self.mask)[:, 0]
-            pick = torch.randint(0, max(1, occupied.numel()), (n // 4,), device=self.density.device)
-            cells = torch.cat([uniform, occupied[pick]]) if occupied.numel() else uniform
+            uniform = torch.randint(0, n, (n // 4,), device=device)
+            occupied_first = torch.argsort(self.mask.to(torch.uint8), descending=True)
+            # an index below the occupied count picks an occupied cell (any cell while none is occupied)
+            pick = (torch.rand(n // 4, device=device) * self.mask.sum()).long()
+            cells = torch.cat([uniform, occupied_first[pick]])
         fresh = torch.cat([density_fn(self.cell_points(c)).float() for c in cells.split(self.chunk)])
-        decayed = self.density * DECAY
-        decayed[cells] = torch.maximum(decayed[cells], fresh)  # duplicate cells: any of their maxima will do
-        self.density.copy_(decayed)
-        threshold = self.density.mean().clamp(max=OPACITY_THRESHOLD / dt)  # stays on the device: no host sync
+        # duplicate cells keep their largest fresh value, and a cell its decayed one if that is larger
+        self.density.mul_(DECAY).scatter_reduce_(0, cells, fresh, reduce="amax")
+        threshold = self.density.mean().clamp(max=OPACITY_THRESHOLD / dt)
         self.mask.copy_(self.density > threshold)
 
     def occupied_fraction(self) -> float:

@@ -8,7 +8,9 @@
   transmittance, front to back (slots with a zero step contribute nothing);
 * :func:`render_segments` -- the render loop NeRF and NVR share: march a segment, evaluate the samples,
   composite them, until rays leave the box or their transmittance drops (early termination);
-* :func:`march_training` -- all occupied samples of a batch of rays at once, packed (for training).
+* :func:`training_rays` -- a training batch's rays through random pixels, their colours and backgrounds;
+* :func:`march_training` -- all occupied samples of a batch of rays at once, packed (for training), into a
+  fixed number of slots if asked; :func:`compact_training` packs a chosen subset of them again.
 
 Samples sit at the midpoints ``t + (j + 0.5) dt`` of fixed steps of length ``dt``. Cells of the occupancy
 grid are indexed x-fastest: ``cx + cy R + cz R^2``. The Triton twins live in
@@ -17,12 +19,12 @@ grid are indexed x-fastest: ``cx + cy R + cz R^2``. The Triton twins live in
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 
 from ngfx.render import stages
-from ngfx.cameras import Intrinsics
+from ngfx.cameras import Intrinsics, pixel_rays
 from ngfx.render.orbit_view import band_rays
 from ngfx.render.ops.sphere_trace import ray_box
 from ngfx.render.ops.volume import composite
@@ -177,20 +179,98 @@ def render_segments(origins, dirs, t_start, t_far, occupancy, aabb, resolution: 
     return colour + transmittance[:, None] * background
 
 
-def march_training(origins, dirs, t_near, t_far, occupancy, aabb, resolution: int, dt: float, max_steps: int,
-                   jitter: torch.Tensor | None = None):
-    """All occupied samples of rays [R], packed and sorted by ray.
+def training_rays(poses: torch.Tensor, images: torch.Tensor, k: Intrinsics, aabb: torch.Tensor,
+                  uniforms: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Rays through random points of random pixels of training images, for a training batch.
 
-    Returns ray_indices [S] int64, t [S], deltas [S]. ``jitter`` [R] in [0, 1) shifts each ray's samples
-    (training), 0.5 places them at step midpoints.
+    Args:
+        poses: [N, 4, 4] camera-to-world.  images: [N, H, W, C] uint8, C = 3 or 4 (RGBA).
+        uniforms: [n, 6] in [0, 1): the image, x and y in it, and the background colour of an RGBA image.
+    Returns:
+        origins, dirs [n, 3]; t_near, t_far [n] through ``aabb``; the pixels' colours [n, 3] over the
+        backgrounds [n, 3] (white for RGB images). A random background teaches the network empty space:
+        it cannot explain it.
+    """
+    n_images, height, width, channels = images.shape
+    image = (uniforms[:, 0] * n_images).long().clamp(max=n_images - 1)
+    pixels = uniforms[:, 1:3] * torch.tensor([width, height], device=uniforms.device, dtype=torch.float32)
+    origins, dirs = pixel_rays(poses[image], k, pixels)
+    t_near, t_far = ray_aabb(origins, dirs, aabb)
+    colour = images[image, pixels[:, 1].long().clamp(max=height - 1), pixels[:, 0].long().clamp(max=width - 1)]
+    colour = colour.float() / 255.0
+    if channels == 4:
+        background = uniforms[:, 3:6]
+        return origins, dirs, t_near, t_far, colour[:, :3] * colour[:, 3:] + background * (1.0 - colour[:, 3:]), background
+    return origins, dirs, t_near, t_far, colour, torch.ones_like(colour)
+
+
+class TrainingSamples(NamedTuple):
+    """The packed samples of a training batch of ``R`` rays (:func:`march_training`, :func:`compact_training`)."""
+
+    ray_indices: torch.Tensor  # [S] int64, non-decreasing; a padding slot repeats the last ray
+    t: torch.Tensor  # [S] sample distances (0 in padding)
+    deltas: torch.Tensor  # [S] step lengths (0 in padding: the slot composites to nothing)
+    kept: torch.Tensor  # [R] bool: all the ray's samples fitted (a ray that did not fit has none)
+    ray_ends: torch.Tensor  # [R] int64: inclusive scan of the rays' sample counts, kept or not
+
+    @property
+    def n_needed(self) -> torch.Tensor:
+        """0-d int64: the slots all the rays' samples would take."""
+        return self.ray_ends[-1] if self.ray_ends.numel() else torch.zeros((), dtype=torch.long,
+                                                                            device=self.ray_ends.device)
+
+
+def march_training(origins, dirs, t_near, t_far, occupancy, aabb, resolution: int, dt: float, max_steps: int,
+                   jitter: torch.Tensor | None = None, max_samples: int | None = None) -> TrainingSamples:
+    """All occupied samples of rays [R] (at most ``max_steps`` each), packed ray after ray.
+
+    ``jitter`` [R] in [0, 1) shifts each ray's lattice (training); by default samples sit at step midpoints.
+    With ``max_samples`` the arrays have exactly that many slots whatever the rays hold, so a training step
+    needs no host sync: rays are kept in order while their samples fit, the rest are dropped whole (``kept``
+    False), and the slots left over are padding. Without it, the arrays hold every sample.
     """
     n_steps = ((t_far - t_near) / dt).ceil().clamp(0, max_steps)
     n_scan = max(1, int(n_steps.max())) if n_steps.numel() else 1
     offset = jitter if jitter is not None else torch.full_like(t_near, 0.5)
     j = torch.arange(n_scan, device=origins.device, dtype=torch.float32)
-    t = t_near[:, None] + (j + offset[:, None]) * dt  # [R, n_scan]
+    t = (t_near + (offset - 0.5) * dt)[:, None] + (j + 0.5) * dt  # [R, n_scan]: t_near + (j + offset) dt
     points = origins[:, None, :] + t[..., None] * dirs[:, None, :]
     valid = occupancy[cell_index(points, aabb, resolution)] & (j < n_steps[:, None]) & (t < t_far[:, None])
-    ray_indices, cols = torch.nonzero(valid, as_tuple=True)
-    t_samples = t[ray_indices, cols]
-    return ray_indices, t_samples, torch.full_like(t_samples, dt)
+    ray_ends = valid.sum(dim=1).cumsum(0)
+    n_slots = int(ray_ends[-1]) if max_samples is None and ray_ends.numel() else (max_samples or 0)
+    kept = ray_ends <= n_slots
+    ray_indices, cols = torch.nonzero(valid & kept[:, None], as_tuple=True)  # the kept rays: a prefix
+    n = ray_indices.numel()
+    padded_rays = torch.full((n_slots,), max(t_near.numel() - 1, 0), dtype=torch.long, device=t.device)
+    padded_rays[:n] = ray_indices
+    t_samples = torch.zeros(n_slots, device=t.device)
+    t_samples[:n] = t[ray_indices, cols]
+    deltas = torch.zeros(n_slots, device=t.device)
+    deltas[:n] = dt
+    return TrainingSamples(padded_rays, t_samples, deltas, kept, ray_ends)
+
+
+def compact_training(samples: TrainingSamples, keep: torch.Tensor, max_samples: int) -> TrainingSamples:
+    """The samples of ``samples`` where ``keep`` [S] holds, packed again into ``max_samples`` slots.
+
+    Rays stay in order and are kept while all their remaining samples fit (padding as in
+    :func:`march_training`); ``ray_ends`` counts the remaining samples of the rays ``samples`` kept. Tensor
+    ops on the device only, no host sync (training drops the samples behind opaque ones with it).
+    """
+    keep = keep & (samples.deltas > 0)
+    position = keep.long().cumsum(0)  # inclusive: a kept sample goes to slot position - 1
+    n_slots, n_rays, device = keep.numel(), samples.kept.numel(), keep.device
+    if n_slots:
+        ray_ends = torch.where(samples.ray_ends > 0, position[(samples.ray_ends - 1).clamp(max=n_slots - 1)], 0)
+    else:
+        ray_ends = torch.zeros_like(samples.ray_ends)
+    # a sample not kept, or past the slots, goes to one extra slot that is cut off at the end
+    slot = torch.where(keep & (position <= max_samples), position - 1, max_samples)
+    ray_indices = torch.full((max_samples + 1,), max(n_rays - 1, 0), dtype=torch.long, device=device)
+    t = torch.zeros(max_samples + 1, device=device)
+    deltas = torch.zeros(max_samples + 1, device=device)
+    ray_indices.scatter_(0, slot, samples.ray_indices)
+    t.scatter_(0, slot, samples.t)
+    deltas.scatter_(0, slot, samples.deltas)
+    return TrainingSamples(ray_indices[:max_samples], t[:max_samples], deltas[:max_samples],
+                           samples.kept & (ray_ends <= max_samples), ray_ends)

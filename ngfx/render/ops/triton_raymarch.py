@@ -5,7 +5,11 @@
   over empty cells, write the next ``K`` occupied samples into the ray's slots and advance the ray: one
   kernel instead of a loop of torch ops;
 * :func:`gather_samples` -- positions and directions of the occupied slots, one kernel;
-* :func:`composite_segment` -- front-to-back compositing of each active ray's segment, one kernel.
+* :func:`composite_segment` -- front-to-back compositing of each active ray's segment, one kernel;
+* :func:`training_rays` -- a training batch's rays through random pixels of random images, their colours and
+  backgrounds, one kernel;
+* :func:`march_training` -- every occupied sample of a training batch, packed: a counting and a writing pass
+  of one kernel (each lane walks a ray's whole lattice, jumping over empty cells) around a scan of the counts.
 
 NeRF and NVR both render through these (:func:`ngfx.render.ops.raymarch.render_segments`).
 """
@@ -17,7 +21,8 @@ import triton
 import triton.language as tl
 
 from ngfx.cameras import Intrinsics
-from ngfx.render.ops.raymarch import SKIP_MARGIN
+from ngfx.render.ops.raymarch import SKIP_MARGIN, TrainingSamples
+from ngfx.render.ops.triton_volume import composite_step
 
 BLOCK = 128
 COMPOSITE_BLOCK = 256
@@ -25,13 +30,8 @@ UNDISTORT_ITERATIONS = 10  # as cameras.undistort
 
 
 @triton.jit
-def _ray_gen_kernel(c2w_ptr, aabb_ptr, o_ptr, d_ptr, t_near_ptr, t_far_ptr, n, width, row0,
-                    fx, fy, cx, cy, k1, k2, p1, p2, DISTORTED: tl.constexpr, ITERATIONS: tl.constexpr,
-                    BLOCK: tl.constexpr):
-    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    mask = i < n
-    px = (i % width).to(tl.float32) + 0.5
-    py = (row0 + i // width).to(tl.float32) + 0.5
+def camera_xy(px, py, fx, fy, cx, cy, k1, k2, p1, p2, DISTORTED: tl.constexpr, ITERATIONS: tl.constexpr):
+    """Pixel coordinates -> normalised, undistorted camera coordinates (as cameras.pixel_rays / undistort)."""
     x0 = (px - cx) / fx
     y0 = (py - cy) / fy
     x, y = x0, y0
@@ -42,6 +42,18 @@ def _ray_gen_kernel(c2w_ptr, aabb_ptr, o_ptr, d_ptr, t_near_ptr, t_far_ptr, n, w
             dx = 2 * p1 * x * y + p2 * (r2 + 2 * x * x)
             dy = p1 * (r2 + 2 * y * y) + 2 * p2 * x * y
             x, y = (x0 - dx) / radial, (y0 - dy) / radial
+    return x, y
+
+
+@triton.jit
+def _ray_gen_kernel(c2w_ptr, aabb_ptr, o_ptr, d_ptr, t_near_ptr, t_far_ptr, n, width, row0,
+                    fx, fy, cx, cy, k1, k2, p1, p2, DISTORTED: tl.constexpr, ITERATIONS: tl.constexpr,
+                    BLOCK: tl.constexpr):
+    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = i < n
+    px = (i % width).to(tl.float32) + 0.5
+    py = (row0 + i // width).to(tl.float32) + 0.5
+    x, y = camera_xy(px, py, fx, fy, cx, cy, k1, k2, p1, p2, DISTORTED, ITERATIONS)
     # camera space (x, -y, -1) rotated into the world
     wx = tl.load(c2w_ptr + 0) * x - tl.load(c2w_ptr + 1) * y - tl.load(c2w_ptr + 2)
     wy = tl.load(c2w_ptr + 4) * x - tl.load(c2w_ptr + 5) * y - tl.load(c2w_ptr + 6)
@@ -202,13 +214,7 @@ def _composite_kernel(colour_ptr, trans_ptr, active_ptr, sigma_ptr, rgb_ptr, del
     g = tl.load(colour_ptr + ray * 3 + 1, mask=mask, other=0.0)
     b = tl.load(colour_ptr + ray * 3 + 2, mask=mask, other=0.0)
     for j in tl.static_range(K):
-        s = a * K + j
-        alpha = 1.0 - tl.exp(-tl.load(sigma_ptr + s, mask=mask, other=0.0) * tl.load(delta_ptr + s, mask=mask, other=0.0))
-        w = trans * alpha
-        r += w * tl.load(rgb_ptr + s * 3, mask=mask, other=0.0)
-        g += w * tl.load(rgb_ptr + s * 3 + 1, mask=mask, other=0.0)
-        b += w * tl.load(rgb_ptr + s * 3 + 2, mask=mask, other=0.0)
-        trans = trans * (1.0 - alpha)
+        trans, r, g, b = composite_step(trans, r, g, b, sigma_ptr, rgb_ptr, delta_ptr, a * K + j, mask)
     tl.store(trans_ptr + ray, trans, mask=mask)
     tl.store(colour_ptr + ray * 3, r, mask=mask)
     tl.store(colour_ptr + ray * 3 + 1, g, mask=mask)
@@ -222,3 +228,135 @@ def composite_segment(colour, transmittance, active, sigmas, rgbs, deltas, k: in
         _composite_kernel[(triton.cdiv(n_active, COMPOSITE_BLOCK),)](
             colour, transmittance, active, sigmas.contiguous(), rgbs.contiguous(), deltas.contiguous(), n_active,
             K=k, BLOCK=COMPOSITE_BLOCK)
+
+
+@triton.jit
+def _training_rays_kernel(poses_ptr, images_ptr, uniforms_ptr, aabb_ptr, o_ptr, d_ptr, t_near_ptr, t_far_ptr,
+                          target_ptr, bg_ptr, n, n_images, height, width, fx, fy, cx, cy, k1, k2, p1, p2,
+                          CHANNELS: tl.constexpr, DISTORTED: tl.constexpr, ITERATIONS: tl.constexpr,
+                          BLOCK: tl.constexpr):
+    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = i < n
+    image = tl.minimum((tl.load(uniforms_ptr + i * 6, mask=mask, other=0.0) * n_images).to(tl.int64), n_images - 1)
+    px = tl.load(uniforms_ptr + i * 6 + 1, mask=mask, other=0.0) * width
+    py = tl.load(uniforms_ptr + i * 6 + 2, mask=mask, other=0.0) * height
+    x, y = camera_xy(px, py, fx, fy, cx, cy, k1, k2, p1, p2, DISTORTED, ITERATIONS)
+    c2w = poses_ptr + image * 16
+    # camera space (x, -y, -1) rotated into the world by the ray's own pose
+    wx = tl.load(c2w, mask=mask, other=1.0) * x - tl.load(c2w + 1, mask=mask, other=0.0) * y \
+        - tl.load(c2w + 2, mask=mask, other=0.0)
+    wy = tl.load(c2w + 4, mask=mask, other=0.0) * x - tl.load(c2w + 5, mask=mask, other=1.0) * y \
+        - tl.load(c2w + 6, mask=mask, other=0.0)
+    wz = tl.load(c2w + 8, mask=mask, other=0.0) * x - tl.load(c2w + 9, mask=mask, other=0.0) * y \
+        - tl.load(c2w + 10, mask=mask, other=1.0)
+    norm = tl.sqrt(wx * wx + wy * wy + wz * wz)
+    t_near = tl.zeros([BLOCK], dtype=tl.float32)
+    t_far = tl.full([BLOCK], float("inf"), tl.float32)
+    for axis in tl.static_range(3):
+        o = tl.load(c2w + 4 * axis + 3, mask=mask, other=0.0)
+        d = (wx if axis == 0 else (wy if axis == 1 else wz)) / norm
+        inv = 1.0 / tl.where(tl.abs(d) < 1e-9, 1e-9, d)
+        t0 = (tl.load(aabb_ptr + axis) - o) * inv
+        t1 = (tl.load(aabb_ptr + 3 + axis) - o) * inv
+        t_near = tl.maximum(t_near, tl.minimum(t0, t1))
+        t_far = tl.minimum(t_far, tl.maximum(t0, t1))
+        tl.store(o_ptr + i * 3 + axis, o, mask=mask)
+        tl.store(d_ptr + i * 3 + axis, d, mask=mask)
+    tl.store(t_near_ptr + i, t_near, mask=mask)
+    tl.store(t_far_ptr + i, t_far, mask=mask)
+    pixel = images_ptr + ((image * height + tl.minimum(py.to(tl.int64), height - 1)) * width
+                          + tl.minimum(px.to(tl.int64), width - 1)) * CHANNELS
+    if CHANNELS == 4:
+        alpha = tl.load(pixel + 3, mask=mask, other=0).to(tl.float32) / 255.0
+    for c in tl.static_range(3):
+        colour = tl.load(pixel + c, mask=mask, other=0).to(tl.float32) / 255.0
+        if CHANNELS == 4:
+            background = tl.load(uniforms_ptr + i * 6 + 3 + c, mask=mask, other=0.0)
+            colour = colour * alpha + background * (1.0 - alpha)
+        else:
+            background = 1.0 + 0.0 * colour
+        tl.store(target_ptr + i * 3 + c, colour, mask=mask)
+        tl.store(bg_ptr + i * 3 + c, background, mask=mask)
+
+
+def training_rays(poses: torch.Tensor, images: torch.Tensor, k: Intrinsics, aabb: torch.Tensor,
+                  uniforms: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Fused twin of :func:`ngfx.render.ops.raymarch.training_rays` (same arguments and results)."""
+    n_images, height, width, channels = images.shape
+    n, device = uniforms.shape[0], uniforms.device
+    origins, dirs, target, background = (torch.empty(n, 3, device=device) for _ in range(4))
+    t_near, t_far = torch.empty(n, device=device), torch.empty(n, device=device)
+    if n:
+        _training_rays_kernel[(triton.cdiv(n, BLOCK),)](
+            poses.float().contiguous(), images.contiguous(), uniforms.float().contiguous(), aabb.float().contiguous(),
+            origins, dirs, t_near, t_far, target, background, n, n_images, height, width, float(k.fx), float(k.fy),
+            float(k.cx), float(k.cy), float(k.k1), float(k.k2), float(k.p1), float(k.p2), CHANNELS=channels,
+            DISTORTED=k.distorted, ITERATIONS=UNDISTORT_ITERATIONS, BLOCK=BLOCK)
+    return origins, dirs, t_near, t_far, target, background
+
+
+@triton.jit
+def _march_training_kernel(o_ptr, d_ptr, t_near_ptr, t_far_ptr, jitter_ptr, occ_ptr, aabb_ptr, count_ptr, end_ptr,
+                           ray_out_ptr, t_out_ptr, delta_out_ptr, n_rays, n_slots, dt, max_steps,
+                           R: tl.constexpr, SKIP_MARGIN: tl.constexpr, WRITE: tl.constexpr, BLOCK: tl.constexpr):
+    """One ray per lane walks its whole lattice with :func:`lattice_step`. Counting pass (``WRITE`` False): the
+    number of occupied samples -> ``count``. Writing pass: a ray whose samples end (``end``, the inclusive scan
+    of the counts) within ``n_slots`` writes them from ``end - count`` on."""
+    ray = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = ray < n_rays
+    t_near = tl.load(t_near_ptr + ray, mask=mask, other=0.0)
+    t_far = tl.load(t_far_ptr + ray, mask=mask, other=0.0)
+    n_steps = tl.minimum(tl.maximum(tl.ceil((t_far - t_near) / dt), 0.0), max_steps)
+    # the jittered lattice t_near + (j + jitter) dt, written as lattice_step's t0 + (j + 0.5) dt
+    t0 = t_near + (tl.load(jitter_ptr + ray, mask=mask, other=0.0) - 0.5) * dt
+    ox, oy, oz, dx, dy, dz = load_ray(o_ptr, d_ptr, ray, mask)
+    lo_x, lo_y, lo_z = tl.load(aabb_ptr), tl.load(aabb_ptr + 1), tl.load(aabb_ptr + 2)
+    size_x, size_y, size_z = tl.load(aabb_ptr + 3) - lo_x, tl.load(aabb_ptr + 4) - lo_y, tl.load(aabb_ptr + 5) - lo_z
+    searching = mask
+    if WRITE:
+        end = tl.load(end_ptr + ray, mask=mask, other=0)
+        start = end - tl.load(count_ptr + ray, mask=mask, other=0)
+        searching = mask & (end <= n_slots)
+    else:
+        start = tl.zeros([BLOCK], dtype=tl.int64)
+    j = tl.zeros([BLOCK], dtype=tl.float32)  # lattice index of the ray's next point
+    count = tl.zeros([BLOCK], dtype=tl.int64)
+    n_searching = tl.sum(searching.to(tl.int32), axis=0)
+    while n_searching > 0:  # j grows every iteration and a ray stops at n_steps <= max_steps
+        searching = searching & (j < n_steps)
+        t, inside, occupied, j = lattice_step(ox, oy, oz, dx, dy, dz, t0, j, t_far, searching, occ_ptr, lo_x, lo_y,
+                                              lo_z, size_x, size_y, size_z, dt, R, SKIP_MARGIN)
+        if WRITE:
+            slot = start + count
+            tl.store(ray_out_ptr + slot, ray.to(tl.int64), mask=occupied)
+            tl.store(t_out_ptr + slot, t, mask=occupied)
+            tl.store(delta_out_ptr + slot, dt + 0.0 * t, mask=occupied)
+        count += occupied.to(tl.int64)
+        searching = searching & inside
+        n_searching = tl.sum(searching.to(tl.int32), axis=0)
+    if not WRITE:
+        tl.store(count_ptr + ray, count, mask=mask)
+
+
+def march_training(origins, dirs, t_near, t_far, occupancy, aabb, resolution: int, dt: float, max_steps: int,
+                   jitter: torch.Tensor | None = None, max_samples: int | None = None) -> TrainingSamples:
+    """Fused twin of :func:`ngfx.render.ops.raymarch.march_training` (same arguments and results). Without
+    ``max_samples``, reading the number of slots to allocate is a host sync."""
+    n, device = t_near.numel(), t_near.device
+    offset = jitter if jitter is not None else torch.full_like(t_near, 0.5)
+    counts = torch.empty(n, dtype=torch.long, device=device)
+    rays = (origins.contiguous(), dirs.contiguous(), t_near.contiguous(), t_far.contiguous(), offset.contiguous(),
+            occupancy.view(torch.uint8), aabb.float().contiguous(), counts)
+    grid, constants = (triton.cdiv(n, BLOCK),), {"R": resolution, "SKIP_MARGIN": SKIP_MARGIN, "BLOCK": BLOCK}
+    if n:  # counting pass: the output pointers are not used
+        _march_training_kernel[grid](*rays, counts, counts, counts, counts, n, 0, float(dt), float(max_steps),
+                                     WRITE=False, **constants)
+    ray_ends = counts.cumsum(0)
+    n_slots = int(ray_ends[-1]) if max_samples is None and n else (max_samples or 0)
+    ray_indices = torch.full((n_slots,), max(n - 1, 0), dtype=torch.long, device=device)
+    t = torch.zeros(n_slots, device=device)
+    deltas = torch.zeros(n_slots, device=device)
+    if n and n_slots:
+        _march_training_kernel[grid](*rays, ray_ends, ray_indices, t, deltas, n, n_slots, float(dt),
+                                     float(max_steps), WRITE=True, **constants)
+    return TrainingSamples(ray_indices, t, deltas, ray_ends <= n_slots, ray_ends)
