@@ -103,6 +103,21 @@ def test_full_size_reads_real_scenes_from_data_and_falls_back_to_procedural(shar
     assert scene_for("nerf", "full", str(tmp_path)) == "synthetic"  # missing under --data: procedural
 
 
+def test_full_size_caps_each_app_and_keeps_nerf_at_its_minute(monkeypatch, tmp_path):
+    from ngfx.demo import plan
+    from ngfx.render import runs
+
+    calls = {}
+    monkeypatch.setattr(runs, "train", lambda app, *args, **kwargs: calls.setdefault(app, kwargs))
+    for app in plan.APPS:
+        plan._train(app, "scene", tmp_path / app, plan.DEMO_SIZES["full"], "cuda")
+    assert calls["nerf"]["seconds"] == 60.0  # the budget issue 13's NeRF quality is measured at
+    assert all(calls[app]["seconds"] < 60.0 for app in ("gia", "nsdf", "nvr"))
+    assert all(calls[app]["steps"] is not None for app in plan.APPS)  # the app's default steps still bound it
+    assert "NeRF 60 s" in plan.DEMO_SIZES["full"].shows
+    assert plan.DEMO_SIZES["quick"].train_seconds == dict.fromkeys(plan.APPS, 35.0)
+
+
 def test_bad_demo_arguments_are_one_line_errors(tmp_path, capsys):
     assert main(["demo", "--smoke", "--out", str(tmp_path / "d"), "--data", str(tmp_path / "nope")]) == 2
     assert "--data" in capsys.readouterr().err
