@@ -32,7 +32,7 @@ from ngfx.render.stages import record_stages  # noqa: E402
 
 TARGET_MS = 16.7
 PATHS = {"stages (PyTorch rest)": dict(fused=False), "stages (Triton rest)": dict(fused=True, per_ray=False),
-         "fused tracer": dict(fused=True)}
+         "fused tracer": dict(fused=True, per_ray=True)}
 # kernel variants: (label, module constants of triton_fused_sphere_trace, app constants of nsdf)
 VARIANTS = [("uncapped registers, 8 programs/SM", {"MAX_REGISTERS": None, "PROGRAMS_PER_SM": 8}, {}),
             ("96 registers, 20 programs/SM", {"MAX_REGISTERS": 96, "PROGRAMS_PER_SM": 20}, {}),
@@ -90,7 +90,7 @@ def kernel_profile(app, width: int, height: int, rows: int = 12) -> str:
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if app.device_.type == "cuda" else [])
     with profile(activities=activities) as prof:
-        app.render(width, height, 0)
+        app.render(width, height, 0, per_ray=True)
     key = "cuda_time_total" if app.device_.type == "cuda" else "cpu_time_total"
     return prof.key_averages().table(sort_by=key, row_limit=rows)
 
@@ -109,8 +109,9 @@ def run_variant(app, label: str, kernel_constants: dict, app_constants: dict, si
     out = {"variant": label}
     try:
         for width, height in sizes:
-            out[f"{width}x{height}_ms"] = median_ms(lambda: app.render(width, height, 0), repeats, cuda)
-            out[f"{width}x{height}_agreement"] = agreement(app.render(width, height, 0), baselines[(width, height)])
+            out[f"{width}x{height}_ms"] = median_ms(lambda: app.render(width, height, 0, per_ray=True), repeats, cuda)
+            out[f"{width}x{height}_agreement"] = agreement(app.render(width, height, 0, per_ray=True),
+                                                           baselines[(width, height)])
     except Exception as error:  # a variant that does not compile or run is reported, not fatal
         out["error"] = f"{type(error).__name__}: {str(error)[:300]}"
     for (kind, name), value in saved.items():
@@ -148,7 +149,7 @@ def main(argv=None) -> None:
             row[f"{name} ms"] = median_ms(lambda: app.render(width, height, 0, **path), repeats, cuda)
             print(f"{width}x{height} {name}: {row[f'{name} ms']:.2f} ms", flush=True)
         baselines[(width, height)] = baseline = app.render(width, height, 0, fused=False)
-        frame = app.render(width, height, 0)
+        frame = app.render(width, height, 0, per_ray=True)
         row["agreement"] = agreement(frame, baseline)
         row["agreement_triton_stages"] = agreement(app.render(width, height, 0, fused=True, per_ray=False), baseline)
         write_image(args.out / f"nsdf_fused_{width}x{height}.jpg", frame.cpu().numpy())

@@ -132,7 +132,7 @@ def test_render_hits_the_object_and_fused_equals_unfused(trained):
     assert int(off.sum()) <= 5
     # the fused tracer (its PyTorch twin on a CPU) steps on the coarse grid first and stops elsewhere within the
     # hit tolerance: the same silhouette, and the tiny field's shading close where both hit
-    per_ray = app.render(48, 36, view=0)
+    per_ray = app.render(48, 36, view=0, per_ray=True)
     hit, unfused_hit = per_ray.sum(-1) > 0, unfused.sum(-1) > 0
     assert int((hit != unfused_hit).sum()) <= 0.01 * hit.numel()
     shading = (per_ray - unfused)[hit & unfused_hit].abs().amax(-1)

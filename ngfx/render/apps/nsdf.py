@@ -7,7 +7,8 @@ The network predicts a correction to a sphere's SDF (radius 0.5), a geometric in
 as a closed surface. Loss: L1 on the SDF. Rendering sphere-traces the scene's padded bounding box: by default
 with the fused tracer (:mod:`ngfx.render.ops.fused_sphere_trace`: safe steps on a coarse distance grid baked
 from the network, the network only near the surface, normals and shading in the same pass; one Triton kernel
-on CUDA), or stage by stage (``per_ray=False`` / ``fused=False``), the baseline.
+on CUDA, the default there), or stage by stage (``per_ray=False``, the default on a CPU; ``fused=False``: the
+baseline).
 """
 
 from __future__ import annotations
@@ -182,17 +183,19 @@ class NsdfApp(App):
         return self._trace_scene[1]
 
     @torch.no_grad()
-    def render(self, width: int, height: int, view=0, fused: bool = True, per_ray: bool = True) -> torch.Tensor:
+    def render(self, width: int, height: int, view=0, fused: bool = True, per_ray: bool | None = None) -> torch.Tensor:
         """Sphere-traced, shaded [height, width, 3] frame, a band of rays at a time; background black.
 
-        ``fused`` and ``per_ray``: the fused tracer (one Triton kernel on CUDA, its PyTorch twin elsewhere);
-        ``fused`` alone: stage by stage with the Triton rest kernels (where Triton runs); otherwise stage by
-        stage with the PyTorch ops, the baseline the simulator's traces compare against.
+        ``fused`` and ``per_ray`` (by default on a GPU): the fused tracer (one Triton kernel on CUDA, its PyTorch
+        twin elsewhere, slower than the stages on a CPU); ``fused`` alone: stage by stage with the Triton rest
+        kernels (where Triton runs); otherwise stage by stage with the PyTorch ops, the baseline the simulator's
+        traces compare against.
         """
         c2w, k = self.camera(width, height, view)
         frame = torch.zeros(height * width, 3, device=self.device_)
-        kernel = fused and per_ray and self.device_.type == "cuda" and use_triton(True, self.device_)
-        if fused and per_ray:
+        per_ray = fused and (self.device_.type == "cuda" if per_ray is None else per_ray)
+        kernel = per_ray and self.device_.type == "cuda" and use_triton(True, self.device_)
+        if per_ray:
             trace = functools.partial(self._trace_per_ray, kernel=kernel)
         else:
             trace = functools.partial(self._trace_stages, triton_ok=use_triton(fused, self.device_))
