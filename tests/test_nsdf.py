@@ -168,27 +168,31 @@ def test_fused_trace_scene_is_baked_once_per_set_of_weights():
     assert rebaked is not scene and not torch.equal(rebaked.distance_grid, scene.distance_grid)
 
 
-def test_tight_trace_box_saves_queries_not_accuracy(trained, monkeypatch):
+def test_tight_trace_box_and_fused_tracer_save_queries_not_accuracy(trained, monkeypatch):
     app, _ = trained
     cube, tight = torch.tensor([[-1.0] * 3, [1.0] * 3]), app.trace_box
 
-    def render(box):
+    def render(box, **path):
         monkeypatch.setattr(app, "trace_box", box)
         with record_stages("cpu") as records:
-            frame = app.render(64, 48, view=1, fused=False)
-        return frame, sum(r.n_inputs for r in records if r.name == "nsdf.trace_step")
+            frame = app.render(64, 48, view=1, **path)
+        return frame, sum(r.n_inputs for r in records if r.category == "encoding")
 
-    tight_frame, tight_queries = render(tight)
-    cube_frame, cube_queries = render(cube)
+    app.trace_scene()  # baked before counting
+    fused_frame, fused_queries = render(tight, per_ray=True)
+    tight_frame, tight_queries = render(tight, fused=False)
+    cube_frame, cube_queries = render(cube, fused=False)
     assert tight_queries < 0.9 * cube_queries
+    assert fused_queries < 0.8 * tight_queries  # the coarse grid's steps (the normals' probes are the same)
     # where a ray stops within the hit tolerance depends on where it starts, and the tiny field's shading is
-    # sensitive to that; so both are scored against a precise trace (small steps and tolerance) of the field
+    # sensitive to that; so all are scored against a precise trace (small steps and tolerance) of the field
     monkeypatch.setattr(nsdf, "STEP_SCALE", 0.3)
     monkeypatch.setattr(nsdf, "HIT_EPS", 1e-4)
     monkeypatch.setitem(nsdf.MAX_STEPS, "tiny", 400)
-    precise, _ = render(cube)
+    precise, _ = render(cube, fused=False)
     assert float((precise.sum(-1) > 0).float().mean()) > 0.2  # the object fills part of the view
     assert psnr(tight_frame, precise) >= psnr(cube_frame, precise) - 0.5
+    assert psnr(fused_frame, precise) >= psnr(tight_frame, precise) - 0.5
 
 
 def test_large_render_runs_in_bands(trained):

@@ -172,8 +172,8 @@ class NsdfApp(App):
 
     def trace_scene(self) -> TraceScene:
         """The trained field as the fused tracer reads it, with its coarse distance grid baked once per set of
-        weights (rebuilt when training or loading changed any parameter in place)."""
-        version = tuple((p.data_ptr(), p._version) for p in self.parameters())
+        weights and trace box (rebuilt when training or loading changed any parameter in place)."""
+        version = (id(self.trace_box), *((p.data_ptr(), p._version) for p in self.parameters()))
         if self._trace_scene is None or self._trace_scene[0] != version:
             resolution = COARSE_RESOLUTION[self.size]
             grid = bake_distance_grid(lambda p: self.sdf(p, query=True), self.trace_box.to(self.device_), resolution)
