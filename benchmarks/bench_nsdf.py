@@ -169,7 +169,8 @@ def main(argv=None) -> None:
 
 def markdown(result: dict) -> str:
     lines = [f"NSDF {Path(result['scene']).name} on {result['device']}, {result['steps']} steps: frame ms (median)", "",
-             "| frame | " + " | ".join(PATHS) + " | fused vs PyTorch stages: PSNR; silhouette px / shading median, p99 |",
+             "| frame | " + " | ".join(PATHS)
+             + " | fused vs PyTorch stages: PSNR; silhouette px / shading median, p99 |",
              "|---|" + "---|" * (len(PATHS) + 1)]
     for row in result["frames"]:
         a = row["agreement"]
