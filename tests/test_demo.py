@@ -115,6 +115,9 @@ def test_full_size_caps_each_app_and_keeps_nerf_at_its_minute(monkeypatch, tmp_p
     assert all(calls[app]["seconds"] < 60.0 for app in ("gia", "nsdf", "nvr"))
     assert all(calls[app]["steps"] is not None for app in plan.APPS)  # the app's default steps still bound it
     assert "NeRF 60 s" in plan.DEMO_SIZES["full"].shows
+    full = plan.DEMO_SIZES["full"]
+    assert full.nelf_seconds <= 60.0 and 0 < full.nelf_pseudo_views <= 500  # 2,000 views alone took ~95 s
+    assert sum(full.train_seconds.values()) + full.nelf_seconds <= 150.0  # the whole demo within 8 minutes
     assert plan.DEMO_SIZES["quick"].train_seconds == dict.fromkeys(plan.APPS, 35.0)
 
 
