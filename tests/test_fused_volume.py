@@ -93,7 +93,7 @@ def test_trace_of_fused_frame_says_what_it_fused(nvr_app, monkeypatch):
     monkeypatch.setattr(nvr_app, "render", functools.partial(nvr_app.render, per_ray=True))
     trace = trace_frame(nvr_app, 6, 4, "cpu", warmup=0, fused=True, profiler=False)
     fused = [k for k in trace.kernels if k.name == "nvr.fused_volume"]
-    assert trace.rest == "fused" and len(fused) == 1 and fused[0].category == "rest"
+    assert trace.rest == "per_ray" and len(fused) == 1 and fused[0].category == "rest"
     # the field ran inside the fused kernel: no separate encoding or MLP stage for the model to speed up
     assert not [k for k in trace.kernels if k.category in ("encoding", "mlp")]
     unfused = trace_frame(nvr_app, 6, 4, "cpu", warmup=0, fused=False, profiler=False)

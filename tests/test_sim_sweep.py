@@ -117,6 +117,8 @@ def write_trace_dir(tmp_path):
 def test_rest_speedup_measured_per_app():
     import dataclasses
 
+    from ngfx.ngpc_sim.config import load_config
+    from ngfx.ngpc_sim.model import simulate
     from ngfx.ngpc_sim.sweep import measured_rest_speedups
 
     unfused = paper_trace("nsdf", "hash_grid")
@@ -124,6 +126,11 @@ def test_rest_speedup_measured_per_app():
         dataclasses.replace(k, duration_s=k.duration_s / 2.5) if k.category == "rest" else k for k in unfused.kernels])
     other = paper_trace("nerf", "hash_grid")  # no fused trace: keeps the config's speedup
     assert measured_rest_speedups([unfused, fused, other]) == {"nsdf": pytest.approx(2.5)}
+    # a per-ray frame's one rest kernel holds the field too: it says nothing about the rest kernels' speedup
+    per_ray = dataclasses.replace(other, rest="per_ray", kernels=[
+        dataclasses.replace(k, category="rest", encoding="", duration_s=k.duration_s / 4) for k in other.kernels])
+    assert measured_rest_speedups([unfused, fused, other, per_ray]) == {"nsdf": pytest.approx(2.5)}
+    assert simulate(per_ray, load_config(n_nfps=64)).frame_s == pytest.approx(per_ray.frame_time_s())  # as timed
     rows = run_sweep([unfused, other], (8,), ((1920, 1080),), workers=1, progress=False, rest_speedups={"nsdf": 2.5})
     assert {r["app"]: r["rest_speedup"] for r in rows} == {"nsdf": 2.5, "nerf": 9.94}
 

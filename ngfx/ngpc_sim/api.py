@@ -51,9 +51,9 @@ def sim_run(trace_path: str | Path | None, scale: int, resolution: tuple[int, in
         trace = paper_trace(paper[0], encoding_kind_of(paper[1], "--paper"))
     else:
         trace = load_any_trace(trace_path, table_resolution)
-    if rest_speedup is not None and trace.rest == "fused":  # fused kernels are replayed as timed, never sped up again
+    if rest_speedup is not None and trace.rest != "unfused":  # fused kernels are replayed as timed, never sped up again
         raise NgfxInputError("--rest-speedup", None, f"{trace_path} was traced with fused rest kernels (otherData.rest "
-                                                     "'fused'), which replay as timed; drop --rest-speedup")
+                                                     f"{trace.rest!r}), which replay as timed; drop --rest-speedup")
     if resolution:
         trace = scale_trace(trace, *resolution)
     cfg = load_config(config, gpu=gpu, **overrides)

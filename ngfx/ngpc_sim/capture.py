@@ -213,8 +213,9 @@ def trace_frame(app, width: int, height: int, device: torch.device | str, n_fram
     ones (the paper's baseline); the trace records which, so the simulator never speeds fused kernels up again.
     A frame of NeRF's or NVR's fused per-ray kernel (``render(per_ray=True)``) is one rest stage
     ``{app}.fused_volume`` holding the march, grid encoding, MLPs and compositing, so the model replays the
-    whole field as timed rather than moving its encoding and MLP onto the NGPC (nor speeding its rest up again). NSDF's fused tracer is
-    likewise one rest stage, ``nsdf.fused_trace`` (trace, encoding, MLP, normals and shading).
+    whole field as timed rather than moving its encoding and MLP onto the NGPC (nor speeding its rest up again);
+    NSDF's fused tracer is likewise one rest stage, ``nsdf.fused_trace`` (trace, encoding, MLP, normals and
+    shading). Such a trace is labelled ``per_ray``, and gives no fused-rest speedup to the sweep.
     ``profiler``: per kernel with torch.profiler (default on CUDA) or per stage (default on CPU); see the
     module docstring. ``warmup`` untimed frames first, so compilation and caches do not land in the trace.
     """
@@ -225,26 +226,36 @@ def trace_frame(app, width: int, height: int, device: torch.device | str, n_fram
     profiler = device.type == "cuda" if profiler is None else profiler
     fused = use_triton(fused, device)  # off the GPU (and the interpreter) the renderer runs the PyTorch kernels
     shapes = _model_shapes(app)
-    kernels = []
+    kernels, all_records = [], []
     with torch.no_grad():
         for _ in range(warmup):
             app.render(width, height, view=0, fused=fused)
         for frame in range(n_frames):
             if profiler:
                 events, records = _profile_frame(app, width, height, frame, device, fused)
+                all_records += records
                 stages = [kernel_from_record(r, frame, shapes) for r in sorted(records, key=lambda r: r.start_s)]
                 app_name = stages[0].app if stages else ""
                 kernels += kernels_from_profile(events, stages, device.type == "cuda", app=app_name)
             else:
                 with record_stages(device) as records:
                     app.render(width, height, view=frame, fused=fused)
+                all_records += records
                 kernels += [kernel_from_record(r, frame, shapes) for r in records]
     if not kernels:
         raise NgfxInputError(type(app).__name__, "render", "the renderer emitted no stages; nothing to trace")
     on_gpu = device.type == "cuda"
     timer = ("cupti" if on_gpu else "cpu_op") if profiler else ("cuda_event" if on_gpu else "cpu")
     return Trace(device=_device_name(device), timer=timer, width=width, height=height, kernels=kernels,
-                 n_frames=n_frames, rest="fused" if fused else "unfused")
+                 n_frames=n_frames, rest=_rest_mode(all_records, fused))
+
+
+def _rest_mode(records: list, fused: bool) -> str:
+    """How the traced frame ran its rest kernels: ``per_ray`` when a rest stage said it fused the field's MLP
+    (``stage(..., fused="march+grid_encoding+mlp+...")``), else ``fused`` or ``unfused``."""
+    if any(r.category == "rest" and "mlp" in str(r.attrs.get("fused", "")).split("+") for r in records):
+        return "per_ray"
+    return "fused" if fused else "unfused"
 
 
 def trace_run(run_dir: str, width: int, height: int, out: str, device: str | None = None, n_frames: int = 1,

@@ -184,7 +184,8 @@ def plot_pareto(rows: list[dict], path: Path, width: int, height: int) -> list[d
 def _traced(row: dict, key: str = "encoding") -> str:
     """A row's ``key`` (its encoding or app), with "fused rest traced" when the traced renderer ran fused rest
     kernels: such traces leave the NGPC far less to speed up, so they are averaged apart from the unfused ones."""
-    return row[key] + (" (fused rest traced)" if row.get("traced_rest") == "fused" else "")
+    traced = {"fused": " (fused rest traced)", "per_ray": " (per-ray frame traced)"}
+    return row[key] + traced.get(row.get("traced_rest"), "")
 
 
 PAPER_BASELINE_MS = {("nerf", 1920, 1080): 231.0}  # NeRF, hash grid, RTX 3090 (paper, body: secondary)

@@ -21,7 +21,10 @@ gaps included), ``cpu`` (a named stage's CPU time), ``cpu_op`` (each CPU op, fro
 ``roofline`` (projected to another GPU, :mod:`ngfx.ngpc_sim.project`) or ``model`` (generated from published
 shares). ``flops`` and bytes are analytic (:mod:`ngfx.ngpc_sim.costs`), never measured.
 ``rest`` (optional, default ``unfused``) says how the renderer ran its rest kernels when traced: a trace of
-the fused kernels is replayed with them as timed, never sped up again.
+the fused kernels (``fused``) is replayed with them as timed, never sped up again; ``per_ray`` is a frame whose
+one kernel ran the field itself (march or trace, grid encoding, MLPs, shading): it holds no encoding or MLP
+for the NGPC's engines and no rest time that can be told apart from them, so it is replayed as timed and gives
+no fused-rest speedup (:func:`ngfx.ngpc_sim.sweep.measured_rest_speedups`).
 A per-kernel table (CSV or JSON list of rows with the same field names, ``duration_s`` in seconds)
 imports the same data, the way the paper fed Nsight breakdowns to its model.
 """
@@ -37,6 +40,8 @@ from pathlib import Path
 from ngfx.errors import NgfxInputError
 from ngfx.io import read_json, write_json
 from ngfx.ngpc_sim.config import ENCODING_KINDS, REST_MODES
+
+TRACE_REST_MODES = (*REST_MODES, "per_ray")  # how a traced renderer ran its rest kernels
 from ngfx.ngpc_sim.schema import EVENT_TS, KERNEL_FIELDS, TRACE_HEADER_FIELDS, check_fields, check_layers
 
 SCHEMA, VERSION = "ngfx.trace", 1
@@ -75,7 +80,7 @@ class Trace:
     height: int
     kernels: list[Kernel]
     n_frames: int = 1
-    rest: str = "unfused"  # how the traced renderer ran its rest kernels (REST_MODES)
+    rest: str = "unfused"  # how the traced renderer ran its rest kernels (TRACE_REST_MODES)
 
     @property
     def app(self) -> str:
@@ -167,8 +172,8 @@ def read_trace(path: str | Path) -> Trace:
     if timer not in TIMERS:
         raise NgfxInputError(source, "otherData.timer", f"expected one of {TIMERS}, got {timer!r}")
     rest = meta.get("rest", "unfused")
-    if rest not in REST_MODES:
-        raise NgfxInputError(source, "otherData.rest", f"expected one of {REST_MODES}, got {rest!r}")
+    if rest not in TRACE_REST_MODES:
+        raise NgfxInputError(source, "otherData.rest", f"expected one of {TRACE_REST_MODES}, got {rest!r}")
     kernels, wheres = [], []
     for i, ev in enumerate(data["traceEvents"]):
         if not isinstance(ev, dict) or ev.get("ph") != "X":

@@ -216,7 +216,7 @@ class NsdfApp(App):
 
             # one kernel for everything: the trace records it as one rest stage, timed as it ran
             with stages.stage("nsdf.fused_trace", "rest", n_inputs=origins.shape[0], app="nsdf",
-                              fused="trace,encoding,mlp,shade"):
+                              fused="trace+grid_encoding+mlp+shade"):
                 triton_fused_sphere_trace.trace_and_shade(frame_band, origins, dirs, scene)
         else:  # the twin: its network queries record their own stages
             fused_sphere_trace.trace_and_shade(frame_band, origins, dirs, scene)
