@@ -81,7 +81,8 @@ def coarse_bound(distance_grid: torch.Tensor, box: torch.Tensor, points: torch.T
 
 def coarse_march(origins, dirs, active, t, t_far, status, scene: TraceScene) -> None:
     """Up to COARSE_SUBSTEPS safe steps of the ``active`` rays while their coarse bound exceeds ``near``, in
-    place on ``t`` and ``status`` (a ray that leaves the box misses)."""
+    place on ``t`` and ``status`` (a ray that leaves the box misses). origins, dirs [R, 3]; active [A] int64
+    indices of rays alive; t, t_far [R]; status [R] uint8."""
     box = scene.box.to(origins.device)
     for _ in range(COARSE_SUBSTEPS):
         points = origins[active] + t[active, None] * dirs[active]

@@ -19,7 +19,7 @@ import triton
 import triton.language as tl
 
 from ngfx.encodings import triton_grid, triton_mlp
-from ngfx.render.ops.fused_sphere_trace import COARSE_SUBSTEPS, TraceScene
+from ngfx.render.ops.fused_sphere_trace import COARSE_SUBSTEPS, TraceScene, grid_cell
 from ngfx.render.ops.sphere_trace import ALBEDO, AMBIENT, LIGHT_DIR
 from ngfx.render.ops.triton_raymarch import load_ray
 
@@ -185,7 +185,7 @@ def _kernel_inputs(scene: TraceScene, device: torch.device) -> dict:
     box = scene.box.detach().cpu().float()  # the kernel takes its corners as scalars: read on the host once
     resolution = scene.distance_grid.shape[0]
     return {"box": box.flatten().tolist(), "grid": scene.distance_grid.to(device).float().contiguous(),
-            "resolution": resolution, "cell": ((box[1] - box[0]) / (resolution - 1)).tolist(), "table": table,
+            "resolution": resolution, "cell": grid_cell(box, resolution).tolist(), "table": table,
             "meta": triton_grid.level_metadata(grid_cfg, device), "weights": weights,
             "constants": {**grid_constants, "PACKED": packed, **triton_mlp._mlp_constants(mlp_cfg, dtype)}}
 
