@@ -108,8 +108,7 @@ def _solid_angles(p: torch.Tensor, a: torch.Tensor, b: torch.Tensor, c: torch.Te
     return 2.0 * torch.atan2(det, denom)
 
 
-def signed_distance(vertices: torch.Tensor, faces: torch.Tensor, points: torch.Tensor,
-                    chunk_pairs: int | None = None) -> torch.Tensor:
+def signed_distance(vertices: torch.Tensor, faces: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     """Signed distance (negative inside) of points [N, 3] to the mesh -> [N]: brute force over point x triangle
     chunks, the readable twin of the Triton kernel. With ``trimesh`` (CPU) the distance comes from its rtree."""
     device = points.device
@@ -126,7 +125,7 @@ def signed_distance(vertices: torch.Tensor, faces: torch.Tensor, points: torch.T
         distance = torch.empty(len(points), device=device)
     winding = torch.empty(len(points), device=device)
     # point x triangle chunks: cache-sized on CPU (measured 4x faster than 2^24), large on a GPU
-    chunk_pairs = chunk_pairs or (2 ** 20 if device.type == "cpu" else 2 ** 24)
+    chunk_pairs = 2 ** 20 if device.type == "cpu" else 2 ** 24
     step = max(1, chunk_pairs // len(faces))
     for i in range(0, len(points), step):
         p = points[i:i + step, None, :].float()
