@@ -74,8 +74,7 @@ def _check_geometry(run: dict, source: str, cfg) -> None:
                           for value, key in zip(resolution, ("width", "height"))), source, "resolution")
 
 
-def inference_model(model: NeLF, device: torch.device, compile: bool = True,
-                    fused: bool = True) -> tuple[object, torch.dtype, str]:
+def inference_model(model: NeLF, device: torch.device) -> tuple[object, torch.dtype, str]:
     """The fastest forward for ``device``, the dtype its input takes and its name. With triton (on CUDA, or on
     CPU under TRITON_INTERPRET=1) the fused kernels (:class:`ngfx.nelf.triton_nelf.FusedNeLF`: fp16 on CUDA,
     fp32 interpreted) when the network's widths suit them; else fp16 + torch.compile (CUDA graphs) on CUDA and
@@ -83,20 +82,18 @@ def inference_model(model: NeLF, device: torch.device, compile: bool = True,
     kernels, tested in fp32."""
     model = fold_batchnorm(model)
     lightslab = getattr(model.cfg, "arch", "") == "lightslab"
-    half = device.type == "cuda" and not lightslab
-    if fused and not lightslab and use_triton(True, device):
+    dtype = torch.float16 if device.type == "cuda" and not lightslab else torch.float32
+    if not lightslab and use_triton(True, device):
         from ngfx.nelf.triton_nelf import FusedNeLF  # imports triton
 
         try:
-            return FusedNeLF(model, torch.float16 if half else torch.float32), \
-                torch.float16 if half else torch.float32, "fused triton"
+            return FusedNeLF(model, dtype), dtype, "fused triton"
         except ValueError:  # a width the kernels do not take (they need powers of two >= 16)
             pass
-    if not half:
-        return model.float(), torch.float32, "pytorch"
+    if dtype == torch.float32:
+        return model.float(), dtype, "pytorch"
     model = model.half().to(memory_format=torch.channels_last)
-    return (torch.compile(model, mode="reduce-overhead") if compile else model), torch.float16, \
-        "torch.compile" if compile else "pytorch"
+    return torch.compile(model, mode="reduce-overhead"), dtype, "torch.compile"
 
 
 def _camera_path(run: dict, camera_path: str | Path | None, n_frames: int) -> torch.Tensor:
