@@ -148,12 +148,14 @@ def _numbers(entry, n: int) -> bool:
 class QualityCurve:
     """The distillation's ``curve.json``: the training loss by step, and every ``probe_every_s`` the student's PSNR
     on a few eval views against the ground truth and against the teacher, by minutes since the distillation began
-    (pseudo views and training both count; the probes' own time does not)."""
+    (``began``, a ``time.perf_counter()`` reading: pseudo views and training both count; the probes' own time does
+    not)."""
 
     def __init__(self, path: Path, model: NeLF, teacher, k: Intrinsics, geometry: dict, n_views: int,
-                 probe_every_s: float):
+                 probe_every_s: float, began: float):
         self.path, self.model, self.k, self.geometry = path, model, k, geometry
-        self.probe_every_s, self.began, self.paused_s = probe_every_s, time.perf_counter(), 0.0
+        self.probe_every_s, self.began = probe_every_s, began
+        references_began = time.perf_counter()
         self.loss: list[list[float]] = []
         self.psnr: list[list[float]] = []  # [minutes, step, student vs truth dB, student vs teacher dB]
         self.resumed_minutes = 0.0
@@ -162,12 +164,8 @@ class QualityCurve:
             self.loss = [e for e in saved.get("loss", []) if _numbers(e, 2)]
             self.psnr = [e for e in saved.get("psnr_by_minutes", []) if _numbers(e, 4)]
             self.resumed_minutes = max((e[0] for e in self.psnr), default=0.0)
-        views = torch.linspace(0, len(teacher.eval_poses) - 1, min(n_views, len(teacher.eval_poses))).round().long()
-        self.poses = teacher.eval_poses[views].float().cpu()
-        self.truth = _resize(teacher.eval_images[views.to(teacher.eval_images.device)].cpu(), k)
-        with torch.no_grad():
-            self.teacher = torch.from_numpy(np.stack(list(_teacher_frames(teacher, self.poses, k)))).float() / 255
-        self.paused_s = time.perf_counter() - self.began  # rendering the references is not distillation time
+        self.poses, self.truth, self.teacher = _eval_references(teacher, k, n_views)
+        self.paused_s = time.perf_counter() - references_began  # rendering the references is not distillation time
         self.last_probe = -math.inf
 
     def minutes(self) -> float:
@@ -284,6 +282,17 @@ def render_student(model: NeLF, poses: torch.Tensor, k: Intrinsics, geometry: di
                           for p in poses]).float().cpu()
 
 
+def _eval_references(teacher, k: Intrinsics, n_views: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``n_views`` of the teacher's eval views, evenly spread: their poses [V, 4, 4], ground truth and the teacher's
+    frames [V, k.height, k.width, 3] in [0, 1]."""
+    views = torch.linspace(0, len(teacher.eval_poses) - 1, min(n_views, len(teacher.eval_poses))).round().long()
+    poses = teacher.eval_poses[views].float().cpu()
+    truth = _resize(teacher.eval_images[views.to(teacher.eval_images.device)].cpu(), k)
+    with torch.no_grad():
+        teacher_frames = torch.from_numpy(np.stack(list(_teacher_frames(teacher, poses, k)))).float() / 255
+    return poses, truth, teacher_frames
+
+
 COMPARISON_IMAGE = "comparison.png"  # the first eval view: ground truth | teacher | student, side by side
 
 
@@ -291,12 +300,8 @@ def evaluate(model: NeLF, teacher, k: Intrinsics, geometry: dict, n_views: int, 
              comparison: Path | None = None) -> dict:
     """PSNR of the student, the teacher and the best constant colour on the teacher's eval views; with
     ``comparison``, the first view's ground truth, teacher and student frames side by side written there."""
-    views = torch.linspace(0, len(teacher.eval_poses) - 1, min(n_views, len(teacher.eval_poses))).round().long()
-    poses = teacher.eval_poses[views].float().cpu()
-    reference = _resize(teacher.eval_images[views.to(teacher.eval_images.device)].cpu(), k)
+    poses, reference, teacher_frames = _eval_references(teacher, k, n_views)
     student = render_student(model, poses, k, geometry)
-    with torch.no_grad():
-        teacher_frames = torch.from_numpy(np.stack(list(_teacher_frames(teacher, poses, k)))).float() / 255
     constant = torch.as_tensor(background, dtype=torch.float32).expand_as(reference)
     if comparison is not None:
         write_image(comparison, torch.cat([reference[0], teacher_frames[0], student[0]], dim=1).clamp(0, 1).numpy())
@@ -404,8 +409,8 @@ def _distill(teacher, out_dir: Path, size: str, *, arch: str = "mobile_r2l", con
     # a time budget is shared between the phases as their step counts are
     has_finetune = finetune_steps > 0 and hasattr(teacher, "train_images")
     share = steps / (steps + (finetune_steps if has_finetune else 0)) if seconds else 1.0
-    curve = QualityCurve(out_dir / "curve.json", model, teacher, k, geometry, PROBE_VIEWS, PROBE_EVERY_S[size])
-    curve.began = started  # the pseudo views count as distillation time
+    curve = QualityCurve(out_dir / "curve.json", model, teacher, k, geometry, PROBE_VIEWS, PROBE_EVERY_S[size],
+                         started)  # the pseudo views count as distillation time
     steps_done = _train(model, images, poses, k, geometry, steps, batch or batch_default, lr, ckpt, meta,
                         checkpoint_every, "distill", seed, seconds * share if seconds else None, curve)
     finetune_done = 0
