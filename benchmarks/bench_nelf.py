@@ -44,12 +44,10 @@ CASES = [("mobile_r2l_x8", (800, 800)), ("mobile_r2l_x12", (1008, 756))]
 # per SM: 313 tiles at 800x800 instead of two rounds of 157). Dropped after the runs in BENCHMARKS.md: 64-row tiles
 # with 4 warps or 3 stages, 128-row tiles (8 warps spill; 16 warps gave a 10x larger body error), one pipeline
 # stage; super-resolution tiles of 32 or 128 pixels, one program per tile looping over the output phases.
-_DEFAULT = {"block_m": 64, "block_k": 32, "num_warps": 8, "num_stages": 2, "residual": "fp32", "sr_block_m": 64,
-            "sr_num_warps": 4}
-CANDIDATE_LAUNCHES = [
-    _DEFAULT,
-    {**_DEFAULT, "residual": "fp16"},
-    {**_DEFAULT, "block_m": 32, "num_warps": 4, "residual": "fp16"},
+CANDIDATE_LAUNCHES = [  # each as what it changes in DEFAULT_LAUNCH
+    {},
+    {"residual": "fp16"},
+    {"block_m": 32, "num_warps": 4, "residual": "fp16"},
 ]
 
 
@@ -249,6 +247,9 @@ def _correct(probe_result: dict) -> bool:
 
 def run_gpu(iters: int, launches: list[dict], timeout_s: float) -> tuple[list[dict], list[dict]]:
     """Every subprocess at once -> (result rows, probe log)."""
+    from ngfx.nelf.triton_nelf import DEFAULT_LAUNCH
+
+    launches = [{**DEFAULT_LAUNCH, **launch} for launch in launches]
     lock = str(Path(os.environ.get("TMPDIR", "/tmp")) / f"bench_nelf_{os.getpid()}.lock")
     common = ["--out", "-", "--iters", str(iters), "--lock", lock]
     began = time.perf_counter()
