@@ -14,7 +14,6 @@ kernel table of a fused 4K frame; optionally kernel variants (launch shape, coar
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -23,6 +22,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_render_apps import frame_ms  # noqa: E402
 
 from ngfx.io import write_image, write_json  # noqa: E402
 from ngfx.render.apps import nsdf  # noqa: E402
@@ -41,24 +43,6 @@ VARIANTS = [("uncapped registers, 8 programs/SM", {"MAX_REGISTERS": None, "PROGR
             ("near 0.25 cells", {}, {"COARSE_NEAR_CELLS": 0.25}),
             ("32 coarse steps a round", {"COARSE_SUBSTEPS": 32}, {}),
             ("grid 384^3", {}, {"COARSE_RESOLUTION": {"full": 384, "tiny": 48}})]
-
-
-def median_ms(render, repeats: int, cuda: bool) -> float:
-    render()  # warm-up: compilation, the coarse grid's bake, caches
-    times = []
-    for _ in range(repeats):
-        if cuda:
-            begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            begin.record()
-            render()
-            end.record()
-            torch.cuda.synchronize()
-            times.append(begin.elapsed_time(end))
-        else:
-            start = time.perf_counter()
-            render()
-            times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
 
 
 def agreement(frame: torch.Tensor, baseline: torch.Tensor) -> dict:
@@ -95,7 +79,7 @@ def kernel_profile(app, width: int, height: int, rows: int = 12) -> str:
     return prof.key_averages().table(sort_by=key, row_limit=rows)
 
 
-def run_variant(app, label: str, kernel_constants: dict, app_constants: dict, sizes, repeats: int, cuda: bool,
+def run_variant(app, label: str, kernel_constants: dict, app_constants: dict, sizes, repeats: int,
                 baselines: dict) -> dict:
     from ngfx.render.ops import triton_fused_sphere_trace as kernel
 
@@ -109,9 +93,8 @@ def run_variant(app, label: str, kernel_constants: dict, app_constants: dict, si
     out = {"variant": label}
     try:
         for width, height in sizes:
-            out[f"{width}x{height}_ms"] = median_ms(lambda: app.render(width, height, 0, per_ray=True), repeats, cuda)
-            out[f"{width}x{height}_agreement"] = agreement(app.render(width, height, 0, per_ray=True),
-                                                           baselines[(width, height)])
+            out[f"{width}x{height}_ms"], frame = frame_ms(app, width, height, True, repeats, per_ray=True)
+            out[f"{width}x{height}_agreement"] = agreement(frame, baselines[(width, height)])
     except Exception as error:  # a variant that does not compile or run is reported, not fatal
         out["error"] = f"{type(error).__name__}: {str(error)[:300]}"
     for (kind, name), value in saved.items():
@@ -144,14 +127,14 @@ def main(argv=None) -> None:
     print(f"setup {setup_s:.1f} s, trained {trained['steps']} steps: {result['quality']}", flush=True)
     baselines = {}
     for width, height in sizes:
-        row = {"width": width, "height": height}
+        row, frames = {"width": width, "height": height}, {}
         for name, path in PATHS.items():
-            row[f"{name} ms"] = median_ms(lambda: app.render(width, height, 0, **path), repeats, cuda)
+            row[f"{name} ms"], frames[name] = frame_ms(app, width, height, repeats=repeats, **path)
             print(f"{width}x{height} {name}: {row[f'{name} ms']:.2f} ms", flush=True)
-        baselines[(width, height)] = baseline = app.render(width, height, 0, fused=False)
-        frame = app.render(width, height, 0, per_ray=True)
+        baselines[(width, height)] = baseline = frames["stages (PyTorch rest)"]
+        frame = frames["fused tracer"]
         row["agreement"] = agreement(frame, baseline)
-        row["agreement_triton_stages"] = agreement(app.render(width, height, 0, fused=True, per_ray=False), baseline)
+        row["agreement_triton_stages"] = agreement(frames["stages (Triton rest)"], baseline)
         write_image(args.out / f"nsdf_fused_{width}x{height}.jpg", frame.cpu().numpy())
         result["frames"].append(row)
     width, height = sizes[0]
@@ -159,7 +142,7 @@ def main(argv=None) -> None:
                          "fused": queries(app, width, height), "size": f"{width}x{height}"}
     result["profile"] = kernel_profile(app, *sizes[-1])
     if args.variants:
-        result["variants"] = [run_variant(app, *variant, sizes, repeats, cuda, baselines) for variant in VARIANTS]
+        result["variants"] = [run_variant(app, *variant, sizes, repeats, baselines) for variant in VARIANTS]
     write_json(args.out / "results.json", result)
     table = markdown(result)
     (args.out / "results.md").write_text(table)
