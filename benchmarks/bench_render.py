@@ -98,7 +98,7 @@ def bench_encoding(encoding: str, scene: str, args) -> dict:
     profile = {}
     if args.profile:  # where a per-ray frame's time goes (GPU kernels) and what bounds its kernel
         width, height = resolutions[0]
-        profile = {"kernels": kernel_profile(app, width, height), "bound": bound(app, timings[0]),
+        profile = {"kernels": kernel_profile(app, width, height, per_ray=True), "bound": bound(app, timings[0]),
                    "field_work": field_work(app)}
         print(f"nerf {encoding} {width}x{height} per-ray frame:", profile["bound"], "\n" + profile["kernels"], flush=True)
     if args.sweep:

@@ -44,7 +44,7 @@ def scenes(scene_dir: Path, smoke: bool) -> dict[str, str]:
 
 
 def per_ray_option(app, per_ray: bool) -> dict:
-    """``render``'s ``per_ray`` argument for apps with a fused per-ray renderer (NeRF, NVR), else nothing."""
+    """``render``'s ``per_ray`` argument for apps with a fused per-ray renderer (NeRF, NVR, NSDF), else nothing."""
     return {"per_ray": per_ray} if "per_ray" in inspect.signature(app.render).parameters else {}
 
 
@@ -129,13 +129,14 @@ def stage_ms(app, width: int, height: int, fused: bool, by: str = "category", **
     return out
 
 
-def kernel_profile(app, width: int, height: int, rows: int = 15) -> str:
-    """torch.profiler's table of the GPU kernels of one fused frame, most time first (for finding hot spots)."""
+def kernel_profile(app, width: int, height: int, rows: int = 15, **options) -> str:
+    """torch.profiler's table of the GPU kernels of one fused frame, most time first (for finding hot spots);
+    ``options`` go to render."""
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if app.device_.type == "cuda" else [])
     with profile(activities=activities) as prof:
-        app.render(width, height, 0, fused=True)
+        app.render(width, height, 0, fused=True, **options)
     key = "cuda_time_total" if app.device_.type == "cuda" else "cpu_time_total"
     return prof.key_averages().table(sort_by=key, row_limit=rows)
 
@@ -161,7 +162,7 @@ def bench_app(name: str, scene: str, args, out: Path) -> dict:
     fused_stages = stage_ms(app, width, height, True, **stage_path)
     unfused_stages = stage_ms(app, width, height, False)
     per_ray = {}
-    if stage_path:  # NVR: its fused per-ray frame against the stage-by-stage one, 1080p and 4K, same run
+    if hasattr(app, "volume_field"):  # NVR: its fused per-ray frame against the stage-by-stage one, 1080p and 4K
         resolutions = [(64, 36), (96, 54)] if args.smoke else [(1920, 1080), (3840, 2160)]
         per_ray = {"timings": per_ray_timings(app, resolutions, args.repeats),
                    "quality": app.evaluate(per_ray=True)}
