@@ -35,7 +35,7 @@ def to_unit(points: torch.Tensor) -> torch.Tensor:
 
 
 def trace_step(origins, dirs, active, t, raw, t_far, status, eps: float, step_scale: float,
-                     sphere_radius: float):
+               sphere_radius: float):
     """One sphere-tracing step for the active rays, in place on ``t`` and ``status``.
 
     Args: origins, dirs [R, 3]; active [A] int64 indices of rays alive; t, t_far [R]; status [R] uint8;
@@ -65,7 +65,8 @@ def tetra_sdf(raw: torch.Tensor, probes: torch.Tensor, sphere_radius: float) -> 
 
 
 def shade(frame_flat: torch.Tensor, pixel: torch.Tensor, tetra_sdf: torch.Tensor) -> None:
-    """Lambert + ambient colour of hit pixels into frame_flat [P, 3]; tetra_sdf [4, A] from TETRAHEDRON offsets."""
+    """Lambert + ambient colour of hit pixels ``pixel`` [A] int64 into frame_flat [P, 3]; tetra_sdf [4, A] from
+    TETRAHEDRON offsets."""
     k = TETRAHEDRON.to(tetra_sdf.device)
     normal = (tetra_sdf[:, :, None] * k[:, None, :]).sum(0)
     normal = normal / normal.norm(dim=1, keepdim=True).clamp(min=1e-12)

@@ -36,7 +36,7 @@ def _trace_step_kernel(o_ptr, d_ptr, active_ptr, t_ptr, raw_ptr, t_far_ptr, stat
 
 
 def trace_step(origins, dirs, active, t, raw, t_far, status, eps: float, step_scale: float,
-                      sphere_radius: float):
+               sphere_radius: float):
     """Same contract as :func:`ngfx.render.ops.sphere_trace.trace_step`."""
     n = active.numel()
     nxt = torch.empty(n, 3, device=origins.device, dtype=torch.float32)
