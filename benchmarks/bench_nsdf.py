@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_render_apps import frame_ms  # noqa: E402
+from bench_render_apps import frame_ms, kernel_profile  # noqa: E402
 
 from ngfx.io import write_image, write_json  # noqa: E402
 from ngfx.render.apps import nsdf  # noqa: E402
@@ -67,16 +67,6 @@ def queries(app, width: int, height: int, **path) -> int:
         else:
             app.render(width, height, 0, **path)
     return sum(r.n_inputs for r in records if r.category == "encoding")
-
-
-def kernel_profile(app, width: int, height: int, rows: int = 12) -> str:
-    from torch.profiler import ProfilerActivity, profile
-
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if app.device_.type == "cuda" else [])
-    with profile(activities=activities) as prof:
-        app.render(width, height, 0, per_ray=True)
-    key = "cuda_time_total" if app.device_.type == "cuda" else "cpu_time_total"
-    return prof.key_averages().table(sort_by=key, row_limit=rows)
 
 
 def run_variant(app, label: str, kernel_constants: dict, app_constants: dict, sizes, repeats: int,
@@ -140,7 +130,7 @@ def main(argv=None) -> None:
     width, height = sizes[0]
     result["queries"] = {"stages": queries(app, width, height, fused=False),
                          "fused": queries(app, width, height), "size": f"{width}x{height}"}
-    result["profile"] = kernel_profile(app, *sizes[-1])
+    result["profile"] = kernel_profile(app, *sizes[-1], rows=12, per_ray=True)
     if args.variants:
         result["variants"] = [run_variant(app, *variant, sizes, repeats, baselines) for variant in VARIANTS]
     write_json(args.out / "results.json", result)
