@@ -77,6 +77,18 @@ def test_quality_curve_tracks_the_student_by_minutes(tiny_run):
     assert probes[-1][2] > probes[0][2] + 1.0  # better against the ground truth after training than at its start
 
 
+def test_a_damaged_curve_is_refused_on_resume_naming_the_entry(tiny_run, tmp_path):
+    out, _ = tiny_run
+    for name in ("run.json", "checkpoint.safetensors"):
+        (tmp_path / name).write_bytes((out / name).read_bytes())
+    curve = json.loads((out / "curve.json").read_text())
+    curve["psnr_by_minutes"][1][2] = "NaN"
+    (tmp_path / "curve.json").write_text(json.dumps(curve))
+    with pytest.raises(NgfxInputError, match=r"psnr_by_minutes\[1\]"):
+        distill_from_app(SphereTeacher(), tmp_path, "tiny", steps=130, checkpoint_every=60)
+    assert json.loads((tmp_path / "curve.json").read_text()) == curve  # left as it was
+
+
 def test_comparison_image_is_truth_teacher_student_side_by_side(tiny_run):
     import imageio.v3 as iio
 

@@ -140,9 +140,19 @@ def cosine_lr_scale(progress: float) -> float:
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
-def _numbers(entry, n: int) -> bool:
-    return isinstance(entry, list) and len(entry) == n and all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in entry)
+def _curve_entries(saved, key: str, layout: str, path: Path) -> list[list[float]]:
+    """``saved[key]`` of a curve.json, each entry a list of finite numbers as ``layout`` names them; a damaged
+    file is refused naming the entry (a resume must not silently lose or misread the curve)."""
+    entries = saved.get(key, []) if isinstance(saved, dict) else None
+    if not isinstance(entries, list):
+        raise NgfxInputError(str(path), key, "expected a list; delete the file to resume without the curve")
+    n = len(layout.split(","))
+    for i, e in enumerate(entries):
+        if not (isinstance(e, list) and len(e) == n and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in e)):
+            raise NgfxInputError(str(path), f"{key}[{i}]", f"expected [{layout}] of finite numbers, got {e!r}; "
+                                                           "delete the file to resume without the curve")
+    return entries
 
 
 class QualityCurve:
@@ -161,8 +171,8 @@ class QualityCurve:
         self.resumed_minutes = 0.0
         if path.is_file():  # a resumed distillation continues its curve
             saved = read_json(path)
-            self.loss = [e for e in saved.get("loss", []) if _numbers(e, 2)]
-            self.psnr = [e for e in saved.get("psnr_by_minutes", []) if _numbers(e, 4)]
+            self.loss = _curve_entries(saved, "loss", "step, loss", path)
+            self.psnr = _curve_entries(saved, "psnr_by_minutes", "minutes, step, dB vs truth, dB vs teacher", path)
             self.resumed_minutes = max((e[0] for e in self.psnr), default=0.0)
         self.poses, self.truth, self.teacher = _eval_references(teacher, k, n_views)
         self.paused_s = time.perf_counter() - references_began  # rendering the references is not distillation time
