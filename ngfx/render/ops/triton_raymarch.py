@@ -46,6 +46,28 @@ def camera_xy(px, py, fx, fy, cx, cy, k1, k2, p1, p2, DISTORTED: tl.constexpr, I
 
 
 @triton.jit
+def _store_box_ray(i, mask, ox, oy, oz, wx, wy, wz, aabb_ptr, o_ptr, d_ptr, t_near_ptr, t_far_ptr):
+    """Rays ``i`` [BLOCK] from (ox, oy, oz) along world directions (wx, wy, wz), not yet of unit length, stored as
+    rows of origins and unit directions [n, 3] and their entry/exit distances [n] through the box ``aabb``
+    [2, 3] (as raymarch.ray_aabb). A scalar origin (one camera for all the rays) is broadcast."""
+    norm = tl.sqrt(wx * wx + wy * wy + wz * wz)
+    t_near = tl.zeros_like(norm)
+    t_far = tl.full(norm.shape, float("inf"), tl.float32)
+    for axis in tl.static_range(3):
+        o = ox if axis == 0 else (oy if axis == 1 else oz)
+        d = (wx if axis == 0 else (wy if axis == 1 else wz)) / norm
+        inv = 1.0 / tl.where(tl.abs(d) < 1e-9, 1e-9, d)
+        t0 = (tl.load(aabb_ptr + axis) - o) * inv
+        t1 = (tl.load(aabb_ptr + 3 + axis) - o) * inv
+        t_near = tl.maximum(t_near, tl.minimum(t0, t1))
+        t_far = tl.minimum(t_far, tl.maximum(t0, t1))
+        tl.store(o_ptr + i * 3 + axis, o + 0.0 * d, mask=mask)
+        tl.store(d_ptr + i * 3 + axis, d, mask=mask)
+    tl.store(t_near_ptr + i, t_near, mask=mask)
+    tl.store(t_far_ptr + i, t_far, mask=mask)
+
+
+@triton.jit
 def _ray_gen_kernel(c2w_ptr, aabb_ptr, o_ptr, d_ptr, t_near_ptr, t_far_ptr, n, width, row0,
                     fx, fy, cx, cy, k1, k2, p1, p2, DISTORTED: tl.constexpr, ITERATIONS: tl.constexpr,
                     BLOCK: tl.constexpr):
@@ -58,23 +80,8 @@ def _ray_gen_kernel(c2w_ptr, aabb_ptr, o_ptr, d_ptr, t_near_ptr, t_far_ptr, n, w
     wx = tl.load(c2w_ptr + 0) * x - tl.load(c2w_ptr + 1) * y - tl.load(c2w_ptr + 2)
     wy = tl.load(c2w_ptr + 4) * x - tl.load(c2w_ptr + 5) * y - tl.load(c2w_ptr + 6)
     wz = tl.load(c2w_ptr + 8) * x - tl.load(c2w_ptr + 9) * y - tl.load(c2w_ptr + 10)
-    norm = tl.sqrt(wx * wx + wy * wy + wz * wz)
-    wx, wy, wz = wx / norm, wy / norm, wz / norm
-    ox, oy, oz = tl.load(c2w_ptr + 3), tl.load(c2w_ptr + 7), tl.load(c2w_ptr + 11)
-    t_near = tl.zeros([BLOCK], dtype=tl.float32)
-    t_far = tl.full([BLOCK], float("inf"), tl.float32)
-    for axis in tl.static_range(3):
-        o = ox if axis == 0 else (oy if axis == 1 else oz)
-        d = wx if axis == 0 else (wy if axis == 1 else wz)
-        inv = 1.0 / tl.where(tl.abs(d) < 1e-9, 1e-9, d)
-        t0 = (tl.load(aabb_ptr + axis) - o) * inv
-        t1 = (tl.load(aabb_ptr + 3 + axis) - o) * inv
-        t_near = tl.maximum(t_near, tl.minimum(t0, t1))
-        t_far = tl.minimum(t_far, tl.maximum(t0, t1))
-        tl.store(o_ptr + i * 3 + axis, o + 0.0 * d, mask=mask)
-        tl.store(d_ptr + i * 3 + axis, d, mask=mask)
-    tl.store(t_near_ptr + i, t_near, mask=mask)
-    tl.store(t_far_ptr + i, t_far, mask=mask)
+    _store_box_ray(i, mask, tl.load(c2w_ptr + 3), tl.load(c2w_ptr + 7), tl.load(c2w_ptr + 11), wx, wy, wz, aabb_ptr,
+                  o_ptr, d_ptr, t_near_ptr, t_far_ptr)
 
 
 def ray_gen(c2w: torch.Tensor, k: Intrinsics, row0: int, n_rows: int, aabb: torch.Tensor):
@@ -249,21 +256,8 @@ def _training_rays_kernel(poses_ptr, images_ptr, uniforms_ptr, aabb_ptr, o_ptr, 
         - tl.load(c2w + 6, mask=mask, other=0.0)
     wz = tl.load(c2w + 8, mask=mask, other=0.0) * x - tl.load(c2w + 9, mask=mask, other=0.0) * y \
         - tl.load(c2w + 10, mask=mask, other=1.0)
-    norm = tl.sqrt(wx * wx + wy * wy + wz * wz)
-    t_near = tl.zeros([BLOCK], dtype=tl.float32)
-    t_far = tl.full([BLOCK], float("inf"), tl.float32)
-    for axis in tl.static_range(3):
-        o = tl.load(c2w + 4 * axis + 3, mask=mask, other=0.0)
-        d = (wx if axis == 0 else (wy if axis == 1 else wz)) / norm
-        inv = 1.0 / tl.where(tl.abs(d) < 1e-9, 1e-9, d)
-        t0 = (tl.load(aabb_ptr + axis) - o) * inv
-        t1 = (tl.load(aabb_ptr + 3 + axis) - o) * inv
-        t_near = tl.maximum(t_near, tl.minimum(t0, t1))
-        t_far = tl.minimum(t_far, tl.maximum(t0, t1))
-        tl.store(o_ptr + i * 3 + axis, o, mask=mask)
-        tl.store(d_ptr + i * 3 + axis, d, mask=mask)
-    tl.store(t_near_ptr + i, t_near, mask=mask)
-    tl.store(t_far_ptr + i, t_far, mask=mask)
+    _store_box_ray(i, mask, tl.load(c2w + 3, mask=mask, other=0.0), tl.load(c2w + 7, mask=mask, other=0.0),
+                  tl.load(c2w + 11, mask=mask, other=0.0), wx, wy, wz, aabb_ptr, o_ptr, d_ptr, t_near_ptr, t_far_ptr)
     pixel = images_ptr + ((image * height + tl.minimum(py.to(tl.int64), height - 1)) * width
                           + tl.minimum(px.to(tl.int64), width - 1)) * CHANNELS
     if CHANNELS == 4:
