@@ -151,11 +151,10 @@ def bench_dense_background(scene: str, args) -> dict:
     """NeRF on Lego over a textured backdrop (:func:`textured_backdrop`): trained ``--dense-seconds``, timed at
     1080p with its learned occupancy grid, then with the grid dilated until ``DENSE_OCCUPIED`` is occupied."""
     app = nerf.build_app(scene, "hashgrid", "tiny" if args.smoke else "full", device=args.device)
-    if not app.has_alpha:
+    if app.train_images.shape[-1] != 4:
         raise ValueError(f"--dense-seconds: {scene} has no alpha channel to composite a backdrop behind")
     app.train_images = textured_backdrop(app.train_images, app.train_poses, app)
     app._val_images = textured_backdrop(app._val_images, app.eval_poses, app)
-    app.has_alpha = False
     trained = fit(app, steps=20 if args.smoke else None, seconds=None if args.smoke else args.dense_seconds)
     limit_eval_views(app, args.eval_views)
     quality, stage_quality = app.evaluate(per_ray=True), app.evaluate()

@@ -86,7 +86,6 @@ class NerfApp(App):
         dev = self.device_
         self.train_images = train.images.to(dev)  # [N, H, W, C] uint8
         self.train_poses = train.poses.to(dev)
-        self.has_alpha = train.has_alpha
         self.intrinsics: Intrinsics = train.intrinsics
         self.near, self.far = train.near, train.far
         self.aabb = train.aabb.to(dev)
