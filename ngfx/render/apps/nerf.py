@@ -101,7 +101,8 @@ class NerfApp(App):
         self.max_steps = STEPS_PER_DIAGONAL[size] * 2
         self.target_samples = TARGET_SAMPLES[size]
         self.n_rays = max(64, self.target_samples // 16)  # adapted each step to the samples a ray needs
-        self.march_slots = self.target_samples * (MARCH_SLOTS_PER_SAMPLE if EARLY_STOP is not None else 1)
+        self.max_march_slots = self.target_samples * (MARCH_SLOTS_PER_SAMPLE if EARLY_STOP is not None else 1)
+        self.march_slots = self.max_march_slots  # until _adapt_batch sizes it to the rays drawn
         # the training step's Triton kernels on a GPU (the interpreter would be slower than the PyTorch twins)
         self.fused_training = use_triton(self.device_.type == "cuda", self.device_)
         if self.fused_training:  # imports triton
@@ -193,12 +194,11 @@ class NerfApp(App):
             marched_needed, marched_kept, trained_needed = self._counts_host[:3].tolist()
             per_ray = max(marched_needed, 1) / self._pending[1]  # over all the rays drawn
             trained_per_ray = max(trained_needed, 1) / max(marched_kept, 1)  # over the rays the march kept
-            largest_march = self.target_samples * (MARCH_SLOTS_PER_SAMPLE if EARLY_STOP is not None else 1)
-            rays = BATCH_FILL * min(largest_march / per_ray, self.target_samples / trained_per_ray)
+            rays = BATCH_FILL * min(self.max_march_slots / per_ray, self.target_samples / trained_per_ray)
             self.n_rays = int(min(max(rays, 64), self.target_samples))
             if EARLY_STOP is not None:  # a whole number of SLOT_QUANTUM: few distinct sizes for the allocator
                 needed = math.ceil(self.n_rays * per_ray / BATCH_FILL / SLOT_QUANTUM) * SLOT_QUANTUM
-                self.march_slots = max(min(largest_march, needed), self.target_samples)
+                self.march_slots = max(min(self.max_march_slots, needed), self.target_samples)
             self._pending = None
         if self._pending is None:
             self._counts_host.copy_(counts, non_blocking=True)
@@ -228,14 +228,15 @@ class NerfApp(App):
         """Colour [n, 3] of rays [n, 3] with box distances [n]: the fused per-ray kernel (``fused`` and
         ``per_ray`` where Triton runs), else segment marching stage by stage; both with early termination."""
         triton_ok = use_triton(fused, origins.device)
+        t_start = t_near.clamp(min=self.near * 0.5)
         if triton_ok and per_ray:
             from ngfx.render.ops.triton_fused_volume import render_volume  # imports triton
 
-            return render_volume(origins, dirs, t_near.clamp(min=self.near * 0.5), t_far, self.occupancy.mask,
-                                 self.aabb, self.occupancy.resolution, self.dt, self.volume_field(), background,
+            return render_volume(origins, dirs, t_start, t_far, self.occupancy.mask, self.aabb,
+                                 self.occupancy.resolution, self.dt, self.volume_field(), background,
                                  max_scan=MAX_SCAN[self.size], min_transmittance=MIN_TRANSMITTANCE)
         return raymarch.render_segments(
-            origins, dirs, t_near.clamp(min=self.near * 0.5), t_far, self.occupancy.mask, self.aabb,
+            origins, dirs, t_start, t_far, self.occupancy.mask, self.aabb,
             self.occupancy.resolution, self.dt, lambda p, d: self.field.query(self._unit(p), d, triton_ok),
             background, app="nerf", fused=triton_ok, segment=SEGMENT, max_scan=MAX_SCAN[self.size],
             min_transmittance=MIN_TRANSMITTANCE)
