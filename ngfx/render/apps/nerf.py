@@ -242,17 +242,16 @@ class NerfApp(App):
             min_transmittance=MIN_TRANSMITTANCE)
 
     @torch.no_grad()
-    def render_rays(self, origins: torch.Tensor, dirs: torch.Tensor, fused: bool = True,
-                    per_ray: bool = False) -> torch.Tensor:
-        """Colour [N, 3] of world rays (unit ``dirs``) over the eval background, in chunks (``fused``,
-        ``per_ray``: as :meth:`render`)."""
+    def render_rays(self, origins: torch.Tensor, dirs: torch.Tensor, fused: bool = True) -> torch.Tensor:
+        """Colour [N, 3] of world rays (unit ``dirs``) over the eval background, in chunks (``fused``: as
+        :meth:`render`, stage by stage)."""
         out = torch.empty(origins.shape[0], 3, device=self.device_)
         chunk = CHUNK_RAYS[self.size]
         for start in range(0, origins.shape[0], chunk):
             o = origins[start:start + chunk].to(self.device_).float().contiguous()
             d = dirs[start:start + chunk].to(self.device_).float().contiguous()
             t_near, t_far = raymarch.ray_aabb(o, d, self.aabb)
-            out[start:start + chunk] = self._shade(o, d, t_near, t_far, self.background, fused, per_ray)
+            out[start:start + chunk] = self._shade(o, d, t_near, t_far, self.background, fused)
         return out
 
     def camera(self, width: int, height: int, view) -> tuple[torch.Tensor, Intrinsics]:
