@@ -89,7 +89,7 @@ def test_nvr_render_matches_stage_path(nvr_app):
 
 
 def test_trace_of_fused_frame_says_what_it_fused(nvr_app, monkeypatch):
-    # the CPU renders per ray only when asked (on a GPU, by default)
+    # the per-ray kernel renders only when asked (render(per_ray=True)), on a GPU as on the CPU
     monkeypatch.setattr(nvr_app, "render", functools.partial(nvr_app.render, per_ray=True))
     trace = trace_frame(nvr_app, 6, 4, "cpu", warmup=0, fused=True, profiler=False)
     fused = [k for k in trace.kernels if k.name == "nvr.fused_volume"]
