@@ -32,7 +32,7 @@ from ngfx.encodings import triton_grid, triton_mlp
 from ngfx.render import stages
 from ngfx.render.ops.fused_volume import VolumeField
 from ngfx.render.ops.raymarch import SKIP_MARGIN
-from ngfx.render.ops.triton_raymarch import lattice_step, load_ray
+from ngfx.render.ops.triton_raymarch import lattice_step, load_box, load_ray
 from ngfx.render.ops.triton_sh import sh_basis
 
 BLOCK = 64  # lanes (rays) per program; 64 x 2 warps is the Triton MLP's fastest safe shape (triton_mlp)
@@ -125,11 +125,8 @@ def _render_volume_kernel(
         BLOCK: tl.constexpr):
     lane = tl.arange(0, BLOCK)
     rows = tl.program_id(0) * BLOCK + lane  # this program's scratch rows
-    lo_x, lo_y, lo_z = tl.load(aabb_ptr), tl.load(aabb_ptr + 1), tl.load(aabb_ptr + 2)
-    size_x, size_y, size_z = tl.load(aabb_ptr + 3) - lo_x, tl.load(aabb_ptr + 4) - lo_y, tl.load(aabb_ptr + 5) - lo_z
-    box_x, box_y, box_z = tl.load(box_ptr), tl.load(box_ptr + 1), tl.load(box_ptr + 2)
-    extent_x, extent_y, extent_z = (tl.load(box_ptr + 3) - box_x, tl.load(box_ptr + 4) - box_y,
-                                    tl.load(box_ptr + 5) - box_z)
+    lo_x, lo_y, lo_z, size_x, size_y, size_z = load_box(aabb_ptr)
+    box_x, box_y, box_z, extent_x, extent_y, extent_z = load_box(box_ptr)
     zero = tl.zeros([BLOCK], tl.float32)
     ray, t0, far, ox, oy, oz, dx, dy, dz, j, trans, red, green, blue, alive = _replace_rays(
         lane >= 0, lane < 0, lane, zero, zero, zero, zero, zero, zero, zero, zero, zero, zero, zero, zero, zero,

@@ -111,6 +111,13 @@ def load_ray(o_ptr, d_ptr, ray, mask):
 
 
 @triton.jit
+def load_box(box_ptr):
+    """A box [2, 3] (lower and upper corner) -> its lower corner and size: lo_x, lo_y, lo_z, size_x, size_y, size_z."""
+    lo_x, lo_y, lo_z = tl.load(box_ptr), tl.load(box_ptr + 1), tl.load(box_ptr + 2)
+    return lo_x, lo_y, lo_z, tl.load(box_ptr + 3) - lo_x, tl.load(box_ptr + 4) - lo_y, tl.load(box_ptr + 5) - lo_z
+
+
+@triton.jit
 def _cell_exit_axis(o, d, cell_coord, lo, cell, margin):
     """Distance to the exit face of the cell along one axis (see raymarch.cell_exit); inf if parallel."""
     safe_d = tl.where(d == 0, 1.0, d)
@@ -150,8 +157,7 @@ def _march_kernel(o_ptr, d_ptr, active_ptr, t_ptr, t_far_ptr, occ_ptr, aabb_ptr,
     t0 = tl.load(t_ptr + ray, mask=mask, other=0.0)
     t_far = tl.load(t_far_ptr + ray, mask=mask, other=0.0)
     ox, oy, oz, dx, dy, dz = load_ray(o_ptr, d_ptr, ray, mask)
-    lo_x, lo_y, lo_z = tl.load(aabb_ptr), tl.load(aabb_ptr + 1), tl.load(aabb_ptr + 2)
-    size_x, size_y, size_z = tl.load(aabb_ptr + 3) - lo_x, tl.load(aabb_ptr + 4) - lo_y, tl.load(aabb_ptr + 5) - lo_z
+    lo_x, lo_y, lo_z, size_x, size_y, size_z = load_box(aabb_ptr)
     j = tl.zeros([BLOCK], dtype=tl.float32)  # lattice index of the ray's next point
     count = tl.zeros([BLOCK], dtype=tl.int32)
     searching = mask
@@ -304,8 +310,7 @@ def _march_training_kernel(o_ptr, d_ptr, t_near_ptr, t_far_ptr, jitter_ptr, occ_
     # the jittered lattice t_near + (j + jitter) dt, written as lattice_step's t0 + (j + 0.5) dt
     t0 = t_near + (tl.load(jitter_ptr + ray, mask=mask, other=0.0) - 0.5) * dt
     ox, oy, oz, dx, dy, dz = load_ray(o_ptr, d_ptr, ray, mask)
-    lo_x, lo_y, lo_z = tl.load(aabb_ptr), tl.load(aabb_ptr + 1), tl.load(aabb_ptr + 2)
-    size_x, size_y, size_z = tl.load(aabb_ptr + 3) - lo_x, tl.load(aabb_ptr + 4) - lo_y, tl.load(aabb_ptr + 5) - lo_z
+    lo_x, lo_y, lo_z, size_x, size_y, size_z = load_box(aabb_ptr)
     searching = mask
     if WRITE:
         end = tl.load(end_ptr + ray, mask=mask, other=0)
