@@ -263,7 +263,7 @@ def pack_weights(weights: list[torch.Tensor], cfg: MLPConfig, kin: int, dtype: t
     return padded(weights[0], kin, width), hidden, padded(weights[-1], width, out)
 
 
-def _mlp_constants(cfg: MLPConfig, dtype: torch.dtype) -> dict:
+def mlp_constants(cfg: MLPConfig, dtype: torch.dtype) -> dict:
     return dict(WIDTH=_padded(cfg.n_neurons), OUT=_padded(cfg.n_output_dims), N_HIDDEN=cfg.n_hidden_layers,
                 ACT=ACTIVATIONS.index(cfg.activation), OUT_ACT=ACTIVATIONS.index(cfg.output_activation),
                 PRECISION="ieee" if dtype == torch.float32 else None)
@@ -281,7 +281,7 @@ def _mlp_kernel_forward(x: torch.Tensor, packed_weights: tuple[torch.Tensor, ...
     out = torch.empty(x.shape[0], cfg.n_output_dims, dtype=torch.float32, device=x.device)
     _mlp_kernel[(triton.cdiv(x.shape[0], MLP_BLOCK),)](
         x.contiguous(), *packed_weights, out, x.shape[0], cfg.n_input_dims, cfg.n_output_dims, KIN=kin,
-        **_mlp_constants(cfg, dtype), BLOCK=MLP_BLOCK, num_warps=MLP_WARPS)
+        **mlp_constants(cfg, dtype), BLOCK=MLP_BLOCK, num_warps=MLP_WARPS)
     return out
 
 
@@ -309,7 +309,7 @@ def _mlp_kernel_backward(x: torch.Tensor, grad_out: torch.Tensor, packed_weights
     _mlp_backward_kernel[(n_programs,)](
         x.contiguous(), grad_out.contiguous().float(), *packed_weights,
         grad_x if need_dx else partials[0], *partials, x.shape[0], n_blocks, cfg.n_input_dims, cfg.n_output_dims, KIN=kin,
-        HIDDEN_SLOTS=slots, **_mlp_constants(cfg, dtype), GRAD_PRECISION="ieee" if dtype == torch.float32 else "tf32",
+        HIDDEN_SLOTS=slots, **mlp_constants(cfg, dtype), GRAD_PRECISION="ieee" if dtype == torch.float32 else "tf32",
         NEED_DX=need_dx, BLOCK=BACKWARD_BLOCK, num_warps=BACKWARD_WARPS)
     grad_in, grad_hidden, grad_last = (p.sum(0) for p in partials)
     n_in, n_neurons, n_out = cfg.n_input_dims, cfg.n_neurons, cfg.n_output_dims
@@ -375,5 +375,5 @@ def fused_grid_mlp_forward(x: torch.Tensor, params: torch.Tensor, weights: list[
     out = torch.empty(x.shape[0], mlp_cfg.n_output_dims, dtype=torch.float32, device=x.device)
     _fused_grid_mlp_kernel[(triton.cdiv(x.shape[0], FUSED_BLOCK),)](
         x.detach().contiguous().float(), table, *meta, *packed_weights, out, x.shape[0], mlp_cfg.n_output_dims,
-        **grid_constants, PACKED=packed, **_mlp_constants(mlp_cfg, dtype), BLOCK=FUSED_BLOCK, num_warps=FUSED_WARPS)
+        **grid_constants, PACKED=packed, **mlp_constants(mlp_cfg, dtype), BLOCK=FUSED_BLOCK, num_warps=FUSED_WARPS)
     return out

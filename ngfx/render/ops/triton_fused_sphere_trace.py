@@ -187,7 +187,7 @@ def _kernel_inputs(scene: TraceScene, device: torch.device) -> dict:
     return {"box": box.flatten().tolist(), "grid": scene.distance_grid.to(device).float().contiguous(),
             "resolution": resolution, "cell": grid_cell(box, resolution).tolist(), "table": table,
             "meta": triton_grid.level_metadata(grid_cfg, device), "weights": weights,
-            "constants": {**grid_constants, "PACKED": packed, **triton_mlp._mlp_constants(mlp_cfg, dtype)}}
+            "constants": {**grid_constants, "PACKED": packed, **triton_mlp.mlp_constants(mlp_cfg, dtype)}}
 
 
 @torch.no_grad()

@@ -184,7 +184,7 @@ def _render_volume_kernel(
 
 def _mlp_constants(cfg, dtype: torch.dtype, prefix: str) -> dict:
     """The MLP kernels' constexprs for one of the two networks, named ``prefix + KEY`` (PRECISION is shared)."""
-    return {prefix + key: value for key, value in triton_mlp._mlp_constants(cfg, dtype).items() if key != "PRECISION"}
+    return {prefix + key: value for key, value in triton_mlp.mlp_constants(cfg, dtype).items() if key != "PRECISION"}
 
 
 def _interleaved_colour_weights(packed: tuple[torch.Tensor, ...], n_features: int) -> tuple[torch.Tensor, ...]:
