@@ -188,13 +188,31 @@ def test_training_step_is_staged_and_adapts_its_batch(trained):
     assert stats["steps"] >= nerf.DEFAULT_STEPS["tiny"]
     assert 0 < stats["rays_kept_per_step"] <= stats["rays_per_step"]
     assert 0.5 * stats["sample_slots"] < stats["samples_per_step"] <= stats["sample_slots"]  # the batch filled up
+    assert app.early_stop is None  # a CPU trains on every occupied sample: the density pass costs it steps
     optimizer = app.optimizer()
     with stages.record_stages() as records:
         optimisation_step(app, optimizer, 0)
     names = {r.name for r in records}
-    assert {"nerf.train.occupancy", "nerf.train.rays", "nerf.train.march", "nerf.train.density_pass",
-            "nerf.train.compact", "nerf.train.field", "nerf.train.composite", "nerf.train.backward",
-            "nerf.train.optimizer"} <= names
+    assert {"nerf.train.occupancy", "nerf.train.rays", "nerf.train.march", "nerf.train.field",
+            "nerf.train.composite", "nerf.train.backward", "nerf.train.optimizer"} <= names
+    assert "nerf.train.density_pass" not in names
+
+
+def test_density_pass_drops_samples_behind_opaque_ones(monkeypatch):
+    from ngfx.render.neural_field import optimisation_step
+
+    monkeypatch.setattr(nerf, "EARLY_STOP_DEVICES", ("cuda", "cpu"))  # the GPU's step, run by its twins
+    torch.manual_seed(0)
+    app = nerf.build_app("synthetic", "hashgrid", "tiny", device="cpu")
+    assert app.early_stop == nerf.EARLY_STOP and app.max_march_slots == nerf.MARCH_SLOTS_PER_SAMPLE * app.target_samples
+    fit(app, steps=120)
+    stats = app.batch_stats()
+    assert 0 < stats["rays_kept_per_step"] <= stats["rays_per_step"]
+    assert app.target_samples <= stats["march_slots"] <= app.max_march_slots
+    optimizer = app.optimizer()
+    with stages.record_stages() as records:
+        loss = optimisation_step(app, optimizer, 0)
+    assert {"nerf.train.density_pass", "nerf.train.compact"} <= {r.name for r in records} and bool(loss.isfinite())
 
 
 @pytest.mark.parametrize("cut", [False, True], ids=["all-slots", "last-rays-cut"])

@@ -2,7 +2,7 @@
 
 Training draws random pixels of the training views (a ray count that adapts so each batch holds about
 ``TARGET_SAMPLES`` samples), marches them through the occupancy grid (refreshed every 16 steps), drops the
-samples behind opaque ones (a density pass, ``EARLY_STOP``), volume renders the rest over a random background
+samples behind opaque ones (a density pass, ``EARLY_STOP``, on a GPU), volume renders the rest over a random background
 colour (RGBA data) and regresses the pixel colour; every array has a fixed size, so a step never waits for the
 GPU (:meth:`NerfApp.training_step`).
 Rendering marches bands of pixel rows segment by segment (:func:`ngfx.render.ops.raymarch.render_segments`,
@@ -52,6 +52,10 @@ MIN_TRANSMITTANCE = 1e-4
 OCCUPANCY_EVERY = {"tiny": 8, "quick": 8, "full": 16}  # CPU sizes train few steps: refresh more often
 OCCUPANCY_WARMUP = {"tiny": 32, "quick": 64, "full": 256}  # steps during which every cell is refreshed
 EARLY_STOP = 1e-4  # train on the samples before a ray's transmittance falls below this; None: on every one
+# where the density pass pays: on a GPU a field evaluation is cheap next to a step's launches (Lego, 60 s: +0.9 dB,
+# BENCHMARKS.md); on a CPU it costs steps (synthetic, quick, 35 s, two runs each: 466 / 395 steps and 25.8 / 24.9 dB
+# with it, 609 / 521 steps and 26.6 / 26.1 dB without)
+EARLY_STOP_DEVICES = ("cuda",)
 MARCH_SLOTS_PER_SAMPLE = 4  # a batch's march holds at most this many samples per trained one (for EARLY_STOP)
 SLOT_QUANTUM = 2 ** 12  # the march's slots are a multiple of this
 BATCH_FILL = 0.95  # the ray count aims at this fraction of the slots: a batch a little larger still fits
@@ -101,7 +105,8 @@ class NerfApp(App):
         self.max_steps = STEPS_PER_DIAGONAL[size] * 2
         self.target_samples = TARGET_SAMPLES[size]
         self.n_rays = max(64, self.target_samples // 16)  # adapted each step to the samples a ray needs
-        self.max_march_slots = self.target_samples * (MARCH_SLOTS_PER_SAMPLE if EARLY_STOP is not None else 1)
+        self.early_stop = EARLY_STOP if self.device_.type in EARLY_STOP_DEVICES else None
+        self.max_march_slots = self.target_samples * (MARCH_SLOTS_PER_SAMPLE if self.early_stop is not None else 1)
         self.march_slots = self.max_march_slots  # until _adapt_batch sizes it to the rays drawn
         # the training step's Triton kernels on a GPU (the interpreter would be slower than the PyTorch twins)
         self.fused_training = use_triton(self.device_.type == "cuda", self.device_)
@@ -148,8 +153,9 @@ class NerfApp(App):
 
     def training_step(self, step: int) -> torch.Tensor:
         """One batch, without a host sync: rays; their occupied samples in ``march_slots`` slots; with
-        ``EARLY_STOP``, a density pass and only the samples before each ray's transmittance falls below it, in
-        ``target_samples`` slots; the field, compositing, and the loss over the rays whose samples all fitted.
+        ``early_stop`` (``EARLY_STOP`` on ``EARLY_STOP_DEVICES``), a density pass and only the samples before each
+        ray's transmittance falls below it, in ``target_samples`` slots; the field, compositing, and the loss over
+        the rays whose samples all fitted.
         The ray count adapts from an earlier step's counts, read asynchronously (:meth:`_adapt_batch`)."""
         if step % OCCUPANCY_EVERY[self.size] == 0:
             with stages.stage("nerf.train.occupancy", "rest", app="nerf"):
@@ -163,13 +169,13 @@ class NerfApp(App):
                 origins, dirs, t_near.clamp(min=self.near * 0.5), t_far, self.occupancy.mask, self.aabb,
                 self.occupancy.resolution, self.dt, self.max_steps, jitter=torch.rand(n, device=self.device_),
                 max_samples=march_slots)
-        if EARLY_STOP is not None:
+        if self.early_stop is not None:
             with stages.stage("nerf.train.density_pass", "mlp", n_inputs=march_slots, app="nerf"), torch.no_grad():
                 rays = marched.ray_indices
                 sigmas = self.density_world(origins[rays] + marched.t[:, None] * dirs[rays])
                 transmittance = self._transmittance_packed(sigmas, marched.deltas, marched.ray_ends)
             with stages.stage("nerf.train.compact", "rest", n_inputs=march_slots, app="nerf"):
-                samples = raymarch.compact_training(marched, transmittance > EARLY_STOP, self.target_samples)
+                samples = raymarch.compact_training(marched, transmittance > self.early_stop, self.target_samples)
         self._adapt_batch(n, marched, samples)
         with stages.stage("nerf.train.field", "mlp", n_inputs=self.target_samples, app="nerf"):
             rays = samples.ray_indices
@@ -196,7 +202,7 @@ class NerfApp(App):
             trained_per_ray = max(trained_needed, 1) / max(marched_kept, 1)  # over the rays the march kept
             rays = BATCH_FILL * min(self.max_march_slots / per_ray, self.target_samples / trained_per_ray)
             self.n_rays = int(min(max(rays, 64), self.target_samples))
-            if EARLY_STOP is not None:  # a whole number of SLOT_QUANTUM: few distinct sizes for the allocator
+            if self.early_stop is not None:  # a whole number of SLOT_QUANTUM: few distinct sizes for the allocator
                 needed = math.ceil(self.n_rays * per_ray / BATCH_FILL / SLOT_QUANTUM) * SLOT_QUANTUM
                 self.march_slots = max(min(self.max_march_slots, needed), self.target_samples)
             self._pending = None
