@@ -134,6 +134,27 @@ def require_number(obj: dict, key: str, source: str, default: float | None = Non
     return check_number(require(obj, key, source, (int, float)), source, key, low, high, integer)
 
 
+CURVE_HINT = "; delete the file to resume without the curve"  # a damaged curve.json costs the resume nothing else
+
+
+def require_rows(obj: dict, key: str, source: str, layout: str, default: list | None = None,
+                 hint: str = "") -> list[list]:
+    """``obj[key]`` as a list of rows of finite numbers, their columns as ``layout`` names them ("step, loss"); a
+    ``step`` column holds whole numbers >= 1. ``default`` when the key is absent. The first bad row is refused
+    naming it (``key[i]``), followed by ``hint`` (what the user can do about it)."""
+    if isinstance(obj, dict) and key not in obj and default is not None:
+        return default
+    rows = require(obj, key, source, list)
+    columns = [c.strip() for c in layout.split(",")]
+    for i, row in enumerate(rows):
+        if not (isinstance(row, list) and len(row) == len(columns) and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                and (c != "step" or (v == int(v) and v >= 1)) for c, v in zip(columns, row))):
+            steps = ", a step a whole number >= 1" if "step" in columns else ""
+            raise NgfxInputError(source, f"{key}[{i}]", f"expected [{layout}] (finite numbers{steps}), got {row!r}{hint}")
+    return rows
+
+
 def check_number(value, source: str, field: str | None, low: float | None = None, high: float | None = None,
                  integer: bool = False, infinite_ok: bool = False) -> float:
     """``value`` as a number in [low, high] (an int when ``integer``), else :class:`NgfxInputError` naming

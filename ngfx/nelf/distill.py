@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from ngfx.errors import NgfxInputError
-from ngfx.io import (folder_lock, load_checkpoint, read_json, remove_stale_temp_files, save_checkpoint, write_image,
-                     write_json)
+from ngfx.io import (CURVE_HINT, folder_lock, load_checkpoint, read_json, remove_stale_temp_files, require_rows,
+                     save_checkpoint, write_image, write_json)
 from ngfx.nelf.network import NeLF, build_student, encode_frames, student_preset
 from ngfx.progress import progress_bar
 from ngfx.cameras import Intrinsics, look_at, pixel_rays
@@ -140,21 +140,6 @@ def cosine_lr_scale(progress: float) -> float:
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
-def _curve_entries(saved, key: str, layout: str, path: Path) -> list[list[float]]:
-    """``saved[key]`` of a curve.json, each entry a list of finite numbers as ``layout`` names them; a damaged
-    file is refused naming the entry (a resume must not silently lose or misread the curve)."""
-    entries = saved.get(key, []) if isinstance(saved, dict) else None
-    if not isinstance(entries, list):
-        raise NgfxInputError(str(path), key, "expected a list; delete the file to resume without the curve")
-    n = len(layout.split(","))
-    for i, e in enumerate(entries):
-        if not (isinstance(e, list) and len(e) == n and all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in e)):
-            raise NgfxInputError(str(path), f"{key}[{i}]", f"expected [{layout}] of finite numbers, got {e!r}; "
-                                                           "delete the file to resume without the curve")
-    return entries
-
-
 class QualityCurve:
     """The distillation's ``curve.json``: the training loss by step, and every ``probe_every_s`` the student's PSNR
     on a few eval views against the ground truth and against the teacher, by minutes since the distillation began
@@ -171,8 +156,9 @@ class QualityCurve:
         self.resumed_minutes = 0.0
         if path.is_file():  # a resumed distillation continues its curve
             saved = read_json(path)
-            self.loss = _curve_entries(saved, "loss", "step, loss", path)
-            self.psnr = _curve_entries(saved, "psnr_by_minutes", "minutes, step, dB vs truth, dB vs teacher", path)
+            self.loss = require_rows(saved, "loss", str(path), "step, loss", default=[], hint=CURVE_HINT)
+            self.psnr = require_rows(saved, "psnr_by_minutes", str(path), "minutes, step, dB vs truth, dB vs teacher",
+                                     default=[], hint=CURVE_HINT)
             self.resumed_minutes = max((e[0] for e in self.psnr), default=0.0)
         self.poses, self.truth, self.teacher = _eval_references(teacher, k, n_views)
         self.paused_s = time.perf_counter() - references_began  # rendering the references is not distillation time

@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from ngfx.errors import NgfxInputError, TrainingInterrupted
-from ngfx.io import (RUN_RECORDS, check_output, folder_lock, load_checkpoint, read_json, require, require_number,
-                     save_checkpoint, write_image, write_json)
+from ngfx.io import (CURVE_HINT, RUN_RECORDS, check_output, folder_lock, load_checkpoint, read_json, require,
+                     require_number, require_rows, save_checkpoint, write_image, write_json)
 from ngfx.progress import frame_progress, progress_bar
 from ngfx.render.apps.base import App
 from ngfx.render.metrics import psnr, ssim
@@ -256,14 +256,8 @@ def _train_locked(module, app, scene, encoding, out, size, steps, seconds, devic
 
 def _curve(path: Path) -> list:
     """The ``loss`` entries of a curve.json, each ``[step, loss]`` (a whole step >= 1, a finite loss)."""
-    curve = require(read_json(path), "loss", str(path), list)
-    for i, entry in enumerate(curve):
-        if not (isinstance(entry, list) and len(entry) == 2 and all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in entry)
-                and entry[0] == int(entry[0]) >= 1):
-            raise NgfxInputError(str(path), f"loss[{i}]", f"expected [step, loss] (a step >= 1, a finite loss), got "
-                                                           f"{entry!r}; delete the file to resume without the curve")
-    return curve
+    return require_rows(read_json(path), "loss", str(path), "step, loss",
+                        hint=CURVE_HINT)
 
 
 def _train_loop(instance: App, run: dict, out: Path, total: int | None, seconds: float | None,
