@@ -79,7 +79,6 @@ def run_variant(app, label: str, kernel_constants: dict, app_constants: dict, si
         setattr(kernel, name, value)
     for name, value in app_constants.items():
         setattr(nsdf, name, value)
-    app._trace_scene = None  # bake again with the variant's grid
     out = {"variant": label}
     try:
         for width, height in sizes:
@@ -89,7 +88,6 @@ def run_variant(app, label: str, kernel_constants: dict, app_constants: dict, si
         out["error"] = f"{type(error).__name__}: {str(error)[:300]}"
     for (kind, name), value in saved.items():
         setattr(kernel if kind == "k" else nsdf, name, value)
-    app._trace_scene = None
     return out
 
 

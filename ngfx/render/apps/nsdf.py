@@ -107,7 +107,7 @@ class NsdfApp(App):
         self.orbit_radius = framing_radius(surface, self.orbit_target, ELEVATION_DEG, FOV_DEG)
         margin = TRACE_BOX_MARGIN * (self.box[1] - self.box[0])
         self.trace_box = torch.stack([(self.box[0] - margin).clamp(min=-1.0), (self.box[1] + margin).clamp(max=1.0)])
-        self._trace_scene = None  # (parameter versions, TraceScene) of the last fused render
+        self._trace_scene = None  # (grid settings and parameter versions, TraceScene) of the last fused render
         self.train_points, self.train_sdf = self._sample(self.n_train, gen, near_fraction=self.near_fraction)
         self.uniform_points, self.uniform_sdf = self._sample(N_HELD_OUT[size], gen, near_fraction=0.0)
         self.near_points, self.near_sdf = self._sample(N_HELD_OUT[size], gen, near_fraction=1.0)
@@ -172,12 +172,12 @@ class NsdfApp(App):
 
     def trace_scene(self) -> TraceScene:
         """The trained field as the fused tracer reads it, with its coarse distance grid baked once per set of
-        weights and trace box (rebuilt when training or loading changed any parameter in place)."""
-        version = (id(self.trace_box), *((p.data_ptr(), p._version) for p in self.parameters()))
+        weights, trace box and grid settings (rebuilt when training or loading changed any parameter in place)."""
+        resolution, near_cells = COARSE_RESOLUTION[self.size], COARSE_NEAR_CELLS
+        version = (id(self.trace_box), resolution, near_cells, *((p.data_ptr(), p._version) for p in self.parameters()))
         if self._trace_scene is None or self._trace_scene[0] != version:
-            resolution = COARSE_RESOLUTION[self.size]
             grid = bake_distance_grid(lambda p: self.sdf(p, query=True), self.trace_box.to(self.device_), resolution)
-            near = COARSE_NEAR_CELLS * float(grid_cell(self.trace_box, resolution).norm())
+            near = near_cells * float(grid_cell(self.trace_box, resolution).norm())
             self._trace_scene = version, TraceScene(self.field, self.trace_box, grid, near, SPHERE_RADIUS, HIT_EPS,
                                                     STEP_SCALE, MAX_STEPS[self.size], NORMAL_PROBE)
         return self._trace_scene[1]
