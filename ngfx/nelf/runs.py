@@ -80,16 +80,16 @@ def inference_model(model: NeLF, device: torch.device) -> tuple[object, torch.dt
     fp32 interpreted) when the network's widths suit them; else fp16 + torch.compile (CUDA graphs) on CUDA and
     plain fp32 on CPU. A light-slab student stays fp32 and uncompiled: its grid lookups are their own (Triton)
     kernels, tested in fp32."""
-    model = fold_batchnorm(model)
     lightslab = getattr(model.cfg, "arch", "") == "lightslab"
     dtype = torch.float16 if device.type == "cuda" and not lightslab else torch.float32
     if not lightslab and use_triton(True, device):
         from ngfx.nelf.triton_nelf import FusedNeLF  # imports triton
 
         try:
-            return FusedNeLF(model, dtype), dtype, "fused triton"
+            return FusedNeLF(model, dtype), dtype, "fused triton"  # it folds the BatchNorms into its own weights
         except ValueError:  # a width the kernels do not take (they need powers of two >= 16)
             pass
+    model = fold_batchnorm(model)
     if dtype == torch.float32:
         return model.float(), dtype, "pytorch"
     model = model.half().to(memory_format=torch.channels_last)
