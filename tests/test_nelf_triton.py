@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from ngfx.nelf.network import NeLF, NeLFConfig, fold_batchnorm
-from ngfx.nelf.triton_nelf import Body, FusedNeLF, UpsampleStage
+from ngfx.nelf.triton_nelf import Body, FusedNeLF, UpsampleStage, split_rows
 
 SMALL = NeLFConfig(n_points=2, n_freqs=2, width=32, n_blocks=2, sr_stages=((16, 4, 2),), sr_blocks=1)
 
@@ -21,17 +21,74 @@ def _trained_looking(model: NeLF) -> NeLF:
     return model.eval()
 
 
+def _with_gelu(model: torch.nn.Module, gelu: str) -> torch.nn.Module:
+    """``model`` with its GELUs in the form a launch's "gelu" names ("tanh": nn.GELU(approximate="tanh"))."""
+    for module in model.modules():
+        for name, child in module.named_children():
+            if isinstance(child, torch.nn.GELU):
+                setattr(module, name, torch.nn.GELU(approximate="tanh" if gelu == "tanh" else "none"))
+    return model
+
+
 @pytest.mark.parametrize("launch", [{"block_m": 16, "block_k": 16, "sr_block_m": 16},  # last tiles partly masked
                                     {"block_m": 32, "block_k": 32, "num_stages": 1, "sr_block_m": 32},
-                                    {"block_m": 16, "block_k": 16, "sr_block_m": 16, "residual": "fp16"}])
+                                    {"block_m": 16, "block_k": 16, "sr_block_m": 16, "residual": "fp16"},
+                                    # tanh GELU everywhere; 3 tiles on 2 "SMs": the third tile's rows (3 of
+                                    # 35) run in the tail launch
+                                    {"block_m": 16, "block_k": 16, "sr_block_m": 16, "gelu": "tanh",
+                                     "tail_block_m": 16, "sms": 2}])
 def test_fused_forward_matches_the_network(launch):
-    model = _trained_looking(NeLF(SMALL))
+    model = _with_gelu(_trained_looking(NeLF(SMALL)), launch.get("gelu", "erf"))
     rays = torch.randn(1, SMALL.in_channels, 5, 7)  # 35 pixels
     fused = FusedNeLF(model, torch.float32, launch)
     with torch.no_grad():
         ref = model(rays)
         out = fused(rays)
     assert out.shape == ref.shape == (1, 3, 10, 14)
+    assert (out - ref).abs().max() < 1e-5
+
+
+def test_tanh_gelu_is_the_tanh_form_not_the_exact_one():
+    """The body with the "tanh" launch matches nn.GELU(approximate="tanh") and is far from the exact form
+    (about 1e-3 here), so the tolerances of these tests tell the two apart."""
+    cfg = NeLFConfig(n_points=2, n_freqs=2, width=32, n_blocks=2, sr_stages=(), sr_blocks=0, norm="none")
+    model = fold_batchnorm(NeLF(cfg))
+    rays = 3 * torch.randn(1, cfg.in_channels, 4, 4)  # wide inputs: pre-activations where the forms differ
+    body = Body(model, torch.float32, {"block_m": 16, "block_k": 16, "num_warps": 4, "num_stages": 1, "gelu": "tanh"})
+
+    def reference(m):
+        stem = m.stem(rays)
+        return (stem + m.body(stem)).permute(0, 2, 3, 1).reshape(-1, 32)
+
+    with torch.no_grad():
+        exact, tanh_form = reference(model), reference(_with_gelu(model, "tanh"))
+        out = body(rays.permute(0, 2, 3, 1).reshape(-1, cfg.in_channels).contiguous())
+    assert (out - tanh_form).abs().max() < 1e-5
+    assert (out - exact).abs().max() > 2e-4
+
+
+def test_split_rows_moves_only_a_partial_last_round_to_the_tail():
+    assert split_rows(10_000, 64, 16, 132) == 132 * 64  # 800x800's x8 body: 157 tiles; 1,552 rows in 97 tiles
+    assert split_rows(5_292, 64, 16, 132) == 5_292  # 1008x756's x12 body: 83 tiles, one round
+    assert split_rows(10_000, 64, 0, 132) == 10_000  # no tail launch asked for
+    assert split_rows(2 * 132 * 64, 64, 16, 132) == 2 * 132 * 64  # whole rounds
+    assert split_rows(263 * 64, 64, 16, 132) == 263 * 64  # the tail's 524 small tiles would not fit one round
+
+
+@pytest.mark.parametrize("gelu", ["erf", "tanh"])
+def test_tail_launch_runs_the_rows_after_the_whole_rounds(gelu):
+    """93 rows in tiles of 32 on 2 "SMs": the main launch takes 64 (one round), the tail launch the other 29 in
+    tiles of 16 (one full, one partly masked); every row matches the reference body."""
+    assert split_rows(93, 32, 16, 2) == 64
+    cfg = NeLFConfig(n_points=2, n_freqs=2, width=32, n_blocks=2, sr_stages=(), sr_blocks=0, norm="none")
+    model = _with_gelu(fold_batchnorm(NeLF(cfg)), gelu)
+    rays = torch.randn(1, cfg.in_channels, 3, 31)
+    body = Body(model, torch.float32, {"block_m": 32, "block_k": 16, "num_warps": 4, "num_stages": 1,
+                                       "tail_block_m": 16, "sms": 2, "gelu": gelu})
+    with torch.no_grad():
+        stem = model.stem(rays)
+        ref = (stem + model.body(stem)).permute(0, 2, 3, 1).reshape(-1, 32)
+        out = body(rays.permute(0, 2, 3, 1).reshape(-1, cfg.in_channels).contiguous())
     assert (out - ref).abs().max() < 1e-5
 
 
@@ -51,9 +108,10 @@ def test_fused_body_skips_and_layers_all_count(residual):
         assert (out - ref).abs().max() < 1e-5, n_blocks
 
 
-@pytest.mark.parametrize("kernel, stride, n_blocks, rgb", [(4, 2, 1, False), (3, 3, 0, True), (5, 3, 1, True),
-                                                            (2, 2, 2, False)])
-def test_upsample_stage_matches_the_transposed_conv_and_blocks(kernel, stride, n_blocks, rgb):
+@pytest.mark.parametrize("kernel, stride, n_blocks, rgb, gelu", [(4, 2, 1, False, "erf"), (3, 3, 0, True, "erf"),
+                                                                  (5, 3, 1, True, "erf"), (2, 2, 2, False, "erf"),
+                                                                  (4, 2, 1, False, "tanh"), (3, 3, 1, True, "tanh")])
+def test_upsample_stage_matches_the_transposed_conv_and_blocks(kernel, stride, n_blocks, rgb, gelu):
     """Every phase and tap of a transposed conv (kernels larger than, equal to and not a multiple of the
     stride), the residual blocks after it, and the RGB layer, against PyTorch."""
     from ngfx.nelf.network import ResidualBlock
@@ -61,10 +119,10 @@ def test_upsample_stage_matches_the_transposed_conv_and_blocks(kernel, stride, n
     up = torch.nn.ConvTranspose2d(16, 32, kernel, stride=stride, padding=(kernel - stride) // 2)
     blocks = [ResidualBlock(32, "none") for _ in range(n_blocks)]
     to_rgb = torch.nn.Conv2d(32, 3, 1) if rgb else None
-    stage = UpsampleStage(up, blocks, to_rgb, torch.float32, {"sr_block_m": 16, "sr_num_warps": 4})
-    x = torch.randn(1, 16, 3, 5)
+    stage = UpsampleStage(up, blocks, to_rgb, torch.float32, {"sr_block_m": 16, "sr_num_warps": 4, "gelu": gelu})
+    x = 2 * torch.randn(1, 16, 3, 5)
     with torch.no_grad():
-        ref = torch.nn.Sequential(up, torch.nn.GELU(), *blocks)(x)
+        ref = _with_gelu(torch.nn.Sequential(up, torch.nn.GELU(), *blocks), gelu)(x)
         if rgb:
             ref = torch.sigmoid(to_rgb(ref))
         out = stage(x.permute(0, 2, 3, 1).reshape(15, 16).contiguous(), 3, 5)
@@ -81,5 +139,9 @@ def test_widths_and_launches_the_kernels_cannot_take_are_refused():
         FusedNeLF(model, torch.float32)
     with pytest.raises(ValueError, match="residual"):
         FusedNeLF(NeLF(SMALL), torch.float32, {"residual": "bf16"})
+    with pytest.raises(ValueError, match="gelu"):
+        FusedNeLF(NeLF(SMALL), torch.float32, {"gelu": "sigmoid"})
+    with pytest.raises(ValueError, match="tail_block_m 24"):
+        FusedNeLF(NeLF(SMALL), torch.float32, {"tail_block_m": 24})
     with pytest.raises(ValueError, match="super-resolution stage"):
         FusedNeLF(NeLF(NeLFConfig(width=32, n_blocks=1, sr_stages=(), sr_blocks=0)), torch.float32)

@@ -5,7 +5,9 @@ The body (a 1x1-conv stem, residual blocks of two 1x1 convs, a global skip) is a
 ``tl.dot`` of the whole layer input by one half of the layer's output columns (the even and the odd ones), and
 ``tl.join`` of the two halves is the next layer's input in channel order. One software-pipelined loop over all
 half-layers streams the weights, so the next half-layer's weights load while this one computes and the
-pipeline never drains between layers. BatchNorm is folded into the convs first (``fold_batchnorm``).
+pipeline never drains between layers. BatchNorm is folded into the convs first (``fold_batchnorm``). A tile
+holds its SM for the whole layer stack, so a last partial round of tiles costs a full one: optionally a second,
+tail launch runs those rows in smaller tiles (``split_rows``).
 
 Each super-resolution stage (a transposed conv + GELU, then residual blocks 64 or 16 wide, and on the last
 stage the 1x1 conv to RGB and the sigmoid) is one ``upsample_kernel``: a transposed conv of stride ``s`` is
@@ -13,11 +15,16 @@ stage the 1x1 conv to RGB and the sigmoid) is one ``upsample_kernel``: a transpo
 shifted input pixels times one kernel tap; so a program takes ``BLOCK_M`` input pixels and one phase, and runs
 the taps, the residual blocks and the RGB layer in registers, writing each intermediate image once.
 
+Every kernel's GELU is the exact (erf) form by default; the launch's "gelu": "tanh" takes its tanh form, on a
+GPU in packed fp16 with the hardware tanh, which costs far fewer instructions (see ``_gelu``).
+
 :class:`FusedNeLF` is inference only; :class:`ngfx.nelf.network.NeLF` remains the reference, and
 ``tests/test_nelf_triton.py`` compares the two under ``TRITON_INTERPRET=1``.
 """
 
 from __future__ import annotations
+
+import os
 
 import torch
 import triton
@@ -27,17 +34,54 @@ from torch import nn
 from ngfx.nelf.network import NeLF, ResidualBlock, fold_batchnorm
 
 # launch shape: the body kernel's rows (pixels) per tile, K rows per stem chunk, warps, pipeline stages and
-# residual-stream dtype ("fp32" | "fp16"); the super-resolution kernels' input pixels per tile and warps.
-# bench_nelf.py probes others on the GPU; the defaults were fastest there at 1008x756 and within 1 % of the
-# fastest at 800x800 (32-row tiles with an fp16 residual, 4x the body's error); see BENCHMARKS.md.
+# residual-stream dtype ("fp32" | "fp16"); the rows per tile and warps of its tail launch (0: none; see
+# split_rows); the super-resolution kernels' input pixels per tile and warps; every kernel's GELU ("erf": exact,
+# "tanh": its tanh form on packed fp16 with the hardware tanh on a GPU). An optional "sms" overrides the device's
+# SM count (the tiles of one round). bench_nelf.py probes others on the GPU; the defaults were fastest there at
+# 1008x756 and within 1 % of the fastest at 800x800 (32-row tiles with an fp16 residual, 4x the body's error);
+# see BENCHMARKS.md.
 DEFAULT_LAUNCH = {"block_m": 64, "block_k": 32, "num_warps": 8, "num_stages": 2, "residual": "fp32",
-                  "sr_block_m": 64, "sr_num_warps": 4}
+                  "tail_block_m": 0, "tail_num_warps": 4, "sr_block_m": 64, "sr_num_warps": 4, "gelu": "erf"}
 MIN_DOT = 16
 RGB_PAD = 16  # the RGB layer's 3 outputs padded to the smallest tl.dot width
 
 
+# GELU's tanh form 0.5 x (1 + tanh(x (A + B x^2))), A = sqrt(2 / pi) = 0x3A62, B = 0.044715 A = 0x2891 and
+# 0.5 = 0x3800 in fp16, on a register of two fp16 values: five packed fp16 operations and the hardware tanh
+# (sm_75+; two MUFU.TANH in the sm_90 SASS) per two elements, against about twenty instructions per element for
+# the erf fit. The last fma rounds once, so x/2 + x/2 * tanh keeps its accuracy where tanh is near -1.
+GELU_TANH_F16X2 = tl.constexpr("""{
+.reg .b32 ga, gb, gh, gt;
+mov.b32 ga, 0x3A623A62;
+mov.b32 gb, 0x28912891;
+mov.b32 gh, 0x38003800;
+mul.rn.f16x2 gt, $1, $1;
+fma.rn.f16x2 gt, gt, gb, ga;
+mul.rn.f16x2 gt, gt, $1;
+tanh.approx.f16x2 gt, gt;
+mul.rn.f16x2 gh, gh, $1;
+fma.rn.f16x2 $0, gh, gt, gh;
+}""")
+
+
 @triton.jit
-def _gelu(x):
+def _gelu(x, TANH: tl.constexpr, HW_TANH: tl.constexpr):
+    """GELU of fp32 ``x``: with TANH its tanh form, nn.GELU(approximate="tanh"), in packed fp16 with the
+    hardware tanh when HW_TANH (a GPU; the result is fp16), else in fp32 as x * sigmoid(2 u), the same function
+    (0.5 (1 + tanh u) = sigmoid(2 u)), which the interpreter can run; without TANH the exact form below."""
+    if TANH:  # (the constexpr branches not taken are not compiled: one return, of one dtype)
+        if HW_TANH:
+            y = tl.inline_asm_elementwise(GELU_TANH_F16X2, "=r,r", [x.to(tl.float16)], dtype=tl.float16,
+                                          is_pure=True, pack=2)
+        else:
+            y = x * tl.sigmoid(x * (1.5957691216057308 + 0.07135481627260025 * x * x))
+    else:
+        y = _gelu_erf(x)
+    return y
+
+
+@triton.jit
+def _gelu_erf(x):
     """nn.GELU()'s exact form, x * (1 + erf(x / sqrt(2))) / 2, with erf as a rational minimax fit on [-4, 4] (erf
     is +-1 in fp32 beyond; |error| < 5e-7, the fit of Eigen's fast erf): branch-free, about 20 instructions
     against about 30 for libdevice's erff, which picks one of two polynomials per element. The GELUs are most of
@@ -59,7 +103,8 @@ def _gelu(x):
 
 @triton.jit
 def _stem(x_ptr, w_stem_ptr, b_stem_ptr, rows, row_ok, cols, ks, C_IN: tl.constexpr, K_STEM: tl.constexpr,
-          WIDTH: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, NUM_STAGES: tl.constexpr):
+          WIDTH: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, NUM_STAGES: tl.constexpr,
+          GELU_TANH: tl.constexpr, HW_TANH: tl.constexpr):
     """GELU(x[rows] @ W_stem + b) -> fp32 [BLOCK_M, WIDTH], K in BLOCK_K chunks (W_stem zero-padded to K_STEM)."""
     acc = tl.zeros((BLOCK_M, WIDTH), tl.float32)
     for k in tl.range(0, K_STEM, BLOCK_K, num_stages=NUM_STAGES):
@@ -67,13 +112,14 @@ def _stem(x_ptr, w_stem_ptr, b_stem_ptr, rows, row_ok, cols, ks, C_IN: tl.conste
                     mask=row_ok[:, None] & ((k + ks) < C_IN)[None, :], other=0.0)
         w = tl.load(w_stem_ptr + (k + ks)[:, None] * WIDTH + cols[None, :])
         acc = tl.dot(a.to(w_stem_ptr.dtype.element_ty), w, acc)
-    return _gelu(acc + tl.load(b_stem_ptr + cols)[None, :])
+    return _gelu(acc + tl.load(b_stem_ptr + cols)[None, :], GELU_TANH, HW_TANH).to(tl.float32)
 
 
 @triton.jit
 def body_kernel(x_ptr, out_ptr, w_stem_ptr, b_stem_ptr, w_ptr, b_ptr, n_rows, C_IN: tl.constexpr,
                 K_STEM: tl.constexpr, WIDTH: tl.constexpr, N_LAYERS: tl.constexpr, BLOCK_M: tl.constexpr,
-                BLOCK_K: tl.constexpr, NUM_STAGES: tl.constexpr, RESIDUAL_FP32: tl.constexpr):
+                BLOCK_K: tl.constexpr, NUM_STAGES: tl.constexpr, RESIDUAL_FP32: tl.constexpr,
+                GELU_TANH: tl.constexpr, HW_TANH: tl.constexpr):
     """Rows of ``x`` [n_rows, C_IN] -> ``out`` [n_rows, WIDTH]: s = GELU(x @ W_stem + b); h = s; per residual
     block h += GELU(GELU(h @ W1 + b1) @ W2 + b2); out = h + s.
 
@@ -81,7 +127,7 @@ def body_kernel(x_ptr, out_ptr, w_stem_ptr, b_stem_ptr, w_ptr, b_ptr, n_rows, C_
     ones, so joining the two halves' outputs gives the columns back in order; ``b`` is [N_LAYERS, 2, WIDTH // 2]
     likewise. The stem's weights [K_STEM, WIDTH] are zero-padded to K_STEM (a multiple of BLOCK_K) rows.
     The residual stream h is fp32, or with RESIDUAL_FP32 false the operand dtype (as PyTorch's fp16 forward
-    keeps it), which halves its registers."""
+    keeps it), which halves its registers. GELU_TANH, HW_TANH: see ``_gelu``."""
     dtype = w_ptr.dtype.element_ty
     HALF: tl.constexpr = WIDTH // 2
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -89,7 +135,8 @@ def body_kernel(x_ptr, out_ptr, w_stem_ptr, b_stem_ptr, w_ptr, b_ptr, n_rows, C_
     cols = tl.arange(0, WIDTH)
     half_cols = tl.arange(0, HALF)
     ks = tl.arange(0, BLOCK_K)
-    h = _stem(x_ptr, w_stem_ptr, b_stem_ptr, rows, row_ok, cols, ks, C_IN, K_STEM, WIDTH, BLOCK_M, BLOCK_K, NUM_STAGES)
+    h = _stem(x_ptr, w_stem_ptr, b_stem_ptr, rows, row_ok, cols, ks, C_IN, K_STEM, WIDTH, BLOCK_M, BLOCK_K, NUM_STAGES,
+              GELU_TANH, HW_TANH)
     out_tile = out_ptr + rows[:, None] * WIDTH + cols[None, :]
     tl.store(out_tile, h.to(out_ptr.dtype.element_ty), mask=row_ok[:, None])  # the global skip, read back last
     if not RESIDUAL_FP32:
@@ -99,7 +146,7 @@ def body_kernel(x_ptr, out_ptr, w_stem_ptr, b_stem_ptr, w_ptr, b_ptr, n_rows, C_
     for i in tl.range(0, 2 * N_LAYERS, num_stages=NUM_STAGES):
         layer = i // 2
         w = tl.load(w_ptr + i * WIDTH * HALF + cols[:, None] * HALF + half_cols[None, :])
-        z = _gelu(tl.dot(a, w) + tl.load(b_ptr + i * HALF + half_cols)[None, :]).to(dtype)
+        z = _gelu(tl.dot(a, w) + tl.load(b_ptr + i * HALF + half_cols)[None, :], GELU_TANH, HW_TANH).to(dtype)
         if i % 2 == 0:
             first = z
         else:
@@ -117,7 +164,7 @@ def body_kernel(x_ptr, out_ptr, w_stem_ptr, b_stem_ptr, w_ptr, b_ptr, n_rows, C_
 def upsample_kernel(x_ptr, out_ptr, w_up_ptr, b_up_ptr, w_ptr, b_ptr, w_rgb_ptr, b_rgb_ptr, h_in, w_in,
                     C_IN: tl.constexpr, C_OUT: tl.constexpr, KERNEL: tl.constexpr, STRIDE: tl.constexpr,
                     PAD: tl.constexpr, TAPS: tl.constexpr, N_BLOCKS: tl.constexpr, RGB: tl.constexpr,
-                    RGB_COLS: tl.constexpr, BLOCK_M: tl.constexpr):
+                    RGB_COLS: tl.constexpr, BLOCK_M: tl.constexpr, GELU_TANH: tl.constexpr, HW_TANH: tl.constexpr):
     """One super-resolution stage: image rows ``x`` [h_in * w_in, C_IN] (row-major pixels) -> GELU(transposed
     conv) -> residual blocks -> ``out``: rows [h_out * w_out, C_OUT], or with RGB the planar image
     [3, h_out, w_out] of sigmoid(h @ W_rgb + b_rgb). A program runs one output phase of ``BLOCK_M`` input
@@ -125,7 +172,8 @@ def upsample_kernel(x_ptr, out_ptr, w_up_ptr, b_up_ptr, w_ptr, b_ptr, w_rgb_ptr,
 
     ConvTranspose2d: out[s*m + p] = sum over taps t = (p + PAD) % s + s*j < KERNEL of x[m - j + (p + PAD) // s]
     @ W[t], per axis. ``w_up`` is [KERNEL, KERNEL, C_IN, C_OUT] (the taps' [in, out] matrices), ``w``
-    [2 * N_BLOCKS, C_OUT, C_OUT], ``b`` [2 * N_BLOCKS, C_OUT], ``w_rgb`` [C_OUT, RGB_COLS] (3 columns used)."""
+    [2 * N_BLOCKS, C_OUT, C_OUT], ``b`` [2 * N_BLOCKS, C_OUT], ``w_rgb`` [C_OUT, RGB_COLS] (3 columns used).
+    GELU_TANH, HW_TANH: see ``_gelu``; the residual stream h is fp32 either way."""
     dtype = w_up_ptr.dtype.element_ty
     pid = tl.program_id(0)
     phase = pid % (STRIDE * STRIDE)  # the phases of one tile run side by side: the same input, nearby output
@@ -153,13 +201,13 @@ def upsample_kernel(x_ptr, out_ptr, w_up_ptr, b_up_ptr, w_ptr, b_ptr, w_rgb_ptr,
             tap = tl.minimum(ky, KERNEL - 1) * KERNEL + tl.minimum(kx, KERNEL - 1)  # past-the-end tap: a = 0
             w = tl.load(w_up_ptr + tap * C_IN * C_OUT + ci[:, None] * C_OUT + co[None, :])
             acc = tl.dot(a.to(dtype), w, acc)
-    h = _gelu(acc + tl.load(b_up_ptr + co)[None, :])
+    h = _gelu(acc + tl.load(b_up_ptr + co)[None, :], GELU_TANH, HW_TANH).to(tl.float32)
     for blk in range(N_BLOCKS):
         layer = 2 * blk
         z = _gelu(tl.dot(h.to(dtype), tl.load(w_ptr + layer * C_OUT * C_OUT + square))
-                  + tl.load(b_ptr + layer * C_OUT + co)[None, :])
+                  + tl.load(b_ptr + layer * C_OUT + co)[None, :], GELU_TANH, HW_TANH)
         h += _gelu(tl.dot(z.to(dtype), tl.load(w_ptr + (layer + 1) * C_OUT * C_OUT + square))
-                   + tl.load(b_ptr + (layer + 1) * C_OUT + co)[None, :])
+                   + tl.load(b_ptr + (layer + 1) * C_OUT + co)[None, :], GELU_TANH, HW_TANH).to(tl.float32)
     out_pix = (STRIDE * y + py) * w_out + STRIDE * x + px
     if RGB:
         c = tl.arange(0, RGB_COLS)
@@ -182,6 +230,44 @@ def _check_width(width: int, what: str, minimum: int = MIN_DOT) -> None:
         raise ValueError(f"fused NeLF: {what} width {width} must be a power of two >= {minimum}")
 
 
+def _full_launch(changes: dict | None) -> dict:
+    """DEFAULT_LAUNCH with ``changes``, checked."""
+    launch = dict(DEFAULT_LAUNCH, **(changes or {}))
+    if launch["residual"] not in ("fp32", "fp16"):
+        raise ValueError(f"fused NeLF: launch residual must be 'fp32' or 'fp16', got {launch['residual']!r}")
+    if launch["gelu"] not in ("erf", "tanh"):
+        raise ValueError(f"fused NeLF: launch gelu must be 'erf' or 'tanh', got {launch['gelu']!r}")
+    tail = launch["tail_block_m"]
+    if tail and (tail < MIN_DOT or tail & (tail - 1)):
+        raise ValueError(f"fused NeLF: launch tail_block_m {tail} must be 0 (no tail launch) or a power of two "
+                         f">= {MIN_DOT}")
+    return launch
+
+
+def _gelu_flags(launch: dict, device: torch.device) -> dict:
+    """The kernels' GELU constexprs: the hardware tanh only where the kernel runs compiled on a GPU."""
+    compiled = device.type == "cuda" and os.environ.get("TRITON_INTERPRET") != "1"
+    return {"GELU_TANH": launch["gelu"] == "tanh", "HW_TANH": launch["gelu"] == "tanh" and compiled}
+
+
+def split_rows(n_rows: int, block_m: int, tail_block_m: int, sms: int) -> int:
+    """The rows the body's main launch takes, in tiles of ``block_m``; a tail launch takes the rest in tiles of
+    ``tail_block_m``. A tile runs on one SM for as long as the whole layer stack takes, so when the tiles make
+    more than one round and the last round is partial (800x800's x8 body: 157 tiles of 64 rows on 132 SMs), that
+    round costs a full round on a few SMs. The main launch then takes the whole rounds and the tail launch the
+    rest in smaller, quicker tiles, if they fit one round; otherwise (or with ``tail_block_m`` 0) all rows."""
+    tiles = triton.cdiv(n_rows, block_m)
+    main = tiles // sms * sms * block_m
+    if not tail_block_m or main in (0, n_rows) or tiles % sms == 0 or triton.cdiv(n_rows - main, tail_block_m) > sms:
+        return n_rows
+    return main
+
+
+def _sm_count(device: torch.device) -> int:
+    """The device's SMs (the tiles of one round), one on a CPU (no tail launch there unless the launch says)."""
+    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
+
+
 def _block_weights(blocks: list[ResidualBlock], dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """[2 * n_blocks, width, width] matrices and [2 * n_blocks, width] biases of residual blocks (a 1-element
     placeholder each when there are none: a kernel argument must be a tensor)."""
@@ -195,12 +281,12 @@ def _block_weights(blocks: list[ResidualBlock], dtype: torch.dtype) -> tuple[tor
 class Body:
     """The stem, residual blocks and global skip of a :class:`NeLF` on ``body_kernel``."""
 
-    def __init__(self, model: NeLF, dtype: torch.dtype, launch: dict):
-        self.launch, self.dtype = launch, dtype
+    def __init__(self, model: NeLF, dtype: torch.dtype, launch: dict | None = None):
+        self.launch, self.dtype = _full_launch(launch), dtype
         stem, blocks = model.stem[0], list(model.body)
         self.width, self.c_in, self.n_blocks = stem.out_channels, stem.in_channels, len(blocks)
         _check_width(self.width, "body", 2 * MIN_DOT)  # each half-layer product is >= MIN_DOT wide
-        self.block_k = min(launch["block_k"], self.width)
+        self.block_k = min(self.launch["block_k"], self.width)
         self.k_stem = -(-self.c_in // self.block_k) * self.block_k
         with torch.no_grad():
             self.w_stem = torch.zeros(self.k_stem, self.width, dtype=dtype)
@@ -219,15 +305,23 @@ class Body:
         return self
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` [n_rows, c_in] (row-major) -> [n_rows, width] in the operand dtype."""
-        n_rows, block_m = x.shape[0], self.launch["block_m"]
+        """``x`` [n_rows, c_in] (row-major) -> [n_rows, width] in the operand dtype: the main launch, then the
+        tail launch on the rows it leaves (``split_rows``)."""
+        launch, n_rows = self.launch, x.shape[0]
         out = torch.empty(n_rows, self.width, device=x.device, dtype=self.dtype)
-        self.compiled = body_kernel[(triton.cdiv(n_rows, block_m),)](
+        main = split_rows(n_rows, launch["block_m"], launch["tail_block_m"], launch.get("sms") or _sm_count(x.device))
+        self.compiled = self._launch(x, out, main, launch["block_m"], launch["num_warps"])
+        if main < n_rows:
+            self._launch(x[main:], out[main:], n_rows - main, launch["tail_block_m"], launch["tail_num_warps"])
+        return out
+
+    def _launch(self, x: torch.Tensor, out: torch.Tensor, n_rows: int, block_m: int, num_warps: int):
+        """``body_kernel`` on the first ``n_rows`` rows of ``x`` -> the compiled kernel."""
+        return body_kernel[(triton.cdiv(n_rows, block_m),)](
             x, out, self.w_stem, self.b_stem, self.w, self.b, n_rows, C_IN=self.c_in, K_STEM=self.k_stem,
             WIDTH=self.width, N_LAYERS=2 * self.n_blocks, BLOCK_M=block_m, BLOCK_K=self.block_k,
             NUM_STAGES=self.launch["num_stages"], RESIDUAL_FP32=self.launch["residual"] == "fp32",
-            num_warps=self.launch["num_warps"])
-        return out
+            **_gelu_flags(self.launch, x.device), num_warps=num_warps)
 
 
 class UpsampleStage:
@@ -235,8 +329,8 @@ class UpsampleStage:
     layer and sigmoid when ``to_rgb`` is given) on ``upsample_kernel``."""
 
     def __init__(self, up: nn.ConvTranspose2d, blocks: list[ResidualBlock], to_rgb: nn.Conv2d | None,
-                 dtype: torch.dtype, launch: dict):
-        self.launch, self.dtype = launch, dtype
+                 dtype: torch.dtype, launch: dict | None = None):
+        self.launch, self.dtype = _full_launch(launch), dtype
         self.c_in, self.c_out = up.in_channels, up.out_channels
         _check_width(self.c_in, "super-resolution input")
         _check_width(self.c_out, "super-resolution")
@@ -268,7 +362,7 @@ class UpsampleStage:
             x, out, self.w_up, self.b_up, self.w, self.b, self.w_rgb, self.b_rgb, h, w, C_IN=self.c_in,
             C_OUT=self.c_out, KERNEL=self.kernel, STRIDE=s, PAD=self.pad, TAPS=-(-self.kernel // s),
             N_BLOCKS=self.n_blocks, RGB=self.rgb, RGB_COLS=RGB_PAD, BLOCK_M=block_m,
-            num_warps=self.launch["sr_num_warps"])
+            **_gelu_flags(self.launch, x.device), num_warps=self.launch["sr_num_warps"])
         return out
 
 
@@ -285,9 +379,7 @@ class FusedNeLF:
     """
 
     def __init__(self, model: NeLF, dtype: torch.dtype = torch.float16, launch: dict | None = None):
-        self.launch = dict(DEFAULT_LAUNCH, **(launch or {}))
-        if self.launch["residual"] not in ("fp32", "fp16"):
-            raise ValueError(f"fused NeLF: launch residual must be 'fp32' or 'fp16', got {self.launch['residual']!r}")
+        self.launch = _full_launch(launch)
         model = fold_batchnorm(model)
         self.cfg, self.dtype = model.cfg, dtype
         if not model.cfg.sr_stages:
@@ -318,4 +410,4 @@ class FusedNeLF:
         return x[None]
 
 
-__all__ = ["FusedNeLF", "Body", "UpsampleStage", "body_kernel", "upsample_kernel", "DEFAULT_LAUNCH"]
+__all__ = ["FusedNeLF", "Body", "UpsampleStage", "body_kernel", "upsample_kernel", "split_rows", "DEFAULT_LAUNCH"]
