@@ -46,23 +46,43 @@ def camera_xy(px, py, fx, fy, cx, cy, k1, k2, p1, p2, DISTORTED: tl.constexpr, I
 
 
 @triton.jit
+def camera_to_world(x, y, r00, r01, r02, r10, r11, r12, r20, r21, r22):
+    """Normalised camera coordinates -> the world direction (not of unit length) of camera-space (x, -y, -1)
+    (+x right, +y up, looking down -z, as cameras.pixel_rays), rotated by the pose's rows r0*, r1*, r2*."""
+    return r00 * x - r01 * y - r02, r10 * x - r11 * y - r12, r20 * x - r21 * y - r22
+
+
+@triton.jit
+def box_entry_exit(ox, oy, oz, dx, dy, dz, lo_x, lo_y, lo_z, hi_x, hi_y, hi_z):
+    """Entry and exit distances of rays through the box [lo, hi] (entry at 0 at the least; entry >= exit: a
+    miss), as :func:`ngfx.render.ops.sphere_trace.ray_box`."""
+    ix = 1.0 / tl.where(tl.abs(dx) < 1e-9, 1e-9, dx)
+    iy = 1.0 / tl.where(tl.abs(dy) < 1e-9, 1e-9, dy)
+    iz = 1.0 / tl.where(tl.abs(dz) < 1e-9, 1e-9, dz)
+    ax, bx = (lo_x - ox) * ix, (hi_x - ox) * ix
+    ay, by = (lo_y - oy) * iy, (hi_y - oy) * iy
+    az, bz = (lo_z - oz) * iz, (hi_z - oz) * iz
+    t_near = tl.maximum(tl.maximum(tl.maximum(tl.minimum(ax, bx), tl.minimum(ay, by)), tl.minimum(az, bz)), 0.0)
+    t_far = tl.minimum(tl.minimum(tl.maximum(ax, bx), tl.maximum(ay, by)), tl.maximum(az, bz))
+    return t_near, t_far
+
+
+@triton.jit
 def _store_box_ray(i, mask, ox, oy, oz, wx, wy, wz, aabb_ptr, o_ptr, d_ptr, t_near_ptr, t_far_ptr):
     """Rays ``i`` [BLOCK] from (ox, oy, oz) along world directions (wx, wy, wz), not yet of unit length, stored as
     rows of origins and unit directions [n, 3] and their entry/exit distances [n] through the box ``aabb``
     [2, 3] (as raymarch.ray_aabb). A scalar origin (one camera for all the rays) is broadcast."""
     norm = tl.sqrt(wx * wx + wy * wy + wz * wz)
-    t_near = tl.zeros_like(norm)
-    t_far = tl.full(norm.shape, float("inf"), tl.float32)
-    for axis in tl.static_range(3):
-        o = ox if axis == 0 else (oy if axis == 1 else oz)
-        d = (wx if axis == 0 else (wy if axis == 1 else wz)) / norm
-        inv = 1.0 / tl.where(tl.abs(d) < 1e-9, 1e-9, d)
-        t0 = (tl.load(aabb_ptr + axis) - o) * inv
-        t1 = (tl.load(aabb_ptr + 3 + axis) - o) * inv
-        t_near = tl.maximum(t_near, tl.minimum(t0, t1))
-        t_far = tl.minimum(t_far, tl.maximum(t0, t1))
-        tl.store(o_ptr + i * 3 + axis, o + 0.0 * d, mask=mask)
-        tl.store(d_ptr + i * 3 + axis, d, mask=mask)
+    dx, dy, dz = wx / norm, wy / norm, wz / norm
+    t_near, t_far = box_entry_exit(ox, oy, oz, dx, dy, dz, tl.load(aabb_ptr), tl.load(aabb_ptr + 1),
+                                   tl.load(aabb_ptr + 2), tl.load(aabb_ptr + 3), tl.load(aabb_ptr + 4),
+                                   tl.load(aabb_ptr + 5))
+    tl.store(o_ptr + i * 3, ox + 0.0 * dx, mask=mask)
+    tl.store(o_ptr + i * 3 + 1, oy + 0.0 * dy, mask=mask)
+    tl.store(o_ptr + i * 3 + 2, oz + 0.0 * dz, mask=mask)
+    tl.store(d_ptr + i * 3, dx, mask=mask)
+    tl.store(d_ptr + i * 3 + 1, dy, mask=mask)
+    tl.store(d_ptr + i * 3 + 2, dz, mask=mask)
     tl.store(t_near_ptr + i, t_near, mask=mask)
     tl.store(t_far_ptr + i, t_far, mask=mask)
 
@@ -76,10 +96,9 @@ def _ray_gen_kernel(c2w_ptr, aabb_ptr, o_ptr, d_ptr, t_near_ptr, t_far_ptr, n, w
     px = (i % width).to(tl.float32) + 0.5
     py = (row0 + i // width).to(tl.float32) + 0.5
     x, y = camera_xy(px, py, fx, fy, cx, cy, k1, k2, p1, p2, DISTORTED, ITERATIONS)
-    # camera space (x, -y, -1) rotated into the world
-    wx = tl.load(c2w_ptr + 0) * x - tl.load(c2w_ptr + 1) * y - tl.load(c2w_ptr + 2)
-    wy = tl.load(c2w_ptr + 4) * x - tl.load(c2w_ptr + 5) * y - tl.load(c2w_ptr + 6)
-    wz = tl.load(c2w_ptr + 8) * x - tl.load(c2w_ptr + 9) * y - tl.load(c2w_ptr + 10)
+    wx, wy, wz = camera_to_world(x, y, tl.load(c2w_ptr), tl.load(c2w_ptr + 1), tl.load(c2w_ptr + 2),
+                                 tl.load(c2w_ptr + 4), tl.load(c2w_ptr + 5), tl.load(c2w_ptr + 6),
+                                 tl.load(c2w_ptr + 8), tl.load(c2w_ptr + 9), tl.load(c2w_ptr + 10))
     _store_box_ray(i, mask, tl.load(c2w_ptr + 3), tl.load(c2w_ptr + 7), tl.load(c2w_ptr + 11), wx, wy, wz, aabb_ptr,
                   o_ptr, d_ptr, t_near_ptr, t_far_ptr)
 
@@ -255,13 +274,13 @@ def _training_rays_kernel(poses_ptr, images_ptr, uniforms_ptr, aabb_ptr, o_ptr, 
     py = tl.load(uniforms_ptr + i * 6 + 2, mask=mask, other=0.0) * height
     x, y = camera_xy(px, py, fx, fy, cx, cy, k1, k2, p1, p2, DISTORTED, ITERATIONS)
     c2w = poses_ptr + image * 16
-    # camera space (x, -y, -1) rotated into the world by the ray's own pose
-    wx = tl.load(c2w, mask=mask, other=1.0) * x - tl.load(c2w + 1, mask=mask, other=0.0) * y \
-        - tl.load(c2w + 2, mask=mask, other=0.0)
-    wy = tl.load(c2w + 4, mask=mask, other=0.0) * x - tl.load(c2w + 5, mask=mask, other=1.0) * y \
-        - tl.load(c2w + 6, mask=mask, other=0.0)
-    wz = tl.load(c2w + 8, mask=mask, other=0.0) * x - tl.load(c2w + 9, mask=mask, other=0.0) * y \
-        - tl.load(c2w + 10, mask=mask, other=1.0)
+    # rotated into the world by the ray's own pose (a masked lane's: the identity)
+    wx, wy, wz = camera_to_world(
+        x, y, tl.load(c2w, mask=mask, other=1.0), tl.load(c2w + 1, mask=mask, other=0.0),
+        tl.load(c2w + 2, mask=mask, other=0.0), tl.load(c2w + 4, mask=mask, other=0.0),
+        tl.load(c2w + 5, mask=mask, other=1.0), tl.load(c2w + 6, mask=mask, other=0.0),
+        tl.load(c2w + 8, mask=mask, other=0.0), tl.load(c2w + 9, mask=mask, other=0.0),
+        tl.load(c2w + 10, mask=mask, other=1.0))
     _store_box_ray(i, mask, tl.load(c2w + 3, mask=mask, other=0.0), tl.load(c2w + 7, mask=mask, other=0.0),
                   tl.load(c2w + 11, mask=mask, other=0.0), wx, wy, wz, aabb_ptr, o_ptr, d_ptr, t_near_ptr, t_far_ptr)
     pixel = images_ptr + ((image * height + tl.minimum(py.to(tl.int64), height - 1)) * width
