@@ -4,7 +4,7 @@ For each size: the stage path with PyTorch rest ops (``fused=False``, the baseli
 kernels (``per_ray=False``) and the fused tracer (default), CUDA-event medians after a warm-up frame; the
 fused frame's agreement with the baseline (silhouette pixels that differ, shading differences where both hit);
 network queries per frame of the baseline and of the fused twin (the kernel asks as often); a torch.profiler
-kernel table of a fused 4K frame; optionally kernel variants (launch shape, coarse grid). Writes
+kernel table of a fused 4K frame; optionally kernel variants (launch shape, coarse grid, ray source). Writes
 ``results.json``, ``results.md`` and the fused frames under ``--out``.
 
     python benchmarks/bench_nsdf.py --out bench_out --mesh <shared>/scenes/meshes/armadillo.obj   # H200
@@ -42,7 +42,10 @@ VARIANTS = [("uncapped registers, 8 programs/SM", {"MAX_REGISTERS": None, "PROGR
             ("64 rows x 2 warps, 32 programs/SM", {"BLOCK": 64, "WARPS": 2, "PROGRAMS_PER_SM": 32}, {}),
             ("near 0.25 cells", {}, {"COARSE_NEAR_CELLS": 0.25}),
             ("32 coarse steps a round", {"COARSE_SUBSTEPS": 32}, {}),
-            ("grid 384^3", {}, {"COARSE_RESOLUTION": {"full": 384, "tiny": 48}})]
+            ("grid 384^3", {}, {"COARSE_RESOLUTION": {"full": 384, "tiny": 48}}),
+            ("grid 384^3, 96 registers, 20 programs/SM", {"MAX_REGISTERS": 96, "PROGRAMS_PER_SM": 20},
+             {"COARSE_RESOLUTION": {"full": 384, "tiny": 48}}),
+            ("rays read from HBM (band_rays), not made in the kernel", {}, {"KERNEL_RAYS": False})]
 
 
 def agreement(frame: torch.Tensor, baseline: torch.Tensor) -> dict:

@@ -1,6 +1,7 @@
 """The fused sphere tracer: its kernel against its PyTorch twin and against the stage-by-stage path, on a small
 analytic-ish field (a sphere bent by a random hash grid) under the Triton interpreter, fp32."""
 
+import dataclasses
 import math
 
 import pytest
@@ -89,6 +90,27 @@ def test_kernel_equals_twin_and_stage_path(bumpy):
     assert int((hit != stage_hit).sum()) <= 1
     off = (kernel - stages)[hit & stage_hit].abs().amax(1)
     assert float(off.median()) < 0.003 and float(off.quantile(0.8)) < 0.02
+
+
+# a frame wider than tall, unequal focal lengths and a principal point off the centre: a ray made in the kernel
+# with a flipped or swapped axis, a half-pixel shift or the band's first row left out lands on another pixel
+OFF_CENTRE = Intrinsics(14, 10, 11.0, 13.5, 6.2, 5.7)
+DISTORTED = dataclasses.replace(OFF_CENTRE, k1=-0.2, p2=0.01)
+
+
+@pytest.mark.parametrize("k, row0, n_rows", [(OFF_CENTRE, 2, 7), (DISTORTED, 3, 4)], ids=["pinhole", "distorted"])
+def test_band_of_a_camera_equals_twin(bumpy, k, row0, n_rows):
+    """A pinhole camera's rays are made in the kernel, a distorted camera's are read from band_rays; either way
+    the band's pixels are those of the twin, which reads band_rays' rays."""
+    scene = bumpy[0]
+    c2w = orbit_poses(8, 2.5, elevation_deg=25.0)[1]
+    kernel, twin = (torch.zeros(n_rows * k.width, 3) for _ in range(2))
+    triton_fused_sphere_trace.trace_band(kernel, c2w, k, row0, n_rows, scene)
+    fused_sphere_trace.trace_band(twin, c2w, k, row0, n_rows, scene)
+    hit = twin.sum(1) > 0
+    assert 0.1 < float(hit.float().mean()) < 0.9
+    assert torch.equal(kernel.sum(1) > 0, hit)
+    torch.testing.assert_close(kernel, twin, atol=1e-4, rtol=0)
 
 
 def test_a_perturbed_field_changes_the_image(bumpy):

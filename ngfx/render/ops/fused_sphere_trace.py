@@ -19,7 +19,9 @@ import dataclasses
 
 import torch
 
+from ngfx.cameras import Intrinsics
 from ngfx.render.ops import sphere_trace
+from ngfx.render.orbit_view import band_rays
 from ngfx.render.ops.sphere_trace import ALIVE, HIT, MISS, ray_box, to_unit
 
 COARSE_SUBSTEPS = 16  # coarse steps per round before the network is asked anyway (its step is as valid)
@@ -118,3 +120,10 @@ def trace_and_shade(frame_flat: torch.Tensor, origins: torch.Tensor, dirs: torch
         probes = sphere_trace.normal_probes(origins[hit] + t[hit, None] * dirs[hit], scene.normal_probe)
         raw = scene.field.query(to_unit(probes))[:, 0]
         sphere_trace.shade(frame_flat, hit, sphere_trace.tetra_sdf(raw, probes, scene.sphere_radius))
+
+
+def trace_band(frame_band: torch.Tensor, c2w: torch.Tensor, k: Intrinsics, row0: int, n_rows: int,
+               scene: TraceScene) -> None:
+    """:func:`trace_and_shade` of the rays through the pixel centres of rows [row0, row0 + n_rows) of the camera
+    (``c2w`` [4, 4], ``k``), written into ``frame_band`` [n_rows * width, 3]."""
+    trace_and_shade(frame_band, *band_rays(c2w, k, row0, n_rows), scene)

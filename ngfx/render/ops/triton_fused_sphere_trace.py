@@ -9,7 +9,8 @@ the surface. Then every slot asks the network once (hash-grid encoding and MLP, 
 probes (a slot state per probe), so the network always runs on full blocks. After the fourth probe the slot
 writes the pixel's colour and is free again. No host sync, no per-step launch, no per-sample HBM round trip
 beyond the slot's three query coordinates (``encode_block`` reads its points from memory; each program has its
-own few bytes of scratch for them, which stay in L1).
+own few bytes of scratch for them, which stay in L1). A pinhole camera's rays are not read at all: the kernel
+makes each from its pixel index where it needs it (``IN_KERNEL_RAYS``, :func:`trace_band`).
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ import torch
 import triton
 import triton.language as tl
 
+from ngfx.cameras import Intrinsics
 from ngfx.encodings import triton_grid, triton_mlp
 from ngfx.render.ops.fused_sphere_trace import COARSE_SUBSTEPS, TraceScene, grid_cell
 from ngfx.render.ops.sphere_trace import ALBEDO, AMBIENT, LIGHT_DIR
-from ngfx.render.ops.triton_raymarch import load_ray
+from ngfx.render.orbit_view import band_rays
+from ngfx.render.ops.triton_raymarch import box_entry_exit, camera_to_world, camera_xy, load_ray
 
 # 32 rows x 4 warps: triton_mlp's fastest shape that stays on the mma.sync path (its wgmma shapes fail on the H200).
 # The gathers are latency bound: capped at 128 registers (188 uncapped, a few spilled) four programs fit an SM,
@@ -30,21 +33,27 @@ BLOCK = 32
 WARPS = 4
 PROGRAMS_PER_SM = 16
 MAX_REGISTERS = 128
+NO_CAMERA = [0, 0] + [0.0] * 16  # camera arguments (width, row0, fx, fy, cx, cy, c2w 3x4) of a kernel reading rays
 FREE, TRACE, PROBE0 = 0, 1, 2  # slot states; PROBE0 + k: waiting for normal probe k (k < 4)
 
 
 @triton.jit
-def _ray_box(ox, oy, oz, dx, dy, dz, lo_x, lo_y, lo_z, hi_x, hi_y, hi_z):
-    """Entry and exit distances through the box, as :func:`ngfx.render.ops.sphere_trace.ray_box`."""
-    ix = 1.0 / tl.where(tl.abs(dx) < 1e-9, 1e-9, dx)
-    iy = 1.0 / tl.where(tl.abs(dy) < 1e-9, 1e-9, dy)
-    iz = 1.0 / tl.where(tl.abs(dz) < 1e-9, 1e-9, dz)
-    ax, bx = (lo_x - ox) * ix, (hi_x - ox) * ix
-    ay, by = (lo_y - oy) * iy, (hi_y - oy) * iy
-    az, bz = (lo_z - oz) * iz, (hi_z - oz) * iz
-    t_near = tl.maximum(tl.maximum(tl.maximum(tl.minimum(ax, bx), tl.minimum(ay, by)), tl.minimum(az, bz)), 0.0)
-    t_far = tl.minimum(tl.minimum(tl.maximum(ax, bx), tl.maximum(ay, by)), tl.maximum(az, bz))
-    return t_near, t_far
+def _ray(ray, mask, o_ptr, d_ptr, width, row0, fx, fy, cx, cy, r00, r01, r02, tx, r10, r11, r12, ty, r20, r21, r22,
+         tz, IN_KERNEL_RAYS: tl.constexpr):
+    """Origin and unit direction of rays ``ray``: read from the rows of origins and directions [R, 3], or with
+    ``IN_KERNEL_RAYS`` made here, as :func:`ngfx.render.orbit_view.band_rays` makes them, through the centre of
+    pixel (ray % width, row0 + ray // width) of the pinhole camera (c2w's rows r0* tx, r1* ty, r2* tz; fx, fy,
+    cx, cy): the origin is the camera's, one scalar for all."""
+    if IN_KERNEL_RAYS:
+        px = (ray % width).to(tl.float32) + 0.5
+        py = (row0 + ray // width).to(tl.float32) + 0.5
+        x, y = camera_xy(px, py, fx, fy, cx, cy, 0.0, 0.0, 0.0, 0.0, False, 0)
+        wx, wy, wz = camera_to_world(x, y, r00, r01, r02, r10, r11, r12, r20, r21, r22)
+        norm = tl.sqrt(wx * wx + wy * wy + wz * wz)
+        ox, oy, oz, dx, dy, dz = tx, ty, tz, wx / norm, wy / norm, wz / norm
+    else:
+        ox, oy, oz, dx, dy, dz = load_ray(o_ptr, d_ptr, ray, mask)
+    return ox, oy, oz, dx, dy, dz
 
 
 @triton.jit
@@ -76,12 +85,15 @@ def _field_coordinate(p):
 @triton.jit
 def _trace_and_shade_kernel(
         o_ptr, d_ptr, frame_ptr, counter_ptr, scratch_ptr, n_rays,
+        width, row0, fx, fy, cx, cy, r00, r01, r02, tx, r10, r11, r12, ty, r20, r21, r22, tz,
         lo_x, lo_y, lo_z, hi_x, hi_y, hi_z, grid_ptr, G, cell_x, cell_y, cell_z, near,
         table_ptr, meta_scale_ptr, meta_int_ptr, stride_ptr, w_in_ptr, w_hidden_ptr, w_out_ptr,
         sphere_radius, hit_eps, step_scale, max_steps, probe, lx, ly, lz, ar, ag, ab, ambient,
         D: tl.constexpr, F: tl.constexpr, LEVELS: tl.constexpr, N_LEVELS: tl.constexpr, INTERP: tl.constexpr,
         PACKED: tl.constexpr, WIDTH: tl.constexpr, OUT: tl.constexpr, N_HIDDEN: tl.constexpr, ACT: tl.constexpr,
-        OUT_ACT: tl.constexpr, PRECISION: tl.constexpr, COARSE_SUBSTEPS: tl.constexpr, BLOCK: tl.constexpr):
+        OUT_ACT: tl.constexpr, PRECISION: tl.constexpr, COARSE_SUBSTEPS: tl.constexpr, IN_KERNEL_RAYS: tl.constexpr,
+        BLOCK: tl.constexpr):
+    camera = (width, row0, fx, fy, cx, cy, r00, r01, r02, tx, r10, r11, r12, ty, r20, r21, r22, tz)
     slot = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)  # this program's scratch rows
     all_slots = slot >= 0
     out_cols = tl.arange(0, OUT)
@@ -105,9 +117,9 @@ def _trace_and_shade_kernel(
             take = (free > 0) & (new_ray < n_rays) & (exhausted == 0)
             exhausted = tl.where(first + wanted >= n_rays, 1, exhausted)
             ray = tl.where(take, new_ray, ray)
-            # origins and directions are re-read where needed rather than held: fewer registers, and L1 has them
-            ox, oy, oz, dx, dy, dz = load_ray(o_ptr, d_ptr, ray, take | (state != 0))
-            t_near, t_exit = _ray_box(ox, oy, oz, dx, dy, dz, lo_x, lo_y, lo_z, hi_x, hi_y, hi_z)
+            # rays are re-read (L1 has them) or re-made where needed rather than held: fewer registers
+            ox, oy, oz, dx, dy, dz = _ray(ray, take | (state != 0), o_ptr, d_ptr, *camera, IN_KERNEL_RAYS)
+            t_near, t_exit = box_entry_exit(ox, oy, oz, dx, dy, dz, lo_x, lo_y, lo_z, hi_x, hi_y, hi_z)
             t = tl.where(take, t_near, t)
             t_far = tl.where(take, t_exit, t_far)
             state = tl.where(take & (t_near < t_exit), 1, state)  # a ray that misses the box frees its slot now
@@ -124,7 +136,7 @@ def _trace_and_shade_kernel(
                 marching = tl.sum(advance.to(tl.int32), axis=0)
             refill = (tl.sum((state == 0).to(tl.int32), axis=0) > 0).to(tl.int32) * (1 - exhausted)
         busy = tl.sum((state != 0).to(tl.int32), axis=0)
-        ox, oy, oz, dx, dy, dz = load_ray(o_ptr, d_ptr, ray, state != 0)
+        ox, oy, oz, dx, dy, dz = _ray(ray, state != 0, o_ptr, d_ptr, *camera, IN_KERNEL_RAYS)
         # the query point of each slot: its ray's point, or one of its hit point's tetrahedral probes
         k = state - 2
         is_probe = state >= 2
@@ -190,10 +202,9 @@ def _kernel_inputs(scene: TraceScene, device: torch.device) -> dict:
             "constants": {**grid_constants, "PACKED": packed, **triton_mlp.mlp_constants(mlp_cfg, dtype)}}
 
 
-@torch.no_grad()
-def trace_and_shade(frame_flat: torch.Tensor, origins: torch.Tensor, dirs: torch.Tensor, scene: TraceScene) -> None:
-    """Same contract as :func:`ngfx.render.ops.fused_sphere_trace.trace_and_shade`."""
-    n_rays, device = origins.shape[0], origins.device
+def _launch(frame_flat: torch.Tensor, n_rays: int, origins: torch.Tensor, dirs: torch.Tensor, camera: list,
+            scene: TraceScene, in_kernel_rays: bool) -> None:
+    device = frame_flat.device
     if n_rays == 0:
         return
     if not scene.kernel_inputs:
@@ -203,10 +214,31 @@ def trace_and_shade(frame_flat: torch.Tensor, origins: torch.Tensor, dirs: torch
     counter = torch.zeros(1, dtype=torch.int32, device=device)
     scratch = torch.empty(programs * BLOCK * 3, dtype=torch.float32, device=device)
     _trace_and_shade_kernel[(programs,)](
-        origins.contiguous(), dirs.contiguous(), frame_flat, counter, scratch, n_rays,
+        origins, dirs, frame_flat, counter, scratch, n_rays, *camera,
         *inputs["box"], inputs["grid"], inputs["resolution"], *inputs["cell"], float(scene.near),
         inputs["table"], *inputs["meta"], *inputs["weights"],
         float(scene.sphere_radius), float(scene.hit_eps), float(scene.step_scale), int(scene.max_steps),
         float(scene.normal_probe), *LIGHT_DIR, *ALBEDO, AMBIENT,
-        **inputs["constants"], COARSE_SUBSTEPS=COARSE_SUBSTEPS, BLOCK=BLOCK, num_warps=WARPS,
-        **({"maxnreg": MAX_REGISTERS} if MAX_REGISTERS and device.type == "cuda" else {}))
+        **inputs["constants"], COARSE_SUBSTEPS=COARSE_SUBSTEPS, IN_KERNEL_RAYS=in_kernel_rays, BLOCK=BLOCK,
+        num_warps=WARPS, **({"maxnreg": MAX_REGISTERS} if MAX_REGISTERS and device.type == "cuda" else {}))
+
+
+@torch.no_grad()
+def trace_and_shade(frame_flat: torch.Tensor, origins: torch.Tensor, dirs: torch.Tensor, scene: TraceScene) -> None:
+    """Same contract as :func:`ngfx.render.ops.fused_sphere_trace.trace_and_shade`."""
+    _launch(frame_flat, origins.shape[0], origins.contiguous(), dirs.contiguous(), NO_CAMERA, scene,
+            in_kernel_rays=False)
+
+
+@torch.no_grad()
+def trace_band(frame_band: torch.Tensor, c2w: torch.Tensor, k: Intrinsics, row0: int, n_rows: int,
+               scene: TraceScene) -> None:
+    """Same contract as :func:`ngfx.render.ops.fused_sphere_trace.trace_band`. A pinhole camera's rays are made
+    in the kernel, where they are needed (no [N, 3] origins and directions written and read back); a camera
+    with lens distortion takes :func:`~ngfx.render.orbit_view.band_rays`' rays."""
+    if k.distorted:
+        trace_and_shade(frame_band, *band_rays(c2w, k, row0, n_rows), scene)
+        return
+    pose = [float(v) for v in c2w[:3, :4].flatten().tolist()]  # rows: rotation row, then translation
+    _launch(frame_band, n_rows * k.width, frame_band, frame_band,  # no ray arrays: any tensor stands for them
+            [k.width, row0, float(k.fx), float(k.fy), float(k.cx), float(k.cy), *pose], scene, in_kernel_rays=True)
