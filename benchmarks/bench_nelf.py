@@ -42,13 +42,14 @@ CASES = [("mobile_r2l_x8", (800, 800)), ("mobile_r2l_x12", (1008, 756))]
 # and half-layer accumulator in registers with 8 warps (255 registers, one tile per SM); two stages of 64 KB
 # half-layer weights fit in shared memory. An fp16 residual frees registers (176) for 32-row tiles (mma.sync, two
 # per SM: 313 tiles at 800x800 instead of two rounds of 157). A tail launch (tail_block_m) runs 800x800's partial
-# second round (25 tiles of 64 rows on 132 SMs, as long as a full round) as 97 tiles of 16 or 49 of 32 rows; it
-# changes nothing at 1008x756 (83 tiles, one round). GELU "tanh" (packed fp16, hardware tanh) cuts the body's
-# instructions per half-layer from ~1,200 to ~700 in the sm_90 SASS (~40-50 % in the super-resolution kernels);
-# it doubles the body's error in a CPU emulation (7.7e-4 against 3.8e-4) and leaves the RGB error's order. Dropped
-# after the runs in BENCHMARKS.md: 64-row tiles with 4 warps or 3 stages or an fp16 residual, 128-row tiles (8
-# warps spill; 16 warps gave a 10x larger body error), one pipeline stage; super-resolution tiles of 32 or 128
-# pixels, one program per tile looping over the output phases.
+# second round (25 tiles of 64 rows on 132 SMs, as long as a full round) as 97 tiles of 16 or 49 of 32 rows, or
+# with 32-row tiles (rounds of 264 on an H200) the last 49 of 313; it changes nothing at 1008x756 (83 tiles, one
+# round). GELU "tanh" (packed fp16, hardware tanh) cuts the body's loop from ~1,200 to ~700 instructions per
+# half-layer in the sm_90 SASS (the super-resolution kernels' by 30-50 %); in a CPU emulation it doubles the
+# body's error (7.7e-4 against 3.8e-4) and leaves the RGB error's order. Dropped after the runs in BENCHMARKS.md:
+# 64-row tiles with 4 warps or 3 stages or an fp16 residual, 128-row tiles (8 warps spill; 16 warps gave a 10x
+# larger body error), one pipeline stage; super-resolution tiles of 32 or 128 pixels, one program per tile
+# looping over the output phases.
 CANDIDATE_LAUNCHES = [  # each as what it changes in DEFAULT_LAUNCH
     {},
     {"block_m": 32, "num_warps": 4, "residual": "fp16"},
@@ -59,6 +60,7 @@ CANDIDATE_LAUNCHES = [  # each as what it changes in DEFAULT_LAUNCH
     {"gelu": "tanh", "tail_block_m": 32},
     {"gelu": "tanh", "tail_block_m": 16, "tail_num_warps": 8},
     {"gelu": "tanh", "block_m": 32, "num_warps": 4, "residual": "fp16"},
+    {"gelu": "tanh", "block_m": 32, "num_warps": 4, "residual": "fp16", "tail_block_m": 16, "round_tiles": 264},
 ]
 
 

@@ -33,10 +33,10 @@ def _with_gelu(model: torch.nn.Module, gelu: str) -> torch.nn.Module:
 @pytest.mark.parametrize("launch", [{"block_m": 16, "block_k": 16, "sr_block_m": 16},  # last tiles partly masked
                                     {"block_m": 32, "block_k": 32, "num_stages": 1, "sr_block_m": 32},
                                     {"block_m": 16, "block_k": 16, "sr_block_m": 16, "residual": "fp16"},
-                                    # tanh GELU everywhere; 3 tiles on 2 "SMs": the third tile's rows (3 of
+                                    # tanh GELU everywhere; 3 tiles on 2 SMs: the third tile's rows (3 of
                                     # 35) run in the tail launch
                                     {"block_m": 16, "block_k": 16, "sr_block_m": 16, "gelu": "tanh",
-                                     "tail_block_m": 16, "sms": 2}])
+                                     "tail_block_m": 16, "round_tiles": 2}])
 def test_fused_forward_matches_the_network(launch):
     model = _with_gelu(_trained_looking(NeLF(SMALL)), launch.get("gelu", "erf"))
     rays = torch.randn(1, SMALL.in_channels, 5, 7)  # 35 pixels
@@ -70,6 +70,7 @@ def test_tanh_gelu_is_the_tanh_form_not_the_exact_one():
 def test_split_rows_moves_only_a_partial_last_round_to_the_tail():
     assert split_rows(10_000, 64, 16, 132) == 132 * 64  # 800x800's x8 body: 157 tiles; 1,552 rows in 97 tiles
     assert split_rows(5_292, 64, 16, 132) == 5_292  # 1008x756's x12 body: 83 tiles, one round
+    assert split_rows(10_000, 32, 16, 264) == 264 * 32  # 32-row tiles two per SM: 313 tiles, rounds of 264
     assert split_rows(10_000, 64, 0, 132) == 10_000  # no tail launch asked for
     assert split_rows(2 * 132 * 64, 64, 16, 132) == 2 * 132 * 64  # whole rounds
     assert split_rows(263 * 64, 64, 16, 132) == 263 * 64  # the tail's 524 small tiles would not fit one round
@@ -77,14 +78,14 @@ def test_split_rows_moves_only_a_partial_last_round_to_the_tail():
 
 @pytest.mark.parametrize("gelu", ["erf", "tanh"])
 def test_tail_launch_runs_the_rows_after_the_whole_rounds(gelu):
-    """93 rows in tiles of 32 on 2 "SMs": the main launch takes 64 (one round), the tail launch the other 29 in
+    """93 rows in tiles of 32 on 2 SMs: the main launch takes 64 (one round), the tail launch the other 29 in
     tiles of 16 (one full, one partly masked); every row matches the reference body."""
     assert split_rows(93, 32, 16, 2) == 64
     cfg = NeLFConfig(n_points=2, n_freqs=2, width=32, n_blocks=2, sr_stages=(), sr_blocks=0, norm="none")
     model = _with_gelu(fold_batchnorm(NeLF(cfg)), gelu)
     rays = torch.randn(1, cfg.in_channels, 3, 31)
     body = Body(model, torch.float32, {"block_m": 32, "block_k": 16, "num_warps": 4, "num_stages": 1,
-                                       "tail_block_m": 16, "sms": 2, "gelu": gelu})
+                                       "tail_block_m": 16, "round_tiles": 2, "gelu": gelu})
     with torch.no_grad():
         stem = model.stem(rays)
         ref = (stem + model.body(stem)).permute(0, 2, 3, 1).reshape(-1, 32)

@@ -36,10 +36,10 @@ from ngfx.nelf.network import NeLF, ResidualBlock, fold_batchnorm
 # launch shape: the body kernel's rows (pixels) per tile, K rows per stem chunk, warps, pipeline stages and
 # residual-stream dtype ("fp32" | "fp16"); the rows per tile and warps of its tail launch (0: none; see
 # split_rows); the super-resolution kernels' input pixels per tile and warps; every kernel's GELU ("erf": exact,
-# "tanh": its tanh form on packed fp16 with the hardware tanh on a GPU). An optional "sms" overrides the device's
-# SM count (the tiles of one round). bench_nelf.py probes others on the GPU; the defaults were fastest there at
-# 1008x756 and within 1 % of the fastest at 800x800 (32-row tiles with an fp16 residual, 4x the body's error);
-# see BENCHMARKS.md.
+# "tanh": its tanh form on packed fp16 with the hardware tanh on a GPU). An optional "round_tiles" is how many
+# body tiles run at once (default: the device's SM count; give twice that for tiles that run two per SM).
+# bench_nelf.py probes others on the GPU; the defaults were fastest there at 1008x756 and within 1 % of the
+# fastest at 800x800 (32-row tiles with an fp16 residual, 4x the body's error); see BENCHMARKS.md.
 DEFAULT_LAUNCH = {"block_m": 64, "block_k": 32, "num_warps": 8, "num_stages": 2, "residual": "fp32",
                   "tail_block_m": 0, "tail_num_warps": 4, "sr_block_m": 64, "sr_num_warps": 4, "gelu": "erf"}
 MIN_DOT = 16
@@ -250,15 +250,16 @@ def _gelu_flags(launch: dict, device: torch.device) -> dict:
     return {"GELU_TANH": launch["gelu"] == "tanh", "HW_TANH": launch["gelu"] == "tanh" and compiled}
 
 
-def split_rows(n_rows: int, block_m: int, tail_block_m: int, sms: int) -> int:
+def split_rows(n_rows: int, block_m: int, tail_block_m: int, round_tiles: int) -> int:
     """The rows the body's main launch takes, in tiles of ``block_m``; a tail launch takes the rest in tiles of
-    ``tail_block_m``. A tile runs on one SM for as long as the whole layer stack takes, so when the tiles make
-    more than one round and the last round is partial (800x800's x8 body: 157 tiles of 64 rows on 132 SMs), that
-    round costs a full round on a few SMs. The main launch then takes the whole rounds and the tail launch the
+    ``tail_block_m``. A tile holds its SM for the whole layer stack, so when the tiles make more than one round
+    of ``round_tiles`` and the last round is partial (800x800's x8 body: 157 tiles of 64 rows on 132 SMs), that
+    round costs a full one on a few SMs. The main launch then takes the whole rounds and the tail launch the
     rest in smaller, quicker tiles, if they fit one round; otherwise (or with ``tail_block_m`` 0) all rows."""
     tiles = triton.cdiv(n_rows, block_m)
-    main = tiles // sms * sms * block_m
-    if not tail_block_m or main in (0, n_rows) or tiles % sms == 0 or triton.cdiv(n_rows - main, tail_block_m) > sms:
+    main = tiles // round_tiles * round_tiles * block_m
+    if (not tail_block_m or main in (0, n_rows) or tiles % round_tiles == 0
+            or triton.cdiv(n_rows - main, tail_block_m) > round_tiles):
         return n_rows
     return main
 
@@ -309,7 +310,8 @@ class Body:
         tail launch on the rows it leaves (``split_rows``)."""
         launch, n_rows = self.launch, x.shape[0]
         out = torch.empty(n_rows, self.width, device=x.device, dtype=self.dtype)
-        main = split_rows(n_rows, launch["block_m"], launch["tail_block_m"], launch.get("sms") or _sm_count(x.device))
+        main = split_rows(n_rows, launch["block_m"], launch["tail_block_m"],
+                          launch.get("round_tiles") or _sm_count(x.device))
         self.compiled = self._launch(x, out, main, launch["block_m"], launch["num_warps"])
         if main < n_rows:
             self._launch(x[main:], out[main:], n_rows - main, launch["tail_block_m"], launch["tail_num_warps"])
