@@ -295,12 +295,27 @@ def run_gpu(iters: int, launches: list[dict], timeout_s: float) -> tuple[list[di
     return rows, log
 
 
+def _launch_arg(text: str) -> dict:
+    """--launch: a JSON object of launch keys, checked as FusedNeLF checks them (a bad one: exit 2, not a probe
+    that fails later)."""
+    from ngfx.nelf.triton_nelf import _full_launch
+
+    try:
+        launch = json.loads(text)
+        if not isinstance(launch, dict):
+            raise ValueError("expected a JSON object")
+        _full_launch(launch)
+    except ValueError as e:  # json.JSONDecodeError is a ValueError
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return launch
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True)
     parser.add_argument("--smoke", action="store_true", help="tiny network and sizes (CPU), eager only")
     parser.add_argument("--iters", type=int, default=200)
-    parser.add_argument("--launch", default=None, help="fused launch as a JSON object (keys of "
+    parser.add_argument("--launch", type=_launch_arg, default=None, help="fused launch as a JSON object (keys of "
                         "ngfx.nelf.triton_nelf.DEFAULT_LAUNCH; default: probe the candidates)")
     parser.add_argument("--timeout", type=float, default=240.0, help="seconds for all subprocesses")
     parser.add_argument("--probe", default=None, help=argparse.SUPPRESS)  # internal: one launch shape
@@ -322,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     cuda = torch.cuda.is_available() and not args.smoke
     probes: list[dict] = []
     if cuda:
-        launches = [json.loads(args.launch)] if args.launch else CANDIDATE_LAUNCHES
+        launches = [args.launch] if args.launch else CANDIDATE_LAUNCHES
         results, probes = run_gpu(args.iters, launches, args.timeout)
         name = torch.cuda.get_device_name()
     else:

@@ -144,5 +144,7 @@ def test_widths_and_launches_the_kernels_cannot_take_are_refused():
         FusedNeLF(NeLF(SMALL), torch.float32, {"gelu": "sigmoid"})
     with pytest.raises(ValueError, match="tail_block_m 24"):
         FusedNeLF(NeLF(SMALL), torch.float32, {"tail_block_m": 24})
+    with pytest.raises(ValueError, match="unknown launch key.*block_n"):
+        FusedNeLF(NeLF(SMALL), torch.float32, {"block_n": 64})
     with pytest.raises(ValueError, match="super-resolution stage"):
         FusedNeLF(NeLF(NeLFConfig(width=32, n_blocks=1, sr_stages=(), sr_blocks=0)), torch.float32)

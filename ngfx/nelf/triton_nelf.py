@@ -233,6 +233,10 @@ def _check_width(width: int, what: str, minimum: int = MIN_DOT) -> None:
 def _full_launch(changes: dict | None) -> dict:
     """DEFAULT_LAUNCH with ``changes``, checked."""
     launch = dict(DEFAULT_LAUNCH, **(changes or {}))
+    unknown = sorted(set(launch) - set(DEFAULT_LAUNCH) - {"round_tiles"})
+    if unknown:
+        raise ValueError(f"fused NeLF: unknown launch key(s) {', '.join(unknown)} (known: {', '.join(DEFAULT_LAUNCH)}, "
+                         "round_tiles)")
     if launch["residual"] not in ("fp32", "fp16"):
         raise ValueError(f"fused NeLF: launch residual must be 'fp32' or 'fp16', got {launch['residual']!r}")
     if launch["gelu"] not in ("erf", "tanh"):
