@@ -15,7 +15,7 @@ import contextlib
 import inspect
 import math
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from ngfx.errors import NgfxInputError
 from ngfx.io import (CURVE_HINT, folder_lock, load_checkpoint, read_json, remove_stale_temp_files, require_rows,
                      save_checkpoint, write_image, write_json)
+from ngfx.nelf.lightslab import place_slabs
 from ngfx.nelf.network import NeLF, build_student, encode_frames, student_preset
 from ngfx.progress import progress_bar
 from ngfx.cameras import Intrinsics, look_at, pixel_rays
@@ -409,6 +410,9 @@ def _distill(teacher, out_dir: Path, size: str, *, arch: str = "mobile_r2l", con
     aabb = teacher.aabb.detach().float().cpu()
     geometry = {"near": float(teacher.near), "far": float(teacher.far), "aabb": aabb}
     center = aabb.mean(0)
+    if identity["arch"] == "lightslab" and not cfg.slab_normals:  # slabs face the teacher's cameras
+        cfg = replace(cfg, slab_normals=place_slabs(center - teacher.train_poses[:, :3, 3].detach().float().cpu(),
+                                                    cfg.n_slabs))
     poses = sample_poses(teacher.train_poses.detach().float().cpu(), center, n_pseudo, seed=seed)
     images = make_pseudo_data(teacher, out_dir, poses, k, identity)
 

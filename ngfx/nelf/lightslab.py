@@ -7,10 +7,13 @@ super-resolution head (:func:`ngfx.nelf.network.super_resolution_head`) turn the
 MobileR2L student does from positionally encoded points. Learning a grid is far faster than learning a
 deep MLP, which is the point: a student close to its teacher in minutes.
 
-360-degree scenes are divided among ``n_slabs`` slabs whose normals point at evenly spaced azimuths around
-the scene's up axis (+z); each ray is encoded in every slab and the features are blended with weights
-``relu(d . n)^2`` (normalised), so a ray is seen by the slabs it crosses head-on and there are no seams.
-One slab (forward-facing scenes) uses the +z normal.
+360-degree scenes are divided among ``n_slabs`` slabs, each facing a group of the teacher's cameras: the
+normals are a spherical k-means of the cameras' viewing directions (:func:`place_slabs`, the divide-and-conquer
+of LightSpeed), so every ray crosses some slab's planes nearly head-on. (A fixed ring of horizontal normals
+left the rays of cameras looking down from above at grazing angles, their plane coordinates clamped at the
+border: on Lego, up to every ray of a view.) Each ray is encoded in every slab and the features are blended
+with weights ``relu(d . n) ** BLEND_POWER`` (normalised), so there are no seams. Without cameras (a config
+made by hand) the normals default to a ring around +z; one slab uses the +z normal.
 
 Network input, computed on the host like MobileR2L's ray encoding: [B, n_slabs * 5, h, w], per slab
 (u, v, s, t) in [0, 1] and the blend weight.
@@ -35,8 +38,8 @@ _SR_X8 = ((64, 4, 2), (64, 4, 2), (16, 4, 2))
 @dataclass(frozen=True)
 class LightSlabConfig:
     arch: str = "lightslab"
-    n_slabs: int = 4
-    n_levels: int = 8  # per 2D grid
+    n_slabs: int = 6
+    n_levels: int = 10  # per 2D grid: 16 to 615 cells across a plane
     n_features: int = 2
     log2_hashmap_size: int = 14
     base_resolution: int = 16
@@ -46,6 +49,7 @@ class LightSlabConfig:
     sr_stages: tuple[tuple[int, int, int], ...] = _SR_X8
     sr_blocks: int = 2
     norm: str = "batch"
+    slab_normals: tuple[tuple[float, float, float], ...] = ()  # () -> the default ring (slab_frames)
 
     @property
     def in_channels(self) -> int:
@@ -65,10 +69,13 @@ class LightSlabConfig:
                 "per_level_scale": self.per_level_scale}
 
     def to_dict(self) -> dict:
-        return {k: [list(s) for s in v] if k == "sr_stages" else v for k, v in asdict(self).items()}
+        return {k: [list(s) for s in v] if k in ("sr_stages", "slab_normals") else v for k, v in asdict(self).items()}
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "config") -> "LightSlabConfig":
+        d = dict(d) if isinstance(d, dict) else d
+        if isinstance(d, dict) and "slab_normals" in d:
+            d["slab_normals"] = _normals(d["slab_normals"], d.get("n_slabs", cls.n_slabs), source)
         cfg = cls(**config_fields(cls, d, source))
         for key in ("n_slabs", "n_levels", "n_features", "width", "log2_hashmap_size", "base_resolution"):
             value = getattr(cfg, key)
@@ -82,32 +89,75 @@ class LightSlabConfig:
 
 PRESETS: dict[str, LightSlabConfig] = {
     "paper": LightSlabConfig(),
-    "quick": LightSlabConfig(n_levels=4, log2_hashmap_size=12, base_resolution=8, per_level_scale=1.6, width=32,
+    "quick": LightSlabConfig(n_slabs=4, n_levels=4, log2_hashmap_size=12, base_resolution=8, per_level_scale=1.6, width=32,
                              n_blocks=2, sr_stages=((32, 4, 2), (16, 4, 2)), sr_blocks=1),
-    "tiny": LightSlabConfig(n_slabs=2, n_levels=2, log2_hashmap_size=10, base_resolution=4, per_level_scale=2.0,
+    "tiny": LightSlabConfig(n_slabs=4, n_levels=2, log2_hashmap_size=10, base_resolution=4, per_level_scale=2.0,
                             width=16, n_blocks=1, sr_stages=((16, 4, 2),), sr_blocks=1),
 }
 
 
-def slab_frames(n_slabs: int) -> torch.Tensor:
-    """[n_slabs, 3, 3]: each slab's (normal, e1, e2), orthonormal."""
-    if n_slabs == 1:
-        return torch.eye(3)[[2, 0, 1]][None]
-    az = torch.arange(n_slabs, dtype=torch.float32) * (2 * math.pi / n_slabs)
-    normal = torch.stack([az.cos(), az.sin(), torch.zeros_like(az)], dim=1)
-    e1 = torch.stack([-az.sin(), az.cos(), torch.zeros_like(az)], dim=1)  # up x normal
-    e2 = torch.tensor([0.0, 0.0, 1.0]).expand(n_slabs, 3)
-    return torch.stack([normal, e1, e2], dim=1)
+BLEND_POWER = 8  # weight relu(d . n) ** 8: a slab's weight halves 23 degrees off its normal
+PLANE_EXTENT = 4.0  # plane coordinates / (PLANE_EXTENT x R): a ray within ~50 degrees of a normal stays inside
 
 
-def slab_coordinates(origins: torch.Tensor, dirs: torch.Tensor, aabb: torch.Tensor, n_slabs: int) -> torch.Tensor:
-    """Rays [..., 3] -> [..., n_slabs * 5]: per slab (u, v, s, t) in [0, 1] and the blend weight.
+def _normals(value, n_slabs, source: str) -> tuple[tuple[float, float, float], ...]:
+    """Config ``slab_normals``: [] or ``n_slabs`` finite non-zero 3-vectors, each made unit length."""
+    try:
+        normals = torch.tensor(value, dtype=torch.float64).reshape(-1, 3) if len(value) else torch.zeros(0, 3)
+    except (TypeError, ValueError, RuntimeError):
+        raise NgfxInputError(source, "slab_normals", f"expected a list of [x, y, z], got {value!r}") from None
+    lengths = normals.norm(dim=1)
+    if len(normals) and (len(normals) != n_slabs or not torch.isfinite(normals).all() or (lengths < 1e-6).any()):
+        raise NgfxInputError(source, "slab_normals", f"expected {n_slabs} finite non-zero [x, y, z] (one a slab), "
+                             f"got {value!r}")
+    return tuple(tuple(float(c) for c in n / n.norm()) for n in normals)
+
+
+def place_slabs(view_dirs: torch.Tensor, n_slabs: int, iterations: int = 50) -> tuple[tuple[float, float, float], ...]:
+    """Slab normals for cameras viewing along ``view_dirs`` [N, 3]: a spherical k-means of the directions into
+    ``n_slabs`` groups (farthest-point start, so it is deterministic), each normal its group's mean direction."""
+    dirs = view_dirs.double() / view_dirs.double().norm(dim=1, keepdim=True)
+    centres = [dirs[(dirs @ dirs.mean(0)).argmax()]]
+    while len(centres) < min(n_slabs, len(dirs)):
+        nearest = torch.stack([dirs @ c for c in centres], dim=1).amax(dim=1)
+        centres.append(dirs[nearest.argmin()])
+    while len(centres) < n_slabs:  # fewer cameras than slabs: repeat, the spare slabs share a direction
+        centres.append(centres[len(centres) % len(dirs)])
+    centres = torch.stack(centres)
+    for _ in range(iterations):
+        group = (dirs @ centres.T).argmax(dim=1)
+        means = torch.stack([dirs[group == j].mean(0) if (group == j).any() else centres[j] for j in range(n_slabs)])
+        centres = means / means.norm(dim=1, keepdim=True)
+    return tuple(tuple(float(c) for c in n) for n in centres)
+
+
+def slab_frames(cfg: LightSlabConfig) -> torch.Tensor:
+    """[n_slabs, 3, 3]: each slab's (normal, e1, e2), orthonormal: the config's normals, else a ring of
+    horizontal normals around +z (one slab: +z)."""
+    if cfg.slab_normals:
+        normal = torch.tensor(cfg.slab_normals, dtype=torch.float32)
+    elif cfg.n_slabs == 1:
+        normal = torch.tensor([[0.0, 0.0, 1.0]])
+    else:
+        az = torch.arange(cfg.n_slabs, dtype=torch.float32) * (2 * math.pi / cfg.n_slabs)
+        normal = torch.stack([az.cos(), az.sin(), torch.zeros_like(az)], dim=1)
+    normal = normal / normal.norm(dim=1, keepdim=True)
+    up = torch.tensor([0.0, 0.0, 1.0]).expand_as(normal).clone()
+    up[(normal[:, 2]).abs() > 0.9] = torch.tensor([1.0, 0.0, 0.0])  # a normal near +-z takes x as its "up"
+    e1 = torch.linalg.cross(up, normal)
+    e1 = e1 / e1.norm(dim=1, keepdim=True)
+    return torch.stack([normal, e1, torch.linalg.cross(normal, e1)], dim=1)
+
+
+def slab_coordinates(origins: torch.Tensor, dirs: torch.Tensor, aabb: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+    """Rays [..., 3] -> [..., n_slabs * 5]: per slab of ``frames`` (:func:`slab_frames`) (u, v, s, t) in [0, 1]
+    and the blend weight.
 
     The slab's planes lie at -R and +R along its normal from the aabb's centre (R: half the aabb diagonal);
-    plane coordinates are scaled by 4R so that rays through the scene land well inside [0, 1]."""
+    plane coordinates are scaled by ``PLANE_EXTENT`` x R so that rays through the scene land inside [0, 1]."""
     aabb = aabb.to(origins)
     centre, radius = aabb.mean(0), (aabb[1] - aabb[0]).norm() / 2
-    frames = slab_frames(n_slabs).to(origins)  # [S, 3, 3]
+    frames = frames.to(origins)  # [S, 3, 3]
     q = origins - centre
     q_n = q @ frames[:, 0].T  # [..., S]
     d_n = dirs @ frames[:, 0].T
@@ -117,8 +167,8 @@ def slab_coordinates(origins: torch.Tensor, dirs: torch.Tensor, aabb: torch.Tens
         t = (plane - q_n) / d_safe  # [..., S]
         hit = q[..., None, :] + t[..., None] * dirs[..., None, :]  # [..., S, 3]
         out += [(hit * frames[:, 1]).sum(-1), (hit * frames[:, 2]).sum(-1)]
-    uvst = (torch.stack([out[0], out[1], out[2], out[3]], dim=-1) / (4 * radius) + 0.5).clamp(0, 1)
-    weight = d_n.clamp_min(0) ** 2 + 1e-4
+    uvst = (torch.stack([out[0], out[1], out[2], out[3]], dim=-1) / (PLANE_EXTENT * radius) + 0.5).clamp(0, 1)
+    weight = d_n.clamp_min(0) ** BLEND_POWER + 1e-4
     weight = weight / weight.sum(-1, keepdim=True)
     return torch.cat([uvst, weight[..., None]], dim=-1).flatten(-2)
 

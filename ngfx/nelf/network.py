@@ -145,9 +145,9 @@ def encode_frames(cfg: NeLFConfig, poses: torch.Tensor, k: Intrinsics, near: flo
     for c2w in poses:
         origins, dirs = pixel_rays(c2w, k_low)
         if getattr(cfg, "arch", "mobile_r2l") == "lightslab":  # two-plane coordinates; the grids are in the net
-            from ngfx.nelf.lightslab import slab_coordinates
+            from ngfx.nelf.lightslab import slab_coordinates, slab_frames
 
-            enc = slab_coordinates(origins, dirs, aabb.to(c2w.device), cfg.n_slabs)
+            enc = slab_coordinates(origins, dirs, aabb.to(c2w.device), slab_frames(cfg))
         else:
             enc = encode_rays(origins, dirs, near, far, aabb.to(c2w.device), cfg.n_points, cfg.n_freqs)
         frames.append(enc.t().reshape(-1, h, w))
