@@ -37,14 +37,14 @@ PATHS = {"stages (PyTorch rest)": dict(fused=False), "stages (Triton rest)": dic
          "fused tracer": dict(fused=True, per_ray=True)}
 # kernel variants: (label, module constants of triton_fused_sphere_trace, app constants of nsdf)
 VARIANTS = [("uncapped registers, 8 programs/SM", {"MAX_REGISTERS": None, "PROGRAMS_PER_SM": 8}, {}),
-            ("96 registers, 20 programs/SM", {"MAX_REGISTERS": 96, "PROGRAMS_PER_SM": 20}, {}),
+            ("128 registers, 16 programs/SM", {"MAX_REGISTERS": 128, "PROGRAMS_PER_SM": 16}, {}),
             ("168 registers, 12 programs/SM", {"MAX_REGISTERS": 168, "PROGRAMS_PER_SM": 12}, {}),
             ("64 rows x 2 warps, 32 programs/SM", {"BLOCK": 64, "WARPS": 2, "PROGRAMS_PER_SM": 32}, {}),
             ("near 0.25 cells", {}, {"COARSE_NEAR_CELLS": 0.25}),
             ("32 coarse steps a round", {"COARSE_SUBSTEPS": 32}, {}),
-            ("grid 384^3", {}, {"COARSE_RESOLUTION": {"full": 384, "tiny": 48}}),
-            ("grid 384^3, 96 registers, 20 programs/SM", {"MAX_REGISTERS": 96, "PROGRAMS_PER_SM": 20},
-             {"COARSE_RESOLUTION": {"full": 384, "tiny": 48}}),
+            ("grid 256^3", {}, {"COARSE_RESOLUTION": {"full": 256, "tiny": 24}}),
+            ("grid 256^3, 128 registers, 16 programs/SM (the default before 2026-11-30)",
+             {"MAX_REGISTERS": 128, "PROGRAMS_PER_SM": 16}, {"COARSE_RESOLUTION": {"full": 256, "tiny": 24}}),
             ("rays read from HBM (band_rays), not made in the kernel", {}, {"KERNEL_RAYS": False})]
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from ngfx.nelf.network import NeLF, NeLFConfig, fold_batchnorm
-from ngfx.nelf.triton_nelf import Body, FusedNeLF, UpsampleStage, split_rows
+from ngfx.nelf.triton_nelf import DEFAULT_LAUNCH, Body, FusedNeLF, UpsampleStage, split_rows
 
 SMALL = NeLFConfig(n_points=2, n_freqs=2, width=32, n_blocks=2, sr_stages=((16, 4, 2),), sr_blocks=1)
 
@@ -38,7 +38,7 @@ def _with_gelu(model: torch.nn.Module, gelu: str) -> torch.nn.Module:
                                     {"block_m": 16, "block_k": 16, "sr_block_m": 16, "gelu": "tanh",
                                      "tail_block_m": 16, "round_tiles": 2}])
 def test_fused_forward_matches_the_network(launch):
-    model = _with_gelu(_trained_looking(NeLF(SMALL)), launch.get("gelu", "erf"))
+    model = _with_gelu(_trained_looking(NeLF(SMALL)), {**DEFAULT_LAUNCH, **launch}["gelu"])
     rays = torch.randn(1, SMALL.in_channels, 5, 7)  # 35 pixels
     fused = FusedNeLF(model, torch.float32, launch)
     with torch.no_grad():
@@ -101,7 +101,7 @@ def test_fused_body_skips_and_layers_all_count(residual):
         model = fold_batchnorm(NeLF(cfg))
         rays = torch.randn(1, cfg.in_channels, 4, 5)
         mlp = Body(model, torch.float32, {"block_m": 16, "block_k": 16, "num_warps": 4, "num_stages": 1,
-                                          "residual": residual})
+                                          "residual": residual, "gelu": "erf"})
         with torch.no_grad():
             stem = model.stem(rays)
             ref = (stem + model.body(stem)).permute(0, 2, 3, 1).reshape(-1, 32)

@@ -38,10 +38,11 @@ from ngfx.nelf.network import NeLF, ResidualBlock, fold_batchnorm
 # split_rows); the super-resolution kernels' input pixels per tile and warps; every kernel's GELU ("erf": exact,
 # "tanh": its tanh form on packed fp16 with the hardware tanh on a GPU). An optional "round_tiles" is how many
 # body tiles run at once (default: the device's SM count; give twice that for tiles that run two per SM).
-# bench_nelf.py probes others on the GPU; the defaults were fastest there at 1008x756 and within 1 % of the
-# fastest at 800x800 (32-row tiles with an fp16 residual, 4x the body's error); see BENCHMARKS.md.
+# bench_nelf.py probes others on the GPU; of ten probed on the H200 the defaults were fastest at 800x800 (0.564 ms
+# against 0.772 with the exact GELU and no tail) and within 1 % of the fastest at 1008x756 (0.341 against 0.466),
+# max RGB error 2.8e-4 against fp32 (PyTorch's own fp16: 2.9e-4), body relative error 9.7e-4; see BENCHMARKS.md.
 DEFAULT_LAUNCH = {"block_m": 64, "block_k": 32, "num_warps": 8, "num_stages": 2, "residual": "fp32",
-                  "tail_block_m": 0, "tail_num_warps": 4, "sr_block_m": 64, "sr_num_warps": 4, "gelu": "erf"}
+                  "tail_block_m": 16, "tail_num_warps": 4, "sr_block_m": 64, "sr_num_warps": 4, "gelu": "tanh"}
 MIN_DOT = 16
 RGB_PAD = 16  # the RGB layer's 3 outputs padded to the smallest tl.dot width
 

@@ -27,12 +27,13 @@ from ngfx.render.orbit_view import band_rays
 from ngfx.render.ops.triton_raymarch import box_entry_exit, camera_to_world, camera_xy, load_ray
 
 # 32 rows x 4 warps: triton_mlp's fastest shape that stays on the mma.sync path (its wgmma shapes fail on the H200).
-# The gathers are latency bound: capped at 128 registers (188 uncapped, a few spilled) four programs fit an SM,
-# not two: 4K armadillo 25.7 -> 22.8 ms on the H200.
+# The gathers are latency bound, so more programs an SM beat spills: capped at 128 registers (188 uncapped) 4K
+# armadillo went 25.7 -> 22.8 ms on the H200; with rays made in the kernel and a 384^3 coarse grid, 96 registers
+# and 20 programs an SM took 15.86 ms against 16.54 ms at 128 and 16 (same run, BENCHMARKS.md).
 BLOCK = 32
 WARPS = 4
-PROGRAMS_PER_SM = 16
-MAX_REGISTERS = 128
+PROGRAMS_PER_SM = 20
+MAX_REGISTERS = 96
 NO_CAMERA = [0, 0] + [0.0] * 16  # camera arguments (width, row0, fx, fy, cx, cy, c2w 3x4) of a kernel reading rays
 FREE, TRACE, PROBE0 = 0, 1, 2  # slot states; PROBE0 + k: waiting for normal probe k (k < 4)
 
