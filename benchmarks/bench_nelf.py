@@ -39,28 +39,23 @@ from ngfx.nelf.network import NeLF, encode_rays, fold_batchnorm, low_resolution,
 
 CASES = [("mobile_r2l_x8", (800, 800)), ("mobile_r2l_x12", (1008, 756))]
 # launch shapes (keys of ngfx.nelf.triton_nelf.DEFAULT_LAUNCH). A 64-row body tile keeps its layer input, fp32 residual
-# and half-layer accumulator in registers with 8 warps (255 registers, one tile per SM); two stages of 64 KB
-# half-layer weights fit in shared memory. An fp16 residual frees registers (176) for 32-row tiles (mma.sync, two
-# per SM: 313 tiles at 800x800 instead of two rounds of 157). A tail launch (tail_block_m) runs 800x800's partial
-# second round (25 tiles of 64 rows on 132 SMs, as long as a full round) as 97 tiles of 16 or 49 of 32 rows, or
-# with 32-row tiles (rounds of 264 on an H200) the last 49 of 313; it changes nothing at 1008x756 (83 tiles, one
-# round). GELU "tanh" (packed fp16, hardware tanh) cuts the body's loop from ~1,200 to ~700 instructions per
-# half-layer in the sm_90 SASS (the super-resolution kernels' by 30-50 %); in a CPU emulation it doubles the
-# body's error (7.7e-4 against 3.8e-4) and leaves the RGB error's order. Dropped after the runs in BENCHMARKS.md:
-# 64-row tiles with 4 warps or 3 stages or an fp16 residual, 128-row tiles (8 warps spill; 16 warps gave a 10x
-# larger body error), one pipeline stage; super-resolution tiles of 32 or 128 pixels, one program per tile
-# looping over the output phases.
+# and half-layer accumulator in registers with 8 warps (219 registers with the tanh GELU, one tile per SM); two
+# stages of 64 KB half-layer weights fit in shared memory. At 800x800 the x8 body's 10,000 rows are 157 such tiles
+# on 132 SMs: the default runs the partial second round as a tail launch of 97 16-row tiles (still ~0.13 ms: each
+# streams all 57 layers' weights); "extra_rows": 16 instead gives each program a 16-row tile more through the same
+# weight loads (125 programs of 64 + 16, one round, no tail; mma.sync for the extra tile, 255 registers and no
+# spills offline for sm_90; with it the pipeliner keeps one weight buffer at 2 stages, two at 3). 1008x756 (83
+# tiles) is one round either way and takes neither. GELU "tanh" (packed fp16, hardware tanh) cuts the body's loop
+# from ~1,200 to ~700 instructions per half-layer in the sm_90 SASS. Dropped after the runs in BENCHMARKS.md: 64-row
+# tiles with 4 warps or 3 stages or an fp16 residual, 128-row tiles (8 warps spill; 16 warps gave a 10x larger body
+# error), one pipeline stage, 32-row tiles two per SM, a 32-row tail, the exact GELU with a tail; super-resolution
+# tiles of 32 or 128 pixels, one program per tile looping over the output phases.
 CANDIDATE_LAUNCHES = [  # each as what it changes in DEFAULT_LAUNCH
     {},
-    {"block_m": 32, "num_warps": 4, "residual": "fp16"},
-    {"tail_block_m": 16},
-    {"tail_block_m": 32},
-    {"gelu": "tanh"},
-    {"gelu": "tanh", "tail_block_m": 16},
-    {"gelu": "tanh", "tail_block_m": 32},
-    {"gelu": "tanh", "tail_block_m": 16, "tail_num_warps": 8},
-    {"gelu": "tanh", "block_m": 32, "num_warps": 4, "residual": "fp16"},
-    {"gelu": "tanh", "block_m": 32, "num_warps": 4, "residual": "fp16", "tail_block_m": 16, "round_tiles": 264},
+    {"gelu": "erf", "tail_block_m": 0},  # the default before the H200 run of 2026-11-30: the baseline
+    {"tail_num_warps": 8},
+    {"extra_rows": 16},
+    {"extra_rows": 16, "num_stages": 3},  # (without the tail launch: the same kernels at both sizes)
 ]
 
 
@@ -180,16 +175,16 @@ def probe(launch: dict, iters: int, lock: str) -> dict:
             fused = FusedNeLF(model, torch.float16, launch)
             static = rays.half().contiguous(memory_format=torch.channels_last)
             case = _errors(fused, model, rays)  # compiles the kernels
+            kernel = fused.body.compiled  # the main body launch's (with an extra tile where it took one)
+            case.update(body_regs=getattr(kernel, "n_regs", None), body_spills=getattr(kernel, "n_spills", None),
+                        body_shared_bytes=getattr(getattr(kernel, "metadata", None), "shared", None),
+                        body_wgmma="wgmma" in (kernel.asm.get("ptx", "") if kernel is not None else ""))
             try:
                 case["kernels_us_per_frame"] = _kernel_table(lambda: fused(static))
             except Exception as e:  # the table is a diagnostic; a profiler problem must not lose the probe
                 case["kernels_us_per_frame"] = repr(e)
             result["cases"][f"{resolution[0]}x{resolution[1]}"] = case
             timed.append((case, _graphed(fused, static), _graphed(lambda r: fused.body(_rows(r)), static)))
-        kernel = fused.body.compiled
-        result.update(body_regs=getattr(kernel, "n_regs", None), body_spills=getattr(kernel, "n_spills", None),
-                      body_shared_bytes=getattr(getattr(kernel, "metadata", None), "shared", None),
-                      body_wgmma="wgmma" in (kernel.asm.get("ptx", "") if kernel is not None else ""))
         with _gpu_turn(lock):
             for case, frame, body in timed:
                 case["ms_per_frame"] = _median_ms(frame, iters, True)
@@ -350,14 +345,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['config']:16} {r['resolution']:>10} {r['mode']:>20} {r['ms_per_frame']:9.3f} {r['fps']:9.1f} "
               f"{r['gflops_per_frame']:7.1f} {r['achieved_tflops']:8.1f}")
     if probes:
-        print("\nfused launches probed (ms per frame / body alone, max RGB error / body relative error; "
-              "regs/spills/shared bytes of the body kernel)")
+        print("\nfused launches probed, per case: ms per frame / body alone, max RGB error / body relative error, "
+              "regs/spills/shared bytes of the main body kernel")
         for p in probes:
             cases = " ".join(f"{n} {c['ms_per_frame']:.3f}/{c['body_ms']:.3f} err {c['rgb_max_abs_error_fused']:.1e}"
-                             f"/{c['body_max_rel_error_fused']:.1e}" for n, c in p.get("cases", {}).items())
-            print(json.dumps(p["launch"]), p.get("failed", "")[-150:], cases, p.get("body_regs"),
-                  p.get("body_spills"), p.get("body_shared_bytes"), "wgmma" if p.get("body_wgmma") else "",
-                  "" if p["correct"] else "INCORRECT")
+                             f"/{c['body_max_rel_error_fused']:.1e} {c['body_regs']}/{c['body_spills']}/"
+                             f"{c['body_shared_bytes']}{' wgmma' if c['body_wgmma'] else ''}"
+                             for n, c in p.get("cases", {}).items())
+            print(json.dumps(p["launch"]), p.get("failed", "")[-150:], cases, "" if p["correct"] else "INCORRECT")
     return 0
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from ngfx.nelf.network import NeLF, NeLFConfig, fold_batchnorm
-from ngfx.nelf.triton_nelf import DEFAULT_LAUNCH, Body, FusedNeLF, UpsampleStage, split_rows
+from ngfx.nelf.triton_nelf import DEFAULT_LAUNCH, Body, FusedNeLF, UpsampleStage, extra_rows, split_rows
 
 SMALL = NeLFConfig(n_points=2, n_freqs=2, width=32, n_blocks=2, sr_stages=((16, 4, 2),), sr_blocks=1)
 
@@ -36,7 +36,11 @@ def _with_gelu(model: torch.nn.Module, gelu: str) -> torch.nn.Module:
                                     # tanh GELU everywhere; 3 tiles on 2 SMs: the third tile's rows (3 of
                                     # 35) run in the tail launch
                                     {"block_m": 16, "block_k": 16, "sr_block_m": 16, "gelu": "tanh",
-                                     "tail_block_m": 16, "round_tiles": 2}])
+                                     "tail_block_m": 16, "round_tiles": 2},
+                                    # 3 tiles of 16 on 1 SM: 2 programs of 16 + 16 rows, the last one's extra
+                                    # tile partly masked
+                                    {"block_m": 16, "block_k": 16, "sr_block_m": 16, "gelu": "tanh",
+                                     "extra_rows": 16, "round_tiles": 1}])
 def test_fused_forward_matches_the_network(launch):
     model = _with_gelu(_trained_looking(NeLF(SMALL)), {**DEFAULT_LAUNCH, **launch}["gelu"])
     rays = torch.randn(1, SMALL.in_channels, 5, 7)  # 35 pixels
@@ -74,6 +78,40 @@ def test_split_rows_moves_only_a_partial_last_round_to_the_tail():
     assert split_rows(10_000, 64, 0, 132) == 10_000  # no tail launch asked for
     assert split_rows(2 * 132 * 64, 64, 16, 132) == 2 * 132 * 64  # whole rounds
     assert split_rows(263 * 64, 64, 16, 132) == 263 * 64  # the tail's 524 small tiles would not fit one round
+
+
+def test_extra_rows_only_where_they_save_a_round():
+    assert extra_rows(10_000, 64, 16, 132) == 16  # 800x800's x8 body: 157 tiles of 64 -> 125 programs of 80
+    assert split_rows(10_000, 64 + 16, 16, 132) == 10_000  # one round: no tail launch
+    assert extra_rows(5_292, 64, 16, 132) == 0  # 1008x756's 83 tiles are one round already
+    assert extra_rows(10_000, 64, 0, 132) == 0
+
+
+def _body_rows(model: NeLF, body: Body, rays: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(fused body, reference body) of ``rays`` [1, C, h, w] as rows [h * w, width]."""
+    with torch.no_grad():
+        stem = model.stem(rays)
+        ref = (stem + model.body(stem)).permute(0, 2, 3, 1).reshape(-1, stem.shape[1])
+        out = body(rays.permute(0, 2, 3, 1).reshape(-1, rays.shape[1]).contiguous())
+    return out, ref
+
+
+@pytest.mark.parametrize("h, w, round_tiles, tail, gelu, residual", [
+    (3, 31, 4, 0, "tanh", "fp32"),  # 93 rows: 3 programs of 16 + 16, the last extra tile 13 of 16 rows
+    (2, 35, 4, 0, "erf", "fp32"),  # 70 rows: the last program's tile 6 of 16 rows, its extra tile all masked
+    (3, 31, 4, 0, "erf", "fp16"),  # the extra tile's residual stream in the operand dtype too
+    (3, 31, 2, 16, "tanh", "fp32"),  # 93 rows: 2 programs (64 rows, one round), the tail launch the other 29
+])
+def test_extra_tile_rows_match_the_network(h, w, round_tiles, tail, gelu, residual):
+    """Every row of programs that run an extra tile through the same weights as their tile matches the
+    reference body (a missing, shifted or differently weighted extra tile leaves rows wrong)."""
+    cfg = NeLFConfig(n_points=2, n_freqs=2, width=32, n_blocks=2, sr_stages=(), sr_blocks=0, norm="none")
+    model = _with_gelu(fold_batchnorm(NeLF(cfg)), gelu)
+    launch = {"block_m": 16, "block_k": 16, "num_warps": 4, "num_stages": 1, "extra_rows": 16,
+              "tail_block_m": tail, "round_tiles": round_tiles, "gelu": gelu, "residual": residual}
+    assert extra_rows(h * w, 16, 16, round_tiles) == 16
+    out, ref = _body_rows(model, Body(model, torch.float32, launch), torch.randn(1, cfg.in_channels, h, w))
+    assert (out - ref).abs().max() < 1e-5
 
 
 @pytest.mark.parametrize("gelu", ["erf", "tanh"])
@@ -144,6 +182,8 @@ def test_widths_and_launches_the_kernels_cannot_take_are_refused():
         FusedNeLF(NeLF(SMALL), torch.float32, {"gelu": "sigmoid"})
     with pytest.raises(ValueError, match="tail_block_m 24"):
         FusedNeLF(NeLF(SMALL), torch.float32, {"tail_block_m": 24})
+    with pytest.raises(ValueError, match="extra_rows 8"):
+        FusedNeLF(NeLF(SMALL), torch.float32, {"extra_rows": 8})
     with pytest.raises(ValueError, match="unknown launch key.*block_n"):
         FusedNeLF(NeLF(SMALL), torch.float32, {"block_n": 64})
     with pytest.raises(ValueError, match="super-resolution stage"):

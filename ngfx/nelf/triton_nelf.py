@@ -7,7 +7,8 @@ The body (a 1x1-conv stem, residual blocks of two 1x1 convs, a global skip) is a
 half-layers streams the weights, so the next half-layer's weights load while this one computes and the
 pipeline never drains between layers. BatchNorm is folded into the convs first (``fold_batchnorm``). A tile
 holds its SM for the whole layer stack, so a last partial round of tiles costs a full one: optionally a second,
-tail launch runs those rows in smaller tiles (``split_rows``).
+tail launch runs those rows in smaller tiles (``split_rows``), or each program takes an extra, smaller tile
+through the same weight loads, so that one round of programs covers the rows (``extra_rows``).
 
 Each super-resolution stage (a transposed conv + GELU, then residual blocks 64 or 16 wide, and on the last
 stage the 1x1 conv to RGB and the sigmoid) is one ``upsample_kernel``: a transposed conv of stride ``s`` is
@@ -37,12 +38,15 @@ from ngfx.nelf.network import NeLF, ResidualBlock, fold_batchnorm
 # residual-stream dtype ("fp32" | "fp16"); the rows per tile and warps of its tail launch (0: none; see
 # split_rows); the super-resolution kernels' input pixels per tile and warps; every kernel's GELU ("erf": exact,
 # "tanh": its tanh form on packed fp16 with the hardware tanh on a GPU). An optional "round_tiles" is how many
-# body tiles run at once (default: the device's SM count; give twice that for tiles that run two per SM).
+# body tiles run at once (default: the device's SM count; give twice that for tiles that run two per SM); an
+# optional "extra_rows" (0: none) gives each body program an extra tile of that many rows multiplied by the same
+# weight loads (see body_kernel), so 800x800's 10,000 body rows make 125 programs of 64 + 16, one round on 132 SMs.
 # bench_nelf.py probes others on the GPU; of ten probed on the H200 the defaults were fastest at 800x800 (0.564 ms
 # against 0.772 with the exact GELU and no tail) and within 1 % of the fastest at 1008x756 (0.341 against 0.466),
 # max RGB error 2.8e-4 against fp32 (PyTorch's own fp16: 2.9e-4), body relative error 9.7e-4; see BENCHMARKS.md.
 DEFAULT_LAUNCH = {"block_m": 64, "block_k": 32, "num_warps": 8, "num_stages": 2, "residual": "fp32",
                   "tail_block_m": 16, "tail_num_warps": 4, "sr_block_m": 64, "sr_num_warps": 4, "gelu": "tanh"}
+OPTIONAL_LAUNCH_KEYS = ("round_tiles", "extra_rows")
 MIN_DOT = 16
 RGB_PAD = 16  # the RGB layer's 3 outputs padded to the smallest tl.dot width
 
@@ -103,27 +107,29 @@ def _gelu_erf(x):
 
 
 @triton.jit
-def _stem(x_ptr, w_stem_ptr, b_stem_ptr, rows, row_ok, cols, ks, C_IN: tl.constexpr, K_STEM: tl.constexpr,
-          WIDTH: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, NUM_STAGES: tl.constexpr,
-          GELU_TANH: tl.constexpr, HW_TANH: tl.constexpr):
-    """GELU(x[rows] @ W_stem + b) -> fp32 [BLOCK_M, WIDTH], K in BLOCK_K chunks (W_stem zero-padded to K_STEM)."""
-    acc = tl.zeros((BLOCK_M, WIDTH), tl.float32)
-    for k in tl.range(0, K_STEM, BLOCK_K, num_stages=NUM_STAGES):
-        a = tl.load(x_ptr + rows[:, None] * C_IN + (k + ks)[None, :],
-                    mask=row_ok[:, None] & ((k + ks) < C_IN)[None, :], other=0.0)
-        w = tl.load(w_stem_ptr + (k + ks)[:, None] * WIDTH + cols[None, :])
-        acc = tl.dot(a.to(w_stem_ptr.dtype.element_ty), w, acc)
-    return _gelu(acc + tl.load(b_stem_ptr + cols)[None, :], GELU_TANH, HW_TANH).to(tl.float32)
+def _x_chunk(x_ptr, rows, n_rows, k_cols, C_IN: tl.constexpr):
+    """The input columns ``k_cols`` of ``rows`` of ``x`` [n_rows, C_IN] (0 past either end)."""
+    return tl.load(x_ptr + rows[:, None] * C_IN + k_cols[None, :],
+                   mask=(rows < n_rows)[:, None] & (k_cols < C_IN)[None, :], other=0.0)
+
+
+@triton.jit
+def _half_layer(a, w, bias, dtype: tl.constexpr, GELU_TANH: tl.constexpr, HW_TANH: tl.constexpr):
+    """GELU(a @ w + bias) in ``dtype``: one half of a layer's output columns for one tile."""
+    return _gelu(tl.dot(a, w) + bias, GELU_TANH, HW_TANH).to(dtype)
 
 
 @triton.jit
 def body_kernel(x_ptr, out_ptr, w_stem_ptr, b_stem_ptr, w_ptr, b_ptr, n_rows, C_IN: tl.constexpr,
                 K_STEM: tl.constexpr, WIDTH: tl.constexpr, N_LAYERS: tl.constexpr, BLOCK_M: tl.constexpr,
-                BLOCK_K: tl.constexpr, NUM_STAGES: tl.constexpr, RESIDUAL_FP32: tl.constexpr,
-                GELU_TANH: tl.constexpr, HW_TANH: tl.constexpr):
+                EXTRA_M: tl.constexpr, BLOCK_K: tl.constexpr, NUM_STAGES: tl.constexpr,
+                RESIDUAL_FP32: tl.constexpr, GELU_TANH: tl.constexpr, HW_TANH: tl.constexpr):
     """Rows of ``x`` [n_rows, C_IN] -> ``out`` [n_rows, WIDTH]: s = GELU(x @ W_stem + b); h = s; per residual
     block h += GELU(GELU(h @ W1 + b1) @ W2 + b2); out = h + s.
 
+    A program takes ``BLOCK_M + EXTRA_M`` consecutive rows: a tile of BLOCK_M and, when EXTRA_M > 0, an extra
+    tile of EXTRA_M rows multiplied by the same weight block once it is loaded (two ``tl.dot`` per weight load),
+    so more rows share one weight stream without a larger tile's registers: ``_x`` names are the extra tile's.
     ``w`` is [N_LAYERS, 2, WIDTH, WIDTH // 2]: half 0 of a layer holds its even output columns, half 1 its odd
     ones, so joining the two halves' outputs gives the columns back in order; ``b`` is [N_LAYERS, 2, WIDTH // 2]
     likewise. The stem's weights [K_STEM, WIDTH] are zero-padded to K_STEM (a multiple of BLOCK_K) rows.
@@ -131,34 +137,64 @@ def body_kernel(x_ptr, out_ptr, w_stem_ptr, b_stem_ptr, w_ptr, b_ptr, n_rows, C_
     keeps it), which halves its registers. GELU_TANH, HW_TANH: see ``_gelu``."""
     dtype = w_ptr.dtype.element_ty
     HALF: tl.constexpr = WIDTH // 2
-    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    row_ok = rows < n_rows
+    rows = tl.program_id(0) * (BLOCK_M + EXTRA_M) + tl.arange(0, BLOCK_M)
     cols = tl.arange(0, WIDTH)
     half_cols = tl.arange(0, HALF)
     ks = tl.arange(0, BLOCK_K)
-    h = _stem(x_ptr, w_stem_ptr, b_stem_ptr, rows, row_ok, cols, ks, C_IN, K_STEM, WIDTH, BLOCK_M, BLOCK_K, NUM_STAGES,
-              GELU_TANH, HW_TANH)
     out_tile = out_ptr + rows[:, None] * WIDTH + cols[None, :]
-    tl.store(out_tile, h.to(out_ptr.dtype.element_ty), mask=row_ok[:, None])  # the global skip, read back last
+    acc = tl.zeros((BLOCK_M, WIDTH), tl.float32)
+    if EXTRA_M > 0:  # (constexpr branches: with EXTRA_M 0 none of the extra tile's code is compiled)
+        rows_x = tl.program_id(0) * (BLOCK_M + EXTRA_M) + BLOCK_M + tl.arange(0, EXTRA_M)
+        out_tile_x = out_ptr + rows_x[:, None] * WIDTH + cols[None, :]
+        acc_x = tl.zeros((EXTRA_M, WIDTH), tl.float32)
+    for k in tl.range(0, K_STEM, BLOCK_K, num_stages=NUM_STAGES):  # the stem, K in BLOCK_K chunks
+        w = tl.load(w_stem_ptr + (k + ks)[:, None] * WIDTH + cols[None, :])
+        acc = tl.dot(_x_chunk(x_ptr, rows, n_rows, k + ks, C_IN).to(dtype), w, acc)
+        if EXTRA_M > 0:
+            acc_x = tl.dot(_x_chunk(x_ptr, rows_x, n_rows, k + ks, C_IN).to(dtype), w, acc_x)
+    b_stem = tl.load(b_stem_ptr + cols)[None, :]
+    h = _gelu(acc + b_stem, GELU_TANH, HW_TANH).to(tl.float32)
+    tl.store(out_tile, h.to(out_ptr.dtype.element_ty), mask=(rows < n_rows)[:, None])  # the skip, read back last
     if not RESIDUAL_FP32:
         h = h.to(dtype)
     a = h.to(dtype)  # the current layer's input
     first = tl.zeros((BLOCK_M, HALF), dtype)  # the current layer's even output columns, once computed
+    if EXTRA_M > 0:
+        h_x = _gelu(acc_x + b_stem, GELU_TANH, HW_TANH).to(tl.float32)
+        tl.store(out_tile_x, h_x.to(out_ptr.dtype.element_ty), mask=(rows_x < n_rows)[:, None])
+        h_x = h_x.to(h.dtype)
+        a_x = h_x.to(dtype)
+        first_x = tl.zeros((EXTRA_M, HALF), dtype)
     for i in tl.range(0, 2 * N_LAYERS, num_stages=NUM_STAGES):
         layer = i // 2
         w = tl.load(w_ptr + i * WIDTH * HALF + cols[:, None] * HALF + half_cols[None, :])
-        z = _gelu(tl.dot(a, w) + tl.load(b_ptr + i * HALF + half_cols)[None, :], GELU_TANH, HW_TANH).to(dtype)
+        bias = tl.load(b_ptr + i * HALF + half_cols)[None, :]
+        z = _half_layer(a, w, bias, dtype, GELU_TANH, HW_TANH)
+        if EXTRA_M > 0:
+            z_x = _half_layer(a_x, w, bias, dtype, GELU_TANH, HW_TANH)
         if i % 2 == 0:
             first = z
+            if EXTRA_M > 0:
+                first_x = z_x
         else:
             y = tl.reshape(tl.join(first, z), (BLOCK_M, WIDTH))  # columns 2j, 2j + 1 <- first[:, j], z[:, j]
+            if EXTRA_M > 0:
+                y_x = tl.reshape(tl.join(first_x, z_x), (EXTRA_M, WIDTH))
             if layer % 2 == 0:  # the block's first conv: its output is the second conv's input
                 a = y
+                if EXTRA_M > 0:
+                    a_x = y_x
             else:  # the block's second conv: the residual stream takes its output
                 h += y.to(h.dtype)
                 a = h.to(dtype)
-    h = h.to(tl.float32) + tl.load(out_tile, mask=row_ok[:, None], other=0.0).to(tl.float32)
-    tl.store(out_tile, h.to(out_ptr.dtype.element_ty), mask=row_ok[:, None])
+                if EXTRA_M > 0:
+                    h_x += y_x.to(h_x.dtype)
+                    a_x = h_x.to(dtype)
+    h = h.to(tl.float32) + tl.load(out_tile, mask=(rows < n_rows)[:, None], other=0.0).to(tl.float32)
+    tl.store(out_tile, h.to(out_ptr.dtype.element_ty), mask=(rows < n_rows)[:, None])
+    if EXTRA_M > 0:
+        h_x = h_x.to(tl.float32) + tl.load(out_tile_x, mask=(rows_x < n_rows)[:, None], other=0.0).to(tl.float32)
+        tl.store(out_tile_x, h_x.to(out_ptr.dtype.element_ty), mask=(rows_x < n_rows)[:, None])
 
 
 @triton.jit
@@ -234,18 +270,18 @@ def _check_width(width: int, what: str, minimum: int = MIN_DOT) -> None:
 def _full_launch(changes: dict | None) -> dict:
     """DEFAULT_LAUNCH with ``changes``, checked."""
     launch = dict(DEFAULT_LAUNCH, **(changes or {}))
-    unknown = sorted(set(launch) - set(DEFAULT_LAUNCH) - {"round_tiles"})
+    unknown = sorted(set(launch) - set(DEFAULT_LAUNCH) - set(OPTIONAL_LAUNCH_KEYS))
     if unknown:
-        raise ValueError(f"fused NeLF: unknown launch key(s) {', '.join(unknown)} (known: {', '.join(DEFAULT_LAUNCH)}, "
-                         "round_tiles)")
+        raise ValueError(f"fused NeLF: unknown launch key(s) {', '.join(unknown)} (known: "
+                         f"{', '.join([*DEFAULT_LAUNCH, *OPTIONAL_LAUNCH_KEYS])})")
     if launch["residual"] not in ("fp32", "fp16"):
         raise ValueError(f"fused NeLF: launch residual must be 'fp32' or 'fp16', got {launch['residual']!r}")
     if launch["gelu"] not in ("erf", "tanh"):
         raise ValueError(f"fused NeLF: launch gelu must be 'erf' or 'tanh', got {launch['gelu']!r}")
-    tail = launch["tail_block_m"]
-    if tail and (tail < MIN_DOT or tail & (tail - 1)):
-        raise ValueError(f"fused NeLF: launch tail_block_m {tail} must be 0 (no tail launch) or a power of two "
-                         f">= {MIN_DOT}")
+    for key in ("tail_block_m", "extra_rows"):
+        rows = launch.get(key, 0)
+        if rows and (rows < MIN_DOT or rows & (rows - 1)):
+            raise ValueError(f"fused NeLF: launch {key} {rows} must be 0 (none) or a power of two >= {MIN_DOT}")
     return launch
 
 
@@ -256,10 +292,10 @@ def _gelu_flags(launch: dict, device: torch.device) -> dict:
 
 
 def split_rows(n_rows: int, block_m: int, tail_block_m: int, round_tiles: int) -> int:
-    """The rows the body's main launch takes, in tiles of ``block_m``; a tail launch takes the rest in tiles of
-    ``tail_block_m``. A tile holds its SM for the whole layer stack, so when the tiles make more than one round
-    of ``round_tiles`` and the last round is partial (800x800's x8 body: 157 tiles of 64 rows on 132 SMs), that
-    round costs a full one on a few SMs. The main launch then takes the whole rounds and the tail launch the
+    """The rows the body's main launch takes, ``block_m`` per program (its tile and any extra tile); a tail
+    launch takes the rest in tiles of ``tail_block_m``. A tile holds its SM for the whole layer stack, so when
+    the tiles make more than one round of ``round_tiles`` and the last round is partial (800x800's x8 body: 157
+    tiles of 64 rows on 132 SMs), that round costs a full one on a few SMs. The main launch then takes the whole rounds and the tail launch the
     rest in smaller, quicker tiles, if they fit one round; otherwise (or with ``tail_block_m`` 0) all rows."""
     tiles = triton.cdiv(n_rows, block_m)
     main = tiles // round_tiles * round_tiles * block_m
@@ -267,6 +303,13 @@ def split_rows(n_rows: int, block_m: int, tail_block_m: int, round_tiles: int) -
             or triton.cdiv(n_rows - main, tail_block_m) > round_tiles):
         return n_rows
     return main
+
+
+def extra_rows(n_rows: int, block_m: int, extra: int, round_tiles: int) -> int:
+    """The rows of each body program's extra tile: the launch's ``extra`` where tiles of ``block_m`` alone would
+    take more than one round of ``round_tiles`` (a program with an extra tile is slower, so it pays only where it
+    saves a round: 800x800's 157 tiles of 64 rows become 125 programs of 80), else 0."""
+    return extra if triton.cdiv(n_rows, block_m) > round_tiles else 0
 
 
 def _sm_count(device: torch.device) -> int:
@@ -311,22 +354,24 @@ class Body:
         return self
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` [n_rows, c_in] (row-major) -> [n_rows, width] in the operand dtype: the main launch, then the
-        tail launch on the rows it leaves (``split_rows``)."""
+        """``x`` [n_rows, c_in] (row-major) -> [n_rows, width] in the operand dtype: the main launch (with an extra
+        tile a program where ``extra_rows`` says), then the tail launch on the rows it leaves (``split_rows``)."""
         launch, n_rows = self.launch, x.shape[0]
         out = torch.empty(n_rows, self.width, device=x.device, dtype=self.dtype)
-        main = split_rows(n_rows, launch["block_m"], launch["tail_block_m"],
-                          launch.get("round_tiles") or _sm_count(x.device))
-        self.compiled = self._launch(x, out, main, launch["block_m"], launch["num_warps"])
+        round_tiles = launch.get("round_tiles") or _sm_count(x.device)
+        extra = extra_rows(n_rows, launch["block_m"], launch.get("extra_rows", 0), round_tiles)
+        main = split_rows(n_rows, launch["block_m"] + extra, launch["tail_block_m"], round_tiles)
+        self.compiled = self._launch(x, out, main, launch["block_m"], extra, launch["num_warps"])
         if main < n_rows:
-            self._launch(x[main:], out[main:], n_rows - main, launch["tail_block_m"], launch["tail_num_warps"])
+            self._launch(x[main:], out[main:], n_rows - main, launch["tail_block_m"], 0, launch["tail_num_warps"])
         return out
 
-    def _launch(self, x: torch.Tensor, out: torch.Tensor, n_rows: int, block_m: int, num_warps: int):
-        """``body_kernel`` on the first ``n_rows`` rows of ``x`` -> the compiled kernel."""
-        return body_kernel[(triton.cdiv(n_rows, block_m),)](
+    def _launch(self, x: torch.Tensor, out: torch.Tensor, n_rows: int, block_m: int, extra_m: int, num_warps: int):
+        """``body_kernel`` on the first ``n_rows`` rows of ``x``, ``block_m + extra_m`` rows a program -> the
+        compiled kernel."""
+        return body_kernel[(triton.cdiv(n_rows, block_m + extra_m),)](
             x, out, self.w_stem, self.b_stem, self.w, self.b, n_rows, C_IN=self.c_in, K_STEM=self.k_stem,
-            WIDTH=self.width, N_LAYERS=2 * self.n_blocks, BLOCK_M=block_m, BLOCK_K=self.block_k,
+            WIDTH=self.width, N_LAYERS=2 * self.n_blocks, BLOCK_M=block_m, EXTRA_M=extra_m, BLOCK_K=self.block_k,
             NUM_STAGES=self.launch["num_stages"], RESIDUAL_FP32=self.launch["residual"] == "fp32",
             **_gelu_flags(self.launch, x.device), num_warps=num_warps)
 
@@ -417,4 +462,5 @@ class FusedNeLF:
         return x[None]
 
 
-__all__ = ["FusedNeLF", "Body", "UpsampleStage", "body_kernel", "upsample_kernel", "split_rows", "DEFAULT_LAUNCH"]
+__all__ = ["FusedNeLF", "Body", "UpsampleStage", "body_kernel", "upsample_kernel", "split_rows", "extra_rows",
+           "DEFAULT_LAUNCH"]
