@@ -41,21 +41,21 @@ CASES = [("mobile_r2l_x8", (800, 800)), ("mobile_r2l_x12", (1008, 756))]
 # launch shapes (keys of ngfx.nelf.triton_nelf.DEFAULT_LAUNCH). A 64-row body tile keeps its layer input, fp32 residual
 # and half-layer accumulator in registers with 8 warps (219 registers with the tanh GELU, one tile per SM); two
 # stages of 64 KB half-layer weights fit in shared memory. At 800x800 the x8 body's 10,000 rows are 157 such tiles
-# on 132 SMs: the default runs the partial second round as a tail launch of 97 16-row tiles (still ~0.13 ms: each
-# streams all 57 layers' weights); "extra_rows": 16 instead gives each program a 16-row tile more through the same
-# weight loads (125 programs of 64 + 16, one round, no tail; mma.sync for the extra tile, 255 registers and no
-# spills offline for sm_90; with it the pipeliner keeps one weight buffer at 2 stages, two at 3). 1008x756 (83
-# tiles) is one round either way and takes neither. GELU "tanh" (packed fp16, hardware tanh) cuts the body's loop
-# from ~1,200 to ~700 instructions per half-layer in the sm_90 SASS. Dropped after the runs in BENCHMARKS.md: 64-row
-# tiles with 4 warps or 3 stages or an fp16 residual, 128-row tiles (8 warps spill; 16 warps gave a 10x larger body
-# error), one pipeline stage, 32-row tiles two per SM, a 32-row tail, the exact GELU with a tail; super-resolution
-# tiles of 32 or 128 pixels, one program per tile looping over the output phases.
+# on 132 SMs: the default gives each program a 16-row tile more through the same weight loads ("extra_rows": 16,
+# 125 programs of 64 + 16, one round; mma.sync for the extra tile, 255 registers and no spills for sm_90; three
+# pipeline stages keep two weight buffers, two stages only one); the tail launch of 16-row tiles ("tail_block_m")
+# is what remains for sizes where 64 + 16 still takes more than a round. 1008x756 (83 tiles) is one round and
+# takes neither. GELU "tanh" (packed fp16, hardware tanh) cuts the body's loop from ~1,200 to ~700 instructions
+# per half-layer in the sm_90 SASS. Dropped after the runs in BENCHMARKS.md: 64-row tiles with 4 warps or an fp16
+# residual, 128-row tiles (8 warps spill; 16 warps gave a 10x larger body error), one pipeline stage, 32-row
+# tiles two per SM, a 32-row tail, the exact GELU with a tail; super-resolution tiles of 32 or 128 pixels, one
+# program per tile looping over the output phases.
 CANDIDATE_LAUNCHES = [  # each as what it changes in DEFAULT_LAUNCH
     {},
-    {"gelu": "erf", "tail_block_m": 0},  # the default before the H200 run of 2026-11-30: the baseline
-    {"tail_num_warps": 8},
-    {"extra_rows": 16},
-    {"extra_rows": 16, "num_stages": 3},  # (without the tail launch: the same kernels at both sizes)
+    {"gelu": "erf", "tail_block_m": 0, "extra_rows": 0, "num_stages": 2},  # the default before 2026-11-30: the baseline
+    {"extra_rows": 0, "num_stages": 2},  # 64-row tiles and a 16-row tail (the default of 1110f38)
+    {"num_stages": 2},  # the extra tile with one weight buffer
+    {"extra_rows": 0, "num_stages": 2, "tail_num_warps": 8},
 ]
 
 

@@ -38,15 +38,18 @@ from ngfx.nelf.network import NeLF, ResidualBlock, fold_batchnorm
 # residual-stream dtype ("fp32" | "fp16"); the rows per tile and warps of its tail launch (0: none; see
 # split_rows); the super-resolution kernels' input pixels per tile and warps; every kernel's GELU ("erf": exact,
 # "tanh": its tanh form on packed fp16 with the hardware tanh on a GPU). An optional "round_tiles" is how many
-# body tiles run at once (default: the device's SM count; give twice that for tiles that run two per SM); an
-# optional "extra_rows" (0: none) gives each body program an extra tile of that many rows multiplied by the same
+# body tiles run at once (default: the device's SM count; give twice that for tiles that run two per SM);
+# "extra_rows" (0: none) gives each body program an extra tile of that many rows multiplied by the same
 # weight loads (see body_kernel), so 800x800's 10,000 body rows make 125 programs of 64 + 16, one round on 132 SMs.
-# bench_nelf.py probes others on the GPU; of ten probed on the H200 the defaults were fastest at 800x800 (0.564 ms
-# against 0.772 with the exact GELU and no tail) and within 1 % of the fastest at 1008x756 (0.341 against 0.466),
-# max RGB error 2.8e-4 against fp32 (PyTorch's own fp16: 2.9e-4), body relative error 9.7e-4; see BENCHMARKS.md.
-DEFAULT_LAUNCH = {"block_m": 64, "block_k": 32, "num_warps": 8, "num_stages": 2, "residual": "fp32",
-                  "tail_block_m": 16, "tail_num_warps": 4, "sr_block_m": 64, "sr_num_warps": 4, "gelu": "tanh"}
-OPTIONAL_LAUNCH_KEYS = ("round_tiles", "extra_rows")
+# bench_nelf.py probes others on the GPU. On the H200 (BENCHMARKS.md) the defaults were the fastest of the probes
+# at 800x800 (0.499 ms; 64-row tiles and a 16-row tail 0.558, the exact GELU with neither 0.771) and within 2 % of
+# the fastest at 1008x756 (0.336 ms; 83 tiles, one round, no extra tile), max RGB error 2.8e-4 against fp32
+# (PyTorch's own fp16: 2.9e-4), body relative error 9.7e-4. Three pipeline stages: with the extra tile two leave
+# a single weight buffer (0.506 ms).
+DEFAULT_LAUNCH = {"block_m": 64, "block_k": 32, "num_warps": 8, "num_stages": 3, "residual": "fp32",
+                  "tail_block_m": 16, "tail_num_warps": 4, "sr_block_m": 64, "sr_num_warps": 4, "gelu": "tanh",
+                  "extra_rows": 16}
+OPTIONAL_LAUNCH_KEYS = ("round_tiles",)
 MIN_DOT = 16
 RGB_PAD = 16  # the RGB layer's 3 outputs padded to the smallest tl.dot width
 
