@@ -190,7 +190,7 @@ def _add_nelf(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--size", choices=("tiny", "quick", "full"), default="quick")
     d.add_argument("--arch", choices=("mobile_r2l", "lightslab"), default="mobile_r2l",
                    help="student: MobileR2L (deep 1x1-conv body) or a grid-encoded light slab (LightSpeed-style, "
-                        "learns faster); default mobile_r2l")
+                        "BENCHMARKS.md compares them); default mobile_r2l")
     d.add_argument("--pseudo-views", type=positive_int, default=None, help="teacher-rendered views (default by size)")
     d.add_argument("--steps", type=positive_int, default=None, help="distillation steps (default by size)")
     d.add_argument("--long-side", type=positive_int, default=None,

@@ -2,10 +2,10 @@
 
 A ray is given by where it crosses two parallel planes (a light slab): (u, v) on the near plane, (s, t) on the
 far one. Its features come from multi-resolution 2D grids (this project's :class:`ngfx.encodings.Encoding`) on
-the six 2D sub-spaces of (u, v, s, t), concatenated; a small 1x1-conv decoder and MobileR2L's
+the six 2D sub-spaces of (u, v, s, t), concatenated; a small 1x1-conv decoder and (one x2 stage of) MobileR2L's
 super-resolution head (:func:`ngfx.nelf.network.super_resolution_head`) turn them into the frame, as the
-MobileR2L student does from positionally encoded points. Learning a grid is far faster than learning a
-deep MLP, which is the point: a student close to its teacher in minutes.
+MobileR2L student does from positionally encoded points. The idea is that a grid learns far faster than a deep
+MLP; on Lego it did not: both students reached ~22 dB in 3-6 minutes on the H200 (BENCHMARKS.md).
 
 360-degree scenes are divided among ``n_slabs`` slabs, each facing a group of the teacher's cameras: the
 normals are a spherical k-means of the cameras' viewing directions (:func:`place_slabs`, the divide-and-conquer
@@ -32,7 +32,9 @@ from ngfx.errors import NgfxInputError
 from ngfx.nelf.network import ResidualBlock, config_fields, super_resolution_head
 
 PLANES = ((0, 1), (2, 3), (0, 2), (1, 3), (0, 3), (1, 2))  # the 2D sub-spaces of (u, v, s, t)
-_SR_X8 = ((64, 4, 2), (64, 4, 2), (16, 4, 2))
+# one x2 stage of MobileR2Ls head: with its x8 head (50x50 rays for a 400x400 frame) the student over-fitted
+# Legos pseudo views after ~4 minutes at 19.5 dB; with x2 it reached 22.35 dB and was still rising (BENCHMARKS.md)
+_SR_X2 = ((64, 4, 2),)
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,7 @@ class LightSlabConfig:
     per_level_scale: float = 1.5
     width: int = 128  # decoder channels
     n_blocks: int = 4  # decoder residual blocks (1x1 convs)
-    sr_stages: tuple[tuple[int, int, int], ...] = _SR_X8
+    sr_stages: tuple[tuple[int, int, int], ...] = _SR_X2
     sr_blocks: int = 2
     norm: str = "batch"
     slab_normals: tuple[tuple[float, float, float], ...] = ()  # () -> the default ring (slab_frames)
