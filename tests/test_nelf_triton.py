@@ -33,12 +33,12 @@ def _with_gelu(model: torch.nn.Module, gelu: str) -> torch.nn.Module:
 @pytest.mark.parametrize("launch", [{"block_m": 16, "block_k": 16, "sr_block_m": 16},  # last tiles partly masked
                                     {"block_m": 32, "block_k": 32, "num_stages": 1, "sr_block_m": 32},
                                     {"block_m": 16, "block_k": 16, "sr_block_m": 16, "residual": "fp16"},
-                                    # tanh GELU everywhere; 3 tiles on 2 SMs: the third tile's rows (3 of
-                                    # 35) run in the tail launch
+                                    # tanh GELU everywhere; 3 tiles on 2 SMs and no extra tile: the third
+                                    # tile's rows (3 of 35) run in the tail launch
                                     {"block_m": 16, "block_k": 16, "sr_block_m": 16, "gelu": "tanh",
-                                     "tail_block_m": 16, "round_tiles": 2},
-                                    # 3 tiles of 16 on 1 SM: 2 programs of 16 + 16 rows, the last one's extra
-                                    # tile partly masked
+                                     "tail_block_m": 16, "round_tiles": 2, "extra_rows": 0},
+                                    # 3 tiles of 16 on 1 SM: 2 programs of 16 + 16 rows, the last one's tile
+                                    # 3 of 16 rows, its extra tile all masked
                                     {"block_m": 16, "block_k": 16, "sr_block_m": 16, "gelu": "tanh",
                                      "extra_rows": 16, "round_tiles": 1}])
 def test_fused_forward_matches_the_network(launch):
@@ -87,6 +87,18 @@ def test_extra_rows_only_where_they_save_a_round():
     assert extra_rows(10_000, 64, 0, 132) == 0
 
 
+def _recorded_launches(body: Body) -> list[tuple[int, int, int]]:
+    """The (rows, block_m, extra rows) of each kernel launch ``body`` makes from now on, as they are made."""
+    launches, launch = [], body._launch
+
+    def record(x, out, n_rows, block_m, extra_m, num_warps):
+        launches.append((n_rows, block_m, extra_m))
+        return launch(x, out, n_rows, block_m, extra_m, num_warps)
+
+    body._launch = record
+    return launches
+
+
 def _body_rows(model: NeLF, body: Body, rays: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(fused body, reference body) of ``rays`` [1, C, h, w] as rows [h * w, width]."""
     with torch.no_grad():
@@ -96,13 +108,17 @@ def _body_rows(model: NeLF, body: Body, rays: torch.Tensor) -> tuple[torch.Tenso
     return out, ref
 
 
-@pytest.mark.parametrize("h, w, round_tiles, tail, gelu, residual", [
-    (3, 31, 4, 0, "tanh", "fp32"),  # 93 rows: 3 programs of 16 + 16, the last extra tile 13 of 16 rows
-    (2, 35, 4, 0, "erf", "fp32"),  # 70 rows: the last program's tile 6 of 16 rows, its extra tile all masked
-    (3, 31, 4, 0, "erf", "fp16"),  # the extra tile's residual stream in the operand dtype too
-    (3, 31, 2, 16, "tanh", "fp32"),  # 93 rows: 2 programs (64 rows, one round), the tail launch the other 29
+@pytest.mark.parametrize("h, w, round_tiles, tail, gelu, residual, launches", [
+    # 93 rows: 3 programs of 16 + 16, the last extra tile 13 of 16 rows
+    (3, 31, 4, 0, "tanh", "fp32", [(93, 16, 16)]),
+    # 70 rows: the last program's tile 6 of 16 rows, its extra tile all masked
+    (2, 35, 4, 0, "erf", "fp32", [(70, 16, 16)]),
+    # the extra tile's residual stream in the operand dtype too
+    (3, 31, 4, 0, "erf", "fp16", [(93, 16, 16)]),
+    # 93 rows: 2 programs (64 rows, one round), the tail launch the other 29
+    (3, 31, 2, 16, "tanh", "fp32", [(64, 16, 16), (29, 16, 0)]),
 ])
-def test_extra_tile_rows_match_the_network(h, w, round_tiles, tail, gelu, residual):
+def test_extra_tile_rows_match_the_network(h, w, round_tiles, tail, gelu, residual, launches):
     """Every row of programs that run an extra tile through the same weights as their tile matches the
     reference body (a missing, shifted or differently weighted extra tile leaves rows wrong)."""
     cfg = NeLFConfig(n_points=2, n_freqs=2, width=32, n_blocks=2, sr_stages=(), sr_blocks=0, norm="none")
@@ -110,7 +126,10 @@ def test_extra_tile_rows_match_the_network(h, w, round_tiles, tail, gelu, residu
     launch = {"block_m": 16, "block_k": 16, "num_warps": 4, "num_stages": 1, "extra_rows": 16,
               "tail_block_m": tail, "round_tiles": round_tiles, "gelu": gelu, "residual": residual}
     assert extra_rows(h * w, 16, 16, round_tiles) == 16
-    out, ref = _body_rows(model, Body(model, torch.float32, launch), torch.randn(1, cfg.in_channels, h, w))
+    body = Body(model, torch.float32, launch)
+    made = _recorded_launches(body)
+    out, ref = _body_rows(model, body, torch.randn(1, cfg.in_channels, h, w))
+    assert made == launches
     assert (out - ref).abs().max() < 1e-5
 
 
@@ -121,13 +140,11 @@ def test_tail_launch_runs_the_rows_after_the_whole_rounds(gelu):
     assert split_rows(93, 32, 16, 2) == 64
     cfg = NeLFConfig(n_points=2, n_freqs=2, width=32, n_blocks=2, sr_stages=(), sr_blocks=0, norm="none")
     model = _with_gelu(fold_batchnorm(NeLF(cfg)), gelu)
-    rays = torch.randn(1, cfg.in_channels, 3, 31)
     body = Body(model, torch.float32, {"block_m": 32, "block_k": 16, "num_warps": 4, "num_stages": 1,
-                                       "tail_block_m": 16, "round_tiles": 2, "gelu": gelu})
-    with torch.no_grad():
-        stem = model.stem(rays)
-        ref = (stem + model.body(stem)).permute(0, 2, 3, 1).reshape(-1, 32)
-        out = body(rays.permute(0, 2, 3, 1).reshape(-1, cfg.in_channels).contiguous())
+                                       "tail_block_m": 16, "round_tiles": 2, "gelu": gelu, "extra_rows": 0})
+    launches = _recorded_launches(body)
+    out, ref = _body_rows(model, body, torch.randn(1, cfg.in_channels, 3, 31))
+    assert launches == [(64, 32, 0), (29, 16, 0)]
     assert (out - ref).abs().max() < 1e-5
 
 
