@@ -16,8 +16,8 @@ stage the 1x1 conv to RGB and the sigmoid) is one ``upsample_kernel``: a transpo
 shifted input pixels times one kernel tap; so a program takes ``BLOCK_M`` input pixels and one phase, and runs
 the taps, the residual blocks and the RGB layer in registers, writing each intermediate image once.
 
-Every kernel's GELU is the exact (erf) form by default; the launch's "gelu": "tanh" takes its tanh form, on a
-GPU in packed fp16 with the hardware tanh, which costs far fewer instructions (see ``_gelu``).
+Every kernel's GELU is its tanh form by default (the launch's "gelu": "tanh"), on a GPU in packed fp16 with the
+hardware tanh, which costs far fewer instructions; "gelu": "erf" takes the exact form (see ``_gelu``).
 
 :class:`FusedNeLF` is inference only; :class:`ngfx.nelf.network.NeLF` remains the reference, and
 ``tests/test_nelf_triton.py`` compares the two under ``TRITON_INTERPRET=1``.
@@ -298,8 +298,9 @@ def split_rows(n_rows: int, block_m: int, tail_block_m: int, round_tiles: int) -
     """The rows the body's main launch takes, ``block_m`` per program (its tile and any extra tile); a tail
     launch takes the rest in tiles of ``tail_block_m``. A tile holds its SM for the whole layer stack, so when
     the tiles make more than one round of ``round_tiles`` and the last round is partial (800x800's x8 body: 157
-    tiles of 64 rows on 132 SMs), that round costs a full one on a few SMs. The main launch then takes the whole rounds and the tail launch the
-    rest in smaller, quicker tiles, if they fit one round; otherwise (or with ``tail_block_m`` 0) all rows."""
+    tiles of 64 rows on 132 SMs), that round costs a full one on a few SMs. The main launch then takes the whole
+    rounds and the tail launch the rest in smaller, quicker tiles, if they fit one round; otherwise (or with
+    ``tail_block_m`` 0) all rows."""
     tiles = triton.cdiv(n_rows, block_m)
     main = tiles // round_tiles * round_tiles * block_m
     if (not tail_block_m or main in (0, n_rows) or tiles % round_tiles == 0
