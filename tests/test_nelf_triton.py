@@ -203,5 +203,10 @@ def test_widths_and_launches_the_kernels_cannot_take_are_refused():
         FusedNeLF(NeLF(SMALL), torch.float32, {"extra_rows": 8})
     with pytest.raises(ValueError, match="unknown launch key.*block_n"):
         FusedNeLF(NeLF(SMALL), torch.float32, {"block_n": 64})
+    for bad in ({"block_m": 24}, {"block_k": 8}, {"num_warps": "8"}, {"num_stages": 1.5}, {"round_tiles": 0},
+                {"extra_rows": True}, {"sr_block_m": 0}, {"tail_num_warps": -4}):
+        (key, value), = bad.items()
+        with pytest.raises(ValueError, match=f"launch {key} {value!r} must be"):
+            FusedNeLF(NeLF(SMALL), torch.float32, bad)
     with pytest.raises(ValueError, match="super-resolution stage"):
         FusedNeLF(NeLF(NeLFConfig(width=32, n_blocks=1, sr_stages=(), sr_blocks=0)), torch.float32)

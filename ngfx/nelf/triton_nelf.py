@@ -52,6 +52,13 @@ DEFAULT_LAUNCH = {"block_m": 64, "block_k": 32, "num_warps": 8, "num_stages": 3,
 OPTIONAL_LAUNCH_KEYS = ("round_tiles",)
 MIN_DOT = 16
 RGB_PAD = 16  # the RGB layer's 3 outputs padded to the smallest tl.dot width
+# the integer launch keys: the least value and whether it must be a power of two (tl.arange and tl.dot sizes,
+# warps); the keys of NONE_AT_ZERO may also be 0, which turns their launch or tile off
+LAUNCH_COUNTS = {"block_m": (MIN_DOT, True), "block_k": (MIN_DOT, True), "sr_block_m": (MIN_DOT, True),
+                 "tail_block_m": (MIN_DOT, True), "extra_rows": (MIN_DOT, True), "num_warps": (1, True),
+                 "tail_num_warps": (1, True), "sr_num_warps": (1, True), "num_stages": (1, False),
+                 "round_tiles": (1, False)}
+NONE_AT_ZERO = ("tail_block_m", "extra_rows")
 
 
 # GELU's tanh form 0.5 x (1 + tanh(x (A + B x^2))), A = sqrt(2 / pi) = 0x3A62, B = 0.044715 A = 0x2891 and
@@ -281,10 +288,15 @@ def _full_launch(changes: dict | None) -> dict:
         raise ValueError(f"fused NeLF: launch residual must be 'fp32' or 'fp16', got {launch['residual']!r}")
     if launch["gelu"] not in ("erf", "tanh"):
         raise ValueError(f"fused NeLF: launch gelu must be 'erf' or 'tanh', got {launch['gelu']!r}")
-    for key in ("tail_block_m", "extra_rows"):
-        rows = launch.get(key, 0)
-        if rows and (rows < MIN_DOT or rows & (rows - 1)):
-            raise ValueError(f"fused NeLF: launch {key} {rows} must be 0 (none) or a power of two >= {MIN_DOT}")
+    for key, (least, power_of_two) in LAUNCH_COUNTS.items():
+        value = launch.get(key)
+        is_int = isinstance(value, int) and not isinstance(value, bool)
+        if key not in launch or (is_int and value == 0 and key in NONE_AT_ZERO):
+            continue
+        if not is_int or value < least or (power_of_two and value & (value - 1)):
+            what = f"a power of two >= {least}" if power_of_two else f"an integer >= {least}"
+            raise ValueError(f"fused NeLF: launch {key} {value!r} must be "
+                             f"{'0 (none) or ' if key in NONE_AT_ZERO else ''}{what}")
     return launch
 
 
