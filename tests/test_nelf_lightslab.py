@@ -87,6 +87,12 @@ def test_network_shapes_gradients_and_config_round_trip():
             LightSlabConfig.from_dict({**cfg.to_dict(), "slab_normals": bad})
     with pytest.raises(NgfxInputError, match="n_slabs"):
         LightSlabConfig.from_dict({"arch": "lightslab", "n_slabs": 0})
+    with pytest.raises(NgfxInputError, match="n_slabs"):  # not a slab_normals count mismatch
+        LightSlabConfig.from_dict({"arch": "lightslab", "n_slabs": "1", "slab_normals": [[0.0, 0.0, 1.0]]})
+    for key, bad in (("per_level_scale", math.nan), ("per_level_scale", -1.5), ("per_level_scale", "1.5"),
+                     ("n_blocks", -1), ("sr_blocks", "1")):
+        with pytest.raises(NgfxInputError, match=key):
+            LightSlabConfig.from_dict({"arch": "lightslab", key: bad})
     with pytest.raises(NgfxInputError, match="--arch"):
         student_preset("nerfnet", "tiny")
 

@@ -22,7 +22,7 @@ Network input, computed on the host like MobileR2L's ray encoding: [B, n_slabs *
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 from torch import nn
@@ -75,18 +75,19 @@ class LightSlabConfig:
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "config") -> "LightSlabConfig":
-        d = dict(d) if isinstance(d, dict) else d
-        if isinstance(d, dict) and "slab_normals" in d:
-            d["slab_normals"] = _normals(d["slab_normals"], d.get("n_slabs", cls.n_slabs), source)
         cfg = cls(**config_fields(cls, d, source))
-        for key in ("n_slabs", "n_levels", "n_features", "width", "log2_hashmap_size", "base_resolution"):
-            value = getattr(cfg, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise NgfxInputError(source, key, f"must be a positive integer, got {value!r}")
+        for key in ("n_slabs", "n_levels", "n_features", "width", "log2_hashmap_size", "base_resolution",
+                    "n_blocks", "sr_blocks"):
+            value, least = getattr(cfg, key), 0 if key in ("n_blocks", "sr_blocks") else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise NgfxInputError(source, key, f"must be an integer >= {least}, got {value!r}")
+        scale = cfg.per_level_scale
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
+            raise NgfxInputError(source, "per_level_scale", f"must be a finite number > 0, got {scale!r}")
         if cfg.arch != "lightslab" or cfg.norm not in ("batch", "none"):
             raise NgfxInputError(source, "arch/norm", f"expected arch 'lightslab', norm batch|none, got "
                                  f"{cfg.arch!r}, {cfg.norm!r}")
-        return cfg
+        return replace(cfg, slab_normals=_normals(cfg.slab_normals, cfg.n_slabs, source))
 
 
 PRESETS: dict[str, LightSlabConfig] = {
