@@ -2,16 +2,15 @@
 
 import json
 import math
+from dataclasses import replace
 
 import pytest
 import torch
 
+from ngfx.cameras import Intrinsics, orbit_poses, pixel_rays
 from ngfx.cli import main
 from ngfx.errors import NgfxInputError
 from ngfx.nelf.distill import distill_from_app
-from dataclasses import replace
-
-from ngfx.cameras import Intrinsics, orbit_poses, pixel_rays
 from ngfx.nelf.lightslab import PRESETS, LightSlab, LightSlabConfig, place_slabs, slab_coordinates, slab_frames
 from ngfx.nelf.network import fold_batchnorm, student_config, student_preset
 from ngfx.nelf.onnx_export import export_run

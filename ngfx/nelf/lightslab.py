@@ -32,8 +32,8 @@ from ngfx.errors import NgfxInputError
 from ngfx.nelf.network import ResidualBlock, config_fields, super_resolution_head
 
 PLANES = ((0, 1), (2, 3), (0, 2), (1, 3), (0, 3), (1, 2))  # the 2D sub-spaces of (u, v, s, t)
-# one x2 stage of MobileR2Ls head: with its x8 head (50x50 rays for a 400x400 frame) the student over-fitted
-# Legos pseudo views after ~4 minutes at 19.5 dB; with x2 it reached 22.35 dB and was still rising (BENCHMARKS.md)
+# one x2 stage of MobileR2L's head: with its x8 head (50x50 rays for a 400x400 frame) the student over-fitted
+# Lego's pseudo views after ~4 minutes at 19.5 dB; with x2 it reached 22.35 dB and was still rising (BENCHMARKS.md)
 _SR_X2 = ((64, 4, 2),)
 
 
@@ -92,8 +92,8 @@ class LightSlabConfig:
 
 PRESETS: dict[str, LightSlabConfig] = {
     "paper": LightSlabConfig(),
-    "quick": LightSlabConfig(n_slabs=4, n_levels=4, log2_hashmap_size=12, base_resolution=8, per_level_scale=1.6, width=32,
-                             n_blocks=2, sr_stages=((32, 4, 2), (16, 4, 2)), sr_blocks=1),
+    "quick": LightSlabConfig(n_slabs=4, n_levels=4, log2_hashmap_size=12, base_resolution=8, per_level_scale=1.6,
+                             width=32, n_blocks=2, sr_stages=((32, 4, 2), (16, 4, 2)), sr_blocks=1),
     "tiny": LightSlabConfig(n_slabs=4, n_levels=2, log2_hashmap_size=10, base_resolution=4, per_level_scale=2.0,
                             width=16, n_blocks=1, sr_stages=((16, 4, 2),), sr_blocks=1),
 }
@@ -152,7 +152,8 @@ def slab_frames(cfg: LightSlabConfig) -> torch.Tensor:
     return torch.stack([normal, e1, torch.linalg.cross(normal, e1)], dim=1)
 
 
-def slab_coordinates(origins: torch.Tensor, dirs: torch.Tensor, aabb: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+def slab_coordinates(origins: torch.Tensor, dirs: torch.Tensor, aabb: torch.Tensor,
+                     frames: torch.Tensor) -> torch.Tensor:
     """Rays [..., 3] -> [..., n_slabs * 5]: per slab of ``frames`` (:func:`slab_frames`) (u, v, s, t) in [0, 1]
     and the blend weight.
 
