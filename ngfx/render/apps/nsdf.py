@@ -62,7 +62,8 @@ COARSE_NEAR_CELLS = 0.5
 # The fused kernel keeps no per-ray buffers but the rays themselves: a 4K frame is one band, one launch
 FUSED_CHUNK_RAYS = 2 ** 24
 # The fused kernel makes a pinhole camera's rays itself (triton_fused_sphere_trace.trace_band) rather than reading
-# band_rays' [N, 3] origins and directions: at 4K about 1.5 ms of ray generation and HBM traffic less (estimated)
+# band_rays' [N, 3] origins and directions: no ray-generation pass and no ray traffic through HBM (4K armadillo on
+# the H200: 17.68 ms against 19.56 ms reading them, BENCHMARKS.md)
 KERNEL_RAYS = True
 
 
