@@ -2,6 +2,8 @@
 
 import json
 import math
+import os
+import signal
 
 import numpy as np
 import pytest
@@ -60,6 +62,29 @@ def test_pseudo_views_rendered_several_at_a_time_keep_their_poses(monkeypatch):
         alone = teacher.render_rays(*pixel_rays(c2w, teacher.intrinsics)).reshape(16, 16, 3)
         assert np.abs(frame.astype(np.float32) / 255 - alone.numpy()).max() <= 0.5 / 255 + 1e-6
     assert not np.array_equal(frames[0], frames[1])  # the views differ, so a shuffled order would fail
+
+
+def test_an_interrupt_saves_the_distillation_and_the_same_call_continues(tmp_path, monkeypatch):
+    """SIGINT during a step: the step finishes, the checkpoint is written at it (no periodic checkpoint is due),
+    TrainingInterrupted says where; the same call then resumes there and finishes the budget."""
+    from ngfx.errors import TrainingInterrupted
+    from ngfx.io import load_checkpoint
+
+    step_of = distill_module._Frames.training_step
+
+    def interrupted_at_the_fourth(self, step):
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return step_of(self, step)
+
+    monkeypatch.setattr(distill_module._Frames, "training_step", interrupted_at_the_fourth)
+    with pytest.raises(TrainingInterrupted, match="interrupted at step 4 of the distill phase"):
+        distill_from_app(SphereTeacher(), tmp_path / "run", "tiny", steps=30, checkpoint_every=1000)
+    _, meta = load_checkpoint(tmp_path / "run" / "checkpoint.safetensors")
+    assert (meta["phase"], meta["step"]) == ("distill", 4)
+    assert not (tmp_path / "run" / "run.json").exists()  # no result of an unfinished run
+    monkeypatch.setattr(distill_module._Frames, "training_step", step_of)
+    assert distill_from_app(SphereTeacher(), tmp_path / "run", "tiny", steps=30, checkpoint_every=1000)["steps"] == 30
 
 
 @pytest.fixture(scope="module")
@@ -332,8 +357,12 @@ def test_long_side_sets_the_student_frame_size(tmp_path, capsys):
 
 
 def test_inference_runs_the_fused_kernels_where_their_widths_fit():
+    import copy
+
     from ngfx.nelf.network import NeLFConfig
     from ngfx.nelf.runs import inference_model
+    from ngfx.nelf.triton_nelf import DEFAULT_LAUNCH
+    from test_nelf_triton import _with_gelu
 
     cpu = torch.device("cpu")  # with TRITON_INTERPRET=1 (conftest) the kernels run interpreted, in fp32
     for width, expected in ((32, "fused triton"), (48, "pytorch")):  # 48: not a power of two, the kernels refuse it
@@ -342,7 +371,9 @@ def test_inference_runs_the_fused_kernels_where_their_widths_fit():
         with torch.no_grad():
             model.to_rgb.weight.mul_(8.0)  # colours away from the sigmoid's flat middle
             rays = torch.randn(1, cfg.in_channels, 3, 4)
-            reference = model(rays)
+            # the fused kernels compute the GELU their default launch names (the tanh form), PyTorch the exact one
+            gelu = DEFAULT_LAUNCH["gelu"] if expected == "fused triton" else "erf"
+            reference = _with_gelu(copy.deepcopy(model), gelu)(rays)
             forward, dtype, name = inference_model(model, cpu)
             out = forward(rays)
         assert name == expected and dtype == torch.float32

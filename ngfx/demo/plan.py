@@ -30,9 +30,8 @@ class DemoSize:
     sweep_resolutions: tuple[tuple[int, int], ...] = ((1920, 1080), (3840, 2160), (7680, 4320))
 
 
-# measured on the H200 (BENCHMARKS.md, issue 13): with GIA 15 s, NSDF 15 s, NVR 30 s, NeRF 60 s the first 12
-# stages took 248 s and 2,000 pseudo views ~95 s more, which would put the whole demo near 8 minutes; hence NVR
-# 20 s, a 30 s NeLF from 300 views
+# measured on the H200 (BENCHMARKS.md, issue 13): with NVR at 30 s and a 45 s NeLF from 2,000 pseudo views the
+# demo neared 8 minutes; with these caps `demo --full --data` took 4 min 39 s on a cold machine, NeRF 35.16 dB
 FULL_TRAIN_SECONDS = {"gia": 15.0, "nsdf": 15.0, "nvr": 20.0, "nerf": 60.0}
 FULL_NELF_SECONDS = 30.0
 FULL_NELF_PSEUDO_VIEWS = 300

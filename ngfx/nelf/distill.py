@@ -22,15 +22,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ngfx.errors import NgfxInputError
+from ngfx.errors import NgfxInputError, TrainingInterrupted
 from ngfx.io import (CURVE_HINT, folder_lock, load_checkpoint, read_json, remove_stale_temp_files, require_rows,
                      save_checkpoint, write_image, write_json)
 from ngfx.nelf.lightslab import place_slabs
 from ngfx.nelf.network import NeLF, build_student, encode_frames, student_preset
 from ngfx.progress import progress_bar
 from ngfx.cameras import Intrinsics, look_at, pixel_rays
-from ngfx.render.metrics import psnr, psnr_from_mse
-from ngfx.render.neural_field import LOSS_SHOWN_EVERY, training_progress
+from ngfx.render.metrics import psnr
+from ngfx.render.neural_field import LOSS_SHOWN_EVERY, StopSignals, training_loop
 
 # size -> (preset, long side of the training frames or None for the teacher's, pseudo views, steps,
 #          batch, fine-tune steps, learning rate, eval views)
@@ -197,14 +197,43 @@ class QualityCurve:
         self.paused_s += time.perf_counter() - began
 
 
+class _Frames:
+    """Distillation as the one training loop (:func:`ngfx.render.neural_field.training_loop`) drives it: each step
+    draws ``batch`` of the frames ``targets`` (uint8 [N, H, W, 3]: a memmap streamed page by page, or a tensor
+    already on the device) seen from ``poses`` [N, 4, 4] and returns the student's MSE on them."""
+
+    name = "nelf"
+
+    def __init__(self, model: NeLF, targets, poses: torch.Tensor, k: Intrinsics, geometry: dict, batch: int,
+                 seed: int):
+        self.model, self.targets, self.poses, self.k, self.geometry = model, targets, poses, k, geometry
+        self.batch, self.gen = min(batch, len(poses)), np.random.default_rng(seed)
+        self.device = next(model.parameters()).device
+
+    def train(self) -> None:
+        self.model.train()
+
+    def training_step(self, step: int) -> torch.Tensor:
+        idx = np.sort(self.gen.choice(len(self.poses), size=self.batch, replace=False))
+        frames = (self.targets[torch.from_numpy(idx).to(self.device)] if torch.is_tensor(self.targets)
+                  else torch.from_numpy(np.asarray(self.targets[idx])).to(self.device))
+        target = frames.permute(0, 3, 1, 2).float() / 255
+        rays = encode_frames(self.model.cfg, self.poses[idx].to(self.device), self.k, **self.geometry)
+        rays = rays.contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            prediction = self.model(rays)
+        return F.mse_loss(prediction.float(), target)
+
+
 def _train(model: NeLF, targets, poses: torch.Tensor, k: Intrinsics, geometry: dict, steps: int, batch: int,
            lr: float, ckpt: Path, meta: dict, checkpoint_every: int, desc: str, seed: int,
            seconds: float | None = None, curve: QualityCurve | None = None, step_offset: int = 0) -> int:
     """Fit ``model`` to ``targets`` (uint8 [N, H, W, 3], memmap or array) seen from ``poses`` [N, 4, 4] for
-    ``steps`` steps or ``seconds`` (whichever ends first) -> the steps done. ``curve`` records the loss and
-    probes the quality as it goes, its steps counted from ``step_offset`` (the earlier phases' steps)."""
+    ``steps`` steps or ``seconds`` (whichever ends first) -> the steps done; phase ``desc`` of the checkpoint.
+    ``curve`` records the loss and probes the quality as it goes, its steps counted from ``step_offset`` (the
+    earlier phases' steps). SIGINT/SIGTERM save the checkpoint first, then stop (re-running continues)."""
     device = next(model.parameters()).device
-    opt = torch.optim.Adam(_param_groups(model, lr))
+    opt = torch.optim.Adam(_param_groups(model, lr), fused=device.type == "cuda" or None)
     start = 0
     if ckpt.is_file():
         tensors, saved = load_checkpoint(ckpt)
@@ -221,43 +250,26 @@ def _train(model: NeLF, targets, poses: torch.Tensor, k: Intrinsics, geometry: d
         if phase == PHASES.index(desc):
             _restore_optimizer(opt, tensors)
             start = int(saved["step"])
-    gen = np.random.default_rng(seed + start)
     # a GPU holds the whole set (2,000 views at 400x400 are 0.96 GB), so a step copies nothing from the host
     if device.type == "cuda" and targets.nbytes <= RESIDENT_TARGETS_BYTES:
-        targets = torch.from_numpy(np.ascontiguousarray(targets)).to(device)
-    model.train()
-    bar = progress_bar(range(start, steps), initial=start, total=steps, desc=desc, unit="step")
-    began, step = time.perf_counter() - (curve.paused_s if curve else 0.0), start  # probes pause the clock
-    for step in bar:
-        elapsed = time.perf_counter() - began - (curve.paused_s if curve else 0.0)
-        if seconds is not None and elapsed >= seconds:
-            break
-        for group in opt.param_groups:
-            group["lr"] = group["base_lr"] * cosine_lr_scale(training_progress(step, steps, elapsed, seconds))
-        idx = np.sort(gen.choice(len(poses), size=min(batch, len(poses)), replace=False))
-        frames = (targets[torch.from_numpy(idx).to(device)] if torch.is_tensor(targets)
-                  else torch.from_numpy(np.asarray(targets[idx])).to(device))  # a memmap streams page by page
-        target = frames.permute(0, 3, 1, 2).float() / 255
-        rays = encode_frames(model.cfg, poses[idx].to(device), k, **geometry)
-        rays = rays.contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            prediction = model(rays)
-        loss = F.mse_loss(prediction.float(), target)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if step % LOSS_SHOWN_EVERY == 0:  # a loss read is a host sync
-            value = float(loss.detach())
-            bar.set_postfix(psnr=f"{psnr_from_mse(value):.2f}")
-            if curve is not None:
-                curve.add_loss(step_offset + step + 1, value)
-                curve.probe(step_offset + step + 1)
-        if (step + 1) % checkpoint_every == 0:
-            _save_phase(ckpt, model, opt, meta, desc, step + 1)
-    else:
-        step = max(start, steps)
-    bar.close()
-    _save_phase(ckpt, model, opt, meta, desc, step)
+        targets = torch.from_numpy(np.array(targets)).to(device)
+    frames = _Frames(model, targets, poses, k, geometry, batch, seed + start)
+
+    def after_step(step: int, loss: torch.Tensor) -> None:
+        if curve is not None and (step - 1) % LOSS_SHOWN_EVERY == 0:  # a loss read is a host sync
+            curve.add_loss(step_offset + step, float(loss))
+            curve.probe(step_offset + step)
+        if step % checkpoint_every == 0:
+            _save_phase(ckpt, model, opt, meta, desc, step)
+
+    with StopSignals() as stop:
+        step, _ = training_loop(frames, opt, steps, seconds, start, after_step=after_step,
+                                stop=lambda: stop.signal_number is not None, progress=True, lr_scale=cosine_lr_scale,
+                                desc=desc)
+        _save_phase(ckpt, model, opt, meta, desc, step)
+        if stop.signal_number:
+            raise TrainingInterrupted(f"interrupted at step {step} of the {desc} phase: checkpoint saved in "
+                                      f"{ckpt.parent}; the same command continues from there", stop.signal_number)
     model.eval()
     return step
 

@@ -8,6 +8,10 @@ as two stages (``{app}.encoding``, ``{app}.mlp``) so each is timed; otherwise th
 from __future__ import annotations
 
 import os
+import signal
+import threading
+import time
+from typing import Callable
 
 import torch
 from torch import nn
@@ -120,16 +124,18 @@ def training_progress(step: int, steps: int | None, elapsed_s: float, seconds: f
     return max(step / steps if steps else 0.0, elapsed_s / seconds if seconds else 0.0)
 
 
-def optimisation_step(app, optimizer: torch.optim.Optimizer, step: int, progress: float | None = None) -> torch.Tensor:
+def optimisation_step(app, optimizer: torch.optim.Optimizer, step: int, progress: float | None = None,
+                      lr_scale: Callable[[float], float] = learning_rate_scale) -> torch.Tensor:
     """One training step of any App: its loss, backward, non-finite gradients dropped, update -> detached loss.
     The backward and the update are named stages (``{app}.train.backward``, ``{app}.train.optimizer``), as an
     app may name those of its ``training_step``.
 
-    With ``progress`` (fraction of the budget), the learning rate follows :func:`learning_rate_scale`.
+    With ``progress`` (fraction of the budget), each group's learning rate is its ``base_lr`` (its first ``lr``)
+    times ``lr_scale(progress)``.
     """
     if progress is not None:
         for group in optimizer.param_groups:
-            group["lr"] = group.setdefault("base_lr", group["lr"]) * learning_rate_scale(progress)
+            group["lr"] = group.setdefault("base_lr", group["lr"]) * lr_scale(progress)
     loss = app.training_step(step)
     optimizer.zero_grad(set_to_none=True)
     with stages.stage(f"{app.name}.train.backward", "mlp", app=app.name):
@@ -140,28 +146,53 @@ def optimisation_step(app, optimizer: torch.optim.Optimizer, step: int, progress
     return loss.detach()
 
 
+class StopSignals:
+    """SIGINT/SIGTERM become a request to stop after the current step (so the run saves first); a second
+    signal acts at once, as it would without this."""
+
+    def __init__(self):
+        self.signal_number: int | None = None
+        self._previous: dict = {}
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():  # Python handles signals there only
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._request)
+        return self
+
+    def _request(self, signal_number, frame) -> None:
+        self.signal_number = signal_number
+        self.__exit__()
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+
 LOSS_SHOWN_EVERY = 10  # steps between loss readings on the progress bar (each one is a host sync on the GPU)
 
 
 def training_loop(app, optimizer: torch.optim.Optimizer, steps: int | None, seconds: float | None, step: int = 0,
-                  trained_s: float = 0.0, after_step=None, stop=None, progress: bool = False) -> tuple[int, float]:
-    """The one training loop (:func:`fit`, and the run folders of :mod:`ngfx.render.runs`): optimisation steps
-    from ``step`` until ``steps`` steps, ``seconds`` of training (counting ``trained_s`` of earlier runs) or
-    ``stop()``, whichever comes first -> (step reached, seconds trained in all).
+                  trained_s: float = 0.0, after_step=None, stop=None, progress: bool = False,
+                  lr_scale: Callable[[float], float] = learning_rate_scale, desc: str | None = None) -> tuple[int, float]:
+    """The one training loop (:func:`fit`, the run folders of :mod:`ngfx.render.runs`, the NeLF distillation):
+    optimisation steps from ``step`` until ``steps`` steps, ``seconds`` of training (counting ``trained_s`` of
+    earlier runs) or ``stop()``, whichever comes first -> (step reached, seconds trained in all).
 
-    ``after_step(step, loss)`` runs after each step with the detached loss (no host sync unless it reads it).
+    ``app`` is anything with ``name``, ``train()`` and ``training_step(step) -> loss``. ``after_step(step, loss)``
+    runs after each step with the detached loss (no host sync unless it reads it); its time counts as training
+    time. ``lr_scale`` is the learning-rate schedule over the budget's progress; ``desc`` the progress bar's label.
     """
-    import time
-
     start = time.perf_counter()
 
     def elapsed() -> float:
         return trained_s + time.perf_counter() - start
 
-    bar = progress_bar(total=steps, initial=step, desc=f"train {app.name}", unit="step", disable=not progress)
+    bar = progress_bar(total=steps, initial=step, desc=desc or f"train {app.name}", unit="step", disable=not progress)
     app.train()
     while (steps is None or step < steps) and (seconds is None or elapsed() < seconds) and not (stop and stop()):
-        loss = optimisation_step(app, optimizer, step, training_progress(step, steps, elapsed(), seconds))
+        loss = optimisation_step(app, optimizer, step, training_progress(step, steps, elapsed(), seconds), lr_scale)
         step += 1
         bar.update(1)
         if progress and step % LOSS_SHOWN_EVERY == 0:  # float() waits for the device: only for a bar shown

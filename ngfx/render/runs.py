@@ -12,8 +12,6 @@ from __future__ import annotations
 import importlib
 import inspect
 import math
-import signal
-import threading
 import time
 import types
 import typing
@@ -29,7 +27,7 @@ from ngfx.io import (CURVE_HINT, RUN_RECORDS, check_output, folder_lock, load_ch
 from ngfx.progress import frame_progress, progress_bar
 from ngfx.render.apps.base import App
 from ngfx.render.metrics import psnr, ssim
-from ngfx.render.neural_field import training_loop
+from ngfx.render.neural_field import StopSignals, training_loop
 
 APP_MODULES = {"nerf": "ngfx.render.apps.nerf", "nsdf": "ngfx.render.apps.nsdf", "gia": "ngfx.render.apps.gia",
                "nvr": "ngfx.render.apps.nvr"}
@@ -172,29 +170,6 @@ def _same_scene(given: str, saved: str) -> bool:
     return given == saved or Path(given).resolve() == Path(saved).resolve()
 
 
-class _StopSignals:
-    """SIGINT/SIGTERM become a request to stop after the current step (so the run saves first); a second
-    signal acts at once, as it would without this."""
-
-    def __init__(self):
-        self.signal_number: int | None = None
-        self._previous: dict = {}
-
-    def __enter__(self) -> "_StopSignals":
-        if threading.current_thread() is threading.main_thread():  # Python handles signals there only
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._request)
-        return self
-
-    def _request(self, signal_number, frame) -> None:
-        self.signal_number = signal_number
-        self.__exit__()
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
 def train(app: str, scene: str, encoding: str | None, out_dir: str | Path, size: str | None = None,
           steps: int | None = None, seconds: float | None = None, device=None, resume: bool = False,
           overwrite: bool = False, progress: bool = True, **options) -> dict:
@@ -303,7 +278,7 @@ def _train_loop(instance: App, run: dict, out: Path, total: int | None, seconds:
         if time.perf_counter() - last_save > CHECKPOINT_SECONDS:
             save(step, trained_s + time.perf_counter() - started)
 
-    with _StopSignals() as stop:
+    with StopSignals() as stop:
         step, trained_s = training_loop(instance, optimizer, total, seconds, step, trained_s, after_step,
                                         stop=lambda: stop.signal_number is not None, progress=progress)
         if stop.signal_number:
