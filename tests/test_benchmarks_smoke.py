@@ -13,11 +13,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_script(name: str, *args: str) -> None:
+def script(name: str, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / name), *args], env=env, capture_output=True,
+    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / name), *args], env=env, capture_output=True,
                           text=True, timeout=600)
+
+
+def run_script(name: str, *args: str) -> None:
+    done = script(name, *args)
     assert done.returncode == 0, done.stderr[-3000:]
 
 
@@ -47,3 +51,19 @@ def test_bench_render_apps_smoke_with_traces(tmp_path):
         assert read_trace(traces / f"{app}_hashgrid.json").rest == "unfused"
         # asked for the fused kernels, but with no GPU and no interpreter the PyTorch ones ran: the trace says so
         assert read_trace(tmp_path / "traces_fused" / f"{app}_hashgrid.json").rest == "unfused"
+
+
+def test_bench_nelf_smoke_and_a_bad_launch_exits_2(tmp_path):
+    run_script("bench_nelf.py", "--out", str(tmp_path), "--smoke")
+    (result,) = json.loads((tmp_path / "bench_nelf.json").read_text())["results"]
+    assert result["config"] == "tiny" and result["ms_per_frame"] > 0
+    bad = script("bench_nelf.py", "--out", str(tmp_path / "bad"), "--launch", '{"extra_rows": "16"}')
+    assert bad.returncode == 2 and "launch extra_rows '16'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_bench_nsdf_smoke(tmp_path):
+    run_script("bench_nsdf.py", "--out", str(tmp_path), "--smoke")
+    frames = json.loads((tmp_path / "results.json").read_text())["frames"]
+    assert [(f["width"], f["height"]) for f in frames] == [(64, 36), (96, 54)]
+    assert all(f["fused tracer ms"] > 0 and f["agreement"]["psnr_db"] > 20 for f in frames)
+    assert (tmp_path / "nsdf_fused_96x54.jpg").is_file()
