@@ -41,6 +41,12 @@ def test_place_slabs_finds_the_camera_groups():
     dirs = torch.cat([m + 0.1 * torch.randn(30, 3, generator=gen) for m in means])
     normals = torch.tensor(place_slabs(dirs, 3))
     assert place_slabs(dirs, 3) == place_slabs(dirs, 3)
+    # a camera at the centre has no direction: left out, not a NaN normal; none but such cameras: refused
+    assert place_slabs(torch.cat([dirs, torch.zeros(1, 3)]), 3) == place_slabs(dirs, 3)
+    with pytest.raises(NgfxInputError, match="train_poses"):
+        place_slabs(torch.zeros(4, 3), 2)
+    opposite = torch.tensor([[1.0, 0.0, 0.0], [-1.0, 0.0, 0.0]])
+    assert torch.isfinite(torch.tensor(place_slabs(opposite, 1))).all()  # a group whose mean is zero keeps a normal
     unit = dirs / dirs.norm(dim=1, keepdim=True)
     for group, mean in zip(unit.split(30), means):
         expected = group.mean(0) / group.mean(0).norm()

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from ngfx.nelf.network import NeLF, NeLFConfig, fold_batchnorm
-from ngfx.nelf.triton_nelf import DEFAULT_LAUNCH, Body, FusedNeLF, UpsampleStage, extra_rows, split_rows
+from ngfx.nelf.triton_nelf import DEFAULT_LAUNCH, Body, FusedNeLF, UpsampleStage, extra_tile_rows, split_rows
 
 SMALL = NeLFConfig(n_points=2, n_freqs=2, width=32, n_blocks=2, sr_stages=((16, 4, 2),), sr_blocks=1)
 
@@ -81,10 +81,10 @@ def test_split_rows_moves_only_a_partial_last_round_to_the_tail():
 
 
 def test_extra_rows_only_where_they_save_a_round():
-    assert extra_rows(10_000, 64, 16, 132) == 16  # 800x800's x8 body: 157 tiles of 64 -> 125 programs of 80
+    assert extra_tile_rows(10_000, 64, 16, 132) == 16  # 800x800's x8 body: 157 tiles of 64 -> 125 programs of 80
     assert split_rows(10_000, 64 + 16, 16, 132) == 10_000  # one round: no tail launch
-    assert extra_rows(5_292, 64, 16, 132) == 0  # 1008x756's 83 tiles are one round already
-    assert extra_rows(10_000, 64, 0, 132) == 0
+    assert extra_tile_rows(5_292, 64, 16, 132) == 0  # 1008x756's 83 tiles are one round already
+    assert extra_tile_rows(10_000, 64, 0, 132) == 0
 
 
 def _recorded_launches(body: Body) -> list[tuple[int, int, int]]:
@@ -125,7 +125,7 @@ def test_extra_tile_rows_match_the_network(h, w, round_tiles, tail, gelu, residu
     model = _with_gelu(fold_batchnorm(NeLF(cfg)), gelu)
     launch = {"block_m": 16, "block_k": 16, "num_warps": 4, "num_stages": 1, "extra_rows": 16,
               "tail_block_m": tail, "round_tiles": round_tiles, "gelu": gelu, "residual": residual}
-    assert extra_rows(h * w, 16, 16, round_tiles) == 16
+    assert extra_tile_rows(h * w, 16, 16, round_tiles) == 16
     body = Body(model, torch.float32, launch)
     made = _recorded_launches(body)
     out, ref = _body_rows(model, body, torch.randn(1, cfg.in_channels, h, w))

@@ -118,8 +118,13 @@ def _normals(value, n_slabs, source: str) -> tuple[tuple[float, float, float], .
 
 def place_slabs(view_dirs: torch.Tensor, n_slabs: int, iterations: int = 50) -> tuple[tuple[float, float, float], ...]:
     """Slab normals for cameras viewing along ``view_dirs`` [N, 3]: a spherical k-means of the directions into
-    ``n_slabs`` groups (farthest-point start, so it is deterministic), each normal its group's mean direction."""
-    dirs = view_dirs.double() / view_dirs.double().norm(dim=1, keepdim=True)
+    ``n_slabs`` groups (farthest-point start, so it is deterministic), each normal its group's mean direction.
+    A camera at the scene's centre has no direction and is left out."""
+    lengths = view_dirs.double().norm(dim=1)
+    if not bool((lengths > 1e-9).any()):
+        raise NgfxInputError("teacher", "train_poses", "every camera sits at the scene's centre: no direction to "
+                             "face a light slab towards")
+    dirs = view_dirs.double()[lengths > 1e-9] / lengths[lengths > 1e-9, None]
     centres = [dirs[(dirs @ dirs.mean(0)).argmax()]]
     while len(centres) < min(n_slabs, len(dirs)):
         nearest = torch.stack([dirs @ c for c in centres], dim=1).amax(dim=1)
@@ -130,7 +135,8 @@ def place_slabs(view_dirs: torch.Tensor, n_slabs: int, iterations: int = 50) -> 
     for _ in range(iterations):
         group = (dirs @ centres.T).argmax(dim=1)
         means = torch.stack([dirs[group == j].mean(0) if (group == j).any() else centres[j] for j in range(n_slabs)])
-        centres = means / means.norm(dim=1, keepdim=True)
+        norms = means.norm(dim=1, keepdim=True)
+        centres = torch.where(norms > 1e-9, means / norms.clamp_min(1e-12), centres)  # opposite views cancel: keep
     return tuple(tuple(float(c) for c in n) for n in centres)
 
 

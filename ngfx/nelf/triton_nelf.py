@@ -321,7 +321,7 @@ def split_rows(n_rows: int, block_m: int, tail_block_m: int, round_tiles: int) -
     return main
 
 
-def extra_rows(n_rows: int, block_m: int, extra: int, round_tiles: int) -> int:
+def extra_tile_rows(n_rows: int, block_m: int, extra: int, round_tiles: int) -> int:
     """The rows of each body program's extra tile: the launch's ``extra`` where tiles of ``block_m`` alone would
     take more than one round of ``round_tiles`` (a program with an extra tile is slower, so it pays only where it
     saves a round: 800x800's 157 tiles of 64 rows become 125 programs of 80), else 0."""
@@ -375,7 +375,7 @@ class Body:
         launch, n_rows = self.launch, x.shape[0]
         out = torch.empty(n_rows, self.width, device=x.device, dtype=self.dtype)
         round_tiles = launch.get("round_tiles") or _sm_count(x.device)
-        extra = extra_rows(n_rows, launch["block_m"], launch.get("extra_rows", 0), round_tiles)
+        extra = extra_tile_rows(n_rows, launch["block_m"], launch.get("extra_rows", 0), round_tiles)
         main = split_rows(n_rows, launch["block_m"] + extra, launch["tail_block_m"], round_tiles)
         self.compiled = self._launch(x, out, main, launch["block_m"], extra, launch["num_warps"])
         if main < n_rows:
@@ -478,5 +478,5 @@ class FusedNeLF:
         return x[None]
 
 
-__all__ = ["FusedNeLF", "Body", "UpsampleStage", "body_kernel", "upsample_kernel", "split_rows", "extra_rows",
+__all__ = ["FusedNeLF", "Body", "UpsampleStage", "body_kernel", "upsample_kernel", "split_rows", "extra_tile_rows",
            "DEFAULT_LAUNCH"]
