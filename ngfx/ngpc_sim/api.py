@@ -51,7 +51,7 @@ def sim_run(trace_path: str | Path | None, scale: int, resolution: tuple[int, in
         trace = paper_trace(paper[0], encoding_kind_of(paper[1], "--paper"))
     else:
         trace = load_any_trace(trace_path, table_resolution)
-    if rest_speedup is not None and trace.rest != "unfused":  # fused kernels are replayed as timed, never sped up again
+    if rest_speedup is not None and trace.rest_as_timed:
         raise NgfxInputError("--rest-speedup", None, f"{trace_path} was traced with fused rest kernels (otherData.rest "
                                                      f"{trace.rest!r}), which replay as timed; drop --rest-speedup")
     if resolution:

@@ -80,7 +80,7 @@ class SimResult:
 
 def rest_speedup(trace: Trace, cfg: NGPCConfig) -> float:
     """How much faster than traced the SMs run the rest kernels: 1 for a trace of fused kernels."""
-    return 1.0 if trace.rest != "unfused" else cfg.rest_speedup
+    return 1.0 if trace.rest_as_timed else cfg.rest_speedup
 
 
 def amdahl_bound(trace: Trace, cfg: NGPCConfig) -> float:
@@ -204,7 +204,7 @@ def simulate(trace: Trace, cfg: NGPCConfig, record_timeline: bool = False) -> Si
     frame_s = env.now
     per_unit = {"gpu_sms": 1, "encoding_engines": max(1, scale), "mlp_engines": max(1, scale), "memory": 1}
     utilisation = {u: units.busy[u] / per_unit[u] / frame_s if frame_s > 0 else 0.0 for u in units.busy}
-    rest_mode = "fused" if trace.rest != "unfused" else (cfg.rest_mode if cfg.enabled else "unfused")
+    rest_mode = "fused" if trace.rest_as_timed else (cfg.rest_mode if cfg.enabled else "unfused")
     return SimResult(app=trace.app, encoding=trace.encoding, device=trace.device, timer=trace.timer, width=trace.width,
                      height=trace.height,
                      scale=scale, rest_mode=rest_mode, traced_rest=trace.rest, baseline_s=baseline,

@@ -40,11 +40,10 @@ from pathlib import Path
 from ngfx.errors import NgfxInputError
 from ngfx.io import read_json, write_json
 from ngfx.ngpc_sim.config import ENCODING_KINDS, REST_MODES
-
-TRACE_REST_MODES = (*REST_MODES, "per_ray")  # how a traced renderer ran its rest kernels
 from ngfx.ngpc_sim.schema import EVENT_TS, KERNEL_FIELDS, TRACE_HEADER_FIELDS, check_fields, check_layers
 
 SCHEMA, VERSION = "ngfx.trace", 1
+TRACE_REST_MODES = (*REST_MODES, "per_ray")  # how a traced renderer ran its rest kernels
 CATEGORIES = ("encoding", "mlp", "rest")
 TIMERS = ("cupti", "cuda_event", "cpu", "cpu_op", "roofline", "model")
 CPU_TIMERS = ("cpu", "cpu_op")  # traces of a CPU frame, not of a GPU one
@@ -89,6 +88,11 @@ class Trace:
     @property
     def encoding(self) -> str:
         return next((k.encoding for k in self.kernels if k.encoding), "")
+
+    @property
+    def rest_as_timed(self) -> bool:
+        """Whether the rest kernels replay as timed: traced fused (or per ray), so never sped up again."""
+        return self.rest != "unfused"
 
     def frame_time_s(self) -> float:
         """The measured GPU time of one frame: kernels run one after another."""
