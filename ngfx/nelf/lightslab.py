@@ -29,7 +29,7 @@ from torch import nn
 
 from ngfx.encodings import Encoding
 from ngfx.errors import NgfxInputError
-from ngfx.nelf.network import ResidualBlock, config_fields, super_resolution_head
+from ngfx.nelf.network import ResidualBlock, check_counts, config_fields, super_resolution_head
 
 PLANES = ((0, 1), (2, 3), (0, 2), (1, 3), (0, 3), (1, 2))  # the 2D sub-spaces of (u, v, s, t)
 # one x2 stage of MobileR2L's head: with its x8 head (50x50 rays for a 400x400 frame) the student over-fitted
@@ -76,11 +76,8 @@ class LightSlabConfig:
     @classmethod
     def from_dict(cls, d: dict, source: str = "config") -> "LightSlabConfig":
         cfg = cls(**config_fields(cls, d, source))
-        for key in ("n_slabs", "n_levels", "n_features", "width", "log2_hashmap_size", "base_resolution",
-                    "n_blocks", "sr_blocks"):
-            value, least = getattr(cfg, key), 0 if key in ("n_blocks", "sr_blocks") else 1
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                raise NgfxInputError(source, key, f"must be an integer >= {least}, got {value!r}")
+        check_counts(cfg, source, {**dict.fromkeys(("n_slabs", "n_levels", "n_features", "width", "log2_hashmap_size",
+                                                    "base_resolution"), 1), "n_blocks": 0, "sr_blocks": 0})
         scale = cfg.per_level_scale
         if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
             raise NgfxInputError(source, "per_level_scale", f"must be a finite number > 0, got {scale!r}")
@@ -177,7 +174,7 @@ def slab_coordinates(origins: torch.Tensor, dirs: torch.Tensor, aabb: torch.Tens
         t = (plane - q_n) / d_safe  # [..., S]
         hit = q[..., None, :] + t[..., None] * dirs[..., None, :]  # [..., S, 3]
         out += [(hit * frames[:, 1]).sum(-1), (hit * frames[:, 2]).sum(-1)]
-    uvst = (torch.stack([out[0], out[1], out[2], out[3]], dim=-1) / (PLANE_EXTENT * radius) + 0.5).clamp(0, 1)
+    uvst = (torch.stack(out, dim=-1) / (PLANE_EXTENT * radius) + 0.5).clamp(0, 1)
     weight = d_n.clamp_min(0) ** BLEND_POWER + 1e-4
     weight = weight / weight.sum(-1, keepdim=True)
     return torch.cat([uvst, weight[..., None]], dim=-1).flatten(-2)

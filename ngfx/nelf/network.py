@@ -46,13 +46,18 @@ class NeLFConfig:
     @classmethod
     def from_dict(cls, d: dict, source: str = "config") -> "NeLFConfig":
         cfg = cls(**config_fields(cls, d, source))
-        for key in ("n_points", "width", "n_blocks", "sr_blocks", "n_freqs"):
-            value = getattr(cfg, key)
-            if not isinstance(value, int) or value < (1 if key in ("n_points", "width") else 0):
-                raise NgfxInputError(source, key, f"must be a non-negative integer (positive for n_points/width), got {value!r}")
+        check_counts(cfg, source, {"n_points": 1, "width": 1, "n_blocks": 0, "sr_blocks": 0, "n_freqs": 0})
         if cfg.norm not in ("batch", "none"):
             raise NgfxInputError(source, "norm", f"must be 'batch' or 'none', got {cfg.norm!r}")
         return cfg
+
+
+def check_counts(cfg, source: str, least: dict[str, int]) -> None:
+    """Each field named in ``least`` an integer (not a bool) at least its value, else an error naming the field."""
+    for key, low in least.items():
+        value = getattr(cfg, key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise NgfxInputError(source, key, f"must be an integer >= {low}, got {value!r}")
 
 
 def config_fields(cls, d: dict, source: str) -> dict:
@@ -141,13 +146,16 @@ def encode_frames(cfg: NeLFConfig, poses: torch.Tensor, k: Intrinsics, near: flo
     """
     w, h = low_resolution(cfg, k.width, k.height)
     k_low = k.scaled(w, h)
+    slabs = None
+    if getattr(cfg, "arch", "mobile_r2l") == "lightslab":  # two-plane coordinates; the grids are in the net
+        from ngfx.nelf.lightslab import slab_coordinates, slab_frames
+
+        slabs = slab_frames(cfg).to(poses.device)  # once a call: every frame of a training batch shares them
     frames = []
     for c2w in poses:
         origins, dirs = pixel_rays(c2w, k_low)
-        if getattr(cfg, "arch", "mobile_r2l") == "lightslab":  # two-plane coordinates; the grids are in the net
-            from ngfx.nelf.lightslab import slab_coordinates, slab_frames
-
-            enc = slab_coordinates(origins, dirs, aabb.to(c2w.device), slab_frames(cfg))
+        if slabs is not None:
+            enc = slab_coordinates(origins, dirs, aabb.to(c2w.device), slabs)
         else:
             enc = encode_rays(origins, dirs, near, far, aabb.to(c2w.device), cfg.n_points, cfg.n_freqs)
         frames.append(enc.t().reshape(-1, h, w))
