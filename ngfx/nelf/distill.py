@@ -264,8 +264,7 @@ def _train(model: NeLF, targets, poses: torch.Tensor, k: Intrinsics, geometry: d
 
     with StopSignals() as stop:
         step, _ = training_loop(frames, opt, steps, seconds, start, after_step=after_step,
-                                stop=lambda: stop.signal_number is not None, progress=True, lr_scale=cosine_lr_scale,
-                                desc=desc)
+                                stop=stop, progress=True, lr_scale=cosine_lr_scale, desc=desc)
         _save_phase(ckpt, model, opt, meta, desc, step)
         if stop.signal_number:
             raise TrainingInterrupted(f"interrupted at step {step} of the {desc} phase: checkpoint saved in "

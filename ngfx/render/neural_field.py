@@ -160,6 +160,10 @@ class StopSignals:
                 self._previous[sig] = signal.signal(sig, self._request)
         return self
 
+    def __call__(self) -> bool:
+        """Whether a signal asked to stop (``training_loop``'s ``stop``)."""
+        return self.signal_number is not None
+
     def _request(self, signal_number, frame) -> None:
         self.signal_number = signal_number
         self.__exit__()
@@ -169,13 +173,13 @@ class StopSignals:
             signal.signal(sig, handler)
 
 
-
 LOSS_SHOWN_EVERY = 10  # steps between loss readings on the progress bar (each one is a host sync on the GPU)
 
 
 def training_loop(app, optimizer: torch.optim.Optimizer, steps: int | None, seconds: float | None, step: int = 0,
                   trained_s: float = 0.0, after_step=None, stop=None, progress: bool = False,
-                  lr_scale: Callable[[float], float] = learning_rate_scale, desc: str | None = None) -> tuple[int, float]:
+                  lr_scale: Callable[[float], float] = learning_rate_scale,
+                  desc: str | None = None) -> tuple[int, float]:
     """The one training loop (:func:`fit`, the run folders of :mod:`ngfx.render.runs`, the NeLF distillation):
     optimisation steps from ``step`` until ``steps`` steps, ``seconds`` of training (counting ``trained_s`` of
     earlier runs) or ``stop()``, whichever comes first -> (step reached, seconds trained in all).

@@ -280,7 +280,7 @@ def _train_loop(instance: App, run: dict, out: Path, total: int | None, seconds:
 
     with StopSignals() as stop:
         step, trained_s = training_loop(instance, optimizer, total, seconds, step, trained_s, after_step,
-                                        stop=lambda: stop.signal_number is not None, progress=progress)
+                                        stop=stop, progress=progress)
         if stop.signal_number:
             if step == first_step:
                 kept = "the previous run is kept" if replaces else "nothing changed in the run folder"
