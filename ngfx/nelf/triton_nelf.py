@@ -333,50 +333,49 @@ def _sm_count(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
 
 
-def _block_weights(blocks: list[ResidualBlock], dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+def _block_weights(blocks: list[ResidualBlock], dtype: torch.dtype,
+                   device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """[2 * n_blocks, width, width] matrices and [2 * n_blocks, width] biases of residual blocks (a 1-element
-    placeholder each when there are none: a kernel argument must be a tensor)."""
+    placeholder each on ``device`` when there are none: a kernel argument must be a tensor)."""
     convs = [c for b in blocks for c in (b.conv1, b.conv2)]
     if not convs:
-        return torch.zeros(1, dtype=dtype), torch.zeros(1)
+        return torch.zeros(1, dtype=dtype, device=device), torch.zeros(1, device=device)
     return (torch.stack([_matrix(c) for c in convs]).to(dtype).contiguous(),
             torch.stack([c.bias for c in convs]).float().contiguous())
 
 
 class Body:
-    """The stem, residual blocks and global skip of a :class:`NeLF` on ``body_kernel``."""
+    """The stem, residual blocks and global skip of a :class:`NeLF` on ``body_kernel``, on the model's device."""
 
     def __init__(self, model: NeLF, dtype: torch.dtype, launch: dict | None = None):
         self.launch, self.dtype = _full_launch(launch), dtype
         stem, blocks = model.stem[0], list(model.body)
+        device = stem.weight.device
+        # what a frame's launches need from the device, asked once
+        self.round_tiles = self.launch.get("round_tiles") or _sm_count(device)
+        self.gelu_flags = _gelu_flags(self.launch, device)
         self.width, self.c_in, self.n_blocks = stem.out_channels, stem.in_channels, len(blocks)
         _check_width(self.width, "body", 2 * MIN_DOT)  # each half-layer product is >= MIN_DOT wide
         self.block_k = min(self.launch["block_k"], self.width)
         self.k_stem = -(-self.c_in // self.block_k) * self.block_k
         with torch.no_grad():
-            self.w_stem = torch.zeros(self.k_stem, self.width, dtype=dtype)
+            self.w_stem = torch.zeros(self.k_stem, self.width, dtype=dtype, device=device)
             self.w_stem[: self.c_in] = _matrix(stem).to(dtype)
             self.b_stem = stem.bias.float().contiguous()
-            self.w, self.b = _block_weights(blocks, dtype)
+            self.w, self.b = _block_weights(blocks, dtype, device)
             if blocks:  # [layer, half, in, out / 2]: the even, then the odd output columns
                 n, w = self.w.shape[0], self.width
                 self.w = self.w.view(n, w, w // 2, 2).permute(0, 3, 1, 2).contiguous()
                 self.b = self.b.view(n, w // 2, 2).transpose(1, 2).contiguous()
         self.compiled = None  # the last launch's compiled kernel (registers, spills, PTX for the benchmark)
 
-    def to(self, device: torch.device) -> "Body":
-        for name in ("w_stem", "b_stem", "w", "b"):
-            setattr(self, name, getattr(self, name).to(device))
-        return self
-
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` [n_rows, c_in] (row-major) -> [n_rows, width] in the operand dtype: the main launch (with an extra
         tile a program where ``extra_rows`` says), then the tail launch on the rows it leaves (``split_rows``)."""
         launch, n_rows = self.launch, x.shape[0]
         out = torch.empty(n_rows, self.width, device=x.device, dtype=self.dtype)
-        round_tiles = launch.get("round_tiles") or _sm_count(x.device)
-        extra = extra_tile_rows(n_rows, launch["block_m"], launch.get("extra_rows", 0), round_tiles)
-        main = split_rows(n_rows, launch["block_m"] + extra, launch["tail_block_m"], round_tiles)
+        extra = extra_tile_rows(n_rows, launch["block_m"], launch["extra_rows"], self.round_tiles)
+        main = split_rows(n_rows, launch["block_m"] + extra, launch["tail_block_m"], self.round_tiles)
         self.compiled = self._launch(x, out, main, launch["block_m"], extra, launch["num_warps"])
         if main < n_rows:
             self._launch(x[main:], out[main:], n_rows - main, launch["tail_block_m"], 0, launch["tail_num_warps"])
@@ -389,12 +388,12 @@ class Body:
             x, out, self.w_stem, self.b_stem, self.w, self.b, n_rows, C_IN=self.c_in, K_STEM=self.k_stem,
             WIDTH=self.width, N_LAYERS=2 * self.n_blocks, BLOCK_M=block_m, EXTRA_M=extra_m, BLOCK_K=self.block_k,
             NUM_STAGES=self.launch["num_stages"], RESIDUAL_FP32=self.launch["residual"] == "fp32",
-            **_gelu_flags(self.launch, x.device), num_warps=num_warps)
+            **self.gelu_flags, num_warps=num_warps)
 
 
 class UpsampleStage:
     """One super-resolution stage (transposed conv with its folded BatchNorm, GELU, residual blocks; the RGB
-    layer and sigmoid when ``to_rgb`` is given) on ``upsample_kernel``."""
+    layer and sigmoid when ``to_rgb`` is given) on ``upsample_kernel``, on the transposed conv's device."""
 
     def __init__(self, up: nn.ConvTranspose2d, blocks: list[ResidualBlock], to_rgb: nn.Conv2d | None,
                  dtype: torch.dtype, launch: dict | None = None):
@@ -404,21 +403,18 @@ class UpsampleStage:
         _check_width(self.c_out, "super-resolution")
         self.kernel, self.stride, self.pad = up.kernel_size[0], up.stride[0], up.padding[0]
         self.n_blocks = len(blocks)
+        device = up.weight.device
+        self.gelu_flags = _gelu_flags(self.launch, device)
         with torch.no_grad():
             self.w_up = up.weight.permute(2, 3, 0, 1).to(dtype).contiguous()  # [k, k, in, out]
             self.b_up = up.bias.float().contiguous()
-            self.w, self.b = _block_weights(blocks, dtype)
-            self.w_rgb = torch.zeros(self.c_out, RGB_PAD, dtype=dtype)
-            self.b_rgb = torch.zeros(RGB_PAD)
+            self.w, self.b = _block_weights(blocks, dtype, device)
+            self.w_rgb = torch.zeros(self.c_out, RGB_PAD, dtype=dtype, device=device)
+            self.b_rgb = torch.zeros(RGB_PAD, device=device)
             if to_rgb is not None:
                 self.w_rgb[:, :3] = _matrix(to_rgb).to(dtype)
                 self.b_rgb[:3] = to_rgb.bias.float()
         self.rgb = to_rgb is not None
-
-    def to(self, device: torch.device) -> "UpsampleStage":
-        for name in ("w_up", "b_up", "w", "b", "w_rgb", "b_rgb"):
-            setattr(self, name, getattr(self, name).to(device))
-        return self
 
     def __call__(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
         """Image rows [h * w, c_in] -> rows [h * w * stride^2, c_out], or with RGB [3, h * stride, w * stride]."""
@@ -430,7 +426,7 @@ class UpsampleStage:
             x, out, self.w_up, self.b_up, self.w, self.b, self.w_rgb, self.b_rgb, h, w, C_IN=self.c_in,
             C_OUT=self.c_out, KERNEL=self.kernel, STRIDE=s, PAD=self.pad, TAPS=-(-self.kernel // s),
             N_BLOCKS=self.n_blocks, RGB=self.rgb, RGB_COLS=RGB_PAD, BLOCK_M=block_m,
-            **_gelu_flags(self.launch, x.device), num_warps=self.launch["sr_num_warps"])
+            **self.gelu_flags, num_warps=self.launch["sr_num_warps"])
         return out
 
 
@@ -452,8 +448,7 @@ class FusedNeLF:
         self.cfg, self.dtype = model.cfg, dtype
         if not model.cfg.sr_stages:
             raise ValueError("fused NeLF: the network needs a super-resolution stage (the last one runs the RGB layer)")
-        device = model.stem[0].weight.device
-        self.body = Body(model, dtype, self.launch).to(device)
+        self.body = Body(model, dtype, self.launch)
         layers, i = list(model.upsample), 0
         self.stages: list[UpsampleStage] = []
         while i < len(layers):  # per stage: transposed conv, its folded BatchNorm (now Identity), GELU, blocks
@@ -463,7 +458,7 @@ class FusedNeLF:
                 blocks.append(layers[i])
                 i += 1
             to_rgb = model.to_rgb if i == len(layers) else None
-            self.stages.append(UpsampleStage(up, blocks, to_rgb, dtype, self.launch).to(device))
+            self.stages.append(UpsampleStage(up, blocks, to_rgb, dtype, self.launch))
 
     @torch.no_grad()
     def __call__(self, rays: torch.Tensor) -> torch.Tensor:
