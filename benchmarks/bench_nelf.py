@@ -118,7 +118,7 @@ def _network(preset: str, resolution: tuple[int, int], device: torch.device, see
 
 def _errors(fused, model: NeLF, rays: torch.Tensor) -> dict:
     """|fp16 - fp32 network| of the RGB, for the fused forward and for PyTorch in fp16; the body's relative error."""
-    from ngfx.nelf.triton_nelf import _rows
+    from ngfx.nelf.triton_nelf import pixel_rows
 
     with torch.no_grad():
         ref = model.float()(rays.float())
@@ -126,8 +126,8 @@ def _errors(fused, model: NeLF, rays: torch.Tensor) -> dict:
         torch_half = half(rays.half().contiguous(memory_format=torch.channels_last))
         out = fused(rays).float()
         stem = model.stem(rays.float())
-        body_ref = _rows(stem + model.body(stem))
-        body = fused.body(_rows(rays.half().contiguous(memory_format=torch.channels_last))).float()
+        body_ref = pixel_rows(stem + model.body(stem))
+        body = fused.body(pixel_rows(rays.half().contiguous(memory_format=torch.channels_last))).float()
     return {"rgb_max_abs_error_fused": float((out - ref).abs().max()),
             "rgb_mean_abs_error_fused": float((out - ref).abs().mean()),
             "rgb_max_abs_error_torch_fp16": float((torch_half.float() - ref).abs().max()),
@@ -164,7 +164,7 @@ def _gpu_turn(lock: str):
 def probe(launch: dict, iters: int, lock: str) -> dict:
     """One fused launch shape on every case: errors, kernel split, frame and body times (run in a subprocess;
     only the timing loops take a turn on the GPU)."""
-    from ngfx.nelf.triton_nelf import FusedNeLF, _rows
+    from ngfx.nelf.triton_nelf import FusedNeLF, pixel_rows
 
     device = torch.device("cuda")
     result = {"launch": launch, "cases": {}}
@@ -184,7 +184,7 @@ def probe(launch: dict, iters: int, lock: str) -> dict:
             except Exception as e:  # the table is a diagnostic; a profiler problem must not lose the probe
                 case["kernels_us_per_frame"] = repr(e)
             result["cases"][f"{resolution[0]}x{resolution[1]}"] = case
-            timed.append((case, _graphed(fused, static), _graphed(lambda r: fused.body(_rows(r)), static)))
+            timed.append((case, _graphed(fused, static), _graphed(lambda r: fused.body(pixel_rows(r)), static)))
         with _gpu_turn(lock):
             for case, frame, body in timed:
                 case["ms_per_frame"] = _median_ms(frame, iters, True)
@@ -255,9 +255,9 @@ def _correct(probe_result: dict) -> bool:
 
 def run_gpu(iters: int, launches: list[dict], timeout_s: float) -> tuple[list[dict], list[dict]]:
     """Every subprocess at once -> (result rows, probe log)."""
-    from ngfx.nelf.triton_nelf import DEFAULT_LAUNCH
+    from ngfx.nelf.triton_nelf import full_launch
 
-    launches = [{**DEFAULT_LAUNCH, **launch} for launch in launches]
+    launches = [full_launch(launch) for launch in launches]
     lock = str(Path(os.environ.get("TMPDIR", "/tmp")) / f"bench_nelf_{os.getpid()}.lock")
     common = ["--out", "-", "--iters", str(iters), "--lock", lock]
     began = time.perf_counter()
@@ -293,13 +293,13 @@ def run_gpu(iters: int, launches: list[dict], timeout_s: float) -> tuple[list[di
 def _launch_arg(text: str) -> dict:
     """--launch: a JSON object of launch keys, checked as FusedNeLF checks them (a bad one: exit 2, not a probe
     that fails later)."""
-    from ngfx.nelf.triton_nelf import _full_launch
+    from ngfx.nelf.triton_nelf import full_launch
 
     try:
         launch = json.loads(text)
         if not isinstance(launch, dict):
             raise ValueError("expected a JSON object")
-        _full_launch(launch)
+        full_launch(launch)
     except ValueError as e:  # json.JSONDecodeError is a ValueError
         raise argparse.ArgumentTypeError(str(e)) from None
     return launch

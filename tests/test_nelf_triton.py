@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from ngfx.nelf.network import NeLF, NeLFConfig, fold_batchnorm
-from ngfx.nelf.triton_nelf import DEFAULT_LAUNCH, Body, FusedNeLF, UpsampleStage, extra_tile_rows, split_rows
+from ngfx.nelf.triton_nelf import (DEFAULT_LAUNCH, Body, FusedNeLF, UpsampleStage, extra_tile_rows, pixel_rows,
+                                   split_rows)
 
 SMALL = NeLFConfig(n_points=2, n_freqs=2, width=32, n_blocks=2, sr_stages=((16, 4, 2),), sr_blocks=1)
 
@@ -28,6 +29,19 @@ def _with_gelu(model: torch.nn.Module, gelu: str) -> torch.nn.Module:
             if isinstance(child, torch.nn.GELU):
                 setattr(module, name, torch.nn.GELU(approximate="tanh" if gelu == "tanh" else "none"))
     return model
+
+
+@torch.no_grad()
+def _reference_body(model: NeLF, rays: torch.Tensor) -> torch.Tensor:
+    """The PyTorch body (stem, blocks, global skip) of ``rays`` [1, C, h, w] as rows [h * w, width]."""
+    stem = model.stem(rays)
+    return pixel_rows(stem + model.body(stem))
+
+
+@torch.no_grad()
+def _body_rows(model: NeLF, body: Body, rays: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(fused body, reference body) of ``rays`` [1, C, h, w] as rows [h * w, width]."""
+    return body(pixel_rows(rays).contiguous()), _reference_body(model, rays)
 
 
 @pytest.mark.parametrize("launch", [{"block_m": 16, "block_k": 16, "sr_block_m": 16},  # last tiles partly masked
@@ -59,14 +73,8 @@ def test_tanh_gelu_is_the_tanh_form_not_the_exact_one():
     model = fold_batchnorm(NeLF(cfg))
     rays = 3 * torch.randn(1, cfg.in_channels, 4, 4)  # wide inputs: pre-activations where the forms differ
     body = Body(model, torch.float32, {"block_m": 16, "block_k": 16, "num_warps": 4, "num_stages": 1, "gelu": "tanh"})
-
-    def reference(m):
-        stem = m.stem(rays)
-        return (stem + m.body(stem)).permute(0, 2, 3, 1).reshape(-1, 32)
-
-    with torch.no_grad():
-        exact, tanh_form = reference(model), reference(_with_gelu(model, "tanh"))
-        out = body(rays.permute(0, 2, 3, 1).reshape(-1, cfg.in_channels).contiguous())
+    out, exact = _body_rows(model, body, rays)
+    tanh_form = _reference_body(_with_gelu(model, "tanh"), rays)
     assert (out - tanh_form).abs().max() < 1e-5
     assert (out - exact).abs().max() > 2e-4
 
@@ -97,15 +105,6 @@ def _recorded_launches(body: Body) -> list[tuple[int, int, int]]:
 
     body._launch = record
     return launches
-
-
-def _body_rows(model: NeLF, body: Body, rays: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(fused body, reference body) of ``rays`` [1, C, h, w] as rows [h * w, width]."""
-    with torch.no_grad():
-        stem = model.stem(rays)
-        ref = (stem + model.body(stem)).permute(0, 2, 3, 1).reshape(-1, stem.shape[1])
-        out = body(rays.permute(0, 2, 3, 1).reshape(-1, rays.shape[1]).contiguous())
-    return out, ref
 
 
 @pytest.mark.parametrize("h, w, round_tiles, tail, gelu, residual, launches", [
@@ -157,10 +156,7 @@ def test_fused_body_skips_and_layers_all_count(residual):
         rays = torch.randn(1, cfg.in_channels, 4, 5)
         mlp = Body(model, torch.float32, {"block_m": 16, "block_k": 16, "num_warps": 4, "num_stages": 1,
                                           "residual": residual, "gelu": "erf"})
-        with torch.no_grad():
-            stem = model.stem(rays)
-            ref = (stem + model.body(stem)).permute(0, 2, 3, 1).reshape(-1, 32)
-            out = mlp(rays.permute(0, 2, 3, 1).reshape(-1, cfg.in_channels).contiguous())
+        out, ref = _body_rows(model, mlp, rays)
         assert (out - ref).abs().max() < 1e-5, n_blocks
 
 
@@ -181,7 +177,7 @@ def test_upsample_stage_matches_the_transposed_conv_and_blocks(kernel, stride, n
         ref = _with_gelu(torch.nn.Sequential(up, torch.nn.GELU(), *blocks), gelu)(x)
         if rgb:
             ref = torch.sigmoid(to_rgb(ref))
-        out = stage(x.permute(0, 2, 3, 1).reshape(15, 16).contiguous(), 3, 5)
+        out = stage(pixel_rows(x).contiguous(), 3, 5)
     h, w = 3 * stride, 5 * stride
     if not rgb:
         out = out.view(h, w, 32).permute(2, 0, 1)

@@ -277,8 +277,8 @@ def _check_width(width: int, what: str, minimum: int = MIN_DOT) -> None:
         raise ValueError(f"fused NeLF: {what} width {width} must be a power of two >= {minimum}")
 
 
-def _full_launch(changes: dict | None) -> dict:
-    """DEFAULT_LAUNCH with ``changes``, checked."""
+def full_launch(changes: dict | None) -> dict:
+    """DEFAULT_LAUNCH with ``changes``, checked (a bad key or value: ValueError naming it)."""
     launch = dict(DEFAULT_LAUNCH, **(changes or {}))
     unknown = sorted(set(launch) - set(DEFAULT_LAUNCH) - set(OPTIONAL_LAUNCH_KEYS))
     if unknown:
@@ -348,7 +348,7 @@ class Body:
     """The stem, residual blocks and global skip of a :class:`NeLF` on ``body_kernel``, on the model's device."""
 
     def __init__(self, model: NeLF, dtype: torch.dtype, launch: dict | None = None):
-        self.launch, self.dtype = _full_launch(launch), dtype
+        self.launch, self.dtype = full_launch(launch), dtype
         stem, blocks = model.stem[0], list(model.body)
         device = stem.weight.device
         # what a frame's launches need from the device, asked once
@@ -397,7 +397,7 @@ class UpsampleStage:
 
     def __init__(self, up: nn.ConvTranspose2d, blocks: list[ResidualBlock], to_rgb: nn.Conv2d | None,
                  dtype: torch.dtype, launch: dict | None = None):
-        self.launch, self.dtype = _full_launch(launch), dtype
+        self.launch, self.dtype = full_launch(launch), dtype
         self.c_in, self.c_out = up.in_channels, up.out_channels
         _check_width(self.c_in, "super-resolution input")
         _check_width(self.c_out, "super-resolution")
@@ -430,7 +430,7 @@ class UpsampleStage:
         return out
 
 
-def _rows(x: torch.Tensor) -> torch.Tensor:
+def pixel_rows(x: torch.Tensor) -> torch.Tensor:
     """[1, C, h, w] -> [h*w, C] rows (a view when ``x`` is channels-last)."""
     return x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
 
@@ -443,7 +443,7 @@ class FusedNeLF:
     """
 
     def __init__(self, model: NeLF, dtype: torch.dtype = torch.float16, launch: dict | None = None):
-        self.launch = _full_launch(launch)
+        self.launch = full_launch(launch)
         model = fold_batchnorm(model)
         self.cfg, self.dtype = model.cfg, dtype
         if not model.cfg.sr_stages:
@@ -466,7 +466,7 @@ class FusedNeLF:
         if rays.shape[0] != 1:
             raise ValueError(f"fused NeLF runs one frame at a time, got a batch of {rays.shape[0]}")
         _, _, h, w = rays.shape
-        x = self.body(_rows(rays.to(self.dtype).contiguous(memory_format=torch.channels_last)))
+        x = self.body(pixel_rows(rays.to(self.dtype).contiguous(memory_format=torch.channels_last)))
         for stage in self.stages:
             x = stage(x, h, w)
             h, w = h * stage.stride, w * stage.stride
@@ -474,4 +474,4 @@ class FusedNeLF:
 
 
 __all__ = ["FusedNeLF", "Body", "UpsampleStage", "body_kernel", "upsample_kernel", "split_rows", "extra_tile_rows",
-           "DEFAULT_LAUNCH"]
+           "full_launch", "pixel_rows", "DEFAULT_LAUNCH"]
