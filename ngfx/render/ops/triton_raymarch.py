@@ -22,7 +22,7 @@ import triton.language as tl
 
 from ngfx.cameras import Intrinsics
 from ngfx.render.ops.raymarch import SKIP_MARGIN, TrainingSamples
-from ngfx.render.ops.triton_volume import composite_step
+from ngfx.render.ops.triton_volume import composite_step, load3
 
 BLOCK = 128
 COMPOSITE_BLOCK = 256
@@ -120,12 +120,8 @@ def ray_gen(c2w: torch.Tensor, k: Intrinsics, row0: int, n_rows: int, aabb: torc
 @triton.jit
 def load_ray(o_ptr, d_ptr, ray, mask):
     """Origin and direction of rays ``ray`` (rows of [R, 3] arrays) -> ox, oy, oz, dx, dy, dz."""
-    ox = tl.load(o_ptr + ray * 3, mask=mask, other=0.0)
-    oy = tl.load(o_ptr + ray * 3 + 1, mask=mask, other=0.0)
-    oz = tl.load(o_ptr + ray * 3 + 2, mask=mask, other=0.0)
-    dx = tl.load(d_ptr + ray * 3, mask=mask, other=0.0)
-    dy = tl.load(d_ptr + ray * 3 + 1, mask=mask, other=0.0)
-    dz = tl.load(d_ptr + ray * 3 + 2, mask=mask, other=0.0)
+    ox, oy, oz = load3(o_ptr, ray, mask)
+    dx, dy, dz = load3(d_ptr, ray, mask)
     return ox, oy, oz, dx, dy, dz
 
 
@@ -242,9 +238,7 @@ def _composite_kernel(colour_ptr, trans_ptr, active_ptr, sigma_ptr, rgb_ptr, del
     mask = a < n_active
     ray = tl.load(active_ptr + a, mask=mask, other=0)
     trans = tl.load(trans_ptr + ray, mask=mask, other=0.0)
-    r = tl.load(colour_ptr + ray * 3, mask=mask, other=0.0)
-    g = tl.load(colour_ptr + ray * 3 + 1, mask=mask, other=0.0)
-    b = tl.load(colour_ptr + ray * 3 + 2, mask=mask, other=0.0)
+    r, g, b = load3(colour_ptr, ray, mask)
     for j in tl.static_range(K):
         trans, r, g, b = composite_step(trans, r, g, b, sigma_ptr, rgb_ptr, delta_ptr, a * K + j, mask)
     tl.store(trans_ptr + ray, trans, mask=mask)
