@@ -59,6 +59,7 @@ LAUNCH_COUNTS = {"block_m": (MIN_DOT, True), "block_k": (MIN_DOT, True), "sr_blo
                  "tail_num_warps": (1, True), "sr_num_warps": (1, True), "num_stages": (1, False),
                  "round_tiles": (1, False)}
 NONE_AT_ZERO = ("tail_block_m", "extra_rows")
+LAUNCH_CHOICES = {"residual": ("fp32", "fp16"), "gelu": ("erf", "tanh")}  # the launch keys that name a form
 
 
 # GELU's tanh form 0.5 x (1 + tanh(x (A + B x^2))), A = sqrt(2 / pi) = 0x3A62, B = 0.044715 A = 0x2891 and
@@ -284,10 +285,9 @@ def full_launch(changes: dict | None) -> dict:
     if unknown:
         raise ValueError(f"fused NeLF: unknown launch key(s) {', '.join(unknown)} (known: "
                          f"{', '.join([*DEFAULT_LAUNCH, *OPTIONAL_LAUNCH_KEYS])})")
-    if launch["residual"] not in ("fp32", "fp16"):
-        raise ValueError(f"fused NeLF: launch residual must be 'fp32' or 'fp16', got {launch['residual']!r}")
-    if launch["gelu"] not in ("erf", "tanh"):
-        raise ValueError(f"fused NeLF: launch gelu must be 'erf' or 'tanh', got {launch['gelu']!r}")
+    for key, choices in LAUNCH_CHOICES.items():
+        if launch[key] not in choices:
+            raise ValueError(f"fused NeLF: launch {key} must be {' or '.join(map(repr, choices))}, got {launch[key]!r}")
     for key, (least, power_of_two) in LAUNCH_COUNTS.items():
         value = launch.get(key)
         is_int = isinstance(value, int) and not isinstance(value, bool)
