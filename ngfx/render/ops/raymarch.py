@@ -237,17 +237,26 @@ def march_training(origins, dirs, t_near, t_far, occupancy, aabb, resolution: in
     points = origins[:, None, :] + t[..., None] * dirs[:, None, :]
     valid = occupancy[cell_index(points, aabb, resolution)] & (j < n_steps[:, None]) & (t < t_far[:, None])
     ray_ends = valid.sum(dim=1).cumsum(0)
-    n_slots = int(ray_ends[-1]) if max_samples is None and ray_ends.numel() else (max_samples or 0)
+    n_slots = slot_count(ray_ends, max_samples)
     kept = ray_ends <= n_slots
     ray_indices, cols = torch.nonzero(valid & kept[:, None], as_tuple=True)  # the kept rays: a prefix
     n = ray_indices.numel()
-    padded_rays = torch.full((n_slots,), max(t_near.numel() - 1, 0), dtype=torch.long, device=t.device)
+    padded_rays, t_samples, deltas = padding(n_slots, t_near.numel(), t.device)
     padded_rays[:n] = ray_indices
-    t_samples = torch.zeros(n_slots, device=t.device)
     t_samples[:n] = t[ray_indices, cols]
-    deltas = torch.zeros(n_slots, device=t.device)
     deltas[:n] = dt
     return TrainingSamples(padded_rays, t_samples, deltas, kept, ray_ends)
+
+
+def slot_count(ray_ends: torch.Tensor, max_samples: int | None) -> int:
+    """The slots :func:`march_training` allocates: ``max_samples``, or without it every sample (a host sync)."""
+    return int(ray_ends[-1]) if max_samples is None and ray_ends.numel() else (max_samples or 0)
+
+
+def padding(n_slots: int, n_rays: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """ray_indices, t, deltas [n_slots] all padding (the last ray, 0, 0), for the samples to be written into."""
+    return (torch.full((n_slots,), max(n_rays - 1, 0), dtype=torch.long, device=device),
+            torch.zeros(n_slots, device=device), torch.zeros(n_slots, device=device))
 
 
 def compact_training(samples: TrainingSamples, keep: torch.Tensor, max_samples: int) -> TrainingSamples:
@@ -266,9 +275,7 @@ def compact_training(samples: TrainingSamples, keep: torch.Tensor, max_samples: 
         ray_ends = torch.zeros_like(samples.ray_ends)
     # a sample not kept, or past the slots, goes to one extra slot that is cut off at the end
     slot = torch.where(keep & (position <= max_samples), position - 1, max_samples)
-    ray_indices = torch.full((max_samples + 1,), max(n_rays - 1, 0), dtype=torch.long, device=device)
-    t = torch.zeros(max_samples + 1, device=device)
-    deltas = torch.zeros(max_samples + 1, device=device)
+    ray_indices, t, deltas = padding(max_samples + 1, n_rays, device)
     ray_indices.scatter_(0, slot, samples.ray_indices)
     t.scatter_(0, slot, samples.t)
     deltas.scatter_(0, slot, samples.deltas)

@@ -21,7 +21,7 @@ import triton
 import triton.language as tl
 
 from ngfx.cameras import Intrinsics
-from ngfx.render.ops.raymarch import SKIP_MARGIN, TrainingSamples
+from ngfx.render.ops.raymarch import SKIP_MARGIN, TrainingSamples, padding, slot_count
 from ngfx.render.ops.triton_volume import composite_step, load3
 
 BLOCK = 128
@@ -364,10 +364,8 @@ def march_training(origins, dirs, t_near, t_far, occupancy, aabb, resolution: in
         _march_training_kernel[grid](*rays, counts, counts, counts, counts, n, 0, float(dt), float(max_steps),
                                      WRITE=False, **constants)
     ray_ends = counts.cumsum(0)
-    n_slots = int(ray_ends[-1]) if max_samples is None and n else (max_samples or 0)
-    ray_indices = torch.full((n_slots,), max(n - 1, 0), dtype=torch.long, device=device)
-    t = torch.zeros(n_slots, device=device)
-    deltas = torch.zeros(n_slots, device=device)
+    n_slots = slot_count(ray_ends, max_samples)
+    ray_indices, t, deltas = padding(n_slots, n, device)
     if n and n_slots:
         _march_training_kernel[grid](*rays, ray_ends, ray_indices, t, deltas, n, n_slots, float(dt),
                                      float(max_steps), WRITE=True, **constants)
