@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import json
 import os
 import statistics
@@ -117,15 +118,16 @@ def _network(preset: str, resolution: tuple[int, int], device: torch.device, see
 
 
 def _errors(fused, model: NeLF, rays: torch.Tensor) -> dict:
-    """|fp16 - fp32 network| of the RGB, for the fused forward and for PyTorch in fp16; the body's relative error."""
+    """|fp16 - fp32 network| of the RGB, for the fused forward and for PyTorch in fp16; the body's relative error.
+    ``model`` and ``rays`` are :func:`_network`'s (fp32, folded)."""
     from ngfx.nelf.triton_nelf import pixel_rows
 
     with torch.no_grad():
-        ref = model.float()(rays.float())
-        half = fold_batchnorm(model).half().to(memory_format=torch.channels_last)
+        ref = model(rays)
+        half = copy.deepcopy(model).half().to(memory_format=torch.channels_last)
         torch_half = half(rays.half().contiguous(memory_format=torch.channels_last))
         out = fused(rays).float()
-        stem = model.stem(rays.float())
+        stem = model.stem(rays)
         body_ref = pixel_rows(stem + model.body(stem))
         body = fused.body(pixel_rows(rays.half().contiguous(memory_format=torch.channels_last))).float()
     return {"rgb_max_abs_error_fused": float((out - ref).abs().max()),
@@ -209,7 +211,7 @@ def baseline(preset: str, resolution: tuple[int, int], device: torch.device, ite
     cfg, model, rays_f32, (origins, dirs, aabb) = _network(preset, resolution, device)
     cuda = device.type == "cuda"
     dtype = torch.float16 if cuda else torch.float32
-    net = fold_batchnorm(model).to(device, dtype).to(memory_format=torch.channels_last)
+    net = model.to(dtype).to(memory_format=torch.channels_last)  # folded by _network, on the device
     rays = rays_f32.to(dtype).contiguous(memory_format=torch.channels_last)
     fns = {}
     with torch.no_grad():
