@@ -25,6 +25,7 @@ from ngfx.render.ops.fused_sphere_trace import COARSE_SUBSTEPS, TraceScene, grid
 from ngfx.render.ops.sphere_trace import ALBEDO, AMBIENT, LIGHT_DIR
 from ngfx.render.orbit_view import band_rays
 from ngfx.render.ops.triton_raymarch import box_entry_exit, camera_to_world, camera_xy, load_ray
+from ngfx.render.ops.triton_sphere_trace import field_coordinate, store_shade
 
 # 32 rows x 4 warps: triton_mlp's fastest shape that stays on the mma.sync path (its wgmma shapes fail on the H200).
 # The gathers are latency bound, so more programs an SM beat spills: capped at 128 registers (188 uncapped) 4K
@@ -76,11 +77,6 @@ def _coarse_bound(px, py, pz, grid_ptr, G, lo_x, lo_y, lo_z, cell_x, cell_y, cel
         rx, ry, rz = px - (lo_x + cx * cell_x), py - (lo_y + cy * cell_y), pz - (lo_z + cz * cell_z)
         bound = tl.maximum(bound, value - tl.sqrt(rx * rx + ry * ry + rz * rz))
     return bound
-
-
-@triton.jit
-def _field_coordinate(p):
-    return tl.minimum(tl.maximum((p + 1.0) * 0.5, 0.0), 1.0)
 
 
 @triton.jit
@@ -147,9 +143,9 @@ def _trace_and_shade_kernel(
         qx = ox + t * dx + tl.where(is_probe, probe * kx, 0.0)
         qy = oy + t * dy + tl.where(is_probe, probe * ky, 0.0)
         qz = oz + t * dz + tl.where(is_probe, probe * kz, 0.0)
-        tl.store(scratch_ptr + slot * 3, _field_coordinate(qx))
-        tl.store(scratch_ptr + slot * 3 + 1, _field_coordinate(qy))
-        tl.store(scratch_ptr + slot * 3 + 2, _field_coordinate(qz))
+        tl.store(scratch_ptr + slot * 3, field_coordinate(qx))
+        tl.store(scratch_ptr + slot * 3 + 1, field_coordinate(qy))
+        tl.store(scratch_ptr + slot * 3 + 2, field_coordinate(qz))
         tl.debug_barrier()
         features = triton_grid.encode_block(scratch_ptr, table_ptr, meta_scale_ptr, meta_int_ptr, stride_ptr, slot,
                                             all_slots, D, F, LEVELS, N_LEVELS, INTERP, PACKED)
@@ -170,11 +166,7 @@ def _trace_and_shade_kernel(
         ny = tl.where(hit, 0.0, ny + tl.where(is_probe, sdf * ky, 0.0))
         nz = tl.where(hit, 0.0, nz + tl.where(is_probe, sdf * kz, 0.0))
         done = state == 5
-        norm = tl.maximum(tl.sqrt(nx * nx + ny * ny + nz * nz), 1e-12)
-        shade = ambient + (1.0 - ambient) * tl.maximum((nx * lx + ny * ly + nz * lz) / norm, 0.0)
-        tl.store(frame_ptr + ray * 3, tl.minimum(shade * ar, 1.0), mask=done)
-        tl.store(frame_ptr + ray * 3 + 1, tl.minimum(shade * ag, 1.0), mask=done)
-        tl.store(frame_ptr + ray * 3 + 2, tl.minimum(shade * ab, 1.0), mask=done)
+        store_shade(frame_ptr, ray, nx, ny, nz, done, lx, ly, lz, ar, ag, ab, ambient)
         state = tl.where(hit, 2, tl.where(gives_up | done, 0, tl.where(is_probe, state + 1, state)))
 
 

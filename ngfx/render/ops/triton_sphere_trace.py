@@ -15,6 +15,23 @@ BLOCK = 256
 
 
 @triton.jit
+def field_coordinate(p):
+    """A world coordinate in [-1, 1] -> the field's input coordinate in [0, 1] (as sphere_trace.to_unit)."""
+    return tl.minimum(tl.maximum((p + 1.0) * 0.5, 0.0), 1.0)
+
+
+@triton.jit
+def store_shade(frame_ptr, pixel, nx, ny, nz, mask, lx, ly, lz, ar, ag, ab, ambient):
+    """The Lambert + ambient colour of normals (nx, ny, nz), of any length, into frame rows ``pixel`` [P, 3] (as
+    sphere_trace.shade)."""
+    norm = tl.maximum(tl.sqrt(nx * nx + ny * ny + nz * nz), 1e-12)
+    shade = ambient + (1.0 - ambient) * tl.maximum((nx * lx + ny * ly + nz * lz) / norm, 0.0)
+    tl.store(frame_ptr + pixel * 3, tl.minimum(shade * ar, 1.0), mask=mask)
+    tl.store(frame_ptr + pixel * 3 + 1, tl.minimum(shade * ag, 1.0), mask=mask)
+    tl.store(frame_ptr + pixel * 3 + 2, tl.minimum(shade * ab, 1.0), mask=mask)
+
+
+@triton.jit
 def _trace_step_kernel(o_ptr, d_ptr, active_ptr, t_ptr, raw_ptr, t_far_ptr, status_ptr, next_ptr, n_active,
                        eps, step_scale, sphere_radius, BLOCK: tl.constexpr):
     i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
@@ -30,9 +47,9 @@ def _trace_step_kernel(o_ptr, d_ptr, active_ptr, t_ptr, raw_ptr, t_far_ptr, stat
     tl.store(t_ptr + ray, t_new, mask=mask)
     tl.store(status_ptr + ray, tl.where(hit, 1, tl.where(miss, 2, 0)).to(tl.uint8), mask=mask)
     # the next points, already in the field's [0, 1]^3 coordinates
-    tl.store(next_ptr + i * 3, tl.minimum(tl.maximum((ox + t_new * dx + 1.0) * 0.5, 0.0), 1.0), mask=mask)
-    tl.store(next_ptr + i * 3 + 1, tl.minimum(tl.maximum((oy + t_new * dy + 1.0) * 0.5, 0.0), 1.0), mask=mask)
-    tl.store(next_ptr + i * 3 + 2, tl.minimum(tl.maximum((oz + t_new * dz + 1.0) * 0.5, 0.0), 1.0), mask=mask)
+    tl.store(next_ptr + i * 3, field_coordinate(ox + t_new * dx), mask=mask)
+    tl.store(next_ptr + i * 3 + 1, field_coordinate(oy + t_new * dy), mask=mask)
+    tl.store(next_ptr + i * 3 + 2, field_coordinate(oz + t_new * dz), mask=mask)
 
 
 def trace_step(origins, dirs, active, t, raw, t_far, status, eps: float, step_scale: float,
@@ -58,13 +75,8 @@ def _shade_kernel(frame_ptr, pixel_ptr, sdf_ptr, n, lx, ly, lz, ar, ag, ab, ambi
     nx = s0 - s1 - s2 + s3
     ny = -s0 - s1 + s2 + s3
     nz = -s0 + s1 - s2 + s3
-    norm = tl.maximum(tl.sqrt(nx * nx + ny * ny + nz * nz), 1e-12)
-    lambert = tl.maximum((nx * lx + ny * ly + nz * lz) / norm, 0.0)
-    shade = ambient + (1.0 - ambient) * lambert
-    pixel = tl.load(pixel_ptr + i, mask=mask, other=0)
-    tl.store(frame_ptr + pixel * 3, tl.minimum(shade * ar, 1.0), mask=mask)
-    tl.store(frame_ptr + pixel * 3 + 1, tl.minimum(shade * ag, 1.0), mask=mask)
-    tl.store(frame_ptr + pixel * 3 + 2, tl.minimum(shade * ab, 1.0), mask=mask)
+    store_shade(frame_ptr, tl.load(pixel_ptr + i, mask=mask, other=0), nx, ny, nz, mask, lx, ly, lz, ar, ag, ab,
+                ambient)
 
 
 def shade(frame_flat: torch.Tensor, pixel: torch.Tensor, tetra_sdf: torch.Tensor) -> None:
