@@ -131,6 +131,22 @@ def _half_layer(a, w, bias, dtype: tl.constexpr, GELU_TANH: tl.constexpr, HW_TAN
 
 
 @triton.jit
+def _stem_output(acc, b_stem, out_tile, row_ok, GELU_TANH: tl.constexpr, HW_TANH: tl.constexpr):
+    """The stem's output GELU(acc + b_stem) of one tile in fp32, also stored in ``out_tile``: the global skip,
+    kept there to spare registers until ``_add_skip`` reads it back."""
+    h = _gelu(acc + b_stem, GELU_TANH, HW_TANH).to(tl.float32)
+    tl.store(out_tile, h.to(out_tile.dtype.element_ty), mask=row_ok[:, None])
+    return h
+
+
+@triton.jit
+def _add_skip(h, out_tile, row_ok):
+    """``out_tile`` <- the residual stream ``h`` + the stem output that ``_stem_output`` stored there."""
+    h = h.to(tl.float32) + tl.load(out_tile, mask=row_ok[:, None], other=0.0).to(tl.float32)
+    tl.store(out_tile, h.to(out_tile.dtype.element_ty), mask=row_ok[:, None])
+
+
+@triton.jit
 def body_kernel(x_ptr, out_ptr, w_stem_ptr, b_stem_ptr, w_ptr, b_ptr, n_rows, C_IN: tl.constexpr,
                 K_STEM: tl.constexpr, WIDTH: tl.constexpr, N_LAYERS: tl.constexpr, BLOCK_M: tl.constexpr,
                 EXTRA_M: tl.constexpr, BLOCK_K: tl.constexpr, NUM_STAGES: tl.constexpr,
@@ -164,16 +180,13 @@ def body_kernel(x_ptr, out_ptr, w_stem_ptr, b_stem_ptr, w_ptr, b_ptr, n_rows, C_
         if EXTRA_M > 0:
             acc_x = tl.dot(_x_chunk(x_ptr, rows_x, n_rows, k + ks, C_IN).to(dtype), w, acc_x)
     b_stem = tl.load(b_stem_ptr + cols)[None, :]
-    h = _gelu(acc + b_stem, GELU_TANH, HW_TANH).to(tl.float32)
-    tl.store(out_tile, h.to(out_ptr.dtype.element_ty), mask=(rows < n_rows)[:, None])  # the skip, read back last
+    h = _stem_output(acc, b_stem, out_tile, rows < n_rows, GELU_TANH, HW_TANH)
     if not RESIDUAL_FP32:
         h = h.to(dtype)
     a = h.to(dtype)  # the current layer's input
     first = tl.zeros((BLOCK_M, HALF), dtype)  # the current layer's even output columns, once computed
     if EXTRA_M > 0:
-        h_x = _gelu(acc_x + b_stem, GELU_TANH, HW_TANH).to(tl.float32)
-        tl.store(out_tile_x, h_x.to(out_ptr.dtype.element_ty), mask=(rows_x < n_rows)[:, None])
-        h_x = h_x.to(h.dtype)
+        h_x = _stem_output(acc_x, b_stem, out_tile_x, rows_x < n_rows, GELU_TANH, HW_TANH).to(h.dtype)
         a_x = h_x.to(dtype)
         first_x = tl.zeros((EXTRA_M, HALF), dtype)
     for i in tl.range(0, 2 * N_LAYERS, num_stages=NUM_STAGES):
@@ -201,11 +214,9 @@ def body_kernel(x_ptr, out_ptr, w_stem_ptr, b_stem_ptr, w_ptr, b_ptr, n_rows, C_
                 if EXTRA_M > 0:
                     h_x += y_x.to(h_x.dtype)
                     a_x = h_x.to(dtype)
-    h = h.to(tl.float32) + tl.load(out_tile, mask=(rows < n_rows)[:, None], other=0.0).to(tl.float32)
-    tl.store(out_tile, h.to(out_ptr.dtype.element_ty), mask=(rows < n_rows)[:, None])
+    _add_skip(h, out_tile, rows < n_rows)
     if EXTRA_M > 0:
-        h_x = h_x.to(tl.float32) + tl.load(out_tile_x, mask=(rows_x < n_rows)[:, None], other=0.0).to(tl.float32)
-        tl.store(out_tile_x, h_x.to(out_ptr.dtype.element_ty), mask=(rows_x < n_rows)[:, None])
+        _add_skip(h_x, out_tile_x, rows_x < n_rows)
 
 
 @triton.jit
