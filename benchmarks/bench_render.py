@@ -59,9 +59,11 @@ def limit_eval_views(app, n_views: int | None) -> None:
 
 def field_work(app) -> dict:
     """Per field sample: MLP FLOPs, and 32-byte L2 sectors gathered from the hash table (one per corner per level)."""
+    from ngfx.ngpc_sim import costs  # the simulator's cost model (FLOPs per weight), imported for --profile only
+
     cfg = app.field.density_net.encoding.cfg
     layers = app.field.density_net.network.cfg.layer_shapes + app.field.colour_net.cfg.layer_shapes
-    return {"mlp_flops": 2.0 * sum(o * i for o, i in layers), "gather_sectors": cfg.n_levels * 2 ** cfg.n_dims}
+    return {"mlp_flops": costs.fused_mlp(1, layers).flops, "gather_sectors": cfg.n_levels * 2 ** cfg.n_dims}
 
 
 def bound(app, row: dict) -> dict:
