@@ -1,5 +1,7 @@
 """The fused NeLF forward (Triton, under the interpreter in fp32) against the PyTorch network it replaces."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -8,6 +10,8 @@ from ngfx.nelf.triton_nelf import (DEFAULT_LAUNCH, Body, FusedNeLF, UpsampleStag
                                    split_rows)
 
 SMALL = NeLFConfig(n_points=2, n_freqs=2, width=32, n_blocks=2, sr_stages=((16, 4, 2),), sr_blocks=1)
+BODY_ONLY = dataclasses.replace(SMALL, sr_stages=(), sr_blocks=0, norm="none")  # what Body runs, and no more
+SMALL_TILES = {"block_m": 16, "block_k": 16, "num_warps": 4, "num_stages": 1}  # a body launch the tests' sizes fill
 
 
 def _trained_looking(model: NeLF) -> NeLF:
@@ -69,10 +73,9 @@ def test_fused_forward_matches_the_network(launch):
 def test_tanh_gelu_is_the_tanh_form_not_the_exact_one():
     """The body with the "tanh" launch matches nn.GELU(approximate="tanh") and is far from the exact form
     (about 1e-3 here), so the tolerances of these tests tell the two apart."""
-    cfg = NeLFConfig(n_points=2, n_freqs=2, width=32, n_blocks=2, sr_stages=(), sr_blocks=0, norm="none")
-    model = fold_batchnorm(NeLF(cfg))
-    rays = 3 * torch.randn(1, cfg.in_channels, 4, 4)  # wide inputs: pre-activations where the forms differ
-    body = Body(model, torch.float32, {"block_m": 16, "block_k": 16, "num_warps": 4, "num_stages": 1, "gelu": "tanh"})
+    model = fold_batchnorm(NeLF(BODY_ONLY))
+    rays = 3 * torch.randn(1, BODY_ONLY.in_channels, 4, 4)  # wide inputs: pre-activations where the forms differ
+    body = Body(model, torch.float32, {**SMALL_TILES, "gelu": "tanh"})
     out, exact = _body_rows(model, body, rays)
     tanh_form = _reference_body(_with_gelu(model, "tanh"), rays)
     assert (out - tanh_form).abs().max() < 1e-5
@@ -120,14 +123,13 @@ def _recorded_launches(body: Body) -> list[tuple[int, int, int]]:
 def test_extra_tile_rows_match_the_network(h, w, round_tiles, tail, gelu, residual, launches):
     """Every row of programs that run an extra tile through the same weights as their tile matches the
     reference body (a missing, shifted or differently weighted extra tile leaves rows wrong)."""
-    cfg = NeLFConfig(n_points=2, n_freqs=2, width=32, n_blocks=2, sr_stages=(), sr_blocks=0, norm="none")
-    model = _with_gelu(fold_batchnorm(NeLF(cfg)), gelu)
-    launch = {"block_m": 16, "block_k": 16, "num_warps": 4, "num_stages": 1, "extra_rows": 16,
-              "tail_block_m": tail, "round_tiles": round_tiles, "gelu": gelu, "residual": residual}
+    model = _with_gelu(fold_batchnorm(NeLF(BODY_ONLY)), gelu)
+    launch = {**SMALL_TILES, "extra_rows": 16, "tail_block_m": tail, "round_tiles": round_tiles, "gelu": gelu,
+              "residual": residual}
     assert extra_tile_rows(h * w, 16, 16, round_tiles) == 16
     body = Body(model, torch.float32, launch)
     made = _recorded_launches(body)
-    out, ref = _body_rows(model, body, torch.randn(1, cfg.in_channels, h, w))
+    out, ref = _body_rows(model, body, torch.randn(1, BODY_ONLY.in_channels, h, w))
     assert made == launches
     assert (out - ref).abs().max() < 1e-5
 
@@ -137,12 +139,11 @@ def test_tail_launch_runs_the_rows_after_the_whole_rounds(gelu):
     """93 rows in tiles of 32 on 2 SMs: the main launch takes 64 (one round), the tail launch the other 29 in
     tiles of 16 (one full, one partly masked); every row matches the reference body."""
     assert split_rows(93, 32, 16, 2) == 64
-    cfg = NeLFConfig(n_points=2, n_freqs=2, width=32, n_blocks=2, sr_stages=(), sr_blocks=0, norm="none")
-    model = _with_gelu(fold_batchnorm(NeLF(cfg)), gelu)
-    body = Body(model, torch.float32, {"block_m": 32, "block_k": 16, "num_warps": 4, "num_stages": 1,
-                                       "tail_block_m": 16, "round_tiles": 2, "gelu": gelu, "extra_rows": 0})
+    model = _with_gelu(fold_batchnorm(NeLF(BODY_ONLY)), gelu)
+    body = Body(model, torch.float32, {**SMALL_TILES, "block_m": 32, "tail_block_m": 16, "round_tiles": 2,
+                                       "gelu": gelu, "extra_rows": 0})
     launches = _recorded_launches(body)
-    out, ref = _body_rows(model, body, torch.randn(1, cfg.in_channels, 3, 31))
+    out, ref = _body_rows(model, body, torch.randn(1, BODY_ONLY.in_channels, 3, 31))
     assert launches == [(64, 32, 0), (29, 16, 0)]
     assert (out - ref).abs().max() < 1e-5
 
@@ -151,11 +152,10 @@ def test_tail_launch_runs_the_rows_after_the_whole_rounds(gelu):
 def test_fused_body_skips_and_layers_all_count(residual):
     """Body output against the reference body for several block counts (catches a dropped layer or skip)."""
     for n_blocks in (0, 1, 3):
-        cfg = NeLFConfig(n_points=2, n_freqs=2, width=32, n_blocks=n_blocks, sr_stages=(), sr_blocks=0, norm="none")
+        cfg = dataclasses.replace(BODY_ONLY, n_blocks=n_blocks)
         model = fold_batchnorm(NeLF(cfg))
         rays = torch.randn(1, cfg.in_channels, 4, 5)
-        mlp = Body(model, torch.float32, {"block_m": 16, "block_k": 16, "num_warps": 4, "num_stages": 1,
-                                          "residual": residual, "gelu": "erf"})
+        mlp = Body(model, torch.float32, {**SMALL_TILES, "residual": residual, "gelu": "erf"})
         out, ref = _body_rows(model, mlp, rays)
         assert (out - ref).abs().max() < 1e-5, n_blocks
 
