@@ -16,6 +16,7 @@ Evaluation uses a white background, as NeRF-synthetic does.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -225,8 +226,12 @@ class NerfApp(App):
     def volume_field(self) -> VolumeField:
         """The field as the fused per-ray renderer reads it (world points mapped from the scene box)."""
         net = self.field.density_net
-        return VolumeField("nerf", net.encoding, net.network, self.field.colour_net, self.aabb,
-                           lambda p, d: self.field.query(self._unit(p), d))
+        return VolumeField("nerf", net.encoding, net.network, self.field.colour_net, self.aabb, self._query)
+
+    def _query(self, points: torch.Tensor, dirs: torch.Tensor,
+               fused: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Density [S] and colour [S, 3] at world points [S, 3] seen along ``dirs`` (inference, named stages)."""
+        return self.field.query(self._unit(points), dirs, fused)
 
     @torch.no_grad()
     def _shade(self, origins, dirs, t_near, t_far, background: torch.Tensor, fused: bool,
@@ -243,7 +248,7 @@ class NerfApp(App):
                                  max_scan=MAX_SCAN[self.size], min_transmittance=MIN_TRANSMITTANCE)
         return raymarch.render_segments(
             origins, dirs, t_start, t_far, self.occupancy.mask, self.aabb,
-            self.occupancy.resolution, self.dt, lambda p, d: self.field.query(self._unit(p), d, triton_ok),
+            self.occupancy.resolution, self.dt, functools.partial(self._query, fused=triton_ok),
             background, app="nerf", fused=triton_ok, segment=SEGMENT, max_scan=MAX_SCAN[self.size],
             min_transmittance=MIN_TRANSMITTANCE)
 
