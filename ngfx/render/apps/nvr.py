@@ -24,11 +24,11 @@ from ngfx.render.ops.fused_volume import VolumeField
 from ngfx.render.apps.base import App
 from ngfx.cameras import Intrinsics
 from ngfx.render.metrics import psnr
-from ngfx.render.orbit_view import band_rays, orbit_camera
+from ngfx.render.orbit_view import orbit_camera
 from ngfx.render.neural_field import NeuralField, adam, check_size, preset_size, use_triton
 from ngfx.render.ops.occupancy import density_occupancy
 from ngfx.render.apps.presets import encoding_preset, mlp_preset
-from ngfx.render.ops.sphere_trace import ray_box, to_unit
+from ngfx.render.ops.sphere_trace import to_unit
 from scenes.cloud import MAX_DENSITY, cloud
 
 DEFAULT_STEPS = {"tiny": 300, "quick": 1000, "full": 20000}
@@ -148,8 +148,7 @@ class NvrApp(App):
         for row0, n_rows in frame_bands(width, height, CHUNK_RAYS[self.size], self.device_, "render nvr"):
             n = n_rows * width
             with stages.stage("nvr.ray_gen", "rest", n_inputs=n, bytes_written=n * 32.0, app="nvr"):
-                origins, dirs = band_rays(c2w, k, row0, n_rows)
-                t_near, t_far = ray_box(origins, dirs)
+                origins, dirs, t_near, t_far = raymarch.ray_gen(c2w, k, row0, n_rows, self.cube)
             colour = march(origins, dirs, t_near, t_far, occupancy, self.cube, resolution, self.dt,
                            background=background, max_scan=MAX_SCAN[self.size], min_transmittance=MIN_TRANSMITTANCE)
             frame[row0 * width:row0 * width + n] = colour.clamp(0, 1)
