@@ -460,16 +460,12 @@ class FusedNeLF:
         if not model.cfg.sr_stages:
             raise ValueError("fused NeLF: the network needs a super-resolution stage (the last one runs the RGB layer)")
         self.body = Body(model, dtype, self.launch)
-        layers, i = list(model.upsample), 0
-        self.stages: list[UpsampleStage] = []
-        while i < len(layers):  # per stage: transposed conv, its folded BatchNorm (now Identity), GELU, blocks
-            up, i = layers[i], i + 3
-            blocks = []
-            while i < len(layers) and isinstance(layers[i], ResidualBlock):
-                blocks.append(layers[i])
-                i += 1
-            to_rgb = model.to_rgb if i == len(layers) else None
-            self.stages.append(UpsampleStage(up, blocks, to_rgb, dtype, self.launch))
+        # per stage (network.super_resolution_head): transposed conv, its folded BatchNorm (now Identity), GELU,
+        # then sr_blocks residual blocks
+        layers, per_stage = list(model.upsample), 3 + model.cfg.sr_blocks
+        self.stages = [UpsampleStage(layers[i], layers[i + 3:i + per_stage],
+                                     model.to_rgb if i + per_stage == len(layers) else None, dtype, self.launch)
+                       for i in range(0, len(layers), per_stage)]
 
     @torch.no_grad()
     def __call__(self, rays: torch.Tensor) -> torch.Tensor:
