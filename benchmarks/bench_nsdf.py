@@ -45,7 +45,7 @@ VARIANTS = [("uncapped registers, 8 programs/SM", {"MAX_REGISTERS": None, "PROGR
             ("grid 256^3", {}, {"COARSE_RESOLUTION": {"full": 256, "tiny": 24}}),
             ("grid 256^3, 128 registers, 16 programs/SM (the default before 2026-11-30)",
              {"MAX_REGISTERS": 128, "PROGRAMS_PER_SM": 16}, {"COARSE_RESOLUTION": {"full": 256, "tiny": 24}}),
-            ("rays read from HBM (band_rays), not made in the kernel", {}, {"KERNEL_RAYS": False})]
+            ("rays read from HBM (band_rays), not made in the kernel", {"KERNEL_RAYS": False}, {})]
 
 
 def agreement(frame: torch.Tensor, baseline: torch.Tensor) -> dict:
@@ -62,11 +62,9 @@ def queries(app, width: int, height: int, **path) -> int:
     with record_stages(app.device_) as records:
         if path.get("per_ray", True) and path.get("fused", True):
             from ngfx.render.ops import fused_sphere_trace
-            from ngfx.render.orbit_view import band_rays
 
-            c2w, k = app.camera(width, height, 0)
-            origins, dirs = band_rays(c2w, k, 0, height)
-            fused_sphere_trace.trace_and_shade(torch.zeros_like(origins), origins, dirs, app.trace_scene())
+            frame = torch.zeros(height * width, 3, device=app.device_)
+            fused_sphere_trace.trace_band(frame, *app.camera(width, height, 0), 0, height, app.trace_scene())
         else:
             app.render(width, height, 0, **path)
     return sum(r.n_inputs for r in records if r.category == "encoding")

@@ -13,8 +13,6 @@ baseline).
 
 from __future__ import annotations
 
-import functools
-
 import torch
 
 from ngfx.progress import frame_bands
@@ -59,12 +57,9 @@ STEP_SCALE = 0.9  # under-relaxed steps: a learned SDF is not a true distance bo
 # in the kernel) 256^3 17.68 ms, 384^3 16.54 ms, 384^3 with 96 registers 15.86 ms, the same agreement.
 COARSE_RESOLUTION = {"tiny": 32, "quick": 64, "full": 384}
 COARSE_NEAR_CELLS = 0.5
-# The fused kernel keeps no per-ray buffers but the rays themselves: a 4K frame is one band, one launch
+# The fused kernel keeps no per-ray buffers (it makes a pinhole camera's rays itself): a 4K frame is one band, one
+# launch
 FUSED_CHUNK_RAYS = 2 ** 24
-# The fused kernel makes a pinhole camera's rays itself (triton_fused_sphere_trace.trace_band) rather than reading
-# band_rays' [N, 3] origins and directions: no ray-generation pass and no ray traffic through HBM (4K armadillo on
-# the H200: 17.68 ms against 19.56 ms reading them, BENCHMARKS.md)
-KERNEL_RAYS = True
 
 
 class NsdfApp(App):
@@ -200,44 +195,27 @@ class NsdfApp(App):
         frame = torch.zeros(height * width, 3, device=self.device_)
         per_ray = fused and (self.device_.type == "cuda" if per_ray is None else per_ray)
         kernel = per_ray and self.device_.type == "cuda" and use_triton(True, self.device_)
-        if per_ray:
-            trace = functools.partial(self._trace_per_ray, kernel=kernel)
-        else:
-            trace = functools.partial(self._trace_stages, triton_ok=use_triton(fused, self.device_))
+        scene = self.trace_scene() if per_ray else None
         self.last_render_chunks = 0
         band = FUSED_CHUNK_RAYS if kernel else CHUNK_RAYS[self.size]
         for row0, n_rows in frame_bands(width, height, band, self.device_, "render nsdf"):
             n, frame_band = n_rows * width, frame[row0 * width:(row0 + n_rows) * width]
-            if kernel and KERNEL_RAYS:
-                self._trace_kernel_band(frame_band, c2w, k, row0, n_rows)
+            if kernel:
+                from ngfx.render.ops import triton_fused_sphere_trace  # imports triton
+
+                # one kernel for everything, the rays too: the trace records it as one rest stage, timed as it ran
+                with stages.stage("nsdf.fused_trace", "rest", n_inputs=n, app="nsdf",
+                                  fused="ray_gen+trace+grid_encoding+mlp+shade"):
+                    triton_fused_sphere_trace.trace_band(frame_band, c2w, k, row0, n_rows, scene)
             else:
                 with stages.stage("nsdf.ray_gen", "rest", n_inputs=n, bytes_written=n * 32.0, app="nsdf"):
                     origins, dirs = band_rays(c2w, k, row0, n_rows)
-                trace(frame_band, origins, dirs)
+                if per_ray:  # the twin: its network queries record their own stages
+                    fused_sphere_trace.trace_and_shade(frame_band, origins, dirs, scene)
+                else:
+                    self._trace_stages(frame_band, origins, dirs, use_triton(fused, self.device_))
             self.last_render_chunks += 1
         return frame.reshape(height, width, 3)
-
-    def _trace_kernel_band(self, frame_band: torch.Tensor, c2w: torch.Tensor, k: Intrinsics, row0: int,
-                           n_rows: int) -> None:
-        from ngfx.render.ops import triton_fused_sphere_trace  # imports triton
-
-        scene = self.trace_scene()
-        # one kernel for everything, the rays too: the trace records it as one rest stage, timed as it ran
-        with stages.stage("nsdf.fused_trace", "rest", n_inputs=n_rows * k.width, app="nsdf",
-                          fused="ray_gen+trace+grid_encoding+mlp+shade"):
-            triton_fused_sphere_trace.trace_band(frame_band, c2w, k, row0, n_rows, scene)
-
-    def _trace_per_ray(self, frame_band: torch.Tensor, origins: torch.Tensor, dirs: torch.Tensor, kernel: bool) -> None:
-        scene = self.trace_scene()
-        if kernel:
-            from ngfx.render.ops import triton_fused_sphere_trace  # imports triton
-
-            # one kernel for everything: the trace records it as one rest stage, timed as it ran
-            with stages.stage("nsdf.fused_trace", "rest", n_inputs=origins.shape[0], app="nsdf",
-                              fused="trace+grid_encoding+mlp+shade"):
-                triton_fused_sphere_trace.trace_and_shade(frame_band, origins, dirs, scene)
-        else:  # the twin: its network queries record their own stages
-            fused_sphere_trace.trace_and_shade(frame_band, origins, dirs, scene)
 
     def _trace_stages(self, frame_band: torch.Tensor, origins: torch.Tensor, dirs: torch.Tensor,
                       triton_ok: bool) -> None:

@@ -35,6 +35,10 @@ BLOCK = 32
 WARPS = 4
 PROGRAMS_PER_SM = 20
 MAX_REGISTERS = 96
+# The kernel makes a pinhole camera's rays itself (trace_band) rather than reading band_rays' [N, 3] origins and
+# directions: no ray-generation pass and no ray traffic through HBM (4K armadillo on the H200: 17.68 ms against
+# 19.56 ms reading them, BENCHMARKS.md)
+KERNEL_RAYS = True
 NO_CAMERA = [0, 0] + [0.0] * 16  # camera arguments (width, row0, fx, fy, cx, cy, c2w 3x4) of a kernel reading rays
 FREE, TRACE, PROBE0 = 0, 1, 2  # slot states; PROBE0 + k: waiting for normal probe k (k < 4)
 
@@ -228,8 +232,8 @@ def trace_band(frame_band: torch.Tensor, c2w: torch.Tensor, k: Intrinsics, row0:
                scene: TraceScene) -> None:
     """Same contract as :func:`ngfx.render.ops.fused_sphere_trace.trace_band`. A pinhole camera's rays are made
     in the kernel, where they are needed (no [N, 3] origins and directions written and read back); a camera
-    with lens distortion takes :func:`~ngfx.render.orbit_view.band_rays`' rays."""
-    if k.distorted:
+    with lens distortion (or any, with ``KERNEL_RAYS`` off) takes :func:`~ngfx.render.orbit_view.band_rays`' rays."""
+    if k.distorted or not KERNEL_RAYS:
         trace_and_shade(frame_band, *band_rays(c2w, k, row0, n_rows), scene)
         return
     pose = [float(v) for v in c2w[:3, :4].flatten().tolist()]  # rows: rotation row, then translation
