@@ -406,7 +406,7 @@ def _distill(teacher, out_dir: Path, size: str, *, arch: str = "mobile_r2l", con
         raise NgfxInputError("distill", "size", f"must be one of {list(SIZES)}, got {size!r}")
     preset, side, n_default, steps_default, batch_default, ft_default, lr, n_eval = SIZES[size]
     cfg = config or student_preset(arch, preset)
-    identity = {"arch": getattr(cfg, "arch", "mobile_r2l"), "size": size,
+    identity = {"arch": cfg.arch, "size": size,
                 "teacher": str(Path(teacher_run).resolve()) if teacher_run else ""}
     check_resumable(out_dir, identity)
     n_pseudo = n_pseudo or n_default
@@ -453,7 +453,7 @@ def _distill(teacher, out_dir: Path, size: str, *, arch: str = "mobile_r2l", con
     background = np.asarray(images[: min(len(images), 64)], dtype=np.float32).mean(axis=(0, 1, 2)) / 255
     metrics = evaluate(model, teacher, k, geometry, n_eval, background, out_dir / COMPARISON_IMAGE)
     train_eyes = teacher.train_poses[:, :3, 3].detach().float().cpu() - center
-    run = {"app": "nelf", "arch": getattr(cfg, "arch", "mobile_r2l"), "teacher_run": str(teacher_run), "size": size,
+    run = {"app": "nelf", "arch": cfg.arch, "teacher_run": str(teacher_run), "size": size,
            "nelf_config": cfg.to_dict(),
            "resolution": [k.width, k.height], "intrinsics": asdict(k), "near": geometry["near"],
            "far": geometry["far"], "aabb": aabb.tolist(), "orbit_radius": float(train_eyes.norm(dim=1).mean()),

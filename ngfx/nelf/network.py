@@ -33,6 +33,11 @@ class NeLFConfig:
     norm: str = "batch"  # "batch" or "none"
 
     @property
+    def arch(self) -> str:
+        """The student architecture (a field of :class:`ngfx.nelf.lightslab.LightSlabConfig`, "lightslab")."""
+        return "mobile_r2l"
+
+    @property
     def in_channels(self) -> int:
         return self.n_points * 3 * (1 + 2 * self.n_freqs)
 
@@ -146,8 +151,8 @@ def encode_frames(cfg: NeLFConfig, poses: torch.Tensor, k: Intrinsics, near: flo
     """
     w, h = low_resolution(cfg, k.width, k.height)
     k_low = k.scaled(w, h)
-    slabs = None
-    if getattr(cfg, "arch", "mobile_r2l") == "lightslab":  # two-plane coordinates; the grids are in the net
+    aabb, slabs = aabb.to(poses.device), None
+    if cfg.arch == "lightslab":  # two-plane coordinates; the grids are in the net
         from ngfx.nelf.lightslab import slab_coordinates, slab_frames
 
         slabs = slab_frames(cfg).to(poses.device)  # once a call: every frame of a training batch shares them
@@ -155,9 +160,9 @@ def encode_frames(cfg: NeLFConfig, poses: torch.Tensor, k: Intrinsics, near: flo
     for c2w in poses:
         origins, dirs = pixel_rays(c2w, k_low)
         if slabs is not None:
-            enc = slab_coordinates(origins, dirs, aabb.to(c2w.device), slabs)
+            enc = slab_coordinates(origins, dirs, aabb, slabs)
         else:
-            enc = encode_rays(origins, dirs, near, far, aabb.to(c2w.device), cfg.n_points, cfg.n_freqs)
+            enc = encode_rays(origins, dirs, near, far, aabb, cfg.n_points, cfg.n_freqs)
         frames.append(enc.t().reshape(-1, h, w))
     return torch.stack(frames)
 
@@ -257,7 +262,7 @@ def student_preset(arch: str, name: str, resolution: tuple[int, int] | None = No
 
 def build_student(cfg) -> nn.Module:
     """The network of a student config: :class:`NeLF` or :class:`ngfx.nelf.lightslab.LightSlab`."""
-    if getattr(cfg, "arch", "mobile_r2l") == "lightslab":
+    if cfg.arch == "lightslab":
         from ngfx.nelf.lightslab import LightSlab
 
         return LightSlab(cfg)

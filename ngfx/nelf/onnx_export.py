@@ -25,7 +25,7 @@ from ngfx.nelf.network import NeLF, fold_batchnorm, low_resolution
 def input_layout(cfg, resolution: tuple[int, int]) -> dict[str, str]:
     """The ONNX ``metadata_props``: what the ``rays`` input holds, channel by channel."""
     w, h = low_resolution(cfg, *resolution)
-    if getattr(cfg, "arch", "mobile_r2l") == "lightslab":
+    if cfg.arch == "lightslab":
         return {
             "ngfx.input": "rays",
             "ngfx.input_shape": f"[1, {cfg.in_channels}, {h}, {w}] (N, C, H, W), float32",
@@ -58,7 +58,7 @@ def export_model(model: NeLF, out_path: str | Path, resolution: tuple[int, int])
     model = fold_batchnorm(model.float().cpu())  # every BatchNorm, also those after transposed convs
     example = torch.rand(1, model.cfg.in_channels, h, w)
     # a light slab's hashed grid lookups need ONNX's bitwise operators (opset 18)
-    opset = 18 if getattr(model.cfg, "arch", "") == "lightslab" else 17
+    opset = 18 if model.cfg.arch == "lightslab" else 17
     return export_onnx(model, example, out_path, ("rays", "rgb"), input_layout(model.cfg, resolution), opset)
 
 

@@ -80,7 +80,7 @@ def inference_model(model: NeLF, device: torch.device) -> tuple[object, torch.dt
     fp32 interpreted) when the network's widths suit them; else fp16 + torch.compile (CUDA graphs) on CUDA and
     plain fp32 on CPU. A light-slab student stays fp32 and uncompiled: its grid lookups are their own (Triton)
     kernels, tested in fp32."""
-    lightslab = getattr(model.cfg, "arch", "") == "lightslab"
+    lightslab = model.cfg.arch == "lightslab"
     dtype = torch.float16 if device.type == "cuda" and not lightslab else torch.float32
     if not lightslab and use_triton(True, device):
         from ngfx.nelf.triton_nelf import FusedNeLF  # imports triton
