@@ -6,7 +6,7 @@ samples behind opaque ones (a density pass, ``EARLY_STOP``, on a GPU), volume re
 colour (RGBA data) and regresses the pixel colour; every array has a fixed size, so a step never waits for the
 GPU (:meth:`NerfApp.training_step`).
 Rendering marches bands of pixel rows segment by segment (:func:`ngfx.render.ops.raymarch.render_segments`,
-jumping over empty cells of the grid): ``SEGMENT`` occupied samples per ray at a time, evaluated, composited
+jumping over empty cells of the grid): ``raymarch.SEGMENT`` occupied samples per ray at a time, evaluated, composited
 front to back, and rays dropped after the segment that took their transmittance below ``MIN_TRANSMITTANCE``.
 With ``per_ray=True`` the fused per-ray kernel (:mod:`ngfx.render.ops.triton_fused_volume`) does march,
 encoding, MLPs and compositing of a tile of rays in one kernel instead, stopping each ray at the sample that
@@ -45,10 +45,9 @@ STEPS_PER_DIAGONAL = {"tiny": 128, "quick": 256, "full": 1024}  # instant-ngp: s
 N_EVAL_VIEWS = {"tiny": 2, "quick": 4, "full": None}  # None: the whole val split
 # rays per band: a 1080p frame (2.07 M rays) is one band at full size, so the segment loop's per-pass costs
 # (launches, host syncs) are paid once per frame rather than per band; a band's segment holds at most
-# 2^21 * SEGMENT = 33 M samples (~10 GB of encoding + MLP activations), well within an H200's 141 GB
+# 2^21 * raymarch.SEGMENT = 33 M samples (~10 GB of encoding + MLP activations), well within an H200's 141 GB
 CHUNK_RAYS = {"tiny": 2 ** 12, "quick": 2 ** 14, "full": 2 ** 21}
 MAX_SCAN = {"tiny": 32, "quick": 64, "full": 128}  # marching iterations (a step or an empty-cell jump) per segment
-SEGMENT = 16  # samples per ray per segment
 MIN_TRANSMITTANCE = 1e-4
 OCCUPANCY_EVERY = {"tiny": 8, "quick": 8, "full": 16}  # CPU sizes train few steps: refresh more often
 OCCUPANCY_WARMUP = {"tiny": 32, "quick": 64, "full": 256}  # steps during which every cell is refreshed
@@ -249,7 +248,7 @@ class NerfApp(App):
         return raymarch.render_segments(
             origins, dirs, t_start, t_far, self.occupancy.mask, self.aabb,
             self.occupancy.resolution, self.dt, functools.partial(self._query, fused=triton_ok),
-            background, app="nerf", fused=triton_ok, segment=SEGMENT, max_scan=MAX_SCAN[self.size],
+            background, app="nerf", fused=triton_ok, max_scan=MAX_SCAN[self.size],
             min_transmittance=MIN_TRANSMITTANCE)
 
     @torch.no_grad()

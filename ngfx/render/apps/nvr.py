@@ -1,7 +1,7 @@
 """NVR, neural volume rendering: a 3D grid encoding + MLP -> (density, colour) fitted to the procedural cloud.
 
 Training regresses the cloud's density (normalised by its peak) and colour at random points of the cube
-[-1, 1]^3. Rendering marches each ray through the cube with fixed steps, ``SEGMENT`` samples per segment,
+[-1, 1]^3. Rendering marches each ray through the cube with fixed steps, ``raymarch.SEGMENT`` samples per segment,
 compositing front to back and dropping rays whose transmittance fell below ``1e-3`` (early termination),
 with NeRF's segment loop (:func:`ngfx.render.ops.raymarch.render_segments`), or with ``per_ray=True`` through
 NeRF's fused per-ray kernel (:mod:`ngfx.render.ops.triton_fused_volume`, which checks after every sample). An occupancy grid
@@ -37,7 +37,6 @@ BATCH_SIZE = {"tiny": 2 ** 12, "quick": 2 ** 13, "full": 2 ** 18}
 N_STEPS_DIAGONAL = {"tiny": 48, "quick": 128, "full": 256}  # marching steps across the cube's diagonal
 EVAL_SIZE = {"tiny": (32, 24), "quick": (64, 48), "full": (320, 240)}  # quick: the true cloud is slow on a CPU
 CHUNK_RAYS = {"tiny": 2 ** 12, "quick": 2 ** 14, "full": 2 ** 20}
-SEGMENT = 16  # samples per segment between early-termination checks
 MAX_SCAN = {"tiny": 32, "quick": 64, "full": 128}  # marching iterations (a step or an empty-cell jump) per segment
 # cells per axis of the occupancy grid: about two marching steps per cell, so a jump saves steps while the
 # grid still follows the cloud's outline
@@ -136,7 +135,7 @@ class NvrApp(App):
             occupancy, resolution = torch.ones(1, dtype=torch.bool, device=self.device_), 1
         query = self._cloud_query if ground_truth else self._network_query
         triton_ok = use_triton(fused, self.device_)
-        march = functools.partial(raymarch.render_segments, query=query, app="nvr", fused=triton_ok, segment=SEGMENT)
+        march = functools.partial(raymarch.render_segments, query=query, app="nvr", fused=triton_ok)
         if triton_ok and per_ray and not ground_truth:
             from ngfx.render.ops.triton_fused_volume import render_volume  # imports triton
 

@@ -17,7 +17,6 @@ import torch
 from ngfx.encodings.grid import Encoding, Network
 from ngfx.render.ops import raymarch
 
-STAGE_SEGMENT = 16  # samples per ray per pass of the stage-by-stage path (the apps' SEGMENT)
 FIELD_KINDS = ("nerf", "nvr")
 
 
@@ -66,5 +65,5 @@ def render_volume(origins: torch.Tensor, dirs: torch.Tensor, t_start: torch.Tens
             return field.query(points, sample_dirs)
 
     return raymarch.render_segments(origins, dirs, t_start, t_far, occupancy, aabb, resolution, dt, query,
-                                    background, app=field.kind, fused=False, segment=STAGE_SEGMENT,
-                                    max_scan=max_scan, min_transmittance=min_transmittance)
+                                    background, app=field.kind, fused=False, max_scan=max_scan,
+                                    min_transmittance=min_transmittance)

@@ -32,6 +32,7 @@ from ngfx.render.ops.volume import composite
 # Empty-space jumps stop this fraction of a cell short of the exit face: far above float32 rounding of
 # positions, so a jump never passes an occupied lattice point; at worst it lands one point early.
 SKIP_MARGIN = 1e-3
+SEGMENT = 16  # samples per ray per pass of render_segments (NeRF's and NVR's): the early-termination checks
 
 
 def cell_index(points: torch.Tensor, aabb: torch.Tensor, resolution: int) -> torch.Tensor:
@@ -135,8 +136,8 @@ def composite_segment(colour, transmittance, active, sigmas, rgbs, deltas, k: in
 
 def render_segments(origins, dirs, t_start, t_far, occupancy, aabb, resolution: int, dt: float,
                     query: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
-                    background: torch.Tensor, *, app: str, fused: bool, segment: int, max_scan: int,
-                    min_transmittance: float) -> torch.Tensor:
+                    background: torch.Tensor, *, app: str, fused: bool, max_scan: int,
+                    min_transmittance: float, segment: int = SEGMENT) -> torch.Tensor:
     """Colour [n, 3] of rays marched segment by segment through the occupancy grid, over ``background`` [3].
 
     Each pass takes the next ``segment`` occupied samples of every active ray (:func:`march_segment`),
