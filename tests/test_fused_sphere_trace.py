@@ -45,19 +45,10 @@ def rays(view: int = 0):
 
 
 def stage_by_stage(origins, dirs, scene) -> torch.Tensor:
-    """The unfused path's steps (as NsdfApp._trace_stages takes them) on the scene's field."""
+    """The unfused path (the app's ``fused=False``) on the scene's field."""
     frame = torch.zeros(origins.shape[0], 3)
-    t, t_far = sphere_trace.ray_box(origins, dirs, scene.box[0], scene.box[1])
-    status = torch.where(t < t_far, sphere_trace.ALIVE, sphere_trace.MISS).to(torch.uint8)
-    active = torch.nonzero(status == sphere_trace.ALIVE)[:, 0]
-    for _ in range(scene.max_steps):
-        raw = scene.field.query(sphere_trace.to_unit(origins[active] + t[active, None] * dirs[active]))[:, 0]
-        sphere_trace.trace_step(origins, dirs, active, t, raw, t_far, status, HIT_EPS, STEP_SCALE, SPHERE_RADIUS)
-        active = active[status[active] == sphere_trace.ALIVE]
-    hit = torch.nonzero(status == sphere_trace.HIT)[:, 0]
-    probes = sphere_trace.normal_probes(origins[hit] + t[hit, None] * dirs[hit])
-    raw = scene.field.query(sphere_trace.to_unit(probes))[:, 0]
-    sphere_trace.shade(frame, hit, sphere_trace.tetra_sdf(raw, probes, SPHERE_RADIUS))
+    sphere_trace.trace_and_shade(frame, origins, dirs, scene.field, scene.box, HIT_EPS, STEP_SCALE, SPHERE_RADIUS,
+                                 scene.max_steps)
     return frame
 
 

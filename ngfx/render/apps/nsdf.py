@@ -27,7 +27,7 @@ from ngfx.render.orbit_view import band_rays, fov_x_for_short_side, framing_radi
 from ngfx.render.apps.presets import encoding_preset, mlp_preset
 from ngfx.render.ops import fused_sphere_trace
 from ngfx.render.ops.fused_sphere_trace import TraceScene, bake_distance_grid, grid_cell
-from ngfx.render.ops.sphere_trace import ALIVE, HIT, MISS, NORMAL_PROBE, normal_probes, ray_box, tetra_sdf, to_unit
+from ngfx.render.ops.sphere_trace import NORMAL_PROBE, to_unit
 from scenes.sdf_csg import BOX, csg_sdf
 
 DEFAULT_STEPS = {"tiny": 300, "quick": 1000, "full": 20000}
@@ -213,43 +213,11 @@ class NsdfApp(App):
                 if per_ray:  # the twin: its network queries record their own stages
                     fused_sphere_trace.trace_and_shade(frame_band, origins, dirs, scene)
                 else:
-                    self._trace_stages(frame_band, origins, dirs, use_triton(fused, self.device_))
+                    sphere_trace.trace_and_shade(frame_band, origins, dirs, self.field, self.trace_box, HIT_EPS,
+                                                 STEP_SCALE, SPHERE_RADIUS, MAX_STEPS[self.size],
+                                                 fused=use_triton(fused, self.device_))
             self.last_render_chunks += 1
         return frame.reshape(height, width, 3)
-
-    def _trace_stages(self, frame_band: torch.Tensor, origins: torch.Tensor, dirs: torch.Tensor,
-                      triton_ok: bool) -> None:
-        if triton_ok:
-            from ngfx.render.ops import triton_sphere_trace as rest_ops  # imports triton
-        else:
-            rest_ops = sphere_trace
-        box_lo, box_hi = self.trace_box.to(self.device_)
-        n = origins.shape[0]
-        with stages.stage("nsdf.ray_box", "rest", n_inputs=n, app="nsdf"):
-            t, t_far = ray_box(origins, dirs, box_lo, box_hi)
-            status = torch.where(t < t_far, ALIVE, MISS).to(torch.uint8)
-            active = torch.nonzero(status == ALIVE)[:, 0]
-            points = to_unit(origins[active] + t[active, None] * dirs[active])
-        for _ in range(MAX_STEPS[self.size]):
-            if active.numel() == 0:
-                break
-            raw = self.field.query(points)[:, 0]
-            with stages.stage("nsdf.trace_step", "rest", n_inputs=active.numel(), bytes_read=active.numel() * 40.0,
-                              bytes_written=active.numel() * 17.0, app="nsdf", fused=triton_ok):
-                points = rest_ops.trace_step(origins, dirs, active, t, raw, t_far, status, HIT_EPS, STEP_SCALE,
-                                             SPHERE_RADIUS)
-            with stages.stage("nsdf.compact", "rest", n_inputs=active.numel(), app="nsdf"):
-                keep = status[active] == ALIVE
-                active, points = active[keep], points[keep]
-        with stages.stage("nsdf.normal_points", "rest", n_inputs=n, app="nsdf"):
-            hit = torch.nonzero(status == HIT)[:, 0]
-            probes = normal_probes(origins[hit] + t[hit, None] * dirs[hit])
-        raw = self.field.query(to_unit(probes))[:, 0] if hit.numel() else torch.zeros(0, device=self.device_)
-        with stages.stage("nsdf.sdf_bias", "rest", n_inputs=probes.shape[0], app="nsdf"):
-            probe_sdf = tetra_sdf(raw, probes, SPHERE_RADIUS)
-        with stages.stage("nsdf.shade", "rest", n_inputs=hit.numel(), bytes_read=hit.numel() * 24.0,
-                          bytes_written=hit.numel() * 12.0, app="nsdf", fused=triton_ok):
-            rest_ops.shade(frame_band, hit, probe_sdf)
 
 
 def build_app(scene: str, encoding: str, size: str = "full", device=None, **options) -> NsdfApp:

@@ -3,12 +3,15 @@
 Rays start where they enter the scene box and step by the SDF value until it drops below ``eps`` (hit) or
 they leave the box (miss). Each step only evaluates the rays still alive (compaction). Normals come from
 four tetrahedral finite differences of the SDF (Quilez), shading is Lambert + ambient. :func:`trace_step` and
-:func:`shade` are the PyTorch twins of the kernels of the same names in :mod:`ngfx.render.ops.triton_sphere_trace`.
+:func:`shade` are the PyTorch twins of the kernels of the same names in :mod:`ngfx.render.ops.triton_sphere_trace`;
+:func:`trace_and_shade` runs a band of rays through them (or the kernels) stage by stage.
 """
 
 from __future__ import annotations
 
 import torch
+
+from ngfx.render import stages
 
 ALIVE, HIT, MISS = 0, 1, 2
 # tetrahedral offsets: normal = sum_k k * sdf(x + h k), four SDF evaluations instead of six
@@ -74,3 +77,46 @@ def shade(frame_flat: torch.Tensor, pixel: torch.Tensor, tetra_sdf: torch.Tensor
     lambert = (normal @ light).clamp(min=0.0)
     colour = (AMBIENT + (1 - AMBIENT) * lambert)[:, None] * torch.tensor(ALBEDO, device=normal.device)
     frame_flat[pixel] = colour.clamp(0.0, 1.0)
+
+
+def trace_and_shade(frame_flat: torch.Tensor, origins: torch.Tensor, dirs: torch.Tensor, field, box: torch.Tensor,
+                    eps: float, step_scale: float, sphere_radius: float, max_steps: int, fused: bool = False) -> None:
+    """Sphere-trace rays ``origins``, ``dirs`` [N, 3] (unit directions) through ``box`` [2, 3] stage by stage, each
+    stage recorded (:mod:`ngfx.render.stages`), and write the hit rays' colours into ``frame_flat`` [N, 3].
+
+    ``field``: the :class:`~ngfx.render.neural_field.NeuralField` (raw output + sphere bias = SDF), asked once a
+    step for the rays still alive; ``fused``: the steps and the shading with the Triton kernels of
+    :mod:`ngfx.render.ops.triton_sphere_trace`, otherwise with these PyTorch twins (the baseline).
+    """
+    if fused:
+        from ngfx.render.ops import triton_sphere_trace  # imports triton
+
+        step_fn, shade_fn = triton_sphere_trace.trace_step, triton_sphere_trace.shade
+    else:
+        step_fn, shade_fn = trace_step, shade
+    box = box.to(origins.device)
+    n = origins.shape[0]
+    with stages.stage("nsdf.ray_box", "rest", n_inputs=n, app="nsdf"):
+        t, t_far = ray_box(origins, dirs, box[0], box[1])
+        status = torch.where(t < t_far, ALIVE, MISS).to(torch.uint8)
+        active = torch.nonzero(status == ALIVE)[:, 0]
+        points = to_unit(origins[active] + t[active, None] * dirs[active])
+    for _ in range(max_steps):
+        if active.numel() == 0:
+            break
+        raw = field.query(points)[:, 0]
+        with stages.stage("nsdf.trace_step", "rest", n_inputs=active.numel(), bytes_read=active.numel() * 40.0,
+                          bytes_written=active.numel() * 17.0, app="nsdf", fused=fused):
+            points = step_fn(origins, dirs, active, t, raw, t_far, status, eps, step_scale, sphere_radius)
+        with stages.stage("nsdf.compact", "rest", n_inputs=active.numel(), app="nsdf"):
+            keep = status[active] == ALIVE
+            active, points = active[keep], points[keep]
+    with stages.stage("nsdf.normal_points", "rest", n_inputs=n, app="nsdf"):
+        hit = torch.nonzero(status == HIT)[:, 0]
+        probes = normal_probes(origins[hit] + t[hit, None] * dirs[hit])
+    raw = field.query(to_unit(probes))[:, 0] if hit.numel() else torch.zeros(0, device=origins.device)
+    with stages.stage("nsdf.sdf_bias", "rest", n_inputs=probes.shape[0], app="nsdf"):
+        probe_sdf = tetra_sdf(raw, probes, sphere_radius)
+    with stages.stage("nsdf.shade", "rest", n_inputs=hit.numel(), bytes_read=hit.numel() * 24.0,
+                      bytes_written=hit.numel() * 12.0, app="nsdf", fused=fused):
+        shade_fn(frame_flat, hit, probe_sdf)
