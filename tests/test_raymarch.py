@@ -1,12 +1,13 @@
-"""Fused NeRF "rest" kernels (ray generation, occupancy marching) equal their PyTorch twins under the interpreter."""
+"""Fused NeRF "rest" kernels (ray generation, occupancy marching; a training batch's rays, packed samples and
+compositing) equal their PyTorch twins under the interpreter; the occupancy grid's refresh."""
 
 import math
 
 import pytest
 import torch
 
-from ngfx.render.ops import raymarch
-from ngfx.render.ops import triton_raymarch
+from ngfx.render.ops import raymarch, triton_raymarch, triton_volume, volume
+from ngfx.render.ops.occupancy import OccupancyGrid
 from ngfx.cameras import Intrinsics, look_at
 
 AABB = torch.tensor([[-1.5, -1.5, -1.5], [1.5, 1.5, 1.5]])
@@ -176,3 +177,148 @@ def test_gather_samples_matches_reference():
         torch.testing.assert_close(b, a)
     ray = active[slots[0] // k]
     torch.testing.assert_close(reference[0][0], origins[ray] + t_samples.flatten()[slots[0]] * dirs[ray])
+
+
+def _training_rays(n: int = 40):
+    """Random rays from outside the box towards it, plus axis-parallel ones (one along a plane of cell faces)."""
+    eyes = torch.nn.functional.normalize(torch.randn(n, 3), dim=1) * 4.0
+    dirs = torch.nn.functional.normalize(torch.randn(n, 3) * 0.3 - eyes, dim=1)
+    face = -1.5 + 10 * 3.0 / 16  # a cell face of the 16^3 grid, exactly representable
+    origins = torch.cat([eyes, torch.tensor([[-3.0, 0.1, 0.2], [-3.0, face, face], [0.2, -0.4, 3.0]])])
+    dirs = torch.cat([dirs, torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, -1.0]])])
+    t_near, t_far = raymarch.ray_aabb(origins, dirs, AABB)
+    return origins, dirs, t_near, t_far, torch.rand(origins.shape[0])
+
+
+def _ball(res: int) -> torch.Tensor:
+    c = (torch.arange(res) + 0.5) / res * 2 - 1
+    z, y, x = torch.meshgrid(c, c, c, indexing="ij")
+    return ((x ** 2 + y ** 2 + z ** 2) < 0.4).flatten()
+
+
+@pytest.mark.parametrize("kind", ["ball", "random", "empty"])
+@pytest.mark.parametrize("max_samples", [None, 150, 5000])
+def test_march_training_kernel_matches_twin(kind, max_samples):
+    res, dt = 16, 0.05
+    occupancy = {"ball": _ball(res), "random": torch.rand(res ** 3) < 0.2,
+                 "empty": torch.zeros(res ** 3, dtype=torch.bool)}[kind]
+    rays = _training_rays()
+    reference = raymarch.march_training(*rays[:4], occupancy, AABB, res, dt, 100, rays[4], max_samples)
+    fused = triton_raymarch.march_training(*rays[:4], occupancy, AABB, res, dt, 100, rays[4], max_samples)
+    for name in ("ray_indices", "deltas", "kept", "ray_ends"):
+        torch.testing.assert_close(getattr(fused, name), getattr(reference, name), atol=0, rtol=0)
+    torch.testing.assert_close(fused.t, reference.t, atol=1e-6, rtol=0)
+    if kind != "empty":
+        assert int(reference.n_needed) > 150  # the small budget dropped rays
+        points = rays[0][reference.ray_indices] + reference.t[:, None] * rays[1][reference.ray_indices]
+        taken = reference.deltas > 0
+        assert bool(occupancy[raymarch.cell_index(points[taken], AABB, res)].all())
+
+
+def test_march_training_slots_keep_whole_rays_in_order():
+    res, dt = 16, 0.05
+    rays = _training_rays()
+    every = raymarch.march_training(*rays[:4], _ball(res), AABB, res, dt, 100, rays[4])
+    bounded = raymarch.march_training(*rays[:4], _ball(res), AABB, res, dt, 100, rays[4], max_samples=200)
+    n_kept = int(bounded.kept.sum())
+    assert 0 < n_kept < rays[0].shape[0] and bool(bounded.kept[:n_kept].all())  # kept rays: a prefix
+    used = int(every.ray_ends[n_kept - 1])
+    assert used <= 200 < int(every.ray_ends[n_kept])  # the next ray would not have fitted
+    torch.testing.assert_close(bounded.ray_indices[:used], every.ray_indices[:used])
+    torch.testing.assert_close(bounded.t[:used], every.t[:used])
+    assert bool((bounded.deltas[used:] == 0).all()) and bool((bounded.ray_indices[used:] == rays[0].shape[0] - 1).all())
+    assert int(bounded.n_needed) == every.ray_indices.numel() == int(every.n_needed)
+
+
+def test_compact_training_packs_the_kept_samples_of_whole_rays():
+    res, dt = 16, 0.05
+    rays = _training_rays()
+    marched = raymarch.march_training(*rays[:4], _ball(res), AABB, res, dt, 100, rays[4], max_samples=600)
+    keep = torch.rand(600) < 0.5
+    compact = raymarch.compact_training(marched, keep, 120)
+    chosen = keep & (marched.deltas > 0)
+    expected_rays, expected_t = marched.ray_indices[chosen], marched.t[chosen]
+    counts = torch.bincount(expected_rays, minlength=rays[0].shape[0])
+    torch.testing.assert_close(compact.ray_ends, counts.cumsum(0))
+    fits = marched.kept & (counts.cumsum(0) <= 120)
+    torch.testing.assert_close(compact.kept, fits)
+    assert 0 < int(fits.sum()) < int(marched.kept.sum())  # some rays fitted, some of the march's did not
+    n = min(120, expected_rays.numel())
+    torch.testing.assert_close(compact.ray_indices[:n], expected_rays[:n])
+    torch.testing.assert_close(compact.t[:n], expected_t[:n])
+    assert bool((compact.deltas[:n] == dt).all())
+
+
+def test_occupancy_update_samples_occupied_cells_after_warmup():
+    res = 8
+    grid = OccupancyGrid(AABB, res, warmup_steps=4)
+    occupied = torch.zeros(res ** 3, dtype=torch.bool)
+    occupied[torch.tensor([5, 77, 300])] = True
+    grid.mask.copy_(occupied)
+    seen = []
+
+    def density(points: torch.Tensor) -> torch.Tensor:
+        seen.append(points)
+        return torch.where(occupied[raymarch.cell_index(points, AABB, res)], 100.0, 0.0)
+
+    grid.update(10, density, 0.01)
+    cells = raymarch.cell_index(torch.cat(seen), AABB, res)
+    assert cells.numel() == res ** 3 // 2
+    in_occupied = occupied[cells].float().mean()
+    assert 0.45 < float(in_occupied) < 0.6  # a quarter of the cells drawn among the 3 occupied, a quarter uniform
+    assert bool(grid.mask[occupied].all()) and int(grid.mask.sum()) == 3
+
+
+@pytest.mark.parametrize("cut", [False, True], ids=["all-slots", "last-rays-cut"])
+def test_composite_packed_kernel_matches_twin_with_gradients(cut):
+    n_rays, n_slots = 37, 300
+    counts = torch.randint(0, 15, (n_rays,))
+    counts[[0, 5]] = 0  # rays without samples: the background
+    ray_ends = counts.cumsum(0) + (torch.arange(n_rays) >= 30) * 40 * cut  # cut: the last rays end past the slots
+    sigmas = (torch.rand(n_slots) * 5).requires_grad_()
+    rgbs = torch.rand(n_slots, 3).requires_grad_()
+    deltas = torch.rand(n_slots) * 0.3
+    deltas[-20:] = 0.0
+    background = torch.rand(n_rays, 3)
+    grad_colour, grad_opacity = torch.randn(n_rays, 3), torch.randn(n_rays)
+    results = []
+    for composite_packed in (volume.composite_packed, triton_volume.composite_packed):
+        colour, opacity = composite_packed(sigmas, rgbs, deltas, ray_ends, background)
+        loss = (colour * grad_colour).sum() + (opacity * grad_opacity).sum()
+        results.append((colour, opacity, *torch.autograd.grad(loss, (sigmas, rgbs))))
+    for reference, fused in zip(*results):
+        torch.testing.assert_close(fused, reference, atol=1e-5, rtol=1e-5)
+    colour, opacity, grad_sigmas, _ = results[0]
+    torch.testing.assert_close(colour[0], background[0])  # no samples: the background, nothing opaque
+    assert float(opacity.detach().max()) > 0.5 and float(grad_sigmas.abs().max()) > 0.01  # the checks had work
+    assert bool((results[1][2][int(ray_ends[-1].clamp(max=n_slots)):] == 0).all())  # slots of no ray: no gradient
+
+
+def test_transmittance_packed_kernel_matches_twin():
+    counts = torch.randint(0, 15, (37,))
+    ray_ends = counts.cumsum(0)
+    sigmas, deltas = torch.rand(400) * 5, torch.rand(400) * 0.3
+    reference = volume.transmittance_packed(sigmas, deltas, ray_ends)
+    torch.testing.assert_close(triton_volume.transmittance_packed(sigmas, deltas, ray_ends), reference)
+    first = ray_ends - counts
+    assert bool((reference[first[counts > 0]] == 1).all())  # nothing in front of a ray's first sample
+    assert float(reference[: int(ray_ends[-1])].min()) < 0.01 and bool((reference[int(ray_ends[-1]):] == 1).all())
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+@pytest.mark.parametrize("distorted", [False, True])
+def test_training_rays_kernel_matches_twin(channels, distorted):
+    k = DISTORTED if distorted else PINHOLE
+    poses = torch.stack([look_at(torch.randn(3) * 4, torch.zeros(3)) for _ in range(3)])
+    images = torch.randint(0, 256, (3, 7, 13, channels), dtype=torch.uint8)
+    uniforms = torch.rand(50, 6)
+    reference = raymarch.training_rays(poses, images, k, AABB, uniforms)
+    fused = triton_raymarch.training_rays(poses, images, k, AABB, uniforms)
+    for a, b in zip(reference, fused):
+        torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
+    origins, dirs, t_near, t_far, target, background = reference
+    assert bool((t_near < t_far).any()) and len(set(origins[:, 0].tolist())) == 3  # rays of every camera hit the box
+    if channels == 3:  # an RGB pixel is its own colour
+        image = (uniforms[:, 0] * 3).long()
+        y, x = (uniforms[:, 2] * 7).long(), (uniforms[:, 1] * 13).long()
+        torch.testing.assert_close(target, images[image, y, x].float() / 255.0)
