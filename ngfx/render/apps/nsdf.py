@@ -176,10 +176,11 @@ class NsdfApp(App):
         resolution, near_cells = COARSE_RESOLUTION[self.size], COARSE_NEAR_CELLS
         version = (id(self.trace_box), resolution, near_cells, *((p.data_ptr(), p._version) for p in self.parameters()))
         if self._trace_scene is None or self._trace_scene[0] != version:
-            grid = bake_distance_grid(lambda p: self.sdf(p, query=True), self.trace_box.to(self.device_), resolution)
-            near = near_cells * float(grid_cell(self.trace_box, resolution).norm())
-            self._trace_scene = version, TraceScene(self.field, self.trace_box, grid, near, SPHERE_RADIUS, HIT_EPS,
-                                                    STEP_SCALE, MAX_STEPS[self.size], NORMAL_PROBE)
+            box = self.trace_box.to(self.device_)  # on the rays' device once, not copied there every step
+            grid = bake_distance_grid(lambda p: self.sdf(p, query=True), box, resolution)
+            near = near_cells * float(grid_cell(box, resolution).norm())
+            self._trace_scene = version, TraceScene(self.field, box, grid, near, SPHERE_RADIUS, HIT_EPS, STEP_SCALE,
+                                                    MAX_STEPS[self.size], NORMAL_PROBE)
         return self._trace_scene[1]
 
     @torch.no_grad()
