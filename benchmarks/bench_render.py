@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_render_apps import (PER_RAY_HEADER, frame_ms, frame_path, kernel_profile, per_ray_markdown,  # noqa: E402
-                               per_ray_timings, stage_ms)
+                               per_ray_timings, rest_cells, rest_ratio)
 
 from ngfx.cameras import pixel_rays  # noqa: E402
 from ngfx.io import write_image, write_json  # noqa: E402
@@ -94,9 +94,7 @@ def bench_encoding(encoding: str, scene: str, args) -> dict:
         write_image(frame_path(args.out, f"nerf_{encoding}_{width}x{height}", width), frame.cpu().numpy())
         if not args.skip_unfused:  # the PyTorch ops, and the rest kernels' share each way
             t["unfused_ms"], _ = frame_ms(app, width, height, False, args.repeats)
-            t["stage_stages_ms"] = stage_ms(app, width, height, True, per_ray=False)
-            t["unfused_stages_ms"] = stage_ms(app, width, height, False)
-            t["rest_ratio"] = t["unfused_stages_ms"]["rest"] / max(t["stage_stages_ms"]["rest"], 1e-9)
+            t["stage_stages_ms"], t["unfused_stages_ms"], t["rest_ratio"] = rest_ratio(app, width, height)
     profile = {}
     if args.profile:  # where a per-ray frame's time goes (GPU kernels) and what bounds its kernel
         width, height = resolutions[0]
@@ -196,10 +194,8 @@ def markdown(results: list[dict], dense: dict | None, device: str) -> str:
                   "", "| encoding | resolution | stage ms (Triton rest) | unfused ms (PyTorch) | rest ms Triton / PyTorch "
                   "| rest ratio | enc / mlp ms (recorded) |", "|---|---|---|---|---|---|---|"]
         for r, t in unfused:
-            f, u = t["stage_stages_ms"], t["unfused_stages_ms"]
             lines.append(f"| {r['encoding']} | {t['width']}x{t['height']} | {t['stage_ms']:.2f} | {t['unfused_ms']:.2f} "
-                         f"| {f['rest']:.2f} / {u['rest']:.2f} | {t['rest_ratio']:.2f}x "
-                         f"| {f['encoding']:.2f} / {f['mlp']:.2f} |")
+                         + rest_cells(t["stage_stages_ms"], t["unfused_stages_ms"], t["rest_ratio"]))
     return "\n".join(lines) + "\n"
 
 

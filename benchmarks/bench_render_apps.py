@@ -129,6 +129,20 @@ def stage_ms(app, width: int, height: int, fused: bool, by: str = "category", **
     return out
 
 
+def rest_ratio(app, width: int, height: int) -> tuple[dict, dict, float]:
+    """:func:`stage_ms` of one frame with the stage-by-stage Triton rest kernels and one with the PyTorch ops,
+    and the ratio of their rest times (PyTorch / Triton)."""
+    triton_stages = stage_ms(app, width, height, True, **per_ray_option(app, False))
+    torch_stages = stage_ms(app, width, height, False)
+    return triton_stages, torch_stages, torch_stages["rest"] / max(triton_stages["rest"], 1e-9)
+
+
+def rest_cells(triton_stages: dict, torch_stages: dict, ratio: float) -> str:
+    """The Markdown cells ``rest ms Triton / PyTorch | rest ratio | enc / mlp ms`` of a :func:`rest_ratio`."""
+    return (f"| {triton_stages['rest']:.2f} / {torch_stages['rest']:.2f} | {ratio:.2f}x "
+            f"| {triton_stages['encoding']:.2f} / {triton_stages['mlp']:.2f} |")
+
+
 def kernel_profile(app, width: int, height: int, rows: int = 15, **options) -> str:
     """torch.profiler's table of the GPU kernels of one fused frame, most time first (for finding hot spots);
     ``options`` go to render."""
@@ -158,9 +172,7 @@ def bench_app(name: str, scene: str, args, out: Path) -> dict:
     width, height = (96, 54) if args.smoke else (3840, 2160)
     fused_ms, frame = frame_ms(app, width, height, True, args.repeats)
     unfused_ms, _ = frame_ms(app, width, height, False, args.repeats)
-    stage_path = per_ray_option(app, False)  # the rest ratio compares the stage-by-stage kernels with the ops
-    fused_stages = stage_ms(app, width, height, True, **stage_path)
-    unfused_stages = stage_ms(app, width, height, False)
+    fused_stages, unfused_stages, ratio = rest_ratio(app, width, height)
     per_ray = {}
     if hasattr(app, "volume_field"):  # NVR: its fused per-ray frame against the stage-by-stage one, 1080p and 4K
         resolutions = [(64, 36), (96, 54)] if args.smoke else [(1920, 1080), (3840, 2160)]
@@ -179,7 +191,7 @@ def bench_app(name: str, scene: str, args, out: Path) -> dict:
     return {"app": name, "scene": scene, "encoding": args.encoding, "setup_s": setup_s, **trained,
             "quality": quality, "width": width, "height": height, "fused_ms": fused_ms, "unfused_ms": unfused_ms,
             "fused_stages_ms": fused_stages, "unfused_stages_ms": unfused_stages,
-            "rest_ratio": unfused_stages["rest"] / max(fused_stages["rest"], 1e-9), "per_ray": per_ray}
+            "rest_ratio": ratio, "per_ray": per_ray}
 
 
 def markdown(results: list[dict], device: str) -> str:
@@ -190,11 +202,9 @@ def markdown(results: list[dict], device: str) -> str:
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         quality = ", ".join(f"{k} {v:.4g}" for k, v in r["quality"].items() if isinstance(v, float))
-        f, u = r["fused_stages_ms"], r["unfused_stages_ms"]
         lines.append(f"| {r['app']} | {Path(r['scene']).name} | {r['seconds']:.0f} / {r['steps']} | {quality} "
                      f"| {r['fused_ms']:.2f} | {r['unfused_ms']:.2f} | {'yes' if r['fused_ms'] <= TARGET_MS else 'no'} "
-                     f"| {f['rest']:.2f} / {u['rest']:.2f} | {r['rest_ratio']:.2f}x "
-                     f"| {f['encoding']:.2f} / {f['mlp']:.2f} |")
+                     + rest_cells(r["fused_stages_ms"], r["unfused_stages_ms"], r["rest_ratio"]))
     per_ray = [r for r in results if r["per_ray"]]
     if per_ray:
         lines += ["", "Fused per-ray renderer against the stage-by-stage kernels (quality: per-ray / stage):", "",
