@@ -117,15 +117,14 @@ PER_RAY_HEADER = ["| app | resolution | fused per-ray ms | stage-by-stage ms | s
                   "| samples M per-ray / stage |", "|---|---|---|---|---|---|---|---|"]
 
 
-def stage_ms(app, width: int, height: int, fused: bool, by: str = "category", **options) -> dict[str, float]:
-    """Milliseconds per stage category (``by="category"``: encoding, mlp, rest; encoding and MLP then run
-    unfused) or per stage name (``by="name"``, summed over a frame's passes) of one recorded frame."""
+def stage_ms(app, width: int, height: int, fused: bool, **options) -> dict[str, float]:
+    """Milliseconds per stage category (encoding, mlp, rest; encoding and MLP then run unfused) of one recorded
+    frame; ``options`` go to render."""
     with record_stages(app.device_) as records:
         app.render(width, height, 0, fused=fused, **options)
-    out = {"encoding": 0.0, "mlp": 0.0, "rest": 0.0} if by == "category" else {}
+    out = {"encoding": 0.0, "mlp": 0.0, "rest": 0.0}
     for r in records:
-        key = r.category if by == "category" else r.name
-        out[key] = out.get(key, 0.0) + r.duration_s * 1e3
+        out[r.category] += r.duration_s * 1e3
     return out
 
 
