@@ -34,7 +34,7 @@ from bench_render_apps import (PER_RAY_HEADER, frame_ms, frame_path, kernel_prof
                                per_ray_timings, rest_cells, rest_ratio)
 
 from ngfx.cameras import pixel_rays  # noqa: E402
-from ngfx.io import write_image, write_json  # noqa: E402
+from ngfx.io import atomic_write, write_image, write_json  # noqa: E402
 from ngfx.render import runs  # noqa: E402
 from ngfx.render.apps import nerf  # noqa: E402
 from ngfx.render.neural_field import fit  # noqa: E402
@@ -229,7 +229,7 @@ def main(argv=None) -> None:
     dense = bench_dense_background(scene, args) if args.dense_seconds > 0 else None
     write_json(args.out / "results.json", {"encodings": results, "dense_background": dense})
     table = markdown(results, dense, device)
-    with open(args.out / "results.md", "w") as f:  # small text; results.json is the atomic record
+    with atomic_write(args.out / "results.md", "w") as f:
         f.write(table)
     print(table)
 

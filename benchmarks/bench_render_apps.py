@@ -28,7 +28,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ngfx.io import write_image, write_json  # noqa: E402
+from ngfx.io import atomic_write, write_image, write_json  # noqa: E402
 from ngfx.render.neural_field import fit  # noqa: E402
 from ngfx.render.stages import record_stages  # noqa: E402
 
@@ -242,7 +242,7 @@ def main(argv=None) -> None:
     device = torch.cuda.get_device_name() if args.device == "cuda" else "CPU"
     write_json(args.out / "results.json", results)
     table = markdown(results, device)
-    with open(args.out / "results.md", "w") as f:  # small text; results.json is the atomic record
+    with atomic_write(args.out / "results.md", "w") as f:
         f.write(table)
     print(table)
 
