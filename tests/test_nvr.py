@@ -1,5 +1,5 @@
-"""NVR: tiny training beats a PSNR threshold vs the ground-truth cloud, the compositing kernel equals its twin,
-the occupancy grid skips empty space without changing the image."""
+"""NVR: tiny training beats a PSNR threshold vs the ground-truth cloud, the occupancy grid skips empty space
+without changing the image."""
 
 import math
 
@@ -7,8 +7,6 @@ import pytest
 import torch
 
 from ngfx.render.apps import nvr
-from ngfx.render.ops import raymarch
-from ngfx.render.ops import triton_raymarch
 from ngfx.render.neural_field import fit
 from ngfx.render.stages import record_stages
 
@@ -26,28 +24,6 @@ def test_tiny_training_reaches_psnr(trained):
     app, before = trained
     assert before < 15.0
     assert app.evaluate()["psnr_db"] > 32.0
-
-
-def test_composite_kernel_equals_reference():
-    n_rays, n_active, k, dt = 90, 61, 16, 0.05
-    active = torch.randperm(n_rays)[:n_active].sort().values
-    deltas = torch.where(torch.rand(n_active * k) < 0.8, dt, 0.0)  # empty slots of a segment have no step
-    sigmas, rgbs = torch.rand(n_active * k) * 8, torch.rand(n_active * k, 3)
-    colour1, trans1 = torch.rand(n_rays, 3) * 0.2, torch.rand(n_rays)
-    colour2, trans2 = colour1.clone(), trans1.clone()
-    raymarch.composite_segment(colour1, trans1, active, sigmas, rgbs, deltas, k)
-    triton_raymarch.composite_segment(colour2, trans2, active, sigmas, rgbs, deltas, k)
-    torch.testing.assert_close(colour1, colour2, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(trans1, trans2, atol=1e-5, rtol=1e-5)
-
-
-def test_homogeneous_segment_transmittance_is_beer_lambert():
-    k, dt, sigma = 16, 0.05, 3.0
-    colour, trans = torch.zeros(1, 3), torch.ones(1)
-    raymarch.composite_segment(colour, trans, torch.tensor([0]), torch.full((k,), sigma),
-                               torch.ones(k, 3), torch.full((k,), dt), k)
-    assert float(trans) == pytest.approx(math.exp(-sigma * k * dt), rel=1e-5)
-    assert float(colour[0, 0]) == pytest.approx(1 - math.exp(-sigma * k * dt), rel=1e-5)
 
 
 def test_fused_render_matches_unfused(trained):

@@ -1,5 +1,5 @@
 """Fused NeRF "rest" kernels (ray generation, occupancy marching; a training batch's rays, packed samples and
-compositing) equal their PyTorch twins under the interpreter; the occupancy grid's refresh."""
+compositing, a segment's compositing) equal their PyTorch twins under the interpreter; the occupancy grid's refresh."""
 
 import math
 
@@ -322,3 +322,25 @@ def test_training_rays_kernel_matches_twin(channels, distorted):
         image = (uniforms[:, 0] * 3).long()
         y, x = (uniforms[:, 2] * 7).long(), (uniforms[:, 1] * 13).long()
         torch.testing.assert_close(target, images[image, y, x].float() / 255.0)
+
+
+def test_composite_kernel_equals_reference():
+    n_rays, n_active, k, dt = 90, 61, 16, 0.05
+    active = torch.randperm(n_rays)[:n_active].sort().values
+    deltas = torch.where(torch.rand(n_active * k) < 0.8, dt, 0.0)  # empty slots of a segment have no step
+    sigmas, rgbs = torch.rand(n_active * k) * 8, torch.rand(n_active * k, 3)
+    colour1, trans1 = torch.rand(n_rays, 3) * 0.2, torch.rand(n_rays)
+    colour2, trans2 = colour1.clone(), trans1.clone()
+    raymarch.composite_segment(colour1, trans1, active, sigmas, rgbs, deltas, k)
+    triton_raymarch.composite_segment(colour2, trans2, active, sigmas, rgbs, deltas, k)
+    torch.testing.assert_close(colour1, colour2, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(trans1, trans2, atol=1e-5, rtol=1e-5)
+
+
+def test_homogeneous_segment_transmittance_is_beer_lambert():
+    k, dt, sigma = 16, 0.05, 3.0
+    colour, trans = torch.zeros(1, 3), torch.ones(1)
+    raymarch.composite_segment(colour, trans, torch.tensor([0]), torch.full((k,), sigma),
+                               torch.ones(k, 3), torch.full((k,), dt), k)
+    assert float(trans) == pytest.approx(math.exp(-sigma * k * dt), rel=1e-5)
+    assert float(colour[0, 0]) == pytest.approx(1 - math.exp(-sigma * k * dt), rel=1e-5)
