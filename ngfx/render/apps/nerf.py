@@ -128,7 +128,7 @@ class NerfApp(App):
         """Val images [V, H, W, 3] float in [0, 1], alpha-composited on white."""
         img = self._val_images.float() / 255.0
         if img.shape[-1] == 4:
-            img = img[..., :3] * img[..., 3:] + (1.0 - img[..., 3:])
+            img = volume.over_background(img, 1.0)
         return img.to(self.device_)
 
     def optimizer(self) -> torch.optim.Optimizer:

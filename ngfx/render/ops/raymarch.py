@@ -27,7 +27,7 @@ from ngfx.render import stages
 from ngfx.cameras import Intrinsics, pixel_rays
 from ngfx.render.orbit_view import band_rays
 from ngfx.render.ops.sphere_trace import ray_box
-from ngfx.render.ops.volume import composite
+from ngfx.render.ops.volume import composite, over_background
 
 # Empty-space jumps stop this fraction of a cell short of the exit face: far above float32 rounding of
 # positions, so a jump never passes an occupied lattice point; at worst it lands one point early.
@@ -201,7 +201,7 @@ def training_rays(poses: torch.Tensor, images: torch.Tensor, k: Intrinsics, aabb
     colour = colour.float() / 255.0
     if channels == 4:
         background = uniforms[:, 3:6]
-        return origins, dirs, t_near, t_far, colour[:, :3] * colour[:, 3:] + background * (1.0 - colour[:, 3:]), background
+        return origins, dirs, t_near, t_far, over_background(colour, background), background
     return origins, dirs, t_near, t_far, colour, torch.ones_like(colour)
 
 

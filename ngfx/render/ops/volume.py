@@ -28,6 +28,13 @@ def composite(sigmas: torch.Tensor, rgbs: torch.Tensor, deltas: torch.Tensor, ra
     return rgb, opacity
 
 
+def over_background(rgba: torch.Tensor, background: torch.Tensor | float) -> torch.Tensor:
+    """Colours [..., 4] with straight alpha, in [0, 1], composited over ``background`` ([..., 3], [3] or a
+    scalar) -> [..., 3]: how an RGBA training or reference image is compared with a render."""
+    alpha = rgba[..., 3:]
+    return rgba[..., :3] * alpha + background * (1.0 - alpha)
+
+
 def exclusive_optical_depth(optical: torch.Tensor, ray_indices: torch.Tensor) -> torch.Tensor:
     """Optical depth [S] gathered along each sample's ray before it, of packed samples (``optical`` [S] =
     sigma * delta; ``ray_indices`` [S] non-decreasing): the transmittance at a sample is its ``exp(-.)``."""
