@@ -31,6 +31,7 @@ from ngfx.progress import progress_bar
 from ngfx.cameras import Intrinsics, look_at, pixel_rays
 from ngfx.render.metrics import psnr
 from ngfx.render.neural_field import LOSS_SHOWN_EVERY, StopSignals, training_loop
+from ngfx.render.ops.volume import over_background
 
 # size -> (preset, long side of the training frames or None for the teacher's, pseudo views, steps,
 #          batch, fine-tune steps, learning rate, eval views)
@@ -309,7 +310,8 @@ def _eval_references(teacher, k: Intrinsics, n_views: int) -> tuple[torch.Tensor
     frames [V, k.height, k.width, 3] in [0, 1]."""
     views = torch.linspace(0, len(teacher.eval_poses) - 1, min(n_views, len(teacher.eval_poses))).round().long()
     poses = teacher.eval_poses[views].float().cpu()
-    truth = _resize(teacher.eval_images[views.to(teacher.eval_images.device)].cpu(), k)
+    eval_images = teacher.eval_images  # a property that converts the whole val set: read once
+    truth = _resize(eval_images[views.to(eval_images.device)].cpu(), k)
     with torch.no_grad():
         teacher_frames = torch.from_numpy(np.stack(list(_teacher_frames(teacher, poses, k)))).float() / 255
     return poses, truth, teacher_frames
@@ -443,7 +445,7 @@ def _distill(teacher, out_dir: Path, size: str, *, arch: str = "mobile_r2l", con
         real = teacher.train_images.cpu()
         real = real.float() / 255 if real.dtype == torch.uint8 else real.float()
         if real.shape[-1] == 4:  # composite RGBA on the teacher's background
-            real = real[..., :3] * real[..., 3:] + teacher.background.cpu() * (1 - real[..., 3:])
+            real = over_background(real, teacher.background.cpu())
         real = (_resize(real, k).clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
         finetune_done = _train(model, real, teacher.train_poses.detach().float().cpu(), k, geometry, finetune_steps,
                                batch or batch_default, lr * 0.2, ckpt, meta, checkpoint_every, "finetune", seed + 1,

@@ -28,6 +28,7 @@ from ngfx.progress import frame_progress, progress_bar
 from ngfx.render.apps.base import App
 from ngfx.render.metrics import psnr, ssim
 from ngfx.render.neural_field import StopSignals, training_loop
+from ngfx.render.ops.volume import over_background
 
 APP_MODULES = {"nerf": "ngfx.render.apps.nerf", "nsdf": "ngfx.render.apps.nsdf", "gia": "ngfx.render.apps.gia",
                "nvr": "ngfx.render.apps.nvr"}
@@ -394,7 +395,7 @@ def reference_image(image: torch.Tensor, width: int, height: int) -> torch.Tenso
     (as NeRF evaluates) and resized (antialiased) when the render has another size."""
     img = image.float() / 255.0
     if img.shape[-1] == 4:
-        img = img[..., :3] * img[..., 3:] + (1.0 - img[..., 3:])
+        img = over_background(img, 1.0)
     if img.shape[:2] != (height, width):
         img = F.interpolate(img.permute(2, 0, 1)[None], size=(height, width), mode="bilinear", antialias=True,
                             align_corners=False)[0].permute(1, 2, 0).clamp(0, 1)
