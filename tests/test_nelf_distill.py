@@ -379,3 +379,29 @@ def test_inference_runs_the_fused_kernels_where_their_widths_fit():
         assert name == expected and dtype == torch.float32
         assert out.shape == reference.shape and (out - reference).abs().max() < 1e-5
         assert reference.std() > 0.05  # a frame with content, so the comparison means something
+
+
+def test_batch_and_lr_reach_the_training_loop(tmp_path, monkeypatch):
+    seen = []
+    loop = distill_module.training_loop
+
+    def recording_loop(app, optimizer, *args, **kwargs):
+        seen.append((app.batch, [group["lr"] for group in optimizer.param_groups]))
+        return loop(app, optimizer, *args, **kwargs)
+
+    monkeypatch.setattr(distill_module, "training_loop", recording_loop)
+    run = distill_from_app(SphereTeacher(), tmp_path / "run", "tiny", n_pseudo=8, steps=2, batch=3, lr=7e-4)
+    assert seen == [(3, [7e-4])]  # the tiny size's own batch and lr are 4 and 3e-3
+    assert (run["batch"], run["lr"]) == (3, 7e-4)
+
+
+@pytest.mark.parametrize("flag,value", [("--lr", "nan"), ("--lr", "0"), ("--lr", "-1e-3"), ("--batch", "0")])
+def test_bad_batch_or_lr_exits_2_naming_the_flag(tmp_path, capsys, flag, value):
+    try:
+        code = main(["nelf", "distill", str(tmp_path / "teacher"), "--out", str(tmp_path / "x"), flag, value])
+    except SystemExit as exit_:  # argparse refuses what its type refuses
+        code = exit_.code
+    assert code == 2 and flag in capsys.readouterr().err and not (tmp_path / "x").exists()
+    with pytest.raises(NgfxInputError, match=flag):
+        distill_from_app(SphereTeacher(), tmp_path / "y", "tiny", **{flag[2:]: float(value) if flag == "--lr"
+                                                                      else int(value)})

@@ -7,8 +7,10 @@ import torch
 
 from ngfx.errors import NgfxInputError
 from ngfx.nelf.layer_costs import layer_costs, totals
-from ngfx.nelf.network import (PRESETS, NeLF, NeLFConfig, encode_rays, fold_batchnorm, low_resolution,
-                               preset_for)
+from ngfx.cameras import Intrinsics, look_at, pixel_rays
+from ngfx.nelf.lightslab import PRESETS as SLAB_PRESETS, slab_coordinates, slab_frames
+from ngfx.nelf.network import (PRESETS, NeLF, NeLFConfig, encode_frames, encode_rays, fold_batchnorm,
+                               low_resolution, preset_for)
 
 SMALL = NeLFConfig(n_points=1, n_freqs=1, width=4, n_blocks=1, sr_stages=((2, 4, 2),), sr_blocks=1)
 
@@ -66,6 +68,22 @@ def test_encode_rays_layout():
     assert torch.allclose(enc[0, :, 0, 0], torch.tensor([0.0, 0.5, 1.0]))
     assert torch.allclose(enc[0, 1, 0, 1:3], torch.sin(torch.tensor([0.5, 1.0]) * math.pi))
     assert torch.allclose(enc[0, 1, 0, 3:5], torch.cos(torch.tensor([0.5, 1.0]) * math.pi), atol=1e-6)
+
+
+@pytest.mark.parametrize("cfg", [PRESETS["tiny"], SLAB_PRESETS["tiny"]], ids=["mobile_r2l", "lightslab"])
+def test_encode_frames_batch_matches_each_frame_alone(cfg):
+    # the batch is encoded in one pass; each frame must be what its own pose's pixel_rays give, in its own slot
+    k, aabb = Intrinsics(fx=9.0, fy=8.0, cx=6.5, cy=3.0, width=12, height=8), torch.tensor([[-1.0] * 3, [1.0] * 3])
+    poses = torch.stack([look_at(torch.tensor(eye), torch.zeros(3)) for eye in
+                         ([3.0, 0.5, 1.0], [-1.0, 2.5, 2.0], [0.2, -3.0, 0.5])])
+    w, h = low_resolution(cfg, k.width, k.height)
+    frames = encode_frames(cfg, poses, k, 2.0, 5.0, aabb)
+    assert frames.shape == (3, cfg.in_channels, h, w)
+    for pose, frame in zip(poses, frames):
+        origins, dirs = pixel_rays(pose, k.scaled(w, h))
+        enc = (slab_coordinates(origins, dirs, aabb, slab_frames(cfg)) if cfg.arch == "lightslab"
+               else encode_rays(origins, dirs, 2.0, 5.0, aabb, cfg.n_points, cfg.n_freqs))
+        assert torch.allclose(frame, enc.t().reshape(-1, h, w), atol=1e-4)
 
 
 def test_fold_batchnorm_keeps_outputs():

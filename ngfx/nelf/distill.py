@@ -391,7 +391,8 @@ def distill_from_app(teacher, out_dir: str | Path, size: str = "quick", **option
     Options: ``arch`` ("mobile_r2l" or "lightslab"), ``config`` (a NeLFConfig or LightSlabConfig), ``n_pseudo``,
     ``steps``, ``finetune_steps``, ``seconds`` (a training
     time budget for both phases, shared as their step counts are), ``long_side`` (of the
-    training frames; None = the teacher's size), ``batch``, ``checkpoint_every``, ``teacher_run``, ``seed``.
+    training frames; None = the teacher's size), ``batch`` (frames a step), ``lr`` (the distillation's peak
+    learning rate; fine-tuning takes a fifth of it), ``checkpoint_every``, ``teacher_run``, ``seed``.
     One process at a time holds ``out_dir``; a folder this call created is removed again if it is refused.
     """
     out_dir = Path(out_dir)
@@ -400,13 +401,24 @@ def distill_from_app(teacher, out_dir: str | Path, size: str = "quick", **option
         return _distill(teacher, out_dir, size, **options)
 
 
+def _check_training_options(batch, lr) -> None:
+    """``batch`` (frames a step) an integer >= 1 and ``lr`` a finite number > 0, each None for the size's default."""
+    if batch is not None and (isinstance(batch, bool) or not isinstance(batch, int) or batch < 1):
+        raise NgfxInputError("--batch", "batch", f"must be an integer >= 1 (frames a step), got {batch!r}")
+    if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr)
+                           or lr <= 0):
+        raise NgfxInputError("--lr", "lr", f"must be a finite number > 0, got {lr!r}")
+
+
 def _distill(teacher, out_dir: Path, size: str, *, arch: str = "mobile_r2l", config=None, n_pseudo: int | None = None,
              steps: int | None = None, finetune_steps: int | None = None, long_side: int | None = -1,
-             batch: int | None = None, checkpoint_every: int = 100, teacher_run: str = "", seed: int = 0,
-             seconds: float | None = None) -> dict:
+             batch: int | None = None, lr: float | None = None, checkpoint_every: int = 100, teacher_run: str = "",
+             seed: int = 0, seconds: float | None = None) -> dict:
     if size not in SIZES:
         raise NgfxInputError("distill", "size", f"must be one of {list(SIZES)}, got {size!r}")
-    preset, side, n_default, steps_default, batch_default, ft_default, lr, n_eval = SIZES[size]
+    preset, side, n_default, steps_default, batch_default, ft_default, lr_default, n_eval = SIZES[size]
+    _check_training_options(batch, lr)
+    batch, lr = batch or batch_default, lr or lr_default
     cfg = config or student_preset(arch, preset)
     identity = {"arch": cfg.arch, "size": size,
                 "teacher": str(Path(teacher_run).resolve()) if teacher_run else ""}
@@ -438,7 +450,7 @@ def _distill(teacher, out_dir: Path, size: str, *, arch: str = "mobile_r2l", con
     share = steps / (steps + (finetune_steps if has_finetune else 0)) if seconds else 1.0
     curve = QualityCurve(out_dir / "curve.json", model, teacher, k, geometry, PROBE_VIEWS, PROBE_EVERY_S[size],
                          started)  # the pseudo views count as distillation time
-    steps_done = _train(model, images, poses, k, geometry, steps, batch or batch_default, lr, ckpt, meta,
+    steps_done = _train(model, images, poses, k, geometry, steps, batch, lr, ckpt, meta,
                         checkpoint_every, "distill", seed, seconds * share if seconds else None, curve)
     finetune_done = 0
     if has_finetune:
@@ -448,7 +460,7 @@ def _distill(teacher, out_dir: Path, size: str, *, arch: str = "mobile_r2l", con
             real = over_background(real, teacher.background.cpu())
         real = (_resize(real, k).clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
         finetune_done = _train(model, real, teacher.train_poses.detach().float().cpu(), k, geometry, finetune_steps,
-                               batch or batch_default, lr * 0.2, ckpt, meta, checkpoint_every, "finetune", seed + 1,
+                               batch, lr * 0.2, ckpt, meta, checkpoint_every, "finetune", seed + 1,
                                seconds * (1 - share) if seconds else None, curve, steps_done)
     curve.probe(steps_done + finetune_done, force=True)
 
@@ -460,8 +472,8 @@ def _distill(teacher, out_dir: Path, size: str, *, arch: str = "mobile_r2l", con
            "resolution": [k.width, k.height], "intrinsics": asdict(k), "near": geometry["near"],
            "far": geometry["far"], "aabb": aabb.tolist(), "orbit_radius": float(train_eyes.norm(dim=1).mean()),
            "orbit_elevation_deg": float(torch.rad2deg(torch.asin(train_eyes[:, 2] / train_eyes.norm(dim=1))).mean()),
-           "pseudo_views": len(poses), "steps": steps_done, "finetune_steps": finetune_done,
-           "metrics": metrics}
+           "pseudo_views": len(poses), "steps": steps_done, "finetune_steps": finetune_done, "batch": batch,
+           "lr": lr, "metrics": metrics}
     write_json(out_dir / "run.json", run)
     write_json(out_dir / "metrics.json", metrics)
     return run
@@ -473,6 +485,7 @@ def distill(teacher_run: str | Path, out_dir: str | Path, size: str = "quick", d
     from ngfx.render.runs import load_run
 
     student_preset(options.get("arch", "mobile_r2l"), "tiny")  # a bad --arch fails before the teacher loads
+    _check_training_options(options.get("batch"), options.get("lr"))  # so do a bad --batch or --lr
     source = Path(teacher_run) / "run.json"
     app = read_json(source).get("app")
     if app != "nerf":

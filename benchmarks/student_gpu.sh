@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# Issue 15 item 1 on one GPU, within one wall-time budget: train the Lego NeRF teacher, distil a NeLF student from
+# it for the time left, then (time permitting) a steps/s probe by batch size; a summary table is printed last.
+#   CUDA_VISIBLE_DEVICES=1 bash benchmarks/student_gpu.sh SCENES WORK   # from the repo root, PYTHONPATH=the repo
+# SCENES/lego is the scene; every output lands in WORK (teacher/, student_*/ with curve.json, metrics.json,
+# run.json, comparison.png; throughput.json). Knobs (environment): BUDGET_S (whole script, default 500 s),
+# TEACHER_SECONDS (60), ARCH (mobile_r2l), BATCH (32), LR (1e-3), PSEUDO_VIEWS (3000), PROBE=0 to skip the
+# steps/s probe, SMOKE=1 for a CPU check of this script at tiny sizes on a procedural scene (a minute or two).
+set -uo pipefail
+scenes=${1:?usage: student_gpu.sh SCENES WORK}
+work=${2:?usage: student_gpu.sh SCENES WORK}
+export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-$PWD}
+mkdir -p "$work"
+budget=${BUDGET_S:-500}
+arch=${ARCH:-mobile_r2l} batch=${BATCH:-32} lr=${LR:-1e-3} views=${PSEUDO_VIEWS:-3000}
+views_per_s=50  # the teacher renders ~57 views/s at 400x400 on an H200 (BENCHMARKS.md)
+reserve=45      # starting the distillation, its eval references, probes and the final evaluation of 100 views
+if [ "${SMOKE:-0}" = 1 ]; then
+  teacher_cmd=(train nerf --scene synthetic --size tiny --steps 20 --device cpu)
+  size=tiny views=${PSEUDO_VIEWS:-8} views_per_s=4 reserve=20
+  device=(--device cpu)
+else
+  teacher_cmd=(train nerf --scene "$scenes/lego" --seconds "${TEACHER_SECONDS:-60}")
+  size=full device=()
+fi
+left() { echo $(( budget - SECONDS )); }
+echo "=== $(date +%T) student_gpu.sh: arch $arch, batch $batch, lr $lr, $views pseudo views, budget ${budget}s"
+[ "${SMOKE:-0}" = 1 ] || nvidia-smi --query-gpu=index,name,memory.used --format=csv,noheader
+
+teacher=$work/teacher
+if [ -f "$teacher/metrics.json" ]; then
+  echo "=== reusing the teacher in $teacher"
+else
+  echo "=== $(date +%T) teacher: ngfx ${teacher_cmd[*]}"
+  timeout $(( $(left) - 60 )) python3 -m ngfx.cli "${teacher_cmd[@]}" --out "$teacher" --overwrite \
+    || { echo "=== teacher FAILED or timed out ($?)"; exit 1; }
+fi
+
+student=$work/student_${arch}_b${batch}_lr${lr}_$(date +%H%M%S)
+seconds=$(( $(left) - views / views_per_s - reserve - ${PROBE_RESERVE_S:-25} ))
+if [ "$seconds" -lt 10 ]; then echo "=== no time left to distil (${seconds}s)"; exit 1; fi
+echo "=== $(date +%T) distillation: $seconds s of training into $student"
+timeout $(( $(left) - 5 )) python3 -m ngfx.cli nelf distill "$teacher" --out "$student" --arch "$arch" --size "$size" \
+  --pseudo-views "$views" --steps 1000000 --finetune-steps 100000 --seconds "$seconds" --batch "$batch" --lr "$lr" \
+  "${device[@]}" || echo "=== distillation FAILED or timed out ($?)"
+
+if [ "${PROBE:-1}" = 1 ] && [ "$(left)" -gt 20 ]; then
+  echo "=== $(date +%T) steps/s by batch ($(left) s left)"
+  SMOKE=${SMOKE:-0} timeout $(( $(left) - 3 )) python3 - "$work/throughput.json" <<'EOF' \
+    || echo "=== probe stopped ($?)"
+# steps/s of one distillation step (the run's own: ray encoding, bf16 forward, MSE, backward, fused Adam) on
+# random targets, by batch, for each student at its full size on 400x400 frames; written after every row
+import json, os, sys, time
+import torch
+from ngfx.cameras import Intrinsics, orbit_poses
+from ngfx.io import write_json
+from ngfx.nelf.distill import _Frames, _param_groups
+from ngfx.nelf.network import build_student, student_preset
+from ngfx.render.neural_field import optimisation_step
+
+smoke = os.environ["SMOKE"] == "1"
+device = torch.device("cpu" if smoke else "cuda")
+torch.backends.cudnn.benchmark = True
+side, preset, batches, steps = (32, "tiny", (2, 4), 3) if smoke else (400, "paper", (8, 16, 32, 64), 20)
+k = Intrinsics.from_fov_x(side, side, 0.69)
+geometry = {"near": 2.0, "far": 6.0, "aabb": torch.tensor([[-1.5] * 3, [1.5] * 3])}
+poses = orbit_poses(64, 4.0)
+targets = torch.randint(0, 256, (64, side, side, 3), dtype=torch.uint8, device=device)
+rows = []
+for arch in ("mobile_r2l", "lightslab"):
+    for batch in batches:
+        model = build_student(student_preset(arch, preset)).to(device).to(memory_format=torch.channels_last)
+        opt = torch.optim.Adam(_param_groups(model, 1e-4), fused=device.type == "cuda" or None)
+        frames = _Frames(model, targets, poses, k, geometry, batch, seed=0)
+        frames.train()
+        for step in range(steps + 3):
+            if step == 3:  # the first steps pick cuDNN's algorithms
+                torch.cuda.synchronize() if device.type == "cuda" else None
+                began = time.perf_counter()
+            optimisation_step(frames, opt, step)
+        torch.cuda.synchronize() if device.type == "cuda" else None
+        per_s = steps / (time.perf_counter() - began)
+        rows.append({"arch": arch, "batch": batch, "steps_per_s": per_s, "frames_per_s": per_s * batch})
+        print(f"  {arch:10s} batch {batch:3d}: {per_s:6.1f} steps/s, {per_s * batch:7.0f} frames/s", flush=True)
+        write_json(sys.argv[1], {"side": side, "rows": rows})
+        del model, opt, frames
+EOF
+fi
+
+echo "=== $(date +%T) summary"
+python3 - "$teacher" "$student" "$work/throughput.json" <<'EOF'
+import json, math, sys
+from pathlib import Path
+
+teacher, student, throughput = (Path(p) for p in sys.argv[1:])
+t = json.loads((teacher / "metrics.json").read_text()) if (teacher / "metrics.json").is_file() else {}
+print(f"teacher: {t['psnr_db']:.2f} dB on the val views, {t['steps']} steps in {t['seconds']:.0f} s" if t
+      else "teacher: no metrics.json")
+run = json.loads((student / "run.json").read_text()) if (student / "run.json").is_file() else {}
+if run:
+    print(f"student {run['arch']}: batch {run['batch']}, lr {run['lr']}, {run['pseudo_views']} pseudo views, "
+          f"{run['steps']} distillation + {run['finetune_steps']} fine-tuning steps, frames "
+          f"{run['resolution'][0]}x{run['resolution'][1]}")
+curve = json.loads((student / "curve.json").read_text()) if (student / "curve.json").is_file() else {}
+if curve.get("psnr_by_minutes"):
+    rows = curve["psnr_by_minutes"]
+    # the last probe at or before each whole minute, and the last one (fine-tuning included)
+    shown = [max(before, key=lambda r: r[0]) for m in range(1, int(rows[-1][0]) + 1)
+             if (before := [r for r in rows if r[0] <= m])] + rows[-1:]
+    print("| minutes | step | probe dB vs truth (8 val views) | vs teacher |\n|---:|---:|---:|---:|")
+    for minutes, step, truth, vs_teacher in shown:
+        print(f"| {minutes:.2f} | {step:.0f} | {truth:.2f} | {vs_teacher:.2f} |")
+    best = max(rows, key=lambda r: r[2])
+    print(f"best probe {best[2]:.2f} dB at {best[0]:.2f} min")
+    # the loss of the distillation's last 200 steps as a PSNR on its pseudo views: under-fitting shows as a low
+    # one, over-fitting as a high one above a falling probe
+    end = run.get("steps", max(step for step, _ in curve["loss"]))
+    last = [loss for step, loss in curve["loss"] if end - 200 < step <= end]
+    print(f"pseudo-view training PSNR over the distillation's last 200 steps: "
+          f"{-10 * math.log10(sum(last) / len(last)):.2f} dB")
+if (student / "metrics.json").is_file():
+    m = json.loads((student / "metrics.json").read_text())
+    print(f"final on {m['eval_views']} val views: student {m['student_psnr_db']:.2f} dB vs truth, "
+          f"{m['student_vs_teacher_psnr_db']:.2f} dB vs teacher; teacher {m['teacher_psnr_db']:.2f} dB, "
+          f"constant colour {m['constant_colour_psnr_db']:.2f} dB")
+else:
+    print(f"no final metrics in {student}")
+if throughput.is_file():
+    for r in json.loads(throughput.read_text())["rows"]:
+        print(f"throughput {r['arch']} batch {r['batch']}: {r['steps_per_s']:.1f} steps/s, {r['frames_per_s']:.0f} "
+              "frames/s")
+EOF
+echo "=== $(date +%T) done in ${SECONDS}s"
