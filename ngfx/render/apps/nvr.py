@@ -8,12 +8,20 @@ NeRF's fused per-ray kernel (:mod:`ngfx.render.ops.triton_fused_volume`, which c
 built once from the trained network lets the marcher jump over the empty part of the cube (most of it). The
 ground truth is the cloud itself rendered by the same marcher with every cell occupied, so PSNR measures
 only the network's error.
+
+The network's render marches ``render_steps`` steps across the cube's diagonal (an app option, default
+``RENDER_STEPS_DIAGONAL``, kept in :meth:`NvrApp.config`); the truth always marches ``N_STEPS_DIAGONAL``. The
+frame time is about proportional to the samples, so fewer render steps buy time, and the PSNR vs the truth
+reports what they cost: each step is exact for its length (opacity ``1 - exp(-sigma dt)``), but a coarser
+step samples the cloud's detail more sparsely. The occupancy grid's threshold is a step opacity, so it is
+rebuilt for the render step.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import numbers
 
 import torch
 
@@ -34,7 +42,10 @@ from scenes.cloud import MAX_DENSITY, cloud
 DEFAULT_STEPS = {"tiny": 300, "quick": 1000, "full": 20000}
 DEFAULT_SECONDS = {"quick": 90.0}  # the CPU demo stays within 90 s of training on a busy machine
 BATCH_SIZE = {"tiny": 2 ** 12, "quick": 2 ** 13, "full": 2 ** 18}
-N_STEPS_DIAGONAL = {"tiny": 48, "quick": 128, "full": 256}  # marching steps across the cube's diagonal
+N_STEPS_DIAGONAL = {"tiny": 48, "quick": 128, "full": 256}  # the truth's marching steps across the cube's diagonal
+# the network's render steps by default; equal to the truth's until the GPU numbers pick a faster full default
+RENDER_STEPS_DIAGONAL = {"tiny": 48, "quick": 128, "full": 256}
+DIAGONAL = 2.0 * math.sqrt(3.0)  # of the cube [-1, 1]^3
 EVAL_SIZE = {"tiny": (32, 24), "quick": (64, 48), "full": (320, 240)}  # quick: the true cloud is slow on a CPU
 CHUNK_RAYS = {"tiny": 2 ** 12, "quick": 2 ** 14, "full": 2 ** 20}
 MAX_SCAN = {"tiny": 32, "quick": 64, "full": 128}  # marching iterations (a step or an empty-cell jump) per segment
@@ -50,7 +61,7 @@ class NvrApp(App):
     name = "nvr"
 
     def __init__(self, scene: str, encoding: str, size: str = "full", device=None, batch_size: int | None = None,
-                 lr: float = 1e-2, seed: int = 0):
+                 lr: float = 1e-2, seed: int = 0, render_steps: int | None = None):
         super().__init__()
         check_size(size)
         if scene != "cloud":
@@ -60,17 +71,32 @@ class NvrApp(App):
         self.batch_size = int(batch_size or BATCH_SIZE[size])
         enc = encoding_preset(encoding, 3, preset_size(size), finest_resolution=512 if size == "full" else 128)
         self.field = NeuralField(3, 4, enc, mlp_preset(n_hidden_layers=2), "nvr").to(self.device_)
-        self.dt = 2.0 * math.sqrt(3.0) / N_STEPS_DIAGONAL[size]
+        self.truth_dt = DIAGONAL / N_STEPS_DIAGONAL[size]
         self.cube = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]], device=self.device_)
         self._ground_truth: list[torch.Tensor] | None = None
         self._occupancy: torch.Tensor | None = None  # not a buffer: derived from the weights, not saved
+        self.render_steps = RENDER_STEPS_DIAGONAL[size] if render_steps is None else render_steps
+
+    @property
+    def render_steps(self) -> int:
+        """Marching steps across the cube's diagonal of the network's render (the truth's: N_STEPS_DIAGONAL)."""
+        return self._render_steps
+
+    @render_steps.setter
+    def render_steps(self, steps: int) -> None:
+        if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
+            raise ValueError(f"NVR render_steps must be a whole number >= 1 (marching steps across the cube's "
+                             f"diagonal), got {steps!r}")
+        self._render_steps = int(steps)
+        self.dt = DIAGONAL / self._render_steps
+        self._occupancy = None  # its threshold is a step opacity: rebuilt for the new step
 
     def optimizer(self) -> torch.optim.Optimizer:
         return adam(self.parameters(), self.lr)
 
     def config(self) -> dict:
         return {"scene": self.scene, "encoding": self.encoding_name, "size": self.size, "batch_size": self.batch_size,
-                "lr": self.lr, "seed": self.seed}
+                "lr": self.lr, "seed": self.seed, "render_steps": self.render_steps}
 
     def density_colour(self, x: torch.Tensor, query: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Network density [N] >= 0 and colour [N, 3] at field coordinates x [N, 3] in [0, 1]^3."""
@@ -123,8 +149,9 @@ class NvrApp(App):
                skip_empty: bool = True, per_ray: bool = False) -> torch.Tensor:
         """Ray-marched [height, width, 3] frame of the network (or of the true cloud with ``ground_truth``).
 
-        The network is marched through its occupancy grid (``skip_empty``) or through every step of the cube;
-        the truth always through every step, so it does not depend on the network. ``fused`` (with Triton):
+        The network is marched with the render step (``render_steps``) through its occupancy grid
+        (``skip_empty``) or through every step of the cube; the truth always with its own step through every
+        step, so it depends neither on the network nor on the render step. ``fused`` (with Triton):
         the network through the fused per-ray kernel with ``per_ray`` (opt-in: slower than the stage-by-stage
         kernels on the H200 so far), else the stage-by-stage Triton kernels; otherwise (and for the truth) stage
         by stage.
@@ -134,6 +161,7 @@ class NvrApp(App):
         else:  # one occupied cell: every lattice point of the cube is sampled
             occupancy, resolution = torch.ones(1, dtype=torch.bool, device=self.device_), 1
         query = self._cloud_query if ground_truth else self._network_query
+        dt = self.truth_dt if ground_truth else self.dt
         triton_ok = use_triton(fused, self.device_)
         march = functools.partial(raymarch.render_segments, query=query, app="nvr", fused=triton_ok)
         if triton_ok and per_ray and not ground_truth:
@@ -148,7 +176,7 @@ class NvrApp(App):
             n = n_rows * width
             with stages.stage("nvr.ray_gen", "rest", n_inputs=n, bytes_written=n * 32.0, app="nvr"):
                 origins, dirs, t_near, t_far = raymarch.ray_gen(c2w, k, row0, n_rows, self.cube)
-            colour = march(origins, dirs, t_near, t_far, occupancy, self.cube, resolution, self.dt,
+            colour = march(origins, dirs, t_near, t_far, occupancy, self.cube, resolution, dt,
                            background=background, max_scan=MAX_SCAN[self.size], min_transmittance=MIN_TRANSMITTANCE)
             frame[row0 * width:row0 * width + n] = colour.clamp(0, 1)
             self.last_render_chunks += 1
