@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -103,8 +104,35 @@ def bench_encoding(encoding: str, scene: str, args) -> dict:
         print(f"nerf {encoding} {width}x{height} per-ray frame:", profile["bound"], "\n" + profile["kernels"], flush=True)
     if args.sweep:
         profile["sweep"] = sweep_kernel_settings(app, *resolutions[0], args.repeats)
+    render_grids = sweep_render_grid(app, resolutions, args.render_subs, args.repeats) if args.render_subs else []
+    if args.profile:  # the stage-by-stage frame's kernels, at the default render grid
+        width, height = resolutions[0]
+        profile["stage_kernels"] = kernel_profile(app, width, height, per_ray=False)
+        print(f"nerf {encoding} {width}x{height} stage-by-stage frame:\n" + profile["stage_kernels"], flush=True)
     return {"encoding": encoding, "scene": scene, "profile": profile, "train_seconds": trained["seconds"],
-            "steps": trained["steps"], "quality": quality, "stage_quality": stage_quality, "timings": timings}
+            "steps": trained["steps"], "quality": quality, "stage_quality": stage_quality, "timings": timings,
+            "render_grids": render_grids}
+
+
+def sweep_render_grid(app, resolutions: list[tuple[int, int]], subs: str, repeats: int) -> list[dict]:
+    """Per fine cells per axis of the render grid (``subs``, e.g. "1,2,4"; 1: the training grid): its build time,
+    PSNR on the val views, and per resolution the stage-by-stage and per-ray frame times and samples."""
+    default, rows = app.render_sub, []
+    try:
+        for sub in (int(v) for v in subs.split(",")):
+            app.render_sub = sub
+            start = time.perf_counter()
+            app.refresh_render_grid()
+            if app.device_.type == "cuda":
+                torch.cuda.synchronize()
+            row = {"sub": sub, "build_s": time.perf_counter() - start, "quality": app.evaluate(),
+                   "timings": per_ray_timings(app, resolutions, repeats)}
+            rows.append(row)
+            print(f"render grid sub {sub}: built in {row['build_s']:.2f} s, PSNR {row['quality']['psnr_db']:.3f} dB",
+                  flush=True)
+    finally:
+        app.render_sub = default
+    return rows
 
 
 def sweep_kernel_settings(app, width: int, height: int, repeats: int) -> list[dict]:
@@ -162,10 +190,13 @@ def bench_dense_background(scene: str, args) -> dict:
     result = {"train_seconds": trained["seconds"], "steps": trained["steps"], "quality": quality,
               "stage_quality": stage_quality, "learned_occupied": app.occupancy.occupied_fraction(),
               "learned": per_ray_timings(app, resolution, args.repeats)}
+    if args.render_subs:
+        result["render_grids"] = sweep_render_grid(app, resolution, args.render_subs, args.repeats)
     mask = app.occupancy.mask
     while mask.float().mean() < DENSE_OCCUPIED:
         mask = dilate(mask, app.occupancy.resolution)
     app.occupancy.mask.copy_(mask)
+    app.refresh_render_grid()
     result["dense_occupied"] = app.occupancy.occupied_fraction()
     result["dense"] = per_ray_timings(app, resolution, args.repeats)
     frame = app.render(*resolution[0], 0, per_ray=True)
@@ -188,6 +219,17 @@ def markdown(results: list[dict], dense: dict | None, device: str) -> str:
                                   DENSE_TARGET_MS)
         lines += per_ray_markdown(f"{label}, grid dilated to {dense['dense_occupied']:.0%}", dense["dense"],
                                   DENSE_TARGET_MS)
+    grids = [(r["encoding"], g) for r in results for g in r.get("render_grids", [])]
+    grids += [("dense background", g) for g in (dense or {}).get("render_grids", [])]
+    if grids:
+        lines += ["", "Render grids: fine cells per axis of each occupied training-grid cell (1: the training grid).",
+                  "", "| scene | sub | build s | PSNR dB (val) | resolution | stage-by-stage ms | per-ray ms "
+                  "| samples M stage / per-ray |", "|---|---|---|---|---|---|---|---|"]
+        for name, g in grids:
+            for t in g["timings"]:
+                lines.append(f"| {name} | {g['sub']} | {g['build_s']:.2f} | {g['quality']['psnr_db']:.3f} "
+                             f"| {t['width']}x{t['height']} | {t['stage_ms']:.2f} | {t['per_ray_ms']:.2f} "
+                             f"| {t['stage_samples'] / 1e6:.1f} / {t['per_ray_samples'] / 1e6:.1f} |")
     unfused = [(r, t) for r in results for t in r["timings"] if "unfused_ms" in t]
     if unfused:
         lines += ["", "Stage by stage: Triton rest kernels against the PyTorch ops (rest time of one recorded frame).",
@@ -203,7 +245,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes on the synthetic scene, CPU-friendly")
-    parser.add_argument("--encodings", default="hashgrid")
+    parser.add_argument("--encodings", default="hashgrid", help="comma list; empty: only --dense-seconds")
     parser.add_argument("--train-seconds", type=float, default=170.0)
     parser.add_argument("--eval-views", type=int, default=None, help="val views to score (default: all)")
     parser.add_argument("--repeats", type=int, default=None)
@@ -216,6 +258,8 @@ def main(argv=None) -> None:
     parser.add_argument("--dense-seconds", type=float, default=0.0,
                         help="also train and time a dense-background scene for this long (0: no)")
     parser.add_argument("--sweep", action="store_true", help="also time the per-ray kernel's settings (SWEEP)")
+    parser.add_argument("--render-subs", default=None,
+                        help="also time and score render grids of these fine cells per axis, e.g. 1,2,4")
     args = parser.parse_args(argv)
     if args.backend:
         os.environ["NGFX_BACKEND"] = args.backend
@@ -223,7 +267,7 @@ def main(argv=None) -> None:
     args.repeats = args.repeats or (1 if args.smoke else 5)
     lego = ROOT.parent / "shared" / "scenes" / "lego"
     scene = args.scene or (str(lego) if lego.is_dir() and not args.smoke else "synthetic")
-    results = [bench_encoding(encoding, scene, args) for encoding in args.encodings.split(",")]
+    results = [bench_encoding(encoding, scene, args) for encoding in args.encodings.split(",") if encoding]
     device = torch.cuda.get_device_name() if args.device == "cuda" else "CPU"
     write_json(args.out / "results.json", {"encodings": results, "dense_background": None})  # kept if the next fails
     dense = bench_dense_background(scene, args) if args.dense_seconds > 0 else None

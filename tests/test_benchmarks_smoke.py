@@ -26,7 +26,7 @@ def run_script(name: str, *args: str) -> None:
 
 
 def test_bench_render_smoke(tmp_path):
-    run_script("bench_render.py", "--out", str(tmp_path), "--smoke", "--profile")
+    run_script("bench_render.py", "--out", str(tmp_path), "--smoke", "--profile", "--render-subs", "1,2")
     results = json.loads((tmp_path / "results.json").read_text())
     (result,) = results["encodings"]
     assert result["encoding"] == "hashgrid" and result["steps"] == 20 and results["dense_background"] is None
@@ -36,17 +36,25 @@ def test_bench_render_smoke(tmp_path):
     assert "mlp_tflops" in result["profile"]["bound"] and result["profile"]["kernels"]
     assert (tmp_path / "nerf_hashgrid_96x54.png").is_file()
     assert "| hashgrid |" in (tmp_path / "results.md").read_text()
+    assert [g["sub"] for g in result["render_grids"]] == [1, 2] and result["profile"]["stage_kernels"]
+    assert all(g["quality"]["psnr_db"] > 0 and len(g["timings"]) == 2 for g in result["render_grids"])
 
 
 def test_bench_render_apps_smoke_with_traces(tmp_path):
     from ngfx.ngpc_sim.trace import read_trace
 
     traces = tmp_path / "traces"
-    run_script("bench_render_apps.py", "--out", str(tmp_path), "--smoke", "--apps", "gia,nvr", "--traces", str(traces))
+    run_script("bench_render_apps.py", "--out", str(tmp_path), "--smoke", "--apps", "gia,nvr", "--traces", str(traces),
+               "--nvr-render-steps", "48,12")
     results = json.loads((tmp_path / "results.json").read_text())
     assert [r["app"] for r in results] == ["gia", "nvr"]
     assert all(r["fused_ms"] > 0 and "psnr_db" in r["quality"] for r in results)
     assert [len(r["per_ray"].get("timings", [])) for r in results] == [0, 2]  # NVR: per ray vs stage, 2 sizes
+    fine, coarse = results[1]["render_steps"]  # at each render step: 2 frame sizes timed, samples, PSNR vs truth
+    assert (fine["render_steps"], coarse["render_steps"]) == (48, 12) and coarse["dt"] == 4 * fine["dt"]
+    assert all(len(r["frames"]) == 2 and all(f["ms"] > 0 for f in r["frames"]) for r in (fine, coarse))
+    assert 0 < coarse["samples"] < fine["samples"] and all(r["psnr_db"] > 0 for r in (fine, coarse))
+    assert "| 12 | " in (tmp_path / "results.md").read_text()
     for app in ("gia", "nvr"):
         assert read_trace(traces / f"{app}_hashgrid.json").rest == "unfused"
         # asked for the fused kernels, but with no GPU and no interpreter the PyTorch ones ran: the trace says so

@@ -53,6 +53,33 @@ def test_fused_and_unfused_render_agree(trained):
     assert {r.category for r in records if r.name == "nerf.density_encoding"} == {"encoding"}
 
 
+def test_render_grid_drops_samples_not_pixels(trained, monkeypatch):
+    """The two-level render grid evaluates fewer samples than the training grid for the same frame; it is
+    rebuilt after a training step."""
+    app, _ = trained
+    counted = []
+    query = app._query
+    monkeypatch.setattr(app, "_query", lambda points, dirs, fused=False: counted.append(len(points)) or query(
+        points, dirs, fused))
+    assert app.render_sub == nerf.RENDER_SUB["tiny"] > 1
+    refined = app.render(24, 16, 1, fused=False)
+    refined_samples = sum(counted)
+    monkeypatch.setattr(app, "render_sub", 1)
+    counted.clear()
+    coarse = app.render(24, 16, 1, fused=False)
+    assert 0 < refined_samples < sum(counted)  # a blurry tiny field fills most fine cells: few are dropped here
+    torch.testing.assert_close(refined, coarse, atol=0.03, rtol=0)
+    assert float((refined - coarse).abs().mean()) < 2e-3
+    grid = app.render_grid()
+    assert grid.dtype == torch.bool  # render_sub 1: the training grid itself
+    monkeypatch.setattr(app, "render_sub", nerf.RENDER_SUB["tiny"])
+    bits = app.render_grid()
+    assert bits.dtype == torch.int64 and bits is app.render_grid()  # built once
+    assert not bool((bits[~app.occupancy.mask] != 0).any())
+    app.training_step(0)  # a step changes the field: the grid is refined again
+    assert app.render_grid() is not bits
+
+
 def test_render_rays_matches_frame_and_chunks(trained):
     app, _ = trained
     pose = app.eval_poses[0]

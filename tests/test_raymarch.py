@@ -83,16 +83,16 @@ def _occupancy(kind: str, res: int) -> torch.Tensor:
     return ((x ** 2 + y ** 2 + z ** 2) < 0.4).flatten()
 
 
-def _march_to_completion(origins, dirs, t_near, t_far, occupancy, res, dt, k, max_scan):
+def _march_to_completion(origins, dirs, t_near, t_far, occupancy, res, dt, k, max_scan, sub=1):
     """Call both twins until every ray has left the box; check each call agrees; -> (rays, t) of all samples, calls."""
     t_ref, t_fused = t_near.clone(), t_near.clone()
     active = torch.nonzero(t_ref < t_far)[:, 0]
     rays, ts, calls = [], [], 0
     while active.numel():
         s_ref, d_ref = raymarch.march_segment(origins, dirs, active, t_ref, t_far, occupancy, AABB, res, dt, k,
-                                              max_scan)
+                                              max_scan, sub)
         s_fused, d_fused = triton_raymarch.march_segment(origins, dirs, active, t_fused, t_far, occupancy, AABB, res,
-                                                       dt, k, max_scan)
+                                                       dt, k, max_scan, sub)
         torch.testing.assert_close(d_fused, d_ref, atol=0, rtol=0)
         torch.testing.assert_close(s_fused, s_ref, atol=1e-5, rtol=1e-6)
         torch.testing.assert_close(t_fused, t_ref, atol=1e-5, rtol=1e-6)
@@ -120,6 +120,71 @@ def test_skipping_keeps_every_sample_of_fixed_step_marching(kind, k_samples, max
     torch.testing.assert_close(t[order], ref_t[ref_order], atol=1e-5, rtol=1e-6)
     if kind != "empty":
         assert ref_rays.numel() > 50  # the comparison had samples to compare
+
+
+def _two_level(res: int, sub: int, fine_fraction: float, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A ball of coarse cells, each fine cell of it occupied at random -> (int64 bits [res^3], the same fine
+    cells as a dense mask [(res sub)^3])."""
+    from ngfx.render.ops.occupancy import sub_cell_offsets
+
+    gen = torch.Generator().manual_seed(seed)
+    coarse = _occupancy("ball", res)
+    fine_bits = torch.rand(res ** 3, sub ** 3, generator=gen) < fine_fraction
+    fine_bits &= coarse[:, None]
+    weights = torch.ones(sub ** 3, dtype=torch.int64) << torch.arange(sub ** 3)
+    bits = (fine_bits.long() * weights).sum(dim=1)
+    cells = torch.arange(res ** 3)
+    fine = (torch.stack([cells % res, (cells // res) % res, cells // res ** 2], 1)[:, None, :] * sub
+            + sub_cell_offsets(sub)[None])  # [res^3, sub^3, 3]
+    f = res * sub
+    dense = torch.zeros(f ** 3, dtype=torch.bool)
+    dense[(fine[..., 0] + fine[..., 1] * f + fine[..., 2] * f * f)[fine_bits]] = True
+    return bits, dense
+
+
+@pytest.mark.parametrize("sub", [2, 4])
+@pytest.mark.parametrize("k_samples,max_scan", [(4, 8), (16, 32)])
+def test_two_level_grid_keeps_exactly_the_fine_cells_samples(sub, k_samples, max_scan):
+    """Marching the two-level grid (kernel and twin agree at every call) takes every lattice point in an
+    occupied fine cell and no other: the samples of fixed-step marching through the fine grid as a dense mask."""
+    # ~17.6 lattice steps per coarse cell: fine cells are both jumped and sampled; no lattice point falls exactly on a
+    # cell face, where the marcher's running t and march_training's direct one may round to different cells
+    res, dt = 8, 0.0213
+    origins, dirs, t_near, t_far = _rays_for_skipping()
+    bits, dense = _two_level(res, sub, 0.3)
+    rays, t, _ = _march_to_completion(origins, dirs, t_near, t_far, bits, res, dt, k_samples, max_scan, sub)
+    ref_rays, ref_t, _ = raymarch.march_training(origins, dirs, t_near, t_far, dense, AABB, res * sub, dt, 10 ** 4)[:3]
+    coarse_rays = raymarch.march_training(origins, dirs, t_near, t_far, bits != 0, AABB, res, dt, 10 ** 4)[0]
+    assert 50 < ref_rays.numel() < 0.6 * coarse_rays.numel()  # the fine level dropped most of the coarse samples
+    lattice = lambda r, s: r * 10 ** 6 + ((s - t_near[r]) / dt - 0.5).round().long()  # noqa: E731
+    torch.testing.assert_close(lattice(rays, t).sort().values, lattice(ref_rays, ref_t).sort().values, atol=0, rtol=0)
+
+
+def test_refine_occupancy_keeps_the_fine_cells_near_density():
+    from ngfx.render.ops.occupancy import dilate, refine_occupancy
+
+    res, sub, dt = 8, 4, 0.01
+    radius = 0.6
+    ball = lambda p: torch.where(p.norm(dim=1) < radius, 50.0, 0.0)  # noqa: E731 -- a sharp-edged dense ball
+    coarse = dilate(_occupancy("ball", res), res)
+    bits = refine_occupancy(ball, coarse, AABB, res, sub, dt, n_points=4, seed=1)
+    torch.testing.assert_close(bits, refine_occupancy(ball, coarse, AABB, res, sub, dt, n_points=4, seed=1))
+    assert not bool((bits[~coarse] != 0).any())  # never outside the coarse mask
+    f = res * sub
+    centres = (torch.stack(torch.meshgrid(*[torch.arange(f)] * 3, indexing="ij")[::-1], -1).reshape(-1, 3) + 0.5)
+    centres = AABB[0] + centres / f * 3.0  # fine cell centres, x-fastest
+    coarse_of = raymarch.cell_index(centres, AABB, res)
+    within = centres - (AABB[0] + (torch.stack([coarse_of % res, (coarse_of // res) % res, coarse_of // res ** 2], 1)
+                                   .float() + 0.5 / sub) * 3.0 / res)  # offset from the coarse cell's first fine cell
+    bit = (within / (3.0 / f)).round().long()
+    occupied = ((bits[coarse_of] >> (bit[:, 0] + bit[:, 1] * sub + bit[:, 2] * sub * sub)) & 1) != 0
+    distance = centres.norm(dim=1)
+    fine_cell = 3.0 / f
+    assert bool(occupied[distance < radius - fine_cell].all())  # inside the ball: all kept
+    assert not bool(occupied[distance > radius + 2.5 * fine_cell].any())  # beyond the one-cell growth: all dropped
+    assert float(occupied.float().mean()) < 0.5 * float(coarse[coarse_of].float().mean())
+    with pytest.raises(ValueError, match="sub"):
+        refine_occupancy(ball, coarse, AABB, res, 8, dt)
 
 
 def test_empty_space_costs_one_iteration_per_cell():

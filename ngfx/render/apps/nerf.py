@@ -6,7 +6,7 @@ samples behind opaque ones (a density pass, ``EARLY_STOP``, on a GPU), volume re
 colour (RGBA data) and regresses the pixel colour; every array has a fixed size, so a step never waits for the
 GPU (:meth:`NerfApp.training_step`).
 Rendering marches bands of pixel rows segment by segment (:func:`ngfx.render.ops.raymarch.render_segments`,
-jumping over empty cells of the grid): ``raymarch.SEGMENT`` occupied samples per ray at a time, evaluated, composited
+jumping over empty cells of a two-level grid refined from the training grid once per trained field, ``RENDER_SUB``): ``raymarch.SEGMENT`` occupied samples per ray at a time, evaluated, composited
 front to back, and rays dropped after the segment that took their transmittance below ``MIN_TRANSMITTANCE``.
 With ``per_ray=True`` the fused per-ray kernel (:mod:`ngfx.render.ops.triton_fused_volume`) does march,
 encoding, MLPs and compositing of a tile of rays in one kernel instead, stopping each ray at the sample that
@@ -31,7 +31,7 @@ from ngfx.render.datasets import load_multiview
 from ngfx.render.metrics import psnr, ssim
 from ngfx.render.apps.nerf_field import NerfField
 from ngfx.render.neural_field import adam, check_size, preset_size, use_triton
-from ngfx.render.ops.occupancy import OccupancyGrid
+from ngfx.render.ops.occupancy import OccupancyGrid, refine_occupancy
 from ngfx.render.apps.presets import encoding_preset
 from ngfx.render.ops import volume
 
@@ -49,6 +49,11 @@ N_EVAL_VIEWS = {"tiny": 2, "quick": 4, "full": None}  # None: the whole val spli
 CHUNK_RAYS = {"tiny": 2 ** 12, "quick": 2 ** 14, "full": 2 ** 21}
 MAX_SCAN = {"tiny": 32, "quick": 64, "full": 128}  # marching iterations (a step or an empty-cell jump) per segment
 MIN_TRANSMITTANCE = 1e-4
+# Rendering marches a two-level grid (occupancy.refine_occupancy) built once from the trained field: each
+# occupied cell of the training grid split into RENDER_SUB^3 fine cells, so rays stop sampling the empty part of
+# a cell they cross before reaching the surface in it (1 = march the training grid itself)
+RENDER_SUB = {"tiny": 2, "quick": 2, "full": 4}
+RENDER_GRID_POINTS = 4  # density samples per fine cell
 OCCUPANCY_EVERY = {"tiny": 8, "quick": 8, "full": 16}  # CPU sizes train few steps: refresh more often
 OCCUPANCY_WARMUP = {"tiny": 32, "quick": 64, "full": 256}  # steps during which every cell is refreshed
 EARLY_STOP = 1e-4  # train on the samples before a ray's transmittance falls below this; None: on every one
@@ -121,6 +126,8 @@ class NerfApp(App):
         self._counts_host = torch.zeros(5, dtype=torch.long, pin_memory=self.device_.type == "cuda")
         self._pending = None  # (event of the counts' copy, rays of that step) until the copy is read
         self._batch_totals, self._batch_steps, self._rays_drawn = torch.zeros(2, device=dev), 0, 0
+        self.render_sub = RENDER_SUB[size]
+        self._render_grids: dict[int, torch.Tensor] = {}  # by render_sub; derived from the weights, not saved
 
     # --- what other parts (NeLF distillation, demo, benchmarks) use ---------------------------------
     @property
@@ -157,6 +164,7 @@ class NerfApp(App):
         ray's transmittance falls below it, in ``target_samples`` slots; the field, compositing, and the loss over
         the rays whose samples all fitted.
         The ray count adapts from an earlier step's counts, read asynchronously (:meth:`_adapt_batch`)."""
+        self._render_grids.clear()  # this step changes the field: refine the render grid again before a render
         if step % OCCUPANCY_EVERY[self.size] == 0:
             with stages.stage("nerf.train.occupancy", "rest", app="nerf"):
                 self.occupancy.update(step, self.density_world, self.dt)
@@ -222,6 +230,27 @@ class NerfApp(App):
                 "samples_per_step": used, "sample_slots": self.target_samples, "march_slots": self.march_slots}
 
     # --- rendering -----------------------------------------------------------------------------------
+    def load_state_dict(self, *args, **kwargs):
+        self._render_grids.clear()  # new weights: the render grid no longer describes them
+        return super().load_state_dict(*args, **kwargs)
+
+    def render_grid(self) -> torch.Tensor:
+        """What rendering marches: the occupancy mask (``render_sub`` 1), else the two-level grid refined from it
+        and the trained field (int64 bits, :func:`ngfx.render.ops.occupancy.refine_occupancy`), built on first use
+        (once per trained field, not per frame: no stage of a frame's trace)."""
+        if self.render_sub == 1:
+            return self.occupancy.mask
+        if self.render_sub not in self._render_grids:
+            self._render_grids[self.render_sub] = refine_occupancy(
+                self.density_world, self.occupancy.mask, self.aabb, self.occupancy.resolution, self.render_sub,
+                self.dt, n_points=RENDER_GRID_POINTS, seed=self.seed)
+        return self._render_grids[self.render_sub]
+
+    def refresh_render_grid(self) -> torch.Tensor:
+        """Refine the render grid again (after the occupancy mask was changed in place) -> it."""
+        self._render_grids.clear()
+        return self.render_grid()
+
     def volume_field(self) -> VolumeField:
         """The field as the fused per-ray renderer reads it (world points mapped from the scene box)."""
         net = self.field.density_net
@@ -242,14 +271,14 @@ class NerfApp(App):
         if triton_ok and per_ray:
             from ngfx.render.ops.triton_fused_volume import render_volume  # imports triton
 
-            return render_volume(origins, dirs, t_start, t_far, self.occupancy.mask, self.aabb,
+            return render_volume(origins, dirs, t_start, t_far, self.render_grid(), self.aabb,
                                  self.occupancy.resolution, self.dt, self.volume_field(), background,
-                                 max_scan=MAX_SCAN[self.size], min_transmittance=MIN_TRANSMITTANCE)
+                                 max_scan=MAX_SCAN[self.size], min_transmittance=MIN_TRANSMITTANCE, sub=self.render_sub)
         return raymarch.render_segments(
-            origins, dirs, t_start, t_far, self.occupancy.mask, self.aabb,
+            origins, dirs, t_start, t_far, self.render_grid(), self.aabb,
             self.occupancy.resolution, self.dt, functools.partial(self._query, fused=triton_ok),
             background, app="nerf", fused=triton_ok, max_scan=MAX_SCAN[self.size],
-            min_transmittance=MIN_TRANSMITTANCE)
+            min_transmittance=MIN_TRANSMITTANCE, sub=self.render_sub)
 
     @torch.no_grad()
     def render_rays(self, origins: torch.Tensor, dirs: torch.Tensor, fused: bool = True) -> torch.Tensor:

@@ -49,10 +49,11 @@ class VolumeField:
 def render_volume(origins: torch.Tensor, dirs: torch.Tensor, t_start: torch.Tensor, t_far: torch.Tensor,
                   occupancy: torch.Tensor, aabb: torch.Tensor, resolution: int, dt: float, field: VolumeField,
                   background: torch.Tensor, *, max_scan: int, min_transmittance: float,
-                  counters: torch.Tensor | None = None) -> torch.Tensor:
+                  counters: torch.Tensor | None = None, sub: int = 1) -> torch.Tensor:
     """Colour [n, 3] of rays (origins, unit dirs [n, 3]; marched from ``t_start`` to ``t_far`` [n]) through the
     occupancy grid (``occupancy`` [resolution^3] bool over ``aabb`` [2, 3], x-fastest) on a lattice of step
     ``dt``, over ``background`` [3]; rays stop once their transmittance is at most ``min_transmittance``.
+    With ``sub`` > 1, ``occupancy`` is a two-level grid's int64 bits (:func:`ngfx.render.ops.raymarch.march_segment`).
 
     ``counters``: int32 [2], if given, gains the rays rendered and the field samples evaluated.
     """
@@ -66,4 +67,4 @@ def render_volume(origins: torch.Tensor, dirs: torch.Tensor, t_start: torch.Tens
 
     return raymarch.render_segments(origins, dirs, t_start, t_far, occupancy, aabb, resolution, dt, query,
                                     background, app=field.kind, fused=False, max_scan=max_scan,
-                                    min_transmittance=min_transmittance)
+                                    min_transmittance=min_transmittance, sub=sub)

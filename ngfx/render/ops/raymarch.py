@@ -13,7 +13,10 @@
   fixed number of slots if asked; :func:`compact_training` packs a chosen subset of them again.
 
 Samples sit at the midpoints ``t + (j + 0.5) dt`` of fixed steps of length ``dt``. Cells of the occupancy
-grid are indexed x-fastest: ``cx + cy R + cz R^2``. The Triton twins live in
+grid are indexed x-fastest: ``cx + cy R + cz R^2``. The render marchers also take a two-level grid (``sub`` > 1,
+:func:`ngfx.render.ops.occupancy.refine_occupancy`): int64 ``bits`` [R^3] in place of the mask, bit
+``sx + S sy + S^2 sz`` of a coarse cell set where its fine cell (``S = sub`` per axis) is occupied; a walk jumps
+over an empty coarse cell whole and over an empty fine cell of an occupied one. The Triton twins live in
 :mod:`ngfx.render.ops.triton_raymarch` and compute exactly the same thing.
 """
 
@@ -54,10 +57,11 @@ def ray_gen(c2w: torch.Tensor, k: Intrinsics, row0: int, n_rows: int, aabb: torc
     return origins, dirs, t_near, t_far
 
 
-def cell_exit(origins, dirs, cells, aabb, resolution: int) -> torch.Tensor:
+def cell_exit(origins, dirs, cells, aabb, resolution) -> torch.Tensor:
     """Ray distance [A] where each ray leaves its cell, pulled ``SKIP_MARGIN`` of a cell back inside.
 
-    ``cells`` [A, 3] float are the cell coordinates of a point on each ray (origins, dirs [A, 3]). The
+    ``cells`` [A, 3] float are the cell coordinates of a point on each ray (origins, dirs [A, 3]) in a grid of
+    ``resolution`` cells per axis (an int, or [A, 1] float: each ray's own grid level). The
     margin is in position, not in ``t``: a lattice point before the returned distance lies inside the cell
     on every axis even for a ray nearly parallel to a face, whatever the rounding of ``t`` and of the point.
     """
@@ -72,11 +76,12 @@ def cell_exit(origins, dirs, cells, aabb, resolution: int) -> torch.Tensor:
 
 
 def march_segment(origins, dirs, active, t, t_far, occupancy, aabb, resolution: int, dt: float, k: int,
-                  max_scan: int) -> tuple[torch.Tensor, torch.Tensor]:
+                  max_scan: int, sub: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """Next ``k`` occupied samples of each active ray, skipping empty cells; ``t`` [R] is advanced in place.
 
     Args:
-        origins, dirs: [R, 3]; active: [A] int64 ray ids; t, t_far: [R]; occupancy: [resolution^3] bool.
+        origins, dirs: [R, 3]; active: [A] int64 ray ids; t, t_far: [R]; occupancy: [resolution^3] bool, or
+        with ``sub`` > 1 the two-level grid's int64 bits (module docstring).
     Returns:
         t_samples [A, k] (sample distances), deltas [A, k] (``dt`` for a sample, 0 for an empty slot).
 
@@ -104,17 +109,37 @@ def march_segment(origins, dirs, active, t, t_far, occupancy, aabb, resolution: 
         t_point = t0 + (j + 0.5) * dt
         cells = ((o + t_point[:, None] * d - lo) / size * resolution).floor().clamp(0.0, resolution - 1.0)
         inside = t_point < far
-        occupied = searching & inside & occupancy[(cells.long() * strides).sum(dim=1)]
+        occupied, exit_cells, exit_resolution = occupancy_lookup(o + t_point[:, None] * d, cells, occupancy, lo, size,
+                                                                 resolution, sub, strides)
+        occupied = searching & inside & occupied
         slot = count.clamp(max=k - 1)  # a ray that is done writes its last slot back unchanged
         t_samples[rows, slot] = torch.where(occupied, t_point, t_samples[rows, slot])
         deltas[rows, slot] = torch.where(occupied, dt, deltas[rows, slot])
         count += occupied.long()
-        j_past_cell = ((cell_exit(o, d, cells, aabb, resolution) - t0) / dt - 0.5).ceil()
+        j_past_cell = ((cell_exit(o, d, exit_cells, aabb, exit_resolution) - t0) / dt - 0.5).ceil()
         step = torch.where(occupied | ~inside, j + 1.0, torch.maximum(j + 1.0, j_past_cell))
         j = torch.where(searching, step, j)
         searching = searching & inside & (count < k)
     t[active] = t0 + j * dt
     return t_samples, deltas
+
+
+def occupancy_lookup(points, cells, occupancy, lo, size, resolution: int, sub: int, strides):
+    """Whether points [A, 3] (in coarse cells [A, 3] float) are occupied, and the cell a walk from an empty one
+    jumps past: (occupied [A], that cell's coordinates [A, 3] float, its grid's resolution, an int or [A, 1]).
+    ``sub`` 1: ``occupancy`` is the mask; else the two-level grid's bits (module docstring)."""
+    coarse = occupancy[(cells.long() * strides).sum(dim=1)]
+    if sub == 1:
+        return coarse, cells, resolution
+    fine_resolution = resolution * sub
+    fine = ((points - lo) / size * fine_resolution).floor().clamp(0.0, fine_resolution - 1.0)
+    within = (fine - cells * sub).clamp(0.0, sub - 1.0).long()  # the fine cell's place inside its coarse cell
+    bit = within[:, 0] + within[:, 1] * sub + within[:, 2] * (sub * sub)
+    coarse_occupied = coarse != 0
+    occupied = coarse_occupied & (((coarse >> bit) & 1) != 0)
+    exit_cells = torch.where(coarse_occupied[:, None], fine, cells)
+    exit_resolution = torch.where(coarse_occupied, float(fine_resolution), float(resolution))[:, None]
+    return occupied, exit_cells, exit_resolution
 
 
 def gather_samples(origins, dirs, active, t_samples, slots, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -137,13 +162,14 @@ def composite_segment(colour, transmittance, active, sigmas, rgbs, deltas, k: in
 def render_segments(origins, dirs, t_start, t_far, occupancy, aabb, resolution: int, dt: float,
                     query: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
                     background: torch.Tensor, *, app: str, fused: bool, max_scan: int,
-                    min_transmittance: float, segment: int = SEGMENT) -> torch.Tensor:
+                    min_transmittance: float, segment: int = SEGMENT, sub: int = 1) -> torch.Tensor:
     """Colour [n, 3] of rays marched segment by segment through the occupancy grid, over ``background`` [3].
 
     Each pass takes the next ``segment`` occupied samples of every active ray (:func:`march_segment`),
     evaluates ``query(points [S, 3], dirs [S, 3]) -> (sigma [S], rgb [S, 3])`` on the samples found,
     composites them front to back and drops rays that left the box or whose transmittance fell below
-    ``min_transmittance`` (early termination). ``fused`` picks the Triton kernels; the stages are named
+    ``min_transmittance`` (early termination). ``occupancy`` with ``sub``: as :func:`march_segment`.
+    ``fused`` picks the Triton kernels; the stages are named
     ``{app}.march``, ``{app}.compact`` and ``{app}.composite``.
     """
     if fused:
@@ -163,7 +189,7 @@ def render_segments(origins, dirs, t_start, t_far, occupancy, aabb, resolution: 
         with stages.stage(f"{app}.march", "rest", n_inputs=active.numel() * max_scan, bytes_read=active.numel() * 32.0,
                           bytes_written=n_slots * 8.0, app=app, fused=fused):
             t_samples, deltas = march(origins, dirs, active, t, t_far, occupancy, aabb, resolution, dt, segment,
-                                      max_scan)
+                                      max_scan, sub)
         with stages.stage(f"{app}.compact", "rest", n_inputs=n_slots, bytes_read=n_slots * 8.0, app=app):
             slots = torch.nonzero(deltas.flatten() > 0)[:, 0]
             points, sample_dirs = gather(origins, dirs, active, t_samples, slots, segment)

@@ -32,7 +32,7 @@ from ngfx.encodings import triton_grid, triton_mlp
 from ngfx.render import stages
 from ngfx.render.ops.fused_volume import VolumeField
 from ngfx.render.ops.raymarch import SKIP_MARGIN
-from ngfx.render.ops.triton_raymarch import lattice_step, load_box, load_ray
+from ngfx.render.ops.triton_raymarch import grid_operand, lattice_step, load_box, load_ray
 from ngfx.render.ops.triton_sh import sh_basis
 
 BLOCK = 64  # lanes (rays) per program; 64 x 2 warps is the Triton MLP's fastest safe shape (triton_mlp)
@@ -117,7 +117,7 @@ def _render_volume_kernel(
         o_ptr, d_ptr, t_start_ptr, t_far_ptr, out_ptr, bg_ptr, counters_ptr, scratch_ptr, n_rays,
         occ_ptr, aabb_ptr, box_ptr, dt, min_transmittance, density_scale,
         table_ptr, meta_scale_ptr, meta_int_ptr, stride_ptr, dw_in, dw_hidden, dw_out, cw_in, cw_hidden, cw_out,
-        R: tl.constexpr, MAX_SCAN: tl.constexpr, SKIP_MARGIN: tl.constexpr, KIND: tl.constexpr,
+        R: tl.constexpr, SUB: tl.constexpr, MAX_SCAN: tl.constexpr, SKIP_MARGIN: tl.constexpr, KIND: tl.constexpr,
         D: tl.constexpr, F: tl.constexpr, LEVELS: tl.constexpr, N_LEVELS: tl.constexpr, INTERP: tl.constexpr,
         PACKED: tl.constexpr, D_WIDTH: tl.constexpr, D_OUT: tl.constexpr, D_N_HIDDEN: tl.constexpr,
         D_ACT: tl.constexpr, D_OUT_ACT: tl.constexpr, C_WIDTH: tl.constexpr, C_OUT: tl.constexpr,
@@ -141,7 +141,8 @@ def _render_volume_kernel(
         scan = 0
         while (n_searching > 0) & (scan < MAX_SCAN):
             t, inside, occupied, j_next = lattice_step(ox, oy, oz, dx, dy, dz, t0, j, far, searching, occ_ptr,
-                                                       lo_x, lo_y, lo_z, size_x, size_y, size_z, dt, R, SKIP_MARGIN)
+                                                       lo_x, lo_y, lo_z, size_x, size_y, size_z, dt, R, SKIP_MARGIN,
+                                                       SUB)
             j = tl.where(searching, j_next, j)
             found = found | occupied
             t_sample = tl.where(occupied, t, t_sample)
@@ -207,7 +208,7 @@ def _launch_shape(device: torch.device) -> tuple[int, int, int]:
 def render_volume(origins: torch.Tensor, dirs: torch.Tensor, t_start: torch.Tensor, t_far: torch.Tensor,
                   occupancy: torch.Tensor, aabb: torch.Tensor, resolution: int, dt: float, field: VolumeField,
                   background: torch.Tensor, *, max_scan: int, min_transmittance: float,
-                  counters: torch.Tensor | None = None) -> torch.Tensor:
+                  counters: torch.Tensor | None = None, sub: int = 1) -> torch.Tensor:
     """Fused twin of :func:`ngfx.render.ops.fused_volume.render_volume` (same arguments and result)."""
     n, device = origins.shape[0], origins.device
     grid_cfg, density_cfg = field.encoding.cfg, field.density_net.cfg
@@ -238,10 +239,10 @@ def render_volume(origins: torch.Tensor, dirs: torch.Tensor, t_start: torch.Tens
         if n:
             _render_volume_kernel[(programs,)](
                 origins.contiguous(), dirs.contiguous(), t_start.contiguous(), t_far.contiguous(), out,
-                background.float().contiguous(), counts, scratch, n, occupancy.contiguous().view(torch.uint8),
+                background.float().contiguous(), counts, scratch, n, grid_operand(occupancy, sub),
                 aabb.float().contiguous(), field.box.float().contiguous(), float(dt), float(min_transmittance),
                 float(field.density_scale), table, *triton_grid.level_metadata(grid_cfg, device), *density_weights,
-                *colour_weights, R=resolution, MAX_SCAN=min(int(max_scan), SCAN_PER_ROUND), SKIP_MARGIN=SKIP_MARGIN,
+                *colour_weights, R=resolution, SUB=sub, MAX_SCAN=min(int(max_scan), SCAN_PER_ROUND), SKIP_MARGIN=SKIP_MARGIN,
                 KIND=KIND_CODES[field.kind], **grid_constants, PACKED=packed, **constants, **colour_constants,
                 PRECISION="ieee" if dtype == torch.float32 else None, BLOCK=block, num_warps=warps)
     if counters is not None:

@@ -143,18 +143,36 @@ def _cell_exit_axis(o, d, cell_coord, lo, cell, margin):
 
 @triton.jit
 def lattice_step(ox, oy, oz, dx, dy, dz, t0, j, t_far, searching, occ_ptr, lo_x, lo_y, lo_z, size_x, size_y, size_z,
-                 dt, R: tl.constexpr, SKIP_MARGIN: tl.constexpr):
+                 dt, R: tl.constexpr, SKIP_MARGIN: tl.constexpr, SUB: tl.constexpr):
     """One marching iteration of rays at lattice index ``j`` (see raymarch.march_segment) -> (the point's
     distance ``t0 + (j + 0.5) dt``, whether it is before ``t_far``, whether it is taken: ``searching``, inside and
-    in an occupied cell, the next lattice index: one step, or past the cell's exit when the cell is empty)."""
+    in an occupied cell, the next lattice index: one step, or past the cell's exit when the cell is empty).
+    ``SUB`` 1: ``occ_ptr`` is the mask (uint8); else the two-level grid's int64 bits (raymarch.occupancy_lookup)."""
     t = t0 + (j + 0.5) * dt
-    fx = tl.minimum(tl.maximum(tl.floor((ox + t * dx - lo_x) / size_x * R), 0.0), R - 1.0)
-    fy = tl.minimum(tl.maximum(tl.floor((oy + t * dy - lo_y) / size_y * R), 0.0), R - 1.0)
-    fz = tl.minimum(tl.maximum(tl.floor((oz + t * dz - lo_z) / size_z * R), 0.0), R - 1.0)
+    px, py, pz = ox + t * dx, oy + t * dy, oz + t * dz
+    fx = tl.minimum(tl.maximum(tl.floor((px - lo_x) / size_x * R), 0.0), R - 1.0)
+    fy = tl.minimum(tl.maximum(tl.floor((py - lo_y) / size_y * R), 0.0), R - 1.0)
+    fz = tl.minimum(tl.maximum(tl.floor((pz - lo_z) / size_z * R), 0.0), R - 1.0)
     cell = fx.to(tl.int32) + fy.to(tl.int32) * R + fz.to(tl.int32) * (R * R)
     inside = t < t_far
-    occupied = searching & inside & (tl.load(occ_ptr + cell, mask=searching & inside, other=0) != 0)
-    cell_x, cell_y, cell_z = size_x / R, size_y / R, size_z / R
+    if SUB == 1:
+        occupied = searching & inside & (tl.load(occ_ptr + cell, mask=searching & inside, other=0) != 0)
+        res = R + 0.0 * t
+    else:
+        bits = tl.load(occ_ptr + cell, mask=searching & inside, other=0)
+        coarse = bits != 0
+        gx = tl.minimum(tl.maximum(tl.floor((px - lo_x) / size_x * (R * SUB)), 0.0), R * SUB - 1.0)
+        gy = tl.minimum(tl.maximum(tl.floor((py - lo_y) / size_y * (R * SUB)), 0.0), R * SUB - 1.0)
+        gz = tl.minimum(tl.maximum(tl.floor((pz - lo_z) / size_z * (R * SUB)), 0.0), R * SUB - 1.0)
+        sx = tl.minimum(tl.maximum(gx - fx * SUB, 0.0), SUB - 1.0).to(tl.int64)
+        sy = tl.minimum(tl.maximum(gy - fy * SUB, 0.0), SUB - 1.0).to(tl.int64)
+        sz = tl.minimum(tl.maximum(gz - fz * SUB, 0.0), SUB - 1.0).to(tl.int64)
+        fine = ((bits >> (sx + sy * SUB + sz * (SUB * SUB))) & 1) != 0
+        occupied = searching & inside & coarse & fine
+        # an empty fine cell of an occupied coarse cell is the one jumped over
+        fx, fy, fz = tl.where(coarse, gx, fx), tl.where(coarse, gy, fy), tl.where(coarse, gz, fz)
+        res = tl.where(coarse, R * SUB + 0.0 * t, R + 0.0 * t)
+    cell_x, cell_y, cell_z = size_x / res, size_y / res, size_z / res
     exit_t = tl.minimum(tl.minimum(_cell_exit_axis(ox, dx, fx, lo_x, cell_x, SKIP_MARGIN * cell_x),
                                    _cell_exit_axis(oy, dy, fy, lo_y, cell_y, SKIP_MARGIN * cell_y)),
                         _cell_exit_axis(oz, dz, fz, lo_z, cell_z, SKIP_MARGIN * cell_z))
@@ -165,7 +183,7 @@ def lattice_step(ox, oy, oz, dx, dy, dz, t0, j, t_far, searching, occ_ptr, lo_x,
 @triton.jit
 def _march_kernel(o_ptr, d_ptr, active_ptr, t_ptr, t_far_ptr, occ_ptr, aabb_ptr, t_out_ptr, delta_out_ptr,
                   n_active, dt, MAX_SCAN: tl.constexpr, R: tl.constexpr, K: tl.constexpr,
-                  SKIP_MARGIN: tl.constexpr, BLOCK: tl.constexpr):
+                  SKIP_MARGIN: tl.constexpr, SUB: tl.constexpr, BLOCK: tl.constexpr):
     a = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = a < n_active
     ray = tl.load(active_ptr + a, mask=mask, other=0)
@@ -181,7 +199,7 @@ def _march_kernel(o_ptr, d_ptr, active_ptr, t_ptr, t_far_ptr, occ_ptr, aabb_ptr,
     # the block stops as soon as all its rays are done, rather than after MAX_SCAN iterations
     while (iteration < MAX_SCAN) & (n_searching > 0):
         t, inside, occupied, step = lattice_step(ox, oy, oz, dx, dy, dz, t0, j, t_far, searching, occ_ptr, lo_x, lo_y,
-                                                 lo_z, size_x, size_y, size_z, dt, R, SKIP_MARGIN)
+                                                 lo_z, size_x, size_y, size_z, dt, R, SKIP_MARGIN, SUB)
         tl.store(t_out_ptr + a * K + count, t, mask=occupied)
         tl.store(delta_out_ptr + a * K + count, dt + 0.0 * t, mask=occupied)
         count += occupied.to(tl.int32)
@@ -193,17 +211,26 @@ def _march_kernel(o_ptr, d_ptr, active_ptr, t_ptr, t_far_ptr, occ_ptr, aabb_ptr,
 
 
 def march_segment(origins, dirs, active, t, t_far, occupancy, aabb, resolution: int, dt: float, k: int,
-                  max_scan: int) -> tuple[torch.Tensor, torch.Tensor]:
+                  max_scan: int, sub: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """Fused twin of :func:`ngfx.render.ops.raymarch.march_segment` (same arguments and results)."""
     n_active = active.numel()
     t_samples = torch.zeros(n_active, k, device=t.device)
     deltas = torch.zeros(n_active, k, device=t.device)
     if n_active:
         _march_kernel[(triton.cdiv(n_active, BLOCK),)](
-            origins.contiguous(), dirs.contiguous(), active, t, t_far.contiguous(), occupancy.view(torch.uint8),
+            origins.contiguous(), dirs.contiguous(), active, t, t_far.contiguous(), grid_operand(occupancy, sub),
             aabb.float().contiguous(), t_samples, deltas, n_active, float(dt), MAX_SCAN=int(max_scan), R=resolution, K=k,
-            SKIP_MARGIN=SKIP_MARGIN, BLOCK=BLOCK)
+            SKIP_MARGIN=SKIP_MARGIN, SUB=sub, BLOCK=BLOCK)
     return t_samples, deltas
+
+
+def grid_operand(occupancy: torch.Tensor, sub: int) -> torch.Tensor:
+    """The occupancy grid as :func:`lattice_step` reads it: the mask as uint8 (``sub`` 1), else the int64 bits."""
+    if sub == 1:
+        return occupancy.contiguous().view(torch.uint8)
+    if occupancy.dtype != torch.int64:
+        raise ValueError(f"a two-level occupancy grid (sub={sub}) is int64 bits, got {occupancy.dtype}")
+    return occupancy.contiguous()
 
 
 @triton.jit
@@ -337,7 +364,7 @@ def _march_training_kernel(o_ptr, d_ptr, t_near_ptr, t_far_ptr, jitter_ptr, occ_
     while n_searching > 0:  # j grows every iteration and a ray stops at n_steps <= max_steps
         searching = searching & (j < n_steps)
         t, inside, occupied, j = lattice_step(ox, oy, oz, dx, dy, dz, t0, j, t_far, searching, occ_ptr, lo_x, lo_y,
-                                              lo_z, size_x, size_y, size_z, dt, R, SKIP_MARGIN)
+                                              lo_z, size_x, size_y, size_z, dt, R, SKIP_MARGIN, 1)
         if WRITE:
             slot = start + count
             tl.store(ray_out_ptr + slot, ray.to(tl.int64), mask=occupied)
