@@ -3,16 +3,30 @@
 # it for the time left, then (time permitting) a steps/s probe by batch size; a summary table is printed last.
 #   CUDA_VISIBLE_DEVICES=1 bash benchmarks/student_gpu.sh SCENES WORK   # from the repo root, PYTHONPATH=the repo
 # SCENES/lego is the scene; every output lands in WORK (teacher/, student_*/ with curve.json, metrics.json,
-# run.json, comparison.png; throughput.json). Knobs (environment): BUDGET_S (whole script, default 500 s),
-# TEACHER_SECONDS (60), ARCH (mobile_r2l), BATCH (32), LR (1e-3), PSEUDO_VIEWS (3000), PROBE=0 to skip the
-# steps/s probe, SMOKE=1 for a CPU check of this script at tiny sizes on a procedural scene (a minute or two).
+# run.json, comparison.png; throughput.json). Knobs (environment): PLAN (the student's settings, below),
+# BUDGET_S (whole script, default 500 s), TEACHER_SECONDS (60), ARCH, BATCH, LR, PSEUDO_VIEWS and STUDENT_CONFIG
+# (JSON of student config fields) over the plan's, PROBE=0 to skip the steps/s probe, SMOKE=1 for a CPU check of
+# this script at tiny sizes on a procedural scene (a few minutes).
 set -uo pipefail
 scenes=${1:?usage: student_gpu.sh SCENES WORK}
 work=${2:?usage: student_gpu.sh SCENES WORK}
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-$PWD}
 mkdir -p "$work"
 budget=${BUDGET_S:-500}
-arch=${ARCH:-mobile_r2l} batch=${BATCH:-32} lr=${LR:-1e-3} views=${PSEUDO_VIEWS:-3000}
+# the light slab's paper preset with finer plane grids: 14 levels, 16 to 4096 cells across a plane (the preset's
+# 615 leave ~120 across the object, coarser than Lego's pixels at 400x400) in 2^19-entry tables (~214 M grid params)
+fine_slab='{"n_levels": 14, "per_level_scale": 1.532, "log2_hashmap_size": 19}'
+case ${PLAN:-mobile_b32} in
+  mobile_b32) plan=(mobile_r2l 32 1e-3 3000 '') ;;  # 4x the frames a step: MobileR2L's step is host-bound
+  slab_fine) plan=(lightslab 8 5e-4 3000 "$fine_slab") ;;
+  *) echo "PLAN must be mobile_b32 or slab_fine, got ${PLAN}"; exit 2 ;;
+esac
+arch=${ARCH:-${plan[0]}} batch=${BATCH:-${plan[1]}} lr=${LR:-${plan[2]}} views=${PSEUDO_VIEWS:-${plan[3]}}
+student_config=${STUDENT_CONFIG-${plan[4]}}
+config_flag=()
+if [ -n "$student_config" ]; then
+  echo "$student_config" > "$work/student_config.json" && config_flag=(--student-config "$work/student_config.json")
+fi
 views_per_s=50  # the teacher renders ~57 views/s at 400x400 on an H200 (BENCHMARKS.md)
 reserve=45      # starting the distillation, its eval references, probes and the final evaluation of 100 views
 if [ "${SMOKE:-0}" = 1 ]; then
@@ -24,7 +38,8 @@ else
   size=full device=()
 fi
 left() { echo $(( budget - SECONDS )); }
-echo "=== $(date +%T) student_gpu.sh: arch $arch, batch $batch, lr $lr, $views pseudo views, budget ${budget}s"
+echo "=== $(date +%T) student_gpu.sh: arch $arch, batch $batch, lr $lr, $views pseudo views, config" \
+  "${student_config:-(preset)}, budget ${budget}s"
 [ "${SMOKE:-0}" = 1 ] || nvidia-smi --query-gpu=index,name,memory.used --format=csv,noheader
 
 teacher=$work/teacher
@@ -42,11 +57,11 @@ if [ "$seconds" -lt 10 ]; then echo "=== no time left to distil (${seconds}s)"; 
 echo "=== $(date +%T) distillation: $seconds s of training into $student"
 timeout $(( $(left) - 5 )) python3 -m ngfx.cli nelf distill "$teacher" --out "$student" --arch "$arch" --size "$size" \
   --pseudo-views "$views" --steps 1000000 --finetune-steps 100000 --seconds "$seconds" --batch "$batch" --lr "$lr" \
-  "${device[@]}" || echo "=== distillation FAILED or timed out ($?)"
+  "${config_flag[@]}" "${device[@]}" || echo "=== distillation FAILED or timed out ($?)"
 
 if [ "${PROBE:-1}" = 1 ] && [ "$(left)" -gt 20 ]; then
   echo "=== $(date +%T) steps/s by batch ($(left) s left)"
-  SMOKE=${SMOKE:-0} timeout $(( $(left) - 3 )) python3 - "$work/throughput.json" <<'EOF' \
+  SMOKE=${SMOKE:-0} FINE_SLAB=$fine_slab timeout $(( $(left) - 3 )) python3 - "$work/throughput.json" <<'EOF' \
     || echo "=== probe stopped ($?)"
 # steps/s of one distillation step (the run's own: ray encoding, bf16 forward, MSE, backward, fused Adam) on
 # random targets, by batch, for each student at its full size on 400x400 frames; written after every row
@@ -55,21 +70,25 @@ import torch
 from ngfx.cameras import Intrinsics, orbit_poses
 from ngfx.io import write_json
 from ngfx.nelf.distill import _Frames, _param_groups
-from ngfx.nelf.network import build_student, student_preset
+from ngfx.nelf.network import build_student, student_preset, with_overrides
 from ngfx.render.neural_field import optimisation_step
 
 smoke = os.environ["SMOKE"] == "1"
 device = torch.device("cpu" if smoke else "cuda")
 torch.backends.cudnn.benchmark = True
-side, preset, batches, steps = (32, "tiny", (2, 4), 3) if smoke else (400, "paper", (8, 16, 32, 64), 20)
+side, preset, steps = (32, "tiny", 3) if smoke else (400, "paper", 20)
+slab, fine_slab = student_preset("lightslab", preset), json.loads(os.environ["FINE_SLAB"])
+students = [("mobile_r2l", student_preset("mobile_r2l", preset), (2, 4) if smoke else (8, 16, 32, 64)),
+            ("lightslab", slab, (2,) if smoke else (8, 16)),
+            ("lightslab fine", with_overrides(slab, fine_slab, "fine slab"), (2,) if smoke else (8, 16))]
 k = Intrinsics.from_fov_x(side, side, 0.69)
 geometry = {"near": 2.0, "far": 6.0, "aabb": torch.tensor([[-1.5] * 3, [1.5] * 3])}
 poses = orbit_poses(64, 4.0)
 targets = torch.randint(0, 256, (64, side, side, 3), dtype=torch.uint8, device=device)
 rows = []
-for arch in ("mobile_r2l", "lightslab"):
+for arch, cfg, batches in students:
     for batch in batches:
-        model = build_student(student_preset(arch, preset)).to(device).to(memory_format=torch.channels_last)
+        model = build_student(cfg).to(device).to(memory_format=torch.channels_last)
         opt = torch.optim.Adam(_param_groups(model, 1e-4), fused=device.type == "cuda" or None)
         frames = _Frames(model, targets, poses, k, geometry, batch, seed=0)
         frames.train()
@@ -81,7 +100,7 @@ for arch in ("mobile_r2l", "lightslab"):
         torch.cuda.synchronize() if device.type == "cuda" else None
         per_s = steps / (time.perf_counter() - began)
         rows.append({"arch": arch, "batch": batch, "steps_per_s": per_s, "frames_per_s": per_s * batch})
-        print(f"  {arch:10s} batch {batch:3d}: {per_s:6.1f} steps/s, {per_s * batch:7.0f} frames/s", flush=True)
+        print(f"  {arch:14s} batch {batch:3d}: {per_s:6.1f} steps/s, {per_s * batch:7.0f} frames/s", flush=True)
         write_json(sys.argv[1], {"side": side, "rows": rows})
         del model, opt, frames
 EOF

@@ -203,6 +203,9 @@ def _add_nelf(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--batch", type=positive_int, default=None, help="frames a training step (default by size)")
     d.add_argument("--lr", type=float, default=None,
                    help="peak learning rate of the distillation, fine-tuning a fifth of it (default by size)")
+    d.add_argument("--student-config", default=None,
+                   help="JSON file of student config fields replacing the size's preset, e.g. "
+                        "{\"log2_hashmap_size\": 19} (run.json's nelf_config lists them)")
     d.add_argument("--device", type=torch_device, default=None, help="cuda or cpu (default: cuda when available)")
     d.set_defaults(func=_run_nelf_distill)
     e = nelf.add_parser("export", help="export a NeLF run to ONNX and check it with onnxruntime")
@@ -232,7 +235,7 @@ def _run_nelf_distill(args: argparse.Namespace) -> int:
     run = distill(args.teacher_run, args.out, size=args.size, device=args.device, arch=args.arch,
                   n_pseudo=args.pseudo_views, **({"long_side": args.long_side} if args.long_side else {}),
                   steps=args.steps, finetune_steps=args.finetune_steps, seconds=args.seconds, batch=args.batch,
-                  lr=args.lr)
+                  lr=args.lr, student_config=args.student_config)
     m = run["metrics"]
     print(f"{args.out}: student {m['student_psnr_db']:.2f} dB, teacher {m['teacher_psnr_db']:.2f} dB, "
           f"constant colour {m['constant_colour_psnr_db']:.2f} dB on {m['eval_views']} eval views")

@@ -43,6 +43,9 @@ class SphereTeacher:
         self.eval_images = torch.stack([self.render_rays(*pixel_rays(p, self.intrinsics)).reshape(size, size, 3)
                                         for p in self.eval_poses])
 
+    def eval(self) -> "SphereTeacher":  # as a loaded NeRF App is put in eval mode
+        return self
+
     def render_rays(self, origins: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor:
         b = (origins * dirs).sum(1)
         disc = b * b - ((origins * origins).sum(1) - 1.0)
@@ -405,3 +408,24 @@ def test_bad_batch_or_lr_exits_2_naming_the_flag(tmp_path, capsys, flag, value):
     with pytest.raises(NgfxInputError, match=flag):
         distill_from_app(SphereTeacher(), tmp_path / "y", "tiny", **{flag[2:]: float(value) if flag == "--lr"
                                                                       else int(value)})
+
+
+def test_student_config_file_replaces_preset_fields(tmp_path, capsys, monkeypatch):
+    teacher = SphereTeacher()
+    (tmp_path / "teacher").mkdir()
+    (tmp_path / "teacher" / "run.json").write_text(json.dumps({"app": "nerf"}))
+    monkeypatch.setattr("ngfx.render.runs.load_run", lambda run, device: teacher)
+    (tmp_path / "finer.json").write_text(json.dumps({"n_levels": 3, "log2_hashmap_size": 11}))
+    assert main(["nelf", "distill", str(tmp_path / "teacher"), "--out", str(tmp_path / "run"), "--size", "tiny",
+                 "--arch", "lightslab", "--steps", "2", "--pseudo-views", "4", "--student-config",
+                 str(tmp_path / "finer.json")]) == 0
+    saved = json.loads((tmp_path / "run" / "run.json").read_text())["nelf_config"]
+    assert (saved["arch"], saved["n_levels"], saved["log2_hashmap_size"]) == ("lightslab", 3, 11)
+    assert saved["width"] == 16 and saved["slab_normals"]  # the rest: the tiny preset, normals placed as ever
+    for bad, field in (({"n_levels": 0}, "n_levels"), ({"arch": "mobile_r2l"}, "arch"), ({"colour": 1}, "colour"),
+                       ([3], "JSON object")):
+        (tmp_path / "bad.json").write_text(json.dumps(bad))
+        assert main(["nelf", "distill", str(tmp_path / "teacher"), "--out", str(tmp_path / "x"), "--arch",
+                     "lightslab", "--student-config", str(tmp_path / "bad.json")]) == 2
+        err = capsys.readouterr().err
+        assert "bad.json" in err and field in err and not (tmp_path / "x").exists()

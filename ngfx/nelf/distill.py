@@ -26,7 +26,7 @@ from ngfx.errors import NgfxInputError, TrainingInterrupted
 from ngfx.io import (CURVE_HINT, folder_lock, load_checkpoint, read_json, remove_stale_temp_files, require_rows,
                      save_checkpoint, write_image, write_json)
 from ngfx.nelf.lightslab import place_slabs
-from ngfx.nelf.network import NeLF, build_student, encode_frames, student_preset
+from ngfx.nelf.network import NeLF, build_student, encode_frames, student_preset, with_overrides
 from ngfx.progress import progress_bar
 from ngfx.cameras import Intrinsics, look_at, pixel_rays
 from ngfx.render.metrics import psnr
@@ -401,6 +401,13 @@ def distill_from_app(teacher, out_dir: str | Path, size: str = "quick", **option
         return _distill(teacher, out_dir, size, **options)
 
 
+def _size_row(size: str) -> tuple:
+    """The :data:`SIZES` row of ``size``; an unknown size is an error naming the field."""
+    if size not in SIZES:
+        raise NgfxInputError("distill", "size", f"must be one of {list(SIZES)}, got {size!r}")
+    return SIZES[size]
+
+
 def _check_training_options(batch, lr) -> None:
     """``batch`` (frames a step) an integer >= 1 and ``lr`` a finite number > 0, each None for the size's default."""
     if batch is not None and (isinstance(batch, bool) or not isinstance(batch, int) or batch < 1):
@@ -414,9 +421,7 @@ def _distill(teacher, out_dir: Path, size: str, *, arch: str = "mobile_r2l", con
              steps: int | None = None, finetune_steps: int | None = None, long_side: int | None = -1,
              batch: int | None = None, lr: float | None = None, checkpoint_every: int = 100, teacher_run: str = "",
              seed: int = 0, seconds: float | None = None) -> dict:
-    if size not in SIZES:
-        raise NgfxInputError("distill", "size", f"must be one of {list(SIZES)}, got {size!r}")
-    preset, side, n_default, steps_default, batch_default, ft_default, lr_default, n_eval = SIZES[size]
+    preset, side, n_default, steps_default, batch_default, ft_default, lr_default, n_eval = _size_row(size)
     _check_training_options(batch, lr)
     batch, lr = batch or batch_default, lr or lr_default
     cfg = config or student_preset(arch, preset)
@@ -480,12 +485,16 @@ def _distill(teacher, out_dir: Path, size: str, *, arch: str = "mobile_r2l", con
 
 
 def distill(teacher_run: str | Path, out_dir: str | Path, size: str = "quick", device: str | None = None,
-            **options) -> dict:
-    """``ngfx nelf distill``: load the NeRF run ``teacher_run`` and distil a student into ``out_dir``."""
+            student_config: str | Path | None = None, **options) -> dict:
+    """``ngfx nelf distill``: load the NeRF run ``teacher_run`` and distil a student into ``out_dir``.
+    ``student_config``: a JSON file of config fields replacing those of the size's preset of ``arch``."""
     from ngfx.render.runs import load_run
 
-    student_preset(options.get("arch", "mobile_r2l"), "tiny")  # a bad --arch fails before the teacher loads
-    _check_training_options(options.get("batch"), options.get("lr"))  # so do a bad --batch or --lr
+    # a bad --size, --arch, --batch, --lr or --student-config fails before the teacher loads
+    cfg = student_preset(options.get("arch", "mobile_r2l"), _size_row(size)[0])
+    if student_config is not None:
+        options["config"] = with_overrides(cfg, read_json(student_config), str(student_config))
+    _check_training_options(options.get("batch"), options.get("lr"))
     source = Path(teacher_run) / "run.json"
     app = read_json(source).get("app")
     if app != "nerf":

@@ -259,6 +259,18 @@ def student_preset(arch: str, name: str, resolution: tuple[int, int] | None = No
     return preset_for(name, resolution)
 
 
+def with_overrides(cfg, overrides, source: str):
+    """Student config ``cfg`` with the fields in ``overrides`` (a dict, e.g. ``--student-config``'s file) replaced,
+    checked as a saved config is; an error names ``source`` and the field."""
+    if not isinstance(overrides, dict):
+        raise NgfxInputError(source, None, f"expected a JSON object of student config fields, got "
+                             f"{type(overrides).__name__}")
+    if overrides.get("arch", cfg.arch) != cfg.arch:
+        raise NgfxInputError(source, "arch", f"the student is a {cfg.arch} (--arch picks it), got "
+                             f"{overrides['arch']!r}")
+    return student_config({**cfg.to_dict(), **overrides}, source)
+
+
 def build_student(cfg) -> nn.Module:
     """The network of a student config: :class:`NeLF` or :class:`ngfx.nelf.lightslab.LightSlab`."""
     if cfg.arch == "lightslab":
@@ -269,4 +281,5 @@ def build_student(cfg) -> nn.Module:
 
 
 __all__ = ["NeLFConfig", "NeLF", "PRESETS", "ARCHS", "preset_for", "low_resolution", "encode_rays", "encode_frames",
-           "fold_batchnorm", "student_config", "student_preset", "build_student", "super_resolution_head"]
+           "fold_batchnorm", "student_config", "student_preset", "with_overrides", "build_student",
+           "super_resolution_head"]
