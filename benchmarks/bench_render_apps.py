@@ -3,12 +3,15 @@
 For each app: quality (evaluate()), frame time fused and unfused (CUDA events on a GPU, median of repeats
 after a warm-up), and the "rest" stages' share, timed with the stage recorder in the same run, so the
 fused/unfused rest-kernel ratio comes from one process. NVR's fused per-ray kernel is also timed at 1080p
-and 4K against the stage-by-stage kernels it would replace, with the samples and the PSNR of each.
+and 4K against the stage-by-stage kernels it would replace, with the samples and the PSNR of each. With
+``--nvr-render-steps``, NVR's frames at 1080p and 4K are also timed at each render step (marching steps
+across the cube's diagonal), with their samples and PSNR vs the true cloud, whose step stays put.
 Writes ``results.md`` (Markdown tables), ``results.json`` and one PNG per app under ``--out``. ``--smoke``
 runs tiny sizes on CPU in seconds.
 
     python benchmarks/bench_render_apps.py --out bench_out            # H200: about 6 minutes
     python benchmarks/bench_render_apps.py --out /tmp/smoke --smoke   # CPU check
+    python benchmarks/bench_render_apps.py --out bench_nvr --apps nvr --nvr-render-steps 256,128,64,32
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from ngfx.cli import positive_int  # noqa: E402
 from ngfx.io import atomic_write, write_image, write_json  # noqa: E402
 from ngfx.render.neural_field import fit  # noqa: E402
 from ngfx.render.stages import record_stages  # noqa: E402
@@ -113,6 +117,39 @@ def per_ray_markdown(name: str, rows: list[dict], targets: dict) -> list[str]:
     return lines
 
 
+def render_step_sweep(app, steps: list[int], resolutions: list[tuple[int, int]], repeats: int) -> list[dict]:
+    """NVR at each render step (marching steps across the cube's diagonal), in one run: the default frame's
+    median ms per resolution, the field samples of the largest frame and PSNR vs the true cloud (marched at
+    its own step whatever the render step, so the PSNR says what a coarser step costs)."""
+    default, rows = app.render_steps, []
+    try:
+        for n_steps in steps:
+            app.render_steps = n_steps
+            frames = [{"width": w, "height": h, "ms": frame_ms(app, w, h, True, repeats)[0]} for w, h in resolutions]
+            rows.append({"render_steps": n_steps, "dt": app.dt, "frames": frames,
+                         "samples": samples_per_frame(app, *resolutions[-1], per_ray=False),
+                         "psnr_db": app.evaluate()["psnr_db"]})
+            print(f"nvr render steps {n_steps}: " + ", ".join(f"{f['width']}x{f['height']} {f['ms']:.2f} ms"
+                                                             for f in frames)
+                  + f", {rows[-1]['samples'] / 1e6:.1f} M samples, PSNR vs truth {rows[-1]['psnr_db']:.2f} dB", flush=True)
+    finally:
+        app.render_steps = default
+    return rows
+
+
+def render_step_markdown(rows: list[dict]) -> list[str]:
+    """The table of :func:`render_step_sweep`."""
+    sizes = [f"{f['width']}x{f['height']}" for f in rows[0]["frames"]]
+    lines = [f"NVR render steps (across the cube's diagonal; the truth keeps its own), target {TARGET_MS} ms at "
+             f"{sizes[-1]}:", "",
+             f"| render steps | dt | samples M ({sizes[-1]}) | " + " | ".join(f"ms {s}" for s in sizes)
+             + " | PSNR vs truth dB |", "|---" * (len(sizes) + 4) + "|"]
+    for r in rows:
+        lines.append(f"| {r['render_steps']} | {r['dt']:.4f} | {r['samples'] / 1e6:.1f} | "
+                     + " | ".join(f"{f['ms']:.2f}" for f in r["frames"]) + f" | {r['psnr_db']:.2f} |")
+    return lines
+
+
 PER_RAY_HEADER = ["| app | resolution | fused per-ray ms | stage-by-stage ms | speedup | target ms | met "
                   "| samples M per-ray / stage |", "|---|---|---|---|---|---|---|---|"]
 
@@ -172,11 +209,13 @@ def bench_app(name: str, scene: str, args, out: Path) -> dict:
     fused_ms, frame = frame_ms(app, width, height, True, args.repeats)
     unfused_ms, _ = frame_ms(app, width, height, False, args.repeats)
     fused_stages, unfused_stages, ratio = rest_ratio(app, width, height)
-    per_ray = {}
+    per_ray, render_steps = {}, []
+    resolutions = [(64, 36), (96, 54)] if args.smoke else [(1920, 1080), (3840, 2160)]
     if hasattr(app, "volume_field"):  # NVR: its fused per-ray frame against the stage-by-stage one, 1080p and 4K
-        resolutions = [(64, 36), (96, 54)] if args.smoke else [(1920, 1080), (3840, 2160)]
         per_ray = {"timings": per_ray_timings(app, resolutions, args.repeats),
                    "quality": app.evaluate(per_ray=True)}
+    if name == "nvr" and args.nvr_render_steps:
+        render_steps = render_step_sweep(app, args.nvr_render_steps, resolutions, args.repeats)
     write_image(frame_path(out, f"{name}_{width}x{height}", width), frame.cpu().numpy())
     if args.traces:  # a 1080p trace of the trained app for the NGPC simulator
         from ngfx.ngpc_sim.capture import trace_frame
@@ -190,7 +229,7 @@ def bench_app(name: str, scene: str, args, out: Path) -> dict:
     return {"app": name, "scene": scene, "encoding": args.encoding, "setup_s": setup_s, **trained,
             "quality": quality, "width": width, "height": height, "fused_ms": fused_ms, "unfused_ms": unfused_ms,
             "fused_stages_ms": fused_stages, "unfused_stages_ms": unfused_stages,
-            "rest_ratio": ratio, "per_ray": per_ray}
+            "rest_ratio": ratio, "per_ray": per_ray, "render_steps": render_steps}
 
 
 def markdown(results: list[dict], device: str) -> str:
@@ -212,6 +251,9 @@ def markdown(results: list[dict], device: str) -> str:
             lines += per_ray_markdown(f"{r['app']} ({r['per_ray']['quality']['psnr_db']:.2f} / "
                                       f"{r['quality']['psnr_db']:.2f} dB)", r["per_ray"]["timings"],
                                       {(3840, 2160): TARGET_MS})
+    for r in results:
+        if r["render_steps"]:
+            lines += ["", *render_step_markdown(r["render_steps"])]
     return "\n".join(lines) + "\n"
 
 
@@ -228,6 +270,9 @@ def main(argv=None) -> None:
     parser.add_argument("--backend", default=None, help="encoding backend (torch|triton|tcnn), else auto")
     parser.add_argument("--traces", default=None, type=Path,
                         help="also write a 1080p trace per app into this folder (fused rest kernels: FOLDER_fused)")
+    parser.add_argument("--nvr-render-steps", type=lambda text: [positive_int(v) for v in text.split(",")],
+                        default=None, help="NVR only: also time 1080p and 4K frames and PSNR vs the truth at each of "
+                                           "these render steps across the cube's diagonal, e.g. 256,128,64,32")
     args = parser.parse_args(argv)
     if args.backend:
         os.environ["NGFX_BACKEND"] = args.backend

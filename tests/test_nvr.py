@@ -101,7 +101,7 @@ def test_coarser_render_step_stays_close_to_the_unchanged_truth(trained):
     app, _ = trained
     coarse = nvr.build_app(**{**app.config(), "render_steps": 16})  # a third of the truth's steps
     coarse.load_state_dict(app.state_dict())
-    assert coarse.dt == 3 * app.truth_dt and coarse.truth_dt == app.truth_dt
+    assert coarse.dt == pytest.approx(3 * app.truth_dt) and coarse.truth_dt == app.truth_dt
     truth = app.render(40, 30, view=1, ground_truth=True)
     torch.testing.assert_close(coarse.render(40, 30, view=1, ground_truth=True), truth, atol=0, rtol=0)
     frame = coarse.render(40, 30, view=1)
