@@ -20,6 +20,8 @@ measured by ``bench_render_apps.py`` (same frame/stage timers).
 from __future__ import annotations
 
 import argparse
+import importlib
+import json
 import os
 import sys
 import time
@@ -32,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_render_apps import (PER_RAY_HEADER, frame_ms, frame_path, kernel_profile, per_ray_markdown,  # noqa: E402
-                               per_ray_timings, rest_cells, rest_ratio)
+                               per_ray_timings, rest_cells, rest_ratio, samples_per_frame)
 
 from ngfx.cameras import pixel_rays  # noqa: E402
 from ngfx.io import atomic_write, write_image, write_json  # noqa: E402
@@ -105,13 +107,43 @@ def bench_encoding(encoding: str, scene: str, args) -> dict:
     if args.sweep:
         profile["sweep"] = sweep_kernel_settings(app, *resolutions[0], args.repeats)
     render_grids = sweep_render_grid(app, resolutions, args.render_subs, args.repeats) if args.render_subs else []
-    if args.profile:  # the stage-by-stage frame's kernels, at the default render grid
+    if args.profile:  # the stage-by-stage frame's kernels and host ops, at the default render grid
         width, height = resolutions[0]
         profile["stage_kernels"] = kernel_profile(app, width, height, per_ray=False)
-        print(f"nerf {encoding} {width}x{height} stage-by-stage frame:\n" + profile["stage_kernels"], flush=True)
+        profile["stage_host"] = kernel_profile(app, width, height, rows=25, by_host_time=True, per_ray=False)
+        print(f"nerf {encoding} {width}x{height} stage-by-stage frame:\n" + profile["stage_kernels"]
+              + profile["stage_host"], flush=True)
+    knobs = sweep_knobs(app, resolutions, json.loads(args.knobs), args.repeats) if args.knobs else []
     return {"encoding": encoding, "scene": scene, "profile": profile, "train_seconds": trained["seconds"],
             "steps": trained["steps"], "quality": quality, "stage_quality": stage_quality, "timings": timings,
-            "render_grids": render_grids}
+            "render_grids": render_grids, "knobs": knobs}
+
+
+def sweep_knobs(app, resolutions: list[tuple[int, int]], settings: list[dict], repeats: int) -> list[dict]:
+    """Stage-by-stage frame times, samples and val PSNR with each setting of module constants (``{"module.NAME":
+    value}``, modules under ngfx.render), each restored afterwards; the first setting is usually ``{}``."""
+    rows = []
+    for setting in settings:
+        saved = {}
+        try:
+            for key, value in setting.items():
+                module_name, name = key.rsplit(".", 1)
+                module = importlib.import_module(f"ngfx.render.{module_name}")
+                saved[key] = (module, name, getattr(module, name))
+                setattr(module, name, value)
+            row = {"setting": setting, "quality": app.evaluate(), "timings": []}
+            for width, height in resolutions:
+                ms, _ = frame_ms(app, width, height, True, repeats)
+                row["timings"].append({"width": width, "height": height, "stage_ms": ms,
+                                       "stage_samples": samples_per_frame(app, width, height, False)})
+        finally:
+            for module, name, value in saved.values():
+                setattr(module, name, value)
+        rows.append(row)
+        print("knobs", setting, f"PSNR {row['quality']['psnr_db']:.3f} dB", *(
+            f"{t['width']}x{t['height']} {t['stage_ms']:.2f} ms {t['stage_samples'] / 1e6:.1f} M" for t in row["timings"]),
+            flush=True)
+    return rows
 
 
 def sweep_render_grid(app, resolutions: list[tuple[int, int]], subs: str, repeats: int) -> list[dict]:
@@ -258,6 +290,8 @@ def main(argv=None) -> None:
     parser.add_argument("--dense-seconds", type=float, default=0.0,
                         help="also train and time a dense-background scene for this long (0: no)")
     parser.add_argument("--sweep", action="store_true", help="also time the per-ray kernel's settings (SWEEP)")
+    parser.add_argument("--knobs", default=None, help='JSON list of module-constant settings to time and score, '
+                        'e.g. \'[{}, {"apps.nerf.MIN_TRANSMITTANCE": 1e-3}]\'')
     parser.add_argument("--render-subs", default=None,
                         help="also time and score render grids of these fine cells per axis, e.g. 1,2,4")
     args = parser.parse_args(argv)

@@ -179,15 +179,15 @@ def rest_cells(triton_stages: dict, torch_stages: dict, ratio: float) -> str:
             f"| {triton_stages['encoding']:.2f} / {triton_stages['mlp']:.2f} |")
 
 
-def kernel_profile(app, width: int, height: int, rows: int = 15, **options) -> str:
-    """torch.profiler's table of the GPU kernels of one fused frame, most time first (for finding hot spots);
-    ``options`` go to render."""
+def kernel_profile(app, width: int, height: int, rows: int = 15, by_host_time: bool = False, **options) -> str:
+    """torch.profiler's table of the GPU kernels of one fused frame, most time first (for finding hot spots), or
+    of its host-side ops (``by_host_time``: where a launch-bound frame's time goes); ``options`` go to render."""
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if app.device_.type == "cuda" else [])
     with profile(activities=activities) as prof:
         app.render(width, height, 0, fused=True, **options)
-    key = "cuda_time_total" if app.device_.type == "cuda" else "cpu_time_total"
+    key = "cuda_time_total" if app.device_.type == "cuda" and not by_host_time else "self_cpu_time_total"
     return prof.key_averages().table(sort_by=key, row_limit=rows)
 
 

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ngfx.render.apps import nerf
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -26,7 +28,8 @@ def run_script(name: str, *args: str) -> None:
 
 
 def test_bench_render_smoke(tmp_path):
-    run_script("bench_render.py", "--out", str(tmp_path), "--smoke", "--profile", "--render-subs", "1,2")
+    run_script("bench_render.py", "--out", str(tmp_path), "--smoke", "--profile", "--render-subs", "2",
+               "--knobs", '[{}, {"apps.nerf.MIN_TRANSMITTANCE": 0.5}]')
     results = json.loads((tmp_path / "results.json").read_text())
     (result,) = results["encodings"]
     assert result["encoding"] == "hashgrid" and result["steps"] == 20 and results["dense_background"] is None
@@ -36,7 +39,10 @@ def test_bench_render_smoke(tmp_path):
     assert "mlp_tflops" in result["profile"]["bound"] and result["profile"]["kernels"]
     assert (tmp_path / "nerf_hashgrid_96x54.png").is_file()
     assert "| hashgrid |" in (tmp_path / "results.md").read_text()
-    assert [g["sub"] for g in result["render_grids"]] == [1, 2] and result["profile"]["stage_kernels"]
+    assert [g["sub"] for g in result["render_grids"]] == [2] and result["profile"]["stage_host"]
+    default, early = result["knobs"]  # stopping rays at half transparency evaluates fewer samples
+    assert early["setting"] == {"apps.nerf.MIN_TRANSMITTANCE": 0.5} and nerf.MIN_TRANSMITTANCE == 1e-4
+    assert all(e["stage_samples"] < d["stage_samples"] for d, e in zip(default["timings"], early["timings"]))
     assert all(g["quality"]["psnr_db"] > 0 and len(g["timings"]) == 2 for g in result["render_grids"])
 
 

@@ -162,10 +162,10 @@ def composite_segment(colour, transmittance, active, sigmas, rgbs, deltas, k: in
 def render_segments(origins, dirs, t_start, t_far, occupancy, aabb, resolution: int, dt: float,
                     query: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
                     background: torch.Tensor, *, app: str, fused: bool, max_scan: int,
-                    min_transmittance: float, segment: int = SEGMENT, sub: int = 1) -> torch.Tensor:
+                    min_transmittance: float, segment: int | None = None, sub: int = 1) -> torch.Tensor:
     """Colour [n, 3] of rays marched segment by segment through the occupancy grid, over ``background`` [3].
 
-    Each pass takes the next ``segment`` occupied samples of every active ray (:func:`march_segment`),
+    Each pass takes the next ``segment`` (default ``SEGMENT``) occupied samples of every active ray (:func:`march_segment`),
     evaluates ``query(points [S, 3], dirs [S, 3]) -> (sigma [S], rgb [S, 3])`` on the samples found,
     composites them front to back and drops rays that left the box or whose transmittance fell below
     ``min_transmittance`` (early termination). ``occupancy`` with ``sub``: as :func:`march_segment`.
@@ -179,6 +179,7 @@ def render_segments(origins, dirs, t_start, t_far, occupancy, aabb, resolution: 
                                     triton_raymarch.composite_segment)
     else:
         march, gather, composite = march_segment, gather_samples, composite_segment
+    segment = segment or SEGMENT
     n, device = origins.shape[0], origins.device
     t = t_start.clone().contiguous()
     colour = torch.zeros(n, 3, device=device)
