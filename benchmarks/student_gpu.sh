@@ -17,10 +17,14 @@ budget=${BUDGET_S:-500}
 # the light slab's paper preset with finer plane grids: 14 levels, 16 to 4096 cells across a plane (the preset's
 # 615 leave ~120 across the object, coarser than Lego's pixels at 400x400) in 2^19-entry tables (~214 M grid params)
 fine_slab='{"n_levels": 14, "per_level_scale": 1.532, "log2_hashmap_size": 19}'
-case ${PLAN:-mobile_b32} in
+# MobileR2L with a x4 head: at 400x400 its body sees 100x100 rays a frame, each ray an 8 x 8 block of pixels at
+# 800x800's angular size -- the paper's x8 at 800x800; the x8 head at 400x400 asks a ray for twice the detail
+mobile_x4='{"sr_stages": [[64, 4, 2], [16, 4, 2]]}'
+case ${PLAN:-mobile_x4} in
+  mobile_x4) plan=(mobile_r2l 16 1e-3 3000 "$mobile_x4") ;;
   mobile_b32) plan=(mobile_r2l 32 1e-3 3000 '') ;;  # 4x the frames a step: MobileR2L's step is host-bound
   slab_fine) plan=(lightslab 8 5e-4 3000 "$fine_slab") ;;
-  *) echo "PLAN must be mobile_b32 or slab_fine, got ${PLAN}"; exit 2 ;;
+  *) echo "PLAN must be mobile_x4, mobile_b32 or slab_fine, got ${PLAN}"; exit 2 ;;
 esac
 arch=${ARCH:-${plan[0]}} batch=${BATCH:-${plan[1]}} lr=${LR:-${plan[2]}} views=${PSEUDO_VIEWS:-${plan[3]}}
 student_config=${STUDENT_CONFIG-${plan[4]}}
@@ -63,8 +67,8 @@ timeout $(( $(left) - 5 )) python3 -m ngfx.cli nelf distill "$teacher" --out "$s
 
 if [ "${PROBE:-1}" = 1 ] && [ "$(left)" -gt 20 ]; then
   echo "=== $(date +%T) steps/s by batch ($(left) s left)"
-  SMOKE=${SMOKE:-0} FINE_SLAB=$fine_slab timeout $(( $(left) - 3 )) python3 - "$work/throughput.json" <<'EOF' \
-    || echo "=== probe stopped ($?)"
+  export SMOKE=${SMOKE:-0} FINE_SLAB=$fine_slab MOBILE_X4=$mobile_x4
+  timeout $(( $(left) - 3 )) python3 - "$work/throughput.json" <<'EOF' || echo "=== probe stopped ($?)"
 # steps/s of one distillation step (the run's own: ray encoding, bf16 forward, MSE, backward, fused Adam) on
 # random targets, by batch, for each student at its full size on 400x400 frames; written after every row
 import json, os, sys, time
@@ -80,48 +84,56 @@ device = torch.device("cpu" if smoke else "cuda")
 torch.backends.cudnn.benchmark = True
 side, preset, steps = (32, "tiny", 3) if smoke else (400, "paper", 20)
 slab, fine_slab = student_preset("lightslab", preset), json.loads(os.environ["FINE_SLAB"])
-students = [("mobile_r2l", student_preset("mobile_r2l", preset), (2, 4) if smoke else (8, 16, 32, 64)),
-            ("lightslab", slab, (2,) if smoke else (8, 16)),
-            ("lightslab fine", with_overrides(slab, fine_slab, "fine slab"), (2,) if smoke else (8, 16))]
+mobile = student_preset("mobile_r2l", preset)
+students = {"mobile_r2l x8": mobile, "mobile_r2l x4": with_overrides(mobile, json.loads(os.environ["MOBILE_X4"]),
+                                                                    "mobile x4"),
+            "lightslab": slab, "lightslab fine": with_overrides(slab, fine_slab, "fine slab")}
+# most telling first (the probe stops when the time is up): the old default, the candidates' batches
+probes = [("mobile_r2l x8", 8), ("mobile_r2l x8", 32), ("mobile_r2l x4", 32), ("lightslab fine", 8),
+          ("mobile_r2l x8", 64), ("lightslab", 8), ("mobile_r2l x4", 8), ("mobile_r2l x8", 16), ("lightslab fine", 16)]
+probes = probes[:4] if smoke else probes
 k = Intrinsics.from_fov_x(side, side, 0.69)
 geometry = {"near": 2.0, "far": 6.0, "aabb": torch.tensor([[-1.5] * 3, [1.5] * 3])}
 poses = orbit_poses(64, 4.0)
 targets = torch.randint(0, 256, (64, side, side, 3), dtype=torch.uint8, device=device)
 rows = []
-for arch, cfg, batches in students:
-    for batch in batches:
-        model = build_student(cfg).to(device).to(memory_format=torch.channels_last)
-        opt = torch.optim.Adam(_param_groups(model, 1e-4), fused=device.type == "cuda" or None)
-        frames = _Frames(model, targets, poses, k, geometry, batch, seed=0)
-        frames.train()
-        for step in range(steps + 3):
-            if step == 3:  # the first steps pick cuDNN's algorithms
-                torch.cuda.synchronize() if device.type == "cuda" else None
-                began = time.perf_counter()
-            optimisation_step(frames, opt, step)
-        torch.cuda.synchronize() if device.type == "cuda" else None
-        per_s = steps / (time.perf_counter() - began)
-        rows.append({"arch": arch, "batch": batch, "steps_per_s": per_s, "frames_per_s": per_s * batch})
-        print(f"  {arch:14s} batch {batch:3d}: {per_s:6.1f} steps/s, {per_s * batch:7.0f} frames/s", flush=True)
-        write_json(sys.argv[1], {"side": side, "rows": rows})
-        del model, opt, frames
+for arch, batch in probes:
+    batch = min(batch, 4) if smoke else batch
+    model = build_student(students[arch]).to(device).to(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(_param_groups(model, 1e-4), fused=device.type == "cuda" or None)
+    frames = _Frames(model, targets, poses, k, geometry, batch, seed=0)
+    frames.train()
+    for step in range(steps + 5):
+        if step == 5:  # the first steps pick cuDNN's algorithms
+            torch.cuda.synchronize() if device.type == "cuda" else None
+            began = time.perf_counter()
+        optimisation_step(frames, opt, step)
+    torch.cuda.synchronize() if device.type == "cuda" else None
+    per_s = steps / (time.perf_counter() - began)
+    rows.append({"arch": arch, "batch": batch, "steps_per_s": per_s, "frames_per_s": per_s * batch})
+    print(f"  {arch:14s} batch {batch:3d}: {per_s:6.1f} steps/s, {per_s * batch:7.0f} frames/s", flush=True)
+    write_json(sys.argv[1], {"side": side, "rows": rows})
+    del model, opt, frames
 EOF
 fi
 
 echo "=== $(date +%T) summary"
-python3 - "$teacher" "$student" "$work/throughput.json" <<'EOF'
+python3 - "$teacher" "$student" "$work/throughput.json" "$seconds" <<'EOF'
 import json, math, sys
 from pathlib import Path
 
-teacher, student, throughput = (Path(p) for p in sys.argv[1:])
+teacher, student, throughput = (Path(p) for p in sys.argv[1:4])
+seconds = float(sys.argv[4])
 t = json.loads((teacher / "metrics.json").read_text()) if (teacher / "metrics.json").is_file() else {}
 print(f"teacher: {t['psnr_db']:.2f} dB on the val views, {t['steps']} steps in {t['seconds']:.0f} s" if t
       else "teacher: no metrics.json")
 run = json.loads((student / "run.json").read_text()) if (student / "run.json").is_file() else {}
 if run:
     print(f"student {run['arch']}: batch {run['batch']}, lr {run['lr']}, {run['pseudo_views']} pseudo views, "
-          f"{run['steps']} distillation + {run['finetune_steps']} fine-tuning steps, frames "
-          f"{run['resolution'][0]}x{run['resolution'][1]}")
+          f"{run['steps']} distillation + {run['finetune_steps']} fine-tuning steps in {seconds:.0f} s "
+          f"({(run['steps'] + run['finetune_steps']) / seconds:.1f} steps/s), frames "
+          f"{run['resolution'][0]}x{run['resolution'][1]}, upscale "
+          f"x{math.prod(stride for _, _, stride in run['nelf_config']['sr_stages'])}")
 curve = json.loads((student / "curve.json").read_text()) if (student / "curve.json").is_file() else {}
 if curve.get("psnr_by_minutes"):
     rows = curve["psnr_by_minutes"]
