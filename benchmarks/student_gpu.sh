@@ -7,6 +7,7 @@
 # BUDGET_S (whole script, default 500 s), TEACHER_SECONDS (60), ARCH, BATCH, LR, PSEUDO_VIEWS and STUDENT_CONFIG
 # (JSON of student config fields) over the plan's, FINETUNE_STEPS (0: the whole budget on pseudo views; the earlier
 # runs' 10 % of fine-tuning on the 100 real images gained nothing at 22 dB), PROBE=0 to skip the steps/s probe,
+# PROBE_RESERVE_S (50: seconds kept for the probe), COMPILE=1 (the student's blocks through torch.compile),
 # SMOKE=1 for a CPU check of this script at tiny sizes on a procedural scene (a few minutes).
 set -uo pipefail
 scenes=${1:?usage: student_gpu.sh SCENES WORK}
@@ -29,8 +30,9 @@ esac
 arch=${ARCH:-${plan[0]}} batch=${BATCH:-${plan[1]}} lr=${LR:-${plan[2]}} views=${PSEUDO_VIEWS:-${plan[3]}}
 student_config=${STUDENT_CONFIG-${plan[4]}}
 config_flag=()
+[ "${COMPILE:-0}" = 1 ] && config_flag=(--compile)
 if [ -n "$student_config" ]; then
-  echo "$student_config" > "$work/student_config.json" && config_flag=(--student-config "$work/student_config.json")
+  echo "$student_config" > "$work/student_config.json" && config_flag+=(--student-config "$work/student_config.json")
 fi
 views_per_s=50  # the teacher renders ~57 views/s at 400x400 on an H200 (BENCHMARKS.md)
 reserve=45      # starting the distillation, its eval references, probes and the final evaluation of 100 views
@@ -44,7 +46,7 @@ else
 fi
 left() { echo $(( budget - SECONDS )); }
 echo "=== $(date +%T) student_gpu.sh: arch $arch, batch $batch, lr $lr, $views pseudo views, config" \
-  "${student_config:-(preset)}, budget ${budget}s"
+  "${student_config:-(preset)}, compile ${COMPILE:-0}, budget ${budget}s"
 [ "${SMOKE:-0}" = 1 ] || nvidia-smi --query-gpu=index,name,memory.used --format=csv,noheader
 
 teacher=$work/teacher
@@ -57,7 +59,7 @@ else
 fi
 
 student=$work/student_${arch}_b${batch}_lr${lr}_$(date +%H%M%S)
-seconds=$(( $(left) - views / views_per_s - reserve - ${PROBE_RESERVE_S:-25} ))
+seconds=$(( $(left) - views / views_per_s - reserve - ${PROBE_RESERVE_S:-50} ))
 if [ "$seconds" -lt 10 ]; then echo "=== no time left to distil (${seconds}s)"; exit 1; fi
 echo "=== $(date +%T) distillation: $seconds s of training into $student"
 timeout $(( $(left) - 5 )) python3 -m ngfx.cli nelf distill "$teacher" --out "$student" --arch "$arch" --size "$size" \
@@ -76,7 +78,7 @@ import torch
 from ngfx.cameras import Intrinsics, orbit_poses
 from ngfx.io import write_json
 from ngfx.nelf.distill import _Frames, _param_groups
-from ngfx.nelf.network import build_student, student_preset, with_overrides
+from ngfx.nelf.network import build_student, compile_blocks, student_preset, with_overrides
 from ngfx.render.neural_field import optimisation_step
 
 smoke = os.environ["SMOKE"] == "1"
@@ -88,10 +90,12 @@ mobile = student_preset("mobile_r2l", preset)
 students = {"mobile_r2l x8": mobile, "mobile_r2l x4": with_overrides(mobile, json.loads(os.environ["MOBILE_X4"]),
                                                                     "mobile x4"),
             "lightslab": slab, "lightslab fine": with_overrides(slab, fine_slab, "fine slab")}
-# most telling first (the probe stops when the time is up): the old default, the candidates' batches
-probes = [("mobile_r2l x8", 8), ("mobile_r2l x8", 32), ("mobile_r2l x4", 32), ("lightslab fine", 8),
-          ("mobile_r2l x8", 64), ("lightslab", 8), ("mobile_r2l x4", 8), ("mobile_r2l x8", 16), ("lightslab fine", 16)]
-probes = probes[:4] if smoke else probes
+# most telling first (the probe stops when the time is up): the old default, the default plan's student with
+# compiled blocks (--compile; its first steps' time is the compilation), the candidates' batches
+probes = [("mobile_r2l x8", 8), ("mobile_r2l x4 compiled", 16), ("mobile_r2l x8", 32), ("mobile_r2l x4", 32),
+          ("lightslab fine", 8), ("mobile_r2l x8", 64), ("lightslab", 8), ("mobile_r2l x4", 16),
+          ("mobile_r2l x8", 16), ("lightslab fine", 16)]
+probes = probes[:3] if smoke else probes
 k = Intrinsics.from_fov_x(side, side, 0.69)
 geometry = {"near": 2.0, "far": 6.0, "aabb": torch.tensor([[-1.5] * 3, [1.5] * 3])}
 poses = orbit_poses(64, 4.0)
@@ -99,7 +103,10 @@ targets = torch.randint(0, 256, (64, side, side, 3), dtype=torch.uint8, device=d
 rows = []
 for arch, batch in probes:
     batch = min(batch, 4) if smoke else batch
-    model = build_student(students[arch]).to(device).to(memory_format=torch.channels_last)
+    model = build_student(students[arch.removesuffix(" compiled")]).to(device).to(memory_format=torch.channels_last)
+    if arch.endswith(" compiled"):
+        compile_blocks(model)
+    first = time.perf_counter()
     opt = torch.optim.Adam(_param_groups(model, 1e-4), fused=device.type == "cuda" or None)
     frames = _Frames(model, targets, poses, k, geometry, batch, seed=0)
     frames.train()
@@ -110,8 +117,10 @@ for arch, batch in probes:
         optimisation_step(frames, opt, step)
     torch.cuda.synchronize() if device.type == "cuda" else None
     per_s = steps / (time.perf_counter() - began)
-    rows.append({"arch": arch, "batch": batch, "steps_per_s": per_s, "frames_per_s": per_s * batch})
-    print(f"  {arch:14s} batch {batch:3d}: {per_s:6.1f} steps/s, {per_s * batch:7.0f} frames/s", flush=True)
+    rows.append({"arch": arch, "batch": batch, "steps_per_s": per_s, "frames_per_s": per_s * batch,
+                 "first_steps_s": began - first})
+    print(f"  {arch:23s} batch {batch:3d}: {per_s:6.1f} steps/s, {per_s * batch:7.0f} frames/s (first 5 steps "
+          f"{began - first:.1f} s)", flush=True)
     write_json(sys.argv[1], {"side": side, "rows": rows})
     del model, opt, frames
 EOF
@@ -129,7 +138,8 @@ print(f"teacher: {t['psnr_db']:.2f} dB on the val views, {t['steps']} steps in {
       else "teacher: no metrics.json")
 run = json.loads((student / "run.json").read_text()) if (student / "run.json").is_file() else {}
 if run:
-    print(f"student {run['arch']}: batch {run['batch']}, lr {run['lr']}, {run['pseudo_views']} pseudo views, "
+    print(f"student {run['arch']}{' (compiled)' if run['compiled'] else ''}: batch {run['batch']}, lr {run['lr']}, "
+          f"{run['pseudo_views']} pseudo views, "
           f"{run['steps']} distillation + {run['finetune_steps']} fine-tuning steps in {seconds:.0f} s "
           f"({(run['steps'] + run['finetune_steps']) / seconds:.1f} steps/s), frames "
           f"{run['resolution'][0]}x{run['resolution'][1]}, upscale "
@@ -161,6 +171,6 @@ else:
 if throughput.is_file():
     for r in json.loads(throughput.read_text())["rows"]:
         print(f"throughput {r['arch']} batch {r['batch']}: {r['steps_per_s']:.1f} steps/s, {r['frames_per_s']:.0f} "
-              "frames/s")
+              f"frames/s, first 5 steps {r['first_steps_s']:.1f} s")
 EOF
 echo "=== $(date +%T) done in ${SECONDS}s"

@@ -395,7 +395,15 @@ def test_batch_and_lr_reach_the_training_loop(tmp_path, monkeypatch):
     monkeypatch.setattr(distill_module, "training_loop", recording_loop)
     run = distill_from_app(SphereTeacher(), tmp_path / "run", "tiny", n_pseudo=8, steps=2, batch=3, lr=7e-4)
     assert seen == [(3, [7e-4])]  # the tiny size's own batch and lr are 4 and 3e-3
-    assert (run["batch"], run["lr"]) == (3, 7e-4)
+    assert (run["batch"], run["lr"], run["compiled"]) == (3, 7e-4, False)
+
+
+def test_compiled_student_trains_as_the_eager_one(tmp_path):
+    runs = {compiled: distill_from_app(SphereTeacher(), tmp_path / str(compiled), "tiny", n_pseudo=8, steps=3,
+                                       compiled=compiled) for compiled in (False, True)}
+    assert runs[True]["compiled"] and not runs[False]["compiled"]
+    losses = [json.loads((tmp_path / str(c) / "curve.json").read_text())["loss"] for c in (False, True)]
+    assert losses[0][0][0] == losses[1][0][0] == 1 and losses[0][0][1] == pytest.approx(losses[1][0][1], rel=1e-4)
 
 
 @pytest.mark.parametrize("flag,value", [("--lr", "nan"), ("--lr", "0"), ("--lr", "-1e-3"), ("--batch", "0")])

@@ -9,8 +9,8 @@ from ngfx.errors import NgfxInputError
 from ngfx.nelf.layer_costs import layer_costs, totals
 from ngfx.cameras import Intrinsics, look_at, pixel_rays
 from ngfx.nelf.lightslab import PRESETS as SLAB_PRESETS, slab_coordinates, slab_frames
-from ngfx.nelf.network import (PRESETS, NeLF, NeLFConfig, encode_frames, encode_rays, fold_batchnorm,
-                               low_resolution, preset_for)
+from ngfx.nelf.network import (PRESETS, NeLF, NeLFConfig, ResidualBlock, compile_blocks, encode_frames, encode_rays,
+                               fold_batchnorm, low_resolution, preset_for)
 
 SMALL = NeLFConfig(n_points=1, n_freqs=1, width=4, n_blocks=1, sr_stages=((2, 4, 2),), sr_blocks=1)
 
@@ -84,6 +84,23 @@ def test_encode_frames_batch_matches_each_frame_alone(cfg):
         enc = (slab_coordinates(origins, dirs, aabb, slab_frames(cfg)) if cfg.arch == "lightslab"
                else encode_rays(origins, dirs, 2.0, 5.0, aabb, cfg.n_points, cfg.n_freqs))
         assert torch.allclose(frame, enc.t().reshape(-1, h, w), atol=1e-4)
+
+
+def test_compiled_blocks_keep_outputs_gradients_and_checkpoint_names():
+    torch.manual_seed(0)
+    eager = NeLF(PRESETS["tiny"])
+    compiled = compile_blocks(NeLF(PRESETS["tiny"]))
+    compiled.load_state_dict(eager.state_dict())
+    assert list(compiled.state_dict()) == list(eager.state_dict())  # checkpoints read either way
+    blocks = [m for m in compiled.modules() if isinstance(m, ResidualBlock)]
+    assert blocks and all(b._compiled_call_impl is not None for b in blocks)
+    x = torch.randn(2, eager.cfg.in_channels, 3, 4)
+    outputs = [model(x) for model in (eager, compiled)]
+    for out in outputs:
+        (out * torch.linspace(0, 1, out.numel()).reshape(out.shape)).sum().backward()
+    assert torch.allclose(outputs[0], outputs[1], atol=1e-5)
+    for (name, a), b in zip(eager.named_parameters(), compiled.parameters()):
+        assert torch.allclose(a.grad, b.grad, atol=1e-5, rtol=1e-4), name
 
 
 def test_fold_batchnorm_keeps_outputs():

@@ -26,7 +26,7 @@ from ngfx.errors import NgfxInputError, TrainingInterrupted
 from ngfx.io import (CURVE_HINT, folder_lock, load_checkpoint, read_json, remove_stale_temp_files, require_rows,
                      save_checkpoint, write_image, write_json)
 from ngfx.nelf.lightslab import place_slabs
-from ngfx.nelf.network import NeLF, build_student, encode_frames, student_preset, with_overrides
+from ngfx.nelf.network import NeLF, build_student, compile_blocks, encode_frames, student_preset, with_overrides
 from ngfx.progress import progress_bar
 from ngfx.cameras import Intrinsics, look_at, pixel_rays
 from ngfx.render.metrics import psnr
@@ -392,7 +392,8 @@ def distill_from_app(teacher, out_dir: str | Path, size: str = "quick", **option
     ``steps``, ``finetune_steps``, ``seconds`` (a training
     time budget for both phases, shared as their step counts are), ``long_side`` (of the
     training frames; None = the teacher's size), ``batch`` (frames a step), ``lr`` (the distillation's peak
-    learning rate; fine-tuning takes a fifth of it), ``checkpoint_every``, ``teacher_run``, ``seed``.
+    learning rate; fine-tuning takes a fifth of it), ``compiled`` (the student's residual blocks through
+    torch.compile), ``checkpoint_every``, ``teacher_run``, ``seed``.
     One process at a time holds ``out_dir``; a folder this call created is removed again if it is refused.
     """
     out_dir = Path(out_dir)
@@ -420,7 +421,7 @@ def _check_training_options(batch, lr) -> None:
 def _distill(teacher, out_dir: Path, size: str, *, arch: str = "mobile_r2l", config=None, n_pseudo: int | None = None,
              steps: int | None = None, finetune_steps: int | None = None, long_side: int | None = -1,
              batch: int | None = None, lr: float | None = None, checkpoint_every: int = 100, teacher_run: str = "",
-             seed: int = 0, seconds: float | None = None) -> dict:
+             seed: int = 0, seconds: float | None = None, compiled: bool = False) -> dict:
     preset, side, n_default, steps_default, batch_default, ft_default, lr_default, n_eval = _size_row(size)
     _check_training_options(batch, lr)
     batch, lr = batch or batch_default, lr or lr_default
@@ -448,6 +449,8 @@ def _distill(teacher, out_dir: Path, size: str, *, arch: str = "mobile_r2l", con
 
     # NHWC is the tensor cores' native conv layout (as at inference, nelf.runs.inference_model)
     model = build_student(cfg).to(device).to(memory_format=torch.channels_last)
+    if compiled:  # its compilation runs in the first steps and probes, inside the time budget
+        compile_blocks(model)
     ckpt = out_dir / "checkpoint.safetensors"
     meta = {"app": "nelf", "nelf_config": cfg.to_dict(), "run": identity}
     # a time budget is shared between the phases as their step counts are
@@ -478,7 +481,7 @@ def _distill(teacher, out_dir: Path, size: str, *, arch: str = "mobile_r2l", con
            "far": geometry["far"], "aabb": aabb.tolist(), "orbit_radius": float(train_eyes.norm(dim=1).mean()),
            "orbit_elevation_deg": float(torch.rad2deg(torch.asin(train_eyes[:, 2] / train_eyes.norm(dim=1))).mean()),
            "pseudo_views": len(poses), "steps": steps_done, "finetune_steps": finetune_done, "batch": batch,
-           "lr": lr, "metrics": metrics}
+           "lr": lr, "compiled": compiled, "metrics": metrics}
     write_json(out_dir / "run.json", run)
     write_json(out_dir / "metrics.json", metrics)
     return run
