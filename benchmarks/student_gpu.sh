@@ -7,7 +7,7 @@
 # BUDGET_S (whole script, default 500 s), TEACHER_SECONDS (60), ARCH, BATCH, LR, PSEUDO_VIEWS and STUDENT_CONFIG
 # (JSON of student config fields) over the plan's, FINETUNE_STEPS (0: the whole budget on pseudo views; the earlier
 # runs' 10 % of fine-tuning on the 100 real images gained nothing at 22 dB), PROBE=0 to skip the steps/s probe,
-# PROBE_RESERVE_S (50: seconds kept for the probe), COMPILE=1 (the student's blocks through torch.compile),
+# PROBE_RESERVE_S (seconds kept for the probe: 50, or 0 with PROBE=0), COMPILE=1 (the student's blocks through torch.compile),
 # SMOKE=1 for a CPU check of this script at tiny sizes on a procedural scene (a few minutes).
 set -uo pipefail
 scenes=${1:?usage: student_gpu.sh SCENES WORK}
@@ -59,7 +59,8 @@ else
 fi
 
 student=$work/student_${arch}_b${batch}_lr${lr}_$(date +%H%M%S)
-seconds=$(( $(left) - views / views_per_s - reserve - ${PROBE_RESERVE_S:-50} ))
+probe_reserve=${PROBE_RESERVE_S:-$([ "${PROBE:-1}" = 1 ] && echo 50 || echo 0)}
+seconds=$(( $(left) - views / views_per_s - reserve - probe_reserve ))
 if [ "$seconds" -lt 10 ]; then echo "=== no time left to distil (${seconds}s)"; exit 1; fi
 echo "=== $(date +%T) distillation: $seconds s of training into $student"
 timeout $(( $(left) - 5 )) python3 -m ngfx.cli nelf distill "$teacher" --out "$student" --arch "$arch" --size "$size" \
