@@ -25,6 +25,7 @@ import triton
 import triton.language as tl
 
 from ngfx.encodings.config import GridConfig
+from ngfx.encodings.derived import derived
 
 INTERPOLATION_CODES = {"Linear": 0, "Smoothstep": 1, "Nearest": 2}
 SUPPORTED_DIMS = (2, 3)
@@ -305,10 +306,15 @@ def table_dtype(device: torch.device) -> torch.dtype:
 
 
 def forward_table(params: torch.Tensor, cfg: GridConfig, dtype: torch.dtype) -> tuple[torch.Tensor, bool]:
-    """The table the forward kernels read and whether it is packed (fp16 pairs as int32 words)."""
-    table = params.detach().to(dtype).contiguous()
+    """The table the forward kernels read and whether it is packed (fp16 pairs as int32 words); read-only, reused
+    while ``params`` is unchanged (:mod:`ngfx.encodings.derived`)."""
     packed = dtype == torch.float16 and cfg.n_features_per_level == 2
-    return (table.view(torch.int32) if packed else table), packed
+
+    def build() -> torch.Tensor:
+        table = params.detach().to(dtype).contiguous()
+        return table.view(torch.int32) if packed else table
+
+    return derived([params], ("table", dtype, packed), build), packed
 
 
 def kernel_constants(cfg: GridConfig, min_width: int = 1) -> dict:

@@ -27,6 +27,7 @@ import triton.language as tl
 
 from ngfx.encodings import reference, triton_grid
 from ngfx.encodings.config import ACTIVATIONS, GridConfig, MLPConfig
+from ngfx.encodings.derived import derived
 
 MIN_DOT_WIDTH = 16
 # Launch shapes with fewer than 64 rows per 4-warp group (the mma.sync path). On the H200 (Triton 3.6) every
@@ -246,7 +247,13 @@ def _fused_grid_mlp_kernel(x_ptr, table_ptr, meta_scale_ptr, meta_int_ptr, strid
 
 
 def pack_weights(weights: list[torch.Tensor], cfg: MLPConfig, kin: int, dtype: torch.dtype):
-    """Transposed, zero-padded weights: (w_in [kin, W], w_hidden [max(H-1, 1), W, W], w_out [W or kin, OUT])."""
+    """Transposed, zero-padded weights: (w_in [kin, W], w_hidden [max(H-1, 1), W, W], w_out [W or kin, OUT]);
+    read-only, reused while the weights are unchanged (:mod:`ngfx.encodings.derived`)."""
+    key = ("mlp", kin, dtype, cfg.n_neurons, cfg.n_output_dims, cfg.n_hidden_layers)
+    return derived(weights, key, lambda: _pack_weights(weights, cfg, kin, dtype))
+
+
+def _pack_weights(weights: list[torch.Tensor], cfg: MLPConfig, kin: int, dtype: torch.dtype):
     width, out = _padded(cfg.n_neurons), _padded(cfg.n_output_dims)
     device = weights[0].device
 
