@@ -41,7 +41,7 @@ def test_bench_render_smoke(tmp_path):
     assert "| hashgrid |" in (tmp_path / "results.md").read_text()
     assert [g["sub"] for g in result["render_grids"]] == [2] and result["profile"]["stage_host"]
     default, early = result["knobs"]  # stopping rays at half transparency evaluates fewer samples
-    assert early["setting"] == {"apps.nerf.MIN_TRANSMITTANCE": 0.5} and nerf.MIN_TRANSMITTANCE == 1e-4
+    assert early["setting"] == {"apps.nerf.MIN_TRANSMITTANCE": 0.5} and nerf.MIN_TRANSMITTANCE < 0.5
     assert all(e["stage_samples"] < d["stage_samples"] for d, e in zip(default["timings"], early["timings"]))
     assert all(g["quality"]["psnr_db"] > 0 and len(g["timings"]) == 2 for g in result["render_grids"])
 

@@ -43,12 +43,14 @@ MAX_IMAGE_WIDTH = {"tiny": 64, "quick": 100, "full": None}  # real scenes are do
 OCCUPANCY_RESOLUTION = {"tiny": 32, "quick": 64, "full": 128}
 STEPS_PER_DIAGONAL = {"tiny": 128, "quick": 256, "full": 1024}  # instant-ngp: sqrt(3)/1024 of the box
 N_EVAL_VIEWS = {"tiny": 2, "quick": 4, "full": None}  # None: the whole val split
-# rays per band: a 1080p frame (2.07 M rays) is one band at full size, so the segment loop's per-pass costs
-# (launches, host syncs) are paid once per frame rather than per band; a band's segment holds at most
-# 2^21 * raymarch.SEGMENT = 33 M samples (~10 GB of encoding + MLP activations), well within an H200's 141 GB
+# rays per band, at least (raymarch.band_size takes more on a GPU with the memory): a 1080p frame (2.07 M rays) is
+# one band at full size, so the segment loop's per-pass costs (launches, host syncs) are paid once per frame
 CHUNK_RAYS = {"tiny": 2 ** 12, "quick": 2 ** 14, "full": 2 ** 21}
 MAX_SCAN = {"tiny": 32, "quick": 64, "full": 128}  # marching iterations (a step or an empty-cell jump) per segment
-MIN_TRANSMITTANCE = 1e-4
+# a rendered ray stops once less than this much light gets through (instant-ngp renders with 0.01 too; training keeps
+# EARLY_STOP): H200, Lego 60 s, 1080p stage by stage: 1e-4 26.9 M samples, 36.1 ms, 34.899 dB (100 val views);
+# 1e-3 24.2 M, 34.899 dB; 1e-2 21.5 M, 24.3 ms, 34.887 dB (BENCHMARKS.md, issue 14)
+MIN_TRANSMITTANCE = 1e-2
 # Rendering marches a two-level grid (occupancy.refine_occupancy) built once from the trained field: each
 # occupied cell of the training grid split into RENDER_SUB^3 fine cells, so rays stop sampling the empty part of
 # a cell they cross before reaching the surface in it (1 = march the training grid itself)
@@ -285,7 +287,7 @@ class NerfApp(App):
         """Colour [N, 3] of world rays (unit ``dirs``) over the eval background, in chunks (``fused``: as
         :meth:`render`, stage by stage)."""
         out = torch.empty(origins.shape[0], 3, device=self.device_)
-        chunk = CHUNK_RAYS[self.size]
+        chunk = raymarch.band_size(CHUNK_RAYS[self.size], self.device_)
         for start in range(0, origins.shape[0], chunk):
             o = origins[start:start + chunk].to(self.device_).float().contiguous()
             d = dirs[start:start + chunk].to(self.device_).float().contiguous()
@@ -318,7 +320,8 @@ class NerfApp(App):
         if triton_ok:
             from ngfx.render.ops.triton_raymarch import ray_gen  # imports triton
         frame = torch.empty(height * width, 3, device=self.device_)
-        for row0, n_rows in frame_bands(width, height, CHUNK_RAYS[self.size], self.device_, "render nerf"):
+        band = raymarch.band_size(CHUNK_RAYS[self.size], self.device_)
+        for row0, n_rows in frame_bands(width, height, band, self.device_, "render nerf"):
             n = n_rows * width
             with stages.stage("nerf.ray_gen", "rest", n_inputs=n, bytes_written=n * 32.0, app="nerf", fused=triton_ok):
                 origins, dirs, t_near, t_far = ray_gen(c2w, k, row0, n_rows, self.aabb)

@@ -172,7 +172,8 @@ class NvrApp(App):
         frame = torch.empty(height * width, 3, device=self.device_)
         background = torch.tensor(BACKGROUND, device=self.device_)
         self.last_render_chunks = 0
-        for row0, n_rows in frame_bands(width, height, CHUNK_RAYS[self.size], self.device_, "render nvr"):
+        band = raymarch.band_size(CHUNK_RAYS[self.size], self.device_)
+        for row0, n_rows in frame_bands(width, height, band, self.device_, "render nvr"):
             n = n_rows * width
             with stages.stage("nvr.ray_gen", "rest", n_inputs=n, bytes_written=n * 32.0, app="nvr"):
                 origins, dirs, t_near, t_far = raymarch.ray_gen(c2w, k, row0, n_rows, self.cube)

@@ -36,6 +36,23 @@ from ngfx.render.ops.volume import composite, over_background
 # positions, so a jump never passes an occupied lattice point; at worst it lands one point early.
 SKIP_MARGIN = 1e-3
 SEGMENT = 16  # samples per ray per pass of render_segments (NeRF's and NVR's): the early-termination checks
+# Bands of rays render_segments takes at once: every pass of its loop costs launches and host syncs whatever the
+# band's size, so a GPU with the memory takes a whole 4K frame (8.3 M rays) at once. H200, Lego 4K, 2^21-ray bands:
+# 127.4 ms, one 2^23-ray band: 87.5 ms (BENCHMARKS.md, issue 14). A ray's SEGMENT samples take ~5 KB of
+# encoding and MLP activations at most (2^21 rays: ~10 GB).
+MAX_BAND_RAYS = 2 ** 23
+BAND_BYTES_PER_RAY = 5 << 10
+
+
+def band_size(rays: int, device: torch.device) -> int:
+    """Rays per band for :func:`render_segments`: ``rays`` (the app's size default), doubled on a CUDA device while
+    a third of its free memory holds the band, up to ``MAX_BAND_RAYS``."""
+    if device.type != "cuda":
+        return rays
+    free_bytes, _ = torch.cuda.mem_get_info(device)
+    while rays * 2 <= MAX_BAND_RAYS and rays * 2 * BAND_BYTES_PER_RAY * 3 <= free_bytes:
+        rays *= 2
+    return rays
 
 
 def cell_index(points: torch.Tensor, aabb: torch.Tensor, resolution: int) -> torch.Tensor:
