@@ -26,6 +26,19 @@ def test_reused_until_a_source_changes_in_place():
     assert derived([w], "other key", build) is not None and len(builds) == 4
 
 
+def test_fused_adam_steps_are_seen():
+    """PyTorch's fused Adam (the training optimiser on CUDA) leaves version counters as they were."""
+    w = torch.nn.Parameter(torch.ones(3))
+    optimizer = torch.optim.Adam([w], lr=0.5, fused=True)
+    first = derived([w], "copy", lambda: w.detach().clone())
+    w.grad = torch.ones(3)
+    version = w._version
+    optimizer.step()
+    assert w._version == version  # the counter did not move: the cache must not rely on it alone
+    torch.testing.assert_close(derived([w], "copy", lambda: w.detach().clone()), w.detach())
+    assert not torch.equal(first, w.detach())
+
+
 def test_a_new_tensor_is_never_served_an_old_entry():
     values = []
     for i in range(3 * MAX_ENTRIES):  # the id of a freed tensor is soon reused by a new one

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import torch
 
+from ngfx.encodings.derived import parameter_state
 from ngfx.progress import frame_bands
 from ngfx.render import stages
 from ngfx.render.ops import sphere_trace
@@ -174,7 +175,9 @@ class NsdfApp(App):
         """The trained field as the fused tracer reads it, with its coarse distance grid baked once per set of
         weights, trace box and grid settings (rebuilt when training or loading changed any parameter in place)."""
         resolution, near_cells = COARSE_RESOLUTION[self.size], COARSE_NEAR_CELLS
-        version = (id(self.trace_box), resolution, near_cells, *((p.data_ptr(), p._version) for p in self.parameters()))
+        parameters = list(self.parameters())
+        version = (id(self.trace_box), resolution, near_cells, *(p.data_ptr() for p in parameters),
+                   *parameter_state(parameters))
         if self._trace_scene is None or self._trace_scene[0] != version:
             box = self.trace_box.to(self.device_)  # on the rays' device once, not copied there every step
             grid = bake_distance_grid(lambda p: self.sdf(p, query=True), box, resolution)

@@ -42,6 +42,9 @@ SEGMENT = 16  # samples per ray per pass of render_segments (NeRF's and NVR's): 
 # encoding and MLP activations at most (2^21 rays: ~10 GB).
 MAX_BAND_RAYS = 2 ** 23
 BAND_BYTES_PER_RAY = 5 << 10
+# samples per field query: the encoding and MLP kernels index their [samples, width <= 64] arrays with int32, and a
+# whole-frame band's pass can hold 133 M samples
+QUERY_SAMPLES = 2 ** 24
 
 
 def band_size(rays: int, device: torch.device) -> int:
@@ -213,8 +216,9 @@ def render_segments(origins, dirs, t_start, t_far, occupancy, aabb, resolution: 
             points, sample_dirs = gather(origins, dirs, active, t_samples, slots, segment)
         sigmas = torch.zeros(n_slots, device=device)
         rgbs = torch.zeros(n_slots, 3, device=device)
-        if slots.numel():
-            sigmas[slots], rgbs[slots] = query(points, sample_dirs)
+        for start in range(0, slots.numel(), QUERY_SAMPLES):
+            part = slice(start, start + QUERY_SAMPLES)
+            sigmas[slots[part]], rgbs[slots[part]] = query(points[part], sample_dirs[part])
         with stages.stage(f"{app}.composite", "rest", n_inputs=n_slots, bytes_read=n_slots * 20.0,
                           bytes_written=active.numel() * 16.0, app=app, fused=fused):
             composite(colour, transmittance, active, sigmas, rgbs, deltas.flatten(), segment)
