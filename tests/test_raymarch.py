@@ -389,17 +389,20 @@ def test_training_rays_kernel_matches_twin(channels, distorted):
         torch.testing.assert_close(target, images[image, y, x].float() / 255.0)
 
 
-def test_composite_kernel_equals_reference():
-    n_rays, n_active, k, dt = 90, 61, 16, 0.05
+@pytest.mark.parametrize("k", [16, 5, 128])  # the render segment, one not a power of two, a grown one
+def test_composite_kernel_equals_reference(k):
+    n_rays, n_active, dt = 90, 61, 0.05
     active = torch.randperm(n_rays)[:n_active].sort().values
     deltas = torch.where(torch.rand(n_active * k) < 0.8, dt, 0.0)  # empty slots of a segment have no step
     sigmas, rgbs = torch.rand(n_active * k) * 8, torch.rand(n_active * k, 3)
+    sigmas[3 * k + 1] = float("inf")  # an overflowing density: opaque, not NaN
     colour1, trans1 = torch.rand(n_rays, 3) * 0.2, torch.rand(n_rays)
     colour2, trans2 = colour1.clone(), trans1.clone()
     raymarch.composite_segment(colour1, trans1, active, sigmas, rgbs, deltas, k)
     triton_raymarch.composite_segment(colour2, trans2, active, sigmas, rgbs, deltas, k)
     torch.testing.assert_close(colour1, colour2, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(trans1, trans2, atol=1e-5, rtol=1e-5)
+    assert float(trans2[active[3]]) < 1e-12 and bool(colour2.isfinite().all())
 
 
 def test_homogeneous_segment_transmittance_is_beer_lambert():

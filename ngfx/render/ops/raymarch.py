@@ -36,6 +36,10 @@ from ngfx.render.ops.volume import composite, over_background
 # positions, so a jump never passes an occupied lattice point; at worst it lands one point early.
 SKIP_MARGIN = 1e-3
 SEGMENT = 16  # samples per ray per pass of render_segments (NeRF's and NVR's): the early-termination checks
+# A pass's segment (and its scan budget) grows as rays finish: SEGMENT x (rays at the start / rays left), a power of
+# two up to this, so the few long rays of a frame's tail take few passes (each costs launches and two host syncs
+# whatever its size) while a pass never holds more slots than the first
+SEGMENT_GROWTH = 8
 # Bands of rays render_segments takes at once: every pass of its loop costs launches and host syncs whatever the
 # band's size, so a GPU with the memory takes a whole 4K frame (8.3 M rays) at once. H200, Lego 4K, 2^21-ray bands:
 # 127.4 ms, one 2^23-ray band: 87.5 ms (BENCHMARKS.md, issue 14). A ray's SEGMENT samples take ~5 KB of
@@ -185,7 +189,8 @@ def render_segments(origins, dirs, t_start, t_far, occupancy, aabb, resolution: 
                     min_transmittance: float, segment: int | None = None, sub: int = 1) -> torch.Tensor:
     """Colour [n, 3] of rays marched segment by segment through the occupancy grid, over ``background`` [3].
 
-    Each pass takes the next ``segment`` (default ``SEGMENT``) occupied samples of every active ray (:func:`march_segment`),
+    Each pass takes the next ``segment`` (default ``SEGMENT``, grown by up to ``SEGMENT_GROWTH`` as rays finish)
+    occupied samples of every active ray (:func:`march_segment`),
     evaluates ``query(points [S, 3], dirs [S, 3]) -> (sigma [S], rgb [S, 3])`` on the samples found,
     composites them front to back and drops rays that left the box or whose transmittance fell below
     ``min_transmittance`` (early termination). ``occupancy`` with ``sub``: as :func:`march_segment`.
@@ -205,15 +210,17 @@ def render_segments(origins, dirs, t_start, t_far, occupancy, aabb, resolution: 
     colour = torch.zeros(n, 3, device=device)
     transmittance = torch.ones(n, device=device)
     active = torch.nonzero(t < t_far)[:, 0]
+    n_started = active.numel()
     while active.numel():
-        n_slots = active.numel() * segment
-        with stages.stage(f"{app}.march", "rest", n_inputs=active.numel() * max_scan, bytes_read=active.numel() * 32.0,
+        growth = min(SEGMENT_GROWTH, 1 << ((n_started // active.numel()).bit_length() - 1))
+        k, scan = segment * growth, max_scan * growth
+        n_slots = active.numel() * k
+        with stages.stage(f"{app}.march", "rest", n_inputs=active.numel() * scan, bytes_read=active.numel() * 32.0,
                           bytes_written=n_slots * 8.0, app=app, fused=fused):
-            t_samples, deltas = march(origins, dirs, active, t, t_far, occupancy, aabb, resolution, dt, segment,
-                                      max_scan, sub)
+            t_samples, deltas = march(origins, dirs, active, t, t_far, occupancy, aabb, resolution, dt, k, scan, sub)
         with stages.stage(f"{app}.compact", "rest", n_inputs=n_slots, bytes_read=n_slots * 8.0, app=app):
             slots = torch.nonzero(deltas.flatten() > 0)[:, 0]
-            points, sample_dirs = gather(origins, dirs, active, t_samples, slots, segment)
+            points, sample_dirs = gather(origins, dirs, active, t_samples, slots, k)
         sigmas = torch.zeros(n_slots, device=device)
         rgbs = torch.zeros(n_slots, 3, device=device)
         for start in range(0, slots.numel(), QUERY_SAMPLES):
@@ -221,7 +228,7 @@ def render_segments(origins, dirs, t_start, t_far, occupancy, aabb, resolution: 
             sigmas[slots[part]], rgbs[slots[part]] = query(points[part], sample_dirs[part])
         with stages.stage(f"{app}.composite", "rest", n_inputs=n_slots, bytes_read=n_slots * 20.0,
                           bytes_written=active.numel() * 16.0, app=app, fused=fused):
-            composite(colour, transmittance, active, sigmas, rgbs, deltas.flatten(), segment)
+            composite(colour, transmittance, active, sigmas, rgbs, deltas.flatten(), k)
         with stages.stage(f"{app}.compact", "rest", n_inputs=active.numel(), app=app):
             keep = (transmittance[active] > min_transmittance) & (t[active] < t_far[active])
             active = active[keep]

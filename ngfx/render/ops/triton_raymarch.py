@@ -22,10 +22,11 @@ import triton.language as tl
 
 from ngfx.cameras import Intrinsics
 from ngfx.render.ops.raymarch import SKIP_MARGIN, TrainingSamples, padding, slot_count
-from ngfx.render.ops.triton_volume import composite_step, load3
+from ngfx.render.ops.triton_volume import load3
+from ngfx.render.ops.volume import MAX_OPTICAL_DEPTH
 
 BLOCK = 128
-COMPOSITE_BLOCK = 256
+COMPOSITE_TILE = 4096  # slots a compositing program holds: 256 rays of 16 slots, 32 of 128
 UNDISTORT_ITERATIONS = 10  # as cameras.undistort
 
 
@@ -260,27 +261,40 @@ def gather_samples(origins, dirs, active, t_samples, slots, k: int) -> tuple[tor
 
 @triton.jit
 def _composite_kernel(colour_ptr, trans_ptr, active_ptr, sigma_ptr, rgb_ptr, delta_ptr, n_active,
-                      K: tl.constexpr, BLOCK: tl.constexpr):
+                      K: tl.constexpr, K_TILE: tl.constexpr, MAX_OPTICAL_DEPTH: tl.constexpr,
+                      BLOCK: tl.constexpr):
+    """A [BLOCK, K] tile of segments read row-wise (coalesced, where a lane per ray walking its K slots read one
+    value per 32-byte sector), composited in closed form as the twin does: a slot's weight is the light left before
+    it, exp(-optical depth so far), times its opacity 1 - exp(-sigma delta)."""
     a = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = a < n_active
     ray = tl.load(active_ptr + a, mask=mask, other=0)
     trans = tl.load(trans_ptr + ray, mask=mask, other=0.0)
-    r, g, b = load3(colour_ptr, ray, mask)
-    for j in tl.static_range(K):
-        trans, r, g, b = composite_step(trans, r, g, b, sigma_ptr, rgb_ptr, delta_ptr, a * K + j, mask)
-    tl.store(trans_ptr + ray, trans, mask=mask)
-    tl.store(colour_ptr + ray * 3, r, mask=mask)
-    tl.store(colour_ptr + ray * 3 + 1, g, mask=mask)
-    tl.store(colour_ptr + ray * 3 + 2, b, mask=mask)
+    column = tl.arange(0, K_TILE)[None, :]  # K padded to a power of two
+    slot = a[:, None] * K + column
+    tile = mask[:, None] & (column < K)
+    # as volume.segment_optical_depth: empty slots 0, capped so an inf density is opaque, not inf - inf
+    delta = tl.load(delta_ptr + slot, mask=tile, other=0.0)
+    optical = tl.where(delta > 0, tl.minimum(tl.load(sigma_ptr + slot, mask=tile, other=0.0) * delta,
+                                             MAX_OPTICAL_DEPTH), 0.0)
+    depth = tl.cumsum(optical, axis=1)  # up to and including each slot
+    weight = trans[:, None] * tl.exp(optical - depth) * (1.0 - tl.exp(-optical))
+    shown = tile & (optical > 0)
+    for c in tl.static_range(3):
+        value = tl.sum(weight * tl.load(rgb_ptr + slot * 3 + c, mask=shown, other=0.0), axis=1)
+        tl.store(colour_ptr + ray * 3 + c, tl.load(colour_ptr + ray * 3 + c, mask=mask, other=0.0) + value, mask=mask)
+    tl.store(trans_ptr + ray, trans * tl.exp(-tl.sum(optical, axis=1)), mask=mask)
 
 
 def composite_segment(colour, transmittance, active, sigmas, rgbs, deltas, k: int) -> None:
     """Fused twin of :func:`ngfx.render.ops.raymarch.composite_segment` (same arguments, updates in place)."""
     n_active = active.numel()
     if n_active:
-        _composite_kernel[(triton.cdiv(n_active, COMPOSITE_BLOCK),)](
+        k_tile = triton.next_power_of_2(k)
+        block = max(1, COMPOSITE_TILE // k_tile)
+        _composite_kernel[(triton.cdiv(n_active, block),)](
             colour, transmittance, active, sigmas.contiguous(), rgbs.contiguous(), deltas.contiguous(), n_active,
-            K=k, BLOCK=COMPOSITE_BLOCK)
+            K=k, K_TILE=k_tile, MAX_OPTICAL_DEPTH=MAX_OPTICAL_DEPTH, BLOCK=block)
 
 
 @triton.jit

@@ -26,7 +26,7 @@ BLOCK = 128
 @triton.jit
 def composite_step(trans, r, g, b, sigma_ptr, rgb_ptr, delta_ptr, slot, mask):
     """Sample ``slot`` composited front to back onto transmittance ``trans`` and colour ``r, g, b`` -> the four
-    after it (also the render kernels' step, :mod:`ngfx.render.ops.triton_raymarch`)."""
+    after it."""
     alpha = 1.0 - tl.exp(-tl.load(sigma_ptr + slot, mask=mask, other=0.0) * tl.load(delta_ptr + slot, mask=mask, other=0.0))
     w = trans * alpha
     c_r, c_g, c_b = load3(rgb_ptr, slot, mask)

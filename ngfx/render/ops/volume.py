@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import torch
 
+# a sample's optical depth is capped here: exp(-50) ~ 2e-22 of the light gets through, opaque in float32 already
+MAX_OPTICAL_DEPTH = 50.0
+
 
 def composite(sigmas: torch.Tensor, rgbs: torch.Tensor, deltas: torch.Tensor, ray_indices: torch.Tensor,
               n_rays: int, background: torch.Tensor | float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -20,12 +23,18 @@ def composite(sigmas: torch.Tensor, rgbs: torch.Tensor, deltas: torch.Tensor, ra
     Returns:
         rgb [n_rays, 3], opacity [n_rays].
     """
-    optical = sigmas * deltas
+    optical = segment_optical_depth(sigmas, deltas)
     weights = torch.exp(-exclusive_optical_depth(optical, ray_indices)) * (1.0 - torch.exp(-optical))
     rgb = torch.zeros(n_rays, 3, dtype=rgbs.dtype, device=rgbs.device).index_add_(0, ray_indices, weights[:, None] * rgbs)
     opacity = torch.zeros(n_rays, dtype=rgbs.dtype, device=rgbs.device).index_add_(0, ray_indices, weights)
     rgb = rgb + (1.0 - opacity)[:, None] * torch.as_tensor(background, dtype=rgbs.dtype, device=rgbs.device)
     return rgb, opacity
+
+
+def segment_optical_depth(sigmas: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
+    """sigma * delta of samples [S], 0 for empty slots (delta 0, whatever their density), capped at
+    ``MAX_OPTICAL_DEPTH``: an overflowed (inf) density is opaque rather than NaN in the closed-form compositing."""
+    return torch.where(deltas > 0, sigmas * deltas, 0.0).clamp(max=MAX_OPTICAL_DEPTH)
 
 
 def over_background(rgba: torch.Tensor, background: torch.Tensor | float) -> torch.Tensor:
