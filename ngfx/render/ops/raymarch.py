@@ -209,30 +209,45 @@ def render_segments(origins, dirs, t_start, t_far, occupancy, aabb, resolution: 
     t = t_start.clone().contiguous()
     colour = torch.zeros(n, 3, device=device)
     transmittance = torch.ones(n, device=device)
-    active = torch.nonzero(t < t_far)[:, 0]
-    n_started = active.numel()
-    while active.numel():
-        growth = min(SEGMENT_GROWTH, 1 << ((n_started // active.numel()).bit_length() - 1))
+    # the rays a pass marches: those with lattice left after the last march; a ray the last composite made
+    # opaque is among them once more, moved to its exit so it takes no sample, and gone from the pass after
+    rays = torch.nonzero(t < t_far)[:, 0]
+    n_started = rays.numel()
+    while rays.numel():
+        growth = min(SEGMENT_GROWTH, 1 << ((n_started // rays.numel()).bit_length() - 1))
         k, scan = segment * growth, max_scan * growth
-        n_slots = active.numel() * k
-        with stages.stage(f"{app}.march", "rest", n_inputs=active.numel() * scan, bytes_read=active.numel() * 32.0,
+        n_slots = rays.numel() * k
+        with stages.stage(f"{app}.march", "rest", n_inputs=rays.numel() * scan, bytes_read=rays.numel() * 32.0,
                           bytes_written=n_slots * 8.0, app=app, fused=fused):
-            t_samples, deltas = march(origins, dirs, active, t, t_far, occupancy, aabb, resolution, dt, k, scan, sub)
+            t_samples, deltas = march(origins, dirs, rays, t, t_far, occupancy, aabb, resolution, dt, k, scan, sub)
         with stages.stage(f"{app}.compact", "rest", n_inputs=n_slots, bytes_read=n_slots * 8.0, app=app):
-            slots = torch.nonzero(deltas.flatten() > 0)[:, 0]
-            points, sample_dirs = gather(origins, dirs, active, t_samples, slots, k)
+            occupied, going_on = deltas.flatten() > 0, t[rays] < t_far[rays]
+            # the pass's one host sync: both counts at once, then both lists packed on the device
+            n_samples, n_going_on = torch.stack([occupied.sum(), going_on.sum()]).tolist()
+            slots = compact_indices(occupied, n_samples)
+            next_rays = rays[compact_indices(going_on, n_going_on)]
+            points, sample_dirs = gather(origins, dirs, rays, t_samples, slots, k)
         sigmas = torch.zeros(n_slots, device=device)
         rgbs = torch.zeros(n_slots, 3, device=device)
-        for start in range(0, slots.numel(), QUERY_SAMPLES):
+        for start in range(0, n_samples, QUERY_SAMPLES):
             part = slice(start, start + QUERY_SAMPLES)
             sigmas[slots[part]], rgbs[slots[part]] = query(points[part], sample_dirs[part])
         with stages.stage(f"{app}.composite", "rest", n_inputs=n_slots, bytes_read=n_slots * 20.0,
-                          bytes_written=active.numel() * 16.0, app=app, fused=fused):
-            composite(colour, transmittance, active, sigmas, rgbs, deltas.flatten(), k)
-        with stages.stage(f"{app}.compact", "rest", n_inputs=active.numel(), app=app):
-            keep = (transmittance[active] > min_transmittance) & (t[active] < t_far[active])
-            active = active[keep]
+                          bytes_written=rays.numel() * 16.0, app=app, fused=fused):
+            composite(colour, transmittance, rays, sigmas, rgbs, deltas.flatten(), k)
+            # early termination: a ray whose light is used up goes to its exit
+            t[rays] = torch.where(transmittance[rays] > min_transmittance, t[rays], t_far[rays])
+        rays = next_rays
     return colour + transmittance[:, None] * background
+
+
+def compact_indices(mask: torch.Tensor, count: int) -> torch.Tensor:
+    """Indices [count] of the True entries of ``mask`` [M] in order, given their ``count``: a scan and a scatter on
+    the device, where ``nonzero`` would wait for the device to learn the count itself."""
+    position = mask.long().cumsum(0) - 1
+    out = torch.empty(count + 1, dtype=torch.long, device=mask.device)
+    out.scatter_(0, torch.where(mask, position, count), torch.arange(mask.numel(), device=mask.device))
+    return out[:count]
 
 
 def training_rays(poses: torch.Tensor, images: torch.Tensor, k: Intrinsics, aabb: torch.Tensor,
