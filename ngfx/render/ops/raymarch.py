@@ -35,11 +35,14 @@ from ngfx.render.ops.volume import composite, over_background
 # Empty-space jumps stop this fraction of a cell short of the exit face: far above float32 rounding of
 # positions, so a jump never passes an occupied lattice point; at worst it lands one point early.
 SKIP_MARGIN = 1e-3
-SEGMENT = 16  # samples per ray per pass of render_segments (NeRF's and NVR's): the early-termination checks
-# A pass's segment (and its scan budget) grows as rays finish: SEGMENT x (rays at the start / rays left), a power of
-# two up to this, so the few long rays of a frame's tail take few passes (each costs launches and two host syncs
-# whatever its size) while a pass never holds more slots than the first
-SEGMENT_GROWTH = 8
+# Samples per ray in render_segments' first pass (NeRF's and NVR's); a pass's segment (and its scan budget) then grows
+# as rays finish: SEGMENT x (rays at the start / rays left), a power of two up to SEGMENT_GROWTH, so the few long
+# rays of a frame's tail take few passes (each costs launches and a host sync whatever its size) while no pass holds
+# more slots than the first. H200, Lego 60 s, one run (ca42c9e): 16 / no growth 30.3 ms at 1080p, 75.0 ms at 4K;
+# 16 / x8 22.7 / 83.5 ms; 8 / no growth 24.6 / 71.4 ms; 8 / x16 21.1 / 68.6 ms, val PSNR equal to 0.003 dB
+# (BENCHMARKS.md, issue 14)
+SEGMENT = 8
+SEGMENT_GROWTH = 16
 # Bands of rays render_segments takes at once: every pass of its loop costs launches and host syncs whatever the
 # band's size, so a GPU with the memory takes a whole 4K frame (8.3 M rays) at once. H200, Lego 4K, 2^21-ray bands:
 # 127.4 ms, one 2^23-ray band: 87.5 ms (BENCHMARKS.md, issue 14). A ray's SEGMENT samples take ~5 KB of
