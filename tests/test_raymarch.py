@@ -187,6 +187,13 @@ def test_refine_occupancy_keeps_the_fine_cells_near_density():
         refine_occupancy(ball, coarse, AABB, res, 8, dt)
 
 
+@pytest.mark.parametrize("fraction", [0.0, 0.3, 1.0])
+def test_compact_indices_are_nonzero_without_a_sync(fraction):
+    mask = torch.rand(1000, generator=torch.Generator().manual_seed(3)) < fraction
+    expected = torch.nonzero(mask)[:, 0]
+    torch.testing.assert_close(raymarch.compact_indices(mask, expected.numel()), expected, atol=0, rtol=0)
+
+
 def test_empty_space_costs_one_iteration_per_cell():
     res, dt, max_scan = 16, 0.01, 8  # 18.75 lattice steps per cell
     origins, dirs, t_near, t_far = _rays_for_skipping()

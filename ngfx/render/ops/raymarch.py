@@ -39,7 +39,7 @@ SKIP_MARGIN = 1e-3
 # as rays finish: SEGMENT x (rays at the start / rays left), a power of two up to SEGMENT_GROWTH, so the few long
 # rays of a frame's tail take few passes (each costs launches and a host sync whatever its size) while no pass holds
 # more slots than the first. H200, Lego 60 s, one run (ca42c9e): 16 / no growth 30.3 ms at 1080p, 75.0 ms at 4K;
-# 16 / x8 22.7 / 83.5 ms; 8 / no growth 24.6 / 71.4 ms; 8 / x16 21.1 / 68.6 ms, val PSNR equal to 0.003 dB
+# 16 / x8 22.7 / 83.5 ms; 8 / x8 24.6 / 71.4 ms; 8 / x16 21.1 / 68.6 ms, val PSNR equal to 0.003 dB
 # (BENCHMARKS.md, issue 14)
 SEGMENT = 8
 SEGMENT_GROWTH = 16
@@ -246,11 +246,13 @@ def render_segments(origins, dirs, t_start, t_far, occupancy, aabb, resolution: 
 
 def compact_indices(mask: torch.Tensor, count: int) -> torch.Tensor:
     """Indices [count] of the True entries of ``mask`` [M] in order, given their ``count``: a scan and a scatter on
-    the device, where ``nonzero`` would wait for the device to learn the count itself."""
-    position = mask.long().cumsum(0) - 1
-    out = torch.empty(count + 1, dtype=torch.long, device=mask.device)
-    out.scatter_(0, torch.where(mask, position, count), torch.arange(mask.numel(), device=mask.device))
-    return out[:count]
+    the device, where ``nonzero`` would wait for the device to learn the count itself. The False entries go, in
+    order, after the True ones (every target distinct: one slot for all of them made the H200 serialise the writes,
+    2.5 ms of a 1080p frame)."""
+    trues_so_far = mask.long().cumsum(0)
+    index = torch.arange(mask.numel(), device=mask.device)
+    target = torch.where(mask, trues_so_far - 1, count + index - trues_so_far)
+    return torch.empty_like(index).scatter_(0, target, index)[:count]
 
 
 def training_rays(poses: torch.Tensor, images: torch.Tensor, k: Intrinsics, aabb: torch.Tensor,
