@@ -125,14 +125,13 @@ def test_skipping_keeps_every_sample_of_fixed_step_marching(kind, k_samples, max
 def _two_level(res: int, sub: int, fine_fraction: float, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """A ball of coarse cells, each fine cell of it occupied at random -> (int64 bits [res^3], the same fine
     cells as a dense mask [(res sub)^3])."""
-    from ngfx.render.ops.occupancy import sub_cell_offsets
+    from ngfx.render.ops.occupancy import pack_fine_bits, sub_cell_offsets
 
     gen = torch.Generator().manual_seed(seed)
     coarse = _occupancy("ball", res)
     fine_bits = torch.rand(res ** 3, sub ** 3, generator=gen) < fine_fraction
     fine_bits &= coarse[:, None]
-    weights = torch.ones(sub ** 3, dtype=torch.int64) << torch.arange(sub ** 3)
-    bits = (fine_bits.long() * weights).sum(dim=1)
+    bits = pack_fine_bits(fine_bits)
     cells = torch.arange(res ** 3)
     fine = (torch.stack([cells % res, (cells // res) % res, cells // res ** 2], 1)[:, None, :] * sub
             + sub_cell_offsets(sub)[None])  # [res^3, sub^3, 3]
@@ -184,7 +183,37 @@ def test_refine_occupancy_keeps_the_fine_cells_near_density():
     assert not bool(occupied[distance > radius + 2.5 * fine_cell].any())  # beyond the one-cell growth: all dropped
     assert float(occupied.float().mean()) < 0.5 * float(coarse[coarse_of].float().mean())
     with pytest.raises(ValueError, match="sub"):
-        refine_occupancy(ball, coarse, AABB, res, 8, dt)
+        refine_occupancy(ball, coarse, AABB, res, 3, dt)
+
+
+def test_render_loop_gives_the_same_frame_however_it_splits_the_work(monkeypatch):
+    """render_segments with growing segments, a field queried 7 samples at a time and rays dropped a pass late
+    composites the same as one pass of every sample (march_training + volume.composite), with no termination."""
+    res, dt = 16, 0.05
+    origins, dirs, t_near, t_far = _rays_for_skipping()
+    occupancy = _occupancy("ball", res)
+    field = lambda p, d: ((p.norm(dim=1) < 0.6).float() * 4.0, (p * 0.3 + 0.5).clamp(0, 1))  # noqa: E731
+    background = torch.tensor([0.2, 0.3, 0.4])
+    rays, t, deltas = raymarch.march_training(origins, dirs, t_near, t_far, occupancy, AABB, res, dt, 10 ** 4)[:3]
+    sigma, rgb = field(origins[rays] + t[:, None] * dirs[rays], dirs[rays])
+    expected, _ = volume.composite(sigma, rgb, deltas, rays, len(origins), background)
+    frames = []
+    for growth, chunk in ((1, 2 ** 24), (16, 7)):
+        monkeypatch.setattr(raymarch, "SEGMENT_GROWTH", growth)
+        monkeypatch.setattr(raymarch, "QUERY_SAMPLES", chunk)
+        frames.append(raymarch.render_segments(origins, dirs, t_near, t_far, occupancy, AABB, res, dt, field,
+                                               background, app="test", fused=False, max_scan=8,
+                                               min_transmittance=0.0, segment=4))
+    for frame in frames:
+        torch.testing.assert_close(frame, expected, atol=1e-5, rtol=1e-5)
+    assert float((expected - background).abs().max()) > 0.1  # the ball was in view
+    # with termination, a ray that became opaque stops: fewer samples, the same picture within the light left
+    counted = []
+    stopped = raymarch.render_segments(origins, dirs, t_near, t_far, occupancy, AABB, res, dt,
+                                       lambda p, d: counted.append(len(p)) or field(p, d), background, app="test",
+                                       fused=False, max_scan=8, min_transmittance=1e-2, segment=4)
+    assert sum(counted) < len(rays)
+    torch.testing.assert_close(stopped, expected, atol=2e-2, rtol=0)
 
 
 @pytest.mark.parametrize("fraction", [0.0, 0.3, 1.0])
@@ -402,7 +431,7 @@ def test_composite_kernel_equals_reference(k):
     active = torch.randperm(n_rays)[:n_active].sort().values
     deltas = torch.where(torch.rand(n_active * k) < 0.8, dt, 0.0)  # empty slots of a segment have no step
     sigmas, rgbs = torch.rand(n_active * k) * 8, torch.rand(n_active * k, 3)
-    sigmas[3 * k + 1] = float("inf")  # an overflowing density: opaque, not NaN
+    sigmas[3 * k + 1], deltas[3 * k + 1] = float("inf"), dt  # an overflowing density: opaque, not NaN
     colour1, trans1 = torch.rand(n_rays, 3) * 0.2, torch.rand(n_rays)
     colour2, trans2 = colour1.clone(), trans1.clone()
     raymarch.composite_segment(colour1, trans1, active, sigmas, rgbs, deltas, k)

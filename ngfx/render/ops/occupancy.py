@@ -75,7 +75,7 @@ def refine_occupancy(density_fn: Callable[[torch.Tensor], torch.Tensor], mask: t
                      resolution: int, sub: int, dt: float, threshold: float = OPACITY_THRESHOLD, n_points: int = 4,
                      seed: int = 0, chunk: int = 2 ** 21) -> torch.Tensor:
     """The two-level render grid of a coarse ``mask`` [R^3]: int64 bits [R^3], bit ``sx + sub sy + sub^2 sz``
-    of a cell set where its fine cell (``sub`` per axis, ``sub^3`` <= 64) could show a ray step.
+    of a cell set where its fine cell (``sub`` per axis: 2 or 4) could show a ray step.
 
     A fine cell of an occupied coarse cell is kept where the largest density of ``n_points`` random points in it
     (``density_fn``: world points [M, 3] -> [M]) gives a step opacity ``density * dt`` above ``threshold``, as
@@ -83,8 +83,8 @@ def refine_occupancy(density_fn: Callable[[torch.Tensor], torch.Tensor], mask: t
     samples are a subset of the coarse grid's, minus those in fine cells that showed no density. Only occupied
     coarse cells are evaluated (``mask.sum() * sub^3 * n_points`` queries). Deterministic for a ``seed``.
     """
-    if not 2 <= sub <= 4:
-        raise ValueError(f"refine_occupancy: sub must be 2, 3 or 4 (sub^3 bits in an int64), got {sub}")
+    if sub not in (2, 4):  # a power of two: a point's fine and coarse cells then agree at every cell face
+        raise ValueError(f"refine_occupancy: sub must be 2 or 4 (sub^3 bits in an int64), got {sub}")
     device, fine_resolution = mask.device, resolution * sub
     cells = torch.nonzero(mask)[:, 0]
     offsets = sub_cell_offsets(sub, device)
@@ -104,10 +104,16 @@ def refine_occupancy(density_fn: Callable[[torch.Tensor], torch.Tensor], mask: t
     if shown:
         dense[fine_index] = torch.cat(shown)
     occupied = dilate(dense, fine_resolution)[fine_index].reshape(-1, sub ** 3)  # within the coarse mask
-    weights = torch.ones(sub ** 3, dtype=torch.int64, device=device) << torch.arange(sub ** 3, device=device)
     bits = torch.zeros(resolution ** 3, dtype=torch.int64, device=device)
-    bits[cells] = (occupied.long() * weights).sum(dim=1)  # distinct powers of two: the sum is the bitwise or
+    bits[cells] = pack_fine_bits(occupied)
     return bits
+
+
+def pack_fine_bits(occupied: torch.Tensor) -> torch.Tensor:
+    """Fine cells [M, sub^3] bool (bit order of :func:`sub_cell_offsets`) -> one int64 [M] each."""
+    weights = torch.ones(occupied.shape[1], dtype=torch.int64, device=occupied.device) << torch.arange(
+        occupied.shape[1], device=occupied.device)
+    return (occupied.long() * weights).sum(dim=1)  # distinct powers of two (bit 63 wraps): the sum is the bitwise or
 
 
 class OccupancyGrid(nn.Module):

@@ -45,21 +45,24 @@ SEGMENT = 8
 SEGMENT_GROWTH = 16
 # Bands of rays render_segments takes at once: every pass of its loop costs launches and host syncs whatever the
 # band's size, so a GPU with the memory takes a whole 4K frame (8.3 M rays) at once. H200, Lego 4K, 2^21-ray bands:
-# 127.4 ms, one 2^23-ray band: 87.5 ms (BENCHMARKS.md, issue 14). A ray's SEGMENT samples take ~5 KB of
-# encoding and MLP activations at most (2^21 rays: ~10 GB).
+# 127.4 ms, one 2^23-ray band: 87.5 ms (BENCHMARKS.md, issue 14). A ray's slots of a pass (at most the first
+# pass's: segments grow as rays finish) took ~5 KB of encoding and MLP activations at 16 slots (2^21 rays: ~10 GB),
+# an upper bound at 8.
 MAX_BAND_RAYS = 2 ** 23
 BAND_BYTES_PER_RAY = 5 << 10
 # samples per field query: the encoding and MLP kernels index their [samples, width <= 64] arrays with int32, and a
-# whole-frame band's pass can hold 133 M samples
+# whole-frame band's pass can hold 67 M samples (2^23 rays x 8)
 QUERY_SAMPLES = 2 ** 24
 
 
 def band_size(rays: int, device: torch.device) -> int:
     """Rays per band for :func:`render_segments`: ``rays`` (the app's size default), doubled on a CUDA device while
-    a third of its free memory holds the band, up to ``MAX_BAND_RAYS``."""
+    a third of its free memory holds the band, up to ``MAX_BAND_RAYS``. Memory PyTorch holds cached but unused
+    counts as free: otherwise the band would shrink after a large frame or training, and timings with it."""
     if device.type != "cuda":
         return rays
     free_bytes, _ = torch.cuda.mem_get_info(device)
+    free_bytes += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
     while rays * 2 <= MAX_BAND_RAYS and rays * 2 * BAND_BYTES_PER_RAY * 3 <= free_bytes:
         rays *= 2
     return rays

@@ -273,7 +273,7 @@ def _composite_kernel(colour_ptr, trans_ptr, active_ptr, sigma_ptr, rgb_ptr, del
     column = tl.arange(0, K_TILE)[None, :]  # K padded to a power of two
     slot = a[:, None] * K + column
     tile = mask[:, None] & (column < K)
-    # as volume.segment_optical_depth: empty slots 0, capped so an inf density is opaque, not inf - inf
+    # as volume.capped_optical_depth: empty slots 0, capped so an inf density is opaque, not inf - inf
     delta = tl.load(delta_ptr + slot, mask=tile, other=0.0)
     optical = tl.where(delta > 0, tl.minimum(tl.load(sigma_ptr + slot, mask=tile, other=0.0) * delta,
                                              MAX_OPTICAL_DEPTH), 0.0)

@@ -23,7 +23,7 @@ def composite(sigmas: torch.Tensor, rgbs: torch.Tensor, deltas: torch.Tensor, ra
     Returns:
         rgb [n_rays, 3], opacity [n_rays].
     """
-    optical = segment_optical_depth(sigmas, deltas)
+    optical = capped_optical_depth(sigmas, deltas)
     weights = torch.exp(-exclusive_optical_depth(optical, ray_indices)) * (1.0 - torch.exp(-optical))
     rgb = torch.zeros(n_rays, 3, dtype=rgbs.dtype, device=rgbs.device).index_add_(0, ray_indices, weights[:, None] * rgbs)
     opacity = torch.zeros(n_rays, dtype=rgbs.dtype, device=rgbs.device).index_add_(0, ray_indices, weights)
@@ -31,7 +31,7 @@ def composite(sigmas: torch.Tensor, rgbs: torch.Tensor, deltas: torch.Tensor, ra
     return rgb, opacity
 
 
-def segment_optical_depth(sigmas: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
+def capped_optical_depth(sigmas: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
     """sigma * delta of samples [S], 0 for empty slots (delta 0, whatever their density), capped at
     ``MAX_OPTICAL_DEPTH``: an overflowed (inf) density is opaque rather than NaN in the closed-form compositing."""
     return torch.where(deltas > 0, sigmas * deltas, 0.0).clamp(max=MAX_OPTICAL_DEPTH)
@@ -78,7 +78,7 @@ def transmittance_packed(sigmas: torch.Tensor, deltas: torch.Tensor, ray_ends: t
     (slots after the last ray: 1). The PyTorch twin of :func:`ngfx.render.ops.triton_volume.transmittance_packed`."""
     n, ray_indices = _packed_rays(ray_ends, sigmas.numel())
     trans = torch.ones_like(sigmas)
-    trans[:n] = torch.exp(-exclusive_optical_depth(sigmas[:n] * deltas[:n], ray_indices))
+    trans[:n] = torch.exp(-exclusive_optical_depth(capped_optical_depth(sigmas[:n], deltas[:n]), ray_indices))
     return trans
 
 
