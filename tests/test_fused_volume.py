@@ -16,8 +16,8 @@ AABB = torch.tensor([[-1.5, -1.5, -1.5], [1.5, 1.5, 1.5]])
 BACKGROUND = torch.tensor([1.0, 0.5, 0.2])
 MIN_TRANSMITTANCE = 1e-4
 # the two paths take the same samples; the fused one stops a ray right after the sample that takes its
-# transmittance to MIN_TRANSMITTANCE, the stage path after that sample's 16-sample segment: at most
-# MIN_TRANSMITTANCE of light apart, plus float rounding
+# transmittance to MIN_TRANSMITTANCE, the stage path after that sample's segment: at most MIN_TRANSMITTANCE of
+# light apart, plus float rounding
 TOLERANCE = 1e-3
 
 
@@ -36,22 +36,27 @@ def _nerf_field(seed: int) -> fused_volume.VolumeField:
                                     AABB, lambda p, d: field.query(unit(p), d))
 
 
-def _render_both(field, occupancy, resolution: int):
+def _render_both(field, occupancy, resolution: int, sub: int = 1):
     c2w = look_at(torch.tensor([3.0, -2.0, 1.0]), torch.zeros(3))
     origins, dirs, t_near, t_far = raymarch.ray_gen(c2w, Intrinsics.from_fov_x(8, 6, 1.6), 0, 6, AABB)
     images, counts = [], []
     for render in (fused_volume.render_volume, triton_fused_volume.render_volume):
         counters = torch.zeros(2, dtype=torch.int64)
         images.append(render(origins, dirs, t_near, t_far, occupancy, AABB, resolution, 5.2 / 64, field, BACKGROUND,
-                             max_scan=32, min_transmittance=MIN_TRANSMITTANCE, counters=counters))
+                             max_scan=32, min_transmittance=MIN_TRANSMITTANCE, counters=counters, sub=sub))
         counts.append(counters)
     return images, counts, t_near < t_far
 
 
-def test_nerf_matches_stage_path():
+@pytest.mark.parametrize("sub", [1, 4])  # the training grid's mask, or a two-level render grid's bits
+def test_nerf_matches_stage_path(sub):
+    from ngfx.render.ops.occupancy import pack_fine_bits
+
     torch.manual_seed(1)
     occupancy = torch.rand(16 ** 3) < 0.5
-    (stage, fused), (stage_counts, fused_counts), hits = _render_both(_nerf_field(0), occupancy, 16)
+    if sub > 1:
+        occupancy = pack_fine_bits(occupancy[:, None] & (torch.rand(16 ** 3, sub ** 3) < 0.5))
+    (stage, fused), (stage_counts, fused_counts), hits = _render_both(_nerf_field(0), occupancy, 16, sub)
     torch.testing.assert_close(fused, stage, atol=TOLERANCE, rtol=0)
     assert bool(hits.any()) and not bool(hits.all())  # rays through the box and rays that miss it
     # background where rays miss; rays that turned opaque stopped early, so fewer samples ran
@@ -59,7 +64,7 @@ def test_nerf_matches_stage_path():
     assert fused_counts[0] == stage_counts[0] == hits.numel()
     assert 0 < fused_counts[1] < stage_counts[1]
     # another field gives another image: the comparison above can fail
-    (_, other), _, _ = _render_both(_nerf_field(1), occupancy, 16)
+    (_, other), _, _ = _render_both(_nerf_field(1), occupancy, 16, sub)
     assert float((other - fused).abs().max()) > 50 * TOLERANCE
 
 

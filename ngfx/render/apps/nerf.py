@@ -6,8 +6,10 @@ samples behind opaque ones (a density pass, ``EARLY_STOP``, on a GPU), volume re
 colour (RGBA data) and regresses the pixel colour; every array has a fixed size, so a step never waits for the
 GPU (:meth:`NerfApp.training_step`).
 Rendering marches bands of pixel rows segment by segment (:func:`ngfx.render.ops.raymarch.render_segments`,
-jumping over empty cells of a two-level grid refined from the training grid once per trained field, ``RENDER_SUB``): ``raymarch.SEGMENT`` occupied samples per ray at a time, evaluated, composited
-front to back, and rays dropped after the segment that took their transmittance below ``MIN_TRANSMITTANCE``.
+jumping over empty cells of a two-level grid refined from the training grid once per trained field,
+``RENDER_SUB``): a segment of occupied samples per ray at a time (``raymarch.SEGMENT``, growing as rays finish),
+evaluated, composited front to back, and rays dropped after the segment that took their transmittance below
+``MIN_TRANSMITTANCE``.
 With ``per_ray=True`` the fused per-ray kernel (:mod:`ngfx.render.ops.triton_fused_volume`) does march,
 encoding, MLPs and compositing of a tile of rays in one kernel instead, stopping each ray at the sample that
 takes it below ``MIN_TRANSMITTANCE``.

@@ -1,7 +1,7 @@
 """NVR, neural volume rendering: a 3D grid encoding + MLP -> (density, colour) fitted to the procedural cloud.
 
 Training regresses the cloud's density (normalised by its peak) and colour at random points of the cube
-[-1, 1]^3. Rendering marches each ray through the cube with fixed steps, ``raymarch.SEGMENT`` samples per segment,
+[-1, 1]^3. Rendering marches each ray through the cube with fixed steps, a segment of samples at a time,
 compositing front to back and dropping rays whose transmittance fell below ``1e-3`` (early termination),
 with NeRF's segment loop (:func:`ngfx.render.ops.raymarch.render_segments`), or with ``per_ray=True`` through
 NeRF's fused per-ray kernel (:mod:`ngfx.render.ops.triton_fused_volume`, which checks after every sample). An occupancy grid

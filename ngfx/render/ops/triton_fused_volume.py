@@ -16,7 +16,7 @@ one ray each, and loops until the frame's rays run out:
 Per sample nothing goes to HBM but its position (12 bytes into a per-program scratch row that
 ``encode_block`` reads back through L1/L2, as it reads points by pointer). The samples are those of the
 stage-by-stage path (same lattice, same occupancy jumps); rays stop after the sample that drops their
-transmittance, not at the end of a 16-sample segment, so fewer samples are evaluated.
+transmittance, not at the end of a segment, so fewer samples are evaluated.
 
 NeRF's colour input ``[h (16), SH (16)]`` is built by interleaving the two tiles (``tl.join``), with the colour
 network's first-layer rows permuted to match on the host.
