@@ -113,7 +113,7 @@ def bench_encoding(encoding: str, scene: str, args) -> dict:
         profile["stage_host"] = kernel_profile(app, width, height, rows=25, by_host_time=True, per_ray=False)
         print(f"nerf {encoding} {width}x{height} stage-by-stage frame:\n" + profile["stage_kernels"]
               + profile["stage_host"], flush=True)
-    knobs = sweep_knobs(app, resolutions, json.loads(args.knobs), args.repeats) if args.knobs else []
+    knobs = sweep_knobs(app, resolutions, args.knobs, args.repeats) if args.knobs else []
     return {"encoding": encoding, "scene": scene, "profile": profile, "train_seconds": trained["seconds"],
             "steps": trained["steps"], "quality": quality, "stage_quality": stage_quality, "timings": timings,
             "render_grids": render_grids, "knobs": knobs}
@@ -121,16 +121,22 @@ def bench_encoding(encoding: str, scene: str, args) -> dict:
 
 def sweep_knobs(app, resolutions: list[tuple[int, int]], settings: list[dict], repeats: int) -> list[dict]:
     """Stage-by-stage frame times, samples and val PSNR with each setting of module constants (``{"module.NAME":
-    value}``, modules under ngfx.render), each restored afterwards; the first setting is usually ``{}``."""
+    value}``, modules under ngfx.render), each restored afterwards; the first setting is usually ``{}``. Only
+    constants read when a frame is rendered count (not those copied into the app when it was built, nor names a
+    Triton module imported by value)."""
     rows = []
     for setting in settings:
         saved = {}
         try:
             for key, value in setting.items():
-                module_name, name = key.rsplit(".", 1)
-                module = importlib.import_module(f"ngfx.render.{module_name}")
-                saved[key] = (module, name, getattr(module, name))
+                module_name, name = key.rpartition(".")[::2]
+                try:
+                    module = importlib.import_module(f"ngfx.render.{module_name}")
+                    saved[key] = (module, name, getattr(module, name))
+                except (ImportError, AttributeError, ValueError) as error:
+                    raise ValueError(f"--knobs: no constant {key!r} under ngfx.render ({error})") from None
                 setattr(module, name, value)
+            app.refresh_render_grid()  # a setting of the render grid's constants applies from here on
             row = {"setting": setting, "quality": app.evaluate(), "timings": []}
             for width, height in resolutions:
                 ms, _ = frame_ms(app, width, height, True, repeats)
@@ -295,6 +301,21 @@ def main(argv=None) -> None:
     parser.add_argument("--render-subs", default=None,
                         help="also time and score render grids of these fine cells per axis, e.g. 1,2,4")
     args = parser.parse_args(argv)
+    if args.knobs:
+        try:
+            args.knobs = json.loads(args.knobs)
+        except json.JSONDecodeError as error:
+            parser.error(f"--knobs: not JSON ({error})")
+        if not isinstance(args.knobs, list) or not all(isinstance(k, dict) for k in args.knobs):
+            parser.error("--knobs: a JSON list of {\"module.NAME\": value} objects")
+        for key in {key for setting in args.knobs for key in setting}:  # before minutes of training, not after
+            module_name, name = key.rpartition(".")[::2]
+            try:
+                found = hasattr(importlib.import_module(f"ngfx.render.{module_name}"), name)
+            except (ImportError, ValueError):
+                found = False
+            if not found:
+                parser.error(f"--knobs: no constant {key!r} under ngfx.render (e.g. apps.nerf.MIN_TRANSMITTANCE)")
     if args.backend:
         os.environ["NGFX_BACKEND"] = args.backend
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -264,6 +264,9 @@ def test_resume_refuses_another_arch_size_or_teacher(tmp_path):
         args = {"size": "tiny", "teacher_run": "teacherA", **options}
         with pytest.raises(NgfxInputError, match=f"distilled with {flag} "):
             distill_from_app(SphereTeacher(), tmp_path, n_pseudo=4, steps=4, **args)
+    for options, field in (({"batch": 3}, "batch"), ({"lr": 1e-4}, "lr")):  # another student: not resumed silently
+        with pytest.raises(NgfxInputError, match=f"field '{field}'.*trained with {field}"):
+            distill_from_app(SphereTeacher(), tmp_path, "tiny", n_pseudo=4, steps=4, teacher_run="teacherA", **options)
     # the pseudo views alone (no checkpoint yet) also say whose they are
     (tmp_path / "run.json").unlink()
     (tmp_path / "checkpoint.safetensors").unlink()

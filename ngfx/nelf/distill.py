@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import json
 import math
 import time
 from dataclasses import asdict, replace
@@ -354,9 +355,10 @@ def _conv_settings(device: torch.device, n: int = 1):
         torch.backends.cudnn.benchmark = benchmark
 
 
-def check_resumable(out_dir: Path, identity: dict) -> None:
+def check_resumable(out_dir: Path, identity: dict, student: dict | None = None) -> None:
     """Refuse an ``out_dir`` a distillation with ``identity`` (arch, size, teacher) cannot continue: another
-    app's run, a NeLF run of another --arch, --size or teacher run, or a non-empty folder holding no NeLF run.
+    app's run, a NeLF run of another --arch, --size or teacher run, a checkpoint of another ``student`` (its config
+    and training settings: --student-config, --batch, --lr), or a non-empty folder holding no NeLF run.
     A new or empty folder starts a fresh run."""
     if not out_dir.is_dir() or not any(p.name != ".lock" for p in out_dir.iterdir()):
         return
@@ -374,6 +376,7 @@ def check_resumable(out_dir: Path, identity: dict) -> None:
             raise NgfxInputError(str(ckpt), "app", f"{out_dir} holds a checkpoint of a {meta.get('app')!r} run, not "
                                  "of a NeLF run; pick another --out")
         records.append((ckpt, meta.get("run") if isinstance(meta.get("run"), dict) else {}))
+        saved_student = meta.get("student")
     if progress.is_file():
         saved = read_json(progress)
         saved = saved.get("run") if isinstance(saved, dict) else None
@@ -386,6 +389,11 @@ def check_resumable(out_dir: Path, identity: dict) -> None:
             if key in saved and saved[key] != identity[key]:
                 raise NgfxInputError(str(path), key, f"the run was distilled with {flag} {saved[key] or '(none)'}, "
                                      f"not {identity[key] or '(none)'}; use the same {flag} or another --out")
+    if ckpt.is_file() and student is not None and isinstance(saved_student, dict) and saved_student != student:
+        changed = sorted(key for key in set(saved_student) | set(student) if saved_student.get(key) != student.get(key))
+        raise NgfxInputError(str(ckpt), changed[0], f"the checkpoint's student was trained with {changed[0]} "
+                             f"{saved_student.get(changed[0])!r}, not {student.get(changed[0])!r}; use the same "
+                             "--student-config, --batch and --lr, or another --out")
 
 
 def distill_from_app(teacher, out_dir: str | Path, size: str = "quick", **options) -> dict:
@@ -431,7 +439,10 @@ def _distill(teacher, out_dir: Path, size: str, *, arch: str = "mobile_r2l", con
     cfg = config or student_preset(arch, preset)
     identity = {"arch": cfg.arch, "size": size,
                 "teacher": str(Path(teacher_run).resolve()) if teacher_run else ""}
-    check_resumable(out_dir, identity)
+    # what a resumed checkpoint must have been trained as (the slabs are placed from the teacher's cameras below)
+    student = json.loads(json.dumps({**{key: value for key, value in cfg.to_dict().items() if key != "slab_normals"},
+                                     "batch": batch, "lr": lr}))  # as a checkpoint's metadata reads back
+    check_resumable(out_dir, identity, student)
     n_pseudo = n_pseudo or n_default
     steps = steps if steps is not None else steps_default
     finetune_steps = finetune_steps if finetune_steps is not None else ft_default
@@ -455,7 +466,7 @@ def _distill(teacher, out_dir: Path, size: str, *, arch: str = "mobile_r2l", con
     if compiled:  # its compilation runs in the first steps and probes, inside the time budget
         compile_blocks(model)
     ckpt = out_dir / "checkpoint.safetensors"
-    meta = {"app": "nelf", "nelf_config": cfg.to_dict(), "run": identity}
+    meta = {"app": "nelf", "nelf_config": cfg.to_dict(), "run": identity, "student": student}
     # a time budget is shared between the phases as their step counts are
     has_finetune = finetune_steps > 0 and hasattr(teacher, "train_images")
     share = steps / (steps + (finetune_steps if has_finetune else 0)) if seconds else 1.0
