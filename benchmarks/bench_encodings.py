@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import os
 import subprocess
 import sys
@@ -33,7 +32,7 @@ import torch  # noqa: E402
 from ngfx.encodings import Encoding, NetworkWithInputEncoding, reference, triton_grid, triton_mlp  # noqa: E402
 from ngfx.encodings.config import parse_grid_config, parse_network_config  # noqa: E402
 from ngfx.encodings.grid import tcnn_available  # noqa: E402
-from ngfx.io import atomic_write  # noqa: E402
+from ngfx.io import atomic_write, write_json  # noqa: E402
 from ngfx.render.apps.presets import encoding_preset  # noqa: E402
 
 GRIDS = {
@@ -364,8 +363,7 @@ def write_training_table(rows: list[dict], args) -> str:
     text = "\n".join(lines) + "\n"
     with atomic_write(os.path.join(args.out, "training.md"), "w") as f:
         f.write(text)
-    with atomic_write(os.path.join(args.out, "training.json"), "w") as f:
-        json.dump(rows, f, indent=1)
+    write_json(os.path.join(args.out, "training.json"), rows)
     return text
 
 

@@ -159,13 +159,15 @@ def test_render_hits_the_object_and_fused_equals_unfused(trained):
     assert agree > 0.95
 
 
-def test_fused_trace_scene_is_baked_once_per_set_of_weights():
+def test_fused_trace_scene_is_baked_once_per_set_of_weights(monkeypatch):
     app = nsdf.build_app("csg", "hashgrid", "tiny", device="cpu", n_train=2048)
     scene = app.trace_scene()
     assert app.trace_scene() is scene  # rendering again reuses the baked grid
     fit(app, steps=1)  # the optimiser changes the weights in place
     rebaked = app.trace_scene()
     assert rebaked is not scene and not torch.equal(rebaked.distance_grid, scene.distance_grid)
+    monkeypatch.setattr(nsdf, "HIT_EPS", 1e-4)  # a tracing constant the scene packs
+    assert app.trace_scene().hit_eps == 1e-4
 
 
 def test_tight_trace_box_and_fused_tracer_save_queries_not_accuracy(trained, monkeypatch):

@@ -173,11 +173,12 @@ class NsdfApp(App):
 
     def trace_scene(self) -> TraceScene:
         """The trained field as the fused tracer reads it, with its coarse distance grid baked once per set of
-        weights, trace box and grid settings (rebuilt when training or loading changed any parameter in place)."""
+        weights, trace box, grid and tracing settings (rebuilt when training or loading changed any parameter in
+        place, or a module constant it packs was set)."""
         resolution, near_cells = COARSE_RESOLUTION[self.size], COARSE_NEAR_CELLS
         parameters = list(self.parameters())
-        version = (id(self.trace_box), resolution, near_cells, *(p.data_ptr() for p in parameters),
-                   *parameter_state(parameters))
+        version = (id(self.trace_box), resolution, near_cells, SPHERE_RADIUS, HIT_EPS, STEP_SCALE, MAX_STEPS[self.size],
+                   NORMAL_PROBE, *(p.data_ptr() for p in parameters), *parameter_state(parameters))
         if self._trace_scene is None or self._trace_scene[0] != version:
             box = self.trace_box.to(self.device_)  # on the rays' device once, not copied there every step
             grid = bake_distance_grid(lambda p: self.sdf(p, query=True), box, resolution)
