@@ -30,9 +30,10 @@ register_optimizer_step_post_hook(_count_optimizer_step)
 
 def parameter_state(tensors) -> tuple[int, ...]:
     """A key that changes whenever ``tensors`` may have changed in place: their version counters (``copy_``,
-    ``load_state_dict``, plain optimisers bump them) and the optimiser steps taken in this process, since PyTorch's
-    fused Adam updates parameters without bumping their version counters."""
-    return (_optimizer_steps, *(t._version for t in tensors))
+    ``load_state_dict``, plain optimisers bump them), their storage (``module.to`` swaps a parameter's data under
+    the same object) and the optimiser steps taken in this process, since PyTorch's fused Adam updates parameters
+    without bumping their version counters."""
+    return (_optimizer_steps, *(t._version for t in tensors), *(t.data_ptr() for t in tensors))
 
 
 def derived(sources: Sequence[torch.Tensor], key: Hashable, build: Callable[[], T]) -> T:

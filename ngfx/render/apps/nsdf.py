@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from ngfx.encodings.derived import parameter_state
+from ngfx.encodings.derived import derived
 from ngfx.progress import frame_bands
 from ngfx.render import stages
 from ngfx.render.ops import sphere_trace
@@ -108,7 +108,6 @@ class NsdfApp(App):
         self.orbit_radius = framing_radius(surface, self.orbit_target, ELEVATION_DEG, FOV_DEG)
         margin = TRACE_BOX_MARGIN * (self.box[1] - self.box[0])
         self.trace_box = torch.stack([(self.box[0] - margin).clamp(min=-1.0), (self.box[1] + margin).clamp(max=1.0)])
-        self._trace_scene = None  # (grid settings and parameter versions, TraceScene) of the last fused render
         self.train_points, self.train_sdf = self._sample(self.n_train, gen, near_fraction=self.near_fraction)
         self.uniform_points, self.uniform_sdf = self._sample(N_HELD_OUT[size], gen, near_fraction=0.0)
         self.near_points, self.near_sdf = self._sample(N_HELD_OUT[size], gen, near_fraction=1.0)
@@ -176,16 +175,17 @@ class NsdfApp(App):
         weights, trace box, grid and tracing settings (rebuilt when training or loading changed any parameter in
         place, or a module constant it packs was set)."""
         resolution, near_cells = COARSE_RESOLUTION[self.size], COARSE_NEAR_CELLS
-        parameters = list(self.parameters())
-        version = (id(self.trace_box), resolution, near_cells, SPHERE_RADIUS, HIT_EPS, STEP_SCALE, MAX_STEPS[self.size],
-                   NORMAL_PROBE, *(p.data_ptr() for p in parameters), *parameter_state(parameters))
-        if self._trace_scene is None or self._trace_scene[0] != version:
+
+        def bake() -> TraceScene:
             box = self.trace_box.to(self.device_)  # on the rays' device once, not copied there every step
             grid = bake_distance_grid(lambda p: self.sdf(p, query=True), box, resolution)
             near = near_cells * float(grid_cell(box, resolution).norm())
-            self._trace_scene = version, TraceScene(self.field, box, grid, near, SPHERE_RADIUS, HIT_EPS, STEP_SCALE,
-                                                    MAX_STEPS[self.size], NORMAL_PROBE)
-        return self._trace_scene[1]
+            return TraceScene(self.field, box, grid, near, SPHERE_RADIUS, HIT_EPS, STEP_SCALE, MAX_STEPS[self.size],
+                              NORMAL_PROBE)
+
+        key = ("trace_scene", resolution, near_cells, SPHERE_RADIUS, HIT_EPS, STEP_SCALE, MAX_STEPS[self.size],
+               NORMAL_PROBE)
+        return derived([self.trace_box, *self.parameters()], key, bake)
 
     @torch.no_grad()
     def render(self, width: int, height: int, view=0, fused: bool = True, per_ray: bool | None = None) -> torch.Tensor:

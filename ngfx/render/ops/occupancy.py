@@ -39,6 +39,19 @@ def dilate(mask: torch.Tensor, resolution: int) -> torch.Tensor:
     return grid.flatten()
 
 
+def largest_density(density_fn: Callable[[torch.Tensor], torch.Tensor], coords: torch.Tensor, aabb: torch.Tensor,
+                    resolution: int, n_points: int, generator: torch.Generator, chunk: int) -> torch.Tensor:
+    """The largest density [M] of ``n_points`` random points in each cell (integer coordinates ``coords`` [M, 3]
+    of a ``resolution``^3 grid over ``aabb``), the field queried ``chunk`` points at a time."""
+    max_density = torch.zeros(coords.shape[0], device=coords.device)
+    for _ in range(n_points):
+        jitter = torch.rand(coords.shape, generator=generator).to(coords.device)
+        points = aabb[0] + (coords + jitter) / resolution * (aabb[1] - aabb[0])
+        density = [density_fn(p).float() for p in points.split(chunk)]
+        max_density = torch.maximum(max_density, torch.cat(density) if density else max_density)
+    return max_density
+
+
 @torch.no_grad()
 def density_occupancy(density_fn: Callable[[torch.Tensor], torch.Tensor], aabb: torch.Tensor, resolution: int,
                       dt: float, threshold: float = OPACITY_THRESHOLD, n_points: int = 8, seed: int = 0,
@@ -51,15 +64,9 @@ def density_occupancy(density_fn: Callable[[torch.Tensor], torch.Tensor], aabb: 
     the mask is dilated by one cell: the edges of the medium and thin features are not cut. Deterministic
     for a ``seed``.
     """
-    device = aabb.device
-    generator = torch.Generator().manual_seed(seed)
-    coords = cell_coords(torch.arange(resolution ** 3, device=device), resolution)
-    max_density = torch.zeros(resolution ** 3, device=device)
-    for _ in range(n_points):
-        jitter = torch.rand(coords.shape, generator=generator).to(device)
-        points = aabb[0] + (coords + jitter) / resolution * (aabb[1] - aabb[0])
-        density = torch.cat([density_fn(p).float() for p in points.split(chunk)])
-        max_density = torch.maximum(max_density, density)
+    coords = cell_coords(torch.arange(resolution ** 3, device=aabb.device), resolution)
+    max_density = largest_density(density_fn, coords, aabb, resolution, n_points,
+                                  torch.Generator().manual_seed(seed), chunk)
     return dilate(max_density * dt > threshold, resolution)
 
 
@@ -92,11 +99,7 @@ def refine_occupancy(density_fn: Callable[[torch.Tensor], torch.Tensor], mask: t
     fine_index, shown = [], []
     for part in cells.split(max(1, chunk // sub ** 3)):
         fine = (cell_coords(part, resolution).long()[:, None, :] * sub + offsets).reshape(-1, 3)  # [m sub^3, 3]
-        max_density = torch.zeros(fine.shape[0], device=device)
-        for _ in range(n_points):
-            jitter = torch.rand(fine.shape, generator=generator).to(device)
-            points = aabb[0] + (fine + jitter) / fine_resolution * (aabb[1] - aabb[0])
-            max_density = torch.maximum(max_density, density_fn(points).float())
+        max_density = largest_density(density_fn, fine, aabb, fine_resolution, n_points, generator, chunk)
         fine_index.append(fine[:, 0] + fine[:, 1] * fine_resolution + fine[:, 2] * fine_resolution ** 2)
         shown.append(max_density * dt > threshold)
     fine_index = torch.cat(fine_index) if fine_index else torch.zeros(0, dtype=torch.long, device=device)
