@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_render_apps import frame_ms, kernel_profile  # noqa: E402
+from bench_render_apps import frame_ms, kernel_profile, patched  # noqa: E402
 
 from ngfx.io import write_image, write_json  # noqa: E402
 from ngfx.render.apps import nsdf  # noqa: E402
@@ -74,21 +74,16 @@ def run_variant(app, label: str, kernel_constants: dict, app_constants: dict, si
                 baselines: dict) -> dict:
     from ngfx.render.ops import triton_fused_sphere_trace as kernel
 
-    saved = {**{("k", n): getattr(kernel, n) for n in kernel_constants}, **{("a", n): getattr(nsdf, n)
-                                                                            for n in app_constants}}
-    for name, value in kernel_constants.items():
-        setattr(kernel, name, value)
-    for name, value in app_constants.items():
-        setattr(nsdf, name, value)
     out = {"variant": label}
-    try:
-        for width, height in sizes:
-            out[f"{width}x{height}_ms"], frame = frame_ms(app, width, height, True, repeats, per_ray=True)
-            out[f"{width}x{height}_agreement"] = agreement(frame, baselines[(width, height)])
-    except Exception as error:  # a variant that does not compile or run is reported, not fatal
-        out["error"] = f"{type(error).__name__}: {str(error)[:300]}"
-    for (kind, name), value in saved.items():
-        setattr(kernel if kind == "k" else nsdf, name, value)
+    constants = {**{(kernel, n): v for n, v in kernel_constants.items()},
+                 **{(nsdf, n): v for n, v in app_constants.items()}}
+    with patched(constants):
+        try:
+            for width, height in sizes:
+                out[f"{width}x{height}_ms"], frame = frame_ms(app, width, height, True, repeats, per_ray=True)
+                out[f"{width}x{height}_agreement"] = agreement(frame, baselines[(width, height)])
+        except Exception as error:  # a variant that does not compile or run is reported, not fatal
+            out["error"] = f"{type(error).__name__}: {str(error)[:300]}"
     return out
 
 

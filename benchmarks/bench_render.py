@@ -33,8 +33,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_render_apps import (PER_RAY_HEADER, frame_ms, frame_path, kernel_profile, per_ray_markdown,  # noqa: E402
-                               per_ray_timings, rest_cells, rest_ratio, samples_per_frame)
+from bench_render_apps import (PER_RAY_HEADER, frame_ms, frame_path, kernel_profile, kernel_table,  # noqa: E402
+                               patched, per_ray_markdown, per_ray_timings, positive_ints, profiled_frame, rest_cells,
+                               rest_ratio, samples_per_frame)
 
 from ngfx.cameras import pixel_rays  # noqa: E402
 from ngfx.io import atomic_write, write_image, write_json  # noqa: E402
@@ -104,15 +105,15 @@ def bench_encoding(encoding: str, scene: str, args) -> dict:
         profile = {"kernels": kernel_profile(app, width, height, per_ray=True), "bound": bound(app, timings[0]),
                    "field_work": field_work(app)}
         print(f"nerf {encoding} {width}x{height} per-ray frame:", profile["bound"], "\n" + profile["kernels"], flush=True)
+        # the stage-by-stage frame's kernels and host ops, at the default render grid, from one profiled frame
+        averages = profiled_frame(app, width, height, per_ray=False)
+        profile["stage_kernels"] = kernel_table(app, averages)
+        profile["stage_host"] = averages.table(sort_by="self_cpu_time_total", row_limit=25)
+        print(f"nerf {encoding} {width}x{height} stage-by-stage frame:\n" + profile["stage_kernels"]
+              + profile["stage_host"], flush=True)
     if args.sweep:
         profile["sweep"] = sweep_kernel_settings(app, *resolutions[0], args.repeats)
     render_grids = sweep_render_grid(app, resolutions, args.render_subs, args.repeats) if args.render_subs else []
-    if args.profile:  # the stage-by-stage frame's kernels and host ops, at the default render grid
-        width, height = resolutions[0]
-        profile["stage_kernels"] = kernel_profile(app, width, height, per_ray=False)
-        profile["stage_host"] = kernel_profile(app, width, height, rows=25, by_host_time=True, per_ray=False)
-        print(f"nerf {encoding} {width}x{height} stage-by-stage frame:\n" + profile["stage_kernels"]
-              + profile["stage_host"], flush=True)
     knobs = sweep_knobs(app, resolutions, args.knobs, args.repeats) if args.knobs else []
     return {"encoding": encoding, "scene": scene, "profile": profile, "train_seconds": trained["seconds"],
             "steps": trained["steps"], "quality": quality, "stage_quality": stage_quality, "timings": timings,
@@ -126,25 +127,13 @@ def sweep_knobs(app, resolutions: list[tuple[int, int]], settings: list[dict], r
     Triton module imported by value)."""
     rows = []
     for setting in settings:
-        saved = {}
-        try:
-            for key, value in setting.items():
-                module_name, name = key.rpartition(".")[::2]
-                try:
-                    module = importlib.import_module(f"ngfx.render.{module_name}")
-                    saved[key] = (module, name, getattr(module, name))
-                except (ImportError, AttributeError, ValueError) as error:
-                    raise ValueError(f"--knobs: no constant {key!r} under ngfx.render ({error})") from None
-                setattr(module, name, value)
+        with patched({knob(key): value for key, value in setting.items()}):
             app.refresh_render_grid()  # a setting of the render grid's constants applies from here on
             row = {"setting": setting, "quality": app.evaluate(), "timings": []}
             for width, height in resolutions:
                 ms, _ = frame_ms(app, width, height, True, repeats)
                 row["timings"].append({"width": width, "height": height, "stage_ms": ms,
                                        "stage_samples": samples_per_frame(app, width, height, False)})
-        finally:
-            for module, name, value in saved.values():
-                setattr(module, name, value)
         rows.append(row)
         print("knobs", setting, f"PSNR {row['quality']['psnr_db']:.3f} dB", *(
             f"{t['width']}x{t['height']} {t['stage_ms']:.2f} ms {t['stage_samples'] / 1e6:.1f} M" for t in row["timings"]),
@@ -152,24 +141,33 @@ def sweep_knobs(app, resolutions: list[tuple[int, int]], settings: list[dict], r
     return rows
 
 
-def sweep_render_grid(app, resolutions: list[tuple[int, int]], subs: str, repeats: int) -> list[dict]:
-    """Per fine cells per axis of the render grid (``subs``, e.g. "1,2,4"; 1: the training grid): its build time,
-    PSNR on the val views, and per resolution the stage-by-stage and per-ray frame times and samples."""
-    default, rows = app.render_sub, []
+def knob(key: str) -> tuple:
+    """``"module.NAME"`` of ``--knobs`` -> (the module under ngfx.render, NAME); an unknown one is a ValueError."""
+    module_name, name = key.rpartition(".")[::2]
     try:
-        for sub in (int(v) for v in subs.split(",")):
-            app.render_sub = sub
+        module = importlib.import_module(f"ngfx.render.{module_name}")
+    except (ImportError, ValueError):
+        module = None
+    if not hasattr(module, name):
+        raise ValueError(f"--knobs: no constant {key!r} under ngfx.render (e.g. apps.nerf.MIN_TRANSMITTANCE)")
+    return module, name
+
+
+def sweep_render_grid(app, resolutions: list[tuple[int, int]], subs: list[int], repeats: int) -> list[dict]:
+    """Per fine cells per axis of the render grid (``subs``, e.g. [1, 2, 4]; 1: the training grid): its build time,
+    PSNR on the val views, and per resolution the stage-by-stage and per-ray frame times and samples."""
+    rows = []
+    for sub in subs:
+        with patched({(app, "render_sub"): sub}):
             start = time.perf_counter()
             app.refresh_render_grid()
             if app.device_.type == "cuda":
                 torch.cuda.synchronize()
             row = {"sub": sub, "build_s": time.perf_counter() - start, "quality": app.evaluate(),
                    "timings": per_ray_timings(app, resolutions, repeats)}
-            rows.append(row)
-            print(f"render grid sub {sub}: built in {row['build_s']:.2f} s, PSNR {row['quality']['psnr_db']:.3f} dB",
-                  flush=True)
-    finally:
-        app.render_sub = default
+        rows.append(row)
+        print(f"render grid sub {sub}: built in {row['build_s']:.2f} s, PSNR {row['quality']['psnr_db']:.3f} dB",
+              flush=True)
     return rows
 
 
@@ -180,14 +178,8 @@ def sweep_kernel_settings(app, width: int, height: int, repeats: int) -> list[di
     reference = app.render(width, height, 0, per_ray=True)
     rows = []
     for setting in SWEEP:
-        default = {name: getattr(kernel, name) for name in setting}
-        try:
-            for name, value in setting.items():
-                setattr(kernel, name, value)
+        with patched({(kernel, name): value for name, value in setting.items()}):
             ms, frame = frame_ms(app, width, height, True, repeats, per_ray=True)
-        finally:
-            for name, value in default.items():
-                setattr(kernel, name, value)
         rows.append({"setting": setting, "ms": ms, "max_abs_diff": float((frame - reference).abs().max())})
         print("sweep", rows[-1], flush=True)
     return rows
@@ -298,7 +290,7 @@ def main(argv=None) -> None:
     parser.add_argument("--sweep", action="store_true", help="also time the per-ray kernel's settings (SWEEP)")
     parser.add_argument("--knobs", default=None, help='JSON list of module-constant settings to time and score, '
                         'e.g. \'[{}, {"apps.nerf.MIN_TRANSMITTANCE": 1e-3}]\'')
-    parser.add_argument("--render-subs", default=None,
+    parser.add_argument("--render-subs", default=None, type=positive_ints,
                         help="also time and score render grids of these fine cells per axis, e.g. 1,2,4")
     args = parser.parse_args(argv)
     if args.knobs:
@@ -308,14 +300,10 @@ def main(argv=None) -> None:
             parser.error(f"--knobs: not JSON ({error})")
         if not isinstance(args.knobs, list) or not all(isinstance(k, dict) for k in args.knobs):
             parser.error("--knobs: a JSON list of {\"module.NAME\": value} objects")
-        for key in {key for setting in args.knobs for key in setting}:  # before minutes of training, not after
-            module_name, name = key.rpartition(".")[::2]
-            try:
-                found = hasattr(importlib.import_module(f"ngfx.render.{module_name}"), name)
-            except (ImportError, ValueError):
-                found = False
-            if not found:
-                parser.error(f"--knobs: no constant {key!r} under ngfx.render (e.g. apps.nerf.MIN_TRANSMITTANCE)")
+        try:  # before minutes of training, not after
+            [knob(key) for setting in args.knobs for key in setting]
+        except ValueError as error:
+            parser.error(str(error))
     if args.backend:
         os.environ["NGFX_BACKEND"] = args.backend
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -17,6 +17,7 @@ runs tiny sizes on CPU in seconds.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import importlib
 import inspect
@@ -121,19 +122,16 @@ def render_step_sweep(app, steps: list[int], resolutions: list[tuple[int, int]],
     """NVR at each render step (marching steps across the cube's diagonal), in one run: the default frame's
     median ms per resolution, the field samples of the largest frame and PSNR vs the true cloud (marched at
     its own step whatever the render step, so the PSNR says what a coarser step costs)."""
-    default, rows = app.render_steps, []
-    try:
-        for n_steps in steps:
-            app.render_steps = n_steps
+    rows = []
+    for n_steps in steps:
+        with patched({(app, "render_steps"): n_steps}):
             frames = [{"width": w, "height": h, "ms": frame_ms(app, w, h, True, repeats)[0]} for w, h in resolutions]
             rows.append({"render_steps": n_steps, "dt": app.dt, "frames": frames,
                          "samples": samples_per_frame(app, *resolutions[-1], per_ray=False),
                          "psnr_db": app.evaluate()["psnr_db"]})
-            print(f"nvr render steps {n_steps}: " + ", ".join(f"{f['width']}x{f['height']} {f['ms']:.2f} ms"
-                                                             for f in frames)
-                  + f", {rows[-1]['samples'] / 1e6:.1f} M samples, PSNR vs truth {rows[-1]['psnr_db']:.2f} dB", flush=True)
-    finally:
-        app.render_steps = default
+        print(f"nvr render steps {n_steps}: " + ", ".join(f"{f['width']}x{f['height']} {f['ms']:.2f} ms"
+                                                         for f in frames)
+              + f", {rows[-1]['samples'] / 1e6:.1f} M samples, PSNR vs truth {rows[-1]['psnr_db']:.2f} dB", flush=True)
     return rows
 
 
@@ -179,16 +177,44 @@ def rest_cells(triton_stages: dict, torch_stages: dict, ratio: float) -> str:
             f"| {triton_stages['encoding']:.2f} / {triton_stages['mlp']:.2f} |")
 
 
-def kernel_profile(app, width: int, height: int, rows: int = 15, by_host_time: bool = False, **options) -> str:
-    """torch.profiler's table of the GPU kernels of one fused frame, most time first (for finding hot spots), or
-    of its host-side ops (``by_host_time``: where a launch-bound frame's time goes); ``options`` go to render."""
+def profiled_frame(app, width: int, height: int, **options):
+    """torch.profiler's key averages of one fused frame (host ops and, on a GPU, kernels); ``options`` go to
+    render."""
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if app.device_.type == "cuda" else [])
     with profile(activities=activities) as prof:
         app.render(width, height, 0, fused=True, **options)
-    key = "cuda_time_total" if app.device_.type == "cuda" and not by_host_time else "self_cpu_time_total"
-    return prof.key_averages().table(sort_by=key, row_limit=rows)
+    return prof.key_averages()
+
+
+def kernel_table(app, averages, rows: int = 15) -> str:
+    """The GPU kernels of :func:`profiled_frame`'s frame, most time first (the host ops off the GPU)."""
+    return averages.table(sort_by="cuda_time_total" if app.device_.type == "cuda" else "self_cpu_time_total",
+                          row_limit=rows)
+
+
+def kernel_profile(app, width: int, height: int, rows: int = 15, **options) -> str:
+    """:func:`kernel_table` of one fused frame (for finding hot spots); ``options`` go to render."""
+    return kernel_table(app, profiled_frame(app, width, height, **options), rows)
+
+
+@contextlib.contextmanager
+def patched(values: dict):
+    """Attributes set for the duration: ``{(owner, name): value}``, each put back on exit, errors too."""
+    saved = {key: getattr(*key) for key in values}
+    try:
+        for (owner, name), value in values.items():
+            setattr(owner, name, value)
+        yield
+    finally:
+        for (owner, name), value in saved.items():
+            setattr(owner, name, value)
+
+
+def positive_ints(text: str) -> list[int]:
+    """A comma list of positive integers (a flag's type)."""
+    return [positive_int(v) for v in text.split(",")]
 
 
 def frame_path(out: Path, stem: str, width: int) -> Path:
@@ -270,7 +296,7 @@ def main(argv=None) -> None:
     parser.add_argument("--backend", default=None, help="encoding backend (torch|triton|tcnn), else auto")
     parser.add_argument("--traces", default=None, type=Path,
                         help="also write a 1080p trace per app into this folder (fused rest kernels: FOLDER_fused)")
-    parser.add_argument("--nvr-render-steps", type=lambda text: [positive_int(v) for v in text.split(",")],
+    parser.add_argument("--nvr-render-steps", type=positive_ints,
                         default=None, help="NVR only: also time 1080p and 4K frames and PSNR vs the truth at each of "
                                            "these render steps across the cube's diagonal, e.g. 256,128,64,32")
     args = parser.parse_args(argv)
