@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from ngfx.encodings.derived import derived
+from ngfx.encodings.derived import parameter_state
 from ngfx.progress import frame_bands
 from ngfx.render import stages
 from ngfx.render.ops import sphere_trace
@@ -108,6 +108,7 @@ class NsdfApp(App):
         self.orbit_radius = framing_radius(surface, self.orbit_target, ELEVATION_DEG, FOV_DEG)
         margin = TRACE_BOX_MARGIN * (self.box[1] - self.box[0])
         self.trace_box = torch.stack([(self.box[0] - margin).clamp(min=-1.0), (self.box[1] + margin).clamp(max=1.0)])
+        self._trace_scene = None  # (grid and tracing settings, parameter state; TraceScene) of the last fused render
         self.train_points, self.train_sdf = self._sample(self.n_train, gen, near_fraction=self.near_fraction)
         self.uniform_points, self.uniform_sdf = self._sample(N_HELD_OUT[size], gen, near_fraction=0.0)
         self.near_points, self.near_sdf = self._sample(N_HELD_OUT[size], gen, near_fraction=1.0)
@@ -175,17 +176,14 @@ class NsdfApp(App):
         weights, trace box, grid and tracing settings (rebuilt when training or loading changed any parameter in
         place, or a module constant it packs was set)."""
         resolution, near_cells = COARSE_RESOLUTION[self.size], COARSE_NEAR_CELLS
-
-        def bake() -> TraceScene:
+        tracing = (SPHERE_RADIUS, HIT_EPS, STEP_SCALE, MAX_STEPS[self.size], NORMAL_PROBE)  # TraceScene's order
+        version = (id(self.trace_box), resolution, near_cells, *tracing, *parameter_state(list(self.parameters())))
+        if self._trace_scene is None or self._trace_scene[0] != version:
             box = self.trace_box.to(self.device_)  # on the rays' device once, not copied there every step
             grid = bake_distance_grid(lambda p: self.sdf(p, query=True), box, resolution)
             near = near_cells * float(grid_cell(box, resolution).norm())
-            return TraceScene(self.field, box, grid, near, SPHERE_RADIUS, HIT_EPS, STEP_SCALE, MAX_STEPS[self.size],
-                              NORMAL_PROBE)
-
-        key = ("trace_scene", resolution, near_cells, SPHERE_RADIUS, HIT_EPS, STEP_SCALE, MAX_STEPS[self.size],
-               NORMAL_PROBE)
-        return derived([self.trace_box, *self.parameters()], key, bake)
+            self._trace_scene = version, TraceScene(self.field, box, grid, near, *tracing)
+        return self._trace_scene[1]
 
     @torch.no_grad()
     def render(self, width: int, height: int, view=0, fused: bool = True, per_ray: bool | None = None) -> torch.Tensor:
@@ -199,15 +197,17 @@ class NsdfApp(App):
         c2w, k = self.camera(width, height, view)
         frame = torch.zeros(height * width, 3, device=self.device_)
         per_ray = fused and (self.device_.type == "cuda" if per_ray is None else per_ray)
-        kernel = per_ray and self.device_.type == "cuda" and use_triton(True, self.device_)
+        triton_ok = use_triton(fused, self.device_)  # per_ray implies fused
+        kernel = per_ray and self.device_.type == "cuda" and triton_ok
+        if kernel:
+            from ngfx.render.ops import triton_fused_sphere_trace  # imports triton
         scene = self.trace_scene() if per_ray else None
+        box = self.trace_box.to(self.device_)  # once a frame, not a copy to the device every band
         self.last_render_chunks = 0
         band = FUSED_CHUNK_RAYS if kernel else CHUNK_RAYS[self.size]
         for row0, n_rows in frame_bands(width, height, band, self.device_, "render nsdf"):
             n, frame_band = n_rows * width, frame[row0 * width:(row0 + n_rows) * width]
             if kernel:
-                from ngfx.render.ops import triton_fused_sphere_trace  # imports triton
-
                 # one kernel for everything, the rays too: the trace records it as one rest stage, timed as it ran
                 with stages.stage("nsdf.fused_trace", "rest", n_inputs=n, app="nsdf",
                                   fused="ray_gen+trace+grid_encoding+mlp+shade"):
@@ -218,9 +218,8 @@ class NsdfApp(App):
                 if per_ray:  # the twin: its network queries record their own stages
                     fused_sphere_trace.trace_and_shade(frame_band, origins, dirs, scene)
                 else:
-                    sphere_trace.trace_and_shade(frame_band, origins, dirs, self.field, self.trace_box, HIT_EPS,
-                                                 STEP_SCALE, SPHERE_RADIUS, MAX_STEPS[self.size],
-                                                 fused=use_triton(fused, self.device_))
+                    sphere_trace.trace_and_shade(frame_band, origins, dirs, self.field, box, HIT_EPS, STEP_SCALE,
+                                                 SPHERE_RADIUS, MAX_STEPS[self.size], fused=triton_ok)
             self.last_render_chunks += 1
         return frame.reshape(height, width, 3)
 
