@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import json
 import math
 import time
 from dataclasses import asdict, replace
@@ -211,19 +210,23 @@ class _Frames:
 
     def __init__(self, model: NeLF, targets, poses: torch.Tensor, k: Intrinsics, geometry: dict, batch: int,
                  seed: int):
-        self.model, self.targets, self.poses, self.k, self.geometry = model, targets, poses, k, geometry
-        self.batch, self.gen = min(batch, len(poses)), np.random.default_rng(seed)
         self.device = next(model.parameters()).device
+        self.model, self.targets, self.k = model, targets, k
+        # on the model's device once: per step, a pageable host-to-device copy would make the host wait
+        self.poses = poses.to(self.device)
+        self.geometry = {**geometry, "aabb": geometry["aabb"].to(self.device)}
+        self.batch, self.gen = min(batch, len(poses)), np.random.default_rng(seed)
 
     def train(self) -> None:
         self.model.train()
 
     def training_step(self, step: int) -> torch.Tensor:
         idx = np.sort(self.gen.choice(len(self.poses), size=self.batch, replace=False))
-        frames = (self.targets[torch.from_numpy(idx).to(self.device)] if torch.is_tensor(self.targets)
+        on_device = torch.from_numpy(idx).to(self.device)
+        frames = (self.targets[on_device] if torch.is_tensor(self.targets)
                   else torch.from_numpy(np.asarray(self.targets[idx])).to(self.device))
         target = frames.permute(0, 3, 1, 2).float() / 255
-        rays = encode_frames(self.model.cfg, self.poses[idx].to(self.device), self.k, **self.geometry)
+        rays = encode_frames(self.model.cfg, self.poses[on_device], self.k, **self.geometry)
         rays = rays.contiguous(memory_format=torch.channels_last)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
             prediction = self.model(rays)
@@ -440,8 +443,8 @@ def _distill(teacher, out_dir: Path, size: str, *, arch: str = "mobile_r2l", con
     identity = {"arch": cfg.arch, "size": size,
                 "teacher": str(Path(teacher_run).resolve()) if teacher_run else ""}
     # what a resumed checkpoint must have been trained as (the slabs are placed from the teacher's cameras below)
-    student = json.loads(json.dumps({**{key: value for key, value in cfg.to_dict().items() if key != "slab_normals"},
-                                     "batch": batch, "lr": lr}))  # as a checkpoint's metadata reads back
+    student = {**{key: value for key, value in cfg.to_dict().items() if key != "slab_normals"}, "batch": batch,
+               "lr": lr}
     check_resumable(out_dir, identity, student)
     n_pseudo = n_pseudo or n_default
     steps = steps if steps is not None else steps_default

@@ -21,15 +21,16 @@ Network input, computed on the host like MobileR2L's ray encoding: [B, n_slabs *
 
 from __future__ import annotations
 
+import functools
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
 
 from ngfx.encodings import Encoding
 from ngfx.errors import NgfxInputError
-from ngfx.nelf.network import ResidualBlock, check_counts, config_fields, super_resolution_head
+from ngfx.nelf.network import ResidualBlock, check_counts, config_dict, config_fields, super_resolution_head
 
 PLANES = ((0, 1), (2, 3), (0, 2), (1, 3), (0, 3), (1, 2))  # the 2D sub-spaces of (u, v, s, t)
 # one x2 stage of MobileR2L's head: with its x8 head (50x50 rays for a 400x400 frame) the student over-fitted
@@ -71,7 +72,7 @@ class LightSlabConfig:
                 "per_level_scale": self.per_level_scale}
 
     def to_dict(self) -> dict:
-        return {k: [list(s) for s in v] if k in ("sr_stages", "slab_normals") else v for k, v in asdict(self).items()}
+        return config_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "config") -> "LightSlabConfig":
@@ -153,6 +154,13 @@ def slab_frames(cfg: LightSlabConfig) -> torch.Tensor:
     e1 = torch.linalg.cross(up, normal)
     e1 = e1 / e1.norm(dim=1, keepdim=True)
     return torch.stack([normal, e1, torch.linalg.cross(normal, e1)], dim=1)
+
+
+@functools.lru_cache(maxsize=8)
+def slab_frames_on(cfg: LightSlabConfig, device: torch.device) -> torch.Tensor:
+    """:func:`slab_frames` on ``device``, made once per config and device (read-only: every training step and
+    frame reads them)."""
+    return slab_frames(cfg).to(device)
 
 
 def slab_coordinates(origins: torch.Tensor, dirs: torch.Tensor, aabb: torch.Tensor,

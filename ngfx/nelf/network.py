@@ -46,7 +46,7 @@ class NeLFConfig:
         return math.prod(s for _, _, s in self.sr_stages)
 
     def to_dict(self) -> dict:
-        return {k: [list(s) for s in v] if k == "sr_stages" else v for k, v in asdict(self).items()}
+        return config_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "config") -> "NeLFConfig":
@@ -142,6 +142,11 @@ def encode_rays(origins: torch.Tensor, dirs: torch.Tensor, near: float, far: flo
     return feats.flatten(-3)
 
 
+def config_dict(cfg) -> dict:
+    """A student config dataclass as JSON-ready values: its tuples of tuples (stages, slab normals) as lists."""
+    return {k: [list(s) for s in v] if isinstance(v, tuple) else v for k, v in asdict(cfg).items()}
+
+
 def encode_frames(cfg: NeLFConfig, poses: torch.Tensor, k: Intrinsics, near: float, far: float,
                   aabb: torch.Tensor) -> torch.Tensor:
     """Network input for frames of intrinsics ``k`` (the output size) seen from ``poses`` [B, 4, 4].
@@ -158,9 +163,9 @@ def encode_frames(cfg: NeLFConfig, poses: torch.Tensor, k: Intrinsics, near: flo
     dirs = dirs / dirs.norm(dim=-1, keepdim=True)
     origins = poses[:, None, :3, 3].to(dirs.dtype).expand_as(dirs)
     if cfg.arch == "lightslab":  # two-plane coordinates; the grids are in the net
-        from ngfx.nelf.lightslab import slab_coordinates, slab_frames
+        from ngfx.nelf.lightslab import slab_coordinates, slab_frames_on
 
-        enc = slab_coordinates(origins, dirs, aabb, slab_frames(cfg).to(poses.device))
+        enc = slab_coordinates(origins, dirs, aabb, slab_frames_on(cfg, poses.device))
     else:
         enc = encode_rays(origins, dirs, near, far, aabb, cfg.n_points, cfg.n_freqs)
     return enc.transpose(1, 2).reshape(len(poses), -1, h, w)
