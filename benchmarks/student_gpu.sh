@@ -129,15 +129,18 @@ fi
 
 echo "=== $(date +%T) summary"
 python3 - "$teacher" "$student" "$work/throughput.json" "$seconds" <<'EOF'
-import json, math, sys
+import math, sys
 from pathlib import Path
+
+from ngfx.io import read_json
+from ngfx.render.metrics import psnr_from_mse
 
 teacher, student, throughput = (Path(p) for p in sys.argv[1:4])
 seconds = float(sys.argv[4])
-t = json.loads((teacher / "metrics.json").read_text()) if (teacher / "metrics.json").is_file() else {}
+t = read_json(teacher / "metrics.json") if (teacher / "metrics.json").is_file() else {}
 print(f"teacher: {t['psnr_db']:.2f} dB on the val views, {t['steps']} steps in {t['seconds']:.0f} s" if t
       else "teacher: no metrics.json")
-run = json.loads((student / "run.json").read_text()) if (student / "run.json").is_file() else {}
+run = read_json(student / "run.json") if (student / "run.json").is_file() else {}
 if run:
     print(f"student {run['arch']}{' (compiled)' if run['compiled'] else ''}: batch {run['batch']}, lr {run['lr']}, "
           f"{run['pseudo_views']} pseudo views, "
@@ -145,7 +148,7 @@ if run:
           f"({(run['steps'] + run['finetune_steps']) / seconds:.1f} steps/s), frames "
           f"{run['resolution'][0]}x{run['resolution'][1]}, upscale "
           f"x{math.prod(stride for _, _, stride in run['nelf_config']['sr_stages'])}")
-curve = json.loads((student / "curve.json").read_text()) if (student / "curve.json").is_file() else {}
+curve = read_json(student / "curve.json") if (student / "curve.json").is_file() else {}
 if curve.get("psnr_by_minutes"):
     rows = curve["psnr_by_minutes"]
     # the last probe at or before each whole minute, and the last one (fine-tuning included)
@@ -161,16 +164,16 @@ if curve.get("psnr_by_minutes"):
     end = run.get("steps", max(step for step, _ in curve["loss"]))
     last = [loss for step, loss in curve["loss"] if end - 200 < step <= end]
     print(f"pseudo-view training PSNR over the distillation's last 200 steps: "
-          f"{-10 * math.log10(sum(last) / len(last)):.2f} dB")
+          f"{psnr_from_mse(sum(last) / len(last)):.2f} dB")
 if (student / "metrics.json").is_file():
-    m = json.loads((student / "metrics.json").read_text())
+    m = read_json(student / "metrics.json")
     print(f"final on {m['eval_views']} val views: student {m['student_psnr_db']:.2f} dB vs truth, "
           f"{m['student_vs_teacher_psnr_db']:.2f} dB vs teacher; teacher {m['teacher_psnr_db']:.2f} dB, "
           f"constant colour {m['constant_colour_psnr_db']:.2f} dB")
 else:
     print(f"no final metrics in {student}")
 if throughput.is_file():
-    for r in json.loads(throughput.read_text())["rows"]:
+    for r in read_json(throughput)["rows"]:
         print(f"throughput {r['arch']} batch {r['batch']}: {r['steps_per_s']:.1f} steps/s, {r['frames_per_s']:.0f} "
               f"frames/s, first 5 steps {r['first_steps_s']:.1f} s")
 EOF

@@ -47,6 +47,7 @@ SIZES = {
 
 PHASES = ("distill", "finetune")
 RESIDENT_TARGETS_BYTES = 8 << 30  # pseudo views up to this size are copied to the GPU once
+RESIDENT_COPY_VIEWS = 256  # views a host-to-GPU copy of them takes at a time
 PROBE_VIEWS = 8  # eval views of the quality curve (the final evaluation uses the size's eval views)
 PROBE_EVERY_S = {"tiny": 0.0, "quick": 10.0, "full": 30.0}  # seconds between quality probes
 
@@ -260,7 +261,11 @@ def _train(model: NeLF, targets, poses: torch.Tensor, k: Intrinsics, geometry: d
             start = int(saved["step"])
     # a GPU holds the whole set (2,000 views at 400x400 are 0.96 GB), so a step copies nothing from the host
     if device.type == "cuda" and targets.nbytes <= RESIDENT_TARGETS_BYTES:
-        targets = torch.from_numpy(np.array(targets)).to(device)
+        resident = torch.empty(targets.shape, dtype=torch.uint8, device=device)
+        for first in range(0, len(targets), RESIDENT_COPY_VIEWS):  # a host copy of a few views at a time, not all
+            resident[first:first + RESIDENT_COPY_VIEWS].copy_(
+                torch.from_numpy(np.array(targets[first:first + RESIDENT_COPY_VIEWS])))
+        targets = resident
     frames = _Frames(model, targets, poses, k, geometry, batch, seed + start)
 
     def after_step(step: int, loss: torch.Tensor) -> None:
