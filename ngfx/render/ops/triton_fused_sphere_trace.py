@@ -24,7 +24,7 @@ from ngfx.encodings import triton_grid, triton_mlp
 from ngfx.render.ops.fused_sphere_trace import COARSE_SUBSTEPS, TraceScene, grid_cell
 from ngfx.render.ops.sphere_trace import ALBEDO, AMBIENT, LIGHT_DIR
 from ngfx.render.orbit_view import band_rays
-from ngfx.render.ops.triton_raymarch import box_entry_exit, camera_to_world, camera_xy, load_ray
+from ngfx.render.ops.triton_raymarch import band_pixel_direction, box_entry_exit, load_ray, unit
 from ngfx.render.ops.triton_sphere_trace import field_coordinate, store_shade
 
 # 32 rows x 4 warps: triton_mlp's fastest shape that stays on the mma.sync path (its wgmma shapes fail on the H200).
@@ -51,12 +51,10 @@ def _ray(ray, mask, o_ptr, d_ptr, width, row0, fx, fy, cx, cy, r00, r01, r02, tx
     pixel (ray % width, row0 + ray // width) of the pinhole camera (c2w's rows r0* tx, r1* ty, r2* tz; fx, fy,
     cx, cy): the origin is the camera's, one scalar for all."""
     if IN_KERNEL_RAYS:
-        px = (ray % width).to(tl.float32) + 0.5
-        py = (row0 + ray // width).to(tl.float32) + 0.5
-        x, y = camera_xy(px, py, fx, fy, cx, cy, 0.0, 0.0, 0.0, 0.0, False, 0)
-        wx, wy, wz = camera_to_world(x, y, r00, r01, r02, r10, r11, r12, r20, r21, r22)
-        norm = tl.sqrt(wx * wx + wy * wy + wz * wz)
-        ox, oy, oz, dx, dy, dz = tx, ty, tz, wx / norm, wy / norm, wz / norm
+        wx, wy, wz = band_pixel_direction(ray, width, row0, fx, fy, cx, cy, 0.0, 0.0, 0.0, 0.0, r00, r01, r02, r10,
+                                          r11, r12, r20, r21, r22, False, 0)
+        ox, oy, oz = tx, ty, tz
+        dx, dy, dz = unit(wx, wy, wz)
     else:
         ox, oy, oz, dx, dy, dz = load_ray(o_ptr, d_ptr, ray, mask)
     return ox, oy, oz, dx, dy, dz

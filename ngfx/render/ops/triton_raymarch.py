@@ -54,6 +54,24 @@ def camera_to_world(x, y, r00, r01, r02, r10, r11, r12, r20, r21, r22):
 
 
 @triton.jit
+def band_pixel_direction(i, width, row0, fx, fy, cx, cy, k1, k2, p1, p2, r00, r01, r02, r10, r11, r12, r20, r21, r22,
+                         DISTORTED: tl.constexpr, ITERATIONS: tl.constexpr):
+    """The world direction (not of unit length) through the centre of pixel (i % width, row0 + i // width) of a
+    band of rows, as cameras.pixel_rays makes it (pose rows r0*, r1*, r2*)."""
+    px = (i % width).to(tl.float32) + 0.5
+    py = (row0 + i // width).to(tl.float32) + 0.5
+    x, y = camera_xy(px, py, fx, fy, cx, cy, k1, k2, p1, p2, DISTORTED, ITERATIONS)
+    return camera_to_world(x, y, r00, r01, r02, r10, r11, r12, r20, r21, r22)
+
+
+@triton.jit
+def unit(x, y, z):
+    """(x, y, z) scaled to unit length."""
+    norm = tl.sqrt(x * x + y * y + z * z)
+    return x / norm, y / norm, z / norm
+
+
+@triton.jit
 def box_entry_exit(ox, oy, oz, dx, dy, dz, lo_x, lo_y, lo_z, hi_x, hi_y, hi_z):
     """Entry and exit distances of rays through the box [lo, hi] (entry at 0 at the least; entry >= exit: a
     miss), as :func:`ngfx.render.ops.sphere_trace.ray_box`."""
@@ -73,8 +91,7 @@ def _store_box_ray(i, mask, ox, oy, oz, wx, wy, wz, aabb_ptr, o_ptr, d_ptr, t_ne
     """Rays ``i`` [BLOCK] from (ox, oy, oz) along world directions (wx, wy, wz), not yet of unit length, stored as
     rows of origins and unit directions [n, 3] and their entry/exit distances [n] through the box ``aabb``
     [2, 3] (as raymarch.ray_aabb). A scalar origin (one camera for all the rays) is broadcast."""
-    norm = tl.sqrt(wx * wx + wy * wy + wz * wz)
-    dx, dy, dz = wx / norm, wy / norm, wz / norm
+    dx, dy, dz = unit(wx, wy, wz)
     t_near, t_far = box_entry_exit(ox, oy, oz, dx, dy, dz, tl.load(aabb_ptr), tl.load(aabb_ptr + 1),
                                    tl.load(aabb_ptr + 2), tl.load(aabb_ptr + 3), tl.load(aabb_ptr + 4),
                                    tl.load(aabb_ptr + 5))
@@ -94,12 +111,10 @@ def _ray_gen_kernel(c2w_ptr, aabb_ptr, o_ptr, d_ptr, t_near_ptr, t_far_ptr, n, w
                     BLOCK: tl.constexpr):
     i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = i < n
-    px = (i % width).to(tl.float32) + 0.5
-    py = (row0 + i // width).to(tl.float32) + 0.5
-    x, y = camera_xy(px, py, fx, fy, cx, cy, k1, k2, p1, p2, DISTORTED, ITERATIONS)
-    wx, wy, wz = camera_to_world(x, y, tl.load(c2w_ptr), tl.load(c2w_ptr + 1), tl.load(c2w_ptr + 2),
-                                 tl.load(c2w_ptr + 4), tl.load(c2w_ptr + 5), tl.load(c2w_ptr + 6),
-                                 tl.load(c2w_ptr + 8), tl.load(c2w_ptr + 9), tl.load(c2w_ptr + 10))
+    wx, wy, wz = band_pixel_direction(i, width, row0, fx, fy, cx, cy, k1, k2, p1, p2, tl.load(c2w_ptr),
+                                      tl.load(c2w_ptr + 1), tl.load(c2w_ptr + 2), tl.load(c2w_ptr + 4),
+                                      tl.load(c2w_ptr + 5), tl.load(c2w_ptr + 6), tl.load(c2w_ptr + 8),
+                                      tl.load(c2w_ptr + 9), tl.load(c2w_ptr + 10), DISTORTED, ITERATIONS)
     _store_box_ray(i, mask, tl.load(c2w_ptr + 3), tl.load(c2w_ptr + 7), tl.load(c2w_ptr + 11), wx, wy, wz, aabb_ptr,
                   o_ptr, d_ptr, t_near_ptr, t_far_ptr)
 
