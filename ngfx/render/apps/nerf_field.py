@@ -37,6 +37,16 @@ def trunc_exp(x: torch.Tensor) -> torch.Tensor:
     return _TruncExp.apply(x)
 
 
+def colour_head(h: torch.Tensor, dirs: torch.Tensor, colour_net: Network) -> tuple[torch.Tensor, torch.Tensor]:
+    """Density outputs h [N, 16] and unit directions [N, 3] -> (density [N], colour [N, 3]) float32:
+    ``trunc_exp(h[:, 0])`` and the colour network on [h, SH(dirs)] (differentiable).
+
+    The PyTorch twin of :func:`ngfx.render.ops.triton_nerf_head.colour_head`.
+    """
+    h = h.float()
+    return trunc_exp(h[:, 0]), colour_net(colour_input(h, dirs)).float()
+
+
 class NerfField(nn.Module):
     """Points in the unit cube [N, 3] and unit directions [N, 3] -> density [N], colour [N, 3]."""
 
@@ -50,9 +60,7 @@ class NerfField(nn.Module):
         return trunc_exp(self.density_net(x)[:, 0].float())
 
     def forward(self, x: torch.Tensor, dirs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.density_net(x).float()
-        rgb = self.colour_net(colour_input(h, dirs)).float()
-        return trunc_exp(h[:, 0]), rgb
+        return colour_head(self.density_net(x), dirs, self.colour_net)
 
     def _attrs(self) -> dict:
         c = self.density_net.encoding.cfg
@@ -68,7 +76,9 @@ class NerfField(nn.Module):
     def query(self, x: torch.Tensor, dirs: torch.Tensor, fused: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Inference inside named stages: encoding and MLPs apart while recording, fused otherwise.
 
-        ``fused`` builds the colour network's input (features + SH of the direction) in one Triton kernel.
+        ``fused`` runs the colour head (SH of the direction, colour MLP, density exp) in one Triton kernel;
+        while recording it builds only the colour network's input in Triton, so the SH and colour MLP stages
+        stay apart in traces.
         """
         n, attrs = x.shape[0], self._attrs()
         enc, density_mlp = self.density_net.encoding, self.density_net.network
@@ -84,7 +94,14 @@ class NerfField(nn.Module):
         else:
             with stages.stage("nerf.density_field", "mlp", n_inputs=n, flops=self._flops(density_mlp, n),
                               bytes_read=n * 12.0 + grid_bytes, bytes_written=n * 64.0, fused_encoding=True, **attrs):
-                h = self.density_net(x).float()
+                h = self.density_net(x)
+            if fused:
+                from ngfx.render.ops import triton_nerf_head  # imports triton
+
+                with stages.stage("nerf.color_head", "mlp", n_inputs=n, flops=self._flops(self.colour_net, n),
+                                  bytes_read=n * (h.shape[1] * h.element_size() + 12.0), bytes_written=n * 16.0,
+                                  app="nerf", fused="sh+color_mlp+exp"):
+                    return triton_nerf_head.colour_head(h, dirs, self.colour_net)
         # The view-direction SH encoding is no grid: the NGPC's encoding engine does not run it, the SMs do.
         with stages.stage("nerf.dir_encoding", "rest", n_inputs=n, bytes_read=n * 12.0, bytes_written=n * 64.0,
                           app="nerf", otype="SphericalHarmonics", n_dims=3):
@@ -97,4 +114,4 @@ class NerfField(nn.Module):
         with stages.stage("nerf.color_mlp", "mlp", n_inputs=n, flops=self._flops(self.colour_net, n),
                           bytes_read=n * 128.0, bytes_written=n * 12.0, app="nerf"):
             rgb = self.colour_net(features).float()
-        return trunc_exp(h[:, 0]), rgb
+        return trunc_exp(h[:, 0].float()), rgb
