@@ -26,23 +26,49 @@ def test_ray_gen_matches_reference(k):
     assert bool((t_near < t_far).any())  # rays cross the box: the intersection was exercised
 
 
-@pytest.mark.parametrize("k_samples,max_scan,occupied", [(4, 32, 0.3), (8, 64, 0.1), (16, 16, 0.9)])
-def test_march_segment_matches_reference(k_samples, max_scan, occupied):
+def _as_slots(segment, origins, dirs, active, k):
+    """A packed segment back in march_segment's form: (t_samples, deltas > 0) [A, k], each ray's samples in order
+    from its first slot, wherever the segment put them."""
+    n_active = active.numel()
+    ray_indices = torch.repeat_interleave(torch.arange(n_active), segment.counts)
+    rank = torch.arange(ray_indices.numel()) - (segment.counts.cumsum(0) - segment.counts)[ray_indices]
+    order = segment.starts[ray_indices] + rank
+    ray = active[ray_indices]
+    torch.testing.assert_close(segment.dirs[order], dirs[ray])
+    t_samples, taken = torch.zeros(n_active, k), torch.zeros(n_active, k, dtype=torch.bool)
+    t_samples[ray_indices, rank] = ((segment.points[order] - origins[ray]) * dirs[ray]).sum(dim=1)
+    taken[ray_indices, rank] = True
+    return t_samples, taken
+
+
+@pytest.mark.parametrize("k_samples,max_scan,occupied", [(4, 32, 0.3), (8, 64, 0.1), (16, 16, 0.9), (12, 40, 0.2)])
+def test_march_packed_matches_reference(k_samples, max_scan, occupied):
+    """The fused march-and-pack kernel and its twin take the same samples of each ray (march_segment's), advance
+    the rays alike and list the same rays as going on; the twin packs ray after ray."""
     res, dt = 16, 0.05
     c2w = look_at(torch.tensor([3.0, -2.0, 1.0]), torch.zeros(3))
     origins, dirs, t_near, t_far = raymarch.ray_gen(c2w, PINHOLE, 0, 7, AABB)
+    t_far[::3] = torch.minimum(t_far[::3], t_near[::3] + 2 * dt)  # rays that end within the segment
     occupancy = torch.rand(res ** 3) < occupied
     active = torch.arange(0, origins.shape[0], 2)
-    t_ref, t_fused = t_near.clone(), t_near.clone()
-    s_ref, d_ref = raymarch.march_segment(origins, dirs, active, t_ref, t_far, occupancy, AABB, res, dt, k_samples, max_scan)
-    s_fused, d_fused = triton_raymarch.march_segment(origins, dirs, active, t_fused, t_far, occupancy, AABB, res, dt,
-                                                   k_samples, max_scan)
-    torch.testing.assert_close(d_fused, d_ref, atol=0, rtol=0)  # the same samples were picked
-    torch.testing.assert_close(s_fused, s_ref, atol=1e-5, rtol=1e-6)
-    torch.testing.assert_close(t_fused, t_ref, atol=1e-5, rtol=1e-6)
-    assert 0 < float((d_ref > 0).float().mean()) < 1  # both full and partly empty segments occurred
-    # every picked sample lies in an occupied cell, in order along its ray
+    t_ref, t_twin, t_fused = t_near.clone(), t_near.clone(), t_near.clone()
+    s_ref, d_ref = raymarch.march_segment(origins, dirs, active, t_ref, t_far, occupancy, AABB, res, dt, k_samples,
+                                          max_scan)
+    args = (origins, dirs, active)
+    twin = raymarch.march_packed(*args, t_twin, t_far, occupancy, AABB, res, dt, k_samples, max_scan)
+    fused = triton_raymarch.march_packed(*args, t_fused, t_far, occupancy, AABB, res, dt, k_samples, max_scan)
     picked = d_ref > 0
+    for segment in (twin, fused):
+        s_packed, taken = _as_slots(segment, origins, dirs, active, k_samples)
+        torch.testing.assert_close(taken, picked, atol=0, rtol=0)  # the same samples were picked
+        torch.testing.assert_close(s_packed[picked], s_ref[picked], atol=1e-5, rtol=1e-6)
+        assert sorted(segment.next_rays.tolist()) == active[t_ref[active] < t_far[active]].tolist()
+    torch.testing.assert_close(twin.starts, picked.sum(1).cumsum(0) - picked.sum(1))  # ray after ray
+    torch.testing.assert_close(t_twin, t_ref, atol=0, rtol=0)
+    torch.testing.assert_close(t_fused, t_ref, atol=1e-5, rtol=1e-6)
+    assert 0 < float(picked.float().mean()) < 1  # both full and partly empty segments occurred
+    assert 0 < twin.next_rays.numel() < active.numel()  # some rays go on, some are done
+    # every picked sample lies in an occupied cell, in order along its ray
     rays = active[:, None].expand_as(s_ref)[picked]
     points = origins[rays] + s_ref[picked][:, None] * dirs[rays]
     assert bool(occupancy[raymarch.cell_index(points, AABB, res)].all())
@@ -91,12 +117,13 @@ def _march_to_completion(origins, dirs, t_near, t_far, occupancy, res, dt, k, ma
     while active.numel():
         s_ref, d_ref = raymarch.march_segment(origins, dirs, active, t_ref, t_far, occupancy, AABB, res, dt, k,
                                               max_scan, sub)
-        s_fused, d_fused = triton_raymarch.march_segment(origins, dirs, active, t_fused, t_far, occupancy, AABB, res,
-                                                       dt, k, max_scan, sub)
-        torch.testing.assert_close(d_fused, d_ref, atol=0, rtol=0)
-        torch.testing.assert_close(s_fused, s_ref, atol=1e-5, rtol=1e-6)
-        torch.testing.assert_close(t_fused, t_ref, atol=1e-5, rtol=1e-6)
+        fused = triton_raymarch.march_packed(origins, dirs, active, t_fused, t_far, occupancy, AABB, res, dt, k,
+                                             max_scan, sub)
+        s_fused, taken = _as_slots(fused, origins, dirs, active, k)
         picked = d_ref > 0
+        torch.testing.assert_close(taken, picked, atol=0, rtol=0)
+        torch.testing.assert_close(s_fused[picked], s_ref[picked], atol=1e-5, rtol=1e-6)
+        torch.testing.assert_close(t_fused, t_ref, atol=1e-5, rtol=1e-6)
         rays.append(active[:, None].expand_as(s_ref)[picked])
         ts.append(s_ref[picked])
         active = active[t_ref[active] < t_far[active]]
@@ -198,11 +225,11 @@ def test_render_loop_gives_the_same_frame_however_it_splits_the_work(monkeypatch
     sigma, rgb = field(origins[rays] + t[:, None] * dirs[rays], dirs[rays])
     expected, _ = volume.composite(sigma, rgb, deltas, rays, len(origins), background)
     frames = []
-    for growth, chunk in ((1, 2 ** 24), (16, 7)):
+    for growth, chunk, fused in ((1, 2 ** 24, False), (16, 7, False), (16, 7, True)):
         monkeypatch.setattr(raymarch, "SEGMENT_GROWTH", growth)
         monkeypatch.setattr(raymarch, "QUERY_SAMPLES", chunk)
         frames.append(raymarch.render_segments(origins, dirs, t_near, t_far, occupancy, AABB, res, dt, field,
-                                               background, app="test", fused=False, max_scan=8,
+                                               background, app="test", fused=fused, max_scan=8,
                                                min_transmittance=0.0, segment=4))
     for frame in frames:
         torch.testing.assert_close(frame, expected, atol=1e-5, rtol=1e-5)
@@ -214,13 +241,6 @@ def test_render_loop_gives_the_same_frame_however_it_splits_the_work(monkeypatch
                                        fused=False, max_scan=8, min_transmittance=1e-2, segment=4)
     assert sum(counted) < len(rays)
     torch.testing.assert_close(stopped, expected, atol=2e-2, rtol=0)
-
-
-@pytest.mark.parametrize("fraction", [0.0, 0.3, 1.0])
-def test_compact_indices_are_nonzero_without_a_sync(fraction):
-    mask = torch.rand(1000, generator=torch.Generator().manual_seed(3)) < fraction
-    expected = torch.nonzero(mask)[:, 0]
-    torch.testing.assert_close(raymarch.compact_indices(mask, expected.numel()), expected, atol=0, rtol=0)
 
 
 def test_empty_space_costs_one_iteration_per_cell():
@@ -242,9 +262,13 @@ def test_skipping_stops_short_of_occupied_cells():
     origins, dirs = torch.tensor([[-1.5, 0.1, 0.1]]), torch.tensor([[1.0, 0.0, 0.0]])
     for offset in (-1e-4, 0.0, 1e-4, 0.5 * dt):
         t_start = torch.tensor([1.5 - 3 * dt - 0.5 * dt + offset])
-        for march in (raymarch.march_segment, triton_raymarch.march_segment):
-            t = t_start.clone()
-            s, d = march(origins, dirs, torch.tensor([0]), t, torch.tensor([4.5]), occupancy, AABB, res, dt, 8, 64)
+        for fused in (False, True):
+            t, active = t_start.clone(), torch.tensor([0])
+            args = (origins, dirs, active, t, torch.tensor([4.5]), occupancy, AABB, res, dt, 8, 64)
+            if fused:
+                s, d = _as_slots(triton_raymarch.march_packed(*args), origins, dirs, active, 8)
+            else:
+                s, d = raymarch.march_segment(*args)
             x = origins[0, 0] + s[0][d[0] > 0] * dirs[0, 0]
             expected = [p for p in (float(t_start) + (j + 0.5) * dt for j in range(100))
                         if 0.0 <= -1.5 + p < cell]
@@ -263,21 +287,6 @@ def test_colour_input_matches_reference():
                                atol=1e-6, rtol=1e-5)
     with pytest.raises(ValueError, match="power of two"):
         triton_sh.colour_input(torch.randn(4, 12), dirs[:4])
-
-
-def test_gather_samples_matches_reference():
-    torch.manual_seed(0)
-    n_rays, k = 40, 4
-    origins, dirs = torch.randn(n_rays, 3), torch.nn.functional.normalize(torch.randn(n_rays, 3), dim=1)
-    active = torch.randperm(n_rays)[:25]
-    t_samples = torch.rand(25, k)
-    slots = torch.nonzero(torch.rand(25 * k) > 0.4)[:, 0]
-    reference = raymarch.gather_samples(origins, dirs, active, t_samples, slots, k)
-    fused = triton_raymarch.gather_samples(origins, dirs, active, t_samples, slots, k)
-    for a, b in zip(reference, fused):
-        torch.testing.assert_close(b, a)
-    ray = active[slots[0] // k]
-    torch.testing.assert_close(reference[0][0], origins[ray] + t_samples.flatten()[slots[0]] * dirs[ray])
 
 
 def _training_rays(n: int = 40):
@@ -425,26 +434,47 @@ def test_training_rays_kernel_matches_twin(channels, distorted):
         torch.testing.assert_close(target, images[image, y, x].float() / 255.0)
 
 
-@pytest.mark.parametrize("k", [16, 5, 128])  # the render segment, one not a power of two, a grown one
+def _packed_layout(counts: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """First slots [A] of rays holding ``counts`` [A] samples each, their blocks laid out in a random order (as
+    the fused march's blocks may come)."""
+    order = torch.randperm(counts.numel(), generator=torch.Generator().manual_seed(seed))
+    starts = torch.empty_like(counts)
+    starts[order] = counts[order].cumsum(0) - counts[order]
+    return starts
+
+
+@pytest.mark.parametrize("k", [8, 5, 128])  # the first pass's segment, one not a power of two, a grown one
 def test_composite_kernel_equals_reference(k):
-    n_rays, n_active, dt = 90, 61, 0.05
-    active = torch.randperm(n_rays)[:n_active].sort().values
-    deltas = torch.where(torch.rand(n_active * k) < 0.8, dt, 0.0)  # empty slots of a segment have no step
-    sigmas, rgbs = torch.rand(n_active * k) * 8, torch.rand(n_active * k, 3)
-    sigmas[3 * k + 1], deltas[3 * k + 1] = float("inf"), dt  # an overflowing density: opaque, not NaN
+    n_rays, n_active, dt, min_transmittance = 90, 61, 0.05, 1e-2
+    active = torch.randperm(n_rays)[:n_active]
+    counts = torch.randint(0, k + 1, (n_active,))
+    counts[3] = k
+    starts = _packed_layout(counts)
+    n = int(counts.sum())
+    sigmas, rgbs = torch.rand(n) * 8, torch.rand(n, 3)
+    sigmas[int(starts[3]) + k - 1] = float("inf")  # an overflowing density: opaque, not NaN
     colour1, trans1 = torch.rand(n_rays, 3) * 0.2, torch.rand(n_rays)
-    colour2, trans2 = colour1.clone(), trans1.clone()
-    raymarch.composite_segment(colour1, trans1, active, sigmas, rgbs, deltas, k)
-    triton_raymarch.composite_segment(colour2, trans2, active, sigmas, rgbs, deltas, k)
+    t_far = torch.rand(n_rays) + 2.0
+    t1 = torch.rand(n_rays)
+    colour2, trans2, t2 = colour1.clone(), trans1.clone(), t1.clone()
+    args = (active, starts, counts, sigmas, rgbs, dt)
+    raymarch.composite_segment(colour1, trans1, *args, t1, t_far, min_transmittance)
+    triton_raymarch.composite_segment(colour2, trans2, *args, t2, t_far, min_transmittance)
     torch.testing.assert_close(colour1, colour2, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(trans1, trans2, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(t1, t2, atol=0, rtol=0)
     assert float(trans2[active[3]]) < 1e-12 and bool(colour2.isfinite().all())
+    ended = torch.zeros(n_rays, dtype=torch.bool)
+    ended[active] = trans1[active] <= min_transmittance
+    assert 0 < int(ended.sum()) < n_active  # some rays were terminated, some not
+    assert bool((t1[ended] == t_far[ended]).all()) and bool((t1[~ended] < 1).all())  # only those moved
 
 
 def test_homogeneous_segment_transmittance_is_beer_lambert():
     k, dt, sigma = 16, 0.05, 3.0
-    colour, trans = torch.zeros(1, 3), torch.ones(1)
-    raymarch.composite_segment(colour, trans, torch.tensor([0]), torch.full((k,), sigma),
-                               torch.ones(k, 3), torch.full((k,), dt), k)
-    assert float(trans) == pytest.approx(math.exp(-sigma * k * dt), rel=1e-5)
-    assert float(colour[0, 0]) == pytest.approx(1 - math.exp(-sigma * k * dt), rel=1e-5)
+    for composite in (raymarch.composite_segment, triton_raymarch.composite_segment):
+        colour, trans, t = torch.zeros(1, 3), torch.ones(1), torch.zeros(1)
+        composite(colour, trans, torch.tensor([0]), torch.tensor([0]), torch.tensor([k]), torch.full((k,), sigma),
+                  torch.ones(k, 3), dt, t, torch.ones(1), 0.0)
+        assert float(trans) == pytest.approx(math.exp(-sigma * k * dt), rel=1e-5)
+        assert float(colour[0, 0]) == pytest.approx(1 - math.exp(-sigma * k * dt), rel=1e-5)

@@ -3,9 +3,11 @@
 * :func:`ray_gen` -- rays of a band of pixel rows and their entry/exit distances through the scene box;
 * :func:`march_segment` -- for each active ray, the next ``K`` sample points in occupied cells (at most
   ``max_scan`` iterations, each taking one step or jumping over one empty cell), advancing the ray;
-* :func:`gather_samples` -- positions and directions of the occupied sample slots, for the network;
-* :func:`composite_segment` -- fold a segment's densities and colours into each ray's running colour and
-  transmittance, front to back (slots with a zero step contribute nothing);
+* :func:`pack_segment` -- a marched segment packed for the network (:class:`PackedSegment`): the occupied
+  samples' positions and directions ray after ray, each ray's first sample and count, and the rays with lattice
+  left; :func:`march_packed` is both at once (the twin of the one fused kernel);
+* :func:`composite_segment` -- fold a packed segment's densities and colours into each ray's running colour and
+  transmittance, front to back, and send a ray whose light is used up to its exit (early termination);
 * :func:`render_segments` -- the render loop NeRF and NVR share: march a segment, evaluate the samples,
   composite them, until rays leave the box or their transmittance drops (early termination);
 * :func:`training_rays` -- a training batch's rays through random pixels, their colours and backgrounds;
@@ -17,7 +19,8 @@ grid are indexed x-fastest: ``cx + cy R + cz R^2``. The render marchers also tak
 :func:`ngfx.render.ops.occupancy.refine_occupancy`): int64 ``bits`` [R^3] in place of the mask, bit
 ``sx + S sy + S^2 sz`` of a coarse cell set where its fine cell (``S = sub`` per axis) is occupied; a walk jumps
 over an empty coarse cell whole and over an empty fine cell of an occupied one. The Triton twins live in
-:mod:`ngfx.render.ops.triton_raymarch` and compute exactly the same thing.
+:mod:`ngfx.render.ops.triton_raymarch` and compute exactly the same thing; its packed segments may hold the rays
+in another order (each ray's samples stay together and in order), so compare them ray by ray.
 """
 
 from __future__ import annotations
@@ -172,21 +175,62 @@ def occupancy_lookup(points, cells, occupancy, lo, size, resolution: int, sub: i
     return occupied, exit_cells, exit_resolution
 
 
-def gather_samples(origins, dirs, active, t_samples, slots, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Points and directions [S, 3] of the occupied ``slots`` [S] (flat indices into ``t_samples`` [A, k])."""
-    ray = active[slots // k]
-    sample_dirs = dirs[ray]
-    return origins[ray] + t_samples.flatten()[slots, None] * sample_dirs, sample_dirs
+class PackedSegment(NamedTuple):
+    """A marched segment packed for the network: active ray ``a``'s samples are ``points[starts[a]:starts[a] +
+    counts[a]]``, in order along the ray (the rays' blocks may come in any order)."""
+
+    points: torch.Tensor  # [S, 3] sample positions
+    dirs: torch.Tensor  # [S, 3] their rays' directions
+    starts: torch.Tensor  # [A] int64, the first sample of each active ray
+    counts: torch.Tensor  # [A] int64, its samples
+    next_rays: torch.Tensor  # [N] int64, the active rays with lattice left after the march (in any order)
 
 
-def composite_segment(colour, transmittance, active, sigmas, rgbs, deltas, k: int) -> None:
-    """colour [R, 3], transmittance [R] updated in place with the active rays' segments (sigmas, deltas [A*K],
-    rgbs [A*K, 3]), composited with :func:`ngfx.render.ops.volume.composite`."""
+def pack_segment(origins, dirs, active, t, t_far, t_samples, deltas) -> PackedSegment:
+    """The occupied slots of a marched segment (``t_samples``, ``deltas`` [A, K] from :func:`march_segment`, ``t``
+    advanced by it) packed ray after ray; the rays with lattice left are the active ones with ``t < t_far``."""
+    occupied = deltas > 0
+    counts = occupied.sum(dim=1)
+    rows, cols = torch.nonzero(occupied, as_tuple=True)
+    ray = active[rows]
+    points = origins[ray] + t_samples[rows, cols, None] * dirs[ray]
+    return PackedSegment(points, dirs[ray], counts.cumsum(0) - counts, counts, active[t[active] < t_far[active]])
+
+
+def march_packed(origins, dirs, active, t, t_far, occupancy, aabb, resolution: int, dt: float, k: int,
+                 max_scan: int, sub: int = 1) -> PackedSegment:
+    """:func:`march_segment` then :func:`pack_segment`: the twin of the fused kernel that does both."""
+    t_samples, deltas = march_segment(origins, dirs, active, t, t_far, occupancy, aabb, resolution, dt, k, max_scan, sub)
+    return pack_segment(origins, dirs, active, t, t_far, t_samples, deltas)
+
+
+def composite_segment(colour, transmittance, active, starts, counts, sigmas, rgbs, dt: float, t, t_far,
+                      min_transmittance: float) -> None:
+    """Fold a packed segment into the active rays' colour [R, 3] and transmittance [R] in place, composited with
+    :func:`ngfx.render.ops.volume.composite` (every sample one step ``dt`` long); a ray whose transmittance is no
+    longer above ``min_transmittance`` goes to its exit: ``t`` [R] set to ``t_far`` (early termination).
+    ``starts``, ``counts`` [A] as :class:`PackedSegment`; sigmas [S], rgbs [S, 3] of its samples."""
     n_active = active.numel()
-    ray_indices = torch.arange(n_active, device=sigmas.device).repeat_interleave(k)
-    seg_rgb, seg_opacity = composite(sigmas, rgbs, deltas, ray_indices, n_active)
+    ray_indices = torch.repeat_interleave(torch.arange(n_active, device=counts.device), counts)
+    # each ray's samples in order, wherever the segment put the ray's block
+    first = counts.cumsum(0) - counts
+    order = starts[ray_indices] + torch.arange(ray_indices.numel(), device=counts.device) - first[ray_indices]
+    deltas = torch.full_like(sigmas, dt)
+    seg_rgb, seg_opacity = composite(sigmas[order], rgbs[order], deltas, ray_indices, n_active)
     colour[active] += transmittance[active, None] * seg_rgb
     transmittance[active] *= 1.0 - seg_opacity
+    t[active] = torch.where(transmittance[active] > min_transmittance, t[active], t_far[active])
+
+
+def query_samples(query: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+                  points: torch.Tensor, dirs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``query`` on the samples [S, 3], ``QUERY_SAMPLES`` at a time -> sigma [S], rgb [S, 3]."""
+    n = points.shape[0]
+    if n <= QUERY_SAMPLES:
+        return query(points, dirs) if n else (points.new_zeros(0), points.new_zeros(0, 3))
+    parts = [query(points[start:start + QUERY_SAMPLES], dirs[start:start + QUERY_SAMPLES])
+             for start in range(0, n, QUERY_SAMPLES)]
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
 def render_segments(origins, dirs, t_start, t_far, occupancy, aabb, resolution: int, dt: float,
@@ -196,20 +240,20 @@ def render_segments(origins, dirs, t_start, t_far, occupancy, aabb, resolution: 
     """Colour [n, 3] of rays marched segment by segment through the occupancy grid, over ``background`` [3].
 
     Each pass takes the next ``segment`` (default ``SEGMENT``, grown by up to ``SEGMENT_GROWTH`` as rays finish)
-    occupied samples of every active ray (:func:`march_segment`),
-    evaluates ``query(points [S, 3], dirs [S, 3]) -> (sigma [S], rgb [S, 3])`` on the samples found,
+    occupied samples of every active ray, packed (:func:`march_packed`),
+    evaluates ``query(points [S, 3], dirs [S, 3]) -> (sigma [S], rgb [S, 3])`` on them,
     composites them front to back and drops rays that left the box or whose transmittance fell below
     ``min_transmittance`` (early termination). ``occupancy`` with ``sub``: as :func:`march_segment`.
-    ``fused`` picks the Triton kernels; the stages are named
-    ``{app}.march``, ``{app}.compact`` and ``{app}.composite``.
+    ``fused`` picks the Triton kernels: one kernel marches and packs (stage ``{app}.march``, ``fused_compact``);
+    the PyTorch twins run as the stages ``{app}.march`` and ``{app}.compact``. Compositing is ``{app}.composite``.
+    Each pass makes one host sync: the packed segment's sizes.
     """
     if fused:
         from ngfx.render.ops import triton_raymarch  # imports triton
 
-        march, gather, composite = (triton_raymarch.march_segment, triton_raymarch.gather_samples,
-                                    triton_raymarch.composite_segment)
+        composite = triton_raymarch.composite_segment
     else:
-        march, gather, composite = march_segment, gather_samples, composite_segment
+        composite = composite_segment
     segment = segment or SEGMENT
     n, device = origins.shape[0], origins.device
     t = t_start.clone().contiguous()
@@ -223,39 +267,24 @@ def render_segments(origins, dirs, t_start, t_far, occupancy, aabb, resolution: 
         growth = min(SEGMENT_GROWTH, 1 << ((n_started // rays.numel()).bit_length() - 1))
         k, scan = segment * growth, max_scan * growth
         n_slots = rays.numel() * k
-        with stages.stage(f"{app}.march", "rest", n_inputs=rays.numel() * scan, bytes_read=rays.numel() * 32.0,
-                          bytes_written=n_slots * 8.0, app=app, fused=fused):
-            t_samples, deltas = march(origins, dirs, rays, t, t_far, occupancy, aabb, resolution, dt, k, scan, sub)
-        with stages.stage(f"{app}.compact", "rest", n_inputs=n_slots, bytes_read=n_slots * 8.0, app=app):
-            occupied, going_on = deltas.flatten() > 0, t[rays] < t_far[rays]
-            # the pass's one host sync: both counts at once, then both lists packed on the device
-            n_samples, n_going_on = torch.stack([occupied.sum(), going_on.sum()]).tolist()
-            slots = compact_indices(occupied, n_samples)
-            next_rays = rays[compact_indices(going_on, n_going_on)]
-            points, sample_dirs = gather(origins, dirs, rays, t_samples, slots, k)
-        sigmas = torch.zeros(n_slots, device=device)
-        rgbs = torch.zeros(n_slots, 3, device=device)
-        for start in range(0, n_samples, QUERY_SAMPLES):
-            part = slice(start, start + QUERY_SAMPLES)
-            sigmas[slots[part]], rgbs[slots[part]] = query(points[part], sample_dirs[part])
-        with stages.stage(f"{app}.composite", "rest", n_inputs=n_slots, bytes_read=n_slots * 20.0,
+        march_args = (origins, dirs, rays, t, t_far, occupancy, aabb, resolution, dt, k, scan, sub)
+        if fused:
+            with stages.stage(f"{app}.march", "rest", n_inputs=rays.numel() * scan, bytes_read=rays.numel() * 32.0,
+                              bytes_written=n_slots * 8.0, app=app, fused=True, fused_compact=True):
+                packed = triton_raymarch.march_packed(*march_args)
+        else:
+            with stages.stage(f"{app}.march", "rest", n_inputs=rays.numel() * scan, bytes_read=rays.numel() * 32.0,
+                              bytes_written=n_slots * 8.0, app=app, fused=False):
+                t_samples, deltas = march_segment(*march_args)
+            with stages.stage(f"{app}.compact", "rest", n_inputs=n_slots, bytes_read=n_slots * 8.0, app=app):
+                packed = pack_segment(origins, dirs, rays, t, t_far, t_samples, deltas)
+        sigmas, rgbs = query_samples(query, packed.points, packed.dirs)
+        with stages.stage(f"{app}.composite", "rest", n_inputs=sigmas.numel(), bytes_read=sigmas.numel() * 16.0,
                           bytes_written=rays.numel() * 16.0, app=app, fused=fused):
-            composite(colour, transmittance, rays, sigmas, rgbs, deltas.flatten(), k)
-            # early termination: a ray whose light is used up goes to its exit
-            t[rays] = torch.where(transmittance[rays] > min_transmittance, t[rays], t_far[rays])
-        rays = next_rays
+            composite(colour, transmittance, rays, packed.starts, packed.counts, sigmas, rgbs, dt, t, t_far,
+                      min_transmittance)
+        rays = packed.next_rays
     return colour + transmittance[:, None] * background
-
-
-def compact_indices(mask: torch.Tensor, count: int) -> torch.Tensor:
-    """Indices [count] of the True entries of ``mask`` [M] in order, given their ``count``: a scan and a scatter on
-    the device, where ``nonzero`` would wait for the device to learn the count itself. The False entries go, in
-    order, after the True ones (every target distinct: one slot for all of them made the H200 serialise the writes,
-    2.5 ms of a 1080p frame)."""
-    trues_so_far = mask.long().cumsum(0)
-    index = torch.arange(mask.numel(), device=mask.device)
-    target = torch.where(mask, trues_so_far - 1, count + index - trues_so_far)
-    return torch.empty_like(index).scatter_(0, target, index)[:count]
 
 
 def training_rays(poses: torch.Tensor, images: torch.Tensor, k: Intrinsics, aabb: torch.Tensor,

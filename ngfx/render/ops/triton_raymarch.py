@@ -1,11 +1,12 @@
 """Fused Triton "rest" kernels of NeRF rendering, each the twin of a function in :mod:`ngfx.render.ops.raymarch`.
 
 * :func:`ray_gen` -- pixel -> undistorted camera ray -> world ray -> box entry/exit, one kernel per band;
-* :func:`march_segment` -- per active ray, walk the fixed-step lattice, look up the occupancy grid, jump
-  over empty cells, write the next ``K`` occupied samples into the ray's slots and advance the ray: one
-  kernel instead of a loop of torch ops;
-* :func:`gather_samples` -- positions and directions of the occupied slots, one kernel;
-* :func:`composite_segment` -- front-to-back compositing of each active ray's segment, one kernel;
+* :func:`march_packed` -- per active ray, walk the fixed-step lattice, look up the occupancy grid, jump
+  over empty cells, take the next ``K`` occupied samples and advance the ray; then pack the block's samples
+  (positions, directions) for the network and list its rays with lattice left: one kernel instead of a loop of
+  torch ops, a compaction and a gather;
+* :func:`composite_segment` -- front-to-back compositing of each active ray's packed samples and early
+  termination, one kernel;
 * :func:`training_rays` -- a training batch's rays through random pixels of random images, their colours and
   backgrounds, one kernel;
 * :func:`march_training` -- every occupied sample of a training batch, packed: a counting and a writing pass
@@ -21,12 +22,13 @@ import triton
 import triton.language as tl
 
 from ngfx.cameras import Intrinsics
-from ngfx.render.ops.raymarch import SKIP_MARGIN, TrainingSamples, padding, slot_count
+from ngfx.render.ops.raymarch import SKIP_MARGIN, PackedSegment, TrainingSamples, padding, slot_count
 from ngfx.render.ops.triton_volume import load3
 from ngfx.render.ops.volume import MAX_OPTICAL_DEPTH
 
 BLOCK = 128
-COMPOSITE_TILE = 4096  # slots a compositing program holds: 256 rays of 16 slots, 32 of 128
+COMPOSITE_BLOCK = 128  # rays a compositing program takes
+COMPOSITE_CHUNK = 8  # samples of each ray it reads at a time: the first pass's segment
 UNDISTORT_ITERATIONS = 10  # as cameras.undistort
 
 
@@ -197,9 +199,23 @@ def lattice_step(ox, oy, oz, dx, dy, dz, t0, j, t_far, searching, occ_ptr, lo_x,
 
 
 @triton.jit
-def _march_kernel(o_ptr, d_ptr, active_ptr, t_ptr, t_far_ptr, occ_ptr, aabb_ptr, t_out_ptr, delta_out_ptr,
-                  n_active, dt, MAX_SCAN: tl.constexpr, R: tl.constexpr, K: tl.constexpr,
-                  SKIP_MARGIN: tl.constexpr, SUB: tl.constexpr, BLOCK: tl.constexpr):
+def _reserve(counter_ptr, amounts, BLOCK: tl.constexpr):
+    """Room for a block's ``amounts`` [BLOCK] (int32) at the end of a list sized by the int32 ``counter``: one atomic
+    add per program -> each lane's first position, the lanes' room laid out in lane order."""
+    lane = tl.arange(0, BLOCK)
+    first_lane = lane == 0
+    old = tl.atomic_add(counter_ptr + lane * 0, tl.where(first_lane, tl.sum(amounts, axis=0), 0), mask=first_lane)
+    base = tl.sum(tl.where(first_lane, old, 0), axis=0)
+    return (base + tl.cumsum(amounts, axis=0) - amounts).to(tl.int64)
+
+
+@triton.jit
+def _march_kernel(o_ptr, d_ptr, active_ptr, t_ptr, t_far_ptr, occ_ptr, aabb_ptr, scratch_ptr, counter_ptr,
+                  points_ptr, dirs_out_ptr, start_ptr, count_ptr, next_ptr, n_active, dt, MAX_SCAN: tl.constexpr,
+                  R: tl.constexpr, K: tl.constexpr, K_CHUNK: tl.constexpr, SKIP_MARGIN: tl.constexpr,
+                  SUB: tl.constexpr, BLOCK: tl.constexpr):
+    """March (samples' distances into the rays' ``K`` scratch slots), then pack: the block's samples get consecutive
+    positions from ``counter[0]`` on, its rays with lattice left from ``counter[1]`` on."""
     a = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = a < n_active
     ray = tl.load(active_ptr + a, mask=mask, other=0)
@@ -216,28 +232,57 @@ def _march_kernel(o_ptr, d_ptr, active_ptr, t_ptr, t_far_ptr, occ_ptr, aabb_ptr,
     while (iteration < MAX_SCAN) & (n_searching > 0):
         t, inside, occupied, step = lattice_step(ox, oy, oz, dx, dy, dz, t0, j, t_far, searching, occ_ptr, lo_x, lo_y,
                                                  lo_z, size_x, size_y, size_z, dt, R, SKIP_MARGIN, SUB)
-        tl.store(t_out_ptr + a * K + count, t, mask=occupied)
-        tl.store(delta_out_ptr + a * K + count, dt + 0.0 * t, mask=occupied)
+        tl.store(scratch_ptr + a.to(tl.int64) * K + count, t, mask=occupied)
         count += occupied.to(tl.int32)
         j = tl.where(searching, step, j)
         searching = searching & inside & (count < K)
         n_searching = tl.sum(searching.to(tl.int32), axis=0)
         iteration += 1
-    tl.store(t_ptr + ray, t0 + j * dt, mask=mask)
+    t_end = t0 + j * dt
+    tl.store(t_ptr + ray, t_end, mask=mask)
+    start = _reserve(counter_ptr, count, BLOCK)
+    tl.store(start_ptr + a, start, mask=mask)
+    tl.store(count_ptr + a, count.to(tl.int64), mask=mask)
+    # the tile below reads slots other lanes wrote
+    tl.debug_barrier()
+    for c0 in tl.static_range(0, K, K_CHUNK):
+        column = c0 + tl.arange(0, K_CHUNK)[None, :]
+        taken = mask[:, None] & (column < count[:, None])
+        t_tile = tl.load(scratch_ptr + a.to(tl.int64)[:, None] * K + column, mask=taken, other=0.0)
+        slot = (start[:, None] + column) * 3
+        tl.store(points_ptr + slot, ox[:, None] + t_tile * dx[:, None], mask=taken)
+        tl.store(points_ptr + slot + 1, oy[:, None] + t_tile * dy[:, None], mask=taken)
+        tl.store(points_ptr + slot + 2, oz[:, None] + t_tile * dz[:, None], mask=taken)
+        tl.store(dirs_out_ptr + slot, dx[:, None] + 0.0 * t_tile, mask=taken)
+        tl.store(dirs_out_ptr + slot + 1, dy[:, None] + 0.0 * t_tile, mask=taken)
+        tl.store(dirs_out_ptr + slot + 2, dz[:, None] + 0.0 * t_tile, mask=taken)
+    going_on = mask & (t_end < t_far)
+    position = _reserve(counter_ptr + 1, going_on.to(tl.int32), BLOCK)
+    tl.store(next_ptr + position, ray, mask=going_on)
 
 
-def march_segment(origins, dirs, active, t, t_far, occupancy, aabb, resolution: int, dt: float, k: int,
-                  max_scan: int, sub: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fused twin of :func:`ngfx.render.ops.raymarch.march_segment` (same arguments and results)."""
-    n_active = active.numel()
-    t_samples = torch.zeros(n_active, k, device=t.device)
-    deltas = torch.zeros(n_active, k, device=t.device)
-    if n_active:
-        _march_kernel[(triton.cdiv(n_active, BLOCK),)](
-            origins.contiguous(), dirs.contiguous(), active, t, t_far.contiguous(), grid_operand(occupancy, sub),
-            aabb.float().contiguous(), t_samples, deltas, n_active, float(dt), MAX_SCAN=int(max_scan), R=resolution, K=k,
-            SKIP_MARGIN=SKIP_MARGIN, SUB=sub, BLOCK=BLOCK)
-    return t_samples, deltas
+def march_packed(origins, dirs, active, t, t_far, occupancy, aabb, resolution: int, dt: float, k: int,
+                 max_scan: int, sub: int = 1) -> PackedSegment:
+    """Fused twin of :func:`ngfx.render.ops.raymarch.march_packed` (same arguments; the rays' blocks of samples and
+    the rays going on in any order). Reading the packed sizes is a host sync."""
+    n_active, device = active.numel(), t.device
+    if not n_active:
+        empty = torch.zeros(0, dtype=torch.long, device=device)
+        return PackedSegment(origins.new_zeros(0, 3), origins.new_zeros(0, 3), empty, empty, empty)
+    scratch = torch.empty(n_active * k, device=device)
+    points = torch.empty(n_active * k, 3, device=device)
+    sample_dirs = torch.empty(n_active * k, 3, device=device)
+    starts = torch.empty(n_active, dtype=torch.long, device=device)
+    counts = torch.empty(n_active, dtype=torch.long, device=device)
+    next_rays = torch.empty(n_active, dtype=torch.long, device=device)
+    counters = torch.zeros(2, dtype=torch.int32, device=device)
+    _march_kernel[(triton.cdiv(n_active, BLOCK),)](
+        origins.contiguous(), dirs.contiguous(), active, t, t_far.contiguous(), grid_operand(occupancy, sub),
+        aabb.float().contiguous(), scratch, counters, points, sample_dirs, starts, counts, next_rays, n_active,
+        float(dt), MAX_SCAN=int(max_scan), R=resolution, K=k, K_CHUNK=min(triton.next_power_of_2(k), 8),
+        SKIP_MARGIN=SKIP_MARGIN, SUB=sub, BLOCK=BLOCK)
+    n_samples, n_going_on = counters.tolist()
+    return PackedSegment(points[:n_samples], sample_dirs[:n_samples], starts, counts, next_rays[:n_going_on])
 
 
 def grid_operand(occupancy: torch.Tensor, sub: int) -> torch.Tensor:
@@ -250,66 +295,55 @@ def grid_operand(occupancy: torch.Tensor, sub: int) -> torch.Tensor:
 
 
 @triton.jit
-def _gather_kernel(o_ptr, d_ptr, active_ptr, t_ptr, slots_ptr, points_ptr, dirs_out_ptr, n,
-                   K: tl.constexpr, BLOCK: tl.constexpr):
-    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    mask = i < n
-    slot = tl.load(slots_ptr + i, mask=mask, other=0)
-    ray = tl.load(active_ptr + slot // K, mask=mask, other=0)
-    t = tl.load(t_ptr + slot, mask=mask, other=0.0)
-    for axis in tl.static_range(3):
-        d = tl.load(d_ptr + ray * 3 + axis, mask=mask, other=0.0)
-        tl.store(points_ptr + i * 3 + axis, tl.load(o_ptr + ray * 3 + axis, mask=mask, other=0.0) + t * d, mask=mask)
-        tl.store(dirs_out_ptr + i * 3 + axis, d, mask=mask)
-
-
-def gather_samples(origins, dirs, active, t_samples, slots, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fused twin of :func:`ngfx.render.ops.raymarch.gather_samples`: one kernel instead of seven gathers."""
-    n = slots.numel()
-    points = torch.empty(n, 3, device=origins.device)
-    sample_dirs = torch.empty(n, 3, device=origins.device)
-    if n:
-        _gather_kernel[(triton.cdiv(n, BLOCK),)](origins.contiguous(), dirs.contiguous(), active, t_samples, slots,
-                                                 points, sample_dirs, n, K=k, BLOCK=BLOCK)
-    return points, sample_dirs
-
-
-@triton.jit
-def _composite_kernel(colour_ptr, trans_ptr, active_ptr, sigma_ptr, rgb_ptr, delta_ptr, n_active,
-                      K: tl.constexpr, K_TILE: tl.constexpr, MAX_OPTICAL_DEPTH: tl.constexpr,
+def _composite_kernel(colour_ptr, trans_ptr, active_ptr, start_ptr, count_ptr, sigma_ptr, rgb_ptr, t_ptr, t_far_ptr,
+                      n_active, dt, min_transmittance, CHUNK: tl.constexpr, MAX_OPTICAL_DEPTH: tl.constexpr,
                       BLOCK: tl.constexpr):
-    """A [BLOCK, K] tile of segments read row-wise (coalesced, where a lane per ray walking its K slots read one
-    value per 32-byte sector), composited in closed form as the twin does: a slot's weight is the light left before
-    it, exp(-optical depth so far), times its opacity 1 - exp(-sigma delta)."""
+    """Each row of a [BLOCK, CHUNK] tile reads ``CHUNK`` consecutive packed samples of its ray (coalesced, where a
+    lane per ray reading one sample at a time touched a sector per value), composited in closed form as the twin
+    does: a sample's weight is the light left before it, exp(-optical depth so far), times its opacity
+    1 - exp(-sigma dt). A ray left with too little light moves to its exit."""
     a = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = a < n_active
     ray = tl.load(active_ptr + a, mask=mask, other=0)
     trans = tl.load(trans_ptr + ray, mask=mask, other=0.0)
-    column = tl.arange(0, K_TILE)[None, :]  # K padded to a power of two
-    slot = a[:, None] * K + column
-    tile = mask[:, None] & (column < K)
-    # as volume.capped_optical_depth: empty slots 0, capped so an inf density is opaque, not inf - inf
-    delta = tl.load(delta_ptr + slot, mask=tile, other=0.0)
-    optical = tl.where(delta > 0, tl.minimum(tl.load(sigma_ptr + slot, mask=tile, other=0.0) * delta,
-                                             MAX_OPTICAL_DEPTH), 0.0)
-    depth = tl.cumsum(optical, axis=1)  # up to and including each slot
-    weight = trans[:, None] * tl.exp(optical - depth) * (1.0 - tl.exp(-optical))
-    shown = tile & (optical > 0)
-    for c in tl.static_range(3):
-        value = tl.sum(weight * tl.load(rgb_ptr + slot * 3 + c, mask=shown, other=0.0), axis=1)
-        tl.store(colour_ptr + ray * 3 + c, tl.load(colour_ptr + ray * 3 + c, mask=mask, other=0.0) + value, mask=mask)
-    tl.store(trans_ptr + ray, trans * tl.exp(-tl.sum(optical, axis=1)), mask=mask)
+    start = tl.load(start_ptr + a, mask=mask, other=0)
+    count = tl.load(count_ptr + a, mask=mask, other=0)
+    r = tl.zeros([BLOCK], dtype=tl.float32)
+    g = tl.zeros([BLOCK], dtype=tl.float32)
+    b = tl.zeros([BLOCK], dtype=tl.float32)
+    longest = tl.max(count, axis=0)
+    c0 = 0
+    while c0 < longest:
+        column = c0 + tl.arange(0, CHUNK)[None, :]
+        tile = mask[:, None] & (column < count[:, None])
+        slot = start[:, None] + column
+        # as volume.capped_optical_depth: capped so an inf density is opaque, not inf - inf
+        optical = tl.where(tile, tl.minimum(tl.load(sigma_ptr + slot, mask=tile, other=0.0) * dt, MAX_OPTICAL_DEPTH),
+                           0.0)
+        depth = tl.cumsum(optical, axis=1)  # within the chunk, up to and including each sample
+        weight = trans[:, None] * tl.exp(optical - depth) * (1.0 - tl.exp(-optical))
+        r += tl.sum(weight * tl.load(rgb_ptr + slot * 3, mask=tile, other=0.0), axis=1)
+        g += tl.sum(weight * tl.load(rgb_ptr + slot * 3 + 1, mask=tile, other=0.0), axis=1)
+        b += tl.sum(weight * tl.load(rgb_ptr + slot * 3 + 2, mask=tile, other=0.0), axis=1)
+        trans = trans * tl.exp(-tl.sum(optical, axis=1))
+        c0 += CHUNK
+    tl.store(colour_ptr + ray * 3, tl.load(colour_ptr + ray * 3, mask=mask, other=0.0) + r, mask=mask)
+    tl.store(colour_ptr + ray * 3 + 1, tl.load(colour_ptr + ray * 3 + 1, mask=mask, other=0.0) + g, mask=mask)
+    tl.store(colour_ptr + ray * 3 + 2, tl.load(colour_ptr + ray * 3 + 2, mask=mask, other=0.0) + b, mask=mask)
+    tl.store(trans_ptr + ray, trans, mask=mask)
+    ended = mask & (trans <= min_transmittance)
+    tl.store(t_ptr + ray, tl.load(t_far_ptr + ray, mask=ended, other=0.0), mask=ended)
 
 
-def composite_segment(colour, transmittance, active, sigmas, rgbs, deltas, k: int) -> None:
+def composite_segment(colour, transmittance, active, starts, counts, sigmas, rgbs, dt: float, t, t_far,
+                      min_transmittance: float) -> None:
     """Fused twin of :func:`ngfx.render.ops.raymarch.composite_segment` (same arguments, updates in place)."""
     n_active = active.numel()
     if n_active:
-        k_tile = triton.next_power_of_2(k)
-        block = max(1, COMPOSITE_TILE // k_tile)
-        _composite_kernel[(triton.cdiv(n_active, block),)](
-            colour, transmittance, active, sigmas.contiguous(), rgbs.contiguous(), deltas.contiguous(), n_active,
-            K=k, K_TILE=k_tile, MAX_OPTICAL_DEPTH=MAX_OPTICAL_DEPTH, BLOCK=block)
+        _composite_kernel[(triton.cdiv(n_active, COMPOSITE_BLOCK),)](
+            colour, transmittance, active, starts, counts, sigmas.contiguous(), rgbs.contiguous(), t,
+            t_far.contiguous(), n_active, float(dt), float(min_transmittance), CHUNK=COMPOSITE_CHUNK,
+            MAX_OPTICAL_DEPTH=MAX_OPTICAL_DEPTH, BLOCK=COMPOSITE_BLOCK)
 
 
 @triton.jit
