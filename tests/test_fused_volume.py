@@ -28,12 +28,8 @@ def _nerf_field(seed: int) -> fused_volume.VolumeField:
     with torch.no_grad():
         field.density_net.encoding.params.mul_(1e4)
         field.density_net.network.weights[-1][0].abs_().mul_(4.0)
-
-    def unit(points):
-        return ((points - AABB[0]) / (AABB[1] - AABB[0])).clamp(0.0, 1.0)
-
     return fused_volume.VolumeField("nerf", field.density_net.encoding, field.density_net.network, field.colour_net,
-                                    AABB, lambda p, d: field.query(unit(p), d))
+                                    AABB, field.query)
 
 
 def _render_both(field, occupancy, resolution: int, sub: int = 1):

@@ -36,7 +36,8 @@ def _as_slots(segment, origins, dirs, active, k):
     ray = active[ray_indices]
     torch.testing.assert_close(segment.dirs[order], dirs[ray])
     t_samples, taken = torch.zeros(n_active, k), torch.zeros(n_active, k, dtype=torch.bool)
-    t_samples[ray_indices, rank] = ((segment.points[order] - origins[ray]) * dirs[ray]).sum(dim=1)
+    world = AABB[0] + segment.points[order] * (AABB[1] - AABB[0])
+    t_samples[ray_indices, rank] = ((world - origins[ray]) * dirs[ray]).sum(dim=1)
     taken[ray_indices, rank] = True
     return t_samples, taken
 
@@ -219,10 +220,14 @@ def test_render_loop_gives_the_same_frame_however_it_splits_the_work(monkeypatch
     res, dt = 16, 0.05
     origins, dirs, t_near, t_far = _rays_for_skipping()
     occupancy = _occupancy("ball", res)
-    field = lambda p, d: ((p.norm(dim=1) < 0.6).float() * 4.0, (p * 0.3 + 0.5).clamp(0, 1))  # noqa: E731
+
+    def field(unit, d):  # a ball, on the render loop's samples in the box's unit cube
+        p = AABB[0] + unit * (AABB[1] - AABB[0])
+        return (p.norm(dim=1) < 0.6).float() * 4.0, (p * 0.3 + 0.5).clamp(0, 1)
+
     background = torch.tensor([0.2, 0.3, 0.4])
     rays, t, deltas = raymarch.march_training(origins, dirs, t_near, t_far, occupancy, AABB, res, dt, 10 ** 4)[:3]
-    sigma, rgb = field(origins[rays] + t[:, None] * dirs[rays], dirs[rays])
+    sigma, rgb = field(raymarch.unit_points(origins[rays] + t[:, None] * dirs[rays], AABB), dirs[rays])
     expected, _ = volume.composite(sigma, rgb, deltas, rays, len(origins), background)
     frames = []
     for growth, chunk, fused in ((1, 2 ** 24, False), (16, 7, False), (16, 7, True)):

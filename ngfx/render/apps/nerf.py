@@ -157,7 +157,7 @@ class NerfApp(App):
 
     # --- training ------------------------------------------------------------------------------------
     def _unit(self, points: torch.Tensor) -> torch.Tensor:
-        return ((points - self.aabb[0]) / (self.aabb[1] - self.aabb[0])).clamp(0.0, 1.0)
+        return raymarch.unit_points(points, self.aabb)
 
     def density_world(self, points: torch.Tensor) -> torch.Tensor:
         return self.field.density(self._unit(points))
@@ -262,8 +262,9 @@ class NerfApp(App):
 
     def _query(self, points: torch.Tensor, dirs: torch.Tensor,
                fused: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """Density [S] and colour [S, 3] at world points [S, 3] seen along ``dirs`` (inference, named stages)."""
-        return self.field.query(self._unit(points), dirs, fused)
+        """Density [S] and colour [S, 3] at points [S, 3] in the scene box's unit cube seen along ``dirs``
+        (inference, named stages)."""
+        return self.field.query(points, dirs, fused)
 
     @torch.no_grad()
     def _shade(self, origins, dirs, t_near, t_far, background: torch.Tensor, fused: bool,

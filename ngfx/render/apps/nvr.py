@@ -36,7 +36,7 @@ from ngfx.render.orbit_view import orbit_camera
 from ngfx.render.neural_field import NeuralField, adam, check_size, preset_size, use_triton
 from ngfx.render.ops.occupancy import density_occupancy
 from ngfx.render.apps.presets import encoding_preset, mlp_preset
-from ngfx.render.ops.sphere_trace import to_unit
+from ngfx.render.ops.sphere_trace import from_unit, to_unit
 from scenes.cloud import MAX_DENSITY, cloud
 
 DEFAULT_STEPS = {"tiny": 300, "quick": 1000, "full": 20000}
@@ -193,10 +193,12 @@ class NvrApp(App):
                            density_scale=MAX_DENSITY)
 
     def _network_query(self, points: torch.Tensor, dirs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.density_colour(to_unit(points), query=True)
+        """Density and colour at points [S, 3] in the unit cube (the renderers' samples)."""
+        return self.density_colour(points, query=True)
 
     def _cloud_query(self, points: torch.Tensor, dirs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return cloud(points, self.seed)
+        """The true cloud at points [S, 3] in the unit cube (the renderers' samples)."""
+        return cloud(from_unit(points), self.seed)
 
     @torch.no_grad()
     def evaluate(self, per_ray: bool = False) -> dict:

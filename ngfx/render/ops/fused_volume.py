@@ -27,8 +27,8 @@ class VolumeField:
     ``kind`` "nerf": ``h = density_net(encoding(x))``, density ``exp(h[0])``, colour
     ``colour_net([h, SH(dir)])`` (instant-ngp's NeRF); "nvr": ``raw = density_net(encoding(x))``, density
     ``max(raw[0], 0) * density_scale``, colour ``sigmoid(raw[1:4])``. ``x`` is the world point mapped from
-    ``box`` [2, 3] onto the unit cube (clamped). ``query(points [S, 3], dirs [S, 3]) -> (density [S],
-    colour [S, 3])`` is the app's own PyTorch evaluation of the same field, which the twin runs.
+    ``box`` [2, 3] onto the unit cube (clamped). ``query(points [S, 3] in that unit cube, dirs [S, 3]) ->
+    (density [S], colour [S, 3])`` is the app's own PyTorch evaluation of the same field, which the twin runs.
     """
 
     kind: str

@@ -4,7 +4,7 @@
 * :func:`march_segment` -- for each active ray, the next ``K`` sample points in occupied cells (at most
   ``max_scan`` iterations, each taking one step or jumping over one empty cell), advancing the ray;
 * :func:`pack_segment` -- a marched segment packed for the network (:class:`PackedSegment`): the occupied
-  samples' positions and directions ray after ray, each ray's first sample and count, and the rays with lattice
+  samples' positions (in the unit cube of the box, the field's input) and directions ray after ray, each ray's first sample and count, and the rays with lattice
   left; :func:`march_packed` is both at once (the twin of the one fused kernel);
 * :func:`composite_segment` -- fold a packed segment's densities and colours into each ray's running colour and
   transmittance, front to back, and send a ray whose light is used up to its exit (early termination);
@@ -179,21 +179,21 @@ class PackedSegment(NamedTuple):
     """A marched segment packed for the network: active ray ``a``'s samples are ``points[starts[a]:starts[a] +
     counts[a]]``, in order along the ray (the rays' blocks may come in any order)."""
 
-    points: torch.Tensor  # [S, 3] sample positions
+    points: torch.Tensor  # [S, 3] sample positions in the unit cube of the marched box (the fields' input), clamped
     dirs: torch.Tensor  # [S, 3] their rays' directions
     starts: torch.Tensor  # [A] int64, the first sample of each active ray
     counts: torch.Tensor  # [A] int64, its samples
     next_rays: torch.Tensor  # [N] int64, the active rays with lattice left after the march (in any order)
 
 
-def pack_segment(origins, dirs, active, t, t_far, t_samples, deltas) -> PackedSegment:
+def pack_segment(origins, dirs, active, t, t_far, aabb, t_samples, deltas) -> PackedSegment:
     """The occupied slots of a marched segment (``t_samples``, ``deltas`` [A, K] from :func:`march_segment`, ``t``
     advanced by it) packed ray after ray; the rays with lattice left are the active ones with ``t < t_far``."""
     occupied = deltas > 0
     counts = occupied.sum(dim=1)
     rows, cols = torch.nonzero(occupied, as_tuple=True)
     ray = active[rows]
-    points = origins[ray] + t_samples[rows, cols, None] * dirs[ray]
+    points = unit_points(origins[ray] + t_samples[rows, cols, None] * dirs[ray], aabb)
     return PackedSegment(points, dirs[ray], counts.cumsum(0) - counts, counts, active[t[active] < t_far[active]])
 
 
@@ -201,7 +201,12 @@ def march_packed(origins, dirs, active, t, t_far, occupancy, aabb, resolution: i
                  max_scan: int, sub: int = 1) -> PackedSegment:
     """:func:`march_segment` then :func:`pack_segment`: the twin of the fused kernel that does both."""
     t_samples, deltas = march_segment(origins, dirs, active, t, t_far, occupancy, aabb, resolution, dt, k, max_scan, sub)
-    return pack_segment(origins, dirs, active, t, t_far, t_samples, deltas)
+    return pack_segment(origins, dirs, active, t, t_far, aabb, t_samples, deltas)
+
+
+def unit_points(points: torch.Tensor, aabb: torch.Tensor) -> torch.Tensor:
+    """World points [..., 3] -> the unit cube of ``aabb`` [2, 3], clamped (a field's input coordinates)."""
+    return ((points - aabb[0]) / (aabb[1] - aabb[0])).clamp(0.0, 1.0)
 
 
 def composite_segment(colour, transmittance, active, starts, counts, sigmas, rgbs, dt: float, t, t_far,
@@ -241,7 +246,7 @@ def render_segments(origins, dirs, t_start, t_far, occupancy, aabb, resolution: 
 
     Each pass takes the next ``segment`` (default ``SEGMENT``, grown by up to ``SEGMENT_GROWTH`` as rays finish)
     occupied samples of every active ray, packed (:func:`march_packed`),
-    evaluates ``query(points [S, 3], dirs [S, 3]) -> (sigma [S], rgb [S, 3])`` on them,
+    evaluates ``query(points [S, 3] in the unit cube of aabb, dirs [S, 3]) -> (sigma [S], rgb [S, 3])`` on them,
     composites them front to back and drops rays that left the box or whose transmittance fell below
     ``min_transmittance`` (early termination). ``occupancy`` with ``sub``: as :func:`march_segment`.
     ``fused`` picks the Triton kernels: one kernel marches and packs (stage ``{app}.march``, ``fused_compact``);
@@ -277,7 +282,7 @@ def render_segments(origins, dirs, t_start, t_far, occupancy, aabb, resolution: 
                               bytes_written=n_slots * 8.0, app=app, fused=False):
                 t_samples, deltas = march_segment(*march_args)
             with stages.stage(f"{app}.compact", "rest", n_inputs=n_slots, bytes_read=n_slots * 8.0, app=app):
-                packed = pack_segment(origins, dirs, rays, t, t_far, t_samples, deltas)
+                packed = pack_segment(origins, dirs, rays, t, t_far, aabb, t_samples, deltas)
         sigmas, rgbs = query_samples(query, packed.points, packed.dirs)
         with stages.stage(f"{app}.composite", "rest", n_inputs=sigmas.numel(), bytes_read=sigmas.numel() * 16.0,
                           bytes_written=rays.numel() * 16.0, app=app, fused=fused):

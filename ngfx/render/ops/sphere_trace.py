@@ -37,6 +37,11 @@ def to_unit(points: torch.Tensor) -> torch.Tensor:
     return ((points + 1.0) * 0.5).clamp(0.0, 1.0)
 
 
+def from_unit(points: torch.Tensor) -> torch.Tensor:
+    """The field's input coordinates in [0, 1]^3 -> world points in [-1, 1]^3 (the inverse of :func:`to_unit`)."""
+    return points * 2.0 - 1.0
+
+
 def trace_step(origins, dirs, active, t, raw, t_far, status, eps: float, step_scale: float,
                sphere_radius: float):
     """One sphere-tracing step for the active rays, in place on ``t`` and ``status``.

@@ -27,6 +27,10 @@ from ngfx.render.ops.triton_volume import load3
 from ngfx.render.ops.volume import MAX_OPTICAL_DEPTH
 
 BLOCK = 128
+# rays a marching program takes and its warps: a block walks until its last ray is done, so smaller blocks waste
+# fewer idle lanes behind long rays (timed on the H200 by bench_render --knobs)
+MARCH_BLOCK = 128
+MARCH_WARPS = 4
 COMPOSITE_BLOCK = 128  # rays a compositing program takes
 COMPOSITE_CHUNK = 8  # samples of each ray it reads at a time: the first pass's segment
 UNDISTORT_ITERATIONS = 10  # as cameras.undistort
@@ -199,6 +203,11 @@ def lattice_step(ox, oy, oz, dx, dy, dz, t0, j, t_far, searching, occ_ptr, lo_x,
 
 
 @triton.jit
+def _unit_coordinate(x, lo, size):
+    return tl.minimum(tl.maximum((x - lo) / size, 0.0), 1.0)
+
+
+@triton.jit
 def _reserve(counter_ptr, amounts, BLOCK: tl.constexpr):
     """Room for a block's ``amounts`` [BLOCK] (int32) at the end of a list sized by the int32 ``counter``: one atomic
     add per program -> each lane's first position, the lanes' room laid out in lane order."""
@@ -250,9 +259,10 @@ def _march_kernel(o_ptr, d_ptr, active_ptr, t_ptr, t_far_ptr, occ_ptr, aabb_ptr,
         taken = mask[:, None] & (column < count[:, None])
         t_tile = tl.load(scratch_ptr + a.to(tl.int64)[:, None] * K + column, mask=taken, other=0.0)
         slot = (start[:, None] + column) * 3
-        tl.store(points_ptr + slot, ox[:, None] + t_tile * dx[:, None], mask=taken)
-        tl.store(points_ptr + slot + 1, oy[:, None] + t_tile * dy[:, None], mask=taken)
-        tl.store(points_ptr + slot + 2, oz[:, None] + t_tile * dz[:, None], mask=taken)
+        # in the box's unit cube, as raymarch.unit_points
+        tl.store(points_ptr + slot, _unit_coordinate(ox[:, None] + t_tile * dx[:, None], lo_x, size_x), mask=taken)
+        tl.store(points_ptr + slot + 1, _unit_coordinate(oy[:, None] + t_tile * dy[:, None], lo_y, size_y), mask=taken)
+        tl.store(points_ptr + slot + 2, _unit_coordinate(oz[:, None] + t_tile * dz[:, None], lo_z, size_z), mask=taken)
         tl.store(dirs_out_ptr + slot, dx[:, None] + 0.0 * t_tile, mask=taken)
         tl.store(dirs_out_ptr + slot + 1, dy[:, None] + 0.0 * t_tile, mask=taken)
         tl.store(dirs_out_ptr + slot + 2, dz[:, None] + 0.0 * t_tile, mask=taken)
@@ -276,11 +286,11 @@ def march_packed(origins, dirs, active, t, t_far, occupancy, aabb, resolution: i
     counts = torch.empty(n_active, dtype=torch.long, device=device)
     next_rays = torch.empty(n_active, dtype=torch.long, device=device)
     counters = torch.zeros(2, dtype=torch.int32, device=device)
-    _march_kernel[(triton.cdiv(n_active, BLOCK),)](
+    _march_kernel[(triton.cdiv(n_active, MARCH_BLOCK),)](
         origins.contiguous(), dirs.contiguous(), active, t, t_far.contiguous(), grid_operand(occupancy, sub),
         aabb.float().contiguous(), scratch, counters, points, sample_dirs, starts, counts, next_rays, n_active,
         float(dt), MAX_SCAN=int(max_scan), R=resolution, K=k, K_CHUNK=min(triton.next_power_of_2(k), 8),
-        SKIP_MARGIN=SKIP_MARGIN, SUB=sub, BLOCK=BLOCK)
+        SKIP_MARGIN=SKIP_MARGIN, SUB=sub, BLOCK=MARCH_BLOCK, num_warps=MARCH_WARPS)
     n_samples, n_going_on = counters.tolist()
     return PackedSegment(points[:n_samples], sample_dirs[:n_samples], starts, counts, next_rays[:n_going_on])
 
