@@ -37,13 +37,14 @@ def trunc_exp(x: torch.Tensor) -> torch.Tensor:
     return _TruncExp.apply(x)
 
 
-def colour_head(h: torch.Tensor, dirs: torch.Tensor, colour_net: Network) -> tuple[torch.Tensor, torch.Tensor]:
-    """Density outputs h [N, 16] and unit directions [N, 3] -> (density [N], colour [N, 3]) float32:
-    ``trunc_exp(h[:, 0])`` and the colour network on [h, SH(dirs)] (differentiable).
+def field_head(features: torch.Tensor, dirs: torch.Tensor, density_mlp: Network,
+               colour_net: Network) -> tuple[torch.Tensor, torch.Tensor]:
+    """Encoded features [N, F] and unit directions [N, 3] -> (density [N], colour [N, 3]) float32:
+    ``h = density_mlp(features)``, ``trunc_exp(h[:, 0])`` and the colour network on [h, SH(dirs)] (differentiable).
 
-    The PyTorch twin of :func:`ngfx.render.ops.triton_nerf_head.colour_head`.
+    The PyTorch twin of :func:`ngfx.render.ops.triton_nerf_head.field_head`.
     """
-    h = h.float()
+    h = density_mlp(features).float()
     return trunc_exp(h[:, 0]), colour_net(colour_input(h, dirs)).float()
 
 
@@ -60,7 +61,7 @@ class NerfField(nn.Module):
         return trunc_exp(self.density_net(x)[:, 0].float())
 
     def forward(self, x: torch.Tensor, dirs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return colour_head(self.density_net(x), dirs, self.colour_net)
+        return field_head(self.density_net.encoding(x), dirs, self.density_net.network, self.colour_net)
 
     def _attrs(self) -> dict:
         c = self.density_net.encoding.cfg
@@ -76,15 +77,31 @@ class NerfField(nn.Module):
     def query(self, x: torch.Tensor, dirs: torch.Tensor, fused: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Inference inside named stages: encoding and MLPs apart while recording, fused otherwise.
 
-        ``fused`` runs the colour head (SH of the direction, colour MLP, density exp) in one Triton kernel;
-        while recording it builds only the colour network's input in Triton, so the SH and colour MLP stages
-        stay apart in traces.
+        ``fused`` runs the density MLP and the colour head (density exp, SH of the direction, colour MLP) in one
+        Triton kernel (:func:`ngfx.render.ops.triton_nerf_head.field_head`), after the grid kernel or, with
+        ``triton_nerf_head.ENCODE_IN_HEAD``, encoding in the same kernel. While recording it builds only the
+        colour network's input in Triton, so the encoding, MLP and SH stages stay apart in traces.
         """
         n, attrs = x.shape[0], self._attrs()
         enc, density_mlp = self.density_net.encoding, self.density_net.network
         c = enc.cfg
         grid_bytes = n * c.n_levels * 8 * c.n_features_per_level * 4.0
-        if stages.is_recording():
+        recording = stages.is_recording()
+        if fused and not recording:
+            from ngfx.render.ops import triton_nerf_head  # imports triton
+
+            encode_in_head = triton_nerf_head.ENCODE_IN_HEAD
+            # the stage holds the whole query; fused_encoding says whether the grid encoding runs in the head kernel
+            features_bytes = 0.0 if encode_in_head else n * enc.n_output_dims * 4.0  # written and read back
+            with stages.stage("nerf.field", "mlp", n_inputs=n,
+                              flops=self._flops(density_mlp, n) + self._flops(self.colour_net, n),
+                              bytes_read=n * 24.0 + grid_bytes + features_bytes,
+                              bytes_written=n * 16.0 + features_bytes, fused_encoding=encode_in_head,
+                              fused="density_mlp+exp+sh+color_mlp", **attrs):
+                if encode_in_head:
+                    return triton_nerf_head.field_head(x, dirs, density_mlp, self.colour_net, encoding=enc)
+                return triton_nerf_head.field_head(enc(x), dirs, density_mlp, self.colour_net)
+        if recording:
             with stages.stage("nerf.density_encoding", "encoding", n_inputs=n, bytes_read=n * 12.0 + grid_bytes,
                               bytes_written=n * enc.n_output_dims * 4.0, **attrs):
                 features = enc(x)
@@ -95,13 +112,6 @@ class NerfField(nn.Module):
             with stages.stage("nerf.density_field", "mlp", n_inputs=n, flops=self._flops(density_mlp, n),
                               bytes_read=n * 12.0 + grid_bytes, bytes_written=n * 64.0, fused_encoding=True, **attrs):
                 h = self.density_net(x)
-            if fused:
-                from ngfx.render.ops import triton_nerf_head  # imports triton
-
-                with stages.stage("nerf.color_head", "mlp", n_inputs=n, flops=self._flops(self.colour_net, n),
-                                  bytes_read=n * (h.shape[1] * h.element_size() + 12.0), bytes_written=n * 16.0,
-                                  app="nerf", fused="sh+color_mlp+exp"):
-                    return triton_nerf_head.colour_head(h, dirs, self.colour_net)
         # The view-direction SH encoding is no grid: the NGPC's encoding engine does not run it, the SMs do.
         with stages.stage("nerf.dir_encoding", "rest", n_inputs=n, bytes_read=n * 12.0, bytes_written=n * 64.0,
                           app="nerf", otype="SphericalHarmonics", n_dims=3):

@@ -1,12 +1,19 @@
-"""NeRF's colour head in one kernel: density from the density network's outputs, colour from the colour network.
+"""NeRF's field head in one kernel: density MLP, density and colour MLP per block of rows, h kept in registers.
 
-:func:`colour_head` is the Triton twin of :func:`ngfx.render.apps.nerf_field.colour_head`
-(``exp(h[:, 0])`` and ``colour_net([h, SH(dirs)])``). Run apart, that is five kernels: the SH colour input
-written to HBM (:func:`ngfx.render.ops.triton_sh.colour_input`, ~1.3 ms of an H200 1080p frame) and read back by
-the colour MLP, two float copies (~0.7 ms) and a torch exp (~0.35 ms). Here each block of rows reads h and its
-directions once, computes the SH basis in registers and feeds h and the SH tile to the first layer as two
+:func:`field_head` is the Triton twin of :func:`ngfx.render.apps.nerf_field.field_head`
+(``h = density_mlp(features)``, ``exp(h[:, 0])`` and ``colour_net([h, SH(dirs)])``). Run apart, the density MLP
+writes h [S, 16] fp32 to HBM and the colour head reads it back (an H200 1080p Lego frame, 20 M samples: 0.93 ms
+for the density MLP, 1.94 ms for the head). Here each block of rows reads its encoded features and directions
+once, runs the density MLP (:func:`ngfx.encodings.triton_mlp.mlp_block`), takes the log-density from h's first
+column, computes the SH basis in registers and feeds h and the SH tile to the colour network's first layer as two
 ``tl.dot``s against the two halves of its weights (the input is never concatenated), then runs the rest of the
-colour MLP (:func:`ngfx.encodings.triton_mlp.mlp_block`) and writes density and colour. Inference only.
+colour MLP and writes density and colour. Inference only.
+
+With an ``encoding``, the kernel takes unit-cube points instead of features and encodes them itself
+(:func:`ngfx.encodings.triton_grid.encode_block`), so the features never reach HBM either. Grid gathers are
+latency bound and want many rows in flight, the MLPs want registers; the fused grid + MLP kernel
+(:func:`ngfx.encodings.triton_mlp.fused_grid_mlp_forward`) ran slower on the H200 than the grid kernel and the
+MLP kernel apart, so :data:`ENCODE_IN_HEAD` (which of the two :meth:`NerfField.query` runs) stays off until timed.
 """
 
 from __future__ import annotations
@@ -15,32 +22,49 @@ import torch
 import triton
 import triton.language as tl
 
-from ngfx.encodings import triton_mlp
-from ngfx.encodings import Network
+from ngfx.encodings import Encoding, Network, triton_grid, triton_mlp
 from ngfx.render.ops.triton_sh import sh_basis
 
 N_SH = 16  # SH degree 4, as the colour input has it
+# NerfField.query's fused path: True encodes the points inside the head kernel, False runs the grid kernel first
+ENCODE_IN_HEAD = False
+# constexprs of the encoding when the kernel reads features (a pruned constexpr branch never uses them)
+_NO_ENCODING = dict(D=0, F=0, LEVELS=0, N_LEVELS=0, INTERP=0, PACKED=False)
 
 
 @triton.jit
-def _colour_head_kernel(h_ptr, dirs_ptr, w_in_ptr, w_hidden_ptr, w_out_ptr, sigma_ptr, rgb_ptr, n_rows, n_out,
-                        P: tl.constexpr, WIDTH: tl.constexpr, OUT: tl.constexpr, N_HIDDEN: tl.constexpr,
-                        ACT: tl.constexpr, OUT_ACT: tl.constexpr, PRECISION: tl.constexpr, BLOCK: tl.constexpr):
+def _field_head_kernel(x_ptr, dirs_ptr, table_ptr, meta_scale_ptr, meta_int_ptr, stride_ptr,
+                       density_in_ptr, density_hidden_ptr, density_out_ptr, w_in_ptr, w_hidden_ptr, w_out_ptr,
+                       sigma_ptr, rgb_ptr, n_rows, n_in, n_out,
+                       ENCODE: tl.constexpr, D: tl.constexpr, F: tl.constexpr, LEVELS: tl.constexpr,
+                       N_LEVELS: tl.constexpr, INTERP: tl.constexpr, PACKED: tl.constexpr, KIN: tl.constexpr,
+                       DENSITY_WIDTH: tl.constexpr, DENSITY_OUT: tl.constexpr, DENSITY_N_HIDDEN: tl.constexpr,
+                       DENSITY_ACT: tl.constexpr, DENSITY_OUT_ACT: tl.constexpr,
+                       WIDTH: tl.constexpr, OUT: tl.constexpr, N_HIDDEN: tl.constexpr, ACT: tl.constexpr,
+                       OUT_ACT: tl.constexpr, PRECISION: tl.constexpr, BLOCK: tl.constexpr):
     rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = rows < n_rows
-    cols = tl.arange(0, P)
     operand = w_out_ptr.dtype.element_ty
-    h = tl.load(h_ptr + rows[:, None] * P + cols[None, :], mask=mask[:, None], other=0.0)
-    # column 0 again from L1 rather than a reduction over the tile
-    log_density = tl.load(h_ptr + rows * P, mask=mask, other=0.0).to(tl.float32)
+    if ENCODE:  # x holds points [n_rows, D]; KIN == LEVELS * F
+        features = triton_grid.encode_block(x_ptr, table_ptr, meta_scale_ptr, meta_int_ptr, stride_ptr, rows, mask,
+                                            D, F, LEVELS, N_LEVELS, INTERP, PACKED)
+    else:  # x holds features [n_rows, n_in], padded to KIN columns
+        cols_in = tl.arange(0, KIN)
+        features = tl.load(x_ptr + rows.to(tl.int64)[:, None] * n_in + cols_in[None, :],
+                           mask=mask[:, None] & (cols_in[None, :] < n_in), other=0.0)
+    # h [BLOCK, DENSITY_OUT] float32, as the density MLP kernel would write it
+    h = triton_mlp.mlp_block(features.to(operand), density_in_ptr, density_hidden_ptr, density_out_ptr, KIN,
+                             DENSITY_WIDTH, DENSITY_OUT, DENSITY_N_HIDDEN, DENSITY_ACT, DENSITY_OUT_ACT, PRECISION)
+    cols = tl.arange(0, DENSITY_OUT)
+    log_density = tl.sum(tl.where(cols[None, :] == 0, h, 0.0), axis=1)  # column 0 exactly: the rest adds zeros
     tl.store(sigma_ptr + rows, tl.exp(log_density), mask=mask)
     x = tl.load(dirs_ptr + rows * 3, mask=mask, other=0.0)
     y = tl.load(dirs_ptr + rows * 3 + 1, mask=mask, other=0.0)
     z = tl.load(dirs_ptr + rows * 3 + 2, mask=mask, other=0.0)
-    # first layer: [h, SH] @ w_in = h @ w_in[:P] + SH @ w_in[P:] (sh_basis gives the 16 SH columns)
-    pre = tl.dot(h.to(operand), triton_mlp._load_matrix(w_in_ptr, P, WIDTH), input_precision=PRECISION)
-    pre = tl.dot(sh_basis(x, y, z).to(operand), triton_mlp._load_matrix(w_in_ptr + P * WIDTH, 16, WIDTH), pre,
-                 input_precision=PRECISION)
+    # first layer: [h, SH] @ w_in = h @ w_in[:P] + SH @ w_in[P:] (P = DENSITY_OUT; sh_basis gives the 16 SH columns)
+    pre = tl.dot(h.to(operand), triton_mlp._load_matrix(w_in_ptr, DENSITY_OUT, WIDTH), input_precision=PRECISION)
+    pre = tl.dot(sh_basis(x, y, z).to(operand), triton_mlp._load_matrix(w_in_ptr + DENSITY_OUT * WIDTH, 16, WIDTH),
+                 pre, input_precision=PRECISION)
     hidden = triton_mlp._activation(pre, ACT).to(operand)
     # the remaining layers are an MLP whose input layer is the first hidden layer
     rgb = triton_mlp.mlp_block(hidden, w_hidden_ptr, w_hidden_ptr + WIDTH * WIDTH, w_out_ptr, WIDTH, WIDTH, OUT,
@@ -49,23 +73,64 @@ def _colour_head_kernel(h_ptr, dirs_ptr, w_in_ptr, w_hidden_ptr, w_out_ptr, sigm
     tl.store(rgb_ptr + rows[:, None] * n_out + cols_out[None, :], rgb, mask=mask[:, None] & (cols_out[None, :] < n_out))
 
 
-def colour_head(h: torch.Tensor, dirs: torch.Tensor, colour_net: Network) -> tuple[torch.Tensor, torch.Tensor]:
-    """Density outputs h [S, P] (P a power of two >= 16, any float dtype) and unit directions [S, 3]
-    -> (density [S], colour [S, n_output_dims]) float32. ``S`` up to 2^24 (int32 offsets)."""
-    cfg = colour_net.cfg
-    n, p = h.shape
-    if p < triton_mlp.MIN_DOT_WIDTH or p & (p - 1) or cfg.n_input_dims != p + N_SH or cfg.n_hidden_layers < 1:
-        raise ValueError(f"colour_head: needs a power-of-two (>= {triton_mlp.MIN_DOT_WIDTH}) feature width and a "
-                         f"colour network with hidden layers reading those and {N_SH} SH coefficients; got "
-                         f"{p} features for a network of {cfg.n_input_dims} inputs, {cfg.n_hidden_layers} hidden")
+def _check_networks(density_mlp: Network, colour_net: Network) -> None:
+    p, colour = density_mlp.cfg.n_output_dims, colour_net.cfg
+    if p < triton_mlp.MIN_DOT_WIDTH or p & (p - 1) or colour.n_input_dims != p + N_SH or colour.n_hidden_layers < 1:
+        raise ValueError(f"field_head: needs a density network with a power-of-two (>= {triton_mlp.MIN_DOT_WIDTH}) "
+                         f"number of outputs and a colour network with hidden layers reading those and {N_SH} SH "
+                         f"coefficients; got {p} density outputs for a colour network of {colour.n_input_dims} "
+                         f"inputs, {colour.n_hidden_layers} hidden")
+
+
+def _prefixed(constants: dict, prefix: str) -> dict:
+    """One network's MLP constexprs named ``prefix + KEY`` (PRECISION is shared by both networks)."""
+    return {prefix + key: value for key, value in constants.items() if key != "PRECISION"}
+
+
+def field_head(x: torch.Tensor, dirs: torch.Tensor, density_mlp: Network, colour_net: Network,
+               encoding: Encoding | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(density [S], colour [S, n_output_dims]) float32 of NeRF's field; ``S`` up to 2^24 rows.
+
+    Args:
+        x: encoded features [S, density_mlp's inputs] (any float dtype), or with ``encoding`` unit-cube points
+            [S, D] that the kernel encodes.
+        dirs: unit view directions [S, 3].
+        density_mlp: the density network (its first output is the log-density); colour_net: the colour network
+            on [density outputs, SH(dirs)].
+    """
+    _check_networks(density_mlp, colour_net)
+    n_in = density_mlp.cfg.n_input_dims
+    if encoding is not None and encoding.n_output_dims != n_in:
+        raise ValueError(f"field_head: the encoding gives {encoding.n_output_dims} features, the density network "
+                         f"takes {n_in}")
+    what, width = ("points", encoding.n_input_dims) if encoding is not None else ("features", n_in)
+    if x.ndim != 2 or x.shape[1] != width:
+        raise ValueError(f"field_head: {what} must have shape [S, {width}], got {list(x.shape)}")
+    n = x.shape[0]
     if dirs.shape != (n, 3):
-        raise ValueError(f"colour_head: dirs must have shape [{n}, 3], got {list(dirs.shape)}")
-    sigma = torch.empty(n, device=h.device, dtype=torch.float32)
-    rgb = torch.empty(n, cfg.n_output_dims, device=h.device, dtype=torch.float32)
-    if n:
-        dtype = triton_mlp.operand_dtype(h.device)
-        packed_weights = triton_mlp.pack_weights(list(colour_net.weights), cfg, p + N_SH, dtype)
-        _colour_head_kernel[(triton.cdiv(n, triton_mlp.MLP_BLOCK),)](
-            h.contiguous(), dirs.float().contiguous(), *packed_weights, sigma, rgb, n, cfg.n_output_dims, P=p,
-            **triton_mlp.mlp_constants(cfg, dtype), BLOCK=triton_mlp.MLP_BLOCK, num_warps=triton_mlp.MLP_WARPS)
+        raise ValueError(f"field_head: dirs must have shape [{n}, 3], got {list(dirs.shape)}")
+    sigma = torch.empty(n, device=x.device, dtype=torch.float32)
+    rgb = torch.empty(n, colour_net.cfg.n_output_dims, device=x.device, dtype=torch.float32)
+    if not n:
+        return sigma, rgb
+    dtype = triton_mlp.operand_dtype(x.device)
+    if encoding is None:
+        grid_args, grid_constants = (x, x, x, x), _NO_ENCODING
+        kin, block, warps = triton_mlp._padded(n_in), triton_mlp.MLP_BLOCK, triton_mlp.MLP_WARPS
+    else:
+        x = x.float()
+        table, packed = triton_grid.forward_table(encoding.params, encoding.cfg, dtype)
+        grid_args = (table, *triton_grid.level_metadata(encoding.cfg, x.device))
+        grid_constants = dict(triton_grid.kernel_constants(encoding.cfg, min_width=triton_mlp.MIN_DOT_WIDTH),
+                              PACKED=packed)
+        kin = grid_constants["LEVELS"] * encoding.cfg.n_features_per_level
+        block, warps = triton_mlp.FUSED_BLOCK, triton_mlp.FUSED_WARPS
+    p = density_mlp.cfg.n_output_dims
+    density_weights = triton_mlp.pack_weights(list(density_mlp.weights), density_mlp.cfg, kin, dtype)
+    colour_weights = triton_mlp.pack_weights(list(colour_net.weights), colour_net.cfg, p + N_SH, dtype)
+    _field_head_kernel[(triton.cdiv(n, block),)](
+        x.contiguous(), dirs.float().contiguous(), *grid_args, *density_weights, *colour_weights, sigma, rgb, n,
+        n_in, colour_net.cfg.n_output_dims, ENCODE=encoding is not None, **grid_constants, KIN=kin,
+        **_prefixed(triton_mlp.mlp_constants(density_mlp.cfg, dtype), "DENSITY_"),
+        **triton_mlp.mlp_constants(colour_net.cfg, dtype), BLOCK=block, num_warps=warps)
     return sigma, rgb
