@@ -215,8 +215,8 @@ def test_refine_occupancy_keeps_the_fine_cells_near_density():
 
 
 def test_render_loop_gives_the_same_frame_however_it_splits_the_work(monkeypatch):
-    """render_segments with growing segments, a field queried 7 samples at a time and rays dropped a pass late
-    composites the same as one pass of every sample (march_training + volume.composite), with no termination."""
+    """render_segments with growing segments, a field queried 7 samples at a time, lanes of rays taking turns and
+    rays dropped a pass late composites the same as one pass of every sample (march_training + volume.composite), with no termination."""
     res, dt = 16, 0.05
     origins, dirs, t_near, t_far = _rays_for_skipping()
     occupancy = _occupancy("ball", res)
@@ -230,9 +230,10 @@ def test_render_loop_gives_the_same_frame_however_it_splits_the_work(monkeypatch
     sigma, rgb = field(raymarch.unit_points(origins[rays] + t[:, None] * dirs[rays], AABB), dirs[rays])
     expected, _ = volume.composite(sigma, rgb, deltas, rays, len(origins), background)
     frames = []
-    for growth, chunk, fused in ((1, 2 ** 24, False), (16, 7, False), (16, 7, True)):
+    for growth, chunk, fused, lanes in ((1, 2 ** 24, False, 1), (16, 7, False, 3), (16, 7, True, 2)):
         monkeypatch.setattr(raymarch, "SEGMENT_GROWTH", growth)
         monkeypatch.setattr(raymarch, "QUERY_SAMPLES", chunk)
+        monkeypatch.setattr(raymarch, "LANES", lanes)
         frames.append(raymarch.render_segments(origins, dirs, t_near, t_far, occupancy, AABB, res, dt, field,
                                                background, app="test", fused=fused, max_scan=8,
                                                min_transmittance=0.0, segment=4))

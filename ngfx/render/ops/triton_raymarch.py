@@ -271,14 +271,34 @@ def _march_kernel(o_ptr, d_ptr, active_ptr, t_ptr, t_far_ptr, occ_ptr, aabb_ptr,
     tl.store(next_ptr + position, ray, mask=going_on)
 
 
+class PendingSegment:
+    """A fused march's packed segment whose sizes are on their way to the host: :meth:`result` waits for them (on a
+    GPU only for the march itself, through an event, not for the work queued after it)."""
+
+    def __init__(self, buffers: tuple[torch.Tensor, ...], counters: torch.Tensor):
+        self.buffers = buffers
+        if counters.is_cuda:
+            self.counters = torch.empty(counters.shape, dtype=counters.dtype, pin_memory=True)
+            self.counters.copy_(counters, non_blocking=True)
+            self.ready = torch.cuda.Event()
+            self.ready.record()
+        else:
+            self.counters, self.ready = counters, None
+
+    def result(self) -> PackedSegment:
+        if self.ready is not None:
+            self.ready.synchronize()
+        n_samples, n_going_on = self.counters.tolist()
+        points, sample_dirs, starts, counts, next_rays = self.buffers
+        return PackedSegment(points[:n_samples], sample_dirs[:n_samples], starts, counts, next_rays[:n_going_on])
+
+
 def march_packed(origins, dirs, active, t, t_far, occupancy, aabb, resolution: int, dt: float, k: int,
-                 max_scan: int, sub: int = 1) -> PackedSegment:
+                 max_scan: int, sub: int = 1, wait: bool = True) -> PackedSegment | PendingSegment:
     """Fused twin of :func:`ngfx.render.ops.raymarch.march_packed` (same arguments; the rays' blocks of samples and
-    the rays going on in any order). Reading the packed sizes is a host sync."""
+    the rays going on in any order). Reading the packed sizes is a host sync; with ``wait`` False it is left to the
+    :class:`PendingSegment` returned."""
     n_active, device = active.numel(), t.device
-    if not n_active:
-        empty = torch.zeros(0, dtype=torch.long, device=device)
-        return PackedSegment(origins.new_zeros(0, 3), origins.new_zeros(0, 3), empty, empty, empty)
     scratch = torch.empty(n_active * k, device=device)
     points = torch.empty(n_active * k, 3, device=device)
     sample_dirs = torch.empty(n_active * k, 3, device=device)
@@ -286,13 +306,14 @@ def march_packed(origins, dirs, active, t, t_far, occupancy, aabb, resolution: i
     counts = torch.empty(n_active, dtype=torch.long, device=device)
     next_rays = torch.empty(n_active, dtype=torch.long, device=device)
     counters = torch.zeros(2, dtype=torch.int32, device=device)
-    _march_kernel[(triton.cdiv(n_active, MARCH_BLOCK),)](
-        origins.contiguous(), dirs.contiguous(), active, t, t_far.contiguous(), grid_operand(occupancy, sub),
-        aabb.float().contiguous(), scratch, counters, points, sample_dirs, starts, counts, next_rays, n_active,
-        float(dt), MAX_SCAN=int(max_scan), R=resolution, K=k, K_CHUNK=min(triton.next_power_of_2(k), 8),
-        SKIP_MARGIN=SKIP_MARGIN, SUB=sub, BLOCK=MARCH_BLOCK, num_warps=MARCH_WARPS)
-    n_samples, n_going_on = counters.tolist()
-    return PackedSegment(points[:n_samples], sample_dirs[:n_samples], starts, counts, next_rays[:n_going_on])
+    if n_active:
+        _march_kernel[(triton.cdiv(n_active, MARCH_BLOCK),)](
+            origins.contiguous(), dirs.contiguous(), active, t, t_far.contiguous(), grid_operand(occupancy, sub),
+            aabb.float().contiguous(), scratch, counters, points, sample_dirs, starts, counts, next_rays, n_active,
+            float(dt), MAX_SCAN=int(max_scan), R=resolution, K=k, K_CHUNK=min(triton.next_power_of_2(k), 8),
+            SKIP_MARGIN=SKIP_MARGIN, SUB=sub, BLOCK=MARCH_BLOCK, num_warps=MARCH_WARPS)
+    pending = PendingSegment((points, sample_dirs, starts, counts, next_rays), counters)
+    return pending.result() if wait else pending
 
 
 def grid_operand(occupancy: torch.Tensor, sub: int) -> torch.Tensor:
