@@ -156,3 +156,18 @@ def test_packed_fp16_pairs_match_reference(interpolation):
     expected = reference.grid_encode(x, params.half().float(), cfg)
     far = ~border_band(x, cfg)
     torch.testing.assert_close(out[far], expected[far], rtol=1e-5, atol=1e-5)
+
+
+def test_inference_features_in_half_precision_are_the_forward_rounded():
+    torch.manual_seed(4)
+    enc = Encoding(3, {"otype": "HashGrid", "n_levels": 4, "n_features_per_level": 2, "log2_hashmap_size": 10},
+                   backend="triton")
+    with torch.no_grad():
+        enc.params.normal_()  # features of order 1 (the initial table is within 1e-4)
+    x = torch.rand(300, 3)
+    forward = enc(x).detach()
+    half = enc.features(x, torch.float16)
+    assert half.dtype == torch.float16 and not half.requires_grad
+    torch.testing.assert_close(half, forward.half(), atol=0, rtol=0)
+    torch.testing.assert_close(enc.features(x), forward, atol=0, rtol=0)
+    assert float(forward.abs().max()) > 0.1  # the features are not all zero

@@ -121,6 +121,17 @@ class Encoding(nn.Module):
             return tcnn_backend.grid_encode(x, self.params, self.cfg)
         return reference.grid_encode(x, self.params, self.cfg)
 
+    @torch.no_grad()
+    def features(self, x: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Inference: the features of :meth:`forward` in ``dtype``, without autograd; on the triton backend written
+        in that dtype by the kernel (fp16 for an fp16 consumer: half the bytes to HBM and back)."""
+        _check_input(x, self.cfg.n_dims, "Encoding")
+        if resolve_backend(self.backend, x.device) == "triton":
+            from ngfx.encodings import triton_grid
+
+            return triton_grid.encode_forward(x.contiguous().float(), self.params, self.cfg, out_dtype=dtype)
+        return self(x).to(dtype)
+
     def extra_repr(self) -> str:
         c = self.cfg
         return (f"{c.grid_type}Grid D={c.n_dims} levels={c.n_levels}x{c.n_features_per_level} "

@@ -180,7 +180,7 @@ def _grid_forward_kernel(x_ptr, table_ptr, meta_scale_ptr, meta_int_ptr, stride_
     features = encode_block(x_ptr, table_ptr, meta_scale_ptr, meta_int_ptr, stride_ptr, offs_n, mask_n,
                             D, F, LEVELS, N_LEVELS, INTERP, PACKED)
     offs_c = tl.arange(0, LEVELS * F)
-    tl.store(out_ptr + offs_n[:, None] * (N_LEVELS * F) + offs_c[None, :], features,
+    tl.store(out_ptr + offs_n[:, None] * (N_LEVELS * F) + offs_c[None, :], features.to(out_ptr.dtype.element_ty),
              mask=mask_n[:, None] & (offs_c[None, :] < N_LEVELS * F))
 
 
@@ -324,18 +324,27 @@ def kernel_constants(cfg: GridConfig, min_width: int = 1) -> dict:
                 N_LEVELS=cfg.n_levels, INTERP=INTERPOLATION_CODES[cfg.interpolation])
 
 
+def encode_forward(x: torch.Tensor, params: torch.Tensor, cfg: GridConfig, precision: torch.dtype | None = None,
+                   out_dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The forward kernel alone, no autograd: x [N, D] float32 -> features [N, n_output_dims] in ``out_dtype``
+    (inference may ask fp16: half the bytes written and read back by an fp16 consumer). ``precision``: as
+    :func:`grid_encode`."""
+    table, packed = forward_table(params, cfg, precision or table_dtype(x.device))
+    out = torch.empty(x.shape[0], cfg.n_output_dims, dtype=out_dtype, device=x.device)
+    if x.shape[0]:
+        _grid_forward_kernel[(triton.cdiv(x.shape[0], FORWARD_BLOCK),)](
+            x, table, *level_metadata(cfg, x.device), out, x.shape[0], **kernel_constants(cfg), PACKED=packed,
+            BLOCK=FORWARD_BLOCK, num_warps=FORWARD_WARPS)
+    return out
+
+
 class _GridEncode(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, params, cfg: GridConfig, precision):
         x = x.contiguous().float()
-        meta = level_metadata(cfg, x.device)
-        table, packed = forward_table(params, cfg, precision or table_dtype(x.device))
-        out = torch.empty(x.shape[0], cfg.n_output_dims, dtype=torch.float32, device=x.device)
-        grid = (triton.cdiv(x.shape[0], FORWARD_BLOCK),)
-        _grid_forward_kernel[grid](x, table, *meta, out, x.shape[0], **kernel_constants(cfg), PACKED=packed,
-                                   BLOCK=FORWARD_BLOCK, num_warps=FORWARD_WARPS)
+        out = encode_forward(x, params, cfg, precision)
         ctx.save_for_backward(x, params)
-        ctx.cfg, ctx.meta = cfg, meta
+        ctx.cfg, ctx.meta = cfg, level_metadata(cfg, x.device)
         return out
 
     @staticmethod

@@ -88,11 +88,13 @@ class NerfField(nn.Module):
         grid_bytes = n * c.n_levels * 8 * c.n_features_per_level * 4.0
         recording = stages.is_recording()
         if fused and not recording:
+            from ngfx.encodings.triton_mlp import operand_dtype
             from ngfx.render.ops import triton_nerf_head  # imports triton
 
             encode_in_head = triton_nerf_head.ENCODE_IN_HEAD
             # the stage holds the whole query; fused_encoding says whether the grid encoding runs in the head kernel
-            features_bytes = 0.0 if encode_in_head else n * enc.n_output_dims * 4.0  # written and read back
+            # fp16 features (fp32 under the interpreter), written and read back
+            features_bytes = 0.0 if encode_in_head else n * enc.n_output_dims * 2.0
             with stages.stage("nerf.field", "mlp", n_inputs=n,
                               flops=self._flops(density_mlp, n) + self._flops(self.colour_net, n),
                               bytes_read=n * 24.0 + grid_bytes + features_bytes,
@@ -100,7 +102,8 @@ class NerfField(nn.Module):
                               fused="density_mlp+exp+sh+color_mlp", **attrs):
                 if encode_in_head:
                     return triton_nerf_head.field_head(x, dirs, density_mlp, self.colour_net, encoding=enc)
-                return triton_nerf_head.field_head(enc(x), dirs, density_mlp, self.colour_net)
+                features = enc.features(x, operand_dtype(x.device))
+                return triton_nerf_head.field_head(features, dirs, density_mlp, self.colour_net)
         if recording:
             with stages.stage("nerf.density_encoding", "encoding", n_inputs=n, bytes_read=n * 12.0 + grid_bytes,
                               bytes_written=n * enc.n_output_dims * 4.0, **attrs):
