@@ -142,10 +142,11 @@ def sweep_knobs(app, resolutions: list[tuple[int, int]], settings: list[dict], r
 
 
 def knob(key: str) -> tuple:
-    """``"module.NAME"`` of ``--knobs`` -> (the module under ngfx.render, NAME); an unknown one is a ValueError."""
+    """``"module.NAME"`` of ``--knobs`` -> (the module under ngfx.render, or named in full from ``ngfx.``, NAME); an
+    unknown one is a ValueError."""
     module_name, name = key.rpartition(".")[::2]
-    try:
-        module = importlib.import_module(f"ngfx.render.{module_name}")
+    try:  # under ngfx.render, or a full name (ngfx.encodings.triton_grid.FORWARD_BLOCK)
+        module = importlib.import_module(module_name if module_name.startswith("ngfx.") else f"ngfx.render.{module_name}")
     except (ImportError, ValueError):
         module = None
     if not hasattr(module, name):

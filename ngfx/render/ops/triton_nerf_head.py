@@ -28,6 +28,10 @@ from ngfx.render.ops.triton_sh import sh_basis
 N_SH = 16  # SH degree 4, as the colour input has it
 # NerfField.query's fused path: True encodes the points inside the head kernel, False runs the grid kernel first
 ENCODE_IN_HEAD = False
+# rows a head program takes and its warps (features in): under 64 rows per 4 warps, as triton_mlp's MLP_BLOCK (wgmma
+# shapes broke on the H200 with Triton 3.6); timed on the H200 by bench_render --knobs
+HEAD_BLOCK = triton_mlp.MLP_BLOCK
+HEAD_WARPS = triton_mlp.MLP_WARPS
 # constexprs of the encoding when the kernel reads features (a pruned constexpr branch never uses them)
 _NO_ENCODING = dict(D=0, F=0, LEVELS=0, N_LEVELS=0, INTERP=0, PACKED=False)
 
@@ -116,7 +120,7 @@ def field_head(x: torch.Tensor, dirs: torch.Tensor, density_mlp: Network, colour
     dtype = triton_mlp.operand_dtype(x.device)
     if encoding is None:
         grid_args, grid_constants = (x, x, x, x), _NO_ENCODING
-        kin, block, warps = triton_mlp._padded(n_in), triton_mlp.MLP_BLOCK, triton_mlp.MLP_WARPS
+        kin, block, warps = triton_mlp._padded(n_in), HEAD_BLOCK, HEAD_WARPS
     else:
         x = x.float()
         table, packed = triton_grid.forward_table(encoding.params, encoding.cfg, dtype)
