@@ -484,3 +484,23 @@ def test_homogeneous_segment_transmittance_is_beer_lambert():
                   torch.ones(k, 3), dt, t, torch.ones(1), 0.0)
         assert float(trans) == pytest.approx(math.exp(-sigma * k * dt), rel=1e-5)
         assert float(colour[0, 0]) == pytest.approx(1 - math.exp(-sigma * k * dt), rel=1e-5)
+
+
+def test_fused_pass_records_what_its_kernel_fused():
+    """A recorded fused pass is one march stage labelled "march+compact" (so the simulator does not speed the
+    compaction up again); the PyTorch twins record march and compact apart."""
+    from ngfx.ngpc_sim.capture import _rest_mode
+    from ngfx.render.stages import record_stages
+
+    res, dt = 16, 0.05
+    origins, dirs, t_near, t_far = _rays_for_skipping()
+    field = lambda p, d: (torch.full((len(p),), 3.0), torch.full((len(p), 3), 0.5))  # noqa: E731
+    for fused in (False, True):
+        with record_stages("cpu") as records:
+            raymarch.render_segments(origins, dirs, t_near, t_far, _occupancy("ball", res), AABB, res, dt, field,
+                                     torch.zeros(3), app="test", fused=fused, max_scan=8, min_transmittance=1e-2)
+        names = {r.name for r in records}
+        marches = [r for r in records if r.name == "test.march"]
+        assert marches and ("test.compact" in names) != fused
+        assert all(r.attrs["fused"] == ("march+compact" if fused else False) for r in marches)
+        assert _rest_mode(records, fused) == ("fused" if fused else "unfused")

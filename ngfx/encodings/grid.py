@@ -129,7 +129,8 @@ class Encoding(nn.Module):
         if resolve_backend(self.backend, x.device) == "triton":
             from ngfx.encodings import triton_grid
 
-            return triton_grid.encode_forward(x.contiguous().float(), self.params, self.cfg, out_dtype=dtype)
+            return triton_grid.encode_forward(x.contiguous().float(), self.params, self.cfg, out_dtype=dtype,
+                                              inference=True)
         return self(x).to(dtype)
 
     def extra_repr(self) -> str:

@@ -31,6 +31,10 @@ INTERPOLATION_CODES = {"Linear": 0, "Smoothstep": 1, "Nearest": 2}
 SUPPORTED_DIMS = (2, 3)
 FORWARD_BLOCK = 256  # best of the H200 sweep (issue 13's run; 128 x 4 within 1 %)
 FORWARD_WARPS = 8
+# Encoding.features (inference) on rendered samples, which come ray after ray (neighbours share cells) rather than
+# uniform: H200, Lego 4K frame (703a117, bench_render --knobs): 256 x 8 warps 42.48 ms, 128 x 4 42.08, 64 x 4 40.18
+FEATURES_BLOCK = 64
+FEATURES_WARPS = 4
 BACKWARD_BLOCK = 32  # best of the H200 sweep (issue 13's run: 32 x 2, 64 x 4, 128 x 8 within 0.5 %)
 BACKWARD_WARPS = 2
 
@@ -325,16 +329,17 @@ def kernel_constants(cfg: GridConfig, min_width: int = 1) -> dict:
 
 
 def encode_forward(x: torch.Tensor, params: torch.Tensor, cfg: GridConfig, precision: torch.dtype | None = None,
-                   out_dtype: torch.dtype = torch.float32) -> torch.Tensor:
+                   out_dtype: torch.dtype = torch.float32, inference: bool = False) -> torch.Tensor:
     """The forward kernel alone, no autograd: x [N, D] float32 -> features [N, n_output_dims] in ``out_dtype``
     (inference may ask fp16: half the bytes written and read back by an fp16 consumer). ``precision``: as
-    :func:`grid_encode`."""
+    :func:`grid_encode`; ``inference`` takes the launch shape timed on rendered samples."""
     table, packed = forward_table(params, cfg, precision or table_dtype(x.device))
     out = torch.empty(x.shape[0], cfg.n_output_dims, dtype=out_dtype, device=x.device)
+    block, warps = (FEATURES_BLOCK, FEATURES_WARPS) if inference else (FORWARD_BLOCK, FORWARD_WARPS)
     if x.shape[0]:
-        _grid_forward_kernel[(triton.cdiv(x.shape[0], FORWARD_BLOCK),)](
+        _grid_forward_kernel[(triton.cdiv(x.shape[0], block),)](
             x, table, *level_metadata(cfg, x.device), out, x.shape[0], **kernel_constants(cfg), PACKED=packed,
-            BLOCK=FORWARD_BLOCK, num_warps=FORWARD_WARPS)
+            BLOCK=block, num_warps=warps)
     return out
 
 

@@ -257,7 +257,7 @@ def render_segments(origins, dirs, t_start, t_far, occupancy, aabb, resolution: 
     evaluates ``query(points [S, 3] in the unit cube of aabb, dirs [S, 3]) -> (sigma [S], rgb [S, 3])`` on them,
     composites them front to back and drops rays that left the box or whose transmittance fell below
     ``min_transmittance`` (early termination). ``occupancy`` with ``sub``: as :func:`march_segment`.
-    ``fused`` picks the Triton kernels: one kernel marches and packs (stage ``{app}.march``, ``fused_compact``);
+    ``fused`` picks the Triton kernels: one kernel marches and packs (stage ``{app}.march``, ``fused`` "march+compact");
     the PyTorch twins run as the stages ``{app}.march`` and ``{app}.compact``. Compositing is ``{app}.composite``.
     Each pass makes one host sync: the packed segment's sizes, waited for only once the other lanes' work is queued.
     """
@@ -281,7 +281,7 @@ def render_segments(origins, dirs, t_start, t_far, occupancy, aabb, resolution: 
         march_args = (origins, dirs, rays, t, t_far, occupancy, aabb, resolution, dt, k, scan, sub)
         if fused:
             with stages.stage(f"{app}.march", "rest", n_inputs=rays.numel() * scan, bytes_read=rays.numel() * 32.0,
-                              bytes_written=n_slots * 8.0, app=app, fused=True, fused_compact=True):
+                              bytes_written=n_slots * 8.0, app=app, fused="march+compact"):
                 return triton_raymarch.march_packed(*march_args, wait=False)
         with stages.stage(f"{app}.march", "rest", n_inputs=rays.numel() * scan, bytes_read=rays.numel() * 32.0,
                           bytes_written=n_slots * 8.0, app=app, fused=False):

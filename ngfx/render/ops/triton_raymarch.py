@@ -27,10 +27,11 @@ from ngfx.render.ops.triton_volume import load3
 from ngfx.render.ops.volume import MAX_OPTICAL_DEPTH
 
 BLOCK = 128
-# rays a marching program takes and its warps: a block walks until its last ray is done, so smaller blocks waste
-# fewer idle lanes behind long rays (timed on the H200 by bench_render --knobs)
-MARCH_BLOCK = 128
-MARCH_WARPS = 4
+# rays a marching program takes and its warps: a block walks until its last ray is done and counts its rays still
+# walking at every step (a reduction across its warps), so one warp of 32 rays wastes the least. H200, Lego 4K
+# (703a117, bench_render --knobs): 128 x 4 warps 42.13 ms, 64 x 1 43.93, 32 x 1 39.51 (BENCHMARKS.md, issue 14)
+MARCH_BLOCK = 32
+MARCH_WARPS = 1
 COMPOSITE_BLOCK = 128  # rays a compositing program takes
 COMPOSITE_CHUNK = 8  # samples of each ray it reads at a time: the first pass's segment
 UNDISTORT_ITERATIONS = 10  # as cameras.undistort
