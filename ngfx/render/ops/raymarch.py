@@ -105,10 +105,8 @@ def cell_exit(origins, dirs, cells, aabb, resolution) -> torch.Tensor:
     size = aabb[1] - aabb[0]
     cell = size / resolution
     margin = SKIP_MARGIN * cell
-    safe_dirs = torch.where(dirs == 0, torch.ones_like(dirs), dirs)
-    to_upper = (aabb[0] + (cells + 1.0) * cell - margin - origins) / safe_dirs
-    to_lower = (aabb[0] + cells * cell + margin - origins) / safe_dirs
-    per_axis = torch.where(dirs > 0, to_upper, torch.where(dirs < 0, to_lower, torch.full_like(dirs, float("inf"))))
+    face = torch.where(dirs > 0, aabb[0] + (cells + 1.0) * cell - margin, aabb[0] + cells * cell + margin)
+    per_axis = torch.where(dirs == 0, float("inf"), (face - origins) / torch.where(dirs == 0, 1.0, dirs))
     return per_axis.amin(dim=1)
 
 

@@ -157,11 +157,10 @@ def load_box(box_ptr):
 
 @triton.jit
 def _cell_exit_axis(o, d, cell_coord, lo, cell, margin):
-    """Distance to the exit face of the cell along one axis (see raymarch.cell_exit); inf if parallel."""
-    safe_d = tl.where(d == 0, 1.0, d)
-    to_upper = (lo + (cell_coord + 1.0) * cell - margin - o) / safe_d
-    to_lower = (lo + cell_coord * cell + margin - o) / safe_d
-    return tl.where(d > 0, to_upper, tl.where(d < 0, to_lower, float("inf")))
+    """Distance to the exit face of the cell along one axis (see raymarch.cell_exit); inf if parallel. One division:
+    the face the ray leaves through is picked first."""
+    face = tl.where(d > 0, lo + (cell_coord + 1.0) * cell - margin, lo + cell_coord * cell + margin)
+    return tl.where(d == 0, float("inf"), (face - o) / tl.where(d == 0, 1.0, d))
 
 
 @triton.jit
@@ -180,7 +179,6 @@ def lattice_step(ox, oy, oz, dx, dy, dz, t0, j, t_far, searching, occ_ptr, lo_x,
     inside = t < t_far
     if SUB == 1:
         occupied = searching & inside & (tl.load(occ_ptr + cell, mask=searching & inside, other=0) != 0)
-        res = R + 0.0 * t
     else:
         bits = tl.load(occ_ptr + cell, mask=searching & inside, other=0)
         coarse = bits != 0
@@ -194,8 +192,13 @@ def lattice_step(ox, oy, oz, dx, dy, dz, t0, j, t_far, searching, occ_ptr, lo_x,
         occupied = searching & inside & coarse & fine
         # an empty fine cell of an occupied coarse cell is the one jumped over
         fx, fy, fz = tl.where(coarse, gx, fx), tl.where(coarse, gy, fy), tl.where(coarse, gz, fz)
-        res = tl.where(coarse, R * SUB + 0.0 * t, R + 0.0 * t)
-    cell_x, cell_y, cell_z = size_x / res, size_y / res, size_z / res
+    # cell sizes of the level jumped over: per block, not per lane (the same quotients as size / resolution per lane)
+    if SUB == 1:
+        cell_x, cell_y, cell_z = size_x / R, size_y / R, size_z / R
+    else:
+        cell_x = tl.where(coarse, size_x / (R * SUB), size_x / R)
+        cell_y = tl.where(coarse, size_y / (R * SUB), size_y / R)
+        cell_z = tl.where(coarse, size_z / (R * SUB), size_z / R)
     exit_t = tl.minimum(tl.minimum(_cell_exit_axis(ox, dx, fx, lo_x, cell_x, SKIP_MARGIN * cell_x),
                                    _cell_exit_axis(oy, dy, fy, lo_y, cell_y, SKIP_MARGIN * cell_y)),
                         _cell_exit_axis(oz, dz, fz, lo_z, cell_z, SKIP_MARGIN * cell_z))
@@ -224,9 +227,10 @@ def _march_kernel(o_ptr, d_ptr, active_ptr, t_ptr, t_far_ptr, occ_ptr, aabb_ptr,
                   points_ptr, dirs_out_ptr, start_ptr, count_ptr, next_ptr, n_active, dt, MAX_SCAN: tl.constexpr,
                   R: tl.constexpr, K: tl.constexpr, K_CHUNK: tl.constexpr, SKIP_MARGIN: tl.constexpr,
                   SUB: tl.constexpr, BLOCK: tl.constexpr):
-    """March (samples' distances into the rays' ``K`` scratch slots), then pack: the block's samples get consecutive
+    """March (samples' distances into the rays' ``K`` scratch slots, a [K, BLOCK] array per program), then pack: the block's samples get consecutive
     positions from ``counter[0]`` on, its rays with lattice left from ``counter[1]`` on."""
-    a = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    lane = tl.arange(0, BLOCK)
+    a = tl.program_id(0) * BLOCK + lane
     mask = a < n_active
     ray = tl.load(active_ptr + a, mask=mask, other=0)
     t0 = tl.load(t_ptr + ray, mask=mask, other=0.0)
@@ -235,6 +239,7 @@ def _march_kernel(o_ptr, d_ptr, active_ptr, t_ptr, t_far_ptr, occ_ptr, aabb_ptr,
     lo_x, lo_y, lo_z, size_x, size_y, size_z = load_box(aabb_ptr)
     j = tl.zeros([BLOCK], dtype=tl.float32)  # lattice index of the ray's next point
     count = tl.zeros([BLOCK], dtype=tl.int32)
+    scratch = scratch_ptr + tl.program_id(0).to(tl.int64) * (K * BLOCK) + lane  # the program's [K, BLOCK] slots
     searching = mask
     n_searching = tl.sum(searching.to(tl.int32), axis=0)
     iteration = 0
@@ -242,7 +247,8 @@ def _march_kernel(o_ptr, d_ptr, active_ptr, t_ptr, t_far_ptr, occ_ptr, aabb_ptr,
     while (iteration < MAX_SCAN) & (n_searching > 0):
         t, inside, occupied, step = lattice_step(ox, oy, oz, dx, dy, dz, t0, j, t_far, searching, occ_ptr, lo_x, lo_y,
                                                  lo_z, size_x, size_y, size_z, dt, R, SKIP_MARGIN, SUB)
-        tl.store(scratch_ptr + a.to(tl.int64) * K + count, t, mask=occupied)
+        # slot ``count`` of every lane side by side: lanes taking their n-th sample together store one run
+        tl.store(scratch + count * BLOCK, t, mask=occupied)
         count += occupied.to(tl.int32)
         j = tl.where(searching, step, j)
         searching = searching & inside & (count < K)
@@ -258,7 +264,7 @@ def _march_kernel(o_ptr, d_ptr, active_ptr, t_ptr, t_far_ptr, occ_ptr, aabb_ptr,
     for c0 in tl.static_range(0, K, K_CHUNK):
         column = c0 + tl.arange(0, K_CHUNK)[None, :]
         taken = mask[:, None] & (column < count[:, None])
-        t_tile = tl.load(scratch_ptr + a.to(tl.int64)[:, None] * K + column, mask=taken, other=0.0)
+        t_tile = tl.load(scratch[:, None] + column * BLOCK, mask=taken, other=0.0)
         slot = (start[:, None] + column) * 3
         # in the box's unit cube, as raymarch.unit_points
         tl.store(points_ptr + slot, _unit_coordinate(ox[:, None] + t_tile * dx[:, None], lo_x, size_x), mask=taken)
@@ -300,7 +306,7 @@ def march_packed(origins, dirs, active, t, t_far, occupancy, aabb, resolution: i
     the rays going on in any order). Reading the packed sizes is a host sync; with ``wait`` False it is left to the
     :class:`PendingSegment` returned."""
     n_active, device = active.numel(), t.device
-    scratch = torch.empty(n_active * k, device=device)
+    scratch = torch.empty(triton.cdiv(n_active, MARCH_BLOCK) * MARCH_BLOCK * k, device=device)
     points = torch.empty(n_active * k, 3, device=device)
     sample_dirs = torch.empty(n_active * k, 3, device=device)
     starts = torch.empty(n_active, dtype=torch.long, device=device)
