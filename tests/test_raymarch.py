@@ -233,10 +233,9 @@ def test_render_loop_gives_the_same_frame_however_it_splits_the_work(monkeypatch
     for growth, chunk, fused, lanes in ((1, 2 ** 24, False, 1), (16, 7, False, 3), (16, 7, True, 2)):
         monkeypatch.setattr(raymarch, "SEGMENT_GROWTH", growth)
         monkeypatch.setattr(raymarch, "QUERY_SAMPLES", chunk)
-        monkeypatch.setattr(raymarch, "LANES", lanes)
         frames.append(raymarch.render_segments(origins, dirs, t_near, t_far, occupancy, AABB, res, dt, field,
                                                background, app="test", fused=fused, max_scan=8,
-                                               min_transmittance=0.0, segment=4))
+                                               min_transmittance=0.0, segment=4, lanes=lanes))
     for frame in frames:
         torch.testing.assert_close(frame, expected, atol=1e-5, rtol=1e-5)
     assert float((expected - background).abs().max()) > 0.1  # the ball was in view

@@ -247,7 +247,8 @@ def query_samples(query: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tens
 def render_segments(origins, dirs, t_start, t_far, occupancy, aabb, resolution: int, dt: float,
                     query: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
                     background: torch.Tensor, *, app: str, fused: bool, max_scan: int,
-                    min_transmittance: float, segment: int | None = None, sub: int = 1) -> torch.Tensor:
+                    min_transmittance: float, segment: int | None = None, sub: int = 1,
+                    lanes: int | None = None) -> torch.Tensor:
     """Colour [n, 3] of rays marched segment by segment through the occupancy grid, over ``background`` [3].
 
     Each pass takes the next ``segment`` (default ``SEGMENT``, grown by up to ``SEGMENT_GROWTH`` as rays finish)
@@ -257,7 +258,8 @@ def render_segments(origins, dirs, t_start, t_far, occupancy, aabb, resolution: 
     ``min_transmittance`` (early termination). ``occupancy`` with ``sub``: as :func:`march_segment`.
     ``fused`` picks the Triton kernels: one kernel marches and packs (stage ``{app}.march``, ``fused`` "march+compact");
     the PyTorch twins run as the stages ``{app}.march`` and ``{app}.compact``. Compositing is ``{app}.composite``.
-    Each pass makes one host sync: the packed segment's sizes, waited for only once the other lanes' work is queued.
+    Each pass makes one host sync: the packed segment's sizes, waited for only once the other ``lanes``' work is queued
+    (default ``LANES`` on a GPU; 1 elsewhere, where nothing runs ahead of the host and a lane only adds passes).
     """
     if fused:
         from ngfx.render.ops import triton_raymarch  # imports triton
@@ -291,12 +293,12 @@ def render_segments(origins, dirs, t_start, t_far, occupancy, aabb, resolution: 
     # opaque is among them once more, moved to its exit so it takes no sample, and gone from the pass after.
     # The rays are split into LANES that take turns: while the host waits for one lane's packed sizes, the
     # device works through the other lanes' passes already queued.
-    lanes = deque()
-    for rays in torch.nonzero(t < t_far)[:, 0].tensor_split(LANES):
+    queue = deque()
+    for rays in torch.nonzero(t < t_far)[:, 0].tensor_split(lanes or (LANES if origins.is_cuda else 1)):
         if rays.numel():
-            lanes.append((rays, rays.numel(), march(rays, rays.numel())))
-    while lanes:
-        rays, n_started, pending = lanes.popleft()
+            queue.append((rays, rays.numel(), march(rays, rays.numel())))
+    while queue:
+        rays, n_started, pending = queue.popleft()
         packed = pending.result()
         sigmas, rgbs = query_samples(query, packed.points, packed.dirs)
         with stages.stage(f"{app}.composite", "rest", n_inputs=sigmas.numel(), bytes_read=sigmas.numel() * 16.0,
@@ -304,7 +306,7 @@ def render_segments(origins, dirs, t_start, t_far, occupancy, aabb, resolution: 
             composite(colour, transmittance, rays, packed.starts, packed.counts, sigmas, rgbs, dt, t, t_far,
                       min_transmittance)
         if packed.next_rays.numel():
-            lanes.append((packed.next_rays, n_started, march(packed.next_rays, n_started)))
+            queue.append((packed.next_rays, n_started, march(packed.next_rays, n_started)))
     return colour + transmittance[:, None] * background
 
 
