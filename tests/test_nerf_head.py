@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from ngfx.encodings import Network
-from ngfx.render.apps.nerf_field import NerfField, field_head
+from ngfx.render.apps.nerf_field import NerfField
+from ngfx.render.ops.nerf_head import field_head
 from ngfx.render.apps.presets import encoding_preset, mlp_preset
 from ngfx.render.ops import triton_nerf_head
 from ngfx.render.ops.sh import spherical_harmonics

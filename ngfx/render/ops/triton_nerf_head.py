@@ -1,6 +1,6 @@
 """NeRF's field head in one kernel: density MLP, density and colour MLP per block of rows, h kept in registers.
 
-:func:`field_head` is the Triton twin of :func:`ngfx.render.apps.nerf_field.field_head`
+:func:`field_head` is the Triton twin of :func:`ngfx.render.ops.nerf_head.field_head`
 (``h = density_mlp(features)``, ``exp(h[:, 0])`` and ``colour_net([h, SH(dirs)])``). Run apart, the density MLP
 writes h [S, 16] fp32 to HBM and the colour head reads it back (an H200 1080p Lego frame, 20 M samples: 0.93 ms
 for the density MLP, 1.94 ms for the head). Here each block of rows reads its encoded features and directions
