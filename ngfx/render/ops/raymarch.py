@@ -50,12 +50,13 @@ SEGMENT_GROWTH = 16
 # Bands of rays render_segments takes at once: every pass of its loop costs launches and host syncs whatever the
 # band's size, so a GPU with the memory takes a whole 4K frame (8.3 M rays) at once. H200, Lego 4K, 2^21-ray bands:
 # 127.4 ms, one 2^23-ray band: 87.5 ms (BENCHMARKS.md, issue 14). A ray's slots of a pass (at most the first
-# pass's: segments grow as rays finish) took ~5 KB of encoding and MLP activations at 16 slots (2^21 rays: ~10 GB),
-# an upper bound at 8.
+# pass's: segments grow as rays finish) took ~5 KB of encoding and MLP activations at 16 slots before passes were
+# packed; packed, 8 slots take under 1 KB (scratch, samples, fp16 features, field outputs): a conservative bound.
 MAX_BAND_RAYS = 2 ** 23
 BAND_BYTES_PER_RAY = 5 << 10
-# lanes of rays that take turns in render_segments: one lane leaves the device idle while the host waits for a pass's
-# sizes and then launches the next pass's kernels (3.4 of a 1080p frame's 15.3 ms on the H200, a95db0a)
+# lanes of rays that take turns in render_segments on a GPU: with one lane the device idles while the host waits for a
+# pass's sizes and launches the next pass's kernels. H200, Lego, dd41f92 (BENCHMARKS.md, issue 14): 1 lane 12.08 /
+# 42.77 ms at 1080p / 4K, 2 lanes 12.25 / 41.42, 3 lanes 12.47 / 41.29 (the frame is device-bound at 4K)
 LANES = 2
 # samples per field query: the encoding and MLP kernels index their [samples, width <= 64] arrays with int32, and a
 # whole-frame band's pass can hold 67 M samples (2^23 rays x 8)
@@ -281,7 +282,7 @@ def render_segments(origins, dirs, t_start, t_far, occupancy, aabb, resolution: 
         march_args = (origins, dirs, rays, t, t_far, occupancy, aabb, resolution, dt, k, scan, sub)
         if fused:
             with stages.stage(f"{app}.march", "rest", n_inputs=rays.numel() * scan, bytes_read=rays.numel() * 32.0,
-                              bytes_written=n_slots * 8.0, app=app, fused="march+compact"):
+                              bytes_written=n_slots * 28.0, app=app, fused="march+compact"):
                 return triton_raymarch.march_packed(*march_args, wait=False)
         with stages.stage(f"{app}.march", "rest", n_inputs=rays.numel() * scan, bytes_read=rays.numel() * 32.0,
                           bytes_written=n_slots * 8.0, app=app, fused=False):
