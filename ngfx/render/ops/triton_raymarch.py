@@ -227,8 +227,9 @@ def _march_kernel(o_ptr, d_ptr, active_ptr, t_ptr, t_far_ptr, occ_ptr, aabb_ptr,
                   points_ptr, dirs_out_ptr, start_ptr, count_ptr, next_ptr, n_active, dt, MAX_SCAN: tl.constexpr,
                   R: tl.constexpr, K: tl.constexpr, K_CHUNK: tl.constexpr, SKIP_MARGIN: tl.constexpr,
                   SUB: tl.constexpr, BLOCK: tl.constexpr):
-    """March (samples' distances into the rays' ``K`` scratch slots, a [K, BLOCK] array per program), then pack: the block's samples get consecutive
-    positions from ``counter[0]`` on, its rays with lattice left from ``counter[1]`` on."""
+    """March (the samples' distances into the rays' ``K`` scratch slots, a [K, BLOCK] array per program), then pack:
+    the block's samples get consecutive positions from ``counter[0]`` on, its rays with lattice left from
+    ``counter[1]`` on."""
     lane = tl.arange(0, BLOCK)
     a = tl.program_id(0) * BLOCK + lane
     mask = a < n_active
