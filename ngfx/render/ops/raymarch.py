@@ -4,8 +4,9 @@
 * :func:`march_segment` -- for each active ray, the next ``K`` sample points in occupied cells (at most
   ``max_scan`` iterations, each taking one step or jumping over one empty cell), advancing the ray;
 * :func:`pack_segment` -- a marched segment packed for the network (:class:`PackedSegment`): the occupied
-  samples' positions (in the unit cube of the box, the field's input) and directions ray after ray, each ray's first sample and count, and the rays with lattice
-  left; :func:`march_packed` is both at once (the twin of the one fused kernel);
+  samples' positions (in the unit cube of the box, the field's input) and directions ray after ray, each ray's
+  first sample and count, and the rays with lattice left; :func:`march_packed` is both at once (the twin of the
+  one fused kernel);
 * :func:`composite_segment` -- fold a packed segment's densities and colours into each ray's running colour and
   transmittance, front to back, and send a ray whose light is used up to its exit (early termination);
 * :func:`render_segments` -- the render loop NeRF and NVR share: march a segment, evaluate the samples,
@@ -207,7 +208,8 @@ def pack_segment(origins, dirs, active, t, t_far, aabb, t_samples, deltas) -> Pa
 def march_packed(origins, dirs, active, t, t_far, occupancy, aabb, resolution: int, dt: float, k: int,
                  max_scan: int, sub: int = 1) -> PackedSegment:
     """:func:`march_segment` then :func:`pack_segment`: the twin of the fused kernel that does both."""
-    t_samples, deltas = march_segment(origins, dirs, active, t, t_far, occupancy, aabb, resolution, dt, k, max_scan, sub)
+    t_samples, deltas = march_segment(origins, dirs, active, t, t_far, occupancy, aabb, resolution, dt, k, max_scan,
+                                      sub)
     return pack_segment(origins, dirs, active, t, t_far, aabb, t_samples, deltas)
 
 
