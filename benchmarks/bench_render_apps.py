@@ -111,7 +111,8 @@ def per_ray_markdown(name: str, rows: list[dict], targets: dict) -> list[str]:
     lines = []
     for t in rows:
         target = targets.get((t["width"], t["height"]))
-        met = "-" if target is None else ("yes" if t["per_ray_ms"] <= target else f"no ({t['per_ray_ms'] / target:.1f}x)")
+        # the target is the app's frame: the stage-by-stage path, which render() runs by default
+        met = "-" if target is None else ("yes" if t["stage_ms"] <= target else f"no ({t['stage_ms'] / target:.2f}x)")
         lines.append(f"| {name} | {t['width']}x{t['height']} | {t['per_ray_ms']:.2f} | {t['stage_ms']:.2f} "
                      f"| {t['stage_ms'] / t['per_ray_ms']:.2f}x | {target if target is not None else '-'} | {met} "
                      f"| {t['per_ray_samples'] / 1e6:.1f} / {t['stage_samples'] / 1e6:.1f} |")
@@ -148,7 +149,7 @@ def render_step_markdown(rows: list[dict]) -> list[str]:
     return lines
 
 
-PER_RAY_HEADER = ["| app | resolution | fused per-ray ms | stage-by-stage ms | speedup | target ms | met "
+PER_RAY_HEADER = ["| app | resolution | fused per-ray ms | stage-by-stage ms | speedup | target ms | met (stage by stage) "
                   "| samples M per-ray / stage |", "|---|---|---|---|---|---|---|---|"]
 
 

@@ -60,6 +60,7 @@ def test_march_packed_matches_reference(k_samples, max_scan, occupied):
     fused = triton_raymarch.march_packed(*args, t_fused, t_far, occupancy, AABB, res, dt, k_samples, max_scan)
     picked = d_ref > 0
     for segment in (twin, fused):
+        assert segment.points.shape[0] == segment.dirs.shape[0] == int(segment.counts.sum())  # no slot over-counted
         s_packed, taken = _as_slots(segment, origins, dirs, active, k_samples)
         torch.testing.assert_close(taken, picked, atol=0, rtol=0)  # the same samples were picked
         torch.testing.assert_close(s_packed[picked], s_ref[picked], atol=1e-5, rtol=1e-6)
@@ -216,7 +217,8 @@ def test_refine_occupancy_keeps_the_fine_cells_near_density():
 
 def test_render_loop_gives_the_same_frame_however_it_splits_the_work(monkeypatch):
     """render_segments with growing segments, a field queried 7 samples at a time, lanes of rays taking turns and
-    rays dropped a pass late composites the same as one pass of every sample (march_training + volume.composite), with no termination."""
+    rays dropped a pass late composites the same as one pass of every sample (march_training + volume.composite),
+    with no termination; with termination the fused kernels stop where the twins do."""
     res, dt = 16, 0.05
     origins, dirs, t_near, t_far = _rays_for_skipping()
     occupancy = _occupancy("ball", res)
@@ -240,12 +242,15 @@ def test_render_loop_gives_the_same_frame_however_it_splits_the_work(monkeypatch
         torch.testing.assert_close(frame, expected, atol=1e-5, rtol=1e-5)
     assert float((expected - background).abs().max()) > 0.1  # the ball was in view
     # with termination, a ray that became opaque stops: fewer samples, the same picture within the light left
-    counted = []
-    stopped = raymarch.render_segments(origins, dirs, t_near, t_far, occupancy, AABB, res, dt,
-                                       lambda p, d: counted.append(len(p)) or field(p, d), background, app="test",
-                                       fused=False, max_scan=8, min_transmittance=1e-2, segment=4)
-    assert sum(counted) < len(rays)
-    torch.testing.assert_close(stopped, expected, atol=2e-2, rtol=0)
+    stopped = {}
+    for fused, lanes in ((False, 1), (True, 2)):
+        counted = []
+        stopped[fused] = raymarch.render_segments(
+            origins, dirs, t_near, t_far, occupancy, AABB, res, dt, lambda p, d: counted.append(len(p)) or field(p, d),
+            background, app="test", fused=fused, max_scan=8, min_transmittance=1e-2, segment=4, lanes=lanes)
+        assert sum(counted) < len(rays)
+        torch.testing.assert_close(stopped[fused], expected, atol=2e-2, rtol=0)
+    torch.testing.assert_close(stopped[True], stopped[False], atol=1e-5, rtol=1e-5)
 
 
 def test_empty_space_costs_one_iteration_per_cell():
@@ -486,8 +491,9 @@ def test_homogeneous_segment_transmittance_is_beer_lambert():
 
 
 def test_fused_pass_records_what_its_kernel_fused():
-    """A recorded fused pass is one march stage labelled "march+compact" (so the simulator does not speed the
-    compaction up again); the PyTorch twins record march and compact apart."""
+    """A recorded fused pass is one march stage labelled "march+compact" (what its kernel fused, for a trace's
+    reader); the PyTorch twins record march and compact apart; the trace's rest mode stays "fused" (no field MLP in a
+    rest stage)."""
     from ngfx.ngpc_sim.capture import _rest_mode
     from ngfx.render.stages import record_stages
 
@@ -503,3 +509,30 @@ def test_fused_pass_records_what_its_kernel_fused():
         assert marches and ("test.compact" in names) != fused
         assert all(r.attrs["fused"] == ("march+compact" if fused else False) for r in marches)
         assert _rest_mode(records, fused) == ("fused" if fused else "unfused")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="GPU test: the interpreter runs programs one after another")
+@pytest.mark.parametrize("warps", [1, 4])
+def test_march_packed_on_the_gpu_matches_the_twin(monkeypatch, warps):
+    """On a GPU, programs run at once and a march program's warps share its scratch (the barrier) and the counters
+    (atomics): the kernel still takes every ray's samples of the twin."""
+    monkeypatch.setattr(triton_raymarch, "MARCH_WARPS", warps)
+    monkeypatch.setattr(triton_raymarch, "MARCH_BLOCK", 128)
+    res, dt, k = 16, 0.02, 16
+    c2w = look_at(torch.tensor([3.0, -2.0, 1.0]), torch.zeros(3))
+    origins, dirs, t_near, t_far = raymarch.ray_gen(c2w, Intrinsics.from_fov_x(64, 48, 0.7), 0, 48, AABB)
+    occupancy = _occupancy("ball", res)
+    active = torch.nonzero(t_near < t_far)[:, 0]
+    t_twin = t_near.clone()
+    twin = raymarch.march_packed(origins, dirs, active, t_twin, t_far, occupancy, AABB, res, dt, k, 64)
+    cuda = [x.cuda() for x in (origins, dirs, active, t_near.clone(), t_far, occupancy, AABB)]
+    fused = triton_raymarch.march_packed(*cuda[:5], cuda[5], cuda[6], res, dt, k, 64)
+    fused = raymarch.PackedSegment(*(x.cpu() for x in fused))
+    s_twin, taken_twin = _as_slots(twin, origins, dirs, active, k)
+    s_fused, taken_fused = _as_slots(fused, origins, dirs, active, k)
+    # the GPU's float division may put a lattice point a rounding off a cell face on the other side; a race would
+    # scramble far more
+    assert int(taken_twin.sum()) > 1000 and float((taken_fused == taken_twin).float().mean()) > 0.999
+    both = taken_fused & taken_twin
+    torch.testing.assert_close(s_fused[both], s_twin[both], atol=1e-4, rtol=1e-5)
+    assert len(set(fused.next_rays.tolist()) ^ set(twin.next_rays.tolist())) <= 0.001 * active.numel() + 1

@@ -261,8 +261,9 @@ def render_segments(origins, dirs, t_start, t_far, occupancy, aabb, resolution: 
     ``min_transmittance`` (early termination). ``occupancy`` with ``sub``: as :func:`march_segment`.
     ``fused`` picks the Triton kernels: one kernel marches and packs (stage ``{app}.march``, ``fused`` "march+compact");
     the PyTorch twins run as the stages ``{app}.march`` and ``{app}.compact``. Compositing is ``{app}.composite``.
-    Each pass makes one host sync: the packed segment's sizes, waited for only once the other ``lanes``' work is queued
-    (default ``LANES`` on a GPU; 1 elsewhere, where nothing runs ahead of the host and a lane only adds passes).
+    A fused pass makes one host sync, the packed segment's sizes, waited for only once the other ``lanes``' work is
+    queued (default ``LANES`` for the fused kernels on a GPU; 1 elsewhere: the twins sync within a pass, and on a CPU
+    nothing runs ahead of the host, so a lane would only add passes).
     """
     if fused:
         from ngfx.render.ops import triton_raymarch  # imports triton
@@ -297,7 +298,7 @@ def render_segments(origins, dirs, t_start, t_far, occupancy, aabb, resolution: 
     # The rays are split into LANES that take turns: while the host waits for one lane's packed sizes, the
     # device works through the other lanes' passes already queued.
     queue = deque()
-    for rays in torch.nonzero(t < t_far)[:, 0].tensor_split(lanes or (LANES if origins.is_cuda else 1)):
+    for rays in torch.nonzero(t < t_far)[:, 0].tensor_split(lanes or (LANES if fused and origins.is_cuda else 1)):
         if rays.numel():
             queue.append((rays, rays.numel(), march(rays, rays.numel())))
     while queue:

@@ -1,9 +1,9 @@
 """NeRF's field head in one kernel: density MLP, density and colour MLP per block of rows, h kept in registers.
 
 :func:`field_head` is the Triton twin of :func:`ngfx.render.ops.nerf_head.field_head`
-(``h = density_mlp(features)``, ``exp(h[:, 0])`` and ``colour_net([h, SH(dirs)])``). Run apart, the density MLP
-writes h [S, 16] fp32 to HBM and the colour head reads it back (an H200 1080p Lego frame, 20 M samples: 0.93 ms
-for the density MLP, 1.94 ms for the head). Here each block of rows reads its encoded features and directions
+(``h = density_mlp(features)``, ``exp(h[:, 0])`` and ``colour_net([h, SH(dirs)])``). Run apart (as until a1f223e and
+1085b31), the density MLP wrote h [S, 16] fp32 to HBM and a colour-head kernel read it back (an H200 1080p Lego
+frame, 20 M samples: 0.93 ms for the density MLP, 1.94 ms for that head). Here each block of rows reads its encoded features and directions
 once, runs the density MLP (:func:`ngfx.encodings.triton_mlp.mlp_block`), takes the log-density from h's first
 column, computes the SH basis in registers and feeds h and the SH tile to the colour network's first layer as two
 ``tl.dot``s against the two halves of its weights (the input is never concatenated), then runs the rest of the
@@ -13,7 +13,9 @@ With an ``encoding``, the kernel takes unit-cube points instead of features and 
 (:func:`ngfx.encodings.triton_grid.encode_block`), so the features never reach HBM either. Grid gathers are
 latency bound and want many rows in flight, the MLPs want registers; the fused grid + MLP kernel
 (:func:`ngfx.encodings.triton_mlp.fused_grid_mlp_forward`) ran slower on the H200 than the grid kernel and the
-MLP kernel apart, so :data:`ENCODE_IN_HEAD` (which of the two :meth:`NerfField.query` runs) stays off until timed.
+MLP kernel apart, and so did this one: :data:`ENCODE_IN_HEAD` (which of the two :meth:`NerfField.query` runs) is off.
+H200, Lego (dd41f92, BENCHMARKS.md): 12.25 / 41.42 ms at 1080p / 4K with the grid kernel first, 16.48 / 56.50 ms
+encoding in the head.
 """
 
 from __future__ import annotations

@@ -289,7 +289,7 @@ class PendingSegment:
             self.counters = torch.empty(counters.shape, dtype=counters.dtype, pin_memory=True)
             self.counters.copy_(counters, non_blocking=True)
             self.ready = torch.cuda.Event()
-            self.ready.record()
+            self.ready.record(torch.cuda.current_stream(counters.device))
         else:
             self.counters, self.ready = counters, None
 
@@ -370,7 +370,7 @@ def _composite_kernel(colour_ptr, trans_ptr, active_ptr, start_ptr, count_ptr, s
     tl.store(colour_ptr + ray * 3 + 1, tl.load(colour_ptr + ray * 3 + 1, mask=mask, other=0.0) + g, mask=mask)
     tl.store(colour_ptr + ray * 3 + 2, tl.load(colour_ptr + ray * 3 + 2, mask=mask, other=0.0) + b, mask=mask)
     tl.store(trans_ptr + ray, trans, mask=mask)
-    ended = mask & (trans <= min_transmittance)
+    ended = mask & ~(trans > min_transmittance)  # as the twin keeps only rays above it (a NaN ends too)
     tl.store(t_ptr + ray, tl.load(t_far_ptr + ray, mask=ended, other=0.0), mask=ended)
 
 
