@@ -55,6 +55,7 @@ def test_bench_render_apps_smoke_with_traces(tmp_path):
     results = json.loads((tmp_path / "results.json").read_text())
     assert [r["app"] for r in results] == ["gia", "nvr"]
     assert all(r["fused_ms"] > 0 and "psnr_db" in r["quality"] for r in results)
+    assert all(r["small"]["fused_ms"] > 0 and r["small"]["unfused_ms"] > 0 for r in results)  # the 1080p stand-in
     assert [len(r["per_ray"].get("timings", [])) for r in results] == [0, 2]  # NVR: per ray vs stage, 2 sizes
     fine, coarse = results[1]["render_steps"]  # at each render step: 2 frame sizes timed, samples, PSNR vs truth
     assert (fine["render_steps"], coarse["render_steps"]) == (48, 12) and coarse["dt"] == 4 * fine["dt"]
