@@ -234,3 +234,21 @@ def test_running_out_of_memory_is_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(runs, "training_loop", huge)
     assert main([*TRAIN, "--steps", "1", "--out", str(tmp_path / "r")]) == 2
     assert "ngfx train: error: out of memory; try a smaller --size" in capsys.readouterr().err
+
+
+def test_render_steps_set_an_nvr_render_and_are_refused_elsewhere(trained, tmp_path, capsys):
+    nvr_run = tmp_path / "nvr"
+    assert main(["train", "nvr", "--scene", "cloud", "--size", "tiny", "--device", "cpu", "--steps", "2",
+                 "--out", str(nvr_run)]) == 0
+    own = json.loads((nvr_run / "run.json").read_text())["options"]["render_steps"]
+    assert own != 12
+    for flags, expected in ((["--render-steps", "12"], 12), ([], own)):
+        out = tmp_path / f"frames_{expected}"
+        assert main(["render", str(nvr_run), "--resolution", "8x6", *flags, "--out", str(out), "--device", "cpu"]) == 0
+        assert json.loads((out / "metrics.json").read_text())["render_steps"] == expected
+    assert main(["render", str(trained), "--render-steps", "12", "--out", str(tmp_path / "g"), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "--render-steps" in err and "gia" in err and "Traceback" not in err
+    with pytest.raises(SystemExit) as exit_:
+        main(["render", str(nvr_run), "--render-steps", "0", "--out", str(tmp_path / "z"), "--device", "cpu"])
+    assert exit_.value.code == 2 and "argument --render-steps" in capsys.readouterr().err

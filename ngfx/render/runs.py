@@ -339,16 +339,21 @@ def camera_views(app: App, camera_path: str | None, n_frames: int) -> list:
 def render_run(run_dir: str | Path, out_dir: str | Path, resolution: tuple[int, int] | None = None,
                camera_path: str | None = None, n_frames: int = 1, video: bool = False, fused: bool = True,
                device=None, cameras: str | Path | None = None, evaluate: bool = False,
-               progress: bool = True) -> list[Path]:
+               progress: bool = True, render_steps: int | None = None) -> list[Path]:
     """Render frames of a run into ``out_dir`` (PNG, and ``video.mp4`` when asked) and write ``metrics.json``.
 
     The views are the app's evaluation views, an orbit (``camera_path="orbit"``, ``n_frames``), or the poses
     of a ``cameras`` file (:func:`ngfx.render.datasets.load_cameras`) at its intrinsics, or at ``resolution``
     when given; frames of a file that names images are scored against them (PSNR, SSIM). ``metrics.json``
     holds the frame size and render time, those scores, and with ``evaluate`` the app's own evaluation
-    (the val split or full image: minutes on a CPU, so only when asked).
+    (the val split or full image: minutes on a CPU, so only when asked). ``render_steps`` (NVR runs) marches this
+    render with that many steps across the cube's diagonal instead of the run's own; metrics.json says which.
     """
     app = load_run(run_dir, device)
+    if render_steps is not None:
+        if not hasattr(app, "render_steps"):
+            raise ValueError(f"--render-steps: a {app.name} run has no render steps to set (NVR runs have)")
+        app.render_steps = render_steps
     reference = None
     if cameras is not None:
         from ngfx.render.datasets import load_cameras
@@ -380,6 +385,8 @@ def render_run(run_dir: str | Path, out_dir: str | Path, resolution: tuple[int, 
     n_views = max(1, len(views))
     metrics = {"app": app.name, "run": str(Path(run_dir).resolve()), "frames": len(views), "width": width,
                "height": height, "seconds_per_frame": (time.perf_counter() - started) / n_views}
+    if hasattr(app, "render_steps"):
+        metrics["render_steps"] = app.render_steps
     if scores:
         metrics.update({"cameras": str(Path(cameras).resolve()),
                         "psnr_db": sum(s["psnr_db"] for s in scores) / len(scores),
