@@ -47,46 +47,35 @@ class NerfField(nn.Module):
 
     @torch.no_grad()
     def query(self, x: torch.Tensor, dirs: torch.Tensor, fused: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """Inference inside named stages: encoding and MLPs apart while recording, fused otherwise.
+        """Inference: the fastest path for a render, named stages apart while recording.
 
-        ``fused`` runs the density MLP and the colour head (density exp, SH of the direction, colour MLP) in one
-        Triton kernel (:func:`ngfx.render.ops.triton_nerf_head.field_head`), after the grid kernel or, with
-        ``triton_nerf_head.ENCODE_IN_HEAD``, encoding in the same kernel. While recording it builds only the
-        colour network's input in Triton, so the encoding, MLP and SH stages stay apart in traces.
+        Not recording, ``fused`` runs the density MLP and the colour head (density exp, SH of the direction, colour
+        MLP) in one Triton kernel (:func:`ngfx.render.ops.triton_nerf_head.field_head`), after the grid kernel or,
+        with ``triton_nerf_head.ENCODE_IN_HEAD``, encoding in the same kernel; unfused, its twin runs. While
+        recording, encoding, MLPs and SH are stages of their own, so traces time each (``fused``: the colour
+        network's input is built in Triton).
         """
-        n, attrs = x.shape[0], self._attrs()
         enc, density_mlp = self.density_net.encoding, self.density_net.network
-        c = enc.cfg
-        grid_bytes = n * c.n_levels * 8 * c.n_features_per_level * 4.0
-        recording = stages.is_recording()
-        if fused and not recording:
+        if not stages.is_recording():  # a stage records nothing then: no stage bookkeeping on a render's hot path
+            if not fused:
+                return field_head(enc(x), dirs, density_mlp, self.colour_net)
             from ngfx.encodings.triton_mlp import operand_dtype
             from ngfx.render.ops import triton_nerf_head  # imports triton
 
-            encode_in_head = triton_nerf_head.ENCODE_IN_HEAD
-            # the stage holds the whole query; fused_encoding says whether the grid encoding runs in the head kernel
-            # fp16 features (fp32 under the interpreter), written and read back
-            features_bytes = 0.0 if encode_in_head else n * enc.n_output_dims * 2.0
-            with stages.stage("nerf.field", "mlp", n_inputs=n,
-                              flops=self._flops(density_mlp, n) + self._flops(self.colour_net, n),
-                              bytes_read=n * 24.0 + grid_bytes + features_bytes,
-                              bytes_written=n * 16.0 + features_bytes, fused_encoding=encode_in_head,
-                              fused="density_mlp+exp+sh+color_mlp", **attrs):
-                if encode_in_head:
-                    return triton_nerf_head.field_head(x, dirs, density_mlp, self.colour_net, encoding=enc)
-                features = enc.features(x, operand_dtype(x.device))
-                return triton_nerf_head.field_head(features, dirs, density_mlp, self.colour_net)
-        if recording:
-            with stages.stage("nerf.density_encoding", "encoding", n_inputs=n, bytes_read=n * 12.0 + grid_bytes,
-                              bytes_written=n * enc.n_output_dims * 4.0, **attrs):
-                features = enc(x)
-            with stages.stage("nerf.density_mlp", "mlp", n_inputs=n, flops=self._flops(density_mlp, n),
-                              bytes_read=features.numel() * 4.0, bytes_written=n * 64.0, **attrs):
-                h = density_mlp(features).float()
-        else:
-            with stages.stage("nerf.density_field", "mlp", n_inputs=n, flops=self._flops(density_mlp, n),
-                              bytes_read=n * 12.0 + grid_bytes, bytes_written=n * 64.0, fused_encoding=True, **attrs):
-                h = self.density_net(x)
+            if triton_nerf_head.ENCODE_IN_HEAD:
+                return triton_nerf_head.field_head(x, dirs, density_mlp, self.colour_net, encoding=enc)
+            # fp16 features (fp32 under the interpreter): half the bytes to HBM and back
+            return triton_nerf_head.field_head(enc.features(x, operand_dtype(x.device)), dirs, density_mlp,
+                                               self.colour_net)
+        n, attrs = x.shape[0], self._attrs()
+        c = enc.cfg
+        grid_bytes = n * c.n_levels * 8 * c.n_features_per_level * 4.0
+        with stages.stage("nerf.density_encoding", "encoding", n_inputs=n, bytes_read=n * 12.0 + grid_bytes,
+                          bytes_written=n * enc.n_output_dims * 4.0, **attrs):
+            features = enc(x)
+        with stages.stage("nerf.density_mlp", "mlp", n_inputs=n, flops=self._flops(density_mlp, n),
+                          bytes_read=features.numel() * 4.0, bytes_written=n * 64.0, **attrs):
+            h = density_mlp(features).float()
         # The view-direction SH encoding is no grid: the NGPC's encoding engine does not run it, the SMs do.
         with stages.stage("nerf.dir_encoding", "rest", n_inputs=n, bytes_read=n * 12.0, bytes_written=n * 64.0,
                           app="nerf", otype="SphericalHarmonics", n_dims=3):
@@ -99,4 +88,4 @@ class NerfField(nn.Module):
         with stages.stage("nerf.color_mlp", "mlp", n_inputs=n, flops=self._flops(self.colour_net, n),
                           bytes_read=n * 128.0, bytes_written=n * 12.0, app="nerf"):
             rgb = self.colour_net(features).float()
-        return trunc_exp(h[:, 0].float()), rgb
+        return trunc_exp(h[:, 0]), rgb
