@@ -270,10 +270,22 @@ def _pack_weights(weights: list[torch.Tensor], cfg: MLPConfig, kin: int, dtype: 
     return padded(weights[0], kin, width), hidden, padded(weights[-1], width, out)
 
 
-def mlp_constants(cfg: MLPConfig, dtype: torch.dtype) -> dict:
-    return dict(WIDTH=_padded(cfg.n_neurons), OUT=_padded(cfg.n_output_dims), N_HIDDEN=cfg.n_hidden_layers,
-                ACT=ACTIVATIONS.index(cfg.activation), OUT_ACT=ACTIVATIONS.index(cfg.output_activation),
-                PRECISION="ieee" if dtype == torch.float32 else None)
+def mlp_constants(cfg: MLPConfig, dtype: torch.dtype, prefix: str = "") -> dict:
+    """The MLP constexprs of a network; with a ``prefix`` (a kernel running two networks) named ``prefix + KEY``,
+    PRECISION left out (the networks share it)."""
+    constants = dict(WIDTH=_padded(cfg.n_neurons), OUT=_padded(cfg.n_output_dims), N_HIDDEN=cfg.n_hidden_layers,
+                     ACT=ACTIVATIONS.index(cfg.activation), OUT_ACT=ACTIVATIONS.index(cfg.output_activation),
+                     PRECISION="ieee" if dtype == torch.float32 else None)
+    if prefix:
+        return {prefix + key: value for key, value in constants.items() if key != "PRECISION"}
+    return constants
+
+
+@triton.jit
+def tile_column(tile, COLUMN: tl.constexpr, WIDTH: tl.constexpr):
+    """Column ``COLUMN`` [BLOCK] of a [BLOCK, WIDTH] tile (a masked sum: the other columns add zeros, exactly)."""
+    cols = tl.arange(0, WIDTH)[None, :]
+    return tl.sum(tl.where(cols == COLUMN, tile, 0.0), axis=1)
 
 
 def _check_weights(weights: list[torch.Tensor], cfg: MLPConfig) -> None:

@@ -73,13 +73,6 @@ def _replace_rays(done, alive, ray, t0, far, ox, oy, oz, dx, dy, dz, j, trans, r
 
 
 @triton.jit
-def _column(tile, COLUMN: tl.constexpr, WIDTH: tl.constexpr):
-    """Column ``COLUMN`` [BLOCK] of a [BLOCK, WIDTH] tile."""
-    cols = tl.arange(0, WIDTH)[None, :]
-    return tl.sum(tl.where(cols == COLUMN, tile, 0.0), axis=1)
-
-
-@triton.jit
 def _field(scratch_ptr, rows, found, ux, uy, uz, dx, dy, dz, density_scale,
            table_ptr, meta_scale_ptr, meta_int_ptr, stride_ptr, dw_in, dw_hidden, dw_out, cw_in, cw_hidden, cw_out,
            KIND: tl.constexpr, D: tl.constexpr, F: tl.constexpr, LEVELS: tl.constexpr, N_LEVELS: tl.constexpr,
@@ -99,16 +92,18 @@ def _field(scratch_ptr, rows, found, ux, uy, uz, dx, dy, dz, density_scale,
     h = triton_mlp.mlp_block(features.to(operand), dw_in, dw_hidden, dw_out, LEVELS * F, D_WIDTH, D_OUT,
                              D_N_HIDDEN, D_ACT, D_OUT_ACT, PRECISION)
     if KIND == 0:  # NeRF: exp(h[0]); colour network on [h, SH(dir)], interleaved (rows permuted to match)
-        density = tl.exp(_column(h, 0, D_OUT))
+        density = tl.exp(triton_mlp.tile_column(h, 0, D_OUT))
         colour_in = tl.reshape(tl.join(h, sh_basis(dx, dy, dz)), (h.shape[0], 2 * D_OUT))
         rgb = triton_mlp.mlp_block(colour_in.to(operand), cw_in, cw_hidden, cw_out, 2 * D_OUT, C_WIDTH, C_OUT,
                                    C_N_HIDDEN, C_ACT, C_OUT_ACT, PRECISION)
-        red, green, blue = _column(rgb, 0, C_OUT), _column(rgb, 1, C_OUT), _column(rgb, 2, C_OUT)
+        red = triton_mlp.tile_column(rgb, 0, C_OUT)
+        green = triton_mlp.tile_column(rgb, 1, C_OUT)
+        blue = triton_mlp.tile_column(rgb, 2, C_OUT)
     else:  # NVR: max(raw[0], 0) * scale; sigmoid(raw[1:4])
-        density = tl.maximum(_column(h, 0, D_OUT), 0.0) * density_scale
-        red = tl.sigmoid(_column(h, 1, D_OUT))
-        green = tl.sigmoid(_column(h, 2, D_OUT))
-        blue = tl.sigmoid(_column(h, 3, D_OUT))
+        density = tl.maximum(triton_mlp.tile_column(h, 0, D_OUT), 0.0) * density_scale
+        red = tl.sigmoid(triton_mlp.tile_column(h, 1, D_OUT))
+        green = tl.sigmoid(triton_mlp.tile_column(h, 2, D_OUT))
+        blue = tl.sigmoid(triton_mlp.tile_column(h, 3, D_OUT))
     return density, red, green, blue
 
 
@@ -183,11 +178,6 @@ def _render_volume_kernel(
         n_alive = tl.sum(alive.to(tl.int32), axis=0)
 
 
-def _mlp_constants(cfg, dtype: torch.dtype, prefix: str) -> dict:
-    """The MLP kernels' constexprs for one of the two networks, named ``prefix + KEY`` (PRECISION is shared)."""
-    return {prefix + key: value for key, value in triton_mlp.mlp_constants(cfg, dtype).items() if key != "PRECISION"}
-
-
 def _interleaved_colour_weights(packed: tuple[torch.Tensor, ...], n_features: int) -> tuple[torch.Tensor, ...]:
     """The colour network's packed weights with first-layer rows in the kernel's interleaved input order:
     row 2i reads feature i, row 2i + 1 reads SH coefficient i."""
@@ -216,9 +206,9 @@ def render_volume(origins: torch.Tensor, dirs: torch.Tensor, t_start: torch.Tens
     grid_constants = triton_grid.kernel_constants(grid_cfg, min_width=triton_mlp.MIN_DOT_WIDTH)
     kin = grid_constants["LEVELS"] * grid_cfg.n_features_per_level
     density_weights = triton_mlp.pack_weights(list(field.density_net.weights), density_cfg, kin, dtype)
-    constants = _mlp_constants(density_cfg, dtype, "D_")
+    constants = triton_mlp.mlp_constants(density_cfg, dtype, "D_")
     colour_weights = density_weights  # unused by an NVR field (a constexpr branch)
-    colour_constants = _mlp_constants(density_cfg, dtype, "C_")
+    colour_constants = triton_mlp.mlp_constants(density_cfg, dtype, "C_")
     if field.colour_net is not None:
         colour_cfg = field.colour_net.cfg
         if constants["D_OUT"] != density_cfg.n_output_dims or colour_cfg.n_input_dims != 2 * constants["D_OUT"]:
@@ -227,7 +217,7 @@ def render_volume(origins: torch.Tensor, dirs: torch.Tensor, t_start: torch.Tens
         colour_weights = _interleaved_colour_weights(
             triton_mlp.pack_weights(list(field.colour_net.weights), colour_cfg, 2 * constants["D_OUT"], dtype),
             constants["D_OUT"])
-        colour_constants = _mlp_constants(colour_cfg, dtype, "C_")
+        colour_constants = triton_mlp.mlp_constants(colour_cfg, dtype, "C_")
     table, packed = triton_grid.forward_table(field.encoding.params, grid_cfg, dtype)
     block, warps, programs = _launch_shape(device)
     programs = max(1, min(programs, triton.cdiv(n, block)))

@@ -61,9 +61,7 @@ def _field_head_kernel(x_ptr, dirs_ptr, table_ptr, meta_scale_ptr, meta_int_ptr,
     # h [BLOCK, DENSITY_OUT] float32, as the density MLP kernel would write it
     h = triton_mlp.mlp_block(features.to(operand), density_in_ptr, density_hidden_ptr, density_out_ptr, KIN,
                              DENSITY_WIDTH, DENSITY_OUT, DENSITY_N_HIDDEN, DENSITY_ACT, DENSITY_OUT_ACT, PRECISION)
-    cols = tl.arange(0, DENSITY_OUT)
-    log_density = tl.sum(tl.where(cols[None, :] == 0, h, 0.0), axis=1)  # column 0 exactly: the rest adds zeros
-    tl.store(sigma_ptr + rows, tl.exp(log_density), mask=mask)
+    tl.store(sigma_ptr + rows, tl.exp(triton_mlp.tile_column(h, 0, DENSITY_OUT)), mask=mask)
     x = tl.load(dirs_ptr + rows * 3, mask=mask, other=0.0)
     y = tl.load(dirs_ptr + rows * 3 + 1, mask=mask, other=0.0)
     z = tl.load(dirs_ptr + rows * 3 + 2, mask=mask, other=0.0)
@@ -86,11 +84,6 @@ def _check_networks(density_mlp: Network, colour_net: Network) -> None:
                          f"number of outputs and a colour network with hidden layers reading those and {N_SH} SH "
                          f"coefficients; got {p} density outputs for a colour network of {colour.n_input_dims} "
                          f"inputs, {colour.n_hidden_layers} hidden")
-
-
-def _prefixed(constants: dict, prefix: str) -> dict:
-    """One network's MLP constexprs named ``prefix + KEY`` (PRECISION is shared by both networks)."""
-    return {prefix + key: value for key, value in constants.items() if key != "PRECISION"}
 
 
 def field_head(x: torch.Tensor, dirs: torch.Tensor, density_mlp: Network, colour_net: Network,
@@ -137,6 +130,6 @@ def field_head(x: torch.Tensor, dirs: torch.Tensor, density_mlp: Network, colour
     _field_head_kernel[(triton.cdiv(n, block),)](
         x.contiguous(), dirs.float().contiguous(), *grid_args, *density_weights, *colour_weights, sigma, rgb, n,
         n_in, colour_net.cfg.n_output_dims, ENCODE=encoding is not None, **grid_constants, KIN=kin,
-        **_prefixed(triton_mlp.mlp_constants(density_mlp.cfg, dtype), "DENSITY_"),
+        **triton_mlp.mlp_constants(density_mlp.cfg, dtype, "DENSITY_"),
         **triton_mlp.mlp_constants(colour_net.cfg, dtype), BLOCK=block, num_warps=warps)
     return sigma, rgb
