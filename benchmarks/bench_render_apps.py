@@ -82,12 +82,9 @@ def samples_per_frame(app, width: int, height: int, per_ray: bool) -> int:
     from ngfx.render.ops import triton_fused_volume
 
     counters = torch.zeros(2, dtype=torch.int64, device=app.device_)
-    kernel = triton_fused_volume.render_volume  # the apps import it from the module at each call
-    triton_fused_volume.render_volume = functools.partial(kernel, counters=counters)
-    try:
+    counting = functools.partial(triton_fused_volume.render_volume, counters=counters)
+    with patched({(triton_fused_volume, "render_volume"): counting}):  # the apps import it at each call
         app.render(width, height, 0, fused=True, per_ray=True)
-    finally:
-        triton_fused_volume.render_volume = kernel
     return int(counters[1])
 
 

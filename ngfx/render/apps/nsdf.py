@@ -202,7 +202,8 @@ class NsdfApp(App):
         if kernel:
             from ngfx.render.ops import triton_fused_sphere_trace  # imports triton
         scene = self.trace_scene() if per_ray else None
-        box = self.trace_box.to(self.device_)  # once a frame, not a copy to the device every band
+        # on the device once a frame, not every band (the traced scene holds it there already)
+        box = scene.box if scene is not None else self.trace_box.to(self.device_)
         self.last_render_chunks = 0
         band = FUSED_CHUNK_RAYS if kernel else CHUNK_RAYS[self.size]
         for row0, n_rows in frame_bands(width, height, band, self.device_, "render nsdf"):

@@ -48,7 +48,7 @@ def largest_density(density_fn: Callable[[torch.Tensor], torch.Tensor], coords: 
         jitter = torch.rand(coords.shape, generator=generator).to(coords.device)
         points = aabb[0] + (coords + jitter) / resolution * (aabb[1] - aabb[0])
         density = [density_fn(p).float() for p in points.split(chunk)]
-        max_density = torch.maximum(max_density, torch.cat(density) if density else max_density)
+        max_density = torch.maximum(max_density, torch.cat(density))  # split gives one piece even of none
     return max_density
 
 
