@@ -363,7 +363,7 @@ def _conv_settings(device: torch.device, n: int = 1):
         torch.backends.cudnn.benchmark = benchmark
 
 
-def check_resumable(out_dir: Path, identity: dict, student: dict | None = None) -> None:
+def check_resumable(out_dir: Path, identity: dict, student: dict) -> None:
     """Refuse an ``out_dir`` a distillation with ``identity`` (arch, size, teacher) cannot continue: another
     app's run, a NeLF run of another --arch, --size or teacher run, a checkpoint of another ``student`` (its config
     and training settings: --student-config, --batch, --lr), or a non-empty folder holding no NeLF run.
@@ -371,6 +371,7 @@ def check_resumable(out_dir: Path, identity: dict, student: dict | None = None) 
     if not out_dir.is_dir() or not any(p.name != ".lock" for p in out_dir.iterdir()):
         return
     records = []  # (file, the identity it records)
+    saved_student = None
     run_json, ckpt, progress = out_dir / "run.json", out_dir / "checkpoint.safetensors", out_dir / "pseudo" / "progress.json"
     if run_json.is_file():
         run = read_json(run_json)
@@ -397,7 +398,7 @@ def check_resumable(out_dir: Path, identity: dict, student: dict | None = None) 
             if key in saved and saved[key] != identity[key]:
                 raise NgfxInputError(str(path), key, f"the run was distilled with {flag} {saved[key] or '(none)'}, "
                                      f"not {identity[key] or '(none)'}; use the same {flag} or another --out")
-    if ckpt.is_file() and student is not None and isinstance(saved_student, dict) and saved_student != student:
+    if isinstance(saved_student, dict) and saved_student != student:
         changed = sorted(key for key in set(saved_student) | set(student) if saved_student.get(key) != student.get(key))
         raise NgfxInputError(str(ckpt), changed[0], f"the checkpoint's student was trained with {changed[0]} "
                              f"{saved_student.get(changed[0])!r}, not {student.get(changed[0])!r}; use the same "
