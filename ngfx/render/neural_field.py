@@ -2,7 +2,7 @@
 
 Rendering calls :meth:`NeuralField.query`: while a stage recorder is active the encoding and the MLP run
 as two stages (``{app}.encoding``, ``{app}.mlp``) so each is timed; otherwise the fused
-``NetworkWithInputEncoding`` path runs as one stage. Training calls the module directly.
+``NetworkWithInputEncoding`` path runs, outside any stage. Training calls the module directly.
 """
 
 from __future__ import annotations
@@ -77,17 +77,15 @@ class NeuralField(nn.Module):
 
     @torch.no_grad()
     def query(self, x: torch.Tensor) -> torch.Tensor:
-        """Inference inside stages; x: [N, D] in [0, 1]^D -> [N, n_outputs] float32."""
+        """Inference, x: [N, D] in [0, 1]^D -> [N, n_outputs] float32; while recording, the encoding and the MLP are
+        stages of their own."""
+        if not is_recording():  # a stage records nothing then: no stage bookkeeping on a render's hot path
+            return self.model(x).float()
         n = x.shape[0]
         enc, net = self.model.encoding, self.model.network
         c = enc.cfg
         enc_bytes = n * c.n_levels * (2 ** c.n_dims) * c.n_features_per_level * 4.0
         attrs = self._encoding_attrs()
-        if not is_recording():
-            with stages.stage(f"{self.app}.field", "mlp", n_inputs=n, flops=self._mlp_flops(n),
-                              bytes_read=x.numel() * 4.0 + enc_bytes, bytes_written=n * net.n_output_dims * 4.0,
-                              fused_encoding=True, **attrs):
-                return self.model(x).float()
         with stages.stage(f"{self.app}.encoding", "encoding", n_inputs=n, bytes_read=x.numel() * 4.0 + enc_bytes,
                           bytes_written=n * enc.n_output_dims * 4.0, **attrs):
             features = enc(x)
