@@ -156,11 +156,8 @@ class NerfApp(App):
         return orbit_poses(n_frames, radius, elevation_deg=30.0, target=centre).to(self.device_)
 
     # --- training ------------------------------------------------------------------------------------
-    def _unit(self, points: torch.Tensor) -> torch.Tensor:
-        return raymarch.unit_points(points, self.aabb)
-
     def density_world(self, points: torch.Tensor) -> torch.Tensor:
-        return self.field.density(self._unit(points))
+        return self.field.density(raymarch.unit_points(points, self.aabb))
 
     def training_step(self, step: int) -> torch.Tensor:
         """One batch, without a host sync: rays; their occupied samples in ``march_slots`` slots; with
@@ -191,7 +188,8 @@ class NerfApp(App):
         self._adapt_batch(n, marched, samples)
         with stages.stage("nerf.train.field", "mlp", n_inputs=self.target_samples, app="nerf"):
             rays = samples.ray_indices
-            sigmas, rgbs = self.field(self._unit(origins[rays] + samples.t[:, None] * dirs[rays]), dirs[rays])
+            sigmas, rgbs = self.field(raymarch.unit_points(origins[rays] + samples.t[:, None] * dirs[rays], self.aabb),
+                                       dirs[rays])
         with stages.stage("nerf.train.composite", "rest", n_inputs=self.target_samples, app="nerf",
                           fused=self.fused_training):
             colour, _ = self._composite_packed(sigmas, rgbs, samples.deltas, samples.ray_ends, background)
