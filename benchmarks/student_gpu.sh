@@ -3,7 +3,8 @@
 # it for the time left, then (time permitting) a steps/s probe by batch size; a summary table is printed last.
 #   CUDA_VISIBLE_DEVICES=1 bash benchmarks/student_gpu.sh SCENES WORK   # from the repo root, PYTHONPATH=the repo
 # SCENES/lego is the scene; every output lands in WORK (teacher/, student_*/ with curve.json, metrics.json,
-# run.json, comparison.png; throughput.json). Knobs (environment): PLAN (the student's settings, below),
+# run.json, comparison.png; throughput.json). Knobs (environment): PLAN (the student's settings, below; default
+# mobile_b32, the distillation's own default and the best run so far),
 # BUDGET_S (whole script, default 500 s), TEACHER_SECONDS (60), ARCH, BATCH, LR, PSEUDO_VIEWS and STUDENT_CONFIG
 # (JSON of student config fields) over the plan's, FINETUNE_STEPS (0: the whole budget on pseudo views; the earlier
 # runs' 10 % of fine-tuning on the 100 real images gained nothing at 22 dB), PROBE=0 to skip the steps/s probe,
@@ -21,7 +22,7 @@ fine_slab='{"n_levels": 14, "per_level_scale": 1.532, "log2_hashmap_size": 19}'
 # MobileR2L with a x4 head: at 400x400 its body sees 100x100 rays a frame, each ray an 8 x 8 block of pixels at
 # 800x800's angular size -- the paper's x8 at 800x800; the x8 head at 400x400 asks a ray for twice the detail
 mobile_x4='{"sr_stages": [[64, 4, 2], [16, 4, 2]]}'
-case ${PLAN:-mobile_x4} in
+case ${PLAN:-mobile_b32} in
   mobile_x4) plan=(mobile_r2l 16 1e-3 3000 "$mobile_x4") ;;
   mobile_b32) plan=(mobile_r2l 32 1e-3 3000 '') ;;  # 4x the frames a step: MobileR2L's step is host-bound
   slab_fine) plan=(lightslab 8 5e-4 3000 "$fine_slab") ;;
