@@ -293,7 +293,8 @@ def _add_sim(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", type=torch_device, default=None, help="cuda or cpu (default: cuda when available)")
     p.add_argument("--frames", type=positive_int, default=1, help="frames to trace (averaged by the simulator)")
     p.add_argument("--fused", action="store_true",
-                   help="trace the fused Triton rest kernels (as the renderer runs) instead of the unfused baseline")
+                   help="trace the fused Triton kernels as the renderer runs them (each says what it fused, so the "
+                        "simulator does not speed it up again) instead of the unfused baseline")
     p.add_argument("--stages", action="store_true",
                    help="time named stages (CUDA events) instead of every kernel with torch.profiler (on a CPU, "
                         "stages are always timed, with the CPU timer)")

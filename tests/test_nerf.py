@@ -50,8 +50,7 @@ def test_fused_and_unfused_render_agree(trained):
     assert fused.shape == (16, 24, 3)
     torch.testing.assert_close(fused, unfused, atol=2e-3, rtol=0)
     names = {r.name for r in records}
-    assert {"nerf.ray_gen", "nerf.march", "nerf.density_encoding", "nerf.density_mlp", "nerf.color_mlp",
-            "nerf.composite"} <= names
+    assert {"nerf.ray_gen", "nerf.march", "nerf.density_encoding", "nerf.field_head", "nerf.composite"} <= names
     assert {r.category for r in records if r.name == "nerf.density_encoding"} == {"encoding"}
 
 

@@ -1,6 +1,8 @@
-"""Trace capture: stages and profiled ops of a fake app, the real GIA renderer, and GPU kernels placed by launch."""
+"""Trace capture: stages and profiled ops of a fake app, the real GIA and NeRF renderers (NeRF's fused kernels as
+they run), and GPU kernels placed by launch."""
 
 import dataclasses
+import json
 
 import pytest
 import torch
@@ -9,7 +11,7 @@ from ngfx.ngpc_sim.capture import trace_frame
 from ngfx.ngpc_sim.config import load_config
 from ngfx.ngpc_sim.costs import MATMUL_OPS
 from ngfx.ngpc_sim.model import simulate
-from ngfx.ngpc_sim.trace import read_trace, write_trace
+from ngfx.ngpc_sim.trace import read_kernel_table, read_trace, write_trace
 
 
 class FakeApp(torch.nn.Module):
@@ -73,6 +75,86 @@ def test_capture_real_renderer_and_replay(tmp_path, encoding, kind):
     back = read_trace(tmp_path / "gia.json")
     r = simulate(back, load_config().replace(n_nfps=16))
     assert 1.0 < r.speedup <= r.amdahl_bound
+
+
+@pytest.fixture(scope="module")
+def nerf_traces(tmp_path_factory):
+    """An untrained tiny NeRF and its fused and unfused traces of one 6x4 frame (the fused Triton kernels run
+    under the interpreter)."""
+    import os
+
+    from ngfx.render.apps import nerf
+
+    os.environ.setdefault("NGFX_CACHE", str(tmp_path_factory.mktemp("cache")))
+    app = nerf.build_app("synthetic", "hashgrid", "tiny", device="cpu")
+    return app, {fused: trace_frame(app, 6, 4, "cpu", warmup=0, fused=fused) for fused in (True, False)}
+
+
+def test_fused_nerf_trace_records_the_kernels_that_ran(nerf_traces, tmp_path):
+    from ngfx.render.apps.nerf_field import HEAD_FUSED
+
+    app, traces = nerf_traces
+    fused, unfused = traces[True], traces[False]
+    assert (fused.rest, unfused.rest) == ("fused", "unfused")
+    # fused: march and pack in one kernel, the grid kernel, then density MLP, SH and colour MLP in one head kernel
+    assert {k.name for k in fused.kernels} == {"nerf.ray_gen", "nerf.march", "nerf.density_encoding",
+                                               "nerf.field_head", "nerf.composite"}
+    assert {k.name: k.fused for k in fused.kernels if k.category == "rest"} == {
+        "nerf.ray_gen": "ray_gen", "nerf.march": "march+compact", "nerf.composite": "composite"}
+    # unfused (the paper's baseline) as before: every step its own stage, nothing fused
+    assert {k.name for k in unfused.kernels} == {"nerf.ray_gen", "nerf.march", "nerf.compact", "nerf.density_encoding",
+                                                 "nerf.density_mlp", "nerf.dir_encoding", "nerf.color_mlp",
+                                                 "nerf.composite"}
+    assert not any(k.fused for k in unfused.kernels)
+    # one frame: both paths query the field at the same samples
+    samples = [sum(k.n_inputs for k in t.kernels if k.category == "encoding") for t in (fused, unfused)]
+    assert samples[0] == samples[1] > 0
+    field = app.field
+    layers = [list(s) for s in field.density_net.network.cfg.layer_shapes + field.colour_net.cfg.layer_shapes]
+    n_features = field.density_net.encoding.n_output_dims
+    heads = [k for k in fused.kernels if k.name == "nerf.field_head"]
+    assert sum(k.n_inputs for k in heads) == samples[0]
+    for k in heads:  # both networks' layers and FLOPs; the bytes of the one kernel: features + dirs in, sigma + rgb out
+        assert (k.category, k.fused, k.mlp_layers) == ("mlp", HEAD_FUSED, layers)
+        assert k.flops == 2.0 * k.n_inputs * sum(o * i for o, i in layers)
+        assert (k.bytes_read, k.bytes_written) == (k.n_inputs * (n_features * 4.0 + 12), k.n_inputs * 16.0)
+    write_trace(fused, tmp_path / "f.json")
+    back = read_trace(tmp_path / "f.json")
+    assert back.rest == "fused" and _same(back.kernels, fused.kernels)
+
+
+def test_encoding_in_the_head_traces_as_one_rest_kernel(nerf_traces, monkeypatch):
+    from ngfx.render.ops import triton_nerf_head
+
+    app, traces = nerf_traces
+    monkeypatch.setattr(triton_nerf_head, "ENCODE_IN_HEAD", True)
+    trace = trace_frame(app, 6, 4, "cpu", warmup=0, fused=True)
+    # the grid encoding and both MLPs in one kernel: nothing the NGPC could take over, replayed as timed
+    assert trace.rest == "per_ray" and not [k for k in trace.kernels if k.category != "rest"]
+    heads = [k for k in trace.kernels if k.name == "nerf.field_head"]
+    assert heads and all(k.fused.startswith("grid_encoding+") for k in heads)
+    assert sum(k.n_inputs for k in heads) == sum(k.n_inputs for k in traces[True].kernels if k.category == "encoding")
+
+
+def test_fused_kernels_are_not_sped_up_again(nerf_traces, tmp_path):
+    """A kernel that says it ran fused replays as timed even where the trace's label is missing: a per-kernel table
+    reads as unfused, and its fused rest kernels must not be divided by the fused-rest speedup a second time."""
+    _, traces = nerf_traces
+    fused, unfused = traces[True], traces[False]
+    cfg = load_config().replace(n_nfps=8)
+    assert cfg.rest_mode == "fused" and cfg.fused_rest_speedup > 1  # the paper's 9.94x for unfused rest kernels
+    (tmp_path / "k.json").write_text(json.dumps([dataclasses.asdict(k) for k in fused.kernels]))
+    table = read_kernel_table(tmp_path / "k.json", fused.width, fused.height)
+    assert table.rest == "unfused" and [k.fused for k in table.kernels] == [k.fused for k in fused.kernels]
+    rest_s = sum(k.duration_s for k in fused.kernels if k.category == "rest")
+    for trace in (fused, table):
+        r = simulate(trace, cfg)
+        assert r.utilisation["gpu_sms"] * r.frame_s == pytest.approx(rest_s)  # the SMs run the rest as traced
+        assert r.amdahl_bound == pytest.approx(fused.frame_time_s() / rest_s)
+    # the unfused trace's rest kernels are still sped up
+    r = simulate(unfused, cfg)
+    unfused_rest_s = sum(k.duration_s for k in unfused.kernels if k.category == "rest")
+    assert r.utilisation["gpu_sms"] * r.frame_s == pytest.approx(unfused_rest_s / cfg.fused_rest_speedup)
 
 
 def test_profiler_capture_groups_ops_by_stage(tmp_path):

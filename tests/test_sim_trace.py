@@ -22,8 +22,9 @@ def test_round_trip_and_chrome_format(tmp_path):
     assert back.frame_time_s() == pytest.approx(0.231)
     assert data["otherData"]["rest"] == "unfused" and back.rest == "unfused"
     del data["otherData"]["rest"]  # traces written before the field existed read as unfused
+    data["traceEvents"][0]["args"]["fused"] = None  # ... and a kernel without its fused steps as one step
     path.write_text(json.dumps(data))
-    assert read_trace(path).rest == "unfused"
+    assert read_trace(path).rest == "unfused" and read_trace(path).kernels[0].fused == ""
 
 
 def test_scale_trace_is_proportional():
@@ -73,6 +74,7 @@ def _write(tmp_path, data):
     (lambda d: d["traceEvents"][1]["args"].update(log2_hashmap_size=5000), r"\.log2_hashmap_size"),
     (lambda d: d["traceEvents"][1]["args"].update(n_dims=True), r"\.n_dims"),
     (lambda d: d["traceEvents"][2]["args"].update(mlp_layers=64), r"\.mlp_layers"),
+    (lambda d: d["traceEvents"][0]["args"].update(fused=True), r"traceEvents\[0\] \(nerf.rest\).fused'.*as text"),
     (lambda d: d["traceEvents"][2]["args"].update(mlp_layers=[[64, "wide"]]), r"\.mlp_layers\[0\]"),
     (lambda d: [ev.update(dur=0) for ev in d["traceEvents"]], "every kernel lasts 0 s"),
     (lambda d: d["traceEvents"][1].update(ts="zero"), r"traceEvents\[1\] \(nerf.encoding\).ts'.*'zero'"),

@@ -11,7 +11,8 @@ Two ways to time a frame, both grouped by the renderer's named stages (encoding 
 
 FLOPs and bytes are analytic either way (:mod:`ngfx.ngpc_sim.costs`): a kernel launched by a PyTorch op
 from the op's input shapes; a kernel without one (a Triton launch) from its stage's grid or MLP shapes,
-shared among such kernels by duration; a rest stage's bytes as its renderer declares them.
+shared among such kernels by duration; a rest stage's bytes, and a fused MLP stage's, as its renderer declares them.
+Each kernel keeps what its stage said it fused (``Kernel.fused``), so the simulator never speeds it up again.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def kernel_from_record(record, frame: int = 0, shapes: dict | None = None) -> Ke
                duration_s=float(record.duration_s), frame=frame, app=str(a.get("app", "")), encoding=enc,
                n_levels=int(a.get("n_levels", 0)), n_features_per_level=int(a.get("n_features_per_level", 0)),
                log2_hashmap_size=int(a.get("log2_hashmap_size", 0)), n_dims=int(a.get("n_dims", 0)),
-               mlp_layers=[list(l) for l in a.get("mlp_layers", [])])
+               mlp_layers=[list(l) for l in a.get("mlp_layers", [])], fused=fused_steps(record))
     if k.category != "rest" and "log2_hashmap_size" in shapes:
         k.log2_hashmap_size = shapes["log2_hashmap_size"]
     if k.category == "mlp" and not k.mlp_layers:
@@ -63,12 +64,26 @@ def kernel_from_record(record, frame: int = 0, shapes: dict | None = None) -> Ke
     return k
 
 
+def fused_steps(record) -> str:
+    """What a stage fused into one kernel: its ``fused`` attribute when it names the steps (``"march+compact"``),
+    the stage's own step when it says only ``fused=True`` (a Triton kernel in place of PyTorch ops), else ""."""
+    fused = record.attrs.get("fused")
+    if isinstance(fused, str):
+        return fused
+    return record.name.rsplit(".", 1)[-1] if fused is True else ""
+
+
 def stage_cost(k: Kernel) -> costs.Cost:
-    """A stage's analytic cost from its shapes: grid lookups, a fused MLP, or (rest) what the renderer declared."""
+    """A stage's analytic cost from its shapes: grid lookups, a fused MLP, or (rest) what the renderer declared.
+
+    An MLP stage that fused other steps with its layers (NeRF's field head: density MLP, SH, colour MLP) has its
+    layers' FLOPs and the bytes its renderer declared: its kernel's real inputs and outputs, which a chain of
+    layers does not describe."""
     if k.category == "encoding":
         return costs.grid_encoding(k.n_inputs, k.n_levels, k.n_features_per_level, k.n_dims)
     if k.category == "mlp" and k.mlp_layers:
-        return costs.fused_mlp(k.n_inputs, k.mlp_layers)
+        cost = costs.fused_mlp(k.n_inputs, k.mlp_layers)
+        return costs.Cost(cost.flops, k.bytes_read, k.bytes_written) if k.fused else cost
     return costs.Cost(k.flops, k.bytes_read, k.bytes_written)
 
 
@@ -210,7 +225,10 @@ def trace_frame(app, width: int, height: int, device: torch.device | str, n_fram
     """Render ``n_frames`` frames of ``app`` with every kernel (or every stage) timed -> a :class:`Trace`.
 
     ``fused`` traces the fused Triton rest kernels (the renderer as it runs) instead of the unfused PyTorch
-    ones (the paper's baseline); the trace records which, so the simulator never speeds fused kernels up again.
+    ones (the paper's baseline); the trace records which (its ``rest`` label, and each kernel's ``fused`` steps),
+    so the simulator never speeds fused kernels up again. Each stage is a kernel that ran: NeRF's fused frame is
+    ray generation, march-and-pack (``fused`` "march+compact"), the grid encoding, the field head (one MLP stage,
+    ``nerf.field_head``, fused "density_mlp+exp+sh+color_mlp", both networks' layers) and compositing.
     A frame of NeRF's or NVR's fused per-ray kernel (``render(per_ray=True)``) is one rest stage
     ``{app}.fused_volume`` holding the march, grid encoding, MLPs and compositing, so the model replays the
     whole field as timed rather than moving its encoding and MLP onto the NGPC (nor speeding its rest up again);
@@ -252,8 +270,12 @@ def trace_frame(app, width: int, height: int, device: torch.device | str, n_fram
 
 def _rest_mode(records: list, fused: bool) -> str:
     """How the traced frame ran its rest kernels: ``per_ray`` when a rest stage said it fused the field's MLP
-    (``stage(..., fused="march+grid_encoding+mlp+...")``), else ``fused`` or ``unfused``."""
-    if any(r.category == "rest" and "mlp" in str(r.attrs.get("fused", "")).split("+") for r in records):
+    (``stage(..., fused="march+grid_encoding+mlp+...")``, or an MLP by name, ``"...+color_mlp"``), else ``fused``
+    or ``unfused``."""
+    def fuses_mlp(record) -> bool:
+        return any(step == "mlp" or step.endswith("_mlp") for step in fused_steps(record).split("+"))
+
+    if any(r.category == "rest" and fuses_mlp(r) for r in records):
         return "per_ray"
     return "fused" if fused else "unfused"
 

@@ -24,7 +24,7 @@ import simpy
 
 from ngfx.ngpc_sim.config import NGPCConfig
 from ngfx.ngpc_sim.engines import encoding_cycles, mlp_cycles, table_load_bytes, tables_resident
-from ngfx.ngpc_sim.trace import Trace
+from ngfx.ngpc_sim.trace import Kernel, Trace
 
 
 
@@ -32,8 +32,12 @@ MODEL_ASSUMPTIONS = (
     "A frame's neural-field inputs are cut into `batches_per_frame` equal batches; each batch carries the same "
     "share of every encoding/MLP kernel and of the rest kernels' time.",
     "The rest kernels of a batch run on the SMs after its MLP (the SMs run batch k while the NFPs run k+1); "
-    "their traced time is divided by `fused_rest_speedup` when fused. Ray generation before the first batch "
+    "their traced time is divided by `fused_rest_speedup` when fused, except kernels traced fused (the trace's "
+    "`rest` label, or a kernel's own `fused` steps), which replay as timed. Ray generation before the first batch "
     "is not modelled separately.",
+    "An MLP kernel that fused other steps with its layers (NeRF's field head: SH of the direction between the "
+    "density and colour MLPs) moves to the MLP engine whole: the engine's cycles are those of its layers, and the "
+    "fused steps' arithmetic is not modelled apart.",
     "L2/DRAM is one FIFO port at the GPU profile's bandwidth; the SMs' own traffic is already inside their "
     "traced times and does not contend with the NGPC.",
     "Tables that fit a level unit's SRAM are loaded once per frame and broadcast to all NFPs; larger tables are "
@@ -79,14 +83,28 @@ class SimResult:
 
 
 def rest_speedup(trace: Trace, cfg: NGPCConfig) -> float:
-    """How much faster than traced the SMs run the rest kernels: 1 for a trace of fused kernels."""
+    """How much faster than traced the SMs run the unfused rest kernels: 1 for a trace of fused kernels."""
     return 1.0 if trace.rest_as_timed else cfg.rest_speedup
 
 
+def kernel_s(k: Kernel, trace: Trace, cfg: NGPCConfig) -> float:
+    """A kernel's time on the GPU's SMs in a replay: a rest kernel divided by the fused-rest speedup unless it ran
+    fused already (the trace's label or the kernel's own ``fused`` steps say so), anything else as traced."""
+    if k.category != "rest" or k.fused:
+        return k.duration_s
+    return k.duration_s / rest_speedup(trace, cfg)
+
+
+def rest_replay_s(trace: Trace, cfg: NGPCConfig) -> float:
+    """Seconds per frame the SMs take for the rest kernels in a replay (:func:`kernel_s`)."""
+    return sum(kernel_s(k, trace, cfg) for k in trace.kernels if k.category == "rest") / trace.n_frames
+
+
 def amdahl_bound(trace: Trace, cfg: NGPCConfig) -> float:
-    """S_max = s_R / (1 - p): the speedup if encoding and MLP took no time at all."""
-    p = trace.share("encoding") + trace.share("mlp")
-    return math.inf if p >= 1.0 else rest_speedup(trace, cfg) / (1.0 - p)
+    """S_max = T / T_rest: the speedup if encoding and MLP took no time at all (with every rest kernel sped up by
+    s_R, s_R / (1 - p) for an encoding and MLP share p)."""
+    rest_s = rest_replay_s(trace, cfg)
+    return math.inf if rest_s <= 0 else trace.frame_time_s() / rest_s
 
 
 class _Units:
@@ -106,9 +124,9 @@ class _Units:
 
 
 def _frame_workload(trace: Trace, cfg: NGPCConfig):
-    """Per-frame totals: rest seconds, neural inputs, and the encoding and MLP kernels."""
+    """Per-frame totals: rest seconds on the SMs, neural inputs, and the encoding and MLP kernels."""
     frames = trace.n_frames
-    rest_s = sum(k.duration_s for k in trace.kernels if k.category == "rest") / frames
+    rest_s = rest_replay_s(trace, cfg)
     enc = [k for k in trace.kernels if k.category == "encoding"]
     mlp = [k for k in trace.kernels if k.category == "mlp"]
     inputs = sum(k.n_inputs for k in (enc or mlp)) / frames
@@ -125,13 +143,11 @@ def simulate(trace: Trace, cfg: NGPCConfig, record_timeline: bool = False) -> Si
     units = _Units(env, record_timeline)
     rest_s, n_inputs, enc_kernels, mlp_kernels = _frame_workload(trace, cfg)
     baseline = trace.frame_time_s()
-    rest_speed = rest_speedup(trace, cfg)
 
     if not cfg.enabled or n_inputs <= 0:
         # The GPU alone: every kernel, one after another, as traced (or with the rest fused).
         def gpu_only():  # one span: a frame of a per-kernel trace holds tens of thousands of kernels
-            yield from units.work("gpu_sms", sum(k.duration_s / (rest_speed if k.category == "rest" else 1.0)
-                                                 for k in trace.kernels) / trace.n_frames)
+            yield from units.work("gpu_sms", sum(kernel_s(k, trace, cfg) for k in trace.kernels) / trace.n_frames)
         env.process(gpu_only())
         env.run()
         n_batches, scale = 0, 0
@@ -191,7 +207,7 @@ def simulate(trace: Trace, cfg: NGPCConfig, record_timeline: bool = False) -> Si
         def gpu_sms():
             for _ in range(n_batches):
                 yield done.get()
-                yield from units.work("gpu_sms", rest_s * batch_fraction / rest_speed)
+                yield from units.work("gpu_sms", rest_s * batch_fraction)
 
         for nfp in range(cfg.n_nfps):
             handoff = simpy.Store(env, capacity=1)  # the activations buffer between the two engines

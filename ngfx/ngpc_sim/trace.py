@@ -15,7 +15,10 @@ A trace file is Chrome's JSON trace format, so Perfetto (ui.perfetto.dev) opens 
 
 ``cat`` is the category (``encoding`` | ``mlp`` | ``rest``); ``encoding`` is one of
 ``hash_grid``, ``multires_dense_grid``, ``lowres_dense_grid`` (encoding and mlp kernels only);
-``mlp_layers`` lists (out, in) per layer (mlp kernels; optional). ``timer`` says how ``dur`` was
+``mlp_layers`` lists (out, in) per layer (mlp kernels; optional). ``fused`` (optional, default ``""``) names the
+steps the kernel fused, as its renderer declared them (``"march+compact"``; NeRF's field head
+``"density_mlp+exp+sh+color_mlp"``): a rest kernel that says it is fused replays as timed whatever the trace's
+label, and an MLP kernel that fused other steps moves to the NGPC's MLP engine whole. ``timer`` says how ``dur`` was
 measured: ``cupti`` (each GPU kernel, from torch.profiler), ``cuda_event`` (a named stage on the GPU, launch
 gaps included), ``cpu`` (a named stage's CPU time), ``cpu_op`` (each CPU op, from torch.profiler),
 ``roofline`` (projected to another GPU, :mod:`ngfx.ngpc_sim.project`) or ``model`` (generated from published
@@ -69,6 +72,7 @@ class Kernel:
     log2_hashmap_size: int = 0
     n_dims: int = 0
     mlp_layers: list = field(default_factory=list)  # [(out, in), ...]
+    fused: str = ""  # the steps this kernel fused ("march+compact"); "" for a kernel of one step
 
 
 @dataclass
@@ -137,9 +141,21 @@ def _kernel_from_fields(name, category, fields: dict, source: str, where: str) -
     for key in ("app", "encoding"):
         if key in values:
             values[key] = "" if values[key] is None else str(values[key])
+    if "fused" in values:
+        values["fused"] = _fused_steps(values["fused"], source, f"{where}.fused")
     if "mlp_layers" in values:
         values["mlp_layers"] = check_layers(values["mlp_layers"] or [], source, f"{where}.mlp_layers")
     return validate_kernel(Kernel(name=str(name), category=str(category), **values), source, where)
+
+
+def _fused_steps(value, source: str, where: str) -> str:
+    """A kernel's ``fused`` field: its steps as text; null or false is a kernel of one step. ``true`` is refused: it
+    does not say what was fused, and a replay must not guess whether to speed the kernel up."""
+    if value is None or value is False:
+        return ""
+    if not isinstance(value, str):
+        raise NgfxInputError(source, where, f"expected the fused steps as text (\"march+compact\"), got {value!r}")
+    return value
 
 
 def _header_int(meta: dict, key: str, source: str) -> int:
@@ -223,7 +239,8 @@ def read_kernel_table(path: str | Path, width: int, height: int, device: str = "
 
     Columns: name, category, n_inputs, flops, bytes_read, bytes_written, duration_s, and for
     encoding/mlp rows app, encoding, n_levels, n_features_per_level, log2_hashmap_size, n_dims;
-    optional frame and mlp_layers (JSON text in CSV, e.g. ``[[64, 32], [16, 64]]``).
+    optional frame, mlp_layers (JSON text in CSV, e.g. ``[[64, 32], [16, 64]]``) and fused (the steps a kernel
+    fused: a table has no ``rest`` label, so its fused rest kernels are told apart by this column alone).
     """
     source, path = str(path), Path(path)
     if path.suffix.lower() == ".json":

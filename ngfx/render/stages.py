@@ -3,7 +3,8 @@
 Renderers wrap each kernel (or fused group) in ``with stage("nerf.march", "rest", n_inputs=...)``.
 Outside :func:`record_stages` a stage costs one list check; inside, each stage is timed with CUDA
 events (GPU) or ``time.perf_counter`` (CPU) and returned as :class:`StageRecord`s, which
-:mod:`ngfx.ngpc_sim.capture` turns into a trace.
+:mod:`ngfx.ngpc_sim.capture` turns into a trace. A stage that fused several steps into one kernel says which
+in its ``fused`` attribute (``fused="march+compact"``), so the simulator never speeds them up again.
 """
 
 from __future__ import annotations
@@ -51,12 +52,15 @@ def is_recording() -> bool:
 
 @contextlib.contextmanager
 def stage(name: str, category: str, n_inputs: int = 0, flops: float = 0.0, bytes_read: float = 0.0,
-          bytes_written: float = 0.0, **attrs) -> Iterator[None]:
-    """Mark the work inside as one named stage of category ``encoding``, ``mlp`` or ``rest``."""
+          bytes_written: float = 0.0, **attrs) -> Iterator[StageRecord | None]:
+    """Mark the work inside as one named stage of category ``encoding``, ``mlp`` or ``rest``.
+
+    Yields the stage's :class:`StageRecord` (None when nothing records), so a renderer can set what it learns
+    only by running the stage (the bytes its outputs take)."""
     if category not in CATEGORIES:
         raise ValueError(f"stage '{name}': category must be one of {CATEGORIES}, got {category!r}")
     if not _active:
-        yield
+        yield None
         return
     rec = _active[-1]
     record = StageRecord(name, category, int(n_inputs), float(flops), float(bytes_read), float(bytes_written),
@@ -67,12 +71,12 @@ def stage(name: str, category: str, n_inputs: int = 0, flops: float = 0.0, bytes
         if rec.use_cuda:
             begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             begin.record()
-            yield
+            yield record
             end.record()
             rec._events.append((record, begin, end))
         else:
             t = time.perf_counter()
-            yield
+            yield record
             record.duration_s = time.perf_counter() - t
     rec.records.append(record)
 
