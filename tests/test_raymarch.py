@@ -2,6 +2,7 @@
 compositing, a segment's compositing) equal their PyTorch twins under the interpreter; the occupancy grid's refresh."""
 
 import math
+import os
 
 import pytest
 import torch
@@ -111,16 +112,16 @@ def _occupancy(kind: str, res: int) -> torch.Tensor:
     return ((x ** 2 + y ** 2 + z ** 2) < 0.4).flatten()
 
 
-def _march_to_completion(origins, dirs, t_near, t_far, occupancy, res, dt, k, max_scan, sub=1):
+def _march_to_completion(origins, dirs, t_near, t_far, occupancy, res, dt, k, max_scan, sub=1, macro=None):
     """Call both twins until every ray has left the box; check each call agrees; -> (rays, t) of all samples, calls."""
     t_ref, t_fused = t_near.clone(), t_near.clone()
     active = torch.nonzero(t_ref < t_far)[:, 0]
     rays, ts, calls = [], [], 0
     while active.numel():
         s_ref, d_ref = raymarch.march_segment(origins, dirs, active, t_ref, t_far, occupancy, AABB, res, dt, k,
-                                              max_scan, sub)
+                                              max_scan, sub, macro)
         fused = triton_raymarch.march_packed(origins, dirs, active, t_fused, t_far, occupancy, AABB, res, dt, k,
-                                             max_scan, sub)
+                                             max_scan, sub, macro)
         s_fused, taken = _as_slots(fused, origins, dirs, active, k)
         picked = d_ref > 0
         torch.testing.assert_close(taken, picked, atol=0, rtol=0)
@@ -188,6 +189,73 @@ def test_two_level_grid_keeps_exactly_the_fine_cells_samples(sub, k_samples, max
     torch.testing.assert_close(lattice(rays, t).sort().values, lattice(ref_rays, ref_t).sort().values, atol=0, rtol=0)
 
 
+def _sparse(res: int, sub: int) -> torch.Tensor:
+    """Random cells of a ball in the middle of the box, the rest empty: a mask (``sub`` 1) or two-level bits."""
+    if sub > 1:
+        return _two_level(res, sub, 0.3)[0]
+    return _occupancy("ball", res) & (torch.rand(res ** 3) < 0.5)
+
+
+def test_macro_occupancy_marks_blocks_holding_an_occupied_cell():
+    from ngfx.render.ops.occupancy import macro_occupancy
+
+    res, factor = 8, 2
+    grid = torch.zeros(res ** 3, dtype=torch.int64)
+    grid[raymarch.cell_index(torch.tensor([[-1.4, -1.4, 0.1], [1.4, 0.5, -0.6]]), AABB, res)] = 1 << 40  # a high bit
+    macro = macro_occupancy(grid, res, factor)
+    m = res // factor
+    expected = torch.zeros(m ** 3, dtype=torch.bool)
+    expected[raymarch.cell_index(torch.tensor([[-1.4, -1.4, 0.1], [1.4, 0.5, -0.6]]), AABB, m)] = True
+    torch.testing.assert_close(macro, expected, atol=0, rtol=0)
+    torch.testing.assert_close(macro_occupancy(grid != 0, res, factor), expected, atol=0, rtol=0)  # a mask alike
+    for factor in (1, 3):
+        with pytest.raises(ValueError, match="factor"):
+            macro_occupancy(grid, res, factor)
+
+
+@pytest.mark.parametrize("sub,factor", [(1, 2), (1, 4), (2, 4), (4, 2)])
+def test_macro_level_keeps_every_sample_in_fewer_iterations(sub, factor):
+    """With a macro level, the kernel and its twin agree at every call and take exactly the samples of the march
+    without it, in fewer calls when the scan budget bounds a call (a skip that passed an occupied point, or that did
+    not skip, fails)."""
+    from ngfx.render.ops.occupancy import macro_occupancy
+
+    res, dt, k, max_scan = 16, 0.0213, 16, 4  # ~9 lattice steps per coarse cell
+    origins, dirs, t_near, t_far = _rays_for_skipping()
+    grid = _sparse(res, sub)
+    macro = macro_occupancy(grid, res, factor)
+    assert 0 < float(macro.float().mean()) < 0.8  # rays cross empty macro cells and reach occupied ones
+    rays, t, calls = _march_to_completion(origins, dirs, t_near, t_far, grid, res, dt, k, max_scan, sub, macro)
+    plain_rays, plain_t, plain_calls = _march_to_completion(origins, dirs, t_near, t_far, grid, res, dt, k, max_scan,
+                                                            sub)
+    assert plain_rays.numel() > 50
+    lattice = lambda r, s: r * 10 ** 6 + ((s - t_near[r]) / dt - 0.5).round().long()  # noqa: E731
+    order, plain_order = lattice(rays, t).argsort(), lattice(plain_rays, plain_t).argsort()
+    torch.testing.assert_close(lattice(rays, t)[order], lattice(plain_rays, plain_t)[plain_order], atol=0, rtol=0)
+    torch.testing.assert_close(t[order], plain_t[plain_order], atol=1e-5, rtol=1e-6)
+    assert calls < plain_calls
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_macro_level_takes_more_samples_within_the_scan_budget(fused):
+    """One call with a small scan budget: rays crossing the empty space around a sparse ball reach it and take
+    samples with the macro level, few or none without (the kernel and its twin alike)."""
+    from ngfx.render.ops.occupancy import macro_occupancy
+
+    res, dt, k, max_scan = 16, 0.01, 8, 6
+    c2w = look_at(torch.tensor([3.0, -2.0, 1.0]), torch.zeros(3))
+    origins, dirs, t_near, t_far = raymarch.ray_gen(c2w, PINHOLE, 0, 7, AABB)
+    active = torch.nonzero(t_near < t_far)[:, 0]
+    grid = _sparse(res, 1)
+    march = triton_raymarch.march_packed if fused else raymarch.march_packed
+    samples = {}
+    for factor in (0, 4):
+        macro = macro_occupancy(grid, res, factor) if factor else None
+        segment = march(origins, dirs, active, t_near.clone(), t_far, grid, AABB, res, dt, k, max_scan, 1, macro)
+        samples[factor] = int(segment.counts.sum())
+    assert samples[4] > 2 * samples[0] + 20
+
+
 def test_refine_occupancy_keeps_the_fine_cells_near_density():
     from ngfx.render.ops.occupancy import dilate, refine_occupancy
 
@@ -251,6 +319,54 @@ def test_render_loop_gives_the_same_frame_however_it_splits_the_work(monkeypatch
         assert sum(counted) < len(rays)
         torch.testing.assert_close(stopped[fused], expected, atol=2e-2, rtol=0)
     torch.testing.assert_close(stopped[True], stopped[False], atol=1e-5, rtol=1e-5)
+
+
+def test_render_loop_gives_the_same_frame_with_a_macro_level():
+    """render_segments with a macro level composites the same frame as without, fused and not, rays stopping early
+    where they did."""
+    from ngfx.render.ops.occupancy import macro_occupancy
+
+    res, dt = 16, 0.05
+    origins, dirs, t_near, t_far = _rays_for_skipping()
+    occupancy = _sparse(res, 1)
+
+    def field(unit, d):
+        p = AABB[0] + unit * (AABB[1] - AABB[0])
+        return (p.norm(dim=1) < 0.6).float() * 4.0 + 0.5, (p * 0.3 + 0.5).clamp(0, 1)
+
+    background = torch.tensor([0.2, 0.3, 0.4])
+    frames = [raymarch.render_segments(origins, dirs, t_near, t_far, occupancy, AABB, res, dt, field, background,
+                                       app="test", fused=fused, max_scan=8, min_transmittance=1e-2, segment=4,
+                                       macro=macro)
+              for fused in (False, True) for macro in (None, macro_occupancy(occupancy, res, 4))]
+    for frame in frames[1:]:
+        torch.testing.assert_close(frame, frames[0], atol=1e-5, rtol=1e-5)
+    assert float((frames[0] - background).abs().max()) > 0.1
+
+
+def test_nerf_render_is_the_same_with_the_macro_level(monkeypatch, tmp_path):
+    """A tiny NeRF scene (an untrained field in a ball of occupied cells) renders the same image with
+    ``raymarch.MACRO`` on and off, through the Triton kernels and the PyTorch ops; the app builds the macro level
+    from its render grid, once, and drops it with the grid."""
+    from ngfx.render.apps import nerf
+
+    monkeypatch.setenv("NGFX_CACHE", os.environ.get("NGFX_CACHE", str(tmp_path)))  # the synthetic scene's images
+    app = nerf.build_app("synthetic", "hashgrid", "tiny", device="cpu")
+    res = app.occupancy.resolution
+    app.occupancy.mask.copy_(_occupancy("ball", res))
+    app.refresh_render_grid()
+    assert app.macro_grid() is None  # MACRO 0: off
+    frames = {}
+    for factor in (0, 4):
+        monkeypatch.setattr(raymarch, "MACRO", factor)
+        frames[factor] = [app.render(12, 8, 1, fused=fused) for fused in (False, True)]
+    macro = app.macro_grid()
+    assert macro is app.macro_grid() and macro.numel() == (res // 4) ** 3 and 0 < float(macro.float().mean()) < 0.5
+    for off, on in zip(frames[0], frames[4]):
+        torch.testing.assert_close(on, off, atol=1e-5, rtol=0)
+    assert float(frames[0][0].std()) > 0.05  # the field showed in the frame
+    app.refresh_render_grid()
+    assert app.macro_grid() is not macro
 
 
 def test_empty_space_costs_one_iteration_per_cell():
@@ -513,20 +629,25 @@ def test_fused_pass_records_what_its_kernel_fused():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="GPU test: the interpreter runs programs one after another")
 @pytest.mark.parametrize("warps", [1, 4])
-def test_march_packed_on_the_gpu_matches_the_twin(monkeypatch, warps):
+@pytest.mark.parametrize("factor", [0, 4])
+def test_march_packed_on_the_gpu_matches_the_twin(monkeypatch, warps, factor):
     """On a GPU, programs run at once and a march program's warps share its scratch (the barrier) and the counters
-    (atomics): the kernel still takes every ray's samples of the twin."""
+    (atomics): the kernel still takes every ray's samples of the twin (with a macro level too)."""
+    from ngfx.render.ops.occupancy import macro_occupancy
+
     monkeypatch.setattr(triton_raymarch, "MARCH_WARPS", warps)
     monkeypatch.setattr(triton_raymarch, "MARCH_BLOCK", 128)
     res, dt, k = 16, 0.02, 16
     c2w = look_at(torch.tensor([3.0, -2.0, 1.0]), torch.zeros(3))
     origins, dirs, t_near, t_far = raymarch.ray_gen(c2w, Intrinsics.from_fov_x(64, 48, 0.7), 0, 48, AABB)
     occupancy = _occupancy("ball", res)
+    macro = macro_occupancy(occupancy, res, factor) if factor else None
     active = torch.nonzero(t_near < t_far)[:, 0]
     t_twin = t_near.clone()
-    twin = raymarch.march_packed(origins, dirs, active, t_twin, t_far, occupancy, AABB, res, dt, k, 64)
+    twin = raymarch.march_packed(origins, dirs, active, t_twin, t_far, occupancy, AABB, res, dt, k, 64, 1, macro)
     cuda = [x.cuda() for x in (origins, dirs, active, t_near.clone(), t_far, occupancy, AABB)]
-    fused = triton_raymarch.march_packed(*cuda[:5], cuda[5], cuda[6], res, dt, k, 64)
+    fused = triton_raymarch.march_packed(*cuda[:5], cuda[5], cuda[6], res, dt, k, 64, 1,
+                                         macro.cuda() if factor else None)
     fused = raymarch.PackedSegment(*(x.cpu() for x in fused))
     s_twin, taken_twin = _as_slots(twin, origins, dirs, active, k)
     s_fused, taken_fused = _as_slots(fused, origins, dirs, active, k)

@@ -7,9 +7,9 @@ colour (RGBA data) and regresses the pixel colour; every array has a fixed size,
 GPU (:meth:`NerfApp.training_step`).
 Rendering marches bands of pixel rows segment by segment (:func:`ngfx.render.ops.raymarch.render_segments`,
 jumping over empty cells of a two-level grid refined from the training grid once per trained field,
-``RENDER_SUB``): a segment of occupied samples per ray at a time (``raymarch.SEGMENT``, growing as rays finish),
-evaluated, composited front to back, and rays dropped after the segment that took their transmittance below
-``MIN_TRANSMITTANCE``.
+``RENDER_SUB``, and with ``raymarch.MACRO`` over empty blocks of its cells first): a segment of occupied samples
+per ray at a time (``raymarch.SEGMENT``, growing as rays finish), evaluated, composited front to back, and rays
+dropped after the segment that took their transmittance below ``MIN_TRANSMITTANCE``.
 With ``per_ray=True`` the fused per-ray kernel (:mod:`ngfx.render.ops.triton_fused_volume`) does march,
 encoding, MLPs and compositing of a tile of rays in one kernel instead, stopping each ray at the sample that
 takes it below ``MIN_TRANSMITTANCE``.
@@ -33,7 +33,7 @@ from ngfx.render.datasets import load_multiview
 from ngfx.render.metrics import psnr, ssim
 from ngfx.render.apps.nerf_field import NerfField
 from ngfx.render.neural_field import adam, check_size, preset_size, use_triton
-from ngfx.render.ops.occupancy import OccupancyGrid, refine_occupancy
+from ngfx.render.ops.occupancy import OccupancyGrid, macro_occupancy, refine_occupancy
 from ngfx.render.apps.presets import encoding_preset
 from ngfx.render.ops import volume
 
@@ -131,7 +131,8 @@ class NerfApp(App):
         self._pending = None  # (event of the counts' copy, rays of that step) until the copy is read
         self._batch_totals, self._batch_steps, self._rays_drawn = torch.zeros(2, device=dev), 0, 0
         self.render_sub = RENDER_SUB[size]
-        self._render_grids: dict[int, torch.Tensor] = {}  # by render_sub; derived from the weights, not saved
+        # the render grid by render_sub, its macro level by (render_sub, raymarch.MACRO): derived, not saved
+        self._render_grids: dict[int | tuple[int, int], torch.Tensor] = {}
 
     # --- what other parts (NeLF distillation, demo, benchmarks) use ---------------------------------
     @property
@@ -248,6 +249,18 @@ class NerfApp(App):
                 self.dt, n_points=RENDER_GRID_POINTS, seed=self.seed)
         return self._render_grids[self.render_sub]
 
+    def macro_grid(self) -> torch.Tensor | None:
+        """The render grid's macro level (``raymarch.MACRO`` of its cells per axis a macro cell,
+        :func:`ngfx.render.ops.occupancy.macro_occupancy`), built on first use and kept with the render grid; None
+        while ``raymarch.MACRO`` is 0 or 1."""
+        factor = raymarch.MACRO
+        if factor <= 1:
+            return None
+        key = (self.render_sub, factor)
+        if key not in self._render_grids:
+            self._render_grids[key] = macro_occupancy(self.render_grid(), self.occupancy.resolution, factor)
+        return self._render_grids[key]
+
     def refresh_render_grid(self) -> torch.Tensor:
         """Refine the render grid again (after the occupancy mask was changed in place) -> it."""
         self._render_grids.clear()
@@ -281,7 +294,7 @@ class NerfApp(App):
             origins, dirs, t_start, t_far, self.render_grid(), self.aabb,
             self.occupancy.resolution, self.dt, functools.partial(self._query, fused=triton_ok),
             background, app="nerf", fused=triton_ok, max_scan=MAX_SCAN[self.size],
-            min_transmittance=MIN_TRANSMITTANCE, sub=self.render_sub)
+            min_transmittance=MIN_TRANSMITTANCE, sub=self.render_sub, macro=self.macro_grid())
 
     @torch.no_grad()
     def render_rays(self, origins: torch.Tensor, dirs: torch.Tensor, fused: bool = True) -> torch.Tensor:

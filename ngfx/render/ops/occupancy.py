@@ -6,7 +6,9 @@
 * :func:`density_occupancy` -- a mask built once from a trained field (NVR): the largest density of a few
   jittered points per cell, thresholded, then dilated by a cell;
 * :func:`refine_occupancy` -- the two-level grid rendering marches through: each occupied cell of a coarse
-  mask split into ``sub^3`` fine cells, tested the same way, packed as the bits of one int64 per coarse cell.
+  mask split into ``sub^3`` fine cells, tested the same way, packed as the bits of one int64 per coarse cell;
+* :func:`macro_occupancy` -- the macro level over a render grid: which blocks of its cells hold an occupied one, so
+  a ray crosses an empty block in one marching iteration.
 """
 
 from __future__ import annotations
@@ -117,6 +119,17 @@ def pack_fine_bits(occupied: torch.Tensor) -> torch.Tensor:
     weights = torch.ones(occupied.shape[1], dtype=torch.int64, device=occupied.device) << torch.arange(
         occupied.shape[1], device=occupied.device)
     return (occupied.long() * weights).sum(dim=1)  # distinct powers of two (bit 63 wraps): the sum is the bitwise or
+
+
+def macro_occupancy(grid: torch.Tensor, resolution: int, factor: int) -> torch.Tensor:
+    """The macro level of a render grid [R^3] (a mask, or the two-level grid's bits, x-fastest): bool [M^3], M = R /
+    ``factor``, x-fastest, a macro cell occupied where any of its ``factor``^3 cells is (a non-zero entry)."""
+    if factor < 2 or resolution % factor:
+        raise ValueError(f"macro_occupancy: factor must be at least 2 and divide the grid's {resolution} cells per "
+                         f"axis, got {factor}")
+    m = resolution // factor
+    blocks = (grid != 0).reshape(m, factor, m, factor, m, factor)  # (z, y, x) of the macro cell and within it
+    return blocks.any(dim=5).any(dim=3).any(dim=1).flatten()
 
 
 class OccupancyGrid(nn.Module):

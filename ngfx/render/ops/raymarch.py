@@ -19,9 +19,14 @@ Samples sit at the midpoints ``t + (j + 0.5) dt`` of fixed steps of length ``dt`
 grid are indexed x-fastest: ``cx + cy R + cz R^2``. The render marchers also take a two-level grid (``sub`` > 1,
 :func:`ngfx.render.ops.occupancy.refine_occupancy`): int64 ``bits`` [R^3] in place of the mask, bit
 ``sx + S sy + S^2 sz`` of a coarse cell set where its fine cell (``S = sub`` per axis) is occupied; a walk jumps
-over an empty coarse cell whole and over an empty fine cell of an occupied one. The Triton twins live in
-:mod:`ngfx.render.ops.triton_raymarch` and compute exactly the same thing; its packed segments may hold the rays
-in another order (each ray's samples stay together and in order), so compare them ray by ray.
+over an empty coarse cell whole and over an empty fine cell of an occupied one. Either grid may come with a
+macro level (``macro``, :func:`ngfx.render.ops.occupancy.macro_occupancy`): a bool mask [M^3] over the same box,
+a macro cell (``R / M`` coarse cells per axis) occupied where any of its coarse cells is; a walk first jumps over
+an empty macro cell whole, so crossing empty space costs an iteration per macro cell, not per coarse cell. Such a
+jump only passes lattice points of empty coarse cells: the samples are the same with it or without.
+The Triton twins live in :mod:`ngfx.render.ops.triton_raymarch` and compute exactly the same thing; its packed
+segments may hold the rays in another order (each ray's samples stay together and in order), so compare them ray
+by ray.
 """
 
 from __future__ import annotations
@@ -40,6 +45,11 @@ from ngfx.render.ops.volume import composite, over_background
 # Empty-space jumps stop this fraction of a cell short of the exit face: far above float32 rounding of
 # positions, so a jump never passes an occupied lattice point; at worst it lands one point early.
 SKIP_MARGIN = 1e-3
+# Coarse cells per macro cell along an axis of the empty-space level NeRF's render marches through first (its
+# macro mask, built and cached with the render grid, nerf.NerfApp.macro_grid; it must divide the grid's resolution):
+# a ray crosses an empty macro cell in one iteration. 0 or 1: no macro level (the walk goes cell by cell). The
+# samples, so the image, are the same either way; only the iterations (and the passes MAX_SCAN cuts) drop.
+MACRO = 0
 # Samples per ray in render_segments' first pass (NeRF's and NVR's); a pass's segment (and its scan budget) then grows
 # as rays finish: SEGMENT x (rays at the start / rays left), a power of two up to SEGMENT_GROWTH, so the few long
 # rays of a frame's tail take few passes (each costs launches and a host sync whatever its size) while no pass holds
@@ -113,21 +123,21 @@ def cell_exit(origins, dirs, cells, aabb, resolution) -> torch.Tensor:
 
 
 def march_segment(origins, dirs, active, t, t_far, occupancy, aabb, resolution: int, dt: float, k: int,
-                  max_scan: int, sub: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+                  max_scan: int, sub: int = 1, macro: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Next ``k`` occupied samples of each active ray, skipping empty cells; ``t`` [R] is advanced in place.
 
     Args:
         origins, dirs: [R, 3]; active: [A] int64 ray ids; t, t_far: [R]; occupancy: [resolution^3] bool, or
-        with ``sub`` > 1 the two-level grid's int64 bits (module docstring).
+        with ``sub`` > 1 the two-level grid's int64 bits; ``macro``: its macro mask or None (module docstring).
     Returns:
         t_samples [A, k] (sample distances), deltas [A, k] (``dt`` for a sample, 0 for an empty slot).
 
     Each ray walks the lattice ``t + (j + 0.5) dt``, at most ``max_scan`` iterations: a lattice point in an
     occupied cell is taken (if before ``t_far``) and the walk moves one step; a point in an empty cell makes
     the walk jump to the first lattice point past the cell's exit (DDA), so crossing an empty cell costs one
-    iteration however many steps it spans. The ray resumes after its ``k``-th sample, after its last
-    iteration, or one step past ``t_far`` (so it leaves the render loop). The samples over a whole render are
-    those of plain fixed-step marching: a jump only passes points of the same empty cell.
+    iteration however many steps it spans (an empty macro cell too, with ``macro``). The ray resumes after its
+    ``k``-th sample, after its last iteration, or one step past ``t_far`` (so it leaves the render loop). The samples
+    over a whole render are those of plain fixed-step marching: a jump only passes points of the same empty cell.
     """
     n_active, device = active.numel(), t.device
     t_samples = torch.zeros(n_active, k, device=device)
@@ -147,7 +157,7 @@ def march_segment(origins, dirs, active, t, t_far, occupancy, aabb, resolution: 
         cells = ((o + t_point[:, None] * d - lo) / size * resolution).floor().clamp(0.0, resolution - 1.0)
         inside = t_point < far
         occupied, exit_cells, exit_resolution = occupancy_lookup(o + t_point[:, None] * d, cells, occupancy, lo, size,
-                                                                 resolution, sub, strides)
+                                                                 resolution, sub, strides, macro)
         occupied = searching & inside & occupied
         slot = count.clamp(max=k - 1)  # a ray that is done writes its last slot back unchanged
         t_samples[rows, slot] = torch.where(occupied, t_point, t_samples[rows, slot])
@@ -161,10 +171,33 @@ def march_segment(origins, dirs, active, t, t_far, occupancy, aabb, resolution: 
     return t_samples, deltas
 
 
-def occupancy_lookup(points, cells, occupancy, lo, size, resolution: int, sub: int, strides):
+def occupancy_lookup(points, cells, occupancy, lo, size, resolution: int, sub: int, strides, macro=None):
     """Whether points [A, 3] (in coarse cells [A, 3] float) are occupied, and the cell a walk from an empty one
     jumps past: (occupied [A], that cell's coordinates [A, 3] float, its grid's resolution, an int or [A, 1]).
-    ``sub`` 1: ``occupancy`` is the mask; else the two-level grid's bits (module docstring)."""
+    ``sub`` 1: ``occupancy`` is the mask; else the two-level grid's bits; ``macro``: its macro mask, whose empty
+    cells are jumped past whole, or None (module docstring)."""
+    occupied, exit_cells, exit_resolution = _grid_lookup(points, cells, occupancy, lo, size, resolution, sub, strides)
+    if macro is None:
+        return occupied, exit_cells, exit_resolution
+    macro_res = macro_resolution(macro, resolution)
+    macro_cells = (cells / (resolution // macro_res)).floor()  # the macro cell of the coarse cell looked up
+    macro_strides = torch.tensor([1, macro_res, macro_res * macro_res], device=cells.device)
+    macro_empty = ~macro[(macro_cells.long() * macro_strides).sum(dim=1)]
+    return (occupied & ~macro_empty, torch.where(macro_empty[:, None], macro_cells, exit_cells),
+            torch.where(macro_empty[:, None], float(macro_res), exit_resolution))
+
+
+def macro_resolution(macro: torch.Tensor, resolution: int) -> int:
+    """Cells per axis ``M`` of a macro mask [M^3] over a ``resolution``^3 grid; M must divide the resolution."""
+    macro_res = round(macro.numel() ** (1 / 3))
+    if macro_res ** 3 != macro.numel() or resolution % macro_res:
+        raise ValueError(f"a macro mask of {macro.numel()} cells is not M^3 cells with M dividing the grid's "
+                         f"{resolution} per axis")
+    return macro_res
+
+
+def _grid_lookup(points, cells, occupancy, lo, size, resolution: int, sub: int, strides):
+    """:func:`occupancy_lookup` without a macro level."""
     coarse = occupancy[(cells.long() * strides).sum(dim=1)]
     if sub == 1:
         return coarse, cells, resolution
@@ -206,10 +239,10 @@ def pack_segment(origins, dirs, active, t, t_far, aabb, t_samples, deltas) -> Pa
 
 
 def march_packed(origins, dirs, active, t, t_far, occupancy, aabb, resolution: int, dt: float, k: int,
-                 max_scan: int, sub: int = 1) -> PackedSegment:
+                 max_scan: int, sub: int = 1, macro: torch.Tensor | None = None) -> PackedSegment:
     """:func:`march_segment` then :func:`pack_segment`: the twin of the fused kernel that does both."""
     t_samples, deltas = march_segment(origins, dirs, active, t, t_far, occupancy, aabb, resolution, dt, k, max_scan,
-                                      sub)
+                                      sub, macro)
     return pack_segment(origins, dirs, active, t, t_far, aabb, t_samples, deltas)
 
 
@@ -251,14 +284,15 @@ def render_segments(origins, dirs, t_start, t_far, occupancy, aabb, resolution: 
                     query: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
                     background: torch.Tensor, *, app: str, fused: bool, max_scan: int,
                     min_transmittance: float, segment: int | None = None, sub: int = 1,
-                    lanes: int | None = None) -> torch.Tensor:
+                    macro: torch.Tensor | None = None, lanes: int | None = None) -> torch.Tensor:
     """Colour [n, 3] of rays marched segment by segment through the occupancy grid, over ``background`` [3].
 
     Each pass takes the next ``segment`` (default ``SEGMENT``, grown by up to ``SEGMENT_GROWTH`` as rays finish)
     occupied samples of every active ray, packed (:func:`march_packed`),
     evaluates ``query(points [S, 3] in the unit cube of aabb, dirs [S, 3]) -> (sigma [S], rgb [S, 3])`` on them,
     composites them front to back and drops rays that left the box or whose transmittance fell below
-    ``min_transmittance`` (early termination). ``occupancy`` with ``sub``: as :func:`march_segment`.
+    ``min_transmittance`` (early termination). ``occupancy`` with ``sub`` and ``macro`` (None: no macro level): as
+    :func:`march_segment`.
     ``fused`` picks the Triton kernels: one kernel marches and packs (stage ``{app}.march``, ``fused`` "march+compact");
     the PyTorch twins run as the stages ``{app}.march`` and ``{app}.compact``. Compositing is ``{app}.composite``.
     A fused pass makes one host sync, the packed segment's sizes, waited for only once the other ``lanes``' work is
@@ -282,7 +316,7 @@ def render_segments(origins, dirs, t_start, t_far, occupancy, aabb, resolution: 
         growth = min(SEGMENT_GROWTH, 1 << ((n_started // rays.numel()).bit_length() - 1))
         k, scan = segment * growth, max_scan * growth
         n_slots = rays.numel() * k
-        march_args = (origins, dirs, rays, t, t_far, occupancy, aabb, resolution, dt, k, scan, sub)
+        march_args = (origins, dirs, rays, t, t_far, occupancy, aabb, resolution, dt, k, scan, sub, macro)
         if fused:
             with stages.stage(f"{app}.march", "rest", n_inputs=rays.numel() * scan, bytes_read=rays.numel() * 32.0,
                               bytes_written=n_slots * 28.0, app=app, fused="march+compact"):

@@ -1,10 +1,10 @@
 """Fused Triton "rest" kernels of NeRF rendering, each the twin of a function in :mod:`ngfx.render.ops.raymarch`.
 
 * :func:`ray_gen` -- pixel -> undistorted camera ray -> world ray -> box entry/exit, one kernel per band;
-* :func:`march_packed` -- per active ray, walk the fixed-step lattice, look up the occupancy grid, jump
-  over empty cells, take the next ``K`` occupied samples and advance the ray; then pack the block's samples
-  (positions, directions) for the network and list its rays with lattice left: one kernel instead of a loop of
-  torch ops, a compaction and a gather;
+* :func:`march_packed` -- per active ray, walk the fixed-step lattice, look up the occupancy grid (and its macro
+  level, if any), jump over empty cells, take the next ``K`` occupied samples and advance the ray; then pack the
+  block's samples (positions, directions) for the network and list its rays with lattice left: one kernel instead
+  of a loop of torch ops, a compaction and a gather;
 * :func:`composite_segment` -- front-to-back compositing of each active ray's packed samples and early
   termination, one kernel;
 * :func:`training_rays` -- a training batch's rays through random pixels of random images, their colours and
@@ -22,7 +22,8 @@ import triton
 import triton.language as tl
 
 from ngfx.cameras import Intrinsics
-from ngfx.render.ops.raymarch import SKIP_MARGIN, PackedSegment, TrainingSamples, padding, slot_count
+from ngfx.render.ops.raymarch import (SKIP_MARGIN, PackedSegment, TrainingSamples, macro_resolution, padding,
+                                      slot_count)
 from ngfx.render.ops.triton_volume import load3
 from ngfx.render.ops.volume import MAX_OPTICAL_DEPTH
 
@@ -165,11 +166,14 @@ def _cell_exit_axis(o, d, cell_coord, lo, cell, margin):
 
 @triton.jit
 def lattice_step(ox, oy, oz, dx, dy, dz, t0, j, t_far, searching, occ_ptr, lo_x, lo_y, lo_z, size_x, size_y, size_z,
-                 dt, R: tl.constexpr, SKIP_MARGIN: tl.constexpr, SUB: tl.constexpr):
+                 dt, R: tl.constexpr, SKIP_MARGIN: tl.constexpr, SUB: tl.constexpr, macro_ptr=None,
+                 MACRO: tl.constexpr = 0):
     """One marching iteration of rays at lattice index ``j`` (see raymarch.march_segment) -> (the point's
     distance ``t0 + (j + 0.5) dt``, whether it is before ``t_far``, whether it is taken: ``searching``, inside and
     in an occupied cell, the next lattice index: one step, or past the cell's exit when the cell is empty).
-    ``SUB`` 1: ``occ_ptr`` is the mask (uint8); else the two-level grid's int64 bits (raymarch.occupancy_lookup)."""
+    ``SUB`` 1: ``occ_ptr`` is the mask (uint8); else the two-level grid's int64 bits (raymarch.occupancy_lookup).
+    ``MACRO`` > 1: ``macro_ptr`` is the grid's macro mask (uint8, ``R / MACRO`` cells per axis); a point in an empty
+    macro cell jumps past the macro cell (its coarse cell is empty too: the macro mask is built from the grid)."""
     t = t0 + (j + 0.5) * dt
     px, py, pz = ox + t * dx, oy + t * dy, oz + t * dz
     fx = tl.minimum(tl.maximum(tl.floor((px - lo_x) / size_x * R), 0.0), R - 1.0)
@@ -177,10 +181,17 @@ def lattice_step(ox, oy, oz, dx, dy, dz, t0, j, t_far, searching, occ_ptr, lo_x,
     fz = tl.minimum(tl.maximum(tl.floor((pz - lo_z) / size_z * R), 0.0), R - 1.0)
     cell = fx.to(tl.int32) + fy.to(tl.int32) * R + fz.to(tl.int32) * (R * R)
     inside = t < t_far
+    looked_up = searching & inside  # the lanes that read the grid
+    if MACRO > 1:
+        # the macro cell of the coarse cell (not of the point, whose rounding could differ at a face); read alongside
+        # the grid, not before it: the two loads' latencies overlap
+        mx, my, mz = tl.floor(fx / MACRO), tl.floor(fy / MACRO), tl.floor(fz / MACRO)
+        macro_cell = mx.to(tl.int32) + my.to(tl.int32) * (R // MACRO) + mz.to(tl.int32) * ((R // MACRO) * (R // MACRO))
+        macro_empty = looked_up & (tl.load(macro_ptr + macro_cell, mask=looked_up, other=0) == 0)
     if SUB == 1:
-        occupied = searching & inside & (tl.load(occ_ptr + cell, mask=searching & inside, other=0) != 0)
+        occupied = looked_up & (tl.load(occ_ptr + cell, mask=looked_up, other=0) != 0)
     else:
-        bits = tl.load(occ_ptr + cell, mask=searching & inside, other=0)
+        bits = tl.load(occ_ptr + cell, mask=looked_up, other=0)
         coarse = bits != 0
         gx = tl.minimum(tl.maximum(tl.floor((px - lo_x) / size_x * (R * SUB)), 0.0), R * SUB - 1.0)
         gy = tl.minimum(tl.maximum(tl.floor((py - lo_y) / size_y * (R * SUB)), 0.0), R * SUB - 1.0)
@@ -189,7 +200,7 @@ def lattice_step(ox, oy, oz, dx, dy, dz, t0, j, t_far, searching, occ_ptr, lo_x,
         sy = tl.minimum(tl.maximum(gy - fy * SUB, 0.0), SUB - 1.0).to(tl.int64)
         sz = tl.minimum(tl.maximum(gz - fz * SUB, 0.0), SUB - 1.0).to(tl.int64)
         fine = ((bits >> (sx + sy * SUB + sz * (SUB * SUB))) & 1) != 0
-        occupied = searching & inside & coarse & fine
+        occupied = looked_up & coarse & fine
         # an empty fine cell of an occupied coarse cell is the one jumped over
         fx, fy, fz = tl.where(coarse, gx, fx), tl.where(coarse, gy, fy), tl.where(coarse, gz, fz)
     # cell sizes of the level jumped over: per block, not per lane (the same quotients as size / resolution per lane)
@@ -199,6 +210,12 @@ def lattice_step(ox, oy, oz, dx, dy, dz, t0, j, t_far, searching, occ_ptr, lo_x,
         cell_x = tl.where(coarse, size_x / (R * SUB), size_x / R)
         cell_y = tl.where(coarse, size_y / (R * SUB), size_y / R)
         cell_z = tl.where(coarse, size_z / (R * SUB), size_z / R)
+    if MACRO > 1:  # an empty macro cell is the one jumped over
+        occupied = occupied & (macro_empty == 0)
+        fx, fy, fz = tl.where(macro_empty, mx, fx), tl.where(macro_empty, my, fy), tl.where(macro_empty, mz, fz)
+        cell_x = tl.where(macro_empty, size_x / (R // MACRO), cell_x)
+        cell_y = tl.where(macro_empty, size_y / (R // MACRO), cell_y)
+        cell_z = tl.where(macro_empty, size_z / (R // MACRO), cell_z)
     exit_t = tl.minimum(tl.minimum(_cell_exit_axis(ox, dx, fx, lo_x, cell_x, SKIP_MARGIN * cell_x),
                                    _cell_exit_axis(oy, dy, fy, lo_y, cell_y, SKIP_MARGIN * cell_y)),
                         _cell_exit_axis(oz, dz, fz, lo_z, cell_z, SKIP_MARGIN * cell_z))
@@ -223,10 +240,10 @@ def _reserve(counter_ptr, amounts, BLOCK: tl.constexpr):
 
 
 @triton.jit
-def _march_kernel(o_ptr, d_ptr, active_ptr, t_ptr, t_far_ptr, occ_ptr, aabb_ptr, scratch_ptr, counter_ptr,
-                  points_ptr, dirs_out_ptr, start_ptr, count_ptr, next_ptr, n_active, dt, MAX_SCAN: tl.constexpr,
-                  R: tl.constexpr, K: tl.constexpr, K_CHUNK: tl.constexpr, SKIP_MARGIN: tl.constexpr,
-                  SUB: tl.constexpr, BLOCK: tl.constexpr):
+def _march_kernel(o_ptr, d_ptr, active_ptr, t_ptr, t_far_ptr, occ_ptr, macro_ptr, aabb_ptr, scratch_ptr,
+                  counter_ptr, points_ptr, dirs_out_ptr, start_ptr, count_ptr, next_ptr, n_active, dt,
+                  MAX_SCAN: tl.constexpr, R: tl.constexpr, K: tl.constexpr, K_CHUNK: tl.constexpr,
+                  SKIP_MARGIN: tl.constexpr, SUB: tl.constexpr, MACRO: tl.constexpr, BLOCK: tl.constexpr):
     """March (the samples' distances into the rays' ``K`` scratch slots, a [K, BLOCK] array per program), then pack:
     the block's samples get consecutive positions from ``counter[0]`` on, its rays with lattice left from
     ``counter[1]`` on."""
@@ -247,7 +264,8 @@ def _march_kernel(o_ptr, d_ptr, active_ptr, t_ptr, t_far_ptr, occ_ptr, aabb_ptr,
     # the block stops as soon as all its rays are done, rather than after MAX_SCAN iterations
     while (iteration < MAX_SCAN) & (n_searching > 0):
         t, inside, occupied, step = lattice_step(ox, oy, oz, dx, dy, dz, t0, j, t_far, searching, occ_ptr, lo_x, lo_y,
-                                                 lo_z, size_x, size_y, size_z, dt, R, SKIP_MARGIN, SUB)
+                                                 lo_z, size_x, size_y, size_z, dt, R, SKIP_MARGIN, SUB, macro_ptr,
+                                                 MACRO)
         # slot ``count`` of every lane side by side: lanes taking their n-th sample together store one run
         tl.store(scratch + count * BLOCK, t, mask=occupied)
         count += occupied.to(tl.int32)
@@ -302,11 +320,16 @@ class PendingSegment:
 
 
 def march_packed(origins, dirs, active, t, t_far, occupancy, aabb, resolution: int, dt: float, k: int,
-                 max_scan: int, sub: int = 1, wait: bool = True) -> PackedSegment | PendingSegment:
+                 max_scan: int, sub: int = 1, macro: torch.Tensor | None = None,
+                 wait: bool = True) -> PackedSegment | PendingSegment:
     """Fused twin of :func:`ngfx.render.ops.raymarch.march_packed` (same arguments; the rays' blocks of samples and
     the rays going on in any order). Reading the packed sizes is a host sync; with ``wait`` False it is left to the
     :class:`PendingSegment` returned."""
     n_active, device = active.numel(), t.device
+    grid = grid_operand(occupancy, sub)
+    # without a macro level the kernel is given the grid in its place, never read (MACRO 0)
+    macro_factor = resolution // macro_resolution(macro, resolution) if macro is not None else 0
+    macro_grid = macro.contiguous().view(torch.uint8) if macro is not None else grid
     scratch = torch.empty(triton.cdiv(n_active, MARCH_BLOCK) * MARCH_BLOCK * k, device=device)
     points = torch.empty(n_active * k, 3, device=device)
     sample_dirs = torch.empty(n_active * k, 3, device=device)
@@ -316,10 +339,10 @@ def march_packed(origins, dirs, active, t, t_far, occupancy, aabb, resolution: i
     counters = torch.zeros(2, dtype=torch.int32, device=device)
     if n_active:
         _march_kernel[(triton.cdiv(n_active, MARCH_BLOCK),)](
-            origins.contiguous(), dirs.contiguous(), active, t, t_far.contiguous(), grid_operand(occupancy, sub),
+            origins.contiguous(), dirs.contiguous(), active, t, t_far.contiguous(), grid, macro_grid,
             aabb.float().contiguous(), scratch, counters, points, sample_dirs, starts, counts, next_rays, n_active,
             float(dt), MAX_SCAN=int(max_scan), R=resolution, K=k, K_CHUNK=min(triton.next_power_of_2(k), 8),
-            SKIP_MARGIN=SKIP_MARGIN, SUB=sub, BLOCK=MARCH_BLOCK, num_warps=MARCH_WARPS)
+            SKIP_MARGIN=SKIP_MARGIN, SUB=sub, MACRO=macro_factor, BLOCK=MARCH_BLOCK, num_warps=MARCH_WARPS)
     pending = PendingSegment((points, sample_dirs, starts, counts, next_rays), counters)
     return pending.result() if wait else pending
 
