@@ -153,13 +153,15 @@ def _launching_ops(host_times: list[float], ops: list[dict]) -> list[dict | None
 
 
 def _split_stage(stage: Kernel, work: list) -> list[Kernel]:
-    """One :class:`Kernel` per profiled ``(event, launching op)`` of ``stage``, costs from the op's shapes or
-    shared from the stage's."""
+    """One :class:`Kernel` per profiled ``(event, launching op)`` of ``stage``, costs from a PyTorch op's shapes
+    or shared from the stage's."""
     if not work:
         return []
     out, unshaped = [], []
     for e, op in work:
-        shapes = op.get("args", {}).get("Input Dims") if op else None
+        # only PyTorch's own ops have a cost model: a Triton kernel launched inside an autograd Function (the MLP's
+        # _MLP, the grid's _GridEncode) is no element-wise op of the Function's inputs
+        shapes = op.get("args", {}).get("Input Dims") if op and op["name"].startswith("aten::") else None
         cost = costs.tensor_op(op["name"], shapes) if shapes else None
         k = dataclasses.replace(stage, name=f"{stage.name}/{e['name']}"[:200], n_inputs=0, duration_s=e["dur"] * 1e-6,
                                 mlp_layers=list(stage.mlp_layers))
