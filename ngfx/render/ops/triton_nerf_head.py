@@ -18,10 +18,14 @@ H200, Lego (dd41f92, BENCHMARKS.md): 12.25 / 41.42 ms at 1080p / 4K with the gri
 encoding in the head.
 
 Features in, three module constants pick variants for ``bench_render --knobs`` (all off: the kernel as it was).
-Timed alone on the H200 (2^24 rows of Lego-shaped networks, 64 rows x 2 warps, fp16 operands; the same outputs):
-:data:`HEAD_PERSISTENT` (weights loaded once per program, 255 registers) 2.109 ms against 2.105, no gain: the
-weights are not what bounds the head; :data:`HEAD_RGB_HALF` (fp16 colour) 2.107 ms; :data:`HEAD_SH_JOINED` 1.436
-against 2.151 ms (the SH tile's per-element select chain was a third of the head).
+Timed alone on the H200 (2^24 rows of Lego-shaped networks, 64 rows x 2 warps, fp16 operands, outputs equal to the
+bit): the kernel 2.10 ms (182 registers); :data:`HEAD_SH_JOINED` 1.42-1.43 ms (120 registers; the whole fused query,
+grid kernel and head, 5.97 -> 5.31 ms); :data:`HEAD_RGB_HALF` 1.42 ms with it; :data:`HEAD_PERSISTENT` no gain
+(2.11 ms, with the SH joined 1.49: holding 20 KB of weights takes 255 registers, fewer programs fit). The head is
+bound by how many programs a multiprocessor holds, not by the weights' reads: the kernel capped at 128 registers
+(ptxas maxnreg) ran 1.68 ms, the joined one gained nothing from caps (96: 1.42 ms, spilling). Other shapes, joined:
+32 x 2 2.30 ms, 32 x 1 1.83, 16 x 1 3.07; the wgmma shapes still fail (64 x 4 faulted, 128 x 4 gave NaNs) or lose
+(128 x 8 1.56 ms).
 """
 
 from __future__ import annotations
@@ -42,7 +46,8 @@ HEAD_BLOCK = triton_mlp.MLP_BLOCK
 HEAD_WARPS = triton_mlp.MLP_WARPS
 # features in: True launches HEAD_PROGRAMS_PER_SM programs per multiprocessor that load both networks' weights
 # (20 KB in fp16 for Lego's) once and loop over row blocks; False, one program per block, each reading the weights
-# again (20.5 M samples / 64 rows x 20 KB = 6.4 GB of L1/L2 reads a 1080p frame). Timed on the H200 by --knobs.
+# again (20.5 M samples / 64 rows x 20 KB = 6.4 GB of L1/L2 reads a 1080p frame). 4 programs: as many as fit at 255
+# registers a thread (64 x 2 warps)
 HEAD_PERSISTENT = False
 HEAD_PROGRAMS_PER_SM = 4
 HEAD_INTERPRETER_PROGRAMS = 2  # under the interpreter: fewer programs than blocks, so each program loops
@@ -50,8 +55,8 @@ HEAD_INTERPRETER_PROGRAMS = 2  # under the interpreter: fewer programs than bloc
 # density stays float32: the exp of a log-density overflows fp16's 65504
 HEAD_RGB_HALF = False
 # True builds the SH tile by joining its 16 per-row columns (_sh_basis_joined) instead of triton_sh.sh_basis's chain
-# of 15 selects on every element: same values, fewer registers (H200, 2^24 rows, 64 x 2: head 2.15 -> 1.44 ms,
-# 175 -> 120 registers); sh_basis itself could take this form (triton_sh is not this module's)
+# of 15 selects on every element: the same values, 182 -> 120 registers, head 2.10 -> 1.42 ms (module docstring);
+# sh_basis itself could take this form for its other callers
 HEAD_SH_JOINED = False
 # constexprs of the encoding when the kernel reads features (a pruned constexpr branch never uses them)
 _NO_ENCODING = dict(D=0, F=0, LEVELS=0, N_LEVELS=0, INTERP=0, PACKED=False)
