@@ -114,42 +114,6 @@ def mlp_block(h, w_in_ptr, w_hidden_ptr, w_out_ptr, KIN: tl.constexpr, WIDTH: tl
 
 
 @triton.jit
-def load_mlp_weights(w_in_ptr, w_hidden_ptr, w_out_ptr, KIN: tl.constexpr, WIDTH: tl.constexpr, OUT: tl.constexpr,
-                     N_HIDDEN: tl.constexpr):
-    """The padded weights :func:`mlp_block` reads, loaded once for :func:`mlp_block_loaded`: (w_in [KIN, WIDTH],
-    a tuple of the N_HIDDEN - 1 hidden [WIDTH, WIDTH], w_out [WIDTH, OUT]); with no hidden layer w_out is
-    [KIN, OUT] and w_in is that same tile (unused). A persistent kernel keeps them for every block it runs."""
-    hidden = ()
-    if N_HIDDEN == 0:
-        w_out = _load_matrix(w_out_ptr, KIN, OUT)
-        w_in = w_out
-    else:
-        w_in = _load_matrix(w_in_ptr, KIN, WIDTH)
-        for layer in tl.static_range(N_HIDDEN - 1):
-            hidden = hidden + (_load_matrix(w_hidden_ptr + layer * WIDTH * WIDTH, WIDTH, WIDTH),)
-        w_out = _load_matrix(w_out_ptr, WIDTH, OUT)
-    return w_in, hidden, w_out
-
-
-@triton.jit
-def mlp_block_loaded(h, w_in, hidden, w_out, N_HIDDEN: tl.constexpr, ACT: tl.constexpr, OUT_ACT: tl.constexpr,
-                     PRECISION: tl.constexpr):
-    """:func:`mlp_block` on weights :func:`load_mlp_weights` loaded: [BLOCK, KIN] activations (operand dtype) ->
-    [BLOCK, OUT] float32."""
-    dtype = h.dtype
-    if N_HIDDEN == 0:
-        z = tl.dot(h, w_out, input_precision=PRECISION)
-    else:
-        z = tl.dot(h, w_in, input_precision=PRECISION)
-        h = _activation(z, ACT).to(dtype)
-        for layer in tl.static_range(N_HIDDEN - 1):
-            z = tl.dot(h, hidden[layer], input_precision=PRECISION)
-            h = _activation(z, ACT).to(dtype)
-        z = tl.dot(h, w_out, input_precision=PRECISION)
-    return _activation(z, OUT_ACT)
-
-
-@triton.jit
 def _mlp_kernel(x_ptr, w_in_ptr, w_hidden_ptr, w_out_ptr, out_ptr, n_rows, n_in, n_out,
                 KIN: tl.constexpr, WIDTH: tl.constexpr, OUT: tl.constexpr, N_HIDDEN: tl.constexpr,
                 ACT: tl.constexpr, OUT_ACT: tl.constexpr, PRECISION: tl.constexpr, BLOCK: tl.constexpr):

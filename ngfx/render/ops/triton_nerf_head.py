@@ -17,15 +17,16 @@ MLP kernel apart, and so did this one: :data:`ENCODE_IN_HEAD` (which of the two 
 H200, Lego (dd41f92, BENCHMARKS.md): 12.25 / 41.42 ms at 1080p / 4K with the grid kernel first, 16.48 / 56.50 ms
 encoding in the head.
 
-Features in, three module constants pick variants for ``bench_render --knobs`` (all off: the kernel as it was).
-Timed alone on the H200 (2^24 rows of Lego-shaped networks, 64 rows x 2 warps, fp16 operands, outputs equal to the
-bit): the kernel 2.10 ms (182 registers); :data:`HEAD_SH_JOINED` 1.42-1.43 ms (120 registers; the whole fused query,
-grid kernel and head, 5.97 -> 5.31 ms); :data:`HEAD_RGB_HALF` 1.42 ms with it; :data:`HEAD_PERSISTENT` no gain
-(2.11 ms, with the SH joined 1.49: holding 20 KB of weights takes 255 registers, fewer programs fit). The head is
-bound by how many programs a multiprocessor holds, not by the weights' reads: the kernel capped at 128 registers
-(ptxas maxnreg) ran 1.68 ms, the joined one gained nothing from caps (96: 1.42 ms, spilling). Other shapes, joined:
-32 x 2 2.30 ms, 32 x 1 1.83, 16 x 1 3.07; the wgmma shapes still fail (64 x 4 faulted, 128 x 4 gave NaNs) or lose
-(128 x 8 1.56 ms).
+Features in, timed alone on the H200 (2^24 rows of Lego-shaped networks, 64 rows x 2 warps, fp16 operands): 1.42 ms
+at 120 registers with :func:`ngfx.render.ops.triton_sh.sh_basis` joining the SH tile from per-row columns, against
+2.10 ms at 182 registers with a chain of selects over the tile (the same outputs to the bit; the Lego frame at 4K
+35.11 -> 32.78 ms, at 1080p 10.43 / 10.47 ms). The head is bound by how many programs a multiprocessor holds, not by
+reading its weights: capped at 128 registers the select form ran 1.68 ms, the joined one gained nothing from caps
+(96: 1.42 ms, spilling). A persistent head loading both networks' weights (20 KB) once per program needed 255
+registers and gained nothing (2.11 ms with the select form, 1.49 joined), so each program reads them. Colour
+written as float16 sped up the composite kernel (0.276 -> 0.257 ms for 20.4 M samples) but not the frame (4K 32.78
+-> 33.08 ms), so colour is float32. Other shapes: 32 x 2 2.30 ms, 32 x 1 1.83, 16 x 1 3.07; the wgmma shapes still
+fail (64 x 4 faulted, 128 x 4 gave NaNs) or lose (128 x 8 1.56 ms).
 """
 
 from __future__ import annotations
@@ -44,70 +45,8 @@ ENCODE_IN_HEAD = False
 # shapes broke on the H200 with Triton 3.6); timed on the H200 by bench_render --knobs
 HEAD_BLOCK = triton_mlp.MLP_BLOCK
 HEAD_WARPS = triton_mlp.MLP_WARPS
-# features in: True launches HEAD_PROGRAMS_PER_SM programs per multiprocessor that load both networks' weights
-# (20 KB in fp16 for Lego's) once and loop over row blocks; False, one program per block, each reading the weights
-# again (20.5 M samples / 64 rows x 20 KB = 6.4 GB of L1/L2 reads a 1080p frame). 4 programs: as many as fit at 255
-# registers a thread (64 x 2 warps)
-HEAD_PERSISTENT = False
-HEAD_PROGRAMS_PER_SM = 4
-HEAD_INTERPRETER_PROGRAMS = 2  # under the interpreter: fewer programs than blocks, so each program loops
-# True writes colour as float16 (half the bytes out and into the composite kernel, which reads it as fp32; H200,
-# 20.4 M samples: that kernel 0.276 -> 0.257 ms, the same image); density stays float32: the exp of a log-density
-# overflows fp16's 65504
-HEAD_RGB_HALF = False
-# True builds the SH tile by joining its 16 per-row columns (_sh_basis_joined) instead of triton_sh.sh_basis's chain
-# of 15 selects on every element: the same values, 182 -> 120 registers, head 2.10 -> 1.42 ms (module docstring);
-# sh_basis itself could take this form for its other callers
-HEAD_SH_JOINED = False
 # constexprs of the encoding when the kernel reads features (a pruned constexpr branch never uses them)
 _NO_ENCODING = dict(D=0, F=0, LEVELS=0, N_LEVELS=0, INTERP=0, PACKED=False)
-
-
-@triton.jit
-def _columns4(a0, a1, a2, a3):
-    # tl.join adds a minor-most dimension: the last join takes the lowest bit of the column index
-    return tl.join(tl.join(a0, a2), tl.join(a1, a3))
-
-
-@triton.jit
-def _columns8(a0, a1, a2, a3, a4, a5, a6, a7):
-    return tl.join(_columns4(a0, a2, a4, a6), _columns4(a1, a3, a5, a7))
-
-
-@triton.jit
-def _sh_basis_joined(x, y, z):
-    """:func:`ngfx.render.ops.triton_sh.sh_basis` ([BLOCK, 16] float32, the same constants and order) from 16
-    per-row columns joined into one tile: each row's values stay in its thread, no select per element."""
-    x = x.to(tl.float32)
-    y = y.to(tl.float32)
-    z = z.to(tl.float32)
-    xy, xz, yz, x2, y2, z2 = x * y, x * z, y * z, x * x, y * y, z * z
-    even = _columns8(0.28209479177387814 + 0.0 * x,
-                     0.48860251190291987 * z,
-                     1.0925484305920792 * xy,
-                     0.94617469575755997 * z2 - 0.31539156525251999,
-                     0.54627421529603959 * (x2 - y2),
-                     2.8906114426405538 * xy * z,
-                     0.3731763325901154 * z * (5.0 * z2 - 3.0),
-                     1.4453057213202769 * z * (x2 - y2))
-    odd = _columns8(-0.48860251190291987 * y,
-                    -0.48860251190291987 * x,
-                    -1.0925484305920792 * yz,
-                    -1.0925484305920792 * xz,
-                    0.59004358992664352 * y * (-3.0 * x2 + y2),
-                    0.45704579946446572 * y * (1.0 - 5.0 * z2),
-                    0.45704579946446572 * x * (1.0 - 5.0 * z2),
-                    0.59004358992664352 * x * (-x2 + 3.0 * y2))
-    return tl.reshape(tl.join(even, odd), (x.shape[0], 16))
-
-
-@triton.jit
-def _sh_tile(x, y, z, JOINED: tl.constexpr):
-    if JOINED:
-        tile = _sh_basis_joined(x, y, z)
-    else:
-        tile = sh_basis(x, y, z)
-    return tile
 
 
 @triton.jit
@@ -119,8 +58,7 @@ def _field_head_kernel(x_ptr, dirs_ptr, table_ptr, meta_scale_ptr, meta_int_ptr,
                        DENSITY_WIDTH: tl.constexpr, DENSITY_OUT: tl.constexpr, DENSITY_N_HIDDEN: tl.constexpr,
                        DENSITY_ACT: tl.constexpr, DENSITY_OUT_ACT: tl.constexpr,
                        WIDTH: tl.constexpr, OUT: tl.constexpr, N_HIDDEN: tl.constexpr, ACT: tl.constexpr,
-                       OUT_ACT: tl.constexpr, PRECISION: tl.constexpr, SH_JOINED: tl.constexpr,
-                       BLOCK: tl.constexpr):
+                       OUT_ACT: tl.constexpr, PRECISION: tl.constexpr, BLOCK: tl.constexpr):
     rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = rows < n_rows
     operand = w_out_ptr.dtype.element_ty
@@ -140,7 +78,7 @@ def _field_head_kernel(x_ptr, dirs_ptr, table_ptr, meta_scale_ptr, meta_int_ptr,
     z = tl.load(dirs_ptr + rows * 3 + 2, mask=mask, other=0.0)
     # first layer: [h, SH] @ w_in = h @ w_in[:P] + SH @ w_in[P:] (P = DENSITY_OUT; sh_basis gives the 16 SH columns)
     pre = tl.dot(h.to(operand), triton_mlp._load_matrix(w_in_ptr, DENSITY_OUT, WIDTH), input_precision=PRECISION)
-    pre = tl.dot(_sh_tile(x, y, z, SH_JOINED).to(operand),
+    pre = tl.dot(sh_basis(x, y, z).to(operand),
                  triton_mlp._load_matrix(w_in_ptr + DENSITY_OUT * WIDTH, 16, WIDTH),
                  pre, input_precision=PRECISION)
     hidden = triton_mlp._activation(pre, ACT).to(operand)
@@ -148,57 +86,7 @@ def _field_head_kernel(x_ptr, dirs_ptr, table_ptr, meta_scale_ptr, meta_int_ptr,
     rgb = triton_mlp.mlp_block(hidden, w_hidden_ptr, w_hidden_ptr + WIDTH * WIDTH, w_out_ptr, WIDTH, WIDTH, OUT,
                                N_HIDDEN - 1, ACT, OUT_ACT, PRECISION)
     cols_out = tl.arange(0, OUT)
-    # rgb_ptr holds float32, or float16 with HEAD_RGB_HALF (the store rounds to it)
     tl.store(rgb_ptr + rows[:, None] * n_out + cols_out[None, :], rgb, mask=mask[:, None] & (cols_out[None, :] < n_out))
-
-
-@triton.jit
-def _field_head_persistent_kernel(x_ptr, dirs_ptr, density_in_ptr, density_hidden_ptr, density_out_ptr, w_in_ptr,
-                                  w_hidden_ptr, w_out_ptr, sigma_ptr, rgb_ptr, n_rows, n_blocks, n_in, n_out,
-                                  KIN: tl.constexpr, DENSITY_WIDTH: tl.constexpr, DENSITY_OUT: tl.constexpr,
-                                  DENSITY_N_HIDDEN: tl.constexpr, DENSITY_ACT: tl.constexpr,
-                                  DENSITY_OUT_ACT: tl.constexpr, WIDTH: tl.constexpr, OUT: tl.constexpr,
-                                  N_HIDDEN: tl.constexpr, ACT: tl.constexpr, OUT_ACT: tl.constexpr,
-                                  PRECISION: tl.constexpr, SH_JOINED: tl.constexpr, BLOCK: tl.constexpr):
-    """:data:`HEAD_PERSISTENT`: the features-in head of :func:`_field_head_kernel`, each program loading every
-    weight once and then taking blocks pid, pid + programs, ... until the rows run out."""
-    operand = w_out_ptr.dtype.element_ty
-    density_in, density_hidden, density_out = triton_mlp.load_mlp_weights(
-        density_in_ptr, density_hidden_ptr, density_out_ptr, KIN, DENSITY_WIDTH, DENSITY_OUT, DENSITY_N_HIDDEN)
-    # the colour network's first layer in its two halves (h rows, then SH rows), the rest an MLP as in the kernel
-    colour_h = triton_mlp._load_matrix(w_in_ptr, DENSITY_OUT, WIDTH)
-    colour_sh = triton_mlp._load_matrix(w_in_ptr + DENSITY_OUT * WIDTH, 16, WIDTH)
-    colour_in, colour_hidden, colour_out = triton_mlp.load_mlp_weights(
-        w_hidden_ptr, w_hidden_ptr + WIDTH * WIDTH, w_out_ptr, WIDTH, WIDTH, OUT, N_HIDDEN - 1)
-    cols_in = tl.arange(0, KIN)
-    cols_out = tl.arange(0, OUT)
-    block = tl.program_id(0)
-    while block < n_blocks:  # a while loop: the interpreter cannot run a for loop to a runtime bound
-        rows = block * BLOCK + tl.arange(0, BLOCK)
-        mask = rows < n_rows
-        features = tl.load(x_ptr + rows.to(tl.int64)[:, None] * n_in + cols_in[None, :],
-                           mask=mask[:, None] & (cols_in[None, :] < n_in), other=0.0)
-        h = triton_mlp.mlp_block_loaded(features.to(operand), density_in, density_hidden, density_out,
-                                        DENSITY_N_HIDDEN, DENSITY_ACT, DENSITY_OUT_ACT, PRECISION)
-        tl.store(sigma_ptr + rows, tl.exp(triton_mlp.tile_column(h, 0, DENSITY_OUT)), mask=mask)
-        x = tl.load(dirs_ptr + rows * 3, mask=mask, other=0.0)
-        y = tl.load(dirs_ptr + rows * 3 + 1, mask=mask, other=0.0)
-        z = tl.load(dirs_ptr + rows * 3 + 2, mask=mask, other=0.0)
-        pre = tl.dot(h.to(operand), colour_h, input_precision=PRECISION)
-        pre = tl.dot(_sh_tile(x, y, z, SH_JOINED).to(operand), colour_sh, pre, input_precision=PRECISION)
-        hidden = triton_mlp._activation(pre, ACT).to(operand)
-        rgb = triton_mlp.mlp_block_loaded(hidden, colour_in, colour_hidden, colour_out, N_HIDDEN - 1, ACT, OUT_ACT,
-                                          PRECISION)
-        tl.store(rgb_ptr + rows[:, None] * n_out + cols_out[None, :], rgb,
-                 mask=mask[:, None] & (cols_out[None, :] < n_out))
-        block += tl.num_programs(0)
-
-
-def head_programs(n_blocks: int, device: torch.device) -> int:
-    """Programs of the persistent head: HEAD_PROGRAMS_PER_SM per multiprocessor on the GPU, at most one a block."""
-    if device.type != "cuda":
-        return min(n_blocks, HEAD_INTERPRETER_PROGRAMS)
-    return min(n_blocks, HEAD_PROGRAMS_PER_SM * torch.cuda.get_device_properties(device).multi_processor_count)
 
 
 def _check_networks(density_mlp: Network, colour_net: Network) -> None:
@@ -212,8 +100,7 @@ def _check_networks(density_mlp: Network, colour_net: Network) -> None:
 
 def field_head(x: torch.Tensor, dirs: torch.Tensor, density_mlp: Network, colour_net: Network,
                encoding: Encoding | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(density [S] float32, colour [S, n_output_dims]) of NeRF's field; ``S`` up to 2^24 rows. Colour is float32,
-    or float16 with :data:`HEAD_RGB_HALF` (wherever this kernel runs: the GPU, or the CPU under the interpreter).
+    """(density [S] float32, colour [S, n_output_dims] float32) of NeRF's field; ``S`` up to 2^24 rows.
 
     Args:
         x: encoded features [S, density_mlp's inputs] (any float dtype), or with ``encoding`` unit-cube points
@@ -234,8 +121,7 @@ def field_head(x: torch.Tensor, dirs: torch.Tensor, density_mlp: Network, colour
     if dirs.shape != (n, 3):
         raise ValueError(f"field_head: dirs must have shape [{n}, 3], got {list(dirs.shape)}")
     sigma = torch.empty(n, device=x.device, dtype=torch.float32)
-    rgb = torch.empty(n, colour_net.cfg.n_output_dims, device=x.device,
-                      dtype=torch.float16 if HEAD_RGB_HALF else torch.float32)
+    rgb = torch.empty(n, colour_net.cfg.n_output_dims, device=x.device, dtype=torch.float32)
     if not n:
         return sigma, rgb
     dtype = triton_mlp.operand_dtype(x.device)
@@ -254,13 +140,7 @@ def field_head(x: torch.Tensor, dirs: torch.Tensor, density_mlp: Network, colour
     density_weights = triton_mlp.pack_weights(list(density_mlp.weights), density_mlp.cfg, kin, dtype)
     colour_weights = triton_mlp.pack_weights(list(colour_net.weights), colour_net.cfg, p + N_SH, dtype)
     constants = dict(**triton_mlp.mlp_constants(density_mlp.cfg, dtype, "DENSITY_"),
-                     **triton_mlp.mlp_constants(colour_net.cfg, dtype), SH_JOINED=HEAD_SH_JOINED)
-    if encoding is None and HEAD_PERSISTENT:
-        n_blocks = triton.cdiv(n, block)
-        _field_head_persistent_kernel[(head_programs(n_blocks, x.device),)](
-            x.contiguous(), dirs.float().contiguous(), *density_weights, *colour_weights, sigma, rgb, n, n_blocks,
-            n_in, colour_net.cfg.n_output_dims, KIN=kin, **constants, BLOCK=block, num_warps=warps)
-        return sigma, rgb
+                     **triton_mlp.mlp_constants(colour_net.cfg, dtype))
     _field_head_kernel[(triton.cdiv(n, block),)](
         x.contiguous(), dirs.float().contiguous(), *grid_args, *density_weights, *colour_weights, sigma, rgb, n,
         n_in, colour_net.cfg.n_output_dims, ENCODE=encoding is not None, **grid_constants, KIN=kin, **constants,
