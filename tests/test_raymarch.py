@@ -355,6 +355,7 @@ def test_nerf_render_is_the_same_with_the_macro_level(monkeypatch, tmp_path):
     res = app.occupancy.resolution
     app.occupancy.mask.copy_(_occupancy("ball", res))
     app.refresh_render_grid()
+    monkeypatch.setattr(raymarch, "MACRO", 0)
     assert app.macro_grid() is None  # MACRO 0: off
     frames = {}
     for factor in (0, 4):

@@ -48,8 +48,12 @@ SKIP_MARGIN = 1e-3
 # Coarse cells per macro cell along an axis of the empty-space level NeRF's render marches through first (its
 # macro mask, built and cached with the render grid, nerf.NerfApp.macro_grid; it must divide the grid's resolution):
 # a ray crosses an empty macro cell in one iteration. 0 or 1: no macro level (the walk goes cell by cell). The
-# samples, so the image, are the same either way; only the iterations (and the passes MAX_SCAN cuts) drop.
-MACRO = 0
+# samples, so the image, are the same either way; only the iterations (and the passes MAX_SCAN cuts) drop. 8: a
+# 16^3 level over Lego's 128^3 grid. H200, Lego 60 s, one run (7969013, bench_render --knobs): off 10.43 / 35.11 ms
+# at 1080p / 4K, 8: 10.02 / 34.22, 4: 10.41 / 35.89; with the joined SH head 9.14 / 31.00 ms against 10.47 / 32.78,
+# PSNR equal to 0.002 dB. A pass then fills more rays' segments, so it evaluates a few more samples past the point
+# where a ray turns opaque (22.3 against 20.5 M at 1080p) and still takes less time (BENCHMARKS.md, issue 14)
+MACRO = 8
 # Samples per ray in render_segments' first pass (NeRF's and NVR's); a pass's segment (and its scan budget) then grows
 # as rays finish: SEGMENT x (rays at the start / rays left), a power of two up to SEGMENT_GROWTH, so the few long
 # rays of a frame's tail take few passes (each costs launches and a host sync whatever its size) while no pass holds
