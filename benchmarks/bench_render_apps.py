@@ -152,7 +152,9 @@ PER_RAY_HEADER = ["| app | resolution | fused per-ray ms | stage-by-stage ms | s
 
 def stage_ms(app, width: int, height: int, fused: bool, **options) -> dict[str, float]:
     """Milliseconds per stage category (encoding, mlp, rest; encoding and MLP then run unfused) of one recorded
-    frame; ``options`` go to render."""
+    frame after an unrecorded one (a kernel's first launch compiles it: NSDF's stage-path Triton kernels, which no
+    timed frame runs, once showed 1,628 ms of "rest"); ``options`` go to render."""
+    app.render(width, height, 0, fused=fused, **options)
     with record_stages(app.device_) as records:
         app.render(width, height, 0, fused=fused, **options)
     out = {"encoding": 0.0, "mlp": 0.0, "rest": 0.0}
