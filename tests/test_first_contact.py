@@ -158,6 +158,34 @@ def test_progress_bars_are_lines_in_a_log(monkeypatch):
     assert 2 <= len(lines) <= 8 and lines[-1].startswith("work: 100%")  # a line per 10 steps, not per step
 
 
+def test_a_training_bar_in_a_log_writes_lines_by_time_not_by_loss_reading(monkeypatch):
+    import io
+
+    from ngfx import progress
+    from ngfx.render.neural_field import LOSS_SHOWN_EVERY, training_loop
+
+    class Quadratic:
+        name = "quadratic"
+
+        def __init__(self):
+            self.w = torch.nn.Parameter(torch.ones(4))
+
+        def train(self):
+            pass
+
+        def training_step(self, step):
+            return (self.w ** 2).sum()
+
+    log = io.StringIO()  # a redirected stderr; the loop runs far faster than progress.LOG_EVERY_S
+    monkeypatch.setattr(progress.sys, "stderr", log)
+    app = Quadratic()
+    steps = 40 * LOSS_SHOWN_EVERY
+    training_loop(app, torch.optim.SGD([app.w], lr=1e-3), steps, None, progress=True)
+    lines = log.getvalue().splitlines()
+    # the first draw and the closing one: not one line per loss reading (40 of them)
+    assert 1 <= len(lines) <= 3 and f"{steps}/{steps}" in lines[-1] and "loss=" in lines[-1]
+
+
 def test_a_large_frame_shows_its_bands_only_when_asked(monkeypatch):
     import io
 

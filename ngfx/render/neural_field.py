@@ -198,7 +198,8 @@ def training_loop(app, optimizer: torch.optim.Optimizer, steps: int | None, seco
         step += 1
         bar.update(1)
         if progress and step % LOSS_SHOWN_EVERY == 0:  # float() waits for the device: only for a bar shown
-            bar.set_postfix(loss=f"{float(loss):.3g}")
+            bar.set_postfix(loss=f"{float(loss):.3g}", refresh=False)  # shown at the bar's next redraw: a log
+            # gets a line per LOG_EVERY_S, not per reading
         if after_step is not None:
             after_step(step, loss)
     bar.close()
