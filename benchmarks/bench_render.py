@@ -6,15 +6,17 @@ the val views rendered per ray and stage by stage, frame times (CUDA events on a
 a warm-up) and field samples per frame each way, and the per-category stage times of one recorded frame
 with the stage-by-stage Triton and PyTorch "rest" kernels, so the rest-kernel ratio comes from one process.
 ``--profile``: the GPU kernels of a per-ray frame and what bounds its kernel (achieved MLP FLOP/s and hash
-gathers per second). ``--dense-seconds``: the same timings on a dense-background scene (Lego composited over a
-textured backdrop on the scene box's walls, trained that long; then its occupancy grid dilated until
-``DENSE_OCCUPIED`` of it is occupied, as in the issue's real capture). ``--sweep``: settings of the per-ray
-kernel (launch shape, scan iterations per round). Writes ``results.md``, ``results.json`` and PNGs under ``--out``. The other three apps are
+gathers per second). ``--dense-seconds``: the same timings on dense-background scenes (``--dense-scene``, built by
+``dense_scenes.py``: Lego over a textured backdrop on the scene box's walls, or inside a textured room written and
+loaded as an instant-ngp capture), trained that long; then each occupancy grid dilated until ``DENSE_OCCUPIED`` of
+it is occupied, as in the issue's real capture. ``--sweep``: settings of the per-ray kernel (launch shape, scan
+iterations per round). Writes ``results.md``, ``results.json`` and PNGs under ``--out``. The other three apps are
 measured by ``bench_render_apps.py`` (same frame/stage timers).
 
     python benchmarks/bench_render.py --out bench_nerf                  # H200: ~3 min training + ~2 min timing
     python benchmarks/bench_render.py --out bench_nerf --encodings densegrid,lowres --train-seconds 90
     python benchmarks/bench_render.py --out /tmp/smoke --smoke          # CPU check, about a minute
+    python benchmarks/bench_render.py --out dense --encodings '' --dense-seconds 60 --dense-scene both --skip-unfused
 """
 
 from __future__ import annotations
@@ -36,14 +38,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_render_apps import (PER_RAY_HEADER, frame_ms, frame_path, kernel_profile, kernel_table,  # noqa: E402
                                patched, per_ray_markdown, per_ray_timings, positive_ints, profiled_frame, rest_cells,
                                rest_ratio, samples_per_frame)
+import dense_scenes  # noqa: E402
 
-from ngfx.cameras import pixel_rays  # noqa: E402
 from ngfx.io import atomic_write, write_image, write_json  # noqa: E402
 from ngfx.render import runs  # noqa: E402
 from ngfx.render.apps import nerf  # noqa: E402
 from ngfx.render.neural_field import fit  # noqa: E402
 from ngfx.render.ops.occupancy import dilate  # noqa: E402
-from ngfx.render.ops.raymarch import ray_aabb  # noqa: E402
 
 TARGET_MS = {(1920, 1080): 16.7, (3840, 2160): 33.3}  # the issue's NeRF targets: 60 FPS at 1080p, 30 FPS at 4K
 DENSE_TARGET_MS = {(1920, 1080): 33.0}  # the issue's real capture (background everywhere) at 1080p
@@ -186,72 +187,54 @@ def sweep_kernel_settings(app, width: int, height: int, repeats: int) -> list[di
     return rows
 
 
-def textured_backdrop(images: torch.Tensor, poses: torch.Tensor, app) -> torch.Tensor:
-    """RGBA views [V, H, W, 4] uint8 composited over a backdrop on the scene box's walls -> RGB uint8: each pixel
-    shows its ray's exit point, coloured by a 3D checker and colour waves, so a wall point has one colour from
-    every view (a background the network can learn, unlike a random one)."""
-    k = app.intrinsics
-    phase = torch.tensor([0.0, 2.0, 4.0], device=app.device_)
-    out = []
-    for image, pose in zip(images, poses):
-        origins, dirs = pixel_rays(pose.to(app.device_), k)
-        _, t_far = ray_aabb(origins, dirs, app.aabb)
-        wall = origins + t_far[:, None] * dirs
-        checker = (torch.floor(wall * 4.0).sum(-1) % 2)[:, None]
-        backdrop = (0.2 + 0.35 * checker + 0.4 * (0.5 + 0.5 * torch.sin(2.5 * wall + phase))).clamp(0, 1)
-        rgba = image.to(app.device_).float() / 255.0
-        alpha = rgba[..., 3:]
-        rgb = rgba[..., :3] * alpha + backdrop.reshape(k.height, k.width, 3) * (1.0 - alpha)
-        out.append((rgb * 255.0).round().to(torch.uint8).to(images.device))
-    return torch.stack(out)
-
-
-def bench_dense_background(scene: str, args) -> dict:
-    """NeRF on Lego over a textured backdrop (:func:`textured_backdrop`): trained ``--dense-seconds``, timed at
-    1080p with its learned occupancy grid, then with the grid dilated until ``DENSE_OCCUPIED`` is occupied."""
-    app = nerf.build_app(scene, "hashgrid", "tiny" if args.smoke else "full", device=args.device)
-    if app.train_images.shape[-1] != 4:
-        raise ValueError(f"--dense-seconds: {scene} has no alpha channel to composite a backdrop behind")
-    app.train_images = textured_backdrop(app.train_images, app.train_poses, app)
-    app._val_images = textured_backdrop(app._val_images, app.eval_poses, app)
+def bench_dense_scene(name: str, scene: str, args) -> dict:
+    """NeRF on dense scene ``name`` (dense_scenes: ``walls`` or ``room``) built from the RGBA ``scene``: trained
+    ``--dense-seconds``, timed at 1080p with its learned occupancy grid, then with the grid dilated until
+    ``DENSE_OCCUPIED`` is occupied (the issue's real capture)."""
+    app, dataset = dense_scenes.dense_app(name, scene, "tiny" if args.smoke else "full", args.device, args.out)
     trained = fit(app, steps=20 if args.smoke else None, seconds=None if args.smoke else args.dense_seconds)
     limit_eval_views(app, args.eval_views)
     quality, stage_quality = app.evaluate(per_ray=True), app.evaluate()
+    print(f"nerf dense {name}: PSNR per-ray {quality['psnr_db']:.3f} dB, stage by stage {stage_quality['psnr_db']:.3f} "
+          f"dB, learned grid {app.occupancy.occupied_fraction():.1%} occupied", flush=True)
     resolution = [(96, 54)] if args.smoke else list(DENSE_TARGET_MS)
-    result = {"train_seconds": trained["seconds"], "steps": trained["steps"], "quality": quality,
-              "stage_quality": stage_quality, "learned_occupied": app.occupancy.occupied_fraction(),
+    result = {"scene": name, "dataset": dataset, "aabb": app.aabb.tolist(), "train_seconds": trained["seconds"],
+              "steps": trained["steps"], "quality": quality, "stage_quality": stage_quality,
+              "learned_occupied": app.occupancy.occupied_fraction(),
               "learned": per_ray_timings(app, resolution, args.repeats)}
     if args.render_subs:
         result["render_grids"] = sweep_render_grid(app, resolution, args.render_subs, args.repeats)
+    width, height = resolution[0]
+    write_image(frame_path(args.out, f"nerf_dense_{name}_{width}x{height}", width),
+                app.render(width, height, 0, per_ray=True).cpu().numpy())
     mask = app.occupancy.mask
     while mask.float().mean() < DENSE_OCCUPIED:
-        mask = dilate(mask, app.occupancy.resolution)
+        grown = dilate(mask, app.occupancy.resolution)
+        if torch.equal(grown, mask):  # an empty grid does not grow
+            break
+        mask = grown
     app.occupancy.mask.copy_(mask)
     app.refresh_render_grid()
     result["dense_occupied"] = app.occupancy.occupied_fraction()
     result["dense"] = per_ray_timings(app, resolution, args.repeats)
-    frame = app.render(*resolution[0], 0, per_ray=True)
-    write_image(frame_path(args.out, f"nerf_dense_background_{resolution[0][0]}x{resolution[0][1]}", resolution[0][0]),
-                frame.cpu().numpy())
     return result
 
 
-def markdown(results: list[dict], dense: dict | None, device: str) -> str:
+def markdown(results: list[dict], dense: dict[str, dict] | None, device: str) -> str:
     lines = [f"NeRF on {device}: the fused per-ray renderer against the stage-by-stage kernels in one run (median "
              "of repeats; quality on the val views rendered each way).", "", *PER_RAY_HEADER]
     for r in results:
         lines += per_ray_markdown(f"nerf {r['encoding']} ({r['train_seconds']:.0f} s / {r['steps']} steps; PSNR "
                                   f"{r['quality']['psnr_db']:.2f} / {r['stage_quality']['psnr_db']:.2f} dB)",
                                   r["timings"], TARGET_MS)
-    if dense:
-        label = (f"nerf dense background ({dense['train_seconds']:.0f} s; PSNR {dense['quality']['psnr_db']:.2f} / "
-                 f"{dense['stage_quality']['psnr_db']:.2f} dB)")
-        lines += per_ray_markdown(f"{label}, learned grid {dense['learned_occupied']:.0%} occupied", dense["learned"],
+    for name, d in (dense or {}).items():
+        label = (f"nerf dense {name} ({d['train_seconds']:.0f} s; PSNR {d['quality']['psnr_db']:.2f} / "
+                 f"{d['stage_quality']['psnr_db']:.2f} dB)")
+        lines += per_ray_markdown(f"{label}, learned grid {d['learned_occupied']:.0%} occupied", d["learned"],
                                   DENSE_TARGET_MS)
-        lines += per_ray_markdown(f"{label}, grid dilated to {dense['dense_occupied']:.0%}", dense["dense"],
-                                  DENSE_TARGET_MS)
+        lines += per_ray_markdown(f"{label}, grid dilated to {d['dense_occupied']:.0%}", d["dense"], DENSE_TARGET_MS)
     grids = [(r["encoding"], g) for r in results for g in r.get("render_grids", [])]
-    grids += [("dense background", g) for g in (dense or {}).get("render_grids", [])]
+    grids += [(f"dense {name}", g) for name, d in (dense or {}).items() for g in d.get("render_grids", [])]
     if grids:
         lines += ["", "Render grids: fine cells per axis of each occupied training-grid cell (1: the training grid).",
                   "", "| scene | sub | build s | PSNR dB (val) | resolution | stage-by-stage ms | per-ray ms "
@@ -287,7 +270,9 @@ def main(argv=None) -> None:
     parser.add_argument("--backend", default=None, help="encoding backend (torch|triton|tcnn), else auto")
     parser.add_argument("--skip-unfused", action="store_true", help="do not time the unfused PyTorch ops")
     parser.add_argument("--dense-seconds", type=float, default=0.0,
-                        help="also train and time a dense-background scene for this long (0: no)")
+                        help="also train and time dense-background scenes for this long (0: no)")
+    parser.add_argument("--dense-scene", default="walls", choices=[*dense_scenes.DENSE_SCENES, "both"],
+                        help="walls: Lego over its box's walls; room: in a textured room, as an instant-ngp capture")
     parser.add_argument("--sweep", action="store_true", help="also time the per-ray kernel's settings (SWEEP)")
     parser.add_argument("--knobs", default=None, help='JSON list of module-constant settings to time and score, '
                         'e.g. \'[{}, {"apps.nerf.MIN_TRANSMITTANCE": 1e-3}]\'')
@@ -313,9 +298,13 @@ def main(argv=None) -> None:
     scene = args.scene or (str(lego) if lego.is_dir() and not args.smoke else "synthetic")
     results = [bench_encoding(encoding, scene, args) for encoding in args.encodings.split(",") if encoding]
     device = torch.cuda.get_device_name() if args.device == "cuda" else "CPU"
-    write_json(args.out / "results.json", {"encodings": results, "dense_background": None})  # kept if the next fails
-    dense = bench_dense_background(scene, args) if args.dense_seconds > 0 else None
-    write_json(args.out / "results.json", {"encodings": results, "dense_background": dense})
+    dense = None
+    write_json(args.out / "results.json", {"encodings": results, "dense_background": dense})  # kept if the next fails
+    if args.dense_seconds > 0:
+        dense = {}
+        for name in dense_scenes.DENSE_SCENES if args.dense_scene == "both" else [args.dense_scene]:
+            dense[name] = bench_dense_scene(name, scene, args)
+            write_json(args.out / "results.json", {"encodings": results, "dense_background": dense})
     table = markdown(results, dense, device)
     with atomic_write(args.out / "results.md", "w") as f:
         f.write(table)

@@ -46,6 +46,25 @@ def test_bench_render_smoke(tmp_path):
     assert all(g["quality"]["psnr_db"] > 0 and len(g["timings"]) == 2 for g in result["render_grids"])
 
 
+def test_bench_render_dense_scenes_smoke(tmp_path):
+    run_script("bench_render.py", "--out", str(tmp_path), "--smoke", "--encodings", "", "--dense-seconds", "1",
+               "--dense-scene", "both")
+    results = json.loads((tmp_path / "results.json").read_text())
+    dense = results["dense_background"]
+    assert results["encodings"] == [] and list(dense) == ["walls", "room"]
+    assert dense["walls"]["aabb"] == [[-1.5] * 3, [1.5] * 3]  # the backdrop on the scene box itself
+    # the room: written as an instant-ngp capture and read back through its loader, aabb_scale 4 about the box
+    assert dense["room"]["aabb"] == [[-6.0] * 3, [6.0] * 3] and dense["room"]["dataset"] == str(tmp_path / "room_scene")
+    assert (tmp_path / "room_scene" / "transforms.json").is_file()
+    for name, d in dense.items():
+        assert d["scene"] == name and d["steps"] == 20 and d["quality"]["psnr_db"] > 0
+        assert 0 < d["learned_occupied"] <= d["dense_occupied"] <= 1
+        assert [(t["width"], t["height"]) for t in d["learned"] + d["dense"]] == [(96, 54)] * 2
+        assert all(t["stage_ms"] > 0 and t["stage_samples"] > 0 for t in d["learned"] + d["dense"])
+        assert (tmp_path / f"nerf_dense_{name}_96x54.png").is_file()
+        assert f"| nerf dense {name} (" in (tmp_path / "results.md").read_text()
+
+
 def test_bench_render_apps_smoke_with_traces(tmp_path):
     from ngfx.ngpc_sim.trace import read_trace
 
