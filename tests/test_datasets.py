@@ -61,6 +61,15 @@ def test_instant_ngp_format_with_distortion_and_holdout(tmp_path):
     assert load_multiview(tmp_path, "train").images.shape == train.images.shape  # the folder works too
 
 
+def test_instant_ngp_val_file_is_the_val_split_and_every_frame_trains(tmp_path):
+    path = _ngp(tmp_path)
+    meta = json.loads(path.read_text())
+    (tmp_path / "transforms_val.json").write_text(json.dumps({**meta, "frames": meta["frames"][:3]}))
+    train, val = load_multiview(path, "train"), load_multiview(path, "val")
+    assert len(train) == 9 and len(val) == 3  # no frame of transforms.json is held out
+    torch.testing.assert_close(val.poses, train.poses[:3])
+
+
 def test_images_of_another_size_are_resized(tmp_path):
     data = load_multiview(_ngp(tmp_path, declared=(16, 12), actual=(32, 24), ext=".png"), "train")
     assert data.images.shape == (7, 12, 16, 3)

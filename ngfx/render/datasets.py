@@ -5,8 +5,9 @@
   The scene box is instant-ngp's default for these scenes, [-1.5, 1.5]^3.
 * instant-ngp (``transforms.json``, or a folder holding one): ``fl_x`` (or ``camera_angle_x``), ``fl_y``,
   ``cx``, ``cy``, ``w``, ``h``, distortion ``k1 k2 p1 p2``, ``aabb_scale``, ``scale``/``offset`` (world to
-  instant-ngp's unit cube, defaults 0.33 / 0.5), JPEG or PNG frames. Without a ``transforms_val.json``
-  beside it, every 8th frame is held out as the ``val`` split.
+  instant-ngp's unit cube, defaults 0.33 / 0.5), JPEG or PNG frames. A ``transforms_val.json`` beside it is
+  the ``val`` split (and every frame of ``transforms.json`` trains); without one, every 8th frame is held out as
+  the ``val`` split.
 
 Images of another size than declared are resized when their aspect ratio matches, else rejected. Every
 problem raises :class:`NgfxInputError` naming the file and the field.
@@ -252,9 +253,12 @@ def load_instant_ngp(path: str | Path, split: str = "train", scale: float = 1.0)
     meta = read_json(json_path)
     frames = _frames(meta, source)
     val_file = json_path.parent / "transforms_val.json"
-    if split != "train" and val_file.is_file() and val_file != json_path:
+    has_val_file = val_file.is_file() and val_file != json_path
+    if split != "train" and has_val_file:
         source, meta_val = str(val_file), read_json(val_file)
         picked = list(enumerate(_frames(meta_val, source)))
+    elif has_val_file:  # the val views are elsewhere: every frame trains
+        picked = list(enumerate(frames))
     else:
         picked = [(i, f) for i, f in enumerate(frames) if (i % HOLDOUT_EVERY == 0) == (split != "train")]
         if not picked:
