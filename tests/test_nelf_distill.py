@@ -4,6 +4,7 @@ import json
 import math
 import os
 import signal
+import warnings
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from ngfx.cli import main
 from ngfx.errors import NgfxInputError
 from ngfx.nelf import distill as distill_module
 from ngfx.nelf.distill import distill_from_app, sample_poses
-from ngfx.nelf.network import PRESETS, NeLF
+from ngfx.nelf.network import PRESETS, NeLF, encode_frames
 from ngfx.nelf.onnx_export import export_model, export_run, onnx_max_error
 from ngfx.nelf.runs import load_nelf_run, render_nelf_run
 from ngfx.cameras import Intrinsics, orbit_poses, pixel_rays
@@ -440,3 +441,192 @@ def test_student_config_file_replaces_preset_fields(tmp_path, capsys, monkeypatc
                      "lightslab", "--student-config", str(tmp_path / "bad.json")]) == 2
         err = capsys.readouterr().err
         assert "bad.json" in err and field in err and not (tmp_path / "x").exists()
+
+
+def test_an_app_with_its_own_step_gets_the_scheduled_learning_rate_factor():
+    """The loop hands an app that runs its whole step itself (the graphed distillation) the schedule's factor at
+    each step's progress, and passes on the loss it returns; the generic step (training_step) is not taken."""
+    from ngfx.render.neural_field import training_loop
+
+    class OwnStep:
+        name = "own"
+
+        def __init__(self):
+            self.calls = []
+
+        def train(self):
+            pass
+
+        def training_step(self, step):
+            raise AssertionError("the loop took the generic step")
+
+        def optimisation_step(self, optimizer, step, lr_factor):
+            self.calls.append((step, lr_factor))
+            return torch.tensor(10.0 * step + 1)
+
+    app, losses = OwnStep(), []
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    step, _ = training_loop(app, opt, 4, None, after_step=lambda s, loss: losses.append((s, float(loss))),
+                            lr_scale=lambda progress: 1.0 - progress)
+    assert step == 4 and app.calls == [(0, 1.0), (1, 0.75), (2, 0.5), (3, 0.25)]
+    assert losses == [(1, 1.0), (2, 11.0), (3, 21.0), (4, 31.0)]
+    assert opt.param_groups[0]["lr"] == 1.0  # the app applies the factor itself
+
+
+def test_a_tensor_learning_rate_is_filled_in_place():
+    """A captured optimiser reads its rate from the tensor the graph recorded: the schedule must fill that tensor,
+    not replace it, and scale the first rate, not compound."""
+    from ngfx.render.neural_field import scale_learning_rates
+
+    rate = torch.tensor(0.5)
+    opt = torch.optim.Adam([torch.zeros(2, requires_grad=True)], lr=rate)
+    for factor in (0.1, 0.2):
+        scale_learning_rates(opt, factor)
+        assert opt.param_groups[0]["lr"] is rate and float(rate) == pytest.approx(0.5 * factor)
+    scale_learning_rates(opt, None)
+    assert float(rate) == pytest.approx(0.1)
+
+
+def test_graphed_distillation_on_the_cpu_warns_and_trains_eagerly(tmp_path):
+    """--graphed where no graph can run (CPU): one clear warning, and the same eager steps as without it."""
+    from ngfx.errors import NgfxWarning
+
+    with pytest.warns(NgfxWarning, match="graphed distillation steps need the distill frames on a CUDA device"):
+        distill_from_app(SphereTeacher(), tmp_path / "graphed", "tiny", n_pseudo=8, steps=3, graphed=True)
+    distill_from_app(SphereTeacher(), tmp_path / "eager", "tiny", n_pseudo=8, steps=3, graphed=False)
+    losses = [json.loads((tmp_path / name / "curve.json").read_text())["loss"] for name in ("graphed", "eager")]
+    assert losses[0] == losses[1] and len(losses[0]) >= 1
+
+
+def test_the_cli_passes_graphed(tmp_path, monkeypatch):
+    seen = {}
+    monkeypatch.setattr(distill_module, "distill", lambda *args, **options: seen.update(options) or {
+        "metrics": {"student_psnr_db": 0.0, "teacher_psnr_db": 0.0, "constant_colour_psnr_db": 0.0, "eval_views": 1}})
+    assert main(["nelf", "distill", str(tmp_path / "teacher"), "--out", str(tmp_path / "a"), "--graphed"]) == 0
+    assert seen["graphed"] is True
+    assert main(["nelf", "distill", str(tmp_path / "teacher"), "--out", str(tmp_path / "b")]) == 0
+    assert seen["graphed"] is None  # the module's GRAPHED_STEP decides
+
+
+# ---- GPU only: the CUDA-graphed step against the eager one (the lead runs these on the H200) ----
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
+
+
+class _LossLog:
+    """The QualityCurve methods _train calls: every step's loss (LOSS_SHOWN_EVERY patched to 1), no probes."""
+
+    def __init__(self):
+        self.losses = []
+
+    def add_loss(self, step, value):
+        self.losses.append(value)
+
+    def probe(self, step):
+        pass
+
+
+def _gpu_set():
+    """A tiny student's training set: the sphere's 32x32 frames from 12 poses, its geometry."""
+    teacher = SphereTeacher(32)
+    frames = np.stack(list(distill_module._teacher_frames(teacher, teacher.train_poses, teacher.intrinsics)))
+    geometry = {"near": teacher.near, "far": teacher.far, "aabb": teacher.aabb}
+    return frames, teacher.train_poses.float(), teacher.intrinsics, geometry
+
+
+def _gpu_train(ckpt, graphed, steps, monkeypatch, seed_model=0):
+    """``steps`` of _train (batch 4, lr 3e-3) of a tiny student on the GPU -> (losses, student, graph replays)."""
+    from ngfx.errors import NgfxWarning
+
+    frames, poses, k, geometry = _gpu_set()
+    torch.manual_seed(seed_model)
+    model = NeLF(PRESETS["tiny"]).cuda().to(memory_format=torch.channels_last)
+    replays = []
+    replay = torch.cuda.CUDAGraph.replay
+    monkeypatch.setattr(torch.cuda.CUDAGraph, "replay", lambda graph: replays.append(1) or replay(graph))
+    monkeypatch.setattr(distill_module, "LOSS_SHOWN_EVERY", 1)
+    log = _LossLog()
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NgfxWarning)  # a capture that fell back fails the test
+        distill_module._train(model, frames, poses, k, geometry, steps, 4, 3e-3, ckpt, {"app": "nelf"}, 1000,
+                              "distill", 0, curve=log, graphed=graphed)
+    return log.losses, model, len(replays)
+
+
+def _relative_gap(a, b, reference):
+    """How far students ``a`` and ``b`` are apart against how far ``b`` moved from ``reference``, by their frames
+    of the first poses in training mode (its batch norms cancel the conv biases before them, whose gradients are
+    rounding noise that Adam turns into full-size steps of either sign)."""
+    frames, poses, k, geometry = _gpu_set()
+    rays = encode_frames(PRESETS["tiny"], poses[:4].cuda(), k, **geometry)
+    with torch.no_grad():
+        a, b, reference = (model.train()(rays) for model in (a, b, reference))
+    return float((a - b).norm() / (b - reference).norm())
+
+
+@needs_cuda
+def test_gpu_graphed_steps_train_as_the_eager_ones(tmp_path, monkeypatch):
+    """6 steps replayed from one CUDA graph and 6 eager steps from the same seed draw the same batches: the same
+    losses and students up to bf16 rounding. A graph that replays stale indices gives other losses; one that
+    skips the update, another student."""
+    torch.manual_seed(0)
+    init = NeLF(PRESETS["tiny"]).cuda()
+    graphed = _gpu_train(tmp_path / "graphed" / "ckpt.safetensors", True, 6, monkeypatch)
+    eager = _gpu_train(tmp_path / "eager" / "ckpt.safetensors", False, 6, monkeypatch)
+    assert graphed[2] == 6 and eager[2] == 0  # every graphed step was a replay
+    assert len(graphed[0]) == len(eager[0]) == 6 and all(math.isfinite(v) for v in graphed[0])
+    assert graphed[0] == pytest.approx(eager[0], rel=2e-2)
+    assert _relative_gap(graphed[1], eager[1], init) < 0.1
+
+
+@needs_cuda
+def test_gpu_the_learning_rate_schedule_reaches_the_graph():
+    """The rate is read from device memory at each replay: at a factor of 0 the parameters stop moving (a graph
+    that baked in the capture's rate would keep moving them)."""
+    from ngfx.render.neural_field import training_loop
+
+    frames, poses, k, geometry = _gpu_set()
+    torch.manual_seed(0)
+    model = NeLF(PRESETS["tiny"]).cuda().to(memory_format=torch.channels_last)
+    init = [p.detach().clone() for p in model.parameters()]
+    app = distill_module._Frames(model, torch.from_numpy(frames).cuda(), poses, k, geometry, 4, 0, graphed=True)
+    opt = distill_module._optimizer(model, 3e-3, capturable=True)
+    after = []
+    training_loop(app, opt, 4, None, after_step=lambda s, loss: after.append([p.detach().clone() for p in
+                                                                              model.parameters()]),
+                  lr_scale=lambda progress: 1.0 if progress < 0.5 else 0.0)
+    assert app.graph is not None
+
+    def moved(a, b):
+        return sum(float((x - y).abs().sum()) for x, y in zip(a, b))
+
+    assert moved(after[0], init) > 0 and moved(after[1], after[0]) > 0
+    assert moved(after[3], after[1]) == 0
+
+
+@needs_cuda
+def test_gpu_a_graphed_checkpoint_resumes_graphed_and_eager_alike(tmp_path, monkeypatch):
+    """A graphed run's checkpoint (Adam's step counts on the device) resumes: 2 more steps graphed and eager from
+    it agree, so the capture's warm-up steps left the restored student and optimiser state as they were."""
+    import shutil
+
+    from ngfx.io import load_checkpoint
+
+    first = tmp_path / "first" / "ckpt.safetensors"
+    _gpu_train(first, True, 4, monkeypatch)
+    tensors, meta = load_checkpoint(first)
+    assert meta["step"] == 4 and float(tensors["optim.0.step"]) == 4  # not 7: the warm-up's 3 steps undone
+    saved = NeLF(PRESETS["tiny"]).cuda()
+    saved.load_state_dict({name[6:]: v for name, v in tensors.items() if name.startswith("model.")})
+    runs = {}
+    for graphed in (True, False):
+        ckpt = tmp_path / str(graphed) / "ckpt.safetensors"
+        ckpt.parent.mkdir()
+        shutil.copy(first, ckpt)
+        runs[graphed] = _gpu_train(ckpt, graphed, 6, monkeypatch, seed_model=1)  # its own init: the checkpoint's wins
+        tensors, meta = load_checkpoint(ckpt)
+        assert meta["step"] == 6 and float(tensors["optim.0.step"]) == 6
+    assert runs[True][2] == 2 and len(runs[True][0]) == len(runs[False][0]) == 2
+    assert runs[True][0] == pytest.approx(runs[False][0], rel=2e-2)
+    assert _relative_gap(runs[True][1], runs[False][1], saved) < 0.1
