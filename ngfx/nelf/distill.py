@@ -344,8 +344,8 @@ def _train(model: NeLF, targets, poses: torch.Tensor, k: Intrinsics, geometry: d
     # a GPU holds the whole set (2,000 views at 400x400 are 0.96 GB), so a step copies nothing from the host
     resident = device.type == "cuda" and targets.nbytes <= RESIDENT_TARGETS_BYTES
     if graphed and not resident:
-        warnings.warn(NgfxWarning(f"graphed distillation steps need the {desc} frames on a CUDA device "
-                                  f"({targets.nbytes / 1e9:.2f} GB on {device.type}; a GPU keeps up to "
+        warnings.warn(NgfxWarning(f"graphed training steps need the frames on a CUDA device ({desc} phase: "
+                                  f"{targets.nbytes / 1e9:.2f} GB on {device.type}; a GPU keeps up to "
                                   f"{RESIDENT_TARGETS_BYTES / 1e9:.2f} GB): training with eager steps"))
         graphed = False
     opt = _optimizer(model, lr, capturable=graphed)
