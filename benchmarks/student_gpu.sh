@@ -9,7 +9,7 @@
 # (JSON of student config fields) over the plan's, FINETUNE_STEPS (0: the whole budget on pseudo views; the earlier
 # runs' 10 % of fine-tuning on the 100 real images gained nothing at 22 dB), PROBE=0 to skip the steps/s probe,
 # PROBE_RESERVE_S (seconds kept for the probe: 50, or 0 with PROBE=0), COMPILE=1 (the student's blocks through torch.compile),
-# GRAPHED=1 (each distillation step one CUDA graph replay: --graphed),
+# GRAPHED=1 (each distillation step one CUDA graph replay: --graphed), PROBE_ONLY=1 (only the steps/s probe),
 # SMOKE=1 for a CPU check of this script at tiny sizes on a procedural scene (a few minutes).
 set -uo pipefail
 scenes=${1:?usage: student_gpu.sh SCENES WORK}
@@ -53,7 +53,11 @@ echo "=== $(date +%T) student_gpu.sh: arch $arch, batch $batch, lr $lr, $views p
 [ "${SMOKE:-0}" = 1 ] || nvidia-smi --query-gpu=index,name,memory.used --format=csv,noheader
 
 teacher=$work/teacher
-if [ -f "$teacher/metrics.json" ]; then
+student=$work/student_${arch}_b${batch}_lr${lr}_$(date +%H%M%S)
+seconds=0
+if [ "${PROBE_ONLY:-0}" = 1 ]; then
+  echo "=== PROBE_ONLY: no teacher, no distillation"
+elif [ -f "$teacher/metrics.json" ]; then
   echo "=== reusing the teacher in $teacher"
 else
   echo "=== $(date +%T) teacher: ngfx ${teacher_cmd[*]}"
@@ -61,15 +65,16 @@ else
     || { echo "=== teacher FAILED or timed out ($?)"; exit 1; }
 fi
 
-student=$work/student_${arch}_b${batch}_lr${lr}_$(date +%H%M%S)
-probe_reserve=${PROBE_RESERVE_S:-$([ "${PROBE:-1}" = 1 ] && echo 50 || echo 0)}
-seconds=$(( $(left) - views / views_per_s - reserve - probe_reserve ))
-if [ "$seconds" -lt 10 ]; then echo "=== no time left to distil (${seconds}s)"; exit 1; fi
-echo "=== $(date +%T) distillation: $seconds s of training into $student"
-timeout $(( $(left) - 5 )) python3 -m ngfx.cli nelf distill "$teacher" --out "$student" --arch "$arch" --size "$size" \
-  --pseudo-views "$views" --steps 1000000 --finetune-steps "${FINETUNE_STEPS:-0}" --seconds "$seconds" \
-  --batch "$batch" --lr "$lr" \
-  "${config_flag[@]}" "${device[@]}" || echo "=== distillation FAILED or timed out ($?)"
+if [ "${PROBE_ONLY:-0}" != 1 ]; then
+  probe_reserve=${PROBE_RESERVE_S:-$([ "${PROBE:-1}" = 1 ] && echo 50 || echo 0)}
+  seconds=$(( $(left) - views / views_per_s - reserve - probe_reserve ))
+  if [ "$seconds" -lt 10 ]; then echo "=== no time left to distil (${seconds}s)"; exit 1; fi
+  echo "=== $(date +%T) distillation: $seconds s of training into $student"
+  timeout $(( $(left) - 5 )) python3 -m ngfx.cli nelf distill "$teacher" --out "$student" --arch "$arch" --size "$size" \
+    --pseudo-views "$views" --steps 1000000 --finetune-steps "${FINETUNE_STEPS:-0}" --seconds "$seconds" \
+    --batch "$batch" --lr "$lr" \
+    "${config_flag[@]}" "${device[@]}" || echo "=== distillation FAILED or timed out ($?)"
+fi
 
 if [ "${PROBE:-1}" = 1 ] && [ "$(left)" -gt 20 ]; then
   echo "=== $(date +%T) steps/s by batch ($(left) s left)"
@@ -95,12 +100,12 @@ mobile = student_preset("mobile_r2l", preset)
 students = {"mobile_r2l x8": mobile, "mobile_r2l x4": with_overrides(mobile, json.loads(os.environ["MOBILE_X4"]),
                                                                     "mobile x4"),
             "lightslab": slab, "lightslab fine": with_overrides(slab, fine_slab, "fine slab")}
-# most telling first (the probe stops when the time is up): the graphed step at the default plan's batch and
-# twice it, the old default, the default plan's student with compiled blocks (--compile; its first steps' time is
-# the compilation), the candidates' batches
-probes = [("mobile_r2l x8 graphed", 32), ("mobile_r2l x8 graphed", 64), ("mobile_r2l x8", 8), ("mobile_r2l x4 compiled", 16), ("mobile_r2l x8", 32), ("mobile_r2l x4", 32),
-          ("lightslab fine", 8), ("mobile_r2l x8", 64), ("lightslab", 8), ("mobile_r2l x4", 16),
-          ("mobile_r2l x8", 16), ("lightslab fine", 16)]
+# most telling first (the probe stops when the time is up): the graphed step beside the eager one at the default
+# plan's batch and at twice it, the default plan's student with compiled blocks (--compile; its first steps' time is
+# the compilation), then the other candidates
+probes = [("mobile_r2l x8 graphed", 32), ("mobile_r2l x8", 32), ("mobile_r2l x8 graphed", 64), ("mobile_r2l x8", 64),
+          ("mobile_r2l x8 compiled", 32), ("mobile_r2l x8", 8), ("mobile_r2l x4", 32), ("lightslab fine", 8),
+          ("lightslab", 8), ("mobile_r2l x4", 16), ("mobile_r2l x8", 16), ("lightslab fine", 16)]
 probes = probes[:3] if smoke else probes
 k = Intrinsics.from_fov_x(side, side, 0.69)
 geometry = {"near": 2.0, "far": 6.0, "aabb": torch.tensor([[-1.5] * 3, [1.5] * 3])}
