@@ -9,7 +9,7 @@
 # (JSON of student config fields) over the plan's, FINETUNE_STEPS (0: the whole budget on pseudo views; the earlier
 # runs' 10 % of fine-tuning on the 100 real images gained nothing at 22 dB), PROBE=0 to skip the steps/s probe,
 # PROBE_RESERVE_S (seconds kept for the probe: 50, or 0 with PROBE=0), COMPILE=1 (the student's blocks through torch.compile),
-# GRAPHED=1 (each distillation step one CUDA graph replay: --graphed), PROBE_ONLY=1 (only the steps/s probe),
+# PROBE_ONLY=1 (only the steps/s probe),
 # SMOKE=1 for a CPU check of this script at tiny sizes on a procedural scene (a few minutes).
 set -uo pipefail
 scenes=${1:?usage: student_gpu.sh SCENES WORK}
@@ -33,7 +33,6 @@ arch=${ARCH:-${plan[0]}} batch=${BATCH:-${plan[1]}} lr=${LR:-${plan[2]}} views=$
 student_config=${STUDENT_CONFIG-${plan[4]}}
 config_flag=()
 [ "${COMPILE:-0}" = 1 ] && config_flag=(--compile)
-[ "${GRAPHED:-0}" = 1 ] && config_flag+=(--graphed)
 if [ -n "$student_config" ]; then
   echo "$student_config" > "$work/student_config.json" && config_flag+=(--student-config "$work/student_config.json")
 fi
@@ -49,7 +48,7 @@ else
 fi
 left() { echo $(( budget - SECONDS )); }
 echo "=== $(date +%T) student_gpu.sh: arch $arch, batch $batch, lr $lr, $views pseudo views, config" \
-  "${student_config:-(preset)}, compile ${COMPILE:-0}, graphed ${GRAPHED:-0}, budget ${budget}s"
+  "${student_config:-(preset)}, compile ${COMPILE:-0}, budget ${budget}s"
 [ "${SMOKE:-0}" = 1 ] || nvidia-smi --query-gpu=index,name,memory.used --format=csv,noheader
 
 teacher=$work/teacher
@@ -81,13 +80,12 @@ if [ "${PROBE:-1}" = 1 ] && [ "$(left)" -gt 20 ]; then
   export SMOKE=${SMOKE:-0} FINE_SLAB=$fine_slab MOBILE_X4=$mobile_x4
   timeout $(( $(left) - 3 )) python3 - "$work/throughput.json" <<'EOF' || echo "=== probe stopped ($?)"
 # steps/s of one distillation step (the run's own: ray encoding, bf16 forward, MSE, backward, fused Adam) on
-# random targets, by batch, for each student at its full size on 400x400 frames; written after every row.
-# "graphed": the step as one CUDA graph replay (captured in the first step; "graph" says whether it ran as one)
+# random targets, by batch, for each student at its full size on 400x400 frames; written after every row
 import json, os, sys, time
 import torch
 from ngfx.cameras import Intrinsics, orbit_poses
 from ngfx.io import write_json
-from ngfx.nelf.distill import _Frames, _optimizer
+from ngfx.nelf.distill import _Frames, _param_groups
 from ngfx.nelf.network import build_student, compile_blocks, student_preset, with_overrides
 from ngfx.render.neural_field import optimisation_step
 
@@ -100,12 +98,11 @@ mobile = student_preset("mobile_r2l", preset)
 students = {"mobile_r2l x8": mobile, "mobile_r2l x4": with_overrides(mobile, json.loads(os.environ["MOBILE_X4"]),
                                                                     "mobile x4"),
             "lightslab": slab, "lightslab fine": with_overrides(slab, fine_slab, "fine slab")}
-# most telling first (the probe stops when the time is up): the graphed step beside the eager one at the default
-# plan's batch and at twice it, the default plan's student with compiled blocks (--compile; its first steps' time is
-# the compilation), then the other candidates
-probes = [("mobile_r2l x8 graphed", 32), ("mobile_r2l x8", 32), ("mobile_r2l x8 graphed", 64), ("mobile_r2l x8", 64),
-          ("mobile_r2l x8 compiled", 32), ("mobile_r2l x8", 8), ("mobile_r2l x4", 32), ("lightslab fine", 8),
-          ("lightslab", 8), ("mobile_r2l x4", 16), ("mobile_r2l x8", 16), ("lightslab fine", 16)]
+# most telling first (the probe stops when the time is up): the default plan's batch and twice it, the default
+# plan's student with compiled blocks (--compile; its first steps' time is the compilation), then the candidates
+probes = [("mobile_r2l x8", 32), ("mobile_r2l x8", 64), ("mobile_r2l x8 compiled", 32), ("mobile_r2l x8", 8),
+          ("mobile_r2l x4", 32), ("lightslab fine", 8), ("lightslab", 8), ("mobile_r2l x4", 16),
+          ("mobile_r2l x8", 16), ("lightslab fine", 16)]
 probes = probes[:3] if smoke else probes
 k = Intrinsics.from_fov_x(side, side, 0.69)
 geometry = {"near": 2.0, "far": 6.0, "aabb": torch.tensor([[-1.5] * 3, [1.5] * 3])}
@@ -114,13 +111,12 @@ targets = torch.randint(0, 256, (64, side, side, 3), dtype=torch.uint8, device=d
 rows = []
 for arch, batch in probes:
     batch = min(batch, 4) if smoke else batch
-    student, graphed = arch.removesuffix(" compiled").removesuffix(" graphed"), arch.endswith(" graphed")
-    model = build_student(students[student]).to(device).to(memory_format=torch.channels_last)
+    model = build_student(students[arch.removesuffix(" compiled")]).to(device).to(memory_format=torch.channels_last)
     if arch.endswith(" compiled"):
         compile_blocks(model)
     first = time.perf_counter()
-    opt = _optimizer(model, 1e-4, capturable=graphed)
-    frames = _Frames(model, targets, poses, k, geometry, batch, seed=0, graphed=graphed)
+    opt = torch.optim.Adam(_param_groups(model, 1e-4), fused=device.type == "cuda" or None)
+    frames = _Frames(model, targets, poses, k, geometry, batch, seed=0)
     frames.train()
     for step in range(steps + 5):
         if step == 5:  # the first steps pick cuDNN's algorithms
@@ -130,9 +126,9 @@ for arch, batch in probes:
     torch.cuda.synchronize() if device.type == "cuda" else None
     per_s = steps / (time.perf_counter() - began)
     rows.append({"arch": arch, "batch": batch, "steps_per_s": per_s, "frames_per_s": per_s * batch,
-                 "first_steps_s": began - first, "graph": frames.graph is not None})
+                 "first_steps_s": began - first})
     print(f"  {arch:23s} batch {batch:3d}: {per_s:6.1f} steps/s, {per_s * batch:7.0f} frames/s (first 5 steps "
-          f"{began - first:.1f} s{', one CUDA graph a step' if frames.graph is not None else ''})", flush=True)
+          f"{began - first:.1f} s)", flush=True)
     write_json(sys.argv[1], {"side": side, "rows": rows})
     del model, opt, frames
 EOF
@@ -186,6 +182,6 @@ else:
 if throughput.is_file():
     for r in read_json(throughput)["rows"]:
         print(f"throughput {r['arch']} batch {r['batch']}: {r['steps_per_s']:.1f} steps/s, {r['frames_per_s']:.0f} "
-              f"frames/s, first 5 steps {r['first_steps_s']:.1f} s{', graph' if r.get('graph') else ''}")
+              f"frames/s, first 5 steps {r['first_steps_s']:.1f} s")
 EOF
 echo "=== $(date +%T) done in ${SECONDS}s"

@@ -212,9 +212,6 @@ def _add_nelf(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--compile", action="store_true",
                    help="compile the student's residual blocks with torch.compile (its compile time counts in "
                         "--seconds)")
-    d.add_argument("--graphed", action="store_true", default=None,
-                   help="each training step one CUDA graph replay (CUDA, pseudo views on the GPU; else eager steps "
-                        "and a warning)")
     d.add_argument("--device", type=torch_device, default=None, help="cuda or cpu (default: cuda when available)")
     d.set_defaults(func=_run_nelf_distill)
     e = nelf.add_parser("export", help="export a NeLF run to ONNX and check it with onnxruntime")
@@ -244,7 +241,7 @@ def _run_nelf_distill(args: argparse.Namespace) -> int:
     run = distill(args.teacher_run, args.out, size=args.size, device=args.device, arch=args.arch,
                   n_pseudo=args.pseudo_views, **({"long_side": args.long_side} if args.long_side else {}),
                   steps=args.steps, finetune_steps=args.finetune_steps, seconds=args.seconds, batch=args.batch,
-                  lr=args.lr, student_config=args.student_config, compiled=args.compile, graphed=args.graphed)
+                  lr=args.lr, student_config=args.student_config, compiled=args.compile)
     m = run["metrics"]
     print(f"{args.out}: student {m['student_psnr_db']:.2f} dB, teacher {m['teacher_psnr_db']:.2f} dB, "
           f"constant colour {m['constant_colour_psnr_db']:.2f} dB on {m['eval_views']} eval views")

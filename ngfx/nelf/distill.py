@@ -15,7 +15,6 @@ import contextlib
 import inspect
 import math
 import time
-import warnings
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -23,17 +22,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ngfx.errors import NgfxInputError, NgfxWarning, TrainingInterrupted
+from ngfx.errors import NgfxInputError, TrainingInterrupted
 from ngfx.io import (CURVE_HINT, folder_lock, load_checkpoint, read_json, remove_stale_temp_files, require_rows,
                      save_checkpoint, write_image, write_json)
 from ngfx.nelf.lightslab import place_slabs
 from ngfx.nelf.network import NeLF, build_student, compile_blocks, encode_frames, student_preset, with_overrides
 from ngfx.progress import progress_bar
 from ngfx.cameras import Intrinsics, look_at, pixel_rays
-from ngfx.render import stages
 from ngfx.render.metrics import psnr
-from ngfx.render.neural_field import (LOSS_SHOWN_EVERY, StopSignals, drop_non_finite_gradients, gradient_step,
-                                      scale_learning_rates, training_loop)
+from ngfx.render.neural_field import LOSS_SHOWN_EVERY, StopSignals, training_loop
 from ngfx.render.ops.volume import over_background
 
 # size -> (preset, long side of the training frames or None for the teacher's, pseudo views, steps,
@@ -53,10 +50,6 @@ RESIDENT_TARGETS_BYTES = 8 << 30  # pseudo views up to this size are copied to t
 RESIDENT_COPY_VIEWS = 256  # views a host-to-GPU copy of them takes at a time
 PROBE_VIEWS = 8  # eval views of the quality curve (the final evaluation uses the size's eval views)
 PROBE_EVERY_S = {"tiny": 0.0, "quick": 10.0, "full": 30.0}  # seconds between quality probes
-# on CUDA with the pseudo views resident, each training step is one CUDA graph replay (_Frames): the eager step is
-# bound by the host launching ~1,000 small kernels (H200, paper student: ~40 ms a step at any batch up to 32)
-GRAPHED_STEP = False
-GRAPH_WARMUP_STEPS = 3  # eager steps on a side stream before the capture (PyTorch's whole-network recipe)
 
 
 def _frame_intrinsics(k: Intrinsics, long_side: int | None, upscale: int) -> Intrinsics:
@@ -212,143 +205,44 @@ class QualityCurve:
 class _Frames:
     """Distillation as the one training loop (:func:`ngfx.render.neural_field.training_loop`) drives it: each step
     draws ``batch`` of the frames ``targets`` (uint8 [N, H, W, 3]: a memmap streamed page by page, or a tensor
-    already on the device) seen from ``poses`` [N, 4, 4] and returns the student's MSE on them.
-
-    ``graphed`` (CUDA, ``targets`` on the device, an optimiser made by :func:`_optimizer` with ``capturable``): the
-    whole step (gather, ray encoding, bf16 forward, MSE, backward, non-finite gradients dropped, Adam) is captured
-    once as a CUDA graph and replayed: one launch a step instead of ~1,000 small kernels the host launches one by
-    one. The batches are drawn from the same host generator either way, so both modes train on the same frames."""
+    already on the device) seen from ``poses`` [N, 4, 4] and returns the student's MSE on them."""
 
     name = "nelf"
 
     def __init__(self, model: NeLF, targets, poses: torch.Tensor, k: Intrinsics, geometry: dict, batch: int,
-                 seed: int, graphed: bool = False):
+                 seed: int):
         self.device = next(model.parameters()).device
         self.model, self.targets, self.k = model, targets, k
         # on the model's device once: per step, a pageable host-to-device copy would make the host wait
         self.poses = poses.to(self.device)
         self.geometry = {**geometry, "aabb": geometry["aabb"].to(self.device)}
         self.batch, self.gen = min(batch, len(poses)), np.random.default_rng(seed)
-        self.graphed = graphed and self.device.type == "cuda" and torch.is_tensor(targets)
-        self.graph: torch.cuda.CUDAGraph | None = None  # captured at the first graphed step
-        self.batch_indices: torch.Tensor | None = None  # the graph's input: the step's frame indices, on the device
-        self.graph_loss: torch.Tensor | None = None  # the graph's output
 
     def train(self) -> None:
         self.model.train()
 
-    def _draw(self) -> np.ndarray:
-        """The next batch's frame indices (sorted: a memmap reads them in page order)."""
-        return np.sort(self.gen.choice(len(self.poses), size=self.batch, replace=False))
-
     def training_step(self, step: int) -> torch.Tensor:
-        idx = self._draw()
-        return self._loss(torch.from_numpy(idx).to(self.device), idx)
-
-    def _loss(self, on_device: torch.Tensor, idx: np.ndarray | None = None) -> torch.Tensor:
-        """The student's MSE on frames ``on_device`` (indices on the device; ``idx``, the same on the host, reads a
-        memmap). Capturable with resident targets: tensor ops of static shapes, no host sync."""
+        idx = np.sort(self.gen.choice(len(self.poses), size=self.batch, replace=False))
+        on_device = torch.from_numpy(idx).to(self.device)
         frames = (self.targets[on_device] if torch.is_tensor(self.targets)
                   else torch.from_numpy(np.asarray(self.targets[idx])).to(self.device))
         target = frames.permute(0, 3, 1, 2).float() / 255
         rays = encode_frames(self.model.cfg, self.poses[on_device], self.k, **self.geometry)
         rays = rays.contiguous(memory_format=torch.channels_last)
-        # no cast cache: a captured region must not keep one (CUDA graphs docs); each weight is cast once anyway
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda", cache_enabled=False):
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
             prediction = self.model(rays)
         return F.mse_loss(prediction.float(), target)
-
-    def optimisation_step(self, optimizer: torch.optim.Optimizer, step: int, lr_factor: float | None) -> torch.Tensor:
-        """The step :func:`ngfx.render.neural_field.optimisation_step` runs: the graph's replay on the next batch
-        (captured at the first call), else the eager :func:`gradient_step`."""
-        if self.graphed and self.graph is None:
-            self._capture(optimizer)
-        if self.graph is None:
-            return gradient_step(self, optimizer, step, lr_factor)
-        with stages.stage(f"{self.name}.train.step", "mlp", app=self.name):  # the eager step's stages, as one
-            scale_learning_rates(optimizer, lr_factor)  # fills the tensor learning rates the graph reads
-            # from page-locked memory, queued behind the previous replay: no host sync (the caching host allocator
-            # keeps the pinned block until its copy has run)
-            self.batch_indices.copy_(torch.from_numpy(self._draw()).pin_memory(), non_blocking=True)
-            self.graph.replay()
-            return self.graph_loss.clone()  # the next replay overwrites graph_loss
-
-    def _graph_body(self, optimizer: torch.optim.Optimizer) -> torch.Tensor:
-        """One step on the frames of ``batch_indices`` -> its detached loss: what the graph captures."""
-        loss = self._loss(self.batch_indices)
-        loss.backward()
-        drop_non_finite_gradients(optimizer)
-        optimizer.step()
-        return loss.detach()
-
-    def _capture(self, optimizer: torch.optim.Optimizer) -> None:
-        """Capture :meth:`_graph_body` as ``graph`` (PyTorch's whole-network capture: warm-up steps on a side stream
-        pick cuDNN's algorithms and create Adam's state, gradients set to None, then the capture). The warm-up
-        steps train: the student's and the optimiser's tensors are put back in place afterwards, so the run goes on
-        from the state it had. A capture that fails leaves eager steps, with one warning."""
-        model_state = {name: t.clone() for name, t in self.model.state_dict().items()}
-        optimizer_state = {p: {key: v.clone() for key, v in state.items() if torch.is_tensor(v)}
-                           for p, state in optimizer.state.items()}
-        learning_rates = [group["lr"] for group in optimizer.param_groups]
-        for group in optimizer.param_groups:  # the graph reads the rate from device memory, filled every step
-            group["lr"] = torch.tensor(float(group["lr"]), device=self.device)
-        self.batch_indices = torch.arange(self.batch, device=self.device)  # the warm-up's frames: any will do
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        try:
-            with torch.cuda.stream(side), warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=".*capturable=True.*")  # Adam's: "run without capture"
-                for _ in range(GRAPH_WARMUP_STEPS):
-                    optimizer.zero_grad(set_to_none=True)
-                    self._graph_body(optimizer)
-            torch.cuda.current_stream().wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            optimizer.zero_grad(set_to_none=True)  # the captured backward allocates the gradients it writes
-            with torch.cuda.graph(graph):
-                self.graph_loss = self._graph_body(optimizer)
-            self.graph = graph
-        except Exception as e:  # noqa: BLE001 -- any failure to capture: the eager step still trains
-            warnings.warn(NgfxWarning(f"CUDA graph capture of the distillation step failed "
-                                      f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
-                                      "training with eager steps"), stacklevel=2)
-            self.graphed, self.graph, self.graph_loss = False, None, None
-            optimizer.zero_grad(set_to_none=True)
-            for group, lr in zip(optimizer.param_groups, learning_rates):
-                group["lr"] = lr
-        finally:
-            torch.cuda.current_stream().wait_stream(side)  # the warm-up's writes land before they are undone
-            with torch.no_grad():
-                for name, t in self.model.state_dict().items():
-                    t.copy_(model_state[name])
-                for p, state in optimizer.state.items():
-                    for key, v in state.items():
-                        if not torch.is_tensor(v):
-                            continue
-                        if p in optimizer_state:
-                            v.copy_(optimizer_state[p][key])
-                        else:  # a fresh Adam's state (the warm-up created it) is all zeros
-                            v.zero_()
 
 
 def _train(model: NeLF, targets, poses: torch.Tensor, k: Intrinsics, geometry: dict, steps: int, batch: int,
            lr: float, ckpt: Path, meta: dict, checkpoint_every: int, desc: str, seed: int,
-           seconds: float | None = None, curve: QualityCurve | None = None, step_offset: int = 0,
-           graphed: bool = False) -> int:
+           seconds: float | None = None, curve: QualityCurve | None = None, step_offset: int = 0) -> int:
     """Fit ``model`` to ``targets`` (uint8 [N, H, W, 3], memmap or array) seen from ``poses`` [N, 4, 4] for
     ``steps`` steps or ``seconds`` (whichever ends first) -> the steps done; phase ``desc`` of the checkpoint.
     ``curve`` records the loss and probes the quality as it goes, its steps counted from ``step_offset`` (the
-    earlier phases' steps). SIGINT/SIGTERM save the checkpoint first, then stop (re-running continues).
-    ``graphed``: each step a CUDA graph replay (:class:`_Frames`) where the targets fit the GPU, else eager steps
-    and a warning."""
+    earlier phases' steps). SIGINT/SIGTERM save the checkpoint first, then stop (re-running continues)."""
     device = next(model.parameters()).device
-    # a GPU holds the whole set (2,000 views at 400x400 are 0.96 GB), so a step copies nothing from the host
-    resident = device.type == "cuda" and targets.nbytes <= RESIDENT_TARGETS_BYTES
-    if graphed and not resident:
-        warnings.warn(NgfxWarning(f"graphed training steps need the frames on a CUDA device ({desc} phase: "
-                                  f"{targets.nbytes / 1e9:.2f} GB on {device.type}; a GPU keeps up to "
-                                  f"{RESIDENT_TARGETS_BYTES / 1e9:.2f} GB): training with eager steps"))
-        graphed = False
-    opt = _optimizer(model, lr, capturable=graphed)
+    opt = torch.optim.Adam(_param_groups(model, lr), fused=device.type == "cuda" or None)
     start = 0
     if ckpt.is_file():
         tensors, saved = load_checkpoint(ckpt)
@@ -365,13 +259,14 @@ def _train(model: NeLF, targets, poses: torch.Tensor, k: Intrinsics, geometry: d
         if phase == PHASES.index(desc):
             _restore_optimizer(opt, tensors)
             start = int(saved["step"])
-    if resident:
-        on_gpu = torch.empty(targets.shape, dtype=torch.uint8, device=device)
+    # a GPU holds the whole set (2,000 views at 400x400 are 0.96 GB), so a step copies nothing from the host
+    if device.type == "cuda" and targets.nbytes <= RESIDENT_TARGETS_BYTES:
+        resident = torch.empty(targets.shape, dtype=torch.uint8, device=device)
         for first in range(0, len(targets), RESIDENT_COPY_VIEWS):  # a host copy of a few views at a time, not all
-            on_gpu[first:first + RESIDENT_COPY_VIEWS].copy_(
+            resident[first:first + RESIDENT_COPY_VIEWS].copy_(
                 torch.from_numpy(np.array(targets[first:first + RESIDENT_COPY_VIEWS])))
-        targets = on_gpu
-    frames = _Frames(model, targets, poses, k, geometry, batch, seed + start, graphed)
+        targets = resident
+    frames = _Frames(model, targets, poses, k, geometry, batch, seed + start)
 
     def after_step(step: int, loss: torch.Tensor) -> None:
         if curve is not None and (step - 1) % LOSS_SHOWN_EVERY == 0:  # a loss read is a host sync
@@ -400,13 +295,6 @@ def _param_groups(model: torch.nn.Module, lr: float) -> list[dict]:
     rest = [p for n, p in model.named_parameters() if not n.startswith("grids.")]
     groups = [{"params": rest, "lr": lr, "base_lr": lr}]
     return groups + ([{"params": grids, "lr": lr * GRID_LR_SCALE, "base_lr": lr * GRID_LR_SCALE}] if grids else [])
-
-
-def _optimizer(model: torch.nn.Module, lr: float, capturable: bool = False) -> torch.optim.Adam:
-    """The distillation's Adam over :func:`_param_groups`: fused on CUDA (one kernel for every parameter);
-    ``capturable`` for a CUDA-graphed step (its step counts stay on the device, as the fused ones do anyway)."""
-    fused = next(model.parameters()).is_cuda
-    return torch.optim.Adam(_param_groups(model, lr), fused=fused or None, capturable=capturable and fused)
 
 
 def _save_phase(ckpt: Path, model: NeLF, opt: torch.optim.Optimizer, meta: dict, desc: str, step: int) -> None:
@@ -525,8 +413,7 @@ def distill_from_app(teacher, out_dir: str | Path, size: str = "quick", **option
     time budget for both phases, shared as their step counts are), ``long_side`` (of the
     training frames; None = the teacher's size), ``batch`` (frames a step), ``lr`` (the distillation's peak
     learning rate; fine-tuning takes a fifth of it), ``compiled`` (the student's residual blocks through
-    torch.compile), ``graphed`` (each training step one CUDA graph replay; None: :data:`GRAPHED_STEP` on CUDA,
-    eager on CPU), ``checkpoint_every``, ``teacher_run``, ``seed``.
+    torch.compile), ``checkpoint_every``, ``teacher_run``, ``seed``.
     One process at a time holds ``out_dir``; a folder this call created is removed again if it is refused.
     """
     out_dir = Path(out_dir)
@@ -554,7 +441,7 @@ def _check_training_options(batch, lr) -> None:
 def _distill(teacher, out_dir: Path, size: str, *, arch: str = "mobile_r2l", config=None, n_pseudo: int | None = None,
              steps: int | None = None, finetune_steps: int | None = None, long_side: int | None = -1,
              batch: int | None = None, lr: float | None = None, checkpoint_every: int = 100, teacher_run: str = "",
-             seed: int = 0, seconds: float | None = None, compiled: bool = False, graphed: bool | None = None) -> dict:
+             seed: int = 0, seconds: float | None = None, compiled: bool = False) -> dict:
     preset, side, n_default, steps_default, batch_default, ft_default, lr_default, n_eval = _size_row(size)
     _check_training_options(batch, lr)
     batch, lr = batch or batch_default, lr or lr_default
@@ -570,7 +457,6 @@ def _distill(teacher, out_dir: Path, size: str, *, arch: str = "mobile_r2l", con
     finetune_steps = finetune_steps if finetune_steps is not None else ft_default
     side = side if long_side == -1 else long_side
     device = teacher.aabb.device
-    graphed = (GRAPHED_STEP and device.type == "cuda") if graphed is None else graphed
     torch.manual_seed(seed)
     started = time.perf_counter()
 
@@ -596,8 +482,7 @@ def _distill(teacher, out_dir: Path, size: str, *, arch: str = "mobile_r2l", con
     curve = QualityCurve(out_dir / "curve.json", model, teacher, k, geometry, PROBE_VIEWS, PROBE_EVERY_S[size],
                          started)  # the pseudo views count as distillation time
     steps_done = _train(model, images, poses, k, geometry, steps, batch, lr, ckpt, meta,
-                        checkpoint_every, "distill", seed, seconds * share if seconds else None, curve,
-                        graphed=graphed)
+                        checkpoint_every, "distill", seed, seconds * share if seconds else None, curve)
     finetune_done = 0
     if has_finetune:
         real = teacher.train_images.cpu()
@@ -607,7 +492,7 @@ def _distill(teacher, out_dir: Path, size: str, *, arch: str = "mobile_r2l", con
         real = (_resize(real, k).clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
         finetune_done = _train(model, real, teacher.train_poses.detach().float().cpu(), k, geometry, finetune_steps,
                                batch, lr * 0.2, ckpt, meta, checkpoint_every, "finetune", seed + 1,
-                               seconds * (1 - share) if seconds else None, curve, steps_done, graphed)
+                               seconds * (1 - share) if seconds else None, curve, steps_done)
     curve.probe(steps_done + finetune_done, force=True)
 
     background = np.asarray(images[: min(len(images), 64)], dtype=np.float32).mean(axis=(0, 1, 2)) / 255

@@ -124,40 +124,16 @@ def training_progress(step: int, steps: int | None, elapsed_s: float, seconds: f
 
 def optimisation_step(app, optimizer: torch.optim.Optimizer, step: int, progress: float | None = None,
                       lr_scale: Callable[[float], float] = learning_rate_scale) -> torch.Tensor:
-    """The one training step of any App -> its detached loss.
+    """One training step of any App: its loss, backward, non-finite gradients dropped, update -> detached loss.
+    The backward and the update are named stages (``{app}.train.backward``, ``{app}.train.optimizer``), as an
+    app may name those of its ``training_step``.
 
     With ``progress`` (fraction of the budget), each group's learning rate is its ``base_lr`` (its first ``lr``)
-    times ``lr_scale(progress)``. An app with a method ``optimisation_step(optimizer, step, lr_factor)`` runs its
-    whole step itself (the NeLF distillation replays it as one CUDA graph, one stage ``{app}.train.step``),
-    ``lr_factor`` None without ``progress``. Any other app takes :func:`gradient_step`.
+    times ``lr_scale(progress)``.
     """
-    lr_factor = None if progress is None else lr_scale(progress)
-    own_step = getattr(app, "optimisation_step", None)
-    if own_step is None:
-        return gradient_step(app, optimizer, step, lr_factor)
-    return own_step(optimizer, step, lr_factor)
-
-
-def scale_learning_rates(optimizer: torch.optim.Optimizer, lr_factor: float | None) -> None:
-    """Each group's learning rate to its ``base_lr`` (its first ``lr``) times ``lr_factor`` (None: left as it is).
-    A tensor learning rate (a CUDA-graphed optimiser's) is filled in place: the graph reads that memory."""
-    if lr_factor is None:
-        return
-    for group in optimizer.param_groups:
-        if "base_lr" not in group:  # read once: float() of a CUDA tensor waits for the device
-            group["base_lr"] = float(group["lr"])
-        lr = group["base_lr"] * lr_factor
-        if torch.is_tensor(group["lr"]):
-            group["lr"].fill_(lr)
-        else:
-            group["lr"] = lr
-
-
-def gradient_step(app, optimizer: torch.optim.Optimizer, step: int, lr_factor: float | None = None) -> torch.Tensor:
-    """An app's ``training_step`` loss, backward, non-finite gradients dropped, update -> detached loss.
-    The backward and the update are named stages (``{app}.train.backward``, ``{app}.train.optimizer``), as an
-    app may name those of its ``training_step``."""
-    scale_learning_rates(optimizer, lr_factor)
+    if progress is not None:
+        for group in optimizer.param_groups:
+            group["lr"] = group.setdefault("base_lr", group["lr"]) * lr_scale(progress)
     loss = app.training_step(step)
     optimizer.zero_grad(set_to_none=True)
     with stages.stage(f"{app.name}.train.backward", "mlp", app=app.name):
@@ -206,8 +182,7 @@ def training_loop(app, optimizer: torch.optim.Optimizer, steps: int | None, seco
     optimisation steps from ``step`` until ``steps`` steps, ``seconds`` of training (counting ``trained_s`` of
     earlier runs) or ``stop()``, whichever comes first -> (step reached, seconds trained in all).
 
-    ``app`` is anything with ``name``, ``train()`` and ``training_step(step) -> loss`` (or its own
-    ``optimisation_step``, :func:`optimisation_step`). ``after_step(step, loss)``
+    ``app`` is anything with ``name``, ``train()`` and ``training_step(step) -> loss``. ``after_step(step, loss)``
     runs after each step with the detached loss (no host sync unless it reads it); its time counts as training
     time. ``lr_scale`` is the learning-rate schedule over the budget's progress; ``desc`` the progress bar's label.
     """
