@@ -32,6 +32,22 @@ def test_train_writes_a_run_folder(run_dir):
     assert len(json.loads((run_dir / "curve.json").read_text())["loss"]) == 20
 
 
+def test_a_run_trained_again_is_the_same_run(tmp_path):
+    from ngfx.io import load_checkpoint
+
+    weights = []
+    for name in ("a", "b"):
+        torch.rand(7)  # whatever the process drew before: the run's seed decides
+        out = tmp_path / name
+        assert main(["train", "gia", "--scene", "image", "--size", "tiny", "--steps", "5", "--out", str(out),
+                     "--device", "cpu"]) == 0
+        weights.append(load_checkpoint(out / "checkpoint.safetensors")[0])
+    model = [name for name in weights[0] if not name.startswith("optim")]
+    assert model and weights[0].keys() == weights[1].keys()
+    for name in model:
+        torch.testing.assert_close(weights[0][name], weights[1][name], atol=0, rtol=0)
+
+
 def test_resume_continues_from_the_checkpoint(run_dir):
     assert main(["train", "nerf", "--scene", "synthetic", "--size", "tiny", "--steps", "30", "--out", str(run_dir),
                  "--device", "cpu", "--resume"]) == 0

@@ -221,6 +221,9 @@ def _train_locked(module, app, scene, encoding, out, size, steps, seconds, devic
     total = steps if steps is not None else (None if seconds is not None else module.DEFAULT_STEPS[size])
     if steps is None and seconds is None:  # an app may cap its CPU sizes by time as well (DEFAULT_SECONDS)
         seconds = getattr(module, "DEFAULT_SECONDS", {}).get(size)
+    # the run's seed fixes the network's initial weights and the training batches (up to the GPU's atomics), so
+    # a run trained again with the same options starts and proceeds the same
+    torch.manual_seed(int(options.get("seed", 0)))
     instance: App = _build_app(module, scene, encoding, size, device, options, run_json if saved else None)
     config = instance.config()
     run = {"app": app, "scene": scene, "encoding": encoding, "size": size,
