@@ -6,8 +6,11 @@ import os
 
 import pytest
 import torch
+import triton
+import triton.language as tl
 
 from ngfx.render.ops import raymarch, triton_raymarch, triton_volume, volume
+from ngfx.render.ops.triton_sh import sh_basis
 from ngfx.render.ops.occupancy import OccupancyGrid
 from ngfx.cameras import Intrinsics, look_at
 
@@ -403,17 +406,27 @@ def test_skipping_stops_short_of_occupied_cells():
             torch.testing.assert_close(s[0][d[0] > 0], torch.tensor(expected), atol=1e-5, rtol=0)
 
 
-def test_colour_input_matches_reference():
-    from ngfx.render.ops import triton_sh
-    from ngfx.render.ops.sh import colour_input
+@triton.jit
+def _sh_tile_kernel(dirs_ptr, out_ptr, n, BLOCK: tl.constexpr):
+    """The SH tile of each row's direction, stored as [n, 16] (a test harness for ``triton_sh.sh_basis``)."""
+    rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = rows < n
+    x = tl.load(dirs_ptr + rows * 3, mask=mask, other=0.0)
+    y = tl.load(dirs_ptr + rows * 3 + 1, mask=mask, other=0.0)
+    z = tl.load(dirs_ptr + rows * 3 + 2, mask=mask, other=0.0)
+    c = tl.arange(0, 16)[None, :]
+    tl.store(out_ptr + rows[:, None] * 16 + c, sh_basis(x, y, z), mask=mask[:, None])
 
-    torch.manual_seed(0)
-    n = 300  # not a multiple of the block: the row mask is exercised
-    h, dirs = torch.randn(n, 16), torch.nn.functional.normalize(torch.randn(n, 3), dim=1)
-    torch.testing.assert_close(triton_sh.colour_input(h, dirs), colour_input(h, dirs),
-                               atol=1e-6, rtol=1e-5)
-    with pytest.raises(ValueError, match="power of two"):
-        triton_sh.colour_input(torch.randn(4, 12), dirs[:4])
+
+def test_sh_basis_tile_matches_reference():
+    from ngfx.render.ops.sh import spherical_harmonics
+
+    n, block = 300, 128  # not a multiple of the block: the row mask is exercised
+    dirs = torch.nn.functional.normalize(torch.randn(n, 3), dim=1)
+    out = torch.full((n, 16), float("nan"))
+    _sh_tile_kernel[(triton.cdiv(n, block),)](dirs, out, n, BLOCK=block)
+    # every column in tiny-cuda-nn's order: a swapped pair of columns (the join's layout) fails
+    torch.testing.assert_close(out, spherical_harmonics(dirs), atol=1e-6, rtol=1e-5)
 
 
 def _training_rays(n: int = 40):

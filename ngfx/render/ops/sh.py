@@ -1,5 +1,5 @@
-"""The colour network's input: spherical harmonics of view directions beside the density features; the
-PyTorch twins of :mod:`ngfx.render.ops.triton_sh`."""
+"""The colour network's input: spherical harmonics of view directions beside the density features.
+:func:`spherical_harmonics` is the twin of the fused kernels' :func:`ngfx.render.ops.triton_sh.sh_basis`."""
 
 from __future__ import annotations
 
@@ -24,5 +24,5 @@ def spherical_harmonics(dirs: torch.Tensor) -> torch.Tensor:
 
 def colour_input(h: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor:
     """The colour network's input: features [N, P] beside the SH encoding of unit directions [N, 3]
-    -> float32 [N, P + 16]. The PyTorch twin of :func:`ngfx.render.ops.triton_sh.colour_input`."""
+    -> float32 [N, P + 16] (the stage-by-stage path; the fused field head builds it in registers)."""
     return torch.cat([h.float(), spherical_harmonics(dirs)], dim=1)

@@ -1,18 +1,13 @@
-"""Fused colour-network input of NeRF: density features beside the SH encoding of the view direction.
-
-:func:`colour_input` is the Triton twin of :func:`ngfx.render.ops.sh.colour_input`
-(``torch.cat([h, spherical_harmonics(dirs)], 1)``). The PyTorch form builds 16 temporaries and stacks them;
-on an H200 that stack took half of a 1080p frame (26 of 72 ms), so the kernel computes each row's 16
-coefficients in registers and writes each row with two contiguous stores. Inference only: it has no backward.
+"""The SH basis of view directions as a register tile, for the fused kernels that feed it to ``tl.dot``
+(NeRF's field head, :mod:`ngfx.render.ops.triton_nerf_head`; the per-ray volume renderer,
+:mod:`ngfx.render.ops.triton_fused_volume`). :func:`sh_basis` is the in-kernel twin of
+:func:`ngfx.render.ops.sh.spherical_harmonics`.
 """
 
 from __future__ import annotations
 
-import torch
 import triton
 import triton.language as tl
-
-BLOCK = 128
 
 
 @triton.jit
@@ -28,8 +23,7 @@ def _columns8(a0, a1, a2, a3, a4, a5, a6, a7):
 
 @triton.jit
 def sh_basis(x, y, z):
-    """The 16 SH coefficients [BLOCK, 16] float32 of unit directions (x, y, z) [BLOCK], as one tile: the colour
-    input kernel writes each row with one contiguous store, the fused kernels feed it to ``tl.dot``.
+    """The 16 SH coefficients [BLOCK, 16] float32 of unit directions (x, y, z) [BLOCK], as one tile.
 
     The tile is joined from 16 per-row columns, so each row's values stay in its thread; a chain of 15 ``tl.where``
     over the [BLOCK, 16] tile instead computes every coefficient for every element and selects one (NeRF's head on
@@ -56,29 +50,3 @@ def sh_basis(x, y, z):
                     0.45704579946446572 * x * (1.0 - 5.0 * z2),
                     0.59004358992664352 * x * (-x2 + 3.0 * y2))
     return tl.reshape(tl.join(even, odd), (x.shape[0], 16))
-
-
-@triton.jit
-def _colour_input_kernel(h_ptr, dirs_ptr, out_ptr, n, P: tl.constexpr, BLOCK: tl.constexpr):
-    rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    mask = rows < n
-    cols = tl.arange(0, P)
-    width = P + 16
-    tile = tl.load(h_ptr + rows[:, None] * P + cols[None, :], mask=mask[:, None], other=0.0)
-    tl.store(out_ptr + rows[:, None] * width + cols[None, :], tile.to(tl.float32), mask=mask[:, None])
-    x = tl.load(dirs_ptr + rows * 3, mask=mask, other=0.0)
-    y = tl.load(dirs_ptr + rows * 3 + 1, mask=mask, other=0.0)
-    z = tl.load(dirs_ptr + rows * 3 + 2, mask=mask, other=0.0)
-    c = tl.arange(0, 16)[None, :]
-    tl.store(out_ptr + rows[:, None] * width + P + c, sh_basis(x, y, z), mask=mask[:, None])
-
-
-def colour_input(h: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor:
-    """[N, P] features (P a power of two) and unit directions [N, 3] -> float32 [N, P + 16]."""
-    n, p = h.shape
-    if p & (p - 1):
-        raise ValueError(f"colour_input: the feature width must be a power of two, got {p}")
-    out = torch.empty(n, p + 16, device=h.device, dtype=torch.float32)
-    if n:
-        _colour_input_kernel[(triton.cdiv(n, BLOCK),)](h.contiguous(), dirs.contiguous(), out, n, P=p, BLOCK=BLOCK)
-    return out
