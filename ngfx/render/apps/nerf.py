@@ -330,15 +330,12 @@ class NerfApp(App):
         stage-by-stage Triton kernels; otherwise the stage-by-stage PyTorch ops."""
         c2w, k = self.camera(width, height, view)
         triton_ok = use_triton(fused, self.device_)
-        ray_gen = raymarch.ray_gen
-        if triton_ok:
-            from ngfx.render.ops.triton_raymarch import ray_gen  # imports triton
         frame = torch.empty(height * width, 3, device=self.device_)
         band = raymarch.band_size(CHUNK_RAYS[self.size], self.device_)
         for row0, n_rows in frame_bands(width, height, band, self.device_, "render nerf"):
             n = n_rows * width
-            with stages.stage("nerf.ray_gen", "rest", n_inputs=n, bytes_written=n * 32.0, app="nerf", fused=triton_ok):
-                origins, dirs, t_near, t_far = ray_gen(c2w, k, row0, n_rows, self.aabb)
+            origins, dirs, t_near, t_far = raymarch.band_ray_gen(c2w, k, row0, n_rows, self.aabb, app="nerf",
+                                                                 fused=triton_ok)
             frame[row0 * width:row0 * width + n] = self._shade(origins, dirs, t_near, t_far, self.background, fused,
                                                                per_ray)
         return frame.reshape(height, width, 3).clamp(0.0, 1.0)

@@ -170,9 +170,6 @@ class NvrApp(App):
             from ngfx.render.ops.triton_fused_volume import render_volume  # imports triton
 
             march = functools.partial(render_volume, field=self.volume_field())
-        ray_gen = raymarch.ray_gen
-        if triton_ok:
-            from ngfx.render.ops.triton_raymarch import ray_gen  # imports triton
         c2w, k = self.camera(width, height, view)
         frame = torch.empty(height * width, 3, device=self.device_)
         background = torch.tensor(BACKGROUND, device=self.device_)
@@ -180,8 +177,8 @@ class NvrApp(App):
         band = raymarch.band_size(CHUNK_RAYS[self.size], self.device_)
         for row0, n_rows in frame_bands(width, height, band, self.device_, "render nvr"):
             n = n_rows * width
-            with stages.stage("nvr.ray_gen", "rest", n_inputs=n, bytes_written=n * 32.0, app="nvr", fused=triton_ok):
-                origins, dirs, t_near, t_far = ray_gen(c2w, k, row0, n_rows, self.cube)
+            origins, dirs, t_near, t_far = raymarch.band_ray_gen(c2w, k, row0, n_rows, self.cube, app="nvr",
+                                                                 fused=triton_ok)
             colour = march(origins, dirs, t_near, t_far, occupancy, self.cube, resolution, dt,
                            background=background, max_scan=MAX_SCAN[self.size], min_transmittance=MIN_TRANSMITTANCE)
             frame[row0 * width:row0 * width + n] = colour.clamp(0, 1)

@@ -110,6 +110,18 @@ def ray_gen(c2w: torch.Tensor, k: Intrinsics, row0: int, n_rows: int, aabb: torc
     return origins, dirs, t_near, t_far
 
 
+def band_ray_gen(c2w: torch.Tensor, k: Intrinsics, row0: int, n_rows: int, aabb: torch.Tensor, *, app: str,
+                 fused: bool):
+    """:func:`ray_gen` as the stage ``{app}.ray_gen`` of a render: its Triton twin when ``fused``."""
+    n = n_rows * k.width
+    with stages.stage(f"{app}.ray_gen", "rest", n_inputs=n, bytes_written=n * 32.0, app=app, fused=fused):
+        if fused:
+            from ngfx.render.ops import triton_raymarch  # imports triton
+
+            return triton_raymarch.ray_gen(c2w, k, row0, n_rows, aabb)
+        return ray_gen(c2w, k, row0, n_rows, aabb)
+
+
 def cell_exit(origins, dirs, cells, aabb, resolution) -> torch.Tensor:
     """Ray distance [A] where each ray leaves its cell, pulled ``SKIP_MARGIN`` of a cell back inside.
 
