@@ -59,8 +59,8 @@ def test_render_grid_drops_samples_not_pixels(trained, monkeypatch):
     rebuilt after a training step."""
     app, _ = trained
     counted = []
-    query = app._query
-    monkeypatch.setattr(app, "_query", lambda points, dirs, fused=False: counted.append(len(points)) or query(
+    query = app.field.query
+    monkeypatch.setattr(app.field, "query", lambda points, dirs, fused=False: counted.append(len(points)) or query(
         points, dirs, fused))
     assert app.render_sub == nerf.RENDER_SUB["tiny"] > 1
     refined = app.render(24, 16, 1, fused=False)

@@ -269,13 +269,7 @@ class NerfApp(App):
     def volume_field(self) -> VolumeField:
         """The field as the fused per-ray renderer reads it (world points mapped from the scene box)."""
         net = self.field.density_net
-        return VolumeField("nerf", net.encoding, net.network, self.field.colour_net, self.aabb, self._query)
-
-    def _query(self, points: torch.Tensor, dirs: torch.Tensor,
-               fused: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """Density [S] and colour [S, 3] at points [S, 3] in the scene box's unit cube seen along ``dirs``
-        (inference, named stages)."""
-        return self.field.query(points, dirs, fused)
+        return VolumeField("nerf", net.encoding, net.network, self.field.colour_net, self.aabb, self.field.query)
 
     @torch.no_grad()
     def _shade(self, origins, dirs, t_near, t_far, background: torch.Tensor, fused: bool,
@@ -292,7 +286,7 @@ class NerfApp(App):
                                  max_scan=MAX_SCAN[self.size], min_transmittance=MIN_TRANSMITTANCE, sub=self.render_sub)
         return raymarch.render_segments(
             origins, dirs, t_start, t_far, self.render_grid(), self.aabb,
-            self.occupancy.resolution, self.dt, functools.partial(self._query, fused=triton_ok),
+            self.occupancy.resolution, self.dt, functools.partial(self.field.query, fused=triton_ok),
             background, app="nerf", fused=triton_ok, max_scan=MAX_SCAN[self.size],
             min_transmittance=MIN_TRANSMITTANCE, sub=self.render_sub, macro=self.macro_grid())
 

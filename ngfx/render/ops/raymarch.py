@@ -197,8 +197,8 @@ def occupancy_lookup(points, cells, occupancy, lo, size, resolution: int, sub: i
         return occupied, exit_cells, exit_resolution
     macro_res = macro_resolution(macro, resolution)
     macro_cells = (cells / (resolution // macro_res)).floor()  # the macro cell of the coarse cell looked up
-    macro_strides = torch.tensor([1, macro_res, macro_res * macro_res], device=cells.device)
-    macro_empty = ~macro[(macro_cells.long() * macro_strides).sum(dim=1)]
+    mx, my, mz = macro_cells.long().unbind(1)  # x-fastest, as the mask (no strides tensor each iteration)
+    macro_empty = ~macro[mx + macro_res * (my + macro_res * mz)]
     return (occupied & ~macro_empty, torch.where(macro_empty[:, None], macro_cells, exit_cells),
             torch.where(macro_empty[:, None], float(macro_res), exit_resolution))
 
