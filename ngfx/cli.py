@@ -191,9 +191,10 @@ def _add_nelf(sub: argparse._SubParsersAction) -> None:
     d.add_argument("teacher_run", help="NeRF run folder (ngfx train nerf ...)")
     d.add_argument("--out", required=True, help="NeLF run folder to write")
     d.add_argument("--size", choices=("tiny", "quick", "full"), default="quick")
-    d.add_argument("--arch", choices=("mobile_r2l", "lightslab"), default="mobile_r2l",
-                   help="student: MobileR2L (deep 1x1-conv body) or a grid-encoded light slab (LightSpeed-style, "
-                        "BENCHMARKS.md compares them); default mobile_r2l")
+    d.add_argument("--arch", choices=("mobile_r2l", "lightslab", "oracle"), default="mobile_r2l",
+                   help="student: MobileR2L (deep 1x1-conv body), a grid-encoded light slab (LightSpeed-style) or a "
+                        "depth oracle (a light-slab network picks where a ray samples a small 3D grid field, "
+                        "DONeRF-style); BENCHMARKS.md compares them; default mobile_r2l")
     d.add_argument("--pseudo-views", type=positive_int, default=None, help="teacher-rendered views (default by size)")
     d.add_argument("--steps", type=positive_int, default=None, help="distillation steps (default by size)")
     d.add_argument("--long-side", type=positive_int, default=None,
@@ -203,7 +204,7 @@ def _add_nelf(sub: argparse._SubParsersAction) -> None:
                    help="fine-tuning steps on real images (0: none)")
     d.add_argument("--seconds", type=positive_seconds, default=None,
                    help="training time budget (both phases, shared as their steps are): stop early")
-    d.add_argument("--batch", type=positive_int, default=None, help="frames a training step (default by size)")
+    d.add_argument("--batch", type=positive_int, default=None, help="frames a training step; rays a step for --arch oracle (default by size)")
     d.add_argument("--lr", type=float, default=None,
                    help="peak learning rate of the distillation, fine-tuning a fifth of it (default by size)")
     d.add_argument("--student-config", default=None,

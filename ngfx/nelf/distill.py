@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ngfx.encodings import Encoding
 from ngfx.errors import NgfxInputError, TrainingInterrupted
 from ngfx.io import (CURVE_HINT, folder_lock, load_checkpoint, read_json, remove_stale_temp_files, require_rows,
                      save_checkpoint, write_image, write_json)
@@ -43,6 +44,9 @@ SIZES = {
     # batch 32 / lr 1e-3 / 3,000 views reached 23.20 dB (probe) at 3 min and 24.15 dB (100 views) at 5 min
     "full": ("paper", None, 3000, 20000, 32, 0, 1e-3, 100),
 }
+# the depth oracle trains on rays, not frames: size -> (rays a step, learning rate; its grids take
+# GRID_LR_SCALE["oracle"] x it)
+ORACLE_TRAINING = {"tiny": (256, 1e-2), "quick": (4096, 4e-3), "full": (1 << 16, 2e-3)}
 
 
 PHASES = ("distill", "finetune")
@@ -234,15 +238,14 @@ class _Frames:
         return F.mse_loss(prediction.float(), target)
 
 
-def _train(model: NeLF, targets, poses: torch.Tensor, k: Intrinsics, geometry: dict, steps: int, batch: int,
-           lr: float, ckpt: Path, meta: dict, checkpoint_every: int, desc: str, seed: int,
+def _train(model: NeLF, make_data, steps: int, lr: float, ckpt: Path, meta: dict, checkpoint_every: int, desc: str,
            seconds: float | None = None, curve: QualityCurve | None = None, step_offset: int = 0) -> int:
-    """Fit ``model`` to ``targets`` (uint8 [N, H, W, 3], memmap or array) seen from ``poses`` [N, 4, 4] for
-    ``steps`` steps or ``seconds`` (whichever ends first) -> the steps done; phase ``desc`` of the checkpoint.
+    """Fit ``model`` to what ``make_data(start_step)`` draws (an object with ``train()`` and
+    ``training_step(step) -> loss``: :func:`_frame_data` or :class:`_TeacherRays`) for ``steps`` steps or
+    ``seconds`` (whichever ends first) -> the steps done; phase ``desc`` of the checkpoint.
     ``curve`` records the loss and probes the quality as it goes, its steps counted from ``step_offset`` (the
     earlier phases' steps). SIGINT/SIGTERM save the checkpoint first, then stop (re-running continues)."""
-    device = next(model.parameters()).device
-    opt = torch.optim.Adam(_param_groups(model, lr), fused=device.type == "cuda" or None)
+    opt = _optimizer(model, lr)
     start = 0
     if ckpt.is_file():
         tensors, saved = load_checkpoint(ckpt)
@@ -259,14 +262,7 @@ def _train(model: NeLF, targets, poses: torch.Tensor, k: Intrinsics, geometry: d
         if phase == PHASES.index(desc):
             _restore_optimizer(opt, tensors)
             start = int(saved["step"])
-    # a GPU holds the whole set (2,000 views at 400x400 are 0.96 GB), so a step copies nothing from the host
-    if device.type == "cuda" and targets.nbytes <= RESIDENT_TARGETS_BYTES:
-        resident = torch.empty(targets.shape, dtype=torch.uint8, device=device)
-        for first in range(0, len(targets), RESIDENT_COPY_VIEWS):  # a host copy of a few views at a time, not all
-            resident[first:first + RESIDENT_COPY_VIEWS].copy_(
-                torch.from_numpy(np.array(targets[first:first + RESIDENT_COPY_VIEWS])))
-        targets = resident
-    frames = _Frames(model, targets, poses, k, geometry, batch, seed + start)
+    frames = make_data(start)
 
     def after_step(step: int, loss: torch.Tensor) -> None:
         if curve is not None and (step - 1) % LOSS_SHOWN_EVERY == 0:  # a loss read is a host sync
@@ -286,15 +282,75 @@ def _train(model: NeLF, targets, poses: torch.Tensor, k: Intrinsics, geometry: d
     return step
 
 
-GRID_LR_SCALE = 20.0  # grid tables learn at instant-ngp-like rates (1e-2), far above what the convs take
+def _frame_data(model: NeLF, targets, poses: torch.Tensor, k: Intrinsics, geometry: dict, batch: int, seed: int):
+    """-> ``make_data`` for :func:`_train`: frames ``targets`` (uint8 [N, H, W, 3]) seen from ``poses``."""
+    device = next(model.parameters()).device
+
+    def make_data(start: int) -> _Frames:
+        frames = targets
+        # a GPU holds the whole set (2,000 views at 400x400 are 0.96 GB), so a step copies nothing from the host
+        if device.type == "cuda" and targets.nbytes <= RESIDENT_TARGETS_BYTES:
+            frames = torch.empty(targets.shape, dtype=torch.uint8, device=device)
+            for first in range(0, len(targets), RESIDENT_COPY_VIEWS):  # a host copy of a few views at a time
+                frames[first:first + RESIDENT_COPY_VIEWS].copy_(
+                    torch.from_numpy(np.array(targets[first:first + RESIDENT_COPY_VIEWS])))
+        return _Frames(model, frames, poses, k, geometry, batch, seed + start)
+
+    return make_data
+
+
+class _TeacherRays:
+    """The depth oracle's distillation (:mod:`ngfx.nelf.oracle`) as the training loop drives it: each step draws
+    ``batch`` rays through random points of random frames of ``poses``, asks the teacher for their colour and bin
+    weights (:func:`ngfx.nelf.oracle.teacher_targets`) and returns the oracle's cross-entropy on the bins plus the
+    field's MSE on the colour, the field sampled (jittered) in the teacher's top bins."""
+
+    name = "nelf"
+
+    def __init__(self, model, teacher, poses: torch.Tensor, k: Intrinsics, batch: int, seed: int):
+        self.device = next(model.parameters()).device
+        self.model, self.teacher, self.k, self.batch = model, teacher, k, batch
+        self.poses = poses.to(self.device)
+        self.gen = torch.Generator(self.device).manual_seed(seed)
+
+    def train(self) -> None:
+        self.model.train()
+
+    def training_step(self, step: int) -> torch.Tensor:
+        from ngfx.nelf.oracle import teacher_targets
+
+        cfg, n = self.model.cfg, self.batch
+        views = torch.randint(len(self.poses), (n,), device=self.device, generator=self.gen)
+        pixels = torch.rand(n, 2, device=self.device, generator=self.gen) * torch.tensor(
+            [self.k.width, self.k.height], device=self.device, dtype=torch.float32)
+        origins, dirs = pixel_rays(self.poses[views], self.k, pixels)
+        colour, weights = teacher_targets(self.teacher, origins, dirs, self.model.aabb, cfg.n_bins)
+        oracle_loss = -(weights * torch.log_softmax(self.model.bin_logits(origins, dirs), dim=1)).sum(1).mean()
+        bins = weights[:, :cfg.n_bins].topk(cfg.top_bins, dim=1).indices
+        jitter = torch.rand(n, cfg.top_bins, cfg.samples_per_bin, device=self.device, generator=self.gen)
+        return F.mse_loss(self.model.shade(origins, dirs, bins, jitter), colour) + oracle_loss
+
+
+GRID_LR_SCALE = {"lightslab": 20.0, "oracle": 5.0}  # grid tables learn at instant-ngp-like rates (1e-2)
 
 
 def _param_groups(model: torch.nn.Module, lr: float) -> list[dict]:
-    """Adam groups: a light-slab student's grid tables at ``GRID_LR_SCALE`` x ``lr``, everything else at ``lr``."""
-    grids = [p for n, p in model.named_parameters() if n.startswith("grids.")]
-    rest = [p for n, p in model.named_parameters() if not n.startswith("grids.")]
+    """Adam groups: a grid student's tables (every :class:`Encoding`) at ``GRID_LR_SCALE`` x ``lr``, everything
+    else at ``lr``."""
+    tables = {id(p) for m in model.modules() if isinstance(m, Encoding) for p in m.parameters()}
+    grids = [p for p in model.parameters() if id(p) in tables]
+    rest = [p for p in model.parameters() if id(p) not in tables]
     groups = [{"params": rest, "lr": lr, "base_lr": lr}]
-    return groups + ([{"params": grids, "lr": lr * GRID_LR_SCALE, "base_lr": lr * GRID_LR_SCALE}] if grids else [])
+    scale = GRID_LR_SCALE.get(model.cfg.arch, 1.0)
+    return groups + ([{"params": grids, "lr": lr * scale, "base_lr": lr * scale}] if grids else [])
+
+
+def _optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
+    """Adam over :func:`_param_groups`; the depth oracle's hash grids with instant-ngp's betas and epsilon."""
+    fused = next(model.parameters()).device.type == "cuda" or None
+    if model.cfg.arch == "oracle":
+        return torch.optim.Adam(_param_groups(model, lr), betas=(0.9, 0.99), eps=1e-15, fused=fused)
+    return torch.optim.Adam(_param_groups(model, lr), fused=fused)
 
 
 def _save_phase(ckpt: Path, model: NeLF, opt: torch.optim.Optimizer, meta: dict, desc: str, step: int) -> None:
@@ -444,13 +500,19 @@ def _distill(teacher, out_dir: Path, size: str, *, arch: str = "mobile_r2l", con
              seed: int = 0, seconds: float | None = None, compiled: bool = False) -> dict:
     preset, side, n_default, steps_default, batch_default, ft_default, lr_default, n_eval = _size_row(size)
     _check_training_options(batch, lr)
-    batch, lr = batch or batch_default, lr or lr_default
     cfg = config or student_preset(arch, preset)
+    is_oracle = cfg.arch == "oracle"
+    if is_oracle:
+        (batch_default, lr_default), ft_default = ORACLE_TRAINING[size], 0
+        if finetune_steps:
+            raise NgfxInputError("--finetune-steps", "finetune_steps", "the depth oracle learns from the teacher's "
+                                 "bin weights, which real images do not have: fine-tuning takes 0 steps for it")
+    batch, lr = batch or batch_default, lr or lr_default
     identity = {"arch": cfg.arch, "size": size,
                 "teacher": str(Path(teacher_run).resolve()) if teacher_run else ""}
     # what a resumed checkpoint must have been trained as (the slabs are placed from the teacher's cameras below)
-    student = {**{key: value for key, value in cfg.to_dict().items() if key != "slab_normals"}, "batch": batch,
-               "lr": lr}
+    student = {**{key: value for key, value in cfg.to_dict().items()
+                  if key not in ("slab_normals", "aabb", "background")}, "batch": batch, "lr": lr}
     check_resumable(out_dir, identity, student)
     n_pseudo = n_pseudo or n_default
     steps = steps if steps is not None else steps_default
@@ -464,11 +526,15 @@ def _distill(teacher, out_dir: Path, size: str, *, arch: str = "mobile_r2l", con
     aabb = teacher.aabb.detach().float().cpu()
     geometry = {"near": float(teacher.near), "far": float(teacher.far), "aabb": aabb}
     center = aabb.mean(0)
-    if identity["arch"] == "lightslab" and not cfg.slab_normals:  # slabs face the teacher's cameras
+    if identity["arch"] in ("lightslab", "oracle") and not cfg.slab_normals:  # slabs face the teacher's cameras
         cfg = replace(cfg, slab_normals=place_slabs(center - teacher.train_poses[:, :3, 3].detach().float().cpu(),
                                                     cfg.n_slabs))
+    if is_oracle:  # its scene box and background are the teacher's
+        cfg = replace(cfg, aabb=tuple(tuple(c) for c in aabb.tolist()),
+                      background=tuple(float(c) for c in teacher.background.detach().float().cpu()))
     poses = sample_poses(teacher.train_poses.detach().float().cpu(), center, n_pseudo, seed=seed)
-    images = make_pseudo_data(teacher, out_dir, poses, k, identity)
+    # the depth oracle asks the teacher ray by ray as it trains; the other students learn from its frames
+    images = None if is_oracle else make_pseudo_data(teacher, out_dir, poses, k, identity)
 
     # NHWC is the tensor cores' native conv layout (as at inference, nelf.runs.inference_model)
     model = build_student(cfg).to(device).to(memory_format=torch.channels_last)
@@ -481,8 +547,10 @@ def _distill(teacher, out_dir: Path, size: str, *, arch: str = "mobile_r2l", con
     share = steps / (steps + (finetune_steps if has_finetune else 0)) if seconds else 1.0
     curve = QualityCurve(out_dir / "curve.json", model, teacher, k, geometry, PROBE_VIEWS, PROBE_EVERY_S[size],
                          started)  # the pseudo views count as distillation time
-    steps_done = _train(model, images, poses, k, geometry, steps, batch, lr, ckpt, meta,
-                        checkpoint_every, "distill", seed, seconds * share if seconds else None, curve)
+    make_data = ((lambda start: _TeacherRays(model, teacher, poses, k, batch, seed + start)) if is_oracle
+                 else _frame_data(model, images, poses, k, geometry, batch, seed))
+    steps_done = _train(model, make_data, steps, lr, ckpt, meta, checkpoint_every, "distill",
+                        seconds * share if seconds else None, curve)
     finetune_done = 0
     if has_finetune:
         real = teacher.train_images.cpu()
@@ -490,12 +558,14 @@ def _distill(teacher, out_dir: Path, size: str, *, arch: str = "mobile_r2l", con
         if real.shape[-1] == 4:  # composite RGBA on the teacher's background
             real = over_background(real, teacher.background.cpu())
         real = (_resize(real, k).clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
-        finetune_done = _train(model, real, teacher.train_poses.detach().float().cpu(), k, geometry, finetune_steps,
-                               batch, lr * 0.2, ckpt, meta, checkpoint_every, "finetune", seed + 1,
-                               seconds * (1 - share) if seconds else None, curve, steps_done)
+        finetune_data = _frame_data(model, real, teacher.train_poses.detach().float().cpu(), k, geometry, batch,
+                                    seed + 1)
+        finetune_done = _train(model, finetune_data, finetune_steps, lr * 0.2, ckpt, meta, checkpoint_every,
+                               "finetune", seconds * (1 - share) if seconds else None, curve, steps_done)
     curve.probe(steps_done + finetune_done, force=True)
 
-    background = np.asarray(images[: min(len(images), 64)], dtype=np.float32).mean(axis=(0, 1, 2)) / 255
+    background = (curve.teacher.mean(dim=(0, 1, 2)).numpy() if images is None
+                  else np.asarray(images[: min(len(images), 64)], dtype=np.float32).mean(axis=(0, 1, 2)) / 255)
     metrics = evaluate(model, teacher, k, geometry, n_eval, background, out_dir / COMPARISON_IMAGE)
     train_eyes = teacher.train_poses[:, :3, 3].detach().float().cpu() - center
     run = {"app": "nelf", "arch": cfg.arch, "teacher_run": str(teacher_run), "size": size,

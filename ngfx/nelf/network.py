@@ -147,8 +147,9 @@ def encode_rays(origins: torch.Tensor, dirs: torch.Tensor, near: float, far: flo
 
 
 def config_dict(cfg) -> dict:
-    """A student config dataclass as JSON-ready values: its tuples of tuples (stages, slab normals) as lists."""
-    return {k: [list(s) for s in v] if isinstance(v, tuple) else v for k, v in asdict(cfg).items()}
+    """A student config dataclass as JSON-ready values: its tuples (stages, slab normals, a colour) as lists."""
+    return {k: [list(s) if isinstance(s, tuple) else s for s in v] if isinstance(v, tuple) else v
+            for k, v in asdict(cfg).items()}
 
 
 def encode_frames(cfg: NeLFConfig, poses: torch.Tensor, k: Intrinsics, near: float, far: float,
@@ -170,6 +171,8 @@ def encode_frames(cfg: NeLFConfig, poses: torch.Tensor, k: Intrinsics, near: flo
         from ngfx.nelf.lightslab import slab_coordinates, slab_frames_on
 
         enc = slab_coordinates(origins, dirs, aabb, slab_frames_on(cfg, poses.device))
+    elif cfg.arch == "oracle":  # the depth oracle takes the rays themselves (its scene box is in its config)
+        enc = torch.cat([origins, dirs], dim=-1)
     else:
         enc = encode_rays(origins, dirs, near, far, aabb, cfg.n_points, cfg.n_freqs)
     return enc.transpose(1, 2).reshape(len(poses), -1, h, w)
@@ -253,16 +256,20 @@ def fold_batchnorm(model: NeLF) -> NeLF:
     return model
 
 
-ARCHS = ("mobile_r2l", "lightslab")
+ARCHS = ("mobile_r2l", "lightslab", "oracle")
 
 
 def student_config(d: dict, source: str = "config"):
-    """A student's config dict (run.json's ``nelf_config``) -> NeLFConfig, or LightSlabConfig when its ``arch``
-    says so."""
+    """A student's config dict (run.json's ``nelf_config``) -> NeLFConfig, or LightSlabConfig / OracleConfig when
+    its ``arch`` says so."""
     if isinstance(d, dict) and d.get("arch") == "lightslab":
         from ngfx.nelf.lightslab import LightSlabConfig
 
         return LightSlabConfig.from_dict(d, source)
+    if isinstance(d, dict) and d.get("arch") == "oracle":
+        from ngfx.nelf.oracle import OracleConfig
+
+        return OracleConfig.from_dict(d, source)
     return NeLFConfig.from_dict(d, source)
 
 
@@ -274,6 +281,12 @@ def student_preset(arch: str, name: str, resolution: tuple[int, int] | None = No
         if name not in SLAB_PRESETS:
             raise NgfxInputError("--arch", "arch", f"lightslab sizes: {', '.join(SLAB_PRESETS)}; got {name!r}")
         return SLAB_PRESETS[name]
+    if arch == "oracle":
+        from ngfx.nelf.oracle import PRESETS as ORACLE_PRESETS
+
+        if name not in ORACLE_PRESETS:
+            raise NgfxInputError("--arch", "arch", f"oracle sizes: {', '.join(ORACLE_PRESETS)}; got {name!r}")
+        return ORACLE_PRESETS[name]
     if arch != "mobile_r2l":
         raise NgfxInputError("--arch", "arch", f"must be one of {ARCHS}, got {arch!r}")
     return preset_for(name, resolution)
@@ -292,11 +305,16 @@ def with_overrides(cfg, overrides, source: str):
 
 
 def build_student(cfg) -> nn.Module:
-    """The network of a student config: :class:`NeLF` or :class:`ngfx.nelf.lightslab.LightSlab`."""
+    """The network of a student config: :class:`NeLF`, :class:`ngfx.nelf.lightslab.LightSlab` or
+    :class:`ngfx.nelf.oracle.DepthOracle`."""
     if cfg.arch == "lightslab":
         from ngfx.nelf.lightslab import LightSlab
 
         return LightSlab(cfg)
+    if cfg.arch == "oracle":
+        from ngfx.nelf.oracle import DepthOracle
+
+        return DepthOracle(cfg)
     return NeLF(cfg)
 
 

@@ -1,0 +1,239 @@
+"""A depth-oracle light field: a light-slab network says where along a ray the scene is, a small 3D grid field
+says what is there (DONeRF, Neff et al. 2021, with this project's grid encodings on both sides).
+
+A ray's segment through the scene box is cut into ``n_bins`` equal bins. The oracle is a light field: the ray's
+light-slab coordinates (:func:`ngfx.nelf.lightslab.slab_coordinates`) read multi-resolution 2D grids, as the
+light-slab student's do, and an MLP turns the features into a distribution over the bins and "misses the scene".
+The ray is then sampled in its ``top_bins`` most likely bins only (``samples_per_bin`` each, ``top_bins`` x
+``samples_per_bin`` samples in all, front to back), an instant-ngp NeRF field (:class:`NerfField`: hash grid,
+density MLP, SH colour MLP) gives density and colour there, and the samples are composited over the background.
+One network pass per ray and a dozen field samples, where the teacher marches hundreds of steps through its
+occupancy grid.
+
+Why: a pure light field must learn every ray's colour as a 4D function; on Lego both the MobileR2L and the
+light-slab student stayed near 22-25 dB after minutes of distillation (BENCHMARKS.md). Where the surface lies is a
+far smoother 4D function than its texture, and texture in 3D is what a hash grid learns in seconds.
+
+Training (:func:`teacher_targets`): the teacher gives each ray's colour and its weight in every bin (its
+density sampled ``TEACHER_POINTS_PER_BIN`` times a bin); the oracle learns the bins by cross-entropy, and the field
+learns the colour through samples placed in the teacher's top bins (teacher forcing: the field need not wait for
+the oracle).
+
+Input (as every student takes it, image-shaped): [B, 6, h, w], each ray's origin and unit direction in world
+space; the config carries the scene box.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import torch
+from torch import nn
+
+from ngfx.encodings import Encoding
+from ngfx.errors import NgfxInputError
+from ngfx.nelf.lightslab import PLANES, _normals, blend_slab_features, slab_coordinates, slab_frames
+from ngfx.nelf.network import check_counts, config_dict, config_fields
+from ngfx.render.apps.nerf_field import NerfField
+from ngfx.render.ops import volume
+from ngfx.render.ops.raymarch import ray_aabb
+
+TEACHER_POINTS_PER_BIN = 4  # teacher density samples a bin, for the bin weights the oracle learns
+RAYS_PER_PASS = 1 << 18  # rays a forward takes at a time (a 400x400 frame is 160 k rays)
+
+
+@dataclass(frozen=True)
+class OracleConfig:
+    arch: str = "oracle"
+    # the oracle: light-slab grids (as LightSlabConfig's) and an MLP over their features
+    n_slabs: int = 6
+    n_levels: int = 10
+    n_features: int = 2
+    log2_hashmap_size: int = 16
+    base_resolution: int = 16
+    per_level_scale: float = 1.5
+    oracle_width: int = 128
+    oracle_layers: int = 2  # hidden layers
+    n_bins: int = 64
+    top_bins: int = 3
+    samples_per_bin: int = 4
+    # the field: instant-ngp's NeRF hash grid (finest level field_base_resolution * field_per_level_scale^(L-1))
+    field_levels: int = 16
+    field_log2_hashmap_size: int = 19
+    field_base_resolution: int = 16
+    field_per_level_scale: float = 1.3819  # 16 -> 2048 over 16 levels, instant-ngp's NeRF
+    slab_normals: tuple[tuple[float, float, float], ...] = ()  # () -> slab_frames' default ring
+    aabb: tuple[tuple[float, float, float], ...] = ((-1.5, -1.5, -1.5), (1.5, 1.5, 1.5))  # the scene box (the teacher's)
+    background: tuple[float, float, float] = (1.0, 1.0, 1.0)
+
+    upscale = 1  # one ray a pixel: no super-resolution head
+    in_channels = 6  # origin and direction
+
+    @property
+    def feature_channels(self) -> int:
+        return len(PLANES) * self.n_levels * self.n_features
+
+    @property
+    def n_samples(self) -> int:
+        return self.top_bins * self.samples_per_bin
+
+    def slab_grid_config(self) -> dict:
+        return {"otype": "HashGrid", "n_levels": self.n_levels, "n_features_per_level": self.n_features,
+                "log2_hashmap_size": self.log2_hashmap_size, "base_resolution": self.base_resolution,
+                "per_level_scale": self.per_level_scale}
+
+    def field_grid_config(self) -> dict:
+        return {"otype": "HashGrid", "n_levels": self.field_levels, "n_features_per_level": 2,
+                "log2_hashmap_size": self.field_log2_hashmap_size, "base_resolution": self.field_base_resolution,
+                "per_level_scale": self.field_per_level_scale}
+
+    def to_dict(self) -> dict:
+        return config_dict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "config") -> "OracleConfig":
+        cfg = cls(**config_fields(cls, d, source))
+        check_counts(cfg, source, dict.fromkeys(
+            ("n_slabs", "n_levels", "n_features", "log2_hashmap_size", "base_resolution", "oracle_width", "n_bins",
+             "top_bins", "samples_per_bin", "field_levels", "field_log2_hashmap_size", "field_base_resolution"), 1)
+            | {"oracle_layers": 0})
+        if cfg.top_bins > cfg.n_bins:
+            raise NgfxInputError(source, "top_bins", f"must be at most n_bins ({cfg.n_bins}), got {cfg.top_bins}")
+        for key in ("per_level_scale", "field_per_level_scale"):
+            value = getattr(cfg, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                raise NgfxInputError(source, key, f"must be a finite number > 0, got {value!r}")
+        if cfg.arch != "oracle":
+            raise NgfxInputError(source, "arch", f"expected 'oracle', got {cfg.arch!r}")
+        return replace(cfg, slab_normals=_normals(cfg.slab_normals, cfg.n_slabs, source),
+                       aabb=_box(cfg.aabb, source), background=_colour(cfg.background, source))
+
+
+def _box(value, source: str) -> tuple[tuple[float, float, float], ...]:
+    try:
+        box = torch.tensor(value, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError):
+        box = None
+    if box is None or box.shape != (2, 3) or not torch.isfinite(box).all() or not (box[0] < box[1]).all():
+        raise NgfxInputError(source, "aabb", f"expected [[x, y, z], [x, y, z]] (min, max), min below max on every "
+                             f"axis, got {value!r}")
+    return tuple(tuple(float(c) for c in corner) for corner in box)
+
+
+def _colour(value, source: str) -> tuple[float, float, float]:
+    try:
+        colour = torch.tensor(value, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError):
+        colour = None
+    if colour is None or colour.shape != (3,) or not ((colour >= 0) & (colour <= 1)).all():
+        raise NgfxInputError(source, "background", f"expected an RGB triple in [0, 1], got {value!r}")
+    return tuple(float(c) for c in colour)
+
+
+PRESETS: dict[str, OracleConfig] = {
+    "paper": OracleConfig(),
+    "quick": OracleConfig(n_slabs=4, n_levels=6, log2_hashmap_size=12, base_resolution=8, oracle_width=64, n_bins=32,
+                          top_bins=2, samples_per_bin=4, field_levels=8, field_log2_hashmap_size=14,
+                          field_base_resolution=8, field_per_level_scale=1.5),
+    "tiny": OracleConfig(n_slabs=2, n_levels=2, log2_hashmap_size=10, base_resolution=4, per_level_scale=2.0,
+                         oracle_width=16, oracle_layers=1, n_bins=8, top_bins=2, samples_per_bin=2, field_levels=2,
+                         field_log2_hashmap_size=10, field_base_resolution=4, field_per_level_scale=2.0),
+}
+
+
+def ray_bins(origins: torch.Tensor, dirs: torch.Tensor, aabb: torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Where rays [R, 3] cross the box: (start [R], bin-span length [R], hit [R] bool). A ray starting inside the box
+    starts at its origin; a ray missing it gets a short dummy segment (its colour is the background)."""
+    t0, t1 = ray_aabb(origins, dirs, aabb)
+    t0 = t0.clamp_min(0.0)
+    hit = t1 > t0
+    return t0, torch.where(hit, t1 - t0, torch.full_like(t0, 1e-3)), hit
+
+
+def sample_weights(sigma: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    """Each front-to-back sample's share of its ray's light: densities [R, K], spacing [R] -> [R, K]."""
+    tau = volume.capped_optical_depth(sigma, delta[:, None].expand_as(sigma))
+    # the light reaching a sample: exp of the (exclusive) sum of the optical depths in front of it
+    return torch.exp(-(torch.cumsum(tau, dim=1) - tau)) * (1 - torch.exp(-tau))
+
+
+class DepthOracle(nn.Module):
+    """Rays [B, 6, h, w] (origin, direction) -> RGB [B, 3, h, w] in [0, 1]."""
+
+    def __init__(self, cfg: OracleConfig, backend: str = "auto"):
+        super().__init__()
+        self.cfg = cfg
+        self.grids = nn.ModuleList(Encoding(2, cfg.slab_grid_config(), backend)
+                                   for _ in range(cfg.n_slabs * len(PLANES)))
+        layers, width = [], cfg.feature_channels
+        for _ in range(cfg.oracle_layers):
+            layers += [nn.Linear(width, cfg.oracle_width), nn.ReLU()]
+            width = cfg.oracle_width
+        self.oracle = nn.Sequential(*layers, nn.Linear(width, cfg.n_bins + 1))  # the last logit: the ray misses
+        self.field = NerfField(cfg.field_grid_config())
+        self.register_buffer("frames", slab_frames(cfg), persistent=False)
+        self.register_buffer("aabb", torch.tensor(cfg.aabb, dtype=torch.float32), persistent=False)
+        self.register_buffer("background", torch.tensor(cfg.background, dtype=torch.float32), persistent=False)
+
+    def bin_logits(self, origins: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor:
+        """Rays [R, 3] -> [R, n_bins + 1] logits: the bins front to back, then "misses the scene"."""
+        slabs = slab_coordinates(origins, dirs, self.aabb, self.frames)
+        return self.oracle(blend_slab_features(self.grids, slabs, self.cfg.n_slabs)).float()
+
+    def shade(self, origins: torch.Tensor, dirs: torch.Tensor, bins: torch.Tensor, jitter: torch.Tensor | None = None
+              ) -> torch.Tensor:
+        """Colour [R, 3] of rays [R, 3] sampled in ``bins`` [R, top_bins] (any order): ``samples_per_bin`` a bin at
+        the centres of equal sub-bins, or at ``jitter`` [R, top_bins, samples_per_bin] in [0, 1) within them."""
+        cfg = self.cfg
+        start, span, hit = ray_bins(origins, dirs, self.aabb)
+        width = span / cfg.n_bins
+        bins = bins.sort(dim=1).values.to(origins.dtype)
+        offsets = (torch.arange(cfg.samples_per_bin, device=origins.device, dtype=origins.dtype)
+                   + (0.5 if jitter is None else jitter)) / cfg.samples_per_bin
+        t = start[:, None] + ((bins[..., None] + offsets) * width[:, None, None]).flatten(1)  # [R, K]
+        points = origins[:, None] + t[..., None] * dirs[:, None]
+        unit = ((points - self.aabb[0]) / (self.aabb[1] - self.aabb[0])).clamp(0, 1)
+        k = t.shape[1]
+        sigma, rgb = self.field(unit.reshape(-1, 3), dirs[:, None].expand(-1, k, -1).reshape(-1, 3))
+        weights = sample_weights(sigma.reshape(-1, k).float(), width / cfg.samples_per_bin)
+        colour = (weights[..., None] * rgb.reshape(-1, k, 3).float()).sum(1)
+        colour = colour + (1 - weights.sum(1, keepdim=True)) * self.background
+        return torch.where(hit[:, None], colour, self.background)
+
+    def render_rays(self, origins: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor:
+        """Colour [R, 3] of rays [R, 3], sampled in the oracle's ``top_bins`` bins."""
+        bins = self.bin_logits(origins, dirs)[:, :self.cfg.n_bins].topk(self.cfg.top_bins, dim=1).indices
+        return self.shade(origins, dirs, bins)
+
+    def forward(self, rays: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = rays.shape
+        x = rays.permute(0, 2, 3, 1).reshape(-1, 6).float()
+        rgb = torch.cat([self.render_rays(x[i:i + RAYS_PER_PASS, :3], x[i:i + RAYS_PER_PASS, 3:])
+                         for i in range(0, len(x), RAYS_PER_PASS)])
+        return rgb.reshape(b, h, w, 3).permute(0, 3, 1, 2)
+
+
+@torch.no_grad()
+def teacher_targets(teacher, origins: torch.Tensor, dirs: torch.Tensor, aabb: torch.Tensor, n_bins: int,
+                    points_per_bin: int = TEACHER_POINTS_PER_BIN, rays_per_pass: int = 1 << 14
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The teacher's colour [R, 3] of world rays [R, 3] (its renderer) and its bin weights [R, n_bins + 1]: the
+    share of each ray's light from each bin of its segment through ``aabb`` (as :func:`ray_bins` cuts it), the
+    teacher's density sampled at ``points_per_bin`` bin fractions, then the share that reaches the background.
+    Each row sums to 1."""
+    colour = teacher.render_rays(origins, dirs)
+    start, span, hit = ray_bins(origins, dirs, aabb)
+    m = n_bins * points_per_bin
+    frac = (torch.arange(m, device=origins.device, dtype=origins.dtype) + 0.5) / m
+    weights = []
+    for i in range(0, len(origins), rays_per_pass):
+        o, d = origins[i:i + rays_per_pass], dirs[i:i + rays_per_pass]
+        t = start[i:i + rays_per_pass, None] + frac * span[i:i + rays_per_pass, None]
+        sigma = teacher.density_world((o[:, None] + t[..., None] * d[:, None]).reshape(-1, 3)).reshape(len(o), m)
+        w = sample_weights(sigma.float(), span[i:i + rays_per_pass] / m) * hit[i:i + rays_per_pass, None]
+        binned = w.reshape(len(o), n_bins, points_per_bin).sum(-1)
+        weights.append(torch.cat([binned, (1 - binned.sum(1, keepdim=True)).clamp_min(0)], dim=1))
+    weights = torch.cat(weights)
+    return colour.float(), weights / weights.sum(1, keepdim=True)
