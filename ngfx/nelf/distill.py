@@ -526,7 +526,7 @@ def _distill(teacher, out_dir: Path, size: str, *, arch: str = "mobile_r2l", con
     aabb = teacher.aabb.detach().float().cpu()
     geometry = {"near": float(teacher.near), "far": float(teacher.far), "aabb": aabb}
     center = aabb.mean(0)
-    if identity["arch"] in ("lightslab", "oracle") and not cfg.slab_normals:  # slabs face the teacher's cameras
+    if identity["arch"] == "lightslab" and not cfg.slab_normals:  # slabs face the teacher's cameras
         cfg = replace(cfg, slab_normals=place_slabs(center - teacher.train_poses[:, :3, 3].detach().float().cpu(),
                                                     cfg.n_slabs))
     if is_oracle:  # its scene box and background are the teacher's

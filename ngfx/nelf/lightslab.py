@@ -188,18 +188,6 @@ def slab_coordinates(origins: torch.Tensor, dirs: torch.Tensor, aabb: torch.Tens
     return torch.cat([uvst, weight[..., None]], dim=-1).flatten(-2)
 
 
-def blend_slab_features(grids: nn.ModuleList, slabs: torch.Tensor, n_slabs: int) -> torch.Tensor:
-    """Slab coordinates [N, n_slabs * 5] (:func:`slab_coordinates`) -> [N, 6 planes x grid outputs]: each slab's six
-    plane grids (``grids``, slab by slab) read at the ray's (u, v, s, t) pairs, weighted by its blend weight."""
-    x = slabs.reshape(-1, n_slabs, 5).float()
-    blended = 0
-    for i in range(n_slabs):
-        planes = [torch.stack([x[:, i, a], x[:, i, c]], dim=1) for a, c in PLANES]
-        slab_grids = grids[i * len(PLANES):(i + 1) * len(PLANES)]
-        blended = blended + x[:, i, 4:5] * torch.cat([g(p) for g, p in zip(slab_grids, planes)], dim=1)
-    return blended
-
-
 class LightSlab(nn.Module):
     """Slab coordinates [B, n_slabs * 5, h, w] -> RGB [B, 3, h * upscale, w * upscale] in (0, 1)."""
 
@@ -214,7 +202,12 @@ class LightSlab(nn.Module):
     def features(self, slabs: torch.Tensor) -> torch.Tensor:
         """[B, n_slabs * 5, h, w] -> blended grid features [B, feature_channels, h, w]."""
         b, _, h, w = slabs.shape
-        blended = blend_slab_features(self.grids, slabs.permute(0, 2, 3, 1).reshape(b * h * w, -1), self.cfg.n_slabs)
+        x = slabs.permute(0, 2, 3, 1).reshape(-1, self.cfg.n_slabs, 5).float()
+        blended = 0
+        for i in range(self.cfg.n_slabs):
+            planes = [torch.stack([x[:, i, a], x[:, i, c]], dim=1) for a, c in PLANES]
+            grids = self.grids[i * len(PLANES):(i + 1) * len(PLANES)]
+            blended = blended + x[:, i, 4:5] * torch.cat([g(p) for g, p in zip(grids, planes)], dim=1)
         return blended.reshape(b, h, w, -1).permute(0, 3, 1, 2).to(slabs.dtype)
 
     def forward(self, slabs: torch.Tensor) -> torch.Tensor:

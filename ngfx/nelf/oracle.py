@@ -1,18 +1,18 @@
-"""A depth-oracle light field: a light-slab network says where along a ray the scene is, a small 3D grid field
-says what is there (DONeRF, Neff et al. 2021, with this project's grid encodings on both sides).
+"""A depth-oracle light field: a network reads a ray once and says where along it the scene is, a small 3D grid
+field says what is there (DONeRF, Neff et al. 2021, with this project's grid encodings on both sides).
 
-A ray's segment through the scene box is cut into ``n_bins`` equal bins. The oracle is a light field: the ray's
-light-slab coordinates (:func:`ngfx.nelf.lightslab.slab_coordinates`) read multi-resolution 2D grids, as the
-light-slab student's do, and an MLP turns the features into a distribution over the bins and "misses the scene".
-The ray is then sampled in its ``top_bins`` most likely bins only (``samples_per_bin`` each, ``top_bins`` x
-``samples_per_bin`` samples in all, front to back), an instant-ngp NeRF field (:class:`NerfField`: hash grid,
-density MLP, SH colour MLP) gives density and colour there, and the samples are composited over the background.
-One network pass per ray and a dozen field samples, where the teacher marches hundreds of steps through its
-occupancy grid.
+A ray's segment through the scene box is cut into ``n_bins`` equal bins. The oracle sees the ray as R2L does, as
+points along it, one at each bin's centre, but encodes each point with a coarse multi-resolution 3D grid instead
+of sines; an MLP over all the points' features gives a distribution over the bins and "misses the scene". The ray
+is then sampled in its ``top_bins`` most likely bins only (``samples_per_bin`` each, front to back), an
+instant-ngp NeRF field (:class:`NerfField`: hash grid, density MLP, SH colour MLP) gives density and colour there,
+and the samples are composited over the background. One oracle pass and a dozen field samples a ray, where the
+teacher marches hundreds of steps through its occupancy grid.
 
-Why: a pure light field must learn every ray's colour as a 4D function; on Lego both the MobileR2L and the
-light-slab student stayed near 22-25 dB after minutes of distillation (BENCHMARKS.md). Where the surface lies is a
-far smoother 4D function than its texture, and texture in 3D is what a hash grid learns in seconds.
+Why: a pure light field must learn every ray's colour as a 4D function; on Lego the MobileR2L and the light-slab
+students stayed near 22-25 dB after minutes of distillation, and a light-slab oracle (2D grids on the ray's
+two-plane coordinates) found the teacher's main bin for only 77 % of the rays (BENCHMARKS.md). Points along the
+ray give the oracle the scene's 3D structure to read; texture in 3D is what a hash grid learns in seconds.
 
 Training (:func:`teacher_targets`): the teacher gives each ray's colour and its weight in every bin (its
 density sampled ``TEACHER_POINTS_PER_BIN`` times a bin); the oracle learns the bins by cross-entropy, and the field
@@ -33,7 +33,6 @@ from torch import nn
 
 from ngfx.encodings import Encoding
 from ngfx.errors import NgfxInputError
-from ngfx.nelf.lightslab import PLANES, _normals, blend_slab_features, slab_coordinates, slab_frames
 from ngfx.nelf.network import check_counts, config_dict, config_fields
 from ngfx.render.apps.nerf_field import NerfField
 from ngfx.render.ops import volume
@@ -46,24 +45,22 @@ RAYS_PER_PASS = 1 << 18  # rays a forward takes at a time (a 400x400 frame is 16
 @dataclass(frozen=True)
 class OracleConfig:
     arch: str = "oracle"
-    # the oracle: light-slab grids (as LightSlabConfig's) and an MLP over their features
-    n_slabs: int = 6
-    n_levels: int = 10
-    n_features: int = 2
-    log2_hashmap_size: int = 16
-    base_resolution: int = 16
-    per_level_scale: float = 1.5
-    oracle_width: int = 128
-    oracle_layers: int = 2  # hidden layers
     n_bins: int = 64
     top_bins: int = 3
     samples_per_bin: int = 4
-    # the field: instant-ngp's NeRF hash grid (finest level field_base_resolution * field_per_level_scale^(L-1))
+    # the oracle: a coarse 3D grid read at every bin's centre (16 to 256 cells across the box), then an MLP
+    oracle_levels: int = 6
+    oracle_features: int = 2
+    oracle_log2_hashmap_size: int = 18
+    oracle_base_resolution: int = 16
+    oracle_per_level_scale: float = 1.7411
+    oracle_width: int = 256
+    oracle_layers: int = 2  # hidden layers
+    # the field: instant-ngp's NeRF hash grid (16 to 2048 cells across the box over 16 levels)
     field_levels: int = 16
     field_log2_hashmap_size: int = 19
     field_base_resolution: int = 16
-    field_per_level_scale: float = 1.3819  # 16 -> 2048 over 16 levels, instant-ngp's NeRF
-    slab_normals: tuple[tuple[float, float, float], ...] = ()  # () -> slab_frames' default ring
+    field_per_level_scale: float = 1.3819
     aabb: tuple[tuple[float, float, float], ...] = ((-1.5, -1.5, -1.5), (1.5, 1.5, 1.5))  # the scene box (the teacher's)
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
 
@@ -71,17 +68,13 @@ class OracleConfig:
     in_channels = 6  # origin and direction
 
     @property
-    def feature_channels(self) -> int:
-        return len(PLANES) * self.n_levels * self.n_features
-
-    @property
     def n_samples(self) -> int:
         return self.top_bins * self.samples_per_bin
 
-    def slab_grid_config(self) -> dict:
-        return {"otype": "HashGrid", "n_levels": self.n_levels, "n_features_per_level": self.n_features,
-                "log2_hashmap_size": self.log2_hashmap_size, "base_resolution": self.base_resolution,
-                "per_level_scale": self.per_level_scale}
+    def oracle_grid_config(self) -> dict:
+        return {"otype": "HashGrid", "n_levels": self.oracle_levels, "n_features_per_level": self.oracle_features,
+                "log2_hashmap_size": self.oracle_log2_hashmap_size, "base_resolution": self.oracle_base_resolution,
+                "per_level_scale": self.oracle_per_level_scale}
 
     def field_grid_config(self) -> dict:
         return {"otype": "HashGrid", "n_levels": self.field_levels, "n_features_per_level": 2,
@@ -95,19 +88,19 @@ class OracleConfig:
     def from_dict(cls, d: dict, source: str = "config") -> "OracleConfig":
         cfg = cls(**config_fields(cls, d, source))
         check_counts(cfg, source, dict.fromkeys(
-            ("n_slabs", "n_levels", "n_features", "log2_hashmap_size", "base_resolution", "oracle_width", "n_bins",
-             "top_bins", "samples_per_bin", "field_levels", "field_log2_hashmap_size", "field_base_resolution"), 1)
+            ("n_bins", "top_bins", "samples_per_bin", "oracle_levels", "oracle_features", "oracle_log2_hashmap_size",
+             "oracle_base_resolution", "oracle_width", "field_levels", "field_log2_hashmap_size",
+             "field_base_resolution"), 1)
             | {"oracle_layers": 0})
         if cfg.top_bins > cfg.n_bins:
             raise NgfxInputError(source, "top_bins", f"must be at most n_bins ({cfg.n_bins}), got {cfg.top_bins}")
-        for key in ("per_level_scale", "field_per_level_scale"):
+        for key in ("oracle_per_level_scale", "field_per_level_scale"):
             value = getattr(cfg, key)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
                 raise NgfxInputError(source, key, f"must be a finite number > 0, got {value!r}")
         if cfg.arch != "oracle":
             raise NgfxInputError(source, "arch", f"expected 'oracle', got {cfg.arch!r}")
-        return replace(cfg, slab_normals=_normals(cfg.slab_normals, cfg.n_slabs, source),
-                       aabb=_box(cfg.aabb, source), background=_colour(cfg.background, source))
+        return replace(cfg, aabb=_box(cfg.aabb, source), background=_colour(cfg.background, source))
 
 
 def _box(value, source: str) -> tuple[tuple[float, float, float], ...]:
@@ -133,12 +126,13 @@ def _colour(value, source: str) -> tuple[float, float, float]:
 
 PRESETS: dict[str, OracleConfig] = {
     "paper": OracleConfig(),
-    "quick": OracleConfig(n_slabs=4, n_levels=6, log2_hashmap_size=12, base_resolution=8, oracle_width=64, n_bins=32,
-                          top_bins=2, samples_per_bin=4, field_levels=8, field_log2_hashmap_size=14,
+    "quick": OracleConfig(n_bins=32, top_bins=2, oracle_levels=4, oracle_log2_hashmap_size=14, oracle_base_resolution=8,
+                          oracle_per_level_scale=2.0, oracle_width=64, field_levels=8, field_log2_hashmap_size=14,
                           field_base_resolution=8, field_per_level_scale=1.5),
-    "tiny": OracleConfig(n_slabs=2, n_levels=2, log2_hashmap_size=10, base_resolution=4, per_level_scale=2.0,
-                         oracle_width=16, oracle_layers=1, n_bins=8, top_bins=2, samples_per_bin=2, field_levels=2,
-                         field_log2_hashmap_size=10, field_base_resolution=4, field_per_level_scale=2.0),
+    "tiny": OracleConfig(n_bins=8, top_bins=2, samples_per_bin=2, oracle_levels=2, oracle_log2_hashmap_size=10,
+                         oracle_base_resolution=4, oracle_per_level_scale=2.0, oracle_width=16, oracle_layers=1,
+                         field_levels=2, field_log2_hashmap_size=10, field_base_resolution=4,
+                         field_per_level_scale=2.0),
 }
 
 
@@ -165,22 +159,28 @@ class DepthOracle(nn.Module):
     def __init__(self, cfg: OracleConfig, backend: str = "auto"):
         super().__init__()
         self.cfg = cfg
-        self.grids = nn.ModuleList(Encoding(2, cfg.slab_grid_config(), backend)
-                                   for _ in range(cfg.n_slabs * len(PLANES)))
-        layers, width = [], cfg.feature_channels
+        self.points_grid = Encoding(3, cfg.oracle_grid_config(), backend)
+        layers, width = [], cfg.n_bins * self.points_grid.n_output_dims
         for _ in range(cfg.oracle_layers):
             layers += [nn.Linear(width, cfg.oracle_width), nn.ReLU()]
             width = cfg.oracle_width
         self.oracle = nn.Sequential(*layers, nn.Linear(width, cfg.n_bins + 1))  # the last logit: the ray misses
         self.field = NerfField(cfg.field_grid_config())
-        self.register_buffer("frames", slab_frames(cfg), persistent=False)
         self.register_buffer("aabb", torch.tensor(cfg.aabb, dtype=torch.float32), persistent=False)
         self.register_buffer("background", torch.tensor(cfg.background, dtype=torch.float32), persistent=False)
 
+    def unit(self, points: torch.Tensor) -> torch.Tensor:
+        """World points [..., 3] -> the scene box's unit cube (clamped to it)."""
+        return ((points - self.aabb[0]) / (self.aabb[1] - self.aabb[0])).clamp(0, 1)
+
     def bin_logits(self, origins: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor:
         """Rays [R, 3] -> [R, n_bins + 1] logits: the bins front to back, then "misses the scene"."""
-        slabs = slab_coordinates(origins, dirs, self.aabb, self.frames)
-        return self.oracle(blend_slab_features(self.grids, slabs, self.cfg.n_slabs)).float()
+        n = self.cfg.n_bins
+        start, span, _ = ray_bins(origins, dirs, self.aabb)
+        centres = (torch.arange(n, device=origins.device, dtype=origins.dtype) + 0.5) / n
+        t = start[:, None] + centres * span[:, None]
+        features = self.points_grid(self.unit(origins[:, None] + t[..., None] * dirs[:, None]).reshape(-1, 3))
+        return self.oracle(features.reshape(len(origins), -1)).float()
 
     def shade(self, origins: torch.Tensor, dirs: torch.Tensor, bins: torch.Tensor, jitter: torch.Tensor | None = None
               ) -> torch.Tensor:
@@ -194,9 +194,8 @@ class DepthOracle(nn.Module):
                    + (0.5 if jitter is None else jitter)) / cfg.samples_per_bin
         t = start[:, None] + ((bins[..., None] + offsets) * width[:, None, None]).flatten(1)  # [R, K]
         points = origins[:, None] + t[..., None] * dirs[:, None]
-        unit = ((points - self.aabb[0]) / (self.aabb[1] - self.aabb[0])).clamp(0, 1)
         k = t.shape[1]
-        sigma, rgb = self.field(unit.reshape(-1, 3), dirs[:, None].expand(-1, k, -1).reshape(-1, 3))
+        sigma, rgb = self.field(self.unit(points).reshape(-1, 3), dirs[:, None].expand(-1, k, -1).reshape(-1, 3))
         weights = sample_weights(sigma.reshape(-1, k).float(), width / cfg.samples_per_bin)
         colour = (weights[..., None] * rgb.reshape(-1, k, 3).float()).sum(1)
         colour = colour + (1 - weights.sum(1, keepdim=True)) * self.background
