@@ -25,6 +25,7 @@ space; the config carries the scene box.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, replace
 
@@ -195,7 +196,9 @@ class DepthOracle(nn.Module):
         t = start[:, None] + ((bins[..., None] + offsets) * width[:, None, None]).flatten(1)  # [R, K]
         points = origins[:, None] + t[..., None] * dirs[:, None]
         k = t.shape[1]
-        sigma, rgb = self.field(self.unit(points).reshape(-1, 3), dirs[:, None].expand(-1, k, -1).reshape(-1, 3))
+        # a render (no gradients) on a GPU runs the field's fused head, as the teacher's renderer does
+        field = self.field if torch.is_grad_enabled() else functools.partial(self.field.query, fused=origins.is_cuda)
+        sigma, rgb = field(self.unit(points).reshape(-1, 3), dirs[:, None].expand(-1, k, -1).reshape(-1, 3))
         weights = sample_weights(sigma.reshape(-1, k).float(), width / cfg.samples_per_bin)
         colour = (weights[..., None] * rgb.reshape(-1, k, 3).float()).sum(1)
         colour = colour + (1 - weights.sum(1, keepdim=True)) * self.background

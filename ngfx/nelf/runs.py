@@ -78,8 +78,10 @@ def inference_model(model: NeLF, device: torch.device) -> tuple[object, torch.dt
     """The fastest forward for ``device``, the dtype its input takes and its name. With triton (on CUDA, or on
     CPU under TRITON_INTERPRET=1) the fused kernels (:class:`ngfx.nelf.triton_nelf.FusedNeLF`: fp16 on CUDA,
     fp32 interpreted) when the network's widths suit them; else fp16 + torch.compile (CUDA graphs) on CUDA and
-    plain fp32 on CPU. A light-slab student stays fp32 and uncompiled: its grid lookups are their own (Triton)
-    kernels, tested in fp32."""
+    plain fp32 on CPU. A light-slab or depth-oracle student stays fp32 and uncompiled: its grid lookups are their own
+    (Triton) kernels, tested in fp32."""
+    if model.cfg.arch == "oracle":  # grid lookups and the field's kernels: fp32, uncompiled, as trained
+        return model.float(), torch.float32, "pytorch"
     lightslab = model.cfg.arch == "lightslab"
     dtype = torch.float16 if device.type == "cuda" and not lightslab else torch.float32
     if not lightslab and use_triton(True, device):
