@@ -17,6 +17,15 @@ def _seed_and_threads():
 
 
 @pytest.fixture
+def one_thread():
+    """Torch on one thread for the test: small convs and grids on a shared 2-core machine stall when oversubscribed."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def shared_scenes():
     """Path of ../shared/scenes; tests that need real scenes skip cleanly when it is absent."""
     if not os.path.isdir(SHARED_SCENES):

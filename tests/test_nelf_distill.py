@@ -19,13 +19,7 @@ from ngfx.nelf.runs import load_nelf_run, render_nelf_run
 from ngfx.cameras import Intrinsics, orbit_poses, pixel_rays
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # small convs on a shared 2-core machine: one thread avoids oversubscription stalls
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class SphereTeacher:

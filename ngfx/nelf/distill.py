@@ -303,7 +303,8 @@ class _TeacherRays:
     """The depth oracle's distillation (:mod:`ngfx.nelf.oracle`) as the training loop drives it: each step draws
     ``batch`` rays through random points of random frames of ``poses``, asks the teacher for their colour and bin
     weights (:func:`ngfx.nelf.oracle.teacher_targets`) and returns the oracle's cross-entropy on the bins plus the
-    field's MSE on the colour, the field sampled (jittered) in the teacher's top bins."""
+    field's MSE on the colour, the field sampled (jittered) in the oracle's top bins where they hold the teacher's
+    main bin, else in the teacher's top bins."""
 
     name = "nelf"
 
@@ -325,8 +326,15 @@ class _TeacherRays:
             [self.k.width, self.k.height], device=self.device, dtype=torch.float32)
         origins, dirs = pixel_rays(self.poses[views], self.k, pixels)
         colour, weights = teacher_targets(self.teacher, origins, dirs, self.model.aabb, cfg.n_bins)
-        oracle_loss = -(weights * torch.log_softmax(self.model.bin_logits(origins, dirs), dim=1)).sum(1).mean()
-        bins = weights[:, :cfg.n_bins].topk(cfg.top_bins, dim=1).indices
+        logits = self.model.bin_logits(origins, dirs)
+        oracle_loss = -(weights * torch.log_softmax(logits, dim=1)).sum(1).mean()
+        # the field learns in the oracle's bins where they hold the teacher's main bin (or the ray misses), so it
+        # learns the empty space the oracle samples around the surface; in the teacher's bins elsewhere, so it never
+        # learns colour where the surface is not
+        teacher_bins = weights[:, :cfg.n_bins].topk(cfg.top_bins, dim=1).indices
+        oracle_bins = logits.detach()[:, :cfg.n_bins].topk(cfg.top_bins, dim=1).indices
+        holds = (oracle_bins == weights[:, :cfg.n_bins].argmax(1, keepdim=True)).any(1) | (weights[:, -1] > 0.5)
+        bins = torch.where(holds[:, None], oracle_bins, teacher_bins)
         jitter = torch.rand(n, cfg.top_bins, cfg.samples_per_bin, device=self.device, generator=self.gen)
         return F.mse_loss(self.model.shade(origins, dirs, bins, jitter), colour) + oracle_loss
 

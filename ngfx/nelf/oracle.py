@@ -130,10 +130,11 @@ PRESETS: dict[str, OracleConfig] = {
     "quick": OracleConfig(n_bins=32, top_bins=2, oracle_levels=4, oracle_log2_hashmap_size=14, oracle_base_resolution=8,
                           oracle_per_level_scale=2.0, oracle_width=64, field_levels=8, field_log2_hashmap_size=14,
                           field_base_resolution=8, field_per_level_scale=1.5),
-    "tiny": OracleConfig(n_bins=8, top_bins=2, samples_per_bin=2, oracle_levels=2, oracle_log2_hashmap_size=10,
+    # tests: a field fine enough (8 to 84 cells) that the empty space just past a silhouette can be empty
+    "tiny": OracleConfig(n_bins=12, top_bins=2, samples_per_bin=2, oracle_levels=2, oracle_log2_hashmap_size=10,
                          oracle_base_resolution=4, oracle_per_level_scale=2.0, oracle_width=16, oracle_layers=1,
-                         field_levels=2, field_log2_hashmap_size=10, field_base_resolution=4,
-                         field_per_level_scale=2.0),
+                         field_levels=6, field_log2_hashmap_size=14, field_base_resolution=8,
+                         field_per_level_scale=1.6),
 }
 
 
