@@ -4,7 +4,7 @@
 #   CUDA_VISIBLE_DEVICES=1 bash benchmarks/student_gpu.sh SCENES WORK   # from the repo root, PYTHONPATH=the repo
 # SCENES/lego is the scene; every output lands in WORK (teacher/, student_*/ with curve.json, metrics.json,
 # run.json, comparison.png; throughput.json). Knobs (environment): PLAN (the student's settings, below; default
-# mobile_b32, the distillation's own default and the best run so far),
+# mobile_b32, the distillation's own default; oracle, the depth-oracle student, the best run so far),
 # BUDGET_S (whole script, default 500 s), TEACHER_SECONDS (60), ARCH, BATCH, LR, PSEUDO_VIEWS and STUDENT_CONFIG
 # (JSON of student config fields) over the plan's, FINETUNE_STEPS (0: the whole budget on pseudo views; the earlier
 # runs' 10 % of fine-tuning on the 100 real images gained nothing at 22 dB), PROBE=0 to skip the steps/s probe,
@@ -27,7 +27,8 @@ case ${PLAN:-mobile_b32} in
   mobile_x4) plan=(mobile_r2l 16 1e-3 3000 "$mobile_x4") ;;
   mobile_b32) plan=(mobile_r2l 32 1e-3 3000 '') ;;  # 4x the frames a step: MobileR2L's step is host-bound
   slab_fine) plan=(lightslab 8 5e-4 3000 "$fine_slab") ;;
-  *) echo "PLAN must be mobile_x4, mobile_b32 or slab_fine, got ${PLAN}"; exit 2 ;;
+  oracle) plan=(oracle 65536 2e-3 3000 '') ;;  # the depth oracle: rays a step; poses to draw them from
+  *) echo "PLAN must be mobile_x4, mobile_b32, slab_fine or oracle, got ${PLAN}"; exit 2 ;;
 esac
 arch=${ARCH:-${plan[0]}} batch=${BATCH:-${plan[1]}} lr=${LR:-${plan[2]}} views=${PSEUDO_VIEWS:-${plan[3]}}
 student_config=${STUDENT_CONFIG-${plan[4]}}
@@ -37,6 +38,7 @@ if [ -n "$student_config" ]; then
   echo "$student_config" > "$work/student_config.json" && config_flag+=(--student-config "$work/student_config.json")
 fi
 views_per_s=50  # the teacher renders ~57 views/s at 400x400 on an H200 (BENCHMARKS.md)
+[ "$arch" = oracle ] && views_per_s=1000000  # it renders no pseudo views: the teacher answers ray by ray
 reserve=45      # starting the distillation, its eval references, probes and the final evaluation of 100 views
 if [ "${SMOKE:-0}" = 1 ]; then
   teacher_cmd=(train nerf --scene synthetic --size tiny --steps 20 --device cpu)
