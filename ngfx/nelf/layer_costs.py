@@ -9,14 +9,15 @@ Counting conventions (stated in the report):
 - MACs: conv = H_out * W_out * C_out * (C_in / groups) * k * k; transposed conv = H_in * W_in * C_in *
   (C_out / groups) * k * k (every input pixel scatters a k x k patch); fully connected = C_in * C_out.
   FLOPs = 2 * MACs.
-- Parameters: conv weights + biases after folding (what is deployed). Storage = parameters * bytes/element.
+- Parameters: conv weights + biases after folding (what is deployed), each weight counted once however many
+  nodes use it (a depth oracle's graph runs its MLPs once per chunk of rays). Storage = parameters * bytes/element.
 - Bytes moved: weights once + input activations read + output activations written, at ``bytes_per_element``.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 from torch import nn
@@ -130,37 +131,47 @@ def onnx_layer_costs(path, bytes_per_element: int = 2) -> list[LayerCost]:
         dims = v.type.tensor_type.shape.dim
         shapes[v.name] = tuple(d.dim_value if d.HasField("dim_value") else None for d in dims)
 
-    def shape(name: str, node_name: str) -> tuple:
+    def shape(name: str, node_name: str, batch_one: bool = True) -> tuple:
+        """A tensor's static shape, without its batch dimension of 1 (with ``batch_one``) or whole (rows of a
+        fully connected layer: a depth oracle's rays are [R, C])."""
         dims = shapes.get(name)
-        if dims is None or None in dims or not dims or dims[0] != 1:
-            raise NgfxInputError(source, node_name, f"tensor {name!r} has no static batch-1 shape ({dims}); export "
-                                 "with fixed input sizes")
-        return dims[1:]
+        if dims is None or None in dims or not dims or (batch_one and dims[0] != 1):
+            raise NgfxInputError(source, node_name, f"tensor {name!r} has no static {'batch-1 ' if batch_one else ''}"
+                                 f"shape ({dims}); export with fixed input sizes")
+        return dims[1:] if batch_one else dims
 
-    costs = []
+    costs, counted = [], set()
     for i, node in enumerate(graph.node):
         node_name = node.name or f"node{i}"
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-        params = sum(int(math.prod(weights[n])) for n in node.input[1:] if n in weights)
-        name = node.input[1].removesuffix(".weight") if len(node.input) > 1 and node.input[1] in weights else node_name
+        node_weights = [n for n in node.input[1:] if n in weights]
+        size = sum(int(math.prod(weights[n])) for n in node_weights)  # what the node reads
+        params = sum(int(math.prod(weights[n])) for n in node_weights if n not in counted)  # what it adds to storage
+        # a weight's own name, unless the exporter made one up (a constant-folded transpose: "onnx::MatMul_12")
+        named = len(node.input) > 1 and node.input[1] in weights and not node.input[1].startswith("onnx::")
+        name = node.input[1].removesuffix(".weight") if named else node_name
         if node.op_type in ("Conv", "ConvTranspose") and node.input[1] in weights:
             kernel = tuple(weights[node.input[1]][2:])
             in_shape, out_shape = shape(node.input[0], node_name), shape(node.output[0], node_name)
             if len(kernel) != 2 or len(in_shape) != 3:
                 raise NgfxInputError(source, node_name, f"only 2D convs are costed, got kernel {kernel}")
-            costs.append(_conv_cost(name, node.op_type == "ConvTranspose", kernel, int(attrs.get("strides", [1])[0]),
-                                    int(attrs.get("group", 1)), in_shape, out_shape, params, bytes_per_element))
+            cost = _conv_cost(name, node.op_type == "ConvTranspose", kernel, int(attrs.get("strides", [1])[0]),
+                              int(attrs.get("group", 1)), in_shape, out_shape, size, bytes_per_element)
+            costs.append(replace(cost, params=params))
         elif node.op_type in ("Gemm", "MatMul") and node.input[1] in weights:
             w = weights[node.input[1]]
             c_in, c_out = (w[1], w[0]) if node.op_type == "Gemm" and attrs.get("transB", 0) else (w[0], w[1])
-            rows = int(math.prod(shape(node.input[0], node_name)[:-1]))
+            rows = int(math.prod(shape(node.input[0], node_name, batch_one=False)[:-1]))
             act = (rows * c_in + rows * c_out) * bytes_per_element
             costs.append(LayerCost(name, "fc", (c_in, rows, 1), (c_out, rows, 1), params, rows * c_in * c_out,
-                                   params * bytes_per_element, act))
+                                   size * bytes_per_element, act))
+        else:
+            continue
+        counted.update(node_weights)
     if not costs:
         raise NgfxInputError(source, None, "no Conv, ConvTranspose or fully connected layer with constant weights")
-    # constant tables that Gather nodes look up (a light slab's grids): stored, and costed as one read of
-    # every table per frame (an upper bound on what the lookups touch)
+    # constant tables that Gather nodes look up (a light slab's or a depth oracle's grids, one table a level): stored,
+    # and costed as one read of every table per frame (an upper bound on what the lookups touch)
     looked_up = {node.input[0] for node in graph.node if node.op_type == "Gather"} & float_weights
     tables = sum(int(math.prod(weights[name])) for name in looked_up)
     if tables:

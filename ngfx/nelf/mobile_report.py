@@ -155,7 +155,7 @@ def resolve_source(source: str | Path, resolution: tuple[int, int]) -> tuple[NeL
         if run.get("app") != "nelf":
             raise NgfxInputError(str(path / "run.json"), "app", f"not a NeLF run (app = {run.get('app')!r})")
         cfg = student_config(require(run, "nelf_config", str(path / "run.json"), dict), str(path / "run.json"))
-        if not isinstance(cfg, NeLFConfig):  # a light slab: costed from the ONNX file it exports to
+        if not isinstance(cfg, NeLFConfig):  # a light slab or a depth oracle: costed from the ONNX file it exports to
             return None, _exported_costs(path, resolution), f"run {path} ({cfg.arch}, costed from its ONNX export)", \
                 tuple(resolution)
         described = f"run {path}"
@@ -184,13 +184,15 @@ def _exported_costs(run_dir: Path, resolution: tuple[int, int]) -> list[LayerCos
 
 def _onnx_network(path: Path, costs: list[LayerCost]) -> tuple[NeLFConfig | None, tuple[int, int]]:
     """The NeLF config an ngfx export records in its metadata (None for other networks), and the frame size:
-    a NeLF's output, any other network's input."""
+    a NeLF's output image ``rgb`` [1, 3, H, W] (a depth oracle's last layer is no image), any other network's
+    input."""
     import onnx
 
-    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    model = onnx.load(str(path), load_external_data=False)
+    props = {p.key: p.value for p in model.metadata_props}
     if "ngfx.nelf_config" in props:
         cfg = student_config(json.loads(props["ngfx.nelf_config"]), f"{path}: metadata ngfx.nelf_config")
-        _, h, w = next(c for c in reversed(costs) if c.kind != "table").out_shape
+        _, _, h, w = (d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim)
         return (cfg if isinstance(cfg, NeLFConfig) else None), (w, h)
     _, h, w = costs[0].in_shape
     return None, (w, h)

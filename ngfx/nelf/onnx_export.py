@@ -2,9 +2,9 @@
 
 The ONNX graph takes the encoded rays of one frame, ``rays`` [1, C_in, h, w] (float32), and returns
 ``rgb`` [1, 3, H, W]; ray encoding (:func:`ngfx.nelf.network.encode_rays`) stays on the host because it
-depends on the camera. BatchNorm is folded into the convs before export. The model's metadata
-(``metadata_props``) says how to build ``rays``: channel order, sampling and encoding, so a phone app
-needs nothing but the file.
+depends on the camera (a depth oracle takes each pixel's ray itself, origin and direction). BatchNorm is
+folded into the convs before export. The model's metadata (``metadata_props``) says how to build ``rays``:
+channel order, sampling and encoding, so a phone app needs nothing but the file.
 """
 
 from __future__ import annotations
@@ -19,12 +19,25 @@ import onnx
 import torch
 
 from ngfx.io import atomic_write
-from ngfx.nelf.network import NeLF, fold_batchnorm, low_resolution
+from ngfx.cameras import Intrinsics
+from ngfx.nelf.network import encode_frames, fold_batchnorm, low_resolution
 
 
 def input_layout(cfg, resolution: tuple[int, int]) -> dict[str, str]:
     """The ONNX ``metadata_props``: what the ``rays`` input holds, channel by channel."""
     w, h = low_resolution(cfg, *resolution)
+    if cfg.arch == "oracle":
+        return {
+            "ngfx.input": "rays",
+            "ngfx.input_shape": f"[1, 6, {h}, {w}] (N, C, H, W), float32",
+            "ngfx.input_layout": ("one ray per output pixel through its centre; channels 0..2 the ray's origin "
+                                  "(x, y, z) and channels 3..5 its unit direction (x, y, z), in world space (the "
+                                  "scene box's frame); ngfx.nelf.network.encode_frames"),
+            "ngfx.scene_box": (f"{json.dumps([list(c) for c in cfg.aabb])} (min, max corners, world units): rays are "
+                               "cut to it, and rays that miss it get the background colour"),
+            "ngfx.output": f"rgb [1, 3, {resolution[1]}, {resolution[0]}] in [0, 1], (N, C, H, W)",
+            "ngfx.nelf_config": json.dumps(cfg.to_dict()),
+        }
     if cfg.arch == "lightslab":
         return {
             "ngfx.input": "rays",
@@ -52,13 +65,16 @@ def input_layout(cfg, resolution: tuple[int, int]) -> dict[str, str]:
     }
 
 
-def export_model(model: NeLF, out_path: str | Path, resolution: tuple[int, int]) -> Path:
-    """Write a student (NeLF or light slab) for a ``resolution`` (W, H) frame to ``out_path`` atomically."""
+def export_model(model: torch.nn.Module, out_path: str | Path, resolution: tuple[int, int]) -> Path:
+    """Write a student (NeLF, light slab or depth oracle) for a ``resolution`` (W, H) frame to ``out_path``
+    atomically."""
     w, h = low_resolution(model.cfg, *resolution)
-    model = fold_batchnorm(model.float().cpu())  # every BatchNorm, also those after transposed convs
+    model = model.float().cpu()
+    if model.cfg.arch != "oracle":  # the oracle has no BatchNorm (nor convs); the others fold every one of theirs
+        model = fold_batchnorm(model)
     example = torch.rand(1, model.cfg.in_channels, h, w)
-    # a light slab's hashed grid lookups need ONNX's bitwise operators (opset 18)
-    opset = 18 if model.cfg.arch == "lightslab" else 17
+    # hashed grid lookups (a light slab's, an oracle's) need ONNX's bitwise operators (opset 18)
+    opset = 17 if model.cfg.arch == "mobile_r2l" else 18
     return export_onnx(model, example, out_path, ("rays", "rgb"), input_layout(model.cfg, resolution), opset)
 
 
@@ -66,6 +82,9 @@ def export_onnx(module: torch.nn.Module, example: torch.Tensor, out_path: str | 
                 names: tuple[str, str] = ("input", "output"), metadata: dict[str, str] | None = None,
                 opset: int = 17) -> Path:
     """Any one-input network at ``example``'s fixed shape -> an ONNX file written atomically."""
+    # a hashed grid level XORs its vertex's hashed coordinates in place (ngfx.encodings.reference), an op the
+    # TorchScript exporter has no symbolic for; ONNX has BitwiseXor from opset 18
+    torch.onnx.register_custom_op_symbolic("aten::__ixor_", _bitwise_xor, 18)
     buffer = io.BytesIO()
     with warnings.catch_warnings():  # the TorchScript exporter's deprecation notices; it is the one that folds BN
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -81,7 +100,11 @@ def export_onnx(module: torch.nn.Module, example: torch.Tensor, out_path: str | 
     return out_path
 
 
-def onnx_max_error(model: NeLF, onnx_path: str | Path, rays: torch.Tensor) -> float:
+def _bitwise_xor(g, a, b):
+    return g.op("BitwiseXor", a, b)
+
+
+def onnx_max_error(model: torch.nn.Module, onnx_path: str | Path, rays: torch.Tensor) -> float:
     """Largest |onnxruntime - PyTorch| over the RGB of ``rays`` [1, C_in, h, w] (CPU, float32)."""
     import onnxruntime as ort
 
@@ -93,13 +116,14 @@ def onnx_max_error(model: NeLF, onnx_path: str | Path, rays: torch.Tensor) -> fl
 
 
 def export_run(run_dir: str | Path, out_path: str | Path, resolution: tuple[int, int] | None = None) -> dict:
-    """``ngfx nelf export``: export a NeLF run's student and check it on random rays -> summary dict."""
-    from ngfx.nelf.runs import load_nelf_run
+    """``ngfx nelf export``: export a NeLF run's student and check it on the rays of a frame of the run's own
+    orbit, as a render feeds it (a depth oracle's bins and box test mean nothing on random numbers) -> summary."""
+    from ngfx.nelf.runs import _camera_path, load_nelf_run
 
     model, run = load_nelf_run(run_dir, "cpu")
     resolution = tuple(resolution or run["resolution"])
     path = export_model(model, out_path, resolution)
-    w, h = low_resolution(model.cfg, *resolution)
-    rays = torch.randn(1, model.cfg.in_channels, h, w, generator=torch.Generator().manual_seed(0))
+    k = Intrinsics(**run["intrinsics"]).scaled(*resolution)
+    rays = encode_frames(model.cfg, _camera_path(run, None, 1), k, run["near"], run["far"], torch.tensor(run["aabb"]))
     return {"path": str(path), "resolution": list(resolution), "bytes": path.stat().st_size,
             "max_abs_error_vs_pytorch": onnx_max_error(model, path, rays)}
