@@ -9,7 +9,7 @@ import torch
 
 from ngfx.cli import main
 from ngfx.nelf.distill import distill_from_app
-from ngfx.nelf.onnx_export import export_run, onnx_max_error
+from ngfx.nelf.onnx_export import export_model, export_run, onnx_max_error
 from ngfx.nelf.oracle import DepthOracle, ray_bins
 from ngfx.nelf.runs import load_nelf_run
 from ngfx.render.apps import nerf
@@ -102,18 +102,13 @@ def test_the_mobile_report_costs_every_deployed_parameter_and_layer(oracle_expor
     assert again["totals"] == report["totals"] and again["resolution"] == [SIZE, SIZE]
 
 
-def test_a_frame_of_several_passes_stores_its_weights_once(oracle_export, tmp_path, monkeypatch):
-    """A frame over RAYS_PER_PASS rays runs the MLPs once a pass: the graph repeats their nodes on shared
-    weights, which the costs count once a pass in FLOPs and once in parameters."""
-    from ngfx.nelf import oracle
-    from ngfx.nelf.layer_costs import onnx_layer_costs, totals
-    from ngfx.nelf.onnx_export import export_model
-
+def test_the_file_does_not_grow_with_the_frame(oracle_export, tmp_path):
+    """Traced on a small frame with the frame's sizes as symbols, pinned to the frame asked for: the graph holds no
+    tensor per ray (a grid lookup's zeros and ones, folded at a known size, made a paper-size oracle's file
+    gigabytes) and renders that frame, though it was traced on another."""
     _, path, _, model = oracle_export
-    monkeypatch.setattr(oracle, "RAYS_PER_PASS", 300)  # 4 passes over the 1,024 rays
-    chunked = export_model(model, tmp_path / "chunked.onnx", (SIZE, SIZE))
-    one_pass, passes = totals(onnx_layer_costs(path)), totals(onnx_layer_costs(chunked))
-    assert passes["layers"] > one_pass["layers"]  # the passes' layers are all there
-    assert passes["params"] == one_pass["params"] == sum(p.numel() for p in model.parameters())
-    assert passes["macs"] == one_pass["macs"]
-    assert onnx_max_error(model, chunked, scene_rays(model.aabb, SIZE * SIZE).T.reshape(1, 6, SIZE, SIZE)) < 1e-4
+    bigger = export_model(model, tmp_path / "bigger.onnx", (2 * SIZE, 2 * SIZE))
+    # four times the rays, the same file but for the sizes it notes (per-ray constants grew it with the rays)
+    assert bigger.stat().st_size < 1.01 * path.stat().st_size
+    rays = scene_rays(model.aabb, 4 * SIZE * SIZE, seed=1).T.reshape(1, 6, 2 * SIZE, 2 * SIZE)
+    assert onnx_max_error(model, bigger, rays) < 1e-4

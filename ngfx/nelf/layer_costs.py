@@ -9,15 +9,14 @@ Counting conventions (stated in the report):
 - MACs: conv = H_out * W_out * C_out * (C_in / groups) * k * k; transposed conv = H_in * W_in * C_in *
   (C_out / groups) * k * k (every input pixel scatters a k x k patch); fully connected = C_in * C_out.
   FLOPs = 2 * MACs.
-- Parameters: conv weights + biases after folding (what is deployed), each weight counted once however many
-  nodes use it (a depth oracle's graph runs its MLPs once per chunk of rays). Storage = parameters * bytes/element.
+- Parameters: conv weights + biases after folding (what is deployed). Storage = parameters * bytes/element.
 - Bytes moved: weights once + input activations read + output activations written, at ``bytes_per_element``.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
@@ -140,13 +139,11 @@ def onnx_layer_costs(path, bytes_per_element: int = 2) -> list[LayerCost]:
                                  f"shape ({dims}); export with fixed input sizes")
         return dims[1:] if batch_one else dims
 
-    costs, counted = [], set()
+    costs = []
     for i, node in enumerate(graph.node):
         node_name = node.name or f"node{i}"
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-        node_weights = [n for n in node.input[1:] if n in weights]
-        size = sum(int(math.prod(weights[n])) for n in node_weights)  # what the node reads
-        params = sum(int(math.prod(weights[n])) for n in node_weights if n not in counted)  # what it adds to storage
+        params = sum(int(math.prod(weights[n])) for n in node.input[1:] if n in weights)
         # a weight's own name, unless the exporter made one up (a constant-folded transpose: "onnx::MatMul_12")
         named = len(node.input) > 1 and node.input[1] in weights and not node.input[1].startswith("onnx::")
         name = node.input[1].removesuffix(".weight") if named else node_name
@@ -155,19 +152,15 @@ def onnx_layer_costs(path, bytes_per_element: int = 2) -> list[LayerCost]:
             in_shape, out_shape = shape(node.input[0], node_name), shape(node.output[0], node_name)
             if len(kernel) != 2 or len(in_shape) != 3:
                 raise NgfxInputError(source, node_name, f"only 2D convs are costed, got kernel {kernel}")
-            cost = _conv_cost(name, node.op_type == "ConvTranspose", kernel, int(attrs.get("strides", [1])[0]),
-                              int(attrs.get("group", 1)), in_shape, out_shape, size, bytes_per_element)
-            costs.append(replace(cost, params=params))
+            costs.append(_conv_cost(name, node.op_type == "ConvTranspose", kernel, int(attrs.get("strides", [1])[0]),
+                                    int(attrs.get("group", 1)), in_shape, out_shape, params, bytes_per_element))
         elif node.op_type in ("Gemm", "MatMul") and node.input[1] in weights:
             w = weights[node.input[1]]
             c_in, c_out = (w[1], w[0]) if node.op_type == "Gemm" and attrs.get("transB", 0) else (w[0], w[1])
             rows = int(math.prod(shape(node.input[0], node_name, batch_one=False)[:-1]))
             act = (rows * c_in + rows * c_out) * bytes_per_element
             costs.append(LayerCost(name, "fc", (c_in, rows, 1), (c_out, rows, 1), params, rows * c_in * c_out,
-                                   size * bytes_per_element, act))
-        else:
-            continue
-        counted.update(node_weights)
+                                   params * bytes_per_element, act))
     if not costs:
         raise NgfxInputError(source, None, "no Conv, ConvTranspose or fully connected layer with constant weights")
     # constant tables that Gather nodes look up (a light slab's or a depth oracle's grids, one table a level): stored,

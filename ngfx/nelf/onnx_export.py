@@ -22,6 +22,8 @@ from ngfx.io import atomic_write
 from ngfx.cameras import Intrinsics
 from ngfx.nelf.network import encode_frames, fold_batchnorm, low_resolution
 
+TRACE_SIZE = 8  # export_model traces a depth oracle on a frame at most this many pixels a side
+
 
 def input_layout(cfg, resolution: tuple[int, int]) -> dict[str, str]:
     """The ONNX ``metadata_props``: what the ``rays`` input holds, channel by channel."""
@@ -72,26 +74,45 @@ def export_model(model: torch.nn.Module, out_path: str | Path, resolution: tuple
     model = model.float().cpu()
     if model.cfg.arch != "oracle":  # the oracle has no BatchNorm (nor convs); the others fold every one of theirs
         model = fold_batchnorm(model)
-    example = torch.rand(1, model.cfg.in_channels, h, w)
+    example, pinned = torch.rand(1, model.cfg.in_channels, h, w), None
+    if model.cfg.arch == "oracle":
+        # an oracle reads its grids at 64 bin points and 12 samples a ray: traced at this frame's size, the trace
+        # holds every intermediate tensor (12 GB for the paper size at 200x200) and the file every lookup's zeros
+        # and ones as constants; traced small with the sizes as symbols, the graph fits any frame (export_onnx)
+        example = example[..., :TRACE_SIZE, :TRACE_SIZE]
+        pinned = ((1, model.cfg.in_channels, h, w), (1, 3, resolution[1], resolution[0]))
     # hashed grid lookups (a light slab's, an oracle's) need ONNX's bitwise operators (opset 18)
     opset = 17 if model.cfg.arch == "mobile_r2l" else 18
-    return export_onnx(model, example, out_path, ("rays", "rgb"), input_layout(model.cfg, resolution), opset)
+    return export_onnx(model, example, out_path, ("rays", "rgb"), input_layout(model.cfg, resolution), opset, pinned)
 
 
 def export_onnx(module: torch.nn.Module, example: torch.Tensor, out_path: str | Path,
                 names: tuple[str, str] = ("input", "output"), metadata: dict[str, str] | None = None,
-                opset: int = 17) -> Path:
-    """Any one-input network at ``example``'s fixed shape -> an ONNX file written atomically."""
+                opset: int = 17, pinned: tuple[tuple[int, ...], tuple[int, ...]] | None = None) -> Path:
+    """Any one-input network at ``example``'s fixed shape -> an ONNX file written atomically.
+
+    With ``pinned`` (an image network's input and output shapes, [N, C, H, W]) the frame's height and width are
+    traced as symbols, then fixed to ``pinned``'s: traced at known sizes, the exporter writes every tensor it can
+    derive from them into the file as a constant (a grid lookup's zeros and ones, one per ray and sample: gigabytes
+    for a paper-size depth oracle at 400x400), where as ops they cost nothing to store."""
     # a hashed grid level XORs its vertex's hashed coordinates in place (ngfx.encodings.reference), an op the
     # TorchScript exporter has no symbolic for; ONNX has BitwiseXor from opset 18
     torch.onnx.register_custom_op_symbolic("aten::__ixor_", _bitwise_xor, 18)
     buffer = io.BytesIO()
-    with warnings.catch_warnings():  # the TorchScript exporter's deprecation notices; it is the one that folds BN
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape checks traced as constants: shapes are fixed
+    image_sizes = {2: "height", 3: "width"}
+    dynamic = None if pinned is None else {names[0]: image_sizes, names[1]: image_sizes}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter's; it is the one that folds BN
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape checks traced as constants: they hold
         torch.onnx.export(module.eval(), (example,), buffer, input_names=[names[0]], output_names=[names[1]],
-                          opset_version=opset, dynamo=False)
+                          opset_version=opset, dynamo=False, dynamic_axes=dynamic)
     graph = onnx.load_from_string(buffer.getvalue())
+    if pinned is not None:  # the file takes one frame size
+        for value, shape in zip((graph.graph.input[0], graph.graph.output[0]), pinned):
+            for dim, size in zip(value.type.tensor_type.shape.dim, shape):
+                dim.dim_value = size
+        del graph.graph.value_info[:]  # the exporter's shapes, in symbols
+        graph = onnx.shape_inference.infer_shapes(graph)
     if metadata:
         onnx.helper.set_model_props(graph, metadata)
     out_path = Path(out_path)

@@ -182,7 +182,7 @@ class DepthOracle(nn.Module):
         centres = (torch.arange(n, device=origins.device, dtype=origins.dtype) + 0.5) / n
         t = start[:, None] + centres * span[:, None]
         features = self.points_grid(self.unit(origins[:, None] + t[..., None] * dirs[:, None]).reshape(-1, 3))
-        return self.oracle(features.reshape(len(origins), -1)).float()
+        return self.oracle(features.reshape(-1, self.oracle[0].in_features)).float()  # no ray count: ONNX-exportable
 
     def shade(self, origins: torch.Tensor, dirs: torch.Tensor, bins: torch.Tensor, jitter: torch.Tensor | None = None
               ) -> torch.Tensor:
@@ -191,7 +191,9 @@ class DepthOracle(nn.Module):
         cfg = self.cfg
         start, span, hit = ray_bins(origins, dirs, self.aabb)
         width = span / cfg.n_bins
-        bins = bins.sort(dim=1).values.to(origins.dtype)
+        # front to back: the smallest top_bins in order (sort would export its k read from the shape, which ONNX
+        # shape inference cannot follow to the field's layers)
+        bins = bins.topk(cfg.top_bins, dim=1, largest=False).values.to(origins.dtype)
         offsets = (torch.arange(cfg.samples_per_bin, device=origins.device, dtype=origins.dtype)
                    + (0.5 if jitter is None else jitter)) / cfg.samples_per_bin
         t = start[:, None] + ((bins[..., None] + offsets) * width[:, None, None]).flatten(1)  # [R, K]
@@ -213,8 +215,11 @@ class DepthOracle(nn.Module):
     def forward(self, rays: torch.Tensor) -> torch.Tensor:
         b, _, h, w = rays.shape
         x = rays.permute(0, 2, 3, 1).reshape(-1, 6).float()
-        rgb = torch.cat([self.render_rays(x[i:i + RAYS_PER_PASS, :3], x[i:i + RAYS_PER_PASS, 3:])
-                         for i in range(0, len(x), RAYS_PER_PASS)])
+        if torch.jit.is_tracing():  # an ONNX export: one pass, no row bounds traced, so the graph fits any frame size
+            rgb = self.render_rays(x[:, :3], x[:, 3:])
+        else:
+            rgb = torch.cat([self.render_rays(x[i:i + RAYS_PER_PASS, :3], x[i:i + RAYS_PER_PASS, 3:])
+                             for i in range(0, len(x), RAYS_PER_PASS)])
         return rgb.reshape(b, h, w, 3).permute(0, 3, 1, 2)
 
 
