@@ -95,6 +95,9 @@ def test_the_mobile_report_costs_every_deployed_parameter_and_layer(oracle_expor
     field_macs = sum(w.numel() for net in (model.field.density_net.network, model.field.colour_net)
                      for w in net.weights)
     assert report["totals"]["macs"] == rays * (oracle_macs + cfg.n_samples * field_macs)
+    # and gathers, at every point, each level's 8 cell corners: at each bin centre of the oracle, at each sample
+    gathered = rays * 8 * (cfg.n_bins * cfg.oracle_levels * cfg.oracle_features + cfg.n_samples * cfg.field_levels * 2)
+    assert table[0]["activation_bytes"] == 2 * gathered
     assert report["frame"]["estimate_s"] > 0
     # a run folder is costed through its ONNX export, to the same table
     assert main(["mobile-report", str(run_dir), "--resolution", f"{SIZE}x{SIZE}", "--out", str(tmp_path / "rep2")]) == 0

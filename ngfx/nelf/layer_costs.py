@@ -10,7 +10,8 @@ Counting conventions (stated in the report):
   (C_out / groups) * k * k (every input pixel scatters a k x k patch); fully connected = C_in * C_out.
   FLOPs = 2 * MACs.
 - Parameters: conv weights + biases after folding (what is deployed). Storage = parameters * bytes/element.
-- Bytes moved: weights once + input activations read + output activations written, at ``bytes_per_element``.
+- Bytes moved: weights once + input activations read + output activations written, at ``bytes_per_element``;
+  a grid student's lookup tables (an ONNX graph's Gather nodes) once + every value its lookups gather.
 """
 
 from __future__ import annotations
@@ -164,10 +165,12 @@ def onnx_layer_costs(path, bytes_per_element: int = 2) -> list[LayerCost]:
     if not costs:
         raise NgfxInputError(source, None, "no Conv, ConvTranspose or fully connected layer with constant weights")
     # constant tables that Gather nodes look up (a light slab's or a depth oracle's grids, one table a level): stored,
-    # and costed as one read of every table per frame (an upper bound on what the lookups touch)
-    looked_up = {node.input[0] for node in graph.node if node.op_type == "Gather"} & float_weights
-    tables = sum(int(math.prod(weights[name])) for name in looked_up)
+    # and costed as one read of every table per frame plus every value the lookups gather (each corner of each
+    # level for each point: scattered reads, which no cache holds once the points outnumber the table)
+    lookups = [node for node in graph.node if node.op_type == "Gather" and node.input[0] in float_weights]
+    tables = sum(int(math.prod(weights[name])) for name in {node.input[0] for node in lookups})
+    gathered = sum(int(math.prod(shape(node.output[0], node.name or "Gather", batch_one=False))) for node in lookups)
     if tables:
-        costs.append(LayerCost("lookup tables", "table", (tables, 1, 1), (tables, 1, 1), tables, 0,
-                               tables * bytes_per_element, 0))
+        costs.append(LayerCost("lookup tables", "table", (tables, 1, 1), (gathered, 1, 1), tables, 0,
+                               tables * bytes_per_element, gathered * bytes_per_element))
     return costs
