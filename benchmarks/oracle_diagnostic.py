@@ -10,7 +10,7 @@ import torch
 
 from ngfx.cameras import Intrinsics, pixel_rays
 from ngfx.nelf.distill import _eval_references
-from ngfx.nelf.oracle import teacher_targets
+from ngfx.nelf.oracle import teacher_bin_weights
 from ngfx.nelf.runs import load_nelf_run
 from ngfx.render.metrics import psnr
 from ngfx.render.runs import load_run
@@ -27,7 +27,7 @@ def main(run_dir: str, teacher_dir: str, n_views: int = 16) -> None:
     for pose in poses:
         origins, dirs = pixel_rays(pose.to(device), k)
         with torch.no_grad():
-            _, weights = teacher_targets(teacher, origins, dirs, model.aabb, cfg.n_bins)
+            weights = teacher_bin_weights(teacher, origins, dirs, model.aabb, cfg.n_bins)
             oracle_bins = model.bin_logits(origins, dirs)[:, :cfg.n_bins].topk(cfg.top_bins, dim=1).indices
             teacher_bins = weights[:, :cfg.n_bins].topk(cfg.top_bins, dim=1).indices
             oracle_frames.append(model.shade(origins, dirs, oracle_bins).cpu())

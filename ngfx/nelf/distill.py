@@ -89,20 +89,24 @@ def sample_poses(train_poses: torch.Tensor, center: torch.Tensor, n: int, jitter
 RAYS_PER_RENDER = {"cpu": 1 << 16, "cuda": 1 << 21}  # one render call: a GPU takes several views' rays at once
 
 
+def teacher_colours(teacher, origins: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor:
+    """The teacher's colour [R, 3] of world rays [R, 3] on its device: its fused Triton kernels on a GPU only (on a
+    CPU they would run in Triton's interpreter)."""
+    if "fused" in inspect.signature(teacher.render_rays).parameters:
+        return teacher.render_rays(origins, dirs, fused=teacher.aabb.device.type == "cuda").float()
+    return teacher.render_rays(origins, dirs).float()
+
+
 def _teacher_frames(teacher, poses: torch.Tensor, k: Intrinsics):
     """Yield the teacher's uint8 [H, W, 3] frames of ``poses``, as many views a render call as fit
     ``RAYS_PER_RENDER`` (a 400x400 view alone leaves an H200 mostly idle)."""
     device = teacher.aabb.device
-    options = {}
-    if "fused" in inspect.signature(teacher.render_rays).parameters:
-        # fused Triton kernels pay off on the GPU only; on CPU they would run in Triton's interpreter
-        options["fused"] = device.type == "cuda"
     rays_per_render = RAYS_PER_RENDER.get(device.type, RAYS_PER_RENDER["cpu"])
     views_per_render = max(1, rays_per_render // (k.width * k.height))
     for first in range(0, len(poses), views_per_render):
         rays = [pixel_rays(c2w.to(device), k) for c2w in poses[first:first + views_per_render]]
         origins, dirs = torch.cat([o for o, _ in rays]), torch.cat([d for _, d in rays])
-        rgb = torch.cat([teacher.render_rays(origins[i:i + rays_per_render], dirs[i:i + rays_per_render], **options)
+        rgb = torch.cat([teacher_colours(teacher, origins[i:i + rays_per_render], dirs[i:i + rays_per_render])
                          for i in range(0, len(origins), rays_per_render)])
         frames = (rgb.clamp(0, 1).reshape(len(rays), k.height, k.width, 3) * 255 + 0.5).to(torch.uint8).cpu().numpy()
         yield from frames
@@ -302,7 +306,7 @@ def _frame_data(model: NeLF, targets, poses: torch.Tensor, k: Intrinsics, geomet
 class _TeacherRays:
     """The depth oracle's distillation (:mod:`ngfx.nelf.oracle`) as the training loop drives it: each step draws
     ``batch`` rays through random points of random frames of ``poses``, asks the teacher for their colour and bin
-    weights (:func:`ngfx.nelf.oracle.teacher_targets`) and returns the oracle's cross-entropy on the bins plus the
+    weights (:func:`teacher_colours`, :func:`ngfx.nelf.oracle.teacher_bin_weights`) and returns the oracle's cross-entropy on the bins plus the
     field's MSE on the colour, the field sampled (jittered) in the oracle's top bins where they hold the teacher's
     main bin, else in the teacher's top bins."""
 
@@ -318,14 +322,15 @@ class _TeacherRays:
         self.model.train()
 
     def training_step(self, step: int) -> torch.Tensor:
-        from ngfx.nelf.oracle import teacher_targets
+        from ngfx.nelf.oracle import teacher_bin_weights
 
         cfg, n = self.model.cfg, self.batch
         views = torch.randint(len(self.poses), (n,), device=self.device, generator=self.gen)
         pixels = torch.rand(n, 2, device=self.device, generator=self.gen) * torch.tensor(
             [self.k.width, self.k.height], device=self.device, dtype=torch.float32)
         origins, dirs = pixel_rays(self.poses[views], self.k, pixels)
-        colour, weights = teacher_targets(self.teacher, origins, dirs, self.model.aabb, cfg.n_bins)
+        colour = teacher_colours(self.teacher, origins, dirs)
+        weights = teacher_bin_weights(self.teacher, origins, dirs, self.model.aabb, cfg.n_bins)
         logits = self.model.bin_logits(origins, dirs)
         oracle_loss = -(weights * torch.log_softmax(logits, dim=1)).sum(1).mean()
         # the field learns in the oracle's bins where they hold the teacher's main bin (or the ray misses), so it

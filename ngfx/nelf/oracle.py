@@ -14,10 +14,11 @@ students stayed near 22-25 dB after minutes of distillation, and a light-slab or
 two-plane coordinates) found the teacher's main bin for only 77 % of the rays (BENCHMARKS.md). Points along the
 ray give the oracle the scene's 3D structure to read; texture in 3D is what a hash grid learns in seconds.
 
-Training (:func:`teacher_targets`): the teacher gives each ray's colour and its weight in every bin (its
-density sampled ``TEACHER_POINTS_PER_BIN`` times a bin); the oracle learns the bins by cross-entropy, and the field
-learns the colour through samples placed in the teacher's top bins (teacher forcing: the field need not wait for
-the oracle).
+Training (``ngfx.nelf.distill``): the teacher gives each ray's colour (its renderer) and its light in every bin
+(:func:`teacher_bin_weights`: its density sampled ``TEACHER_POINTS_PER_BIN`` times a bin); the oracle learns the
+bins by cross-entropy, and the field the colour through samples in the oracle's bins where they hold the teacher's
+main bin (so it learns the empty space the oracle samples around the surface), in the teacher's top bins elsewhere
+(so it need not wait for the oracle).
 
 Input (as every student takes it, image-shaped): [B, 6, h, w], each ray's origin and unit direction in world
 space; the config carries the scene box.
@@ -224,14 +225,11 @@ class DepthOracle(nn.Module):
 
 
 @torch.no_grad()
-def teacher_targets(teacher, origins: torch.Tensor, dirs: torch.Tensor, aabb: torch.Tensor, n_bins: int,
-                    points_per_bin: int = TEACHER_POINTS_PER_BIN, rays_per_pass: int = 1 << 14
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The teacher's colour [R, 3] of world rays [R, 3] (its renderer) and its bin weights [R, n_bins + 1]: the
-    share of each ray's light from each bin of its segment through ``aabb`` (as :func:`ray_bins` cuts it), the
-    teacher's density sampled at ``points_per_bin`` bin fractions, then the share that reaches the background.
-    Each row sums to 1."""
-    colour = teacher.render_rays(origins, dirs)
+def teacher_bin_weights(teacher, origins: torch.Tensor, dirs: torch.Tensor, aabb: torch.Tensor, n_bins: int,
+                        points_per_bin: int = TEACHER_POINTS_PER_BIN, rays_per_pass: int = 1 << 14) -> torch.Tensor:
+    """The teacher's bin weights [R, n_bins + 1] of world rays [R, 3]: the share of each ray's light from each bin
+    of its segment through ``aabb`` (as :func:`ray_bins` cuts it), the teacher's density sampled at
+    ``points_per_bin`` bin fractions, then the share that reaches the background. Each row sums to 1."""
     start, span, hit = ray_bins(origins, dirs, aabb)
     m = n_bins * points_per_bin
     frac = (torch.arange(m, device=origins.device, dtype=origins.dtype) + 0.5) / m
@@ -244,4 +242,4 @@ def teacher_targets(teacher, origins: torch.Tensor, dirs: torch.Tensor, aabb: to
         binned = w.reshape(len(o), n_bins, points_per_bin).sum(-1)
         weights.append(torch.cat([binned, (1 - binned.sum(1, keepdim=True)).clamp_min(0)], dim=1))
     weights = torch.cat(weights)
-    return colour.float(), weights / weights.sum(1, keepdim=True)
+    return weights / weights.sum(1, keepdim=True)
