@@ -135,6 +135,16 @@ def test_lightslab_distils_renders_exports_and_is_costed(slab_run, tmp_path):
     assert again["totals"] == report["totals"]
 
 
+def test_the_export_does_not_grow_with_the_frame(slab_run, tmp_path):
+    """Traced on a small frame with the frame's sizes as symbols, then pinned: the file holds no tensor per ray (a
+    paper-size light slab traced at 800x800 held every lookup's zeros and ones, and its trace ran out of 8 GB) and
+    renders a frame of the run's orbit at either size as PyTorch does."""
+    out, _ = slab_run
+    small, bigger = (export_run(out, tmp_path / f"{size}.onnx", (size, size)) for size in (32, 64))
+    assert bigger["bytes"] < 1.01 * small["bytes"]  # four times the rays, the same file but for the sizes it notes
+    assert small["max_abs_error_vs_pytorch"] < 1e-4 and bigger["max_abs_error_vs_pytorch"] < 1e-4
+
+
 def test_cli_rejects_an_unknown_arch(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["nelf", "distill", str(tmp_path), "--arch", "nerfnet", "--out", str(tmp_path / "x")])

@@ -22,7 +22,7 @@ from ngfx.io import atomic_write
 from ngfx.cameras import Intrinsics
 from ngfx.nelf.network import encode_frames, fold_batchnorm, low_resolution
 
-TRACE_SIZE = 8  # export_model traces a depth oracle on a frame at most this many pixels a side
+TRACE_SIZE = 8  # export_model traces a light slab or depth oracle on a frame at most this many pixels a side
 
 
 def input_layout(cfg, resolution: tuple[int, int]) -> dict[str, str]:
@@ -75,10 +75,11 @@ def export_model(model: torch.nn.Module, out_path: str | Path, resolution: tuple
     if model.cfg.arch != "oracle":  # the oracle has no BatchNorm (nor convs); the others fold every one of theirs
         model = fold_batchnorm(model)
     example, pinned = torch.rand(1, model.cfg.in_channels, h, w), None
-    if model.cfg.arch == "oracle":
-        # an oracle reads its grids at 64 bin points and 12 samples a ray: traced at this frame's size, the trace
-        # holds every intermediate tensor (12 GB for the paper size at 200x200) and the file every lookup's zeros
-        # and ones as constants; traced small with the sizes as symbols, the graph fits any frame (export_onnx)
+    if model.cfg.arch in ("oracle", "lightslab"):
+        # grid lookups (an oracle's at 64 bin points and 12 samples a ray, a light slab's 36 grids a ray) traced at
+        # this frame's size: the trace holds every intermediate tensor (paper sizes: an oracle 12 GB at 200x200, a
+        # light slab over 8 GB at 800x800) and the file every lookup's zeros and ones as constants; traced small
+        # with the sizes as symbols, the graph fits any frame (export_onnx)
         example = example[..., :TRACE_SIZE, :TRACE_SIZE]
         pinned = ((1, model.cfg.in_channels, h, w), (1, 3, resolution[1], resolution[0]))
     # hashed grid lookups (a light slab's, an oracle's) need ONNX's bitwise operators (opset 18)
@@ -92,7 +93,8 @@ def export_onnx(module: torch.nn.Module, example: torch.Tensor, out_path: str | 
     """Any one-input network at ``example``'s fixed shape -> an ONNX file written atomically.
 
     With ``pinned`` (an image network's input and output shapes, [N, C, H, W]) the frame's height and width are
-    traced as symbols, then fixed to ``pinned``'s: traced at known sizes, the exporter writes every tensor it can
+    traced as symbols, then fixed to ``pinned``'s (and so is every Reshape target computed from them, so that the
+    shapes of the layers after it are known): traced at known sizes, the exporter writes every tensor it can
     derive from them into the file as a constant (a grid lookup's zeros and ones, one per ray and sample: gigabytes
     for a paper-size depth oracle at 400x400), where as ops they cost nothing to store."""
     # a hashed grid level XORs its vertex's hashed coordinates in place (ngfx.encodings.reference), an op the
@@ -112,7 +114,7 @@ def export_onnx(module: torch.nn.Module, example: torch.Tensor, out_path: str | 
             for dim, size in zip(value.type.tensor_type.shape.dim, shape):
                 dim.dim_value = size
         del graph.graph.value_info[:]  # the exporter's shapes, in symbols
-        graph = onnx.shape_inference.infer_shapes(graph)
+        graph = _pin_reshape_targets(onnx.shape_inference.infer_shapes(graph))
     if metadata:
         onnx.helper.set_model_props(graph, metadata)
     out_path = Path(out_path)
@@ -123,6 +125,59 @@ def export_onnx(module: torch.nn.Module, example: torch.Tensor, out_path: str | 
 
 def _bitwise_xor(g, a, b):
     return g.op("BitwiseXor", a, b)
+
+
+# the ops by which a traced reshape(b, h, w, -1) computes its target from its tensors' shapes
+_SHAPE_OPS = {"Shape", "Constant", "Gather", "Unsqueeze", "Squeeze", "Concat", "Cast", "Slice"}
+
+
+def _pin_reshape_targets(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A graph pinned to one frame size, its shapes inferred -> every Reshape target it computes from tensor shapes
+    (a light slab's features, from a row a ray back to [1, H, W, C]) made a constant, the ops that computed it
+    dropped, and the shapes inferred again, now past the Reshape (its convs' shapes were unknown).
+
+    ONNX's shape inference cannot follow a computed target; its data propagation can, but carries every per-ray
+    value it meets (2.5 GB for a quick light slab at 400x400; a paper-size one passed 20 GB)."""
+    from onnx.reference import ReferenceEvaluator
+
+    graph = model.graph
+    static = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in (*graph.input, *graph.value_info)
+              if all(d.HasField("dim_value") for d in v.type.tensor_type.shape.dim)}
+    initializers = {t.name: t for t in graph.initializer}
+    producer = {out: node for node in graph.node for out in node.output}
+    values: dict[str, np.ndarray | None] = {}
+
+    def value(name: str) -> np.ndarray | None:  # a shape-derived tensor's value, or None where it depends on data
+        if name not in values:
+            node = producer.get(name)
+            if name in initializers:
+                values[name] = onnx.numpy_helper.to_array(initializers[name])
+            elif node is None or node.op_type not in _SHAPE_OPS:
+                values[name] = None
+            elif node.op_type == "Shape":  # a stand-in of the input's shape, no memory
+                shape = static.get(node.input[0])
+                values[name] = None if shape is None else ReferenceEvaluator(node).run(
+                    None, {node.input[0]: np.broadcast_to(np.float32(0), shape)})[0]
+            else:
+                inputs = {i: value(i) for i in node.input if i}
+                values[name] = None if any(v is None for v in inputs.values()) else \
+                    ReferenceEvaluator(node).run(None, inputs)[list(node.output).index(name)]
+        return values[name]
+
+    for node in graph.node:
+        target = node.input[1] if node.op_type == "Reshape" else None
+        if target and target in producer and producer[target].op_type != "Constant" and value(target) is not None:
+            graph.initializer.append(onnx.numpy_helper.from_array(value(target).astype(np.int64), f"{target}_pinned"))
+            node.input[1] = f"{target}_pinned"
+    while True:  # drop the ops that computed them
+        used = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
+        dead = [node for node in graph.node if not any(out in used for out in node.output)]
+        if not dead:
+            break
+        for node in dead:
+            graph.node.remove(node)
+    del graph.value_info[:]
+    return onnx.shape_inference.infer_shapes(model)
 
 
 def onnx_max_error(model: torch.nn.Module, onnx_path: str | Path, rays: torch.Tensor) -> float:
