@@ -193,8 +193,8 @@ def _add_nelf(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--size", choices=("tiny", "quick", "full"), default="quick")
     d.add_argument("--arch", choices=("mobile_r2l", "lightslab", "oracle"), default="mobile_r2l",
                    help="student: MobileR2L (deep 1x1-conv body), a grid-encoded light slab (LightSpeed-style) or a "
-                        "depth oracle (a light-slab network picks where a ray samples a small 3D grid field, "
-                        "DONeRF-style); BENCHMARKS.md compares them; default mobile_r2l")
+                        "depth oracle (a network reading the ray's points on a coarse 3D grid picks where a small 3D "
+                        "grid field is sampled, DONeRF-style); BENCHMARKS.md compares them; default mobile_r2l")
     d.add_argument("--pseudo-views", type=positive_int, default=None, help="teacher-rendered views (default by size)")
     d.add_argument("--steps", type=positive_int, default=None, help="distillation steps (default by size)")
     d.add_argument("--long-side", type=positive_int, default=None,
@@ -204,7 +204,8 @@ def _add_nelf(sub: argparse._SubParsersAction) -> None:
                    help="fine-tuning steps on real images (0: none)")
     d.add_argument("--seconds", type=positive_seconds, default=None,
                    help="training time budget (both phases, shared as their steps are): stop early")
-    d.add_argument("--batch", type=positive_int, default=None, help="frames a training step; rays a step for --arch oracle (default by size)")
+    d.add_argument("--batch", type=positive_int, default=None,
+                   help="frames a training step; rays a step for --arch oracle (default by size)")
     d.add_argument("--lr", type=float, default=None,
                    help="peak learning rate of the distillation, fine-tuning a fifth of it (default by size)")
     d.add_argument("--student-config", default=None,

@@ -8,13 +8,14 @@ from dataclasses import replace
 import pytest
 import torch
 
-from ngfx.cameras import Intrinsics, orbit_poses, pixel_rays
+from ngfx.cameras import pixel_rays
 from ngfx.cli import main
 from ngfx.errors import NgfxInputError
 from ngfx.nelf.distill import distill_from_app
 from ngfx.nelf.network import student_config, student_preset, with_overrides
 from ngfx.nelf.oracle import PRESETS, DepthOracle, OracleConfig, ray_bins, sample_weights, teacher_bin_weights
 from ngfx.nelf.runs import load_nelf_run, render_nelf_run
+from test_nelf_distill import SphereTeacher
 
 BOX = torch.tensor([[-1.5, -1.5, -1.5], [1.5, 1.5, 1.5]])
 
@@ -22,24 +23,13 @@ BOX = torch.tensor([[-1.5, -1.5, -1.5], [1.5, 1.5, 1.5]])
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-class SolidSphereTeacher:
+class SolidSphereTeacher(SphereTeacher):
     """What distillation reads of a NeRF App: an opaque unit sphere (density 200 inside) coloured by its normal,
-    on white; its renderer is exact, its density is what the bin weights are sampled from."""
-
-    name = "nerf"
+    on white; its renderer is exact (a ray pointing away misses it), its density is what the bin weights are sampled
+    from."""
 
     def __init__(self, size: int = 24):
-        self.intrinsics = Intrinsics.from_fov_x(size, size, math.radians(40))
-        self.train_poses = orbit_poses(12, 4.0, elevation_deg=25.0)
-        self.eval_poses = orbit_poses(5, 4.0, elevation_deg=35.0)[1:]
-        self.near, self.far = 2.0, 6.0
-        self.aabb = BOX.clone()
-        self.background = torch.ones(3)
-        self.eval_images = torch.stack([self.render_rays(*pixel_rays(p, self.intrinsics)).reshape(size, size, 3)
-                                        for p in self.eval_poses])
-
-    def eval(self):
-        return self
+        super().__init__(size)
 
     def density_world(self, points: torch.Tensor) -> torch.Tensor:
         return torch.where(points.norm(dim=-1) < 1.0, 200.0, 0.0)

@@ -91,6 +91,14 @@ class GridConfig:
         }
 
 
+def hash_grid_config(n_levels: int, n_features_per_level: int, log2_hashmap_size: int, base_resolution: int,
+                     per_level_scale: float) -> dict:
+    """tiny-cuda-nn's dict of a HashGrid encoding with these fields (checked when an Encoding parses it)."""
+    return {"otype": "HashGrid", "n_levels": n_levels, "n_features_per_level": n_features_per_level,
+            "log2_hashmap_size": log2_hashmap_size, "base_resolution": base_resolution,
+            "per_level_scale": per_level_scale}
+
+
 def parse_grid_config(n_input_dims: int, config: dict) -> GridConfig:
     """Validate a tiny-cuda-nn grid encoding dict; bad values raise ``ValueError`` naming the key."""
     if not isinstance(config, dict):

@@ -28,6 +28,7 @@ from ngfx.io import (CURVE_HINT, folder_lock, load_checkpoint, read_json, remove
                      save_checkpoint, write_image, write_json)
 from ngfx.nelf.lightslab import place_slabs
 from ngfx.nelf.network import NeLF, build_student, compile_blocks, encode_frames, student_preset, with_overrides
+from ngfx.nelf.oracle import teacher_bin_weights
 from ngfx.progress import progress_bar
 from ngfx.cameras import Intrinsics, look_at, pixel_rays
 from ngfx.render.metrics import psnr
@@ -307,8 +308,8 @@ def _frame_data(model: NeLF, targets, poses: torch.Tensor, k: Intrinsics, geomet
 class _TeacherRays:
     """The depth oracle's distillation (:mod:`ngfx.nelf.oracle`) as the training loop drives it: each step draws
     ``batch`` rays through random points of random frames of ``poses``, asks the teacher for their colour and bin
-    weights (:func:`teacher_colours`, :func:`ngfx.nelf.oracle.teacher_bin_weights`) and returns the oracle's cross-entropy on the bins plus the
-    field's MSE on the colour, the field sampled (jittered) in the oracle's top bins where they hold the teacher's
+    weights (:func:`teacher_colours`, :func:`ngfx.nelf.oracle.teacher_bin_weights`) and returns the oracle's
+    cross-entropy on the bins plus the field's MSE on the colour, the field sampled (jittered) in the oracle's top bins where they hold the teacher's
     main bin, else in the teacher's top bins."""
 
     name = "nelf"
@@ -317,18 +318,16 @@ class _TeacherRays:
         self.device = next(model.parameters()).device
         self.model, self.teacher, self.k, self.batch = model, teacher, k, batch
         self.poses = poses.to(self.device)
+        self.frame_size = torch.tensor([k.width, k.height], device=self.device, dtype=torch.float32)
         self.gen = torch.Generator(self.device).manual_seed(seed)
 
     def train(self) -> None:
         self.model.train()
 
     def training_step(self, step: int) -> torch.Tensor:
-        from ngfx.nelf.oracle import teacher_bin_weights
-
         cfg, n = self.model.cfg, self.batch
         views = torch.randint(len(self.poses), (n,), device=self.device, generator=self.gen)
-        pixels = torch.rand(n, 2, device=self.device, generator=self.gen) * torch.tensor(
-            [self.k.width, self.k.height], device=self.device, dtype=torch.float32)
+        pixels = torch.rand(n, 2, device=self.device, generator=self.gen) * self.frame_size
         origins, dirs = pixel_rays(self.poses[views], self.k, pixels)
         colour = teacher_colours(self.teacher, origins, dirs)
         weights = teacher_bin_weights(self.teacher, origins, dirs, self.model.aabb, cfg.n_bins)

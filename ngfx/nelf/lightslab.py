@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
-from ngfx.encodings import Encoding
+from ngfx.encodings import Encoding, hash_grid_config
 from ngfx.errors import NgfxInputError
 from ngfx.nelf.network import ResidualBlock, check_counts, config_dict, config_fields, super_resolution_head
 
@@ -67,9 +67,8 @@ class LightSlabConfig:
         return math.prod(s for _, _, s in self.sr_stages)
 
     def grid_config(self) -> dict:
-        return {"otype": "HashGrid", "n_levels": self.n_levels, "n_features_per_level": self.n_features,
-                "log2_hashmap_size": self.log2_hashmap_size, "base_resolution": self.base_resolution,
-                "per_level_scale": self.per_level_scale}
+        return hash_grid_config(self.n_levels, self.n_features, self.log2_hashmap_size, self.base_resolution,
+                                self.per_level_scale)
 
     def to_dict(self) -> dict:
         return config_dict(self)

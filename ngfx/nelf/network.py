@@ -9,6 +9,7 @@ stages and no normalisation this is R2L's deep residual MLP, evaluated once per 
 
 from __future__ import annotations
 
+import importlib
 import math
 from dataclasses import asdict, dataclass
 
@@ -256,37 +257,35 @@ def fold_batchnorm(model: NeLF) -> NeLF:
     return model
 
 
-ARCHS = ("mobile_r2l", "lightslab", "oracle")
+# the grid students, each in a module of its own: (module, its config class, its network); each module has PRESETS
+GRID_STUDENTS = {"lightslab": ("ngfx.nelf.lightslab", "LightSlabConfig", "LightSlab"),
+                 "oracle": ("ngfx.nelf.oracle", "OracleConfig", "DepthOracle")}
+ARCHS = ("mobile_r2l", *GRID_STUDENTS)
+
+
+def _grid_student(arch: str) -> tuple[type, type, dict]:
+    """(config class, network class, presets) of the grid student ``arch``, its module imported on first use."""
+    module_name, config, network = GRID_STUDENTS[arch]
+    module = importlib.import_module(module_name)
+    return getattr(module, config), getattr(module, network), module.PRESETS
 
 
 def student_config(d: dict, source: str = "config"):
-    """A student's config dict (run.json's ``nelf_config``) -> NeLFConfig, or LightSlabConfig / OracleConfig when
-    its ``arch`` says so."""
-    if isinstance(d, dict) and d.get("arch") == "lightslab":
-        from ngfx.nelf.lightslab import LightSlabConfig
-
-        return LightSlabConfig.from_dict(d, source)
-    if isinstance(d, dict) and d.get("arch") == "oracle":
-        from ngfx.nelf.oracle import OracleConfig
-
-        return OracleConfig.from_dict(d, source)
+    """A student's config dict (run.json's ``nelf_config``) -> NeLFConfig, or its grid student's config class
+    (LightSlabConfig, OracleConfig) when its ``arch`` says so."""
+    arch = d.get("arch") if isinstance(d, dict) else None
+    if arch in GRID_STUDENTS:
+        return _grid_student(arch)[0].from_dict(d, source)
     return NeLFConfig.from_dict(d, source)
 
 
 def student_preset(arch: str, name: str, resolution: tuple[int, int] | None = None):
     """The ``name`` size (tiny, quick, paper) of the student architecture ``arch``."""
-    if arch == "lightslab":
-        from ngfx.nelf.lightslab import PRESETS as SLAB_PRESETS
-
-        if name not in SLAB_PRESETS:
-            raise NgfxInputError("--arch", "arch", f"lightslab sizes: {', '.join(SLAB_PRESETS)}; got {name!r}")
-        return SLAB_PRESETS[name]
-    if arch == "oracle":
-        from ngfx.nelf.oracle import PRESETS as ORACLE_PRESETS
-
-        if name not in ORACLE_PRESETS:
-            raise NgfxInputError("--arch", "arch", f"oracle sizes: {', '.join(ORACLE_PRESETS)}; got {name!r}")
-        return ORACLE_PRESETS[name]
+    if arch in GRID_STUDENTS:
+        presets = _grid_student(arch)[2]
+        if name not in presets:
+            raise NgfxInputError("--arch", "arch", f"{arch} sizes: {', '.join(presets)}; got {name!r}")
+        return presets[name]
     if arch != "mobile_r2l":
         raise NgfxInputError("--arch", "arch", f"must be one of {ARCHS}, got {arch!r}")
     return preset_for(name, resolution)
@@ -305,16 +304,10 @@ def with_overrides(cfg, overrides, source: str):
 
 
 def build_student(cfg) -> nn.Module:
-    """The network of a student config: :class:`NeLF`, :class:`ngfx.nelf.lightslab.LightSlab` or
-    :class:`ngfx.nelf.oracle.DepthOracle`."""
-    if cfg.arch == "lightslab":
-        from ngfx.nelf.lightslab import LightSlab
-
-        return LightSlab(cfg)
-    if cfg.arch == "oracle":
-        from ngfx.nelf.oracle import DepthOracle
-
-        return DepthOracle(cfg)
+    """The network of a student config: :class:`NeLF`, or its grid student's (:class:`ngfx.nelf.lightslab.LightSlab`,
+    :class:`ngfx.nelf.oracle.DepthOracle`)."""
+    if cfg.arch in GRID_STUDENTS:
+        return _grid_student(cfg.arch)[1](cfg)
     return NeLF(cfg)
 
 

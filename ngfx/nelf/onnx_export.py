@@ -74,8 +74,9 @@ def export_model(model: torch.nn.Module, out_path: str | Path, resolution: tuple
     model = model.float().cpu()
     if model.cfg.arch != "oracle":  # the oracle has no BatchNorm (nor convs); the others fold every one of theirs
         model = fold_batchnorm(model)
+    grid_student = model.cfg.arch != "mobile_r2l"
     example, pinned = torch.rand(1, model.cfg.in_channels, h, w), None
-    if model.cfg.arch in ("oracle", "lightslab"):
+    if grid_student:
         # grid lookups (an oracle's at 64 bin points and 12 samples a ray, a light slab's 36 grids a ray) traced at
         # this frame's size: the trace holds every intermediate tensor (paper sizes: an oracle 12 GB at 200x200, a
         # light slab over 8 GB at 800x800) and the file every lookup's zeros and ones as constants; traced small
@@ -83,7 +84,7 @@ def export_model(model: torch.nn.Module, out_path: str | Path, resolution: tuple
         example = example[..., :TRACE_SIZE, :TRACE_SIZE]
         pinned = ((1, model.cfg.in_channels, h, w), (1, 3, resolution[1], resolution[0]))
     # hashed grid lookups (a light slab's, an oracle's) need ONNX's bitwise operators (opset 18)
-    opset = 17 if model.cfg.arch == "mobile_r2l" else 18
+    opset = 18 if grid_student else 17
     return export_onnx(model, example, out_path, ("rays", "rgb"), input_layout(model.cfg, resolution), opset, pinned)
 
 

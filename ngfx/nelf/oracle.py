@@ -33,12 +33,12 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
-from ngfx.encodings import Encoding
+from ngfx.encodings import Encoding, hash_grid_config
 from ngfx.errors import NgfxInputError
 from ngfx.nelf.network import check_counts, config_dict, config_fields
 from ngfx.render.apps.nerf_field import NerfField
 from ngfx.render.ops import volume
-from ngfx.render.ops.raymarch import ray_aabb
+from ngfx.render.ops.raymarch import ray_aabb, unit_points
 
 TEACHER_POINTS_PER_BIN = 4  # teacher density samples a bin, for the bin weights the oracle learns
 RAYS_PER_PASS = 1 << 18  # rays a forward takes at a time (a 400x400 frame is 160 k rays)
@@ -74,14 +74,12 @@ class OracleConfig:
         return self.top_bins * self.samples_per_bin
 
     def oracle_grid_config(self) -> dict:
-        return {"otype": "HashGrid", "n_levels": self.oracle_levels, "n_features_per_level": self.oracle_features,
-                "log2_hashmap_size": self.oracle_log2_hashmap_size, "base_resolution": self.oracle_base_resolution,
-                "per_level_scale": self.oracle_per_level_scale}
+        return hash_grid_config(self.oracle_levels, self.oracle_features, self.oracle_log2_hashmap_size,
+                                self.oracle_base_resolution, self.oracle_per_level_scale)
 
     def field_grid_config(self) -> dict:
-        return {"otype": "HashGrid", "n_levels": self.field_levels, "n_features_per_level": 2,
-                "log2_hashmap_size": self.field_log2_hashmap_size, "base_resolution": self.field_base_resolution,
-                "per_level_scale": self.field_per_level_scale}
+        return hash_grid_config(self.field_levels, 2, self.field_log2_hashmap_size, self.field_base_resolution,
+                                self.field_per_level_scale)
 
     def to_dict(self) -> dict:
         return config_dict(self)
@@ -102,28 +100,22 @@ class OracleConfig:
                 raise NgfxInputError(source, key, f"must be a finite number > 0, got {value!r}")
         if cfg.arch != "oracle":
             raise NgfxInputError(source, "arch", f"expected 'oracle', got {cfg.arch!r}")
-        return replace(cfg, aabb=_box(cfg.aabb, source), background=_colour(cfg.background, source))
+        box = _numbers(cfg.aabb, (2, 3), lambda b: bool(torch.isfinite(b).all() and (b[0] < b[1]).all()), source,
+                       "aabb", "[[x, y, z], [x, y, z]] (min, max), min below max on every axis")
+        colour = _numbers(cfg.background, (3,), lambda c: bool(((c >= 0) & (c <= 1)).all()), source, "background",
+                          "an RGB triple in [0, 1]")
+        return replace(cfg, aabb=tuple(tuple(corner) for corner in box.tolist()), background=tuple(colour.tolist()))
 
 
-def _box(value, source: str) -> tuple[tuple[float, float, float], ...]:
+def _numbers(value, shape: tuple[int, ...], valid, source: str, field: str, expected: str) -> torch.Tensor:
+    """Config field ``value`` as a float64 tensor of ``shape`` that ``valid`` accepts, else an error naming it."""
     try:
-        box = torch.tensor(value, dtype=torch.float64)
+        numbers = torch.tensor(value, dtype=torch.float64)
     except (TypeError, ValueError, RuntimeError):
-        box = None
-    if box is None or box.shape != (2, 3) or not torch.isfinite(box).all() or not (box[0] < box[1]).all():
-        raise NgfxInputError(source, "aabb", f"expected [[x, y, z], [x, y, z]] (min, max), min below max on every "
-                             f"axis, got {value!r}")
-    return tuple(tuple(float(c) for c in corner) for corner in box)
-
-
-def _colour(value, source: str) -> tuple[float, float, float]:
-    try:
-        colour = torch.tensor(value, dtype=torch.float64)
-    except (TypeError, ValueError, RuntimeError):
-        colour = None
-    if colour is None or colour.shape != (3,) or not ((colour >= 0) & (colour <= 1)).all():
-        raise NgfxInputError(source, "background", f"expected an RGB triple in [0, 1], got {value!r}")
-    return tuple(float(c) for c in colour)
+        numbers = None
+    if numbers is None or numbers.shape != shape or not valid(numbers):
+        raise NgfxInputError(source, field, f"expected {expected}, got {value!r}")
+    return numbers
 
 
 PRESETS: dict[str, OracleConfig] = {
@@ -172,17 +164,13 @@ class DepthOracle(nn.Module):
         self.register_buffer("aabb", torch.tensor(cfg.aabb, dtype=torch.float32), persistent=False)
         self.register_buffer("background", torch.tensor(cfg.background, dtype=torch.float32), persistent=False)
 
-    def unit(self, points: torch.Tensor) -> torch.Tensor:
-        """World points [..., 3] -> the scene box's unit cube (clamped to it)."""
-        return ((points - self.aabb[0]) / (self.aabb[1] - self.aabb[0])).clamp(0, 1)
-
     def bin_logits(self, origins: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor:
         """Rays [R, 3] -> [R, n_bins + 1] logits: the bins front to back, then "misses the scene"."""
         n = self.cfg.n_bins
         start, span, _ = ray_bins(origins, dirs, self.aabb)
         centres = (torch.arange(n, device=origins.device, dtype=origins.dtype) + 0.5) / n
         t = start[:, None] + centres * span[:, None]
-        features = self.points_grid(self.unit(origins[:, None] + t[..., None] * dirs[:, None]).reshape(-1, 3))
+        features = self.points_grid(unit_points(origins[:, None] + t[..., None] * dirs[:, None], self.aabb).reshape(-1, 3))
         return self.oracle(features.reshape(-1, self.oracle[0].in_features)).float()  # no ray count: ONNX-exportable
 
     def shade(self, origins: torch.Tensor, dirs: torch.Tensor, bins: torch.Tensor, jitter: torch.Tensor | None = None
@@ -202,7 +190,7 @@ class DepthOracle(nn.Module):
         k = t.shape[1]
         # a render (no gradients) on a GPU runs the field's fused head, as the teacher's renderer does
         field = self.field if torch.is_grad_enabled() else functools.partial(self.field.query, fused=origins.is_cuda)
-        sigma, rgb = field(self.unit(points).reshape(-1, 3), dirs[:, None].expand(-1, k, -1).reshape(-1, 3))
+        sigma, rgb = field(unit_points(points, self.aabb).reshape(-1, 3), dirs[:, None].expand(-1, k, -1).reshape(-1, 3))
         weights = sample_weights(sigma.reshape(-1, k).float(), width / cfg.samples_per_bin)
         colour = (weights[..., None] * rgb.reshape(-1, k, 3).float()).sum(1)
         colour = colour + (1 - weights.sum(1, keepdim=True)) * self.background
